@@ -125,14 +125,23 @@ pub enum OpenError {
 /// The cleartext header of an envelope: what a relay can see.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvelopeHeader {
-    /// Who the envelope is for.
-    pub recipient: NodeId,
+    /// Who the envelope is for: the raw public key, not yet validated (relays
+    /// route on it without decompressing a curve point). See
+    /// [`EnvelopeHeader::recipient_id`].
+    pub recipient: [u8; 32],
     /// The recipient's prekey it was sealed to.
     pub prekey: [u8; 32],
     /// The sender's one-time public key.
     pub ephemeral: [u8; 32],
     /// The message id.
     pub message_id: MessageId,
+}
+
+impl EnvelopeHeader {
+    /// The recipient as a validated id.
+    pub fn recipient_id(&self) -> Result<NodeId, IdentityError> {
+        NodeId::from_public_key_bytes(&self.recipient)
+    }
 }
 
 /// A decoded (not yet opened) envelope. Keeps the exact header bytes that the
@@ -153,16 +162,9 @@ impl Envelope {
         if header.version != ENVELOPE_VERSION {
             return Err(OpenError::UnsupportedVersion(header.version));
         }
-        let recipient =
-            NodeId::from_public_key_bytes(&wire::fixed(WHAT, "recipient", &header.recipient)?)
-                .map_err(|_| DecodeError::InvalidField {
-                    what: WHAT,
-                    field: "recipient",
-                    reason: "not a valid ed25519 key",
-                })?;
         Ok(Self {
             header: EnvelopeHeader {
-                recipient,
+                recipient: wire::fixed(WHAT, "recipient", &header.recipient)?,
                 prekey: wire::fixed(WHAT, "prekey", &header.prekey)?,
                 ephemeral: wire::fixed(WHAT, "ephemeral", &header.ephemeral)?,
                 message_id: MessageId(wire::fixed(WHAT, "message_id", &header.message_id)?),
@@ -301,8 +303,15 @@ pub fn open(
 ) -> Result<OpenedMessage, OpenError> {
     let envelope = Envelope::from_bytes(bytes)?;
     let header = envelope.header();
-    if &header.recipient != identity.id() {
-        return Err(OpenError::WrongRecipient(header.recipient));
+    if &header.recipient != identity.id().as_bytes() {
+        let recipient = header
+            .recipient_id()
+            .map_err(|_| DecodeError::InvalidField {
+                what: "EnvelopeHeader",
+                field: "recipient",
+                reason: "not a valid ed25519 key",
+            })?;
+        return Err(OpenError::WrongRecipient(recipient));
     }
     let prekey_secret = prekeys
         .secret_for(&header.prekey, now, &policy.prekeys)
@@ -624,7 +633,10 @@ mod tests {
         assert!(!contains(alice.identity.id().as_bytes()));
         assert!(!contains(content));
         let envelope = Envelope::from_bytes(&sealed.bytes).unwrap();
-        assert_eq!(&envelope.header().recipient, bob.identity.id());
+        assert_eq!(
+            &envelope.header().recipient_id().unwrap(),
+            bob.identity.id()
+        );
     }
 
     #[test]

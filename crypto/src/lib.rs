@@ -13,6 +13,32 @@
 //! Nothing here reads a clock or the OS's randomness: time and a
 //! cryptographic RNG come from the caller, so the simulator runs this code
 //! deterministically. Every decoder bounds its input and returns typed errors.
+//!
+//! ```
+//! use lifeline_crypto::envelope::{self, OpenError, OpenPolicy, ReplayGuard};
+//! use lifeline_crypto::{Identity, PrekeyRing, PublicPrekey, Timestamp};
+//!
+//! let mut rng = rand::rng();
+//! let now = Timestamp::from_unix_millis(1_763_700_000_000);
+//! let alice = Identity::generate(&mut rng);
+//! let bob = Identity::generate(&mut rng);
+//! let bob_prekeys = PrekeyRing::new(&bob, now, &mut rng);
+//!
+//! // Bob publishes his signed prekey; Alice checks Bob's signature on it.
+//! let card = PublicPrekey::from_bytes(bob_prekeys.current().to_bytes())?;
+//! let sealed = envelope::seal(&alice, &card, b"water at the school", now, &mut rng)?;
+//!
+//! let mut seen = ReplayGuard::default();
+//! let policy = OpenPolicy::default();
+//! let opened = envelope::open(&sealed.bytes, &bob, &bob_prekeys, &mut seen, now, &policy)?;
+//! assert_eq!(opened.content, b"water at the school");
+//! assert_eq!(&opened.sender, alice.id());
+//!
+//! // The same envelope a second time is a replay.
+//! let again = envelope::open(&sealed.bytes, &bob, &bob_prekeys, &mut seen, now, &policy);
+//! assert_eq!(again, Err(OpenError::Replayed(sealed.message_id)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod envelope;
 pub mod identity;

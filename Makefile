@@ -1,0 +1,42 @@
+# lifeline: the two commands a newcomer needs.
+#   make run    set up, then show lifeline's main job
+#   make test   set up, then run every check CI runs
+SHELL := /bin/bash
+CARGO ?= cargo
+# Seconds each fuzz target runs in `make test` (longer runs: `make fuzz FUZZ_SECONDS=600`).
+FUZZ_SECONDS ?= 15
+
+.PHONY: run test setup fmt clippy unit doc fuzz-smoke fuzz bench
+
+run: setup
+	@scripts/demo.sh
+
+test: setup fmt clippy unit doc fuzz-smoke
+	@echo "make test: all checks passed"
+
+setup:
+	@scripts/setup.sh
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# --all-targets also runs each benchmark once in test mode, so benches keep working.
+unit:
+	$(CARGO) test --workspace --all-targets --locked
+	$(CARGO) test --workspace --doc --locked
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+
+fuzz-smoke:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# Figures for the closing notes: release build, full criterion runs.
+bench:
+	$(CARGO) bench --locked -p lifeline-crypto --bench envelope
