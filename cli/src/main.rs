@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod armor;
+mod chain;
 mod keys;
 mod passphrase;
 mod paths;
@@ -44,6 +45,9 @@ enum Command {
     Seal(keys::SealArgs),
     /// Open a sealed envelope addressed to you (works offline)
     Open(keys::OpenArgs),
+    /// The Proof-of-Authority chain
+    #[command(subcommand)]
+    Chain(chain::ChainCommand),
 }
 
 /// What every command needs to know.
@@ -57,7 +61,7 @@ pub struct Context {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -65,14 +69,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context {
-        data_dir: paths::data_dir(cli.data_dir)?,
-        passphrase_file: cli.passphrase_file,
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Cli {
+        data_dir,
+        passphrase_file,
+        command,
+    } = cli;
+    // Only commands that touch keys need the data folder.
+    let ctx = || -> anyhow::Result<Context> {
+        Ok(Context {
+            data_dir: paths::data_dir(data_dir.clone())?,
+            passphrase_file: passphrase_file.clone(),
+        })
     };
-    match cli.command {
-        Command::Key(command) => keys::run(&ctx, command),
-        Command::Seal(args) => keys::seal(&ctx, args),
-        Command::Open(args) => keys::open(&ctx, args),
+    match command {
+        Command::Key(command) => keys::run(&ctx()?, command)?,
+        Command::Seal(args) => keys::seal(&ctx()?, args)?,
+        Command::Open(args) => keys::open(&ctx()?, args)?,
+        Command::Chain(command) => return chain::run(command),
     }
+    Ok(ExitCode::SUCCESS)
 }

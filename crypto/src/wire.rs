@@ -68,7 +68,7 @@ pub enum DecodeError {
 
 /// Decodes `bytes` as `M` after checking them against `max` bytes, and refuses
 /// non-canonical encodings.
-pub(crate) fn decode_bounded<M: Message + Default>(
+pub fn decode_bounded<M: Message + Default>(
     what: &'static str,
     bytes: &[u8],
     max: usize,
@@ -91,7 +91,7 @@ pub(crate) fn decode_bounded<M: Message + Default>(
 }
 
 /// Copies a field that must be exactly `N` bytes long.
-pub(crate) fn fixed<const N: usize>(
+pub fn fixed<const N: usize>(
     what: &'static str,
     field: &'static str,
     bytes: &[u8],

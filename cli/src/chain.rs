@@ -1,0 +1,116 @@
+//! `lifeline chain ...`: the Proof-of-Authority chain.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use lifeline_consensus::conformance::{self, Case, Report};
+
+/// Largest vote-replay file read.
+const MAX_REPLAY_FILE: u64 = 64 * 1024 * 1024;
+
+/// `lifeline chain` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ChainCommand {
+    /// Run a vote-replay conformance file through the real chain code
+    #[command(
+        after_help = "Prints one JSON line per case. Exit status: 0 when every case ran \
+                            (and, with --check, matched), 1 when --check found a mismatch, \
+                            2 when the file is not valid input.\n\nExample:\n  lifeline chain replay \
+                            vote-replay.json --check"
+    )]
+    Replay {
+        /// The vote-replay file (a JSON array of cases)
+        file: PathBuf,
+        /// Compare each outcome with the case's `expect` and fail on any mismatch
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// Runs a `lifeline chain` subcommand.
+pub fn run(command: ChainCommand) -> Result<ExitCode> {
+    match command {
+        ChainCommand::Replay { file, check } => replay(&file, check),
+    }
+}
+
+fn read_cases(file: &Path) -> Result<Vec<Case>> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= MAX_REPLAY_FILE,
+        "{} is {size} bytes; vote-replay files are limited to {MAX_REPLAY_FILE}",
+        file.display()
+    );
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a vote-replay file (a JSON array of cases, see VOTE-REPLAY.md)",
+            file.display()
+        )
+    })
+}
+
+fn replay(file: &Path, check: bool) -> Result<ExitCode> {
+    let cases = match read_cases(file) {
+        Ok(cases) => cases,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut mismatches = 0usize;
+    let mut out = std::io::stdout().lock();
+    for case in &cases {
+        let outcome = conformance::run(case);
+        let report = Report {
+            name: case.name.clone(),
+            outcome: outcome.clone(),
+        };
+        let line = serde_json::to_string(&report)?;
+        if let Err(e) = writeln!(out, "{line}") {
+            // A closed pipe (`| head`) means the reader has seen enough.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(e).context("cannot write the replay report");
+        }
+        if check {
+            match &case.expect {
+                Some(expected) if *expected == outcome => {}
+                Some(expected) => {
+                    mismatches += 1;
+                    eprintln!(
+                        "mismatch: {:?}: expected {}, got {}",
+                        case.name,
+                        serde_json::to_string(expected)?,
+                        serde_json::to_string(&outcome)?
+                    );
+                }
+                None => {
+                    mismatches += 1;
+                    eprintln!(
+                        "mismatch: {:?}: the case has no `expect` to check against",
+                        case.name
+                    );
+                }
+            }
+        }
+    }
+    if check {
+        eprintln!(
+            "{} passed, {mismatches} failed",
+            cases.len().saturating_sub(mismatches)
+        );
+    }
+    Ok(if mismatches > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,107 @@
+//! Where the chain keeps its blocks: the `ChainStore` trait, and the
+//! in-memory implementation that tests and the simulator use. The RocksDB
+//! implementation lives in lifeline-storage.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+
+use crate::block::BlockHash;
+
+/// The stored head: the tip of the canonical chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredHead {
+    /// Its height.
+    pub number: u64,
+    /// Its hash.
+    pub hash: BlockHash,
+}
+
+/// Everything one import changes, written at once: a store must apply a batch
+/// atomically (all of it or none of it) and durably before `commit` returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainBatch {
+    /// The genesis hash, written once when the chain is created.
+    pub genesis: Option<BlockHash>,
+    /// New blocks: hash and exact signed header bytes.
+    pub blocks: Vec<(BlockHash, Vec<u8>)>,
+    /// Canonical index entries to set.
+    pub canonical: Vec<(u64, BlockHash)>,
+    /// The new head, if it moved.
+    pub head: Option<StoredHead>,
+    /// A new latest snapshot of chain state (encoded), if one was taken.
+    pub snapshot: Option<Vec<u8>>,
+}
+
+/// Storage for the chain.
+pub trait ChainStore {
+    /// What can go wrong in this store.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The genesis hash the store was created with, if any.
+    fn genesis(&self) -> Result<Option<BlockHash>, Self::Error>;
+    /// A block's exact signed header bytes.
+    fn block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// The canonical block at `number`.
+    fn canonical(&self, number: u64) -> Result<Option<BlockHash>, Self::Error>;
+    /// The head.
+    fn head(&self) -> Result<Option<StoredHead>, Self::Error>;
+    /// The latest snapshot of chain state.
+    fn latest_snapshot(&self) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// Applies `batch` atomically and durably.
+    fn commit(&mut self, batch: ChainBatch) -> Result<(), Self::Error>;
+}
+
+/// A chain store in memory: for tests and the simulator.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryChainStore {
+    genesis: Option<BlockHash>,
+    blocks: HashMap<BlockHash, Vec<u8>>,
+    canonical: BTreeMap<u64, BlockHash>,
+    head: Option<StoredHead>,
+    snapshot: Option<Vec<u8>>,
+}
+
+impl MemoryChainStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ChainStore for MemoryChainStore {
+    type Error = Infallible;
+
+    fn genesis(&self) -> Result<Option<BlockHash>, Self::Error> {
+        Ok(self.genesis)
+    }
+
+    fn block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(self.blocks.get(hash).cloned())
+    }
+
+    fn canonical(&self, number: u64) -> Result<Option<BlockHash>, Self::Error> {
+        Ok(self.canonical.get(&number).copied())
+    }
+
+    fn head(&self) -> Result<Option<StoredHead>, Self::Error> {
+        Ok(self.head)
+    }
+
+    fn latest_snapshot(&self) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(self.snapshot.clone())
+    }
+
+    fn commit(&mut self, batch: ChainBatch) -> Result<(), Self::Error> {
+        if let Some(genesis) = batch.genesis {
+            self.genesis = Some(genesis);
+        }
+        self.blocks.extend(batch.blocks);
+        self.canonical.extend(batch.canonical);
+        if let Some(head) = batch.head {
+            self.head = Some(head);
+        }
+        if let Some(snapshot) = batch.snapshot {
+            self.snapshot = Some(snapshot);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! Nothing a peer sends may panic a node: the consensus decoders on arbitrary
+//! bytes, and on valid encodings with bits flipped.
+#![allow(clippy::unwrap_used)]
+
+use lifeline_consensus::block::{BlockHash, Header, Vote};
+use lifeline_consensus::conformance::identity_of;
+use lifeline_consensus::{SealedHeader, SignerState};
+use lifeline_crypto::Timestamp;
+use proptest::prelude::*;
+
+fn sample() -> SealedHeader {
+    let a = identity_of("A").unwrap();
+    Header {
+        parent_hash: BlockHash([3; 32]),
+        number: 42,
+        timestamp: Timestamp::from_unix_millis(1_700_000_000_000),
+        signer: *a.id(),
+        weight: 1,
+        vote: Some(Vote {
+            target: *identity_of("B").unwrap().id(),
+            authorize: true,
+        }),
+        checkpoint: Some(vec![*a.id()]),
+    }
+    .seal(&a)
+    .unwrap()
+}
+
+proptest! {
+    #[test]
+    fn decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
+        let _ = SealedHeader::from_bytes(&bytes);
+        let _ = SignerState::from_snapshot(&bytes);
+    }
+
+    #[test]
+    fn any_bit_flip_in_a_sealed_header_is_refused(bit in any::<prop::sample::Index>()) {
+        let sealed = sample();
+        let mut bytes = sealed.to_bytes().to_vec();
+        let bit = bit.index(bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(SealedHeader::from_bytes(&bytes).is_err(), "bit {} accepted", bit);
+    }
+}
+
+#[test]
+fn snapshot_round_trips() {
+    let ids: Vec<_> = ["A", "B", "C"]
+        .iter()
+        .map(|n| *identity_of(n).unwrap().id())
+        .collect();
+    let mut state = SignerState::genesis(ids.clone());
+    let vote = Vote {
+        target: *identity_of("D").unwrap().id(),
+        authorize: true,
+    };
+    state.apply(1, &ids[0], Some(&vote), false).unwrap();
+    let bytes = state.to_snapshot(1, &BlockHash([5; 32]));
+    let (restored, number, hash) = SignerState::from_snapshot(&bytes).unwrap();
+    assert_eq!((restored, number, hash), (state, 1, BlockHash([5; 32])));
+}
