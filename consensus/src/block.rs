@@ -8,6 +8,7 @@ use lifeline_crypto::{Identity, IdentityError, NodeId, Timestamp};
 use prost::Message;
 use thiserror::Error;
 
+use crate::tx::{Transaction, TxError, transactions_root};
 use crate::wire::pb;
 
 /// Domain string of block signatures.
@@ -71,6 +72,10 @@ pub struct Header {
     pub vote: Option<Vote>,
     /// The signer list, present exactly on epoch checkpoint blocks.
     pub checkpoint: Option<Vec<NodeId>>,
+    /// Commitment to the block's transactions ([`crate::tx::transactions_root`]).
+    pub transactions_root: [u8; 32],
+    /// The state root after the block ([`crate::state::ChainState::root`]).
+    pub state_root: [u8; 32],
 }
 
 /// Why a header could not be decoded or sealed.
@@ -118,6 +123,8 @@ impl Header {
             checkpoint: self.checkpoint.as_ref().map(|signers| pb::Checkpoint {
                 signers: signers.iter().map(|s| s.as_bytes().to_vec()).collect(),
             }),
+            transactions_root: self.transactions_root.to_vec(),
+            state_root: self.state_root.to_vec(),
         }
     }
 
@@ -197,6 +204,8 @@ impl SealedHeader {
             weight: raw.weight,
             vote,
             checkpoint,
+            transactions_root: fixed("BlockHeader", "transactions_root", &raw.transactions_root)?,
+            state_root: fixed("BlockHeader", "state_root", &raw.state_root)?,
         };
         Ok(Self {
             header,
@@ -221,6 +230,113 @@ impl SealedHeader {
     }
 }
 
+/// Most transactions in one block.
+pub const MAX_BLOCK_TXS: usize = 1024;
+/// Largest encoded block accepted.
+pub const MAX_BLOCK_LEN: usize = 4 * 1024 * 1024;
+
+/// Why a block could not be decoded.
+#[derive(Debug, Error, PartialEq)]
+pub enum BlockError {
+    /// Not a well-formed block.
+    #[error("malformed block: {0}")]
+    Malformed(#[from] DecodeError),
+    /// Its header is invalid.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// More transactions than a block may carry.
+    #[error("block carries {0} transactions, more than the {MAX_BLOCK_TXS} allowed")]
+    TooManyTransactions(usize),
+    /// One of its transactions is invalid.
+    #[error("transaction {index}: {source}")]
+    Transaction {
+        /// Its position.
+        index: usize,
+        /// Why.
+        source: TxError,
+    },
+    /// The transactions do not match the header's transactions root.
+    #[error("the transactions do not match the header's transactions root")]
+    TransactionsRoot,
+}
+
+/// A block: a sealed header and its transactions, checked against each other.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SealedBlock {
+    header: SealedHeader,
+    transactions: Vec<Transaction>,
+}
+
+impl SealedBlock {
+    /// Joins a sealed header and its transactions; fails if the header's
+    /// transactions root does not match them.
+    pub fn new(header: SealedHeader, transactions: Vec<Transaction>) -> Result<Self, BlockError> {
+        if transactions.len() > MAX_BLOCK_TXS {
+            return Err(BlockError::TooManyTransactions(transactions.len()));
+        }
+        if transactions_root(&transactions) != header.header().transactions_root {
+            return Err(BlockError::TransactionsRoot);
+        }
+        Ok(Self {
+            header,
+            transactions,
+        })
+    }
+
+    /// Decodes a block: its header (signature verified), every transaction
+    /// (signatures verified) and the transactions root.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BlockError> {
+        let block: pb::Block = decode_bounded("Block", bytes, MAX_BLOCK_LEN)?;
+        if block.transactions.len() > MAX_BLOCK_TXS {
+            return Err(BlockError::TooManyTransactions(block.transactions.len()));
+        }
+        let header = SealedHeader::from_bytes(&block.header)?;
+        let transactions = block
+            .transactions
+            .iter()
+            .enumerate()
+            .map(|(index, t)| {
+                Transaction::from_bytes(t)
+                    .map_err(|source| BlockError::Transaction { index, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(header, transactions)
+    }
+
+    /// The encoded block.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        pb::Block {
+            header: self.header.to_bytes().to_vec(),
+            transactions: self
+                .transactions
+                .iter()
+                .map(|t| t.to_bytes().to_vec())
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    /// The sealed header.
+    pub fn sealed_header(&self) -> &SealedHeader {
+        &self.header
+    }
+
+    /// The header's contents.
+    pub fn header(&self) -> &Header {
+        self.header.header()
+    }
+
+    /// The block hash.
+    pub fn hash(&self) -> BlockHash {
+        self.header.hash()
+    }
+
+    /// The transactions, in order.
+    pub fn transactions(&self) -> &[Transaction] {
+        &self.transactions
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +358,8 @@ mod tests {
                 authorize: true,
             }),
             checkpoint: Some(vec![*signer.id()]),
+            transactions_root: [4; 32],
+            state_root: [5; 32],
         }
     }
 

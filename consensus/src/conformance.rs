@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use lifeline_crypto::{Identity, IdentityError, NodeId, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::block::{Header, Vote};
+use crate::block::{Header, SealedBlock, Vote};
 use crate::chain::{Chain, ChainConfig, ChainError, Genesis, ImportError, Validation};
 use crate::signers::SignerError;
+use crate::state::ChainState;
 use crate::store::MemoryChainStore;
+use crate::tx::transactions_root;
 
 /// One case of a vote-replay file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -89,12 +91,16 @@ pub fn error_name(error: &ImportError) -> &'static str {
         ImportError::Signer(SignerError::RecentlySigned { .. }) => "recently_signed",
         ImportError::InvalidVote(_) => "invalid_vote",
         ImportError::InvalidCheckpoint(_) => "invalid_checkpoint",
-        ImportError::Header(_) => "invalid_header",
+        ImportError::Header(_) | ImportError::Block(_) => "invalid_block",
         ImportError::UnknownParent { .. } => "unknown_parent",
+        ImportError::BelowFinality { .. } => "below_finality",
         ImportError::BadNumber { .. } => "bad_number",
         ImportError::TooEarly => "too_early",
+        ImportError::EmptyBlock => "empty_block",
         ImportError::FromTheFuture(_) => "from_the_future",
         ImportError::WrongWeight { .. } => "wrong_weight",
+        ImportError::Transaction(_) => "invalid_transaction",
+        ImportError::StateRoot => "bad_state_root",
     }
 }
 
@@ -185,23 +191,24 @@ fn try_run(case: &Case) -> Result<Outcome, String> {
             }
             None => None,
         };
-        let header = Header {
+        let in_turn = chain.signer_state().in_turn(number) == Some(signer);
+        let mut header = Header {
             parent_hash: head.hash,
             number,
             timestamp: head.timestamp.saturating_add(config.period),
             signer,
-            weight: if chain.signer_state().in_turn(number) == Some(signer) {
-                2
-            } else {
-                1
-            },
+            weight: if in_turn { 2 } else { 1 },
             vote,
             checkpoint,
+            transactions_root: transactions_root(&[]),
+            state_root: [0; 32],
         };
+        header.state_root = expected_state_root(chain.state(), &header, config.epoch);
         let sealed = header
             .seal(names.identity(&spec.signer)?)
             .map_err(|e| format!("seal: {e}"))?;
-        match chain.import(&sealed, Validation::IgnoreTiming) {
+        let block = SealedBlock::new(sealed, Vec::new()).map_err(|e| format!("block: {e}"))?;
+        match chain.import(&block, Validation::IgnoreTiming) {
             Ok(_) => {}
             Err(ChainError::Import(e)) => {
                 return Ok(Outcome::Error {
@@ -219,6 +226,30 @@ fn try_run(case: &Case) -> Result<Outcome, String> {
         .collect();
     signers.sort();
     Ok(Outcome::Signers { signers })
+}
+
+/// The state root a block should carry: that of the state it leads to. A block
+/// whose signer may not seal gets a zero root; the chain refuses it for its
+/// signer before it looks at the root.
+fn expected_state_root(state: &ChainState, header: &Header, epoch: u64) -> [u8; 32] {
+    let mut next = state.clone();
+    let checkpoint = header.number.is_multiple_of(epoch);
+    if next
+        .signers_mut()
+        .apply(
+            header.number,
+            &header.signer,
+            header.vote.as_ref(),
+            checkpoint,
+        )
+        .is_err()
+    {
+        return [0; 32];
+    }
+    match next.apply_block(header, &[]) {
+        Ok(()) => next.root(),
+        Err(_) => [0; 32],
+    }
 }
 
 /// One line of `lifeline chain replay` output.

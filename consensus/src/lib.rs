@@ -6,14 +6,19 @@
 //! through [`ChainStore`]; it never reads a clock, opens a socket or spawns a
 //! task, so the daemon and the simulator drive the same code.
 
+pub mod alert;
 pub mod block;
 pub mod chain;
 pub mod conformance;
 pub mod signers;
+pub mod state;
 pub mod store;
+pub mod tx;
 pub mod wire;
 
-pub use block::{BlockHash, Header, SealedHeader, Vote};
-pub use chain::{Chain, ChainConfig, ChainError, Genesis, ImportError, Validation};
+pub use block::{BlockHash, Header, SealedBlock, SealedHeader, Vote};
+pub use chain::{Chain, ChainConfig, ChainError, Genesis, Head, ImportError, Imported, Validation};
 pub use signers::{SignerChange, SignerError, SignerState};
+pub use state::ChainState;
 pub use store::{ChainStore, MemoryChainStore};
+pub use tx::{Action, Transaction};

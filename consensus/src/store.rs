@@ -26,8 +26,13 @@ pub struct ChainBatch {
     pub blocks: Vec<(BlockHash, Vec<u8>)>,
     /// Canonical index entries to set.
     pub canonical: Vec<(u64, BlockHash)>,
+    /// Remove canonical index entries above this height (after the head
+    /// moved to a shorter branch).
+    pub truncate_canonical_above: Option<u64>,
     /// The new head, if it moved.
     pub head: Option<StoredHead>,
+    /// The new finalized block, if it moved.
+    pub finalized: Option<StoredHead>,
     /// A new latest snapshot of chain state (encoded), if one was taken.
     pub snapshot: Option<Vec<u8>>,
 }
@@ -44,6 +49,8 @@ pub trait ChainStore {
     fn canonical(&self, number: u64) -> Result<Option<BlockHash>, Self::Error>;
     /// The head.
     fn head(&self) -> Result<Option<StoredHead>, Self::Error>;
+    /// The finalized block.
+    fn finalized(&self) -> Result<Option<StoredHead>, Self::Error>;
     /// The latest snapshot of chain state.
     fn latest_snapshot(&self) -> Result<Option<Vec<u8>>, Self::Error>;
     /// Applies `batch` atomically and durably.
@@ -57,6 +64,7 @@ pub struct MemoryChainStore {
     blocks: HashMap<BlockHash, Vec<u8>>,
     canonical: BTreeMap<u64, BlockHash>,
     head: Option<StoredHead>,
+    finalized: Option<StoredHead>,
     snapshot: Option<Vec<u8>>,
 }
 
@@ -86,6 +94,10 @@ impl ChainStore for MemoryChainStore {
         Ok(self.head)
     }
 
+    fn finalized(&self) -> Result<Option<StoredHead>, Self::Error> {
+        Ok(self.finalized)
+    }
+
     fn latest_snapshot(&self) -> Result<Option<Vec<u8>>, Self::Error> {
         Ok(self.snapshot.clone())
     }
@@ -95,9 +107,15 @@ impl ChainStore for MemoryChainStore {
             self.genesis = Some(genesis);
         }
         self.blocks.extend(batch.blocks);
+        if let Some(above) = batch.truncate_canonical_above {
+            self.canonical.split_off(&above.saturating_add(1));
+        }
         self.canonical.extend(batch.canonical);
         if let Some(head) = batch.head {
             self.head = Some(head);
+        }
+        if let Some(finalized) = batch.finalized {
+            self.finalized = Some(finalized);
         }
         if let Some(snapshot) = batch.snapshot {
             self.snapshot = Some(snapshot);

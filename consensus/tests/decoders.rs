@@ -21,6 +21,8 @@ fn sample() -> SealedHeader {
             authorize: true,
         }),
         checkpoint: Some(vec![*a.id()]),
+        transactions_root: [6; 32],
+        state_root: [7; 32],
     }
     .seal(&a)
     .unwrap()
@@ -31,6 +33,9 @@ proptest! {
     fn decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
         let _ = SealedHeader::from_bytes(&bytes);
         let _ = SignerState::from_snapshot(&bytes);
+        let _ = lifeline_consensus::SealedBlock::from_bytes(&bytes);
+        let _ = lifeline_consensus::Transaction::from_bytes(&bytes);
+        let _ = lifeline_consensus::ChainState::from_snapshot(&bytes);
     }
 
     #[test]

@@ -1,0 +1,758 @@
+//! Chain state: who is registered, which roles are certified, which keys are
+//! revoked, which alerts are in force, each account's nonce, equivocations on
+//! record, and the signer set.
+//!
+//! Maps are persistent (structure-sharing), so keeping one state per
+//! not-yet-final block on competing branches costs only what each block
+//! changed.
+
+use imbl::{OrdMap, OrdSet};
+use lifeline_crypto::{NodeId, PublicPrekey, Timestamp};
+use thiserror::Error;
+
+use crate::alert::{Alert, AlertMsgType, Point};
+use crate::block::{BlockHash, Header};
+use crate::signers::SignerState;
+use crate::tx::{Action, Transaction};
+
+/// A registered identity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdentityRecord {
+    /// Its id.
+    pub id: NodeId,
+    /// Its display name (not unique).
+    pub display_name: String,
+    /// Its current prekey.
+    pub prekey: PublicPrekey,
+    /// The block that registered it.
+    pub registered_in: u64,
+}
+
+/// A role an authority certified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleGrant {
+    /// The role, e.g. "medic".
+    pub role: String,
+    /// The authority that certified it.
+    pub certifier: NodeId,
+    /// Until when.
+    pub expires_at: Timestamp,
+    /// The block that recorded it.
+    pub block: u64,
+}
+
+/// A revoked key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Who revoked it: its owner or an authority.
+    pub by: NodeId,
+    /// Why.
+    pub reason: String,
+    /// The block that recorded it.
+    pub block: u64,
+}
+
+/// An alert on the chain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertRecord {
+    /// The alert.
+    pub alert: Alert,
+    /// The authority that published it.
+    pub publisher: NodeId,
+    /// The block that recorded it.
+    pub block: u64,
+    /// The identifier of the Update or Cancel that replaced it, if any.
+    pub superseded_by: Option<String>,
+}
+
+/// Equivocation on record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Equivocation {
+    /// The signer that sealed two blocks at one height.
+    pub signer: NodeId,
+    /// The height.
+    pub number: u64,
+    /// The two block hashes.
+    pub hashes: (BlockHash, BlockHash),
+    /// The block that recorded the evidence.
+    pub recorded_in: u64,
+}
+
+/// Why a transaction does not apply to the state. The block carrying it is refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TxRejected {
+    /// The nonce is not the sender's next one (a duplicate or a gap).
+    #[error("nonce {got} is not the sender's next nonce {expected}")]
+    BadNonce {
+        /// The sender's next nonce.
+        expected: u64,
+        /// The transaction's.
+        got: u64,
+    },
+    /// The sender's key is revoked.
+    #[error("the sender's key is revoked")]
+    RevokedSender,
+    /// Only authorities may do this.
+    #[error("only an authority may {0}")]
+    NotAuthority(&'static str),
+    /// The sender is already registered.
+    #[error("the sender is already registered")]
+    AlreadyRegistered,
+    /// The identity is not registered.
+    #[error("{0} is not registered")]
+    NotRegistered(NodeId),
+    /// The prekey belongs to someone else.
+    #[error("the prekey belongs to another identity")]
+    ForeignPrekey,
+    /// The prekey is not newer than the current one.
+    #[error("the prekey is not newer than the current one")]
+    StalePrekey,
+    /// The subject's key is revoked.
+    #[error("{0} is revoked")]
+    SubjectRevoked(NodeId),
+    /// The role or alert would already have expired.
+    #[error("it expires before the block's time")]
+    AlreadyExpired,
+    /// Only the key's owner or an authority may revoke it.
+    #[error("only the key's owner or an authority may revoke it")]
+    NotOwnerOrAuthority,
+    /// The key is already revoked.
+    #[error("the key is already revoked")]
+    AlreadyRevoked,
+    /// An alert with this identifier is already on the chain.
+    #[error("an alert with identifier {0:?} is already on the chain")]
+    DuplicateAlert(String),
+    /// An Update or Cancel refers to an alert that is not on the chain or was replaced.
+    #[error("alert {0:?} is not on the chain or was already replaced")]
+    UnknownReference(String),
+    /// Ack and Error messages are not chain records.
+    #[error("CAP Ack and Error messages are not published on the chain")]
+    UnsupportedMsgType,
+    /// The two headers are not an equivocation.
+    #[error("not equivocation: {0}")]
+    NotEquivocation(&'static str),
+    /// This equivocation is already on record.
+    #[error("this equivocation is already on record")]
+    DuplicateEvidence,
+}
+
+/// A transaction's refusal within a block.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("transaction {index}: {reason}")]
+pub struct BlockTxError {
+    /// Its position in the block.
+    pub index: usize,
+    /// Why.
+    pub reason: TxRejected,
+}
+
+/// Accumulates a block's writes into the state root.
+struct Diff(blake3::Hasher);
+
+impl Diff {
+    fn new() -> Self {
+        Self(blake3::Hasher::new_derive_key(
+            "lifeline 2026-11 state diff v1",
+        ))
+    }
+
+    /// Records one write: a kind, a key and the new value, length-prefixed.
+    fn write(&mut self, kind: u8, key: &[u8], value: &[&[u8]]) {
+        self.0.update(&[kind]);
+        self.part(key);
+        self.0
+            .update(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_le_bytes());
+        for v in value {
+            self.part(v);
+        }
+    }
+
+    fn part(&mut self, bytes: &[u8]) {
+        self.0
+            .update(&u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_le_bytes());
+        self.0.update(bytes);
+    }
+}
+
+/// Normalises a display name for lookups: case-insensitive, spaces collapsed.
+pub fn normalize_name(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// The chain's state after some block.
+#[derive(Clone, Debug)]
+pub struct ChainState {
+    signers: SignerState,
+    identities: OrdMap<NodeId, IdentityRecord>,
+    names: OrdMap<String, OrdSet<NodeId>>,
+    roles: OrdMap<NodeId, Vec<RoleGrant>>,
+    revocations: OrdMap<NodeId, Revocation>,
+    alerts: OrdMap<String, AlertRecord>,
+    nonces: OrdMap<NodeId, u64>,
+    equivocations: OrdMap<(NodeId, u64), Equivocation>,
+    root: [u8; 32],
+}
+
+impl ChainState {
+    /// The state of a genesis block.
+    pub fn genesis(signers: SignerState, genesis_hash: &BlockHash) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key("lifeline 2026-11 state root v1");
+        hasher.update(b"genesis");
+        hasher.update(&genesis_hash.0);
+        Self {
+            signers,
+            identities: OrdMap::new(),
+            names: OrdMap::new(),
+            roles: OrdMap::new(),
+            revocations: OrdMap::new(),
+            alerts: OrdMap::new(),
+            nonces: OrdMap::new(),
+            equivocations: OrdMap::new(),
+            root: *hasher.finalize().as_bytes(),
+        }
+    }
+
+    /// The state root: commits to the genesis and every block's writes since.
+    pub fn root(&self) -> [u8; 32] {
+        self.root
+    }
+
+    /// The signer set, recent sealers and pending votes.
+    pub fn signers(&self) -> &SignerState {
+        &self.signers
+    }
+
+    pub(crate) fn signers_mut(&mut self) -> &mut SignerState {
+        &mut self.signers
+    }
+
+    /// Whether `id` is an authority (a current signer).
+    pub fn is_authority(&self, id: &NodeId) -> bool {
+        self.signers.is_signer(id)
+    }
+
+    /// A registered identity.
+    pub fn identity(&self, id: &NodeId) -> Option<&IdentityRecord> {
+        self.identities.get(id)
+    }
+
+    /// Registered identities whose display name matches `name` (ignoring case and spacing).
+    pub fn identities_named(&self, name: &str) -> Vec<&IdentityRecord> {
+        self.names
+            .get(&normalize_name(name))
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.identities.get(id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many identities are registered.
+    pub fn identity_count(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// The roles `id` holds at `now` (unexpired).
+    pub fn roles_of(&self, id: &NodeId, now: Timestamp) -> Vec<&RoleGrant> {
+        self.roles
+            .get(id)
+            .map(|grants| grants.iter().filter(|g| g.expires_at > now).collect())
+            .unwrap_or_default()
+    }
+
+    /// The revocation of `id`, if it is revoked.
+    pub fn revocation(&self, id: &NodeId) -> Option<&Revocation> {
+        self.revocations.get(id)
+    }
+
+    /// Whether `id` is revoked.
+    pub fn is_revoked(&self, id: &NodeId) -> bool {
+        self.revocations.contains_key(id)
+    }
+
+    /// Alerts in force at `now`, optionally only those covering `near`; most severe first.
+    pub fn alerts_in_force(&self, now: Timestamp, near: Option<Point>) -> Vec<&AlertRecord> {
+        let mut alerts: Vec<&AlertRecord> = self
+            .alerts
+            .values()
+            .filter(|r| r.superseded_by.is_none() && r.alert.msg_type != AlertMsgType::Cancel)
+            .filter(|r| r.alert.in_force(now))
+            .filter(|r| near.is_none_or(|p| r.alert.covers(p)))
+            .collect();
+        alerts.sort_by_key(|r| (r.alert.severity as i32, std::cmp::Reverse(r.alert.sent)));
+        alerts
+    }
+
+    /// An alert by identifier (in force or not).
+    pub fn alert(&self, identifier: &str) -> Option<&AlertRecord> {
+        self.alerts.get(identifier)
+    }
+
+    /// The next nonce `id` must use.
+    pub fn next_nonce(&self, id: &NodeId) -> u64 {
+        self.nonces.get(id).copied().unwrap_or(0)
+    }
+
+    /// Equivocations on record.
+    pub fn equivocations(&self) -> impl Iterator<Item = &Equivocation> {
+        self.equivocations.values()
+    }
+
+    /// Applies a block's transactions (after its header's signer rules were
+    /// applied to [`Self::signers`]) and moves the state root on. On error the
+    /// state is left partly changed: apply to a clone.
+    pub fn apply_block(
+        &mut self,
+        header: &Header,
+        txs: &[Transaction],
+    ) -> Result<(), BlockTxError> {
+        let mut diff = Diff::new();
+        diff.write(0, &header.number.to_le_bytes(), &[header.signer.as_bytes()]);
+        let signers: Vec<&[u8]> = self
+            .signers
+            .signers()
+            .iter()
+            .map(|s| s.as_bytes().as_slice())
+            .collect();
+        diff.write(1, b"signers", &signers);
+        for (index, tx) in txs.iter().enumerate() {
+            self.apply_tx(header, tx, &mut diff)
+                .map_err(|reason| BlockTxError { index, reason })?;
+        }
+        let mut hasher = blake3::Hasher::new_derive_key("lifeline 2026-11 state root v1");
+        hasher.update(&self.root);
+        hasher.update(diff.0.finalize().as_bytes());
+        self.root = *hasher.finalize().as_bytes();
+        Ok(())
+    }
+
+    fn apply_tx(
+        &mut self,
+        header: &Header,
+        tx: &Transaction,
+        diff: &mut Diff,
+    ) -> Result<(), TxRejected> {
+        let sender = tx.sender;
+        let expected = self.next_nonce(&sender);
+        if tx.nonce != expected {
+            return Err(TxRejected::BadNonce {
+                expected,
+                got: tx.nonce,
+            });
+        }
+        if self.is_revoked(&sender) {
+            return Err(TxRejected::RevokedSender);
+        }
+        let number = header.number;
+        match &tx.action {
+            Action::RegisterIdentity {
+                display_name,
+                prekey,
+            } => {
+                if self.identities.contains_key(&sender) {
+                    return Err(TxRejected::AlreadyRegistered);
+                }
+                if prekey.owner() != &sender {
+                    return Err(TxRejected::ForeignPrekey);
+                }
+                let record = IdentityRecord {
+                    id: sender,
+                    display_name: display_name.clone(),
+                    prekey: prekey.clone(),
+                    registered_in: number,
+                };
+                diff.write(
+                    2,
+                    sender.as_bytes(),
+                    &[display_name.as_bytes(), prekey.to_bytes()],
+                );
+                self.identities.insert(sender, record);
+                self.names
+                    .entry(normalize_name(display_name))
+                    .or_default()
+                    .insert(sender);
+            }
+            Action::RotatePrekey { prekey } => {
+                let current = self
+                    .identities
+                    .get(&sender)
+                    .ok_or(TxRejected::NotRegistered(sender))?;
+                if prekey.owner() != &sender {
+                    return Err(TxRejected::ForeignPrekey);
+                }
+                if prekey.created_at() <= current.prekey.created_at() {
+                    return Err(TxRejected::StalePrekey);
+                }
+                let mut record = current.clone();
+                record.prekey = prekey.clone();
+                diff.write(3, sender.as_bytes(), &[prekey.to_bytes()]);
+                self.identities.insert(sender, record);
+            }
+            Action::CertifyRole {
+                subject,
+                role,
+                expires_at,
+            } => {
+                if !self.is_authority(&sender) {
+                    return Err(TxRejected::NotAuthority("certify roles"));
+                }
+                if !self.identities.contains_key(subject) {
+                    return Err(TxRejected::NotRegistered(*subject));
+                }
+                if self.is_revoked(subject) {
+                    return Err(TxRejected::SubjectRevoked(*subject));
+                }
+                if *expires_at <= header.timestamp {
+                    return Err(TxRejected::AlreadyExpired);
+                }
+                diff.write(
+                    4,
+                    subject.as_bytes(),
+                    &[
+                        role.as_bytes(),
+                        sender.as_bytes(),
+                        &expires_at.as_unix_millis().to_le_bytes(),
+                    ],
+                );
+                let grant = RoleGrant {
+                    role: role.clone(),
+                    certifier: sender,
+                    expires_at: *expires_at,
+                    block: number,
+                };
+                let mut grants = self.roles.get(subject).cloned().unwrap_or_default();
+                // A new certification of the same role replaces the old one.
+                grants.retain(|g| g.role != *role);
+                grants.push(grant);
+                self.roles.insert(*subject, grants);
+            }
+            Action::RevokeIdentity { subject, reason } => {
+                if *subject != sender && !self.is_authority(&sender) {
+                    return Err(TxRejected::NotOwnerOrAuthority);
+                }
+                if self.is_revoked(subject) {
+                    return Err(TxRejected::AlreadyRevoked);
+                }
+                diff.write(
+                    5,
+                    subject.as_bytes(),
+                    &[sender.as_bytes(), reason.as_bytes()],
+                );
+                self.revocations.insert(
+                    *subject,
+                    Revocation {
+                        by: sender,
+                        reason: reason.clone(),
+                        block: number,
+                    },
+                );
+            }
+            Action::PublishAlert(alert) => {
+                if !self.is_authority(&sender) {
+                    return Err(TxRejected::NotAuthority("publish alerts"));
+                }
+                if matches!(alert.msg_type, AlertMsgType::Ack | AlertMsgType::Error) {
+                    return Err(TxRejected::UnsupportedMsgType);
+                }
+                if self.alerts.contains_key(&alert.identifier) {
+                    return Err(TxRejected::DuplicateAlert(alert.identifier.clone()));
+                }
+                if alert.expires <= header.timestamp {
+                    return Err(TxRejected::AlreadyExpired);
+                }
+                for reference in &alert.references {
+                    match self.alerts.get(reference) {
+                        Some(r) if r.superseded_by.is_none() => {}
+                        _ => return Err(TxRejected::UnknownReference(reference.clone())),
+                    }
+                }
+                for reference in &alert.references {
+                    if let Some(old) = self.alerts.get(reference) {
+                        let mut old = old.clone();
+                        old.superseded_by = Some(alert.identifier.clone());
+                        self.alerts.insert(reference.clone(), old);
+                    }
+                }
+                let encoded = prost::Message::encode_to_vec(&alert.to_pb());
+                diff.write(
+                    6,
+                    alert.identifier.as_bytes(),
+                    &[sender.as_bytes(), &encoded],
+                );
+                self.alerts.insert(
+                    alert.identifier.clone(),
+                    AlertRecord {
+                        alert: (**alert).clone(),
+                        publisher: sender,
+                        block: number,
+                        superseded_by: None,
+                    },
+                );
+            }
+            Action::RecordEquivocation { a, b } => {
+                let (ha, hb) = (a.header(), b.header());
+                if ha.signer != hb.signer {
+                    return Err(TxRejected::NotEquivocation(
+                        "the headers have different signers",
+                    ));
+                }
+                if ha.number != hb.number {
+                    return Err(TxRejected::NotEquivocation(
+                        "the headers are at different heights",
+                    ));
+                }
+                if a.hash() == b.hash() {
+                    return Err(TxRejected::NotEquivocation(
+                        "the headers are the same block",
+                    ));
+                }
+                let key = (ha.signer, ha.number);
+                if self.equivocations.contains_key(&key) {
+                    return Err(TxRejected::DuplicateEvidence);
+                }
+                let (x, y) = if a.hash() < b.hash() {
+                    (a.hash(), b.hash())
+                } else {
+                    (b.hash(), a.hash())
+                };
+                diff.write(
+                    7,
+                    ha.signer.as_bytes(),
+                    &[&ha.number.to_le_bytes(), &x.0, &y.0],
+                );
+                self.equivocations.insert(
+                    key,
+                    Equivocation {
+                        signer: ha.signer,
+                        number: ha.number,
+                        hashes: (x, y),
+                        recorded_in: number,
+                    },
+                );
+            }
+        }
+        diff.write(8, sender.as_bytes(), &[&(expected + 1).to_le_bytes()]);
+        self.nonces.insert(sender, expected + 1);
+        Ok(())
+    }
+}
+
+/// Largest state snapshot read back (it comes from our own disk, but is
+/// bounded all the same).
+pub const MAX_SNAPSHOT_LEN: usize = 512 * 1024 * 1024;
+
+/// Why a stored state snapshot could not be read.
+#[derive(Debug, Error, PartialEq)]
+pub enum StateSnapshotError {
+    /// Not a well-formed snapshot.
+    #[error("malformed state snapshot: {0}")]
+    Malformed(#[from] lifeline_crypto::wire::DecodeError),
+    /// Well-formed but inconsistent.
+    #[error("invalid state snapshot: {0}")]
+    Invalid(String),
+}
+
+/// Where a snapshot sits in the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPoint {
+    /// Height.
+    pub number: u64,
+    /// Block hash.
+    pub hash: BlockHash,
+    /// Block time.
+    pub timestamp: Timestamp,
+    /// Total weight of the chain up to it.
+    pub total_weight: u64,
+}
+
+impl ChainState {
+    /// Encodes the whole state as a snapshot taken at `at`.
+    pub fn to_snapshot(&self, at: &SnapshotPoint) -> Vec<u8> {
+        use crate::wire::pb;
+        let signers =
+            prost::Message::decode(self.signers.to_snapshot(at.number, &at.hash).as_slice()).ok();
+        let snapshot = pb::StateSnapshot {
+            number: at.number,
+            hash: at.hash.0.to_vec(),
+            timestamp_ms: at.timestamp.as_unix_millis(),
+            total_weight: at.total_weight,
+            root: self.root.to_vec(),
+            signers,
+            identities: self
+                .identities
+                .values()
+                .map(|r| pb::IdentityEntry {
+                    id: r.id.as_bytes().to_vec(),
+                    display_name: r.display_name.clone(),
+                    prekey: r.prekey.to_bytes().to_vec(),
+                    registered_in: r.registered_in,
+                })
+                .collect(),
+            roles: self
+                .roles
+                .iter()
+                .flat_map(|(subject, grants)| {
+                    grants.iter().map(move |g| pb::RoleEntry {
+                        subject: subject.as_bytes().to_vec(),
+                        role: g.role.clone(),
+                        certifier: g.certifier.as_bytes().to_vec(),
+                        expires_at_ms: g.expires_at.as_unix_millis(),
+                        block: g.block,
+                    })
+                })
+                .collect(),
+            revocations: self
+                .revocations
+                .iter()
+                .map(|(subject, r)| pb::RevocationEntry {
+                    subject: subject.as_bytes().to_vec(),
+                    by: r.by.as_bytes().to_vec(),
+                    reason: r.reason.clone(),
+                    block: r.block,
+                })
+                .collect(),
+            alerts: self
+                .alerts
+                .values()
+                .map(|r| pb::AlertEntry {
+                    alert: Some(r.alert.to_pb()),
+                    publisher: r.publisher.as_bytes().to_vec(),
+                    block: r.block,
+                    superseded_by: r.superseded_by.clone().unwrap_or_default(),
+                })
+                .collect(),
+            nonces: self
+                .nonces
+                .iter()
+                .map(|(account, next)| pb::NonceEntry {
+                    account: account.as_bytes().to_vec(),
+                    next: *next,
+                })
+                .collect(),
+            equivocations: self
+                .equivocations
+                .values()
+                .map(|e| pb::EquivocationEntry {
+                    signer: e.signer.as_bytes().to_vec(),
+                    number: e.number,
+                    hash_a: e.hashes.0.0.to_vec(),
+                    hash_b: e.hashes.1.0.to_vec(),
+                    recorded_in: e.recorded_in,
+                })
+                .collect(),
+        };
+        prost::Message::encode_to_vec(&snapshot)
+    }
+
+    /// Decodes a snapshot made by [`Self::to_snapshot`].
+    pub fn from_snapshot(bytes: &[u8]) -> Result<(Self, SnapshotPoint), StateSnapshotError> {
+        use crate::wire::pb;
+        use lifeline_crypto::wire::{decode_bounded, fixed};
+        const WHAT: &str = "StateSnapshot";
+        let raw: pb::StateSnapshot = decode_bounded(WHAT, bytes, MAX_SNAPSHOT_LEN)?;
+        let invalid = |what: &str| StateSnapshotError::Invalid(what.to_string());
+        let id = |field: &'static str, b: &[u8]| -> Result<NodeId, StateSnapshotError> {
+            NodeId::from_public_key_bytes(&fixed(WHAT, field, b)?)
+                .map_err(|e| StateSnapshotError::Invalid(format!("{field}: {e}")))
+        };
+        let signer_bytes =
+            prost::Message::encode_to_vec(&raw.signers.ok_or_else(|| invalid("no signers"))?);
+        let (signers, _, _) = SignerState::from_snapshot(&signer_bytes)
+            .map_err(|e| StateSnapshotError::Invalid(e.to_string()))?;
+        let mut state = Self {
+            signers,
+            identities: OrdMap::new(),
+            names: OrdMap::new(),
+            roles: OrdMap::new(),
+            revocations: OrdMap::new(),
+            alerts: OrdMap::new(),
+            nonces: OrdMap::new(),
+            equivocations: OrdMap::new(),
+            root: fixed(WHAT, "root", &raw.root)?,
+        };
+        for e in raw.identities {
+            let record = IdentityRecord {
+                id: id("identities.id", &e.id)?,
+                prekey: PublicPrekey::from_bytes(&e.prekey)
+                    .map_err(|e| StateSnapshotError::Invalid(e.to_string()))?,
+                display_name: e.display_name,
+                registered_in: e.registered_in,
+            };
+            state
+                .names
+                .entry(normalize_name(&record.display_name))
+                .or_default()
+                .insert(record.id);
+            state.identities.insert(record.id, record);
+        }
+        for e in raw.roles {
+            let subject = id("roles.subject", &e.subject)?;
+            let grant = RoleGrant {
+                role: e.role,
+                certifier: id("roles.certifier", &e.certifier)?,
+                expires_at: Timestamp::from_unix_millis(e.expires_at_ms),
+                block: e.block,
+            };
+            let mut grants = state.roles.get(&subject).cloned().unwrap_or_default();
+            grants.push(grant);
+            state.roles.insert(subject, grants);
+        }
+        for e in raw.revocations {
+            state.revocations.insert(
+                id("revocations.subject", &e.subject)?,
+                Revocation {
+                    by: id("revocations.by", &e.by)?,
+                    reason: e.reason,
+                    block: e.block,
+                },
+            );
+        }
+        for e in raw.alerts {
+            let alert = Alert::from_pb(
+                e.alert
+                    .ok_or_else(|| invalid("alert entry without alert"))?,
+            )
+            .map_err(|e| StateSnapshotError::Invalid(e.to_string()))?;
+            state.alerts.insert(
+                alert.identifier.clone(),
+                AlertRecord {
+                    alert,
+                    publisher: id("alerts.publisher", &e.publisher)?,
+                    block: e.block,
+                    superseded_by: (!e.superseded_by.is_empty()).then_some(e.superseded_by),
+                },
+            );
+        }
+        for e in raw.nonces {
+            state
+                .nonces
+                .insert(id("nonces.account", &e.account)?, e.next);
+        }
+        for e in raw.equivocations {
+            let signer = id("equivocations.signer", &e.signer)?;
+            state.equivocations.insert(
+                (signer, e.number),
+                Equivocation {
+                    signer,
+                    number: e.number,
+                    hashes: (
+                        BlockHash(fixed(WHAT, "hash_a", &e.hash_a)?),
+                        BlockHash(fixed(WHAT, "hash_b", &e.hash_b)?),
+                    ),
+                    recorded_in: e.recorded_in,
+                },
+            );
+        }
+        let point = SnapshotPoint {
+            number: raw.number,
+            hash: BlockHash(fixed(WHAT, "hash", &raw.hash)?),
+            timestamp: Timestamp::from_unix_millis(raw.timestamp_ms),
+            total_weight: raw.total_weight,
+        };
+        Ok((state, point))
+    }
+}

@@ -1,0 +1,607 @@
+//! The chain through its public API: validation, transactions, queries, fork
+//! choice, finality, equivocation and restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use lifeline_consensus::alert::Point;
+use lifeline_consensus::block::{SealedBlock, Vote};
+use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
+use lifeline_consensus::conformance::identity_of;
+use lifeline_consensus::state::TxRejected;
+use lifeline_consensus::tx::{Action, Transaction};
+use lifeline_consensus::wire::pb;
+use lifeline_consensus::{Chain, ChainError, ChainStore, ImportError, MemoryChainStore};
+use lifeline_crypto::{Identity, PrekeyRing, Timestamp};
+use prost::Message;
+
+const START: u64 = 1_763_700_000_000;
+
+fn id(name: &str) -> Identity {
+    identity_of(name).unwrap()
+}
+
+fn genesis(names: &[&str]) -> Genesis {
+    Genesis {
+        config: ChainConfig {
+            snapshot_interval: 4,
+            ..ChainConfig::default()
+        },
+        timestamp: Timestamp::from_unix_millis(START),
+        signers: names.iter().map(|n| *id(n).id()).collect(),
+    }
+}
+
+fn chain(names: &[&str]) -> Chain<MemoryChainStore> {
+    Chain::open(MemoryChainStore::new(), &genesis(names)).unwrap()
+}
+
+/// A block by `by` one heartbeat after the head (valid even when empty).
+fn block(c: &Chain<MemoryChainStore>, by: &str, txs: Vec<Transaction>) -> SealedBlock {
+    let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+    c.propose(&id(by), t, None, txs).unwrap()
+}
+
+fn import(
+    c: &mut Chain<MemoryChainStore>,
+    b: &SealedBlock,
+) -> Result<lifeline_consensus::Imported, ImportError> {
+    match c.import(
+        b,
+        Validation::Full {
+            now: b.header().timestamp,
+        },
+    ) {
+        Ok(imported) => Ok(imported),
+        Err(ChainError::Import(e)) => Err(e),
+        Err(e) => panic!("storage error: {e}"),
+    }
+}
+
+/// Proposes a block by `by` with `txs` and imports it.
+fn add(
+    c: &mut Chain<MemoryChainStore>,
+    by: &str,
+    txs: Vec<Transaction>,
+) -> Result<lifeline_consensus::Imported, ImportError> {
+    let b = block(c, by, txs);
+    import(c, &b)
+}
+
+fn register(who: &Identity, name: &str, nonce: u64) -> Transaction {
+    let ring = PrekeyRing::new(who, Timestamp::from_unix_millis(START), &mut rand::rng());
+    Transaction::sign(
+        who,
+        nonce,
+        Action::RegisterIdentity {
+            display_name: name.into(),
+            prekey: ring.current().clone(),
+        },
+    )
+}
+
+fn tx_error(c: &mut Chain<MemoryChainStore>, by: &str, tx: Transaction) -> TxRejected {
+    // propose refuses what import would refuse; check both agree.
+    let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+    let proposed = c.propose(&id(by), t, None, vec![tx]);
+    match proposed {
+        Err(ImportError::Transaction(e)) => e.reason,
+        other => panic!("expected a transaction error, got {other:?}"),
+    }
+}
+
+#[test]
+fn timing_weight_and_empty_blocks_are_checked() {
+    let mut c = chain(&["A", "B", "C"]);
+    let head = c.head();
+    let in_turn = ["A", "B", "C"]
+        .into_iter()
+        .find(|n| c.signer_state().in_turn(1) == Some(*id(n).id()))
+        .unwrap();
+    // Too early: less than a period after the parent.
+    let early = c
+        .propose(
+            &id(in_turn),
+            head.timestamp.saturating_add(Duration::from_secs(1)),
+            None,
+            vec![register(&id("p"), "P", 0)],
+        )
+        .unwrap();
+    assert_eq!(import(&mut c, &early), Err(ImportError::TooEarly));
+    // Empty before the heartbeat.
+    let empty = c
+        .propose(
+            &id(in_turn),
+            head.timestamp.saturating_add(Duration::from_secs(10)),
+            None,
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(import(&mut c, &empty), Err(ImportError::EmptyBlock));
+    // Far in the future of the local clock.
+    let b = block(&c, in_turn, vec![]);
+    let clock = b
+        .header()
+        .timestamp
+        .saturating_sub(Duration::from_secs(3600));
+    assert!(matches!(
+        c.import(&b, Validation::Full { now: clock }),
+        Err(ChainError::Import(ImportError::FromTheFuture(_)))
+    ));
+    assert_eq!(c.head().number, 0);
+    assert!(import(&mut c, &b).unwrap().new);
+    assert!(
+        !import(&mut c, &b).unwrap().new,
+        "importing twice is harmless"
+    );
+}
+
+#[test]
+fn a_block_with_a_wrong_state_root_or_tampered_transactions_is_refused() {
+    let mut c = chain(&["A", "B"]);
+    let good = block(&c, "A", vec![register(&id("p"), "P", 0)]);
+    // Re-seal the header with a different state root.
+    let mut header = good.header().clone();
+    header.state_root = [7; 32];
+    let bad =
+        SealedBlock::new(header.seal(&id("A")).unwrap(), good.transactions().to_vec()).unwrap();
+    assert_eq!(import(&mut c, &bad), Err(ImportError::StateRoot));
+    // Swap the transactions: the root no longer matches.
+    let mut raw = pb::Block::decode(good.to_bytes().as_slice()).unwrap();
+    raw.transactions = vec![register(&id("q"), "Q", 0).to_bytes().to_vec()];
+    assert!(SealedBlock::from_bytes(&raw.encode_to_vec()).is_err());
+    assert!(import(&mut c, &good).is_ok());
+}
+
+#[test]
+fn identities_register_rotate_and_resolve_by_name() {
+    let mut c = chain(&["A", "B"]);
+    let anna = id("anna");
+    let other_anna = id("anna-2");
+    let b = block(
+        &c,
+        "A",
+        vec![
+            register(&anna, "Anna Berg", 0),
+            register(&other_anna, "anna  berg", 0),
+        ],
+    );
+    import(&mut c, &b).unwrap();
+    assert_eq!(
+        c.state().identity(anna.id()).unwrap().display_name,
+        "Anna Berg"
+    );
+    assert_eq!(
+        c.state().identities_named("ANNA BERG").len(),
+        2,
+        "names are not unique"
+    );
+    assert_eq!(
+        tx_error(&mut c, "B", register(&anna, "Anna", 1)),
+        TxRejected::AlreadyRegistered
+    );
+
+    let newer = PrekeyRing::new(
+        &anna,
+        Timestamp::from_unix_millis(START + 1000),
+        &mut rand::rng(),
+    );
+    let rotate = Transaction::sign(
+        &anna,
+        1,
+        Action::RotatePrekey {
+            prekey: newer.current().clone(),
+        },
+    );
+    add(&mut c, "B", vec![rotate]).unwrap();
+    assert_eq!(
+        c.state().identity(anna.id()).unwrap().prekey,
+        *newer.current()
+    );
+    // Someone else's prekey cannot be registered as one's own.
+    let stranger = id("stranger");
+    let foreign = Transaction::sign(
+        &stranger,
+        0,
+        Action::RegisterIdentity {
+            display_name: "S".into(),
+            prekey: newer.current().clone(),
+        },
+    );
+    assert_eq!(tx_error(&mut c, "A", foreign), TxRejected::ForeignPrekey);
+}
+
+#[test]
+fn nonces_refuse_duplicates_and_gaps() {
+    let mut c = chain(&["A", "B"]);
+    let p = id("p");
+    add(&mut c, "A", vec![register(&p, "P", 0)]).unwrap();
+    assert_eq!(c.state().next_nonce(p.id()), 1);
+    let revoke = |n| {
+        Transaction::sign(
+            &p,
+            n,
+            Action::RevokeIdentity {
+                subject: *p.id(),
+                reason: "lost phone".into(),
+            },
+        )
+    };
+    assert_eq!(
+        tx_error(&mut c, "B", revoke(0)),
+        TxRejected::BadNonce {
+            expected: 1,
+            got: 0
+        }
+    );
+    assert_eq!(
+        tx_error(&mut c, "B", revoke(5)),
+        TxRejected::BadNonce {
+            expected: 1,
+            got: 5
+        }
+    );
+}
+
+#[test]
+fn only_authorities_certify_and_publish() {
+    let mut c = chain(&["A", "B"]);
+    let medic = id("medic");
+    add(&mut c, "A", vec![register(&medic, "Medic", 0)]).unwrap();
+    let until = Timestamp::from_unix_millis(START + 30 * 86_400_000);
+    let certify = |by: &Identity, nonce| {
+        Transaction::sign(
+            by,
+            nonce,
+            Action::CertifyRole {
+                subject: *medic.id(),
+                role: "medic".into(),
+                expires_at: until,
+            },
+        )
+    };
+    assert_eq!(
+        tx_error(&mut c, "B", certify(&medic, 1)),
+        TxRejected::NotAuthority("certify roles")
+    );
+    add(&mut c, "B", vec![certify(&id("A"), 0)]).unwrap();
+    let now = c.head().timestamp;
+    let roles = c.state().roles_of(medic.id(), now);
+    assert_eq!(roles.len(), 1);
+    assert_eq!(
+        (roles[0].role.as_str(), roles[0].certifier),
+        ("medic", *id("A").id())
+    );
+    assert!(
+        c.state().roles_of(medic.id(), until).is_empty(),
+        "roles lapse at their expiry"
+    );
+
+    let alert =
+        lifeline_consensus::alert::Alert::from_pb(flood("flood-1", now.as_unix_millis())).unwrap();
+    let by_medic = Transaction::sign(&medic, 1, Action::PublishAlert(Box::new(alert.clone())));
+    assert_eq!(
+        tx_error(&mut c, "A", by_medic),
+        TxRejected::NotAuthority("publish alerts")
+    );
+    let by_b = Transaction::sign(&id("B"), 0, Action::PublishAlert(Box::new(alert.clone())));
+    add(&mut c, "A", vec![by_b]).unwrap();
+    let t = c.head().timestamp;
+    assert_eq!(c.state().alerts_in_force(t, None).len(), 1);
+    assert_eq!(
+        c.state()
+            .alerts_in_force(
+                t,
+                Some(Point {
+                    lat: 51.05,
+                    lon: 12.05
+                })
+            )
+            .len(),
+        1
+    );
+    assert!(
+        c.state()
+            .alerts_in_force(
+                t,
+                Some(Point {
+                    lat: 48.0,
+                    lon: 2.0
+                })
+            )
+            .is_empty()
+    );
+    let again = Transaction::sign(&id("B"), 1, Action::PublishAlert(Box::new(alert)));
+    assert_eq!(
+        tx_error(&mut c, "B", again),
+        TxRejected::DuplicateAlert("flood-1".into())
+    );
+
+    // A Cancel takes it out of force.
+    let mut cancel = flood("flood-1-cancel", t.as_unix_millis());
+    cancel.msg_type = pb::AlertMsgType::Cancel.into();
+    cancel.references = vec!["flood-1".into()];
+    let cancel = lifeline_consensus::alert::Alert::from_pb(cancel).unwrap();
+    add(
+        &mut c,
+        "B",
+        vec![Transaction::sign(
+            &id("A"),
+            1,
+            Action::PublishAlert(Box::new(cancel)),
+        )],
+    )
+    .unwrap();
+    assert!(
+        c.state()
+            .alerts_in_force(c.head().timestamp, None)
+            .is_empty()
+    );
+}
+
+#[test]
+fn revocation_by_owner_or_authority_and_revoked_senders_are_refused() {
+    let mut c = chain(&["A", "B"]);
+    let (p, q) = (id("p"), id("q"));
+    add(
+        &mut c,
+        "A",
+        vec![register(&p, "P", 0), register(&q, "Q", 0)],
+    )
+    .unwrap();
+    let q_revokes_p = Transaction::sign(
+        &q,
+        1,
+        Action::RevokeIdentity {
+            subject: *p.id(),
+            reason: "prank".into(),
+        },
+    );
+    assert_eq!(
+        tx_error(&mut c, "B", q_revokes_p),
+        TxRejected::NotOwnerOrAuthority
+    );
+    let authority_revokes_p = Transaction::sign(
+        &id("A"),
+        0,
+        Action::RevokeIdentity {
+            subject: *p.id(),
+            reason: "reported stolen".into(),
+        },
+    );
+    add(&mut c, "B", vec![authority_revokes_p]).unwrap();
+    assert!(c.state().is_revoked(p.id()));
+    assert_eq!(
+        c.state().revocation(p.id()).unwrap().reason,
+        "reported stolen"
+    );
+    let thief = Transaction::sign(
+        &p,
+        1,
+        Action::RevokeIdentity {
+            subject: *q.id(),
+            reason: "x".into(),
+        },
+    );
+    assert_eq!(tx_error(&mut c, "A", thief), TxRejected::RevokedSender);
+}
+
+/// A valid flood alert over a small square.
+fn flood(identifier: &str, sent_ms: u64) -> pb::Alert {
+    let p = |lat, lon| pb::Point { lat, lon };
+    pb::Alert {
+        identifier: identifier.into(),
+        sender: "civil-protection@example.org".into(),
+        sent_ms,
+        status: pb::AlertStatus::Actual.into(),
+        msg_type: pb::AlertMsgType::Alert.into(),
+        references: vec![],
+        event: "Flood".into(),
+        urgency: pb::AlertUrgency::Immediate.into(),
+        severity: pb::AlertSeverity::Severe.into(),
+        certainty: pb::AlertCertainty::Observed.into(),
+        headline: "River over its banks".into(),
+        description: "Streets east of the bridge are flooded.".into(),
+        instruction: "Go to the school on the hill.".into(),
+        area: Some(pb::AlertArea {
+            description: "Lower town".into(),
+            shape: Some(pb::alert_area::Shape::Polygon(pb::Polygon {
+                points: vec![
+                    p(51.0, 12.0),
+                    p(51.0, 12.1),
+                    p(51.1, 12.1),
+                    p(51.1, 12.0),
+                    p(51.0, 12.0),
+                ],
+            })),
+        }),
+        expires_ms: sent_ms + 6 * 3_600_000,
+    }
+}
+
+#[test]
+fn finality_needs_more_than_two_thirds_of_the_signers() {
+    let mut c = chain(&["A", "B", "C"]);
+    let b1 = block(&c, "A", vec![]);
+    import(&mut c, &b1).unwrap();
+    add(&mut c, "B", vec![]).unwrap();
+    assert_eq!(
+        c.finalized().number,
+        0,
+        "two of three signers are not more than two thirds"
+    );
+    let third = add(&mut c, "C", vec![]).unwrap();
+    assert_eq!(
+        third.finalized.hash,
+        b1.hash(),
+        "A, B and C have now sealed block 1 or its descendants"
+    );
+}
+
+#[test]
+fn heavier_branch_wins_and_finalized_blocks_are_never_reverted() {
+    let names = ["A", "B", "C"];
+    let mut c = chain(&names);
+    let in_turn = *names
+        .iter()
+        .find(|n| c.signer_state().in_turn(1) == Some(*id(n).id()))
+        .unwrap();
+    let others: Vec<&str> = names.iter().copied().filter(|n| *n != in_turn).collect();
+    let (y, z) = (others[0], others[1]);
+    // Two competing blocks at height 1: the in-turn one weighs 2, the other 1.
+    let x1 = block(&c, in_turn, vec![]);
+    let y1 = block(&c, y, vec![]);
+    assert_eq!((x1.header().weight, y1.header().weight), (2, 1));
+    import(&mut c, &y1).unwrap();
+    let outcome = import(&mut c, &x1).unwrap();
+    assert_eq!(
+        outcome.head.hash,
+        x1.hash(),
+        "the heavier block is the head"
+    );
+    assert!(outcome.reorg);
+
+    // Build on the lighter block elsewhere, then show it to c: two more blocks
+    // make that branch heavier, and the head moves over.
+    let mut other = chain(&names);
+    import(&mut other, &y1).unwrap();
+    let y2 = block(&other, z, vec![]);
+    import(&mut other, &y2).unwrap();
+    let y3 = block(&other, in_turn, vec![]);
+    import(&mut other, &y3).unwrap();
+    import(&mut c, &y2).unwrap();
+    let outcome = import(&mut c, &y3).unwrap();
+    assert_eq!(outcome.head.hash, y3.hash());
+    assert!(outcome.reorg);
+    // All three signers sealed y1 or its descendants: y1 is final.
+    assert_eq!(outcome.finalized.hash, y1.hash());
+    // x1 conflicts with the finalized block: it can never come back.
+    assert!(matches!(
+        import(&mut c, &x1),
+        Err(ImportError::BelowFinality {
+            number: 1,
+            finalized: 1
+        })
+    ));
+    assert_eq!(c.head().hash, y3.hash());
+    // Blocks of abandoned branches stay in the store.
+    assert!(c.store().block(&x1.hash()).unwrap().is_some());
+}
+
+#[test]
+fn equivocation_is_detected_and_can_be_recorded() {
+    let mut c = chain(&["A", "B", "C"]);
+    let first = block(&c, "A", vec![]);
+    let second = c
+        .propose(
+            &id("A"),
+            first
+                .header()
+                .timestamp
+                .saturating_add(Duration::from_secs(1)),
+            None,
+            vec![],
+        )
+        .unwrap();
+    import(&mut c, &first).unwrap();
+    let outcome = import(&mut c, &second).unwrap();
+    let (a, b) = outcome.equivocation.expect("two blocks by A at height 1");
+    assert_eq!(c.take_evidence().len(), 1);
+    let record = Transaction::sign(
+        &id("B"),
+        0,
+        Action::RecordEquivocation {
+            a: Box::new(a.clone()),
+            b: Box::new(b.clone()),
+        },
+    );
+    add(&mut c, "B", vec![record]).unwrap();
+    let on_record: Vec<_> = c.state().equivocations().collect();
+    assert_eq!(on_record.len(), 1);
+    assert_eq!(on_record[0].signer, *id("A").id());
+    let again = Transaction::sign(
+        &id("C"),
+        0,
+        Action::RecordEquivocation {
+            a: Box::new(a.clone()),
+            b: Box::new(b),
+        },
+    );
+    assert_eq!(tx_error(&mut c, "C", again), TxRejected::DuplicateEvidence);
+    let same = Transaction::sign(
+        &id("C"),
+        0,
+        Action::RecordEquivocation {
+            a: Box::new(a.clone()),
+            b: Box::new(a),
+        },
+    );
+    assert_eq!(
+        tx_error(&mut c, "C", same),
+        TxRejected::NotEquivocation("the headers are the same block")
+    );
+}
+
+#[test]
+fn a_restart_restores_state_from_the_latest_snapshot() {
+    let g = genesis(&["A", "B", "C"]);
+    let mut c = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let signers = ["A", "B", "C"];
+    for i in 0..20u64 {
+        let who = id(&format!("person{i}"));
+        let b = block(
+            &c,
+            signers[(i % 3) as usize],
+            vec![register(&who, &format!("Person {i}"), 0)],
+        );
+        import(&mut c, &b).unwrap();
+    }
+    let (head, finalized, root) = (c.head(), c.finalized(), c.state().root());
+    assert!(
+        finalized.number >= 16,
+        "finality follows three blocks behind"
+    );
+    let reopened = Chain::open(c.into_store(), &g).unwrap();
+    assert_eq!(reopened.head(), head);
+    assert_eq!(reopened.finalized(), finalized);
+    assert_eq!(reopened.state().root(), root);
+    assert_eq!(reopened.state().identity_count(), 20);
+    assert_eq!(reopened.state().identities_named("person 7").len(), 1);
+}
+
+#[test]
+fn votes_in_blocks_change_the_signers() {
+    let mut c = chain(&["A", "B"]);
+    let d = *id("D").id();
+    let t = c.head().timestamp.saturating_add(c.config().period);
+    let b1 = c
+        .propose(
+            &id("A"),
+            t,
+            Some(Vote {
+                target: d,
+                authorize: true,
+            }),
+            vec![],
+        )
+        .unwrap();
+    import(&mut c, &b1).unwrap();
+    let t = c.head().timestamp.saturating_add(c.config().period);
+    let b2 = c
+        .propose(
+            &id("B"),
+            t,
+            Some(Vote {
+                target: d,
+                authorize: true,
+            }),
+            vec![],
+        )
+        .unwrap();
+    let outcome = import(&mut c, &b2).unwrap();
+    assert_eq!(
+        outcome.signer_change,
+        Some(lifeline_consensus::SignerChange::Added(d))
+    );
+    assert!(c.signer_state().is_signer(&d));
+}
