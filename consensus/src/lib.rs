@@ -13,6 +13,7 @@ pub mod conformance;
 pub mod signers;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod tx;
 pub mod wire;
 

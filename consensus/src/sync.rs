@@ -1,0 +1,351 @@
+//! Chain sync between direct neighbours, as a sans-IO state machine.
+//!
+//! Neighbours announce their chain status. A node whose neighbour has a
+//! heavier chain asks it for canonical blocks in ranges and imports them with
+//! full validation. If the first block of a range does not connect (the node
+//! is on another branch), it asks again from just above its finalized block,
+//! where both chains must meet. One request is in flight at a time; a request
+//! that gets no answer times out and another neighbour is tried.
+//!
+//! Inputs: `handle_status`, `handle_message`, `handle_timeout`. Outputs:
+//! `poll_transmit` (messages for neighbours). Time comes in as an argument.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::time::Duration;
+
+use lifeline_crypto::Timestamp;
+use lifeline_crypto::wire::{DecodeError, decode_bounded};
+use prost::Message;
+
+use crate::block::{BlockHash, MAX_BLOCK_LEN, SealedBlock};
+use crate::chain::{Chain, ChainError, ImportError, Validation};
+use crate::store::ChainStore;
+use crate::wire::pb;
+
+/// Most blocks asked for or served in one message.
+pub const MAX_BLOCKS_PER_MESSAGE: u32 = 256;
+/// Most bytes of blocks served in one message.
+pub const MAX_SYNC_MESSAGE_LEN: usize = 8 * 1024 * 1024;
+/// How long an answer may take before another neighbour is asked.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A neighbour's chain, as it announced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerChain {
+    /// Its head's height.
+    pub head_number: u64,
+    /// Its head's hash.
+    pub head_hash: BlockHash,
+    /// Its head's total weight.
+    pub total_weight: u64,
+    /// Its finalized height.
+    pub finalized_number: u64,
+}
+
+/// A message between neighbours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncMessage {
+    /// "This is my chain."
+    Status {
+        /// The genesis hash (peers on other chains are ignored).
+        genesis: BlockHash,
+        /// The chain.
+        chain: PeerChain,
+    },
+    /// "Send me canonical blocks from `from`, at most `max`."
+    GetBlocks {
+        /// First height.
+        from: u64,
+        /// How many at most.
+        max: u32,
+    },
+    /// Encoded blocks, ascending.
+    Blocks(Vec<Vec<u8>>),
+}
+
+impl SyncMessage {
+    /// Encodes for the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        use pb::sync_message::Kind;
+        let kind = match self {
+            Self::Status { genesis, chain } => Kind::Status(pb::ChainStatus {
+                genesis: genesis.0.to_vec(),
+                head_number: chain.head_number,
+                head_hash: chain.head_hash.0.to_vec(),
+                total_weight: chain.total_weight,
+                finalized_number: chain.finalized_number,
+            }),
+            Self::GetBlocks { from, max } => Kind::GetBlocks(pb::GetBlocks {
+                from: *from,
+                max: *max,
+            }),
+            Self::Blocks(blocks) => Kind::Blocks(pb::Blocks {
+                blocks: blocks.clone(),
+            }),
+        };
+        pb::SyncMessage { kind: Some(kind) }.encode_to_vec()
+    }
+
+    /// Decodes from the wire, bounded.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        use lifeline_crypto::wire::fixed;
+        use pb::sync_message::Kind;
+        let raw: pb::SyncMessage = decode_bounded("SyncMessage", bytes, MAX_SYNC_MESSAGE_LEN)?;
+        let missing = DecodeError::InvalidField {
+            what: "SyncMessage",
+            field: "kind",
+            reason: "missing",
+        };
+        Ok(match raw.kind.ok_or(missing)? {
+            Kind::Status(s) => Self::Status {
+                genesis: BlockHash(fixed("ChainStatus", "genesis", &s.genesis)?),
+                chain: PeerChain {
+                    head_number: s.head_number,
+                    head_hash: BlockHash(fixed("ChainStatus", "head_hash", &s.head_hash)?),
+                    total_weight: s.total_weight,
+                    finalized_number: s.finalized_number,
+                },
+            },
+            Kind::GetBlocks(g) => Self::GetBlocks {
+                from: g.from,
+                max: g.max,
+            },
+            Kind::Blocks(b) => {
+                if b.blocks.len() > MAX_BLOCKS_PER_MESSAGE as usize {
+                    return Err(DecodeError::InvalidField {
+                        what: "Blocks",
+                        field: "blocks",
+                        reason: "more blocks than one message may carry",
+                    });
+                }
+                Self::Blocks(b.blocks)
+            }
+        })
+    }
+}
+
+/// What a neighbour did wrong, for the daemon's ban policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Misbehaviour {
+    /// Blocks that failed validation.
+    pub invalid_blocks: u32,
+    /// Answers nobody asked for.
+    pub unsolicited: u32,
+}
+
+struct Request<P> {
+    peer: P,
+    from: u64,
+    deadline: Timestamp,
+}
+
+/// Sync with the node's neighbours (`P` names a neighbour).
+pub struct Sync<P> {
+    peers: HashMap<P, PeerChain>,
+    misbehaviour: HashMap<P, Misbehaviour>,
+    in_flight: Option<Request<P>>,
+    outbox: VecDeque<(P, SyncMessage)>,
+    /// Height to ask from next, when walking back to find where branches meet.
+    restart_from: Option<u64>,
+}
+
+impl<P: Clone + Eq + Hash> Default for Sync<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Clone + Eq + Hash> Sync<P> {
+    /// No neighbours yet.
+    pub fn new() -> Self {
+        Self {
+            peers: HashMap::new(),
+            misbehaviour: HashMap::new(),
+            in_flight: None,
+            outbox: VecDeque::new(),
+            restart_from: None,
+        }
+    }
+
+    /// The status message announcing `chain`.
+    pub fn status<S: ChainStore>(chain: &Chain<S>) -> SyncMessage {
+        let head = chain.head();
+        SyncMessage::Status {
+            genesis: chain.genesis_hash(),
+            chain: PeerChain {
+                head_number: head.number,
+                head_hash: head.hash,
+                total_weight: head.total_weight,
+                finalized_number: chain.finalized().number,
+            },
+        }
+    }
+
+    /// What `peer` did wrong so far.
+    pub fn misbehaviour(&self, peer: &P) -> Misbehaviour {
+        self.misbehaviour.get(peer).copied().unwrap_or_default()
+    }
+
+    /// A neighbour went away.
+    pub fn handle_peer_gone(&mut self, peer: &P) {
+        self.peers.remove(peer);
+        if self.in_flight.as_ref().is_some_and(|r| &r.peer == peer) {
+            self.in_flight = None;
+        }
+    }
+
+    /// A message from `peer` arrived.
+    pub fn handle_message<S: ChainStore>(
+        &mut self,
+        peer: P,
+        message: SyncMessage,
+        chain: &mut Chain<S>,
+        now: Timestamp,
+    ) -> Result<(), ChainError<S::Error>> {
+        match message {
+            SyncMessage::Status {
+                genesis,
+                chain: theirs,
+            } => {
+                if genesis == chain.genesis_hash() {
+                    self.peers.insert(peer, theirs);
+                }
+            }
+            SyncMessage::GetBlocks { from, max } => {
+                let blocks = serve(chain, from, max)?;
+                self.outbox.push_back((peer, SyncMessage::Blocks(blocks)));
+            }
+            SyncMessage::Blocks(blocks) => self.handle_blocks(peer, blocks, chain, now)?,
+        }
+        self.maybe_request(chain, now);
+        Ok(())
+    }
+
+    fn handle_blocks<S: ChainStore>(
+        &mut self,
+        peer: P,
+        blocks: Vec<Vec<u8>>,
+        chain: &mut Chain<S>,
+        now: Timestamp,
+    ) -> Result<(), ChainError<S::Error>> {
+        let Some(request) = self.in_flight.take_if(|r| r.peer == peer) else {
+            self.misbehaviour.entry(peer).or_default().unsolicited += 1;
+            return Ok(());
+        };
+        for (i, bytes) in blocks.iter().enumerate() {
+            let block = match SealedBlock::from_bytes(bytes) {
+                Ok(block) => block,
+                Err(_) => {
+                    self.misbehaviour
+                        .entry(peer.clone())
+                        .or_default()
+                        .invalid_blocks += 1;
+                    break;
+                }
+            };
+            match chain.import(&block, Validation::Full { now }) {
+                Ok(_) => {}
+                Err(ChainError::Import(ImportError::UnknownParent { .. })) if i == 0 => {
+                    // Another branch: ask again from where both must meet.
+                    let floor = chain.finalized().number.saturating_add(1);
+                    if request.from > floor {
+                        self.restart_from = Some(floor);
+                    }
+                    break;
+                }
+                Err(ChainError::Import(_)) => {
+                    self.misbehaviour
+                        .entry(peer.clone())
+                        .or_default()
+                        .invalid_blocks += 1;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Time passed: a request that got no answer is given up.
+    pub fn handle_timeout<S: ChainStore>(&mut self, chain: &Chain<S>, now: Timestamp) {
+        if let Some(request) = self.in_flight.take_if(|r| r.deadline <= now) {
+            // Try someone else next time.
+            self.peers.remove(&request.peer);
+        }
+        self.maybe_request(chain, now);
+    }
+
+    /// When sync wants to be woken for its timeout.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.in_flight.as_ref().map(|r| r.deadline)
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<(P, SyncMessage)> {
+        self.outbox.pop_front()
+    }
+
+    /// Whether a neighbour's chain is heavier than ours (sync is not done).
+    pub fn behind<S: ChainStore>(&self, chain: &Chain<S>) -> bool {
+        let ours = chain.head().total_weight;
+        self.peers.values().any(|p| p.total_weight > ours)
+    }
+
+    fn maybe_request<S: ChainStore>(&mut self, chain: &Chain<S>, now: Timestamp) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let head = chain.head();
+        let best = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.total_weight > head.total_weight && p.head_hash != head.hash)
+            .max_by_key(|(_, p)| p.total_weight);
+        let Some((peer, theirs)) = best else {
+            return;
+        };
+        let from = self
+            .restart_from
+            .take()
+            .unwrap_or(head.number.saturating_add(1))
+            .min(theirs.head_number);
+        let peer = peer.clone();
+        self.in_flight = Some(Request {
+            peer: peer.clone(),
+            from,
+            deadline: now.saturating_add(REQUEST_TIMEOUT),
+        });
+        self.outbox.push_back((
+            peer,
+            SyncMessage::GetBlocks {
+                from,
+                max: MAX_BLOCKS_PER_MESSAGE,
+            },
+        ));
+    }
+}
+
+/// Canonical blocks from `from`, at most `max` (capped) and at most
+/// [`MAX_SYNC_MESSAGE_LEN`] bytes.
+fn serve<S: ChainStore>(
+    chain: &Chain<S>,
+    from: u64,
+    max: u32,
+) -> Result<Vec<Vec<u8>>, ChainError<S::Error>> {
+    let mut blocks = Vec::new();
+    let mut size = 0usize;
+    let count = u64::from(max.min(MAX_BLOCKS_PER_MESSAGE));
+    for number in from.max(1)..from.max(1).saturating_add(count) {
+        let Some(bytes) = chain.canonical_block(number)? else {
+            break;
+        };
+        size = size.saturating_add(bytes.len());
+        if size > MAX_SYNC_MESSAGE_LEN.saturating_sub(MAX_BLOCK_LEN.min(1024)) && !blocks.is_empty()
+        {
+            break;
+        }
+        blocks.push(bytes);
+    }
+    Ok(blocks)
+}
