@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use std::time::SystemTime;
+
 use lifeline_consensus::conformance::{self, Case, Report};
+use lifeline_consensus::genesis::GenesisFile;
+use lifeline_crypto::NodeId;
 
 /// Largest vote-replay file read.
 const MAX_REPLAY_FILE: u64 = 64 * 1024 * 1024;
@@ -14,6 +18,32 @@ const MAX_REPLAY_FILE: u64 = 64 * 1024 * 1024;
 /// `lifeline chain` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ChainCommand {
+    /// Make a genesis file for a new network: its first authorities and parameters
+    #[command(
+        after_help = "Every node of the network must use the same file.\n\nExample:\n  \
+                            lifeline chain genesis --authority 12D3KooW... --authority 12D3KooW... \
+                            --out genesis.toml"
+    )]
+    Genesis {
+        /// An authority's id (give --authority once per authority)
+        #[arg(long = "authority", value_name = "ID", required = true)]
+        authorities: Vec<String>,
+        /// Blocks between epoch checkpoints
+        #[arg(long, default_value_t = 30_000)]
+        epoch: u64,
+        /// Least seconds between blocks
+        #[arg(long, default_value_t = 5)]
+        period_secs: u64,
+        /// Most seconds without a block (empty "heartbeat" blocks keep finality moving)
+        #[arg(long, default_value_t = 60)]
+        heartbeat_secs: u64,
+        /// Write the file here instead of standard output
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Overwrite FILE if it exists
+        #[arg(long)]
+        force: bool,
+    },
     /// Run a vote-replay conformance file through the real chain code
     #[command(
         after_help = "Prints one JSON line per case. Exit status: 0 when every case ran \
@@ -34,7 +64,62 @@ pub enum ChainCommand {
 pub fn run(command: ChainCommand) -> Result<ExitCode> {
     match command {
         ChainCommand::Replay { file, check } => replay(&file, check),
+        ChainCommand::Genesis {
+            authorities,
+            epoch,
+            period_secs,
+            heartbeat_secs,
+            out,
+            force,
+        } => {
+            let mut ids = Vec::with_capacity(authorities.len());
+            for text in &authorities {
+                let id: NodeId = text
+                    .parse()
+                    .with_context(|| format!("--authority {text:?} is not a lifeline id"))?;
+                ids.push(id);
+            }
+            let mut file = GenesisFile::new(&ids, SystemTime::now());
+            file.epoch = epoch;
+            file.period_secs = period_secs;
+            file.heartbeat_secs = heartbeat_secs;
+            let genesis = file.to_genesis().context("cannot make this genesis")?;
+            let text = file.to_toml()?;
+            match out {
+                Some(path) => {
+                    write_new_file(&path, text.as_bytes(), force)?;
+                    eprintln!(
+                        "Wrote {} (genesis hash {}).",
+                        path.display(),
+                        genesis.hash()
+                    );
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Writes `bytes` to `path`, refusing to replace an existing file unless `force`.
+fn write_new_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+            "{} already exists; nothing was written. Choose another file or add --force",
+            path.display()
+        ),
+        _ => anyhow::Error::new(e).context(format!("cannot write {}", path.display())),
+    })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn read_cases(file: &Path) -> Result<Vec<Case>> {

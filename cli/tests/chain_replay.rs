@@ -67,3 +67,56 @@ fn invalid_input_is_status_2_with_a_reason() {
 }
 
 use predicates::prelude::PredicateBooleanExt;
+
+#[test]
+fn genesis_writes_a_file_that_parses_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = lifeline_consensus::conformance::identity_of("A")
+        .unwrap()
+        .id()
+        .to_string();
+    let b = lifeline_consensus::conformance::identity_of("B")
+        .unwrap()
+        .id()
+        .to_string();
+    let out = dir.path().join("genesis.toml");
+    let mut cmd = Command::cargo_bin("lifeline").unwrap();
+    cmd.args([
+        "chain",
+        "genesis",
+        "--authority",
+        &a,
+        "--authority",
+        &b,
+        "--period-secs",
+        "3",
+        "--out",
+    ])
+    .arg(&out)
+    .assert()
+    .success()
+    .stderr(contains("genesis hash"));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let file = lifeline_consensus::genesis::GenesisFile::from_toml(&text).unwrap();
+    let genesis = file.to_genesis().unwrap();
+    assert_eq!(genesis.signers.len(), 2);
+    assert_eq!(genesis.config.period, std::time::Duration::from_secs(3));
+    // Never overwritten by accident.
+    let mut again = Command::cargo_bin("lifeline").unwrap();
+    again
+        .args(["chain", "genesis", "--authority", &a, "--out"])
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+}
+
+#[test]
+fn genesis_names_a_bad_authority() {
+    let mut cmd = Command::cargo_bin("lifeline").unwrap();
+    cmd.args(["chain", "genesis", "--authority", "not-an-id"])
+        .assert()
+        .failure()
+        .stderr(contains("--authority \"not-an-id\" is not a lifeline id"));
+}

@@ -10,6 +10,7 @@ pub mod alert;
 pub mod block;
 pub mod chain;
 pub mod conformance;
+pub mod genesis;
 pub mod signers;
 pub mod state;
 pub mod store;
