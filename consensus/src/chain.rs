@@ -489,6 +489,28 @@ impl<S: ChainStore> Chain<S> {
         self.store.block(&hash).map_err(ChainError::Store)
     }
 
+    /// When `signer` should seal the next block, counted from the head's
+    /// time: one period for the in-turn signer; for others a period plus a
+    /// random wait of up to half a second per signer past half the set (as
+    /// Clique), so the in-turn block usually arrives first and competing
+    /// out-of-turn blocks rarely collide. `None` if `signer` may not seal the
+    /// next block (not a signer, or sealed too recently).
+    pub fn sealing_delay<R: rand_core::Rng + ?Sized>(
+        &self,
+        signer: &NodeId,
+        rng: &mut R,
+    ) -> Option<Duration> {
+        let signers = self.signer_state();
+        let number = self.head().number.saturating_add(1);
+        signers.check_signer(number, signer).ok()?;
+        if signers.in_turn(number) == Some(*signer) {
+            return Some(self.config.period);
+        }
+        let slots = u64::try_from(signers.signers().len() / 2 + 1).unwrap_or(1);
+        let wiggle_ms = slots.saturating_mul(500);
+        Some(self.config.period + Duration::from_millis(rng.next_u64() % wiggle_ms.max(1)))
+    }
+
     /// Builds and seals the next block on the head, by `signer`, at
     /// `timestamp`, with `vote` (ignored on checkpoint blocks) and `txs`.
     /// Validates it as an import would.

@@ -605,3 +605,35 @@ fn votes_in_blocks_change_the_signers() {
     );
     assert!(c.signer_state().is_signer(&d));
 }
+
+#[test]
+fn the_in_turn_signer_seals_first_and_recent_signers_not_at_all() {
+    let mut c = chain(&["A", "B", "C"]);
+    let mut rng = rand::rng();
+    let in_turn = ["A", "B", "C"]
+        .into_iter()
+        .find(|n| c.signer_state().in_turn(1) == Some(*id(n).id()))
+        .unwrap();
+    let period = c.config().period;
+    assert_eq!(c.sealing_delay(id(in_turn).id(), &mut rng), Some(period));
+    for other in ["A", "B", "C"].into_iter().filter(|n| *n != in_turn) {
+        for _ in 0..50 {
+            let delay = c.sealing_delay(id(other).id(), &mut rng).unwrap();
+            assert!(
+                delay >= period && delay < period + Duration::from_millis(1000),
+                "{delay:?}"
+            );
+        }
+    }
+    assert_eq!(
+        c.sealing_delay(id("M").id(), &mut rng),
+        None,
+        "not a signer"
+    );
+    add(&mut c, in_turn, vec![]).unwrap();
+    assert_eq!(
+        c.sealing_delay(id(in_turn).id(), &mut rng),
+        None,
+        "sealed the last block"
+    );
+}
