@@ -310,6 +310,41 @@ impl Alert {
     }
 }
 
+/// A realistic sample alert: a flood over a small square of a lower town,
+/// sent at `sent_ms` and in force for six hours. For examples, the devnet and
+/// tests.
+pub fn sample_flood(identifier: &str, sent_ms: u64) -> pb::Alert {
+    let p = |lat, lon| pb::Point { lat, lon };
+    pb::Alert {
+        identifier: identifier.into(),
+        sender: "civil-protection@example.org".into(),
+        sent_ms,
+        status: AlertStatus::Actual.into(),
+        msg_type: AlertMsgType::Alert.into(),
+        references: vec![],
+        event: "Flood".into(),
+        urgency: AlertUrgency::Immediate.into(),
+        severity: AlertSeverity::Severe.into(),
+        certainty: AlertCertainty::Observed.into(),
+        headline: "River over its banks in the lower town".into(),
+        description: "The river has flooded streets east of the bridge.".into(),
+        instruction: "Move to higher floors or to the school on the hill.".into(),
+        area: Some(pb::AlertArea {
+            description: "Lower town".into(),
+            shape: Some(pb::alert_area::Shape::Polygon(pb::Polygon {
+                points: vec![
+                    p(51.0, 12.0),
+                    p(51.0, 12.1),
+                    p(51.1, 12.1),
+                    p(51.1, 12.0),
+                    p(51.0, 12.0),
+                ],
+            })),
+        }),
+        expires_ms: sent_ms.saturating_add(6 * 3_600_000),
+    }
+}
+
 /// Great-circle distance (haversine), in kilometres.
 pub fn distance_km(a: Point, b: Point) -> f64 {
     const EARTH_RADIUS_KM: f64 = 6371.0088;
@@ -337,41 +372,10 @@ fn in_ring(ring: &[Point], p: Point) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// A valid flood alert over a small square, for tests elsewhere too.
-    pub(crate) fn flood(identifier: &str, sent_ms: u64) -> pb::Alert {
-        let p = |lat, lon| pb::Point { lat, lon };
-        pb::Alert {
-            identifier: identifier.into(),
-            sender: "civil-protection@example.org".into(),
-            sent_ms,
-            status: AlertStatus::Actual.into(),
-            msg_type: AlertMsgType::Alert.into(),
-            references: vec![],
-            event: "Flood".into(),
-            urgency: AlertUrgency::Immediate.into(),
-            severity: AlertSeverity::Severe.into(),
-            certainty: AlertCertainty::Observed.into(),
-            headline: "River over its banks in the lower town".into(),
-            description: "The river has flooded streets east of the bridge.".into(),
-            instruction: "Move to higher floors or to the school on the hill.".into(),
-            area: Some(pb::AlertArea {
-                description: "Lower town".into(),
-                shape: Some(pb::alert_area::Shape::Polygon(pb::Polygon {
-                    points: vec![
-                        p(51.0, 12.0),
-                        p(51.0, 12.1),
-                        p(51.1, 12.1),
-                        p(51.1, 12.0),
-                        p(51.0, 12.0),
-                    ],
-                })),
-            }),
-            expires_ms: sent_ms + 6 * 3_600_000,
-        }
-    }
+    use super::sample_flood as flood;
 
     #[test]
     fn a_valid_alert_round_trips_and_covers_its_area() {

@@ -202,6 +202,11 @@ impl ChainState {
         let mut hasher = blake3::Hasher::new_derive_key("lifeline 2026-11 state root v1");
         hasher.update(b"genesis");
         hasher.update(&genesis_hash.0);
+        Self::empty(signers, *hasher.finalize().as_bytes())
+    }
+
+    /// Only signers, with a given root.
+    fn empty(signers: SignerState, root: [u8; 32]) -> Self {
         Self {
             signers,
             identities: OrdMap::new(),
@@ -211,7 +216,7 @@ impl ChainState {
             alerts: OrdMap::new(),
             nonces: OrdMap::new(),
             equivocations: OrdMap::new(),
-            root: *hasher.finalize().as_bytes(),
+            root,
         }
     }
 
@@ -663,17 +668,7 @@ impl ChainState {
             prost::Message::encode_to_vec(&raw.signers.ok_or_else(|| invalid("no signers"))?);
         let (signers, _, _) = SignerState::from_snapshot(&signer_bytes)
             .map_err(|e| StateSnapshotError::Invalid(e.to_string()))?;
-        let mut state = Self {
-            signers,
-            identities: OrdMap::new(),
-            names: OrdMap::new(),
-            roles: OrdMap::new(),
-            revocations: OrdMap::new(),
-            alerts: OrdMap::new(),
-            nonces: OrdMap::new(),
-            equivocations: OrdMap::new(),
-            root: fixed(WHAT, "root", &raw.root)?,
-        };
+        let mut state = Self::empty(signers, fixed(WHAT, "root", &raw.root)?);
         for e in raw.identities {
             let record = IdentityRecord {
                 id: id("identities.id", &e.id)?,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lifeline_consensus::alert::Point;
+use lifeline_consensus::alert::{Point, sample_flood as flood};
 use lifeline_consensus::block::{SealedBlock, Vote};
 use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
 use lifeline_consensus::conformance::identity_of;
@@ -384,39 +384,6 @@ fn revocation_by_owner_or_authority_and_revoked_senders_are_refused() {
         },
     );
     assert_eq!(tx_error(&mut c, "A", thief), TxRejected::RevokedSender);
-}
-
-/// A valid flood alert over a small square.
-fn flood(identifier: &str, sent_ms: u64) -> pb::Alert {
-    let p = |lat, lon| pb::Point { lat, lon };
-    pb::Alert {
-        identifier: identifier.into(),
-        sender: "civil-protection@example.org".into(),
-        sent_ms,
-        status: pb::AlertStatus::Actual.into(),
-        msg_type: pb::AlertMsgType::Alert.into(),
-        references: vec![],
-        event: "Flood".into(),
-        urgency: pb::AlertUrgency::Immediate.into(),
-        severity: pb::AlertSeverity::Severe.into(),
-        certainty: pb::AlertCertainty::Observed.into(),
-        headline: "River over its banks".into(),
-        description: "Streets east of the bridge are flooded.".into(),
-        instruction: "Go to the school on the hill.".into(),
-        area: Some(pb::AlertArea {
-            description: "Lower town".into(),
-            shape: Some(pb::alert_area::Shape::Polygon(pb::Polygon {
-                points: vec![
-                    p(51.0, 12.0),
-                    p(51.0, 12.1),
-                    p(51.1, 12.1),
-                    p(51.1, 12.0),
-                    p(51.0, 12.0),
-                ],
-            })),
-        }),
-        expires_ms: sent_ms + 6 * 3_600_000,
-    }
 }
 
 #[test]
