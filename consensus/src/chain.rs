@@ -257,9 +257,11 @@ pub struct Chain<S: ChainStore> {
     store: S,
     config: ChainConfig,
     genesis_hash: BlockHash,
+    /// The finalized block: the root of the tree.
+    root: Node,
+    /// The blocks above the finalized block, on every branch.
     tree: HashMap<BlockHash, Node>,
     head: BlockHash,
-    finalized: BlockHash,
     evidence: VecDeque<(SealedHeader, SealedHeader)>,
 }
 
@@ -342,9 +344,9 @@ impl<S: ChainStore> Chain<S> {
             store,
             config,
             genesis_hash,
-            tree: HashMap::from([(point.hash, root)]),
+            root,
+            tree: HashMap::new(),
             head: point.hash,
-            finalized: point.hash,
             evidence: VecDeque::new(),
         }
     }
@@ -389,7 +391,9 @@ impl<S: ChainStore> Chain<S> {
                 .0;
             chain.tree.insert(hash, node);
             chain.head = hash;
-            chain.advance_finality_in_memory();
+            if let Some(f) = chain.finality_candidate() {
+                chain.finalize(f);
+            }
         }
         if chain.head().hash != stored_head.hash {
             return Err(corrupt(
@@ -401,27 +405,21 @@ impl<S: ChainStore> Chain<S> {
 
     /// The head: the tip of the branch fork choice prefers.
     pub fn head(&self) -> Head {
-        self.node(&self.head)
-            .map_or_else(|| self.root_head(), |n| n.head)
+        self.head_node().head
     }
 
     /// The finalized block: the chain never reorganises below it.
     pub fn finalized(&self) -> Head {
-        self.node(&self.finalized)
-            .map_or_else(|| self.root_head(), |n| n.head)
+        self.root.head
     }
 
-    fn root_head(&self) -> Head {
-        Head {
-            number: 0,
-            hash: self.genesis_hash,
-            timestamp: Timestamp::default(),
-            total_weight: 0,
+    /// A block of the tree (the finalized block or one above it).
+    fn get(&self, hash: &BlockHash) -> Option<&Node> {
+        if *hash == self.root.head.hash {
+            Some(&self.root)
+        } else {
+            self.tree.get(hash)
         }
-    }
-
-    fn node(&self, hash: &BlockHash) -> Option<&Node> {
-        self.tree.get(hash)
     }
 
     /// The parameters.
@@ -440,12 +438,7 @@ impl<S: ChainStore> Chain<S> {
     }
 
     fn head_node(&self) -> &Node {
-        // The head is always in the tree; fall back to the finalized root.
-        self.tree
-            .get(&self.head)
-            .or_else(|| self.tree.get(&self.finalized))
-            .or_else(|| self.tree.values().next())
-            .unwrap_or_else(|| unreachable_tree())
+        self.get(&self.head).unwrap_or(&self.root)
     }
 
     /// The signer state at the head.
@@ -470,7 +463,7 @@ impl<S: ChainStore> Chain<S> {
 
     /// Whether the chain has this block (in the tree, or as a canonical block).
     pub fn contains(&self, hash: &BlockHash) -> Result<bool, ChainError<S::Error>> {
-        if self.tree.contains_key(hash) {
+        if self.get(hash).is_some() {
             return Ok(true);
         }
         Ok(self.store.block(hash).map_err(ChainError::Store)?.is_some())
@@ -535,7 +528,7 @@ impl<S: ChainStore> Chain<S> {
         txs: Vec<Transaction>,
     ) -> Result<SealedBlock, ImportError> {
         let finalized = self.finalized().number;
-        let parent = self.tree.get(parent).ok_or(ImportError::UnknownParent {
+        let parent = self.get(parent).ok_or(ImportError::UnknownParent {
             number: finalized.saturating_add(1),
             parent: *parent,
         })?;
@@ -580,7 +573,7 @@ impl<S: ChainStore> Chain<S> {
         validation: Validation,
     ) -> Result<(Node, Option<SignerChange>), ImportError> {
         let h = block.header();
-        let parent = match self.tree.get(&h.parent_hash) {
+        let parent = match self.get(&h.parent_hash) {
             Some(parent) => parent,
             None => {
                 let finalized = self.finalized().number;
@@ -691,7 +684,7 @@ impl<S: ChainStore> Chain<S> {
         validation: Validation,
     ) -> Result<Imported, ChainError<S::Error>> {
         let hash = block.hash();
-        if let Some(known) = self.tree.get(&hash) {
+        if let Some(known) = self.get(&hash) {
             return Ok(self.outcome(known.head, false, false, None, None));
         }
         let (node, signer_change) = self.validate(block, validation)?;
@@ -699,28 +692,30 @@ impl<S: ChainStore> Chain<S> {
         let old_head = self.head;
         let old_finalized = self.finalized().number;
         let becomes_head = prefer(&node, self.head_node());
-        let head_after = node.head;
+        let block_head = node.head;
 
+        // Work out everything in memory first, commit, and only then change
+        // what the node sees: a failed commit leaves the chain as it was.
         let mut batch = ChainBatch {
             blocks: vec![(hash, block.to_bytes())],
             ..ChainBatch::default()
         };
         self.tree.insert(hash, node);
         let mut reorg = false;
+        let mut finality = None;
         if becomes_head {
             reorg = !self.descends_from(&hash, &old_head);
-            self.head = hash;
-            // The canonical index follows the head's branch back to where it
-            // meets the old one.
+            // The canonical index follows the new head's branch back to where
+            // it meets the old one.
             let mut entries = Vec::new();
             let mut cursor = hash;
-            while let Some(n) = self.tree.get(&cursor) {
-                let on_old_branch = self
+            while let Some(n) = self.get(&cursor) {
+                let on_index = self
                     .store
                     .canonical(n.head.number)
                     .map_err(ChainError::Store)?
                     == Some(cursor);
-                if on_old_branch {
+                if on_index {
                     break;
                 }
                 entries.push((n.head.number, cursor));
@@ -730,38 +725,40 @@ impl<S: ChainStore> Chain<S> {
                 cursor = n.parent;
             }
             batch.canonical = entries;
-            batch.truncate_canonical_above = Some(head_after.number);
+            batch.truncate_canonical_above = Some(block_head.number);
             batch.head = Some(StoredHead {
-                number: head_after.number,
+                number: block_head.number,
                 hash,
             });
+            self.head = hash;
+            finality = self.finality_candidate();
+            self.head = old_head;
         }
-        let finalized_moved = self.advance_finality_in_memory();
-        if finalized_moved {
-            let f = self.finalized();
+        if let Some(f) = finality.and_then(|f| self.get(&f)) {
             batch.finalized = Some(StoredHead {
-                number: f.number,
-                hash: f.hash,
+                number: f.head.number,
+                hash: f.head.hash,
             });
             let interval = self.config.snapshot_interval.max(1);
-            let crossed_interval = f.number / interval > old_finalized / interval;
-            if let Some(n) = self.tree.get(&f.hash).filter(|_| crossed_interval) {
-                batch.snapshot = Some(n.state.to_snapshot(&SnapshotPoint {
-                    number: f.number,
-                    hash: f.hash,
-                    timestamp: f.timestamp,
-                    total_weight: f.total_weight,
+            if f.head.number / interval > old_finalized / interval {
+                batch.snapshot = Some(f.state.to_snapshot(&SnapshotPoint {
+                    number: f.head.number,
+                    hash: f.head.hash,
+                    timestamp: f.head.timestamp,
+                    total_weight: f.head.total_weight,
                 }));
             }
         }
         if let Err(e) = self.store.commit(batch) {
             // Nothing was stored: forget the block again.
             self.tree.remove(&hash);
-            self.head = old_head;
             return Err(ChainError::Store(e));
         }
-        if finalized_moved {
-            self.prune();
+        if becomes_head {
+            self.head = hash;
+        }
+        if let Some(f) = finality {
+            self.finalize(f);
         }
         if let Some(proof) = &equivocation {
             if self.evidence.len() >= MAX_EVIDENCE {
@@ -769,7 +766,6 @@ impl<S: ChainStore> Chain<S> {
             }
             self.evidence.push_back(proof.clone());
         }
-        let block_head = self.tree.get(&hash).map_or(head_after, |n| n.head);
         Ok(self.outcome(block_head, true, reorg, signer_change, equivocation))
     }
 
@@ -812,66 +808,49 @@ impl<S: ChainStore> Chain<S> {
             if cursor == *ancestor {
                 return true;
             }
-            match self.tree.get(&cursor) {
+            match self.get(&cursor) {
                 Some(n) if n.block.is_some() => cursor = n.parent,
                 _ => return false,
             }
         }
     }
 
-    /// Moves the finalized block up the head's branch as far as the rule
-    /// allows: a block is final once signers making up more than two thirds
-    /// of the set entitled to seal it have sealed it or its descendants.
-    /// Returns whether it moved.
-    fn advance_finality_in_memory(&mut self) -> bool {
-        let finalized_number = self.finalized().number;
+    /// The block that would be final given the head: the highest block on
+    /// the head's branch that signers making up more than two thirds of the
+    /// set entitled to seal it have sealed, it or its descendants. `None` if
+    /// that is still the finalized block.
+    fn finality_candidate(&self) -> Option<BlockHash> {
         let mut sealers = BTreeSet::new();
         let mut cursor = self.head;
-        let mut newly_final = None;
         while let Some(n) = self.tree.get(&cursor) {
-            if n.head.number <= finalized_number {
-                break;
-            }
             if let Some(signer) = n.signer {
                 sealers.insert(signer);
             }
             if sealers.len() * 3 > n.entitled * 2 {
-                newly_final = Some(cursor);
-                break;
+                return Some(cursor);
             }
             cursor = n.parent;
         }
-        match newly_final {
-            Some(f) => {
-                self.finalized = f;
-                true
-            }
-            None => false,
-        }
+        None
     }
 
-    /// Drops every block that does not descend from the finalized block.
-    fn prune(&mut self) {
-        let finalized = self.finalized;
+    /// Makes `f` the finalized block: it becomes the root, and every block
+    /// that does not descend from it is dropped.
+    fn finalize(&mut self, f: BlockHash) {
+        let Some(mut new_root) = self.tree.remove(&f) else {
+            return;
+        };
+        // Its own block and parent are history now.
+        new_root.block = None;
+        self.root = new_root;
         let keep: Vec<BlockHash> = self
             .tree
             .keys()
             .copied()
-            .filter(|h| self.descends_from(h, &finalized))
+            .filter(|h| self.descends_from(h, &f))
             .collect();
         self.tree.retain(|h, _| keep.contains(h));
-        if let Some(root) = self.tree.get_mut(&finalized) {
-            // The finalized block is the new root: its own block and parent
-            // are history.
-            root.block = None;
-        }
     }
-}
-
-#[cold]
-fn unreachable_tree() -> ! {
-    // The tree always holds the finalized block; reaching here is a bug.
-    std::process::abort()
 }
 
 /// The most recent block number `<= number` at which `signer` was in turn,

@@ -604,3 +604,78 @@ fn the_in_turn_signer_seals_first_and_recent_signers_not_at_all() {
         "sealed the last block"
     );
 }
+
+/// A store whose next commit fails, as a full disk would.
+#[derive(Default)]
+struct FailingStore {
+    inner: MemoryChainStore,
+    fail_next: bool,
+}
+
+#[derive(Debug)]
+struct DiskFull;
+
+impl std::fmt::Display for DiskFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("disk full")
+    }
+}
+
+impl std::error::Error for DiskFull {}
+
+impl ChainStore for FailingStore {
+    type Error = DiskFull;
+    fn genesis(&self) -> Result<Option<lifeline_consensus::BlockHash>, DiskFull> {
+        Ok(self.inner.genesis().unwrap())
+    }
+    fn block(&self, hash: &lifeline_consensus::BlockHash) -> Result<Option<Vec<u8>>, DiskFull> {
+        Ok(self.inner.block(hash).unwrap())
+    }
+    fn canonical(&self, number: u64) -> Result<Option<lifeline_consensus::BlockHash>, DiskFull> {
+        Ok(self.inner.canonical(number).unwrap())
+    }
+    fn head(&self) -> Result<Option<lifeline_consensus::store::StoredHead>, DiskFull> {
+        Ok(self.inner.head().unwrap())
+    }
+    fn finalized(&self) -> Result<Option<lifeline_consensus::store::StoredHead>, DiskFull> {
+        Ok(self.inner.finalized().unwrap())
+    }
+    fn latest_snapshot(&self) -> Result<Option<Vec<u8>>, DiskFull> {
+        Ok(self.inner.latest_snapshot().unwrap())
+    }
+    fn commit(&mut self, batch: lifeline_consensus::store::ChainBatch) -> Result<(), DiskFull> {
+        if std::mem::take(&mut self.fail_next) {
+            return Err(DiskFull);
+        }
+        self.inner.commit(batch).unwrap();
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_commit_changes_nothing_the_node_sees() {
+    let g = genesis(&["A", "B", "C"]);
+    let mut c = Chain::open(FailingStore::default(), &g).unwrap();
+    for by in ["A", "B"] {
+        let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+        let b = c.propose(&id(by), t, None, vec![]).unwrap();
+        c.import(&b, Validation::Full { now: t }).unwrap();
+    }
+    // The third block would make block 1 final; the disk refuses it.
+    let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+    let third = c.propose(&id("C"), t, None, vec![]).unwrap();
+    let (head, finalized) = (c.head(), c.finalized());
+    assert_eq!(finalized.number, 0);
+    let mut store = c.into_store();
+    store.fail_next = true;
+    let mut c = Chain::open(store, &g).unwrap();
+    assert!(matches!(
+        c.import(&third, Validation::Full { now: t }),
+        Err(ChainError::Store(DiskFull))
+    ));
+    assert_eq!((c.head(), c.finalized()), (head, finalized));
+    // The same block goes in once the disk works again.
+    let outcome = c.import(&third, Validation::Full { now: t }).unwrap();
+    assert_eq!(outcome.head.hash, third.hash());
+    assert_eq!(outcome.finalized.number, 1);
+}
