@@ -1,0 +1,392 @@
+//! Loop-free distance-vector routing, in the spirit of Babel (RFC 8966).
+//!
+//! Every node announces a route to itself with a sequence number that only it
+//! raises. Routes carry (seqno, metric); a node's metric for a route is the
+//! neighbour's advertised metric plus the cost of the link to that neighbour.
+//!
+//! Loop freedom comes from the *feasibility condition*: for each destination
+//! a node remembers the best (seqno, metric) it has itself advertised, its
+//! feasibility distance. It selects a route only if the neighbour's advertised
+//! (seqno, metric) is strictly better than that: a newer seqno, or the same
+//! seqno with a smaller metric. Retractions are always accepted. When no
+//! feasible route is left, the node retracts the destination and asks it for a
+//! new seqno; the destination raises its seqno, and the new announcements
+//! are feasible everywhere.
+//!
+//! Sans-IO: inputs are `handle_link`, `handle_link_down`, `handle_message` and
+//! `handle_refresh`; outputs come from `poll_transmit`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::Hash;
+use std::time::Duration;
+
+/// A route metric; [`INFINITY`] means unreachable.
+pub type Metric = u32;
+/// The metric of a retracted route.
+pub const INFINITY: Metric = u32::MAX;
+/// How far a seqno request travels.
+pub const MAX_REQUEST_HOPS: u8 = 32;
+
+/// The cost of a link from its measured round-trip time and loss rate
+/// (0 to 1): 256 times the expected transmissions for a delivery and its
+/// acknowledgement (ETX), plus the round trip in milliseconds. At least 1, so
+/// every hop costs something (loop freedom needs that).
+pub fn link_cost(rtt: Duration, loss: f64) -> Metric {
+    let delivery = (1.0 - loss.clamp(0.0, 0.99)).powi(2);
+    let etx = (256.0 / delivery).min(1_000_000.0);
+    let rtt_ms = u32::try_from(rtt.as_millis()).unwrap_or(u32::MAX);
+    // `etx` is between 256 and 1e6, so the conversion is exact enough and in range.
+    let etx = etx as u32;
+    etx.saturating_add(rtt_ms).clamp(1, INFINITY - 1)
+}
+
+/// A routing message between neighbours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteMessage<N> {
+    /// "I can reach `destination` with this seqno and metric" (or, with
+    /// [`INFINITY`], "I no longer can").
+    Update {
+        /// The destination.
+        destination: N,
+        /// Its seqno.
+        seqno: u32,
+        /// The sender's metric to it.
+        metric: Metric,
+    },
+    /// "Please announce `destination` with a seqno of at least `seqno`."
+    SeqnoRequest {
+        /// The destination.
+        destination: N,
+        /// The least seqno wanted.
+        seqno: u32,
+        /// Hops the request may still travel.
+        hops: u8,
+    },
+}
+
+/// Where a message goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target<N> {
+    /// Every neighbour.
+    AllNeighbours,
+    /// One neighbour.
+    Neighbour(N),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Advertised {
+    seqno: u32,
+    metric: Metric,
+}
+
+/// The best (seqno, metric) this node advertised for a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Feasibility {
+    seqno: u32,
+    metric: Metric,
+}
+
+impl Feasibility {
+    fn admits(&self, a: Advertised) -> bool {
+        a.metric == INFINITY
+            || a.seqno > self.seqno
+            || (a.seqno == self.seqno && a.metric < self.metric)
+    }
+}
+
+/// One node's routing table (`N` names nodes; neighbours are nodes too).
+#[derive(Debug)]
+pub struct RoutingTable<N> {
+    me: N,
+    seqno: u32,
+    links: HashMap<N, Metric>,
+    /// What each neighbour advertised, per destination.
+    heard: HashMap<N, HashMap<N, Advertised>>,
+    /// Feasibility distances.
+    feasibility: HashMap<N, Feasibility>,
+    /// The selected next hop and our advertised (seqno, metric) per destination.
+    selected: BTreeMap<N, (N, Advertised)>,
+    outbox: VecDeque<(Target<N>, RouteMessage<N>)>,
+    /// Control messages sent so far.
+    pub sent_messages: u64,
+}
+
+impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
+    /// The table of node `me`.
+    pub fn new(me: N) -> Self {
+        Self {
+            me,
+            seqno: 0,
+            links: HashMap::new(),
+            heard: HashMap::new(),
+            feasibility: HashMap::new(),
+            selected: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            sent_messages: 0,
+        }
+    }
+
+    /// The next hop towards `destination`, if it is reachable.
+    pub fn next_hop(&self, destination: &N) -> Option<&N> {
+        if *destination == self.me {
+            return None;
+        }
+        self.selected.get(destination).map(|(hop, _)| hop)
+    }
+
+    /// Our metric to `destination` (0 for ourselves).
+    pub fn metric(&self, destination: &N) -> Option<Metric> {
+        if *destination == self.me {
+            return Some(0);
+        }
+        self.selected.get(destination).map(|(_, a)| a.metric)
+    }
+
+    /// Destinations we can reach, with next hop and metric.
+    pub fn routes(&self) -> impl Iterator<Item = (&N, &N, Metric)> {
+        self.selected.iter().map(|(d, (h, a))| (d, h, a.metric))
+    }
+
+    /// A link to `neighbour` came up, or its cost changed.
+    pub fn handle_link(&mut self, neighbour: N, cost: Metric) {
+        let fresh = self
+            .links
+            .insert(neighbour.clone(), cost.clamp(1, INFINITY - 1))
+            .is_none();
+        if fresh {
+            // Tell the new neighbour everything we know.
+            self.full_dump(Target::Neighbour(neighbour.clone()));
+        }
+        let destinations: Vec<N> = self
+            .heard
+            .get(&neighbour)
+            .map(|h| h.keys().cloned().collect())
+            .unwrap_or_default();
+        for d in destinations {
+            self.reselect(&d);
+        }
+    }
+
+    /// The link to `neighbour` went down: its routes are gone.
+    pub fn handle_link_down(&mut self, neighbour: &N) {
+        self.links.remove(neighbour);
+        let destinations: Vec<N> = self
+            .heard
+            .remove(neighbour)
+            .map(|h| h.into_keys().collect())
+            .unwrap_or_default();
+        for d in destinations {
+            self.reselect(&d);
+        }
+    }
+
+    /// A routing message from `from` (a neighbour) arrived.
+    pub fn handle_message(&mut self, from: N, message: RouteMessage<N>) {
+        if !self.links.contains_key(&from) {
+            return; // Not (or no longer) a neighbour.
+        }
+        match message {
+            RouteMessage::Update {
+                destination,
+                seqno,
+                metric,
+            } => {
+                if destination == self.me {
+                    return;
+                }
+                let heard = self.heard.entry(from).or_default();
+                // A neighbour's seqno for a destination never goes down (it
+                // only selects feasible routes): an older one is a stale update.
+                if heard.get(&destination).is_some_and(|a| seqno < a.seqno) {
+                    return;
+                }
+                heard.insert(destination.clone(), Advertised { seqno, metric });
+                self.reselect(&destination);
+            }
+            RouteMessage::SeqnoRequest {
+                destination,
+                seqno,
+                hops,
+            } => {
+                if destination == self.me {
+                    if seqno > self.seqno {
+                        self.seqno = seqno;
+                        self.announce_self();
+                    }
+                    return;
+                }
+                if let Some((_, a)) = self
+                    .selected
+                    .get(&destination)
+                    .filter(|(_, a)| a.seqno >= seqno)
+                {
+                    // We already have it: tell the asker.
+                    let update = RouteMessage::Update {
+                        destination,
+                        seqno: a.seqno,
+                        metric: a.metric,
+                    };
+                    self.send(Target::Neighbour(from), update);
+                    return;
+                }
+                // Forward towards the destination over any route we heard, but
+                // never back to the asker.
+                let Some(hops) = hops.checked_sub(1).filter(|h| *h > 0) else {
+                    return;
+                };
+                let via = self
+                    .heard
+                    .iter()
+                    .filter(|(n, h)| {
+                        **n != from && h.get(&destination).is_some_and(|a| a.metric != INFINITY)
+                    })
+                    .min_by_key(|(n, h)| {
+                        let a = h.get(&destination).map_or(INFINITY, |a| a.metric);
+                        a.saturating_add(self.links.get(*n).copied().unwrap_or(INFINITY))
+                    })
+                    .map(|(n, _)| n.clone());
+                if let Some(via) = via {
+                    self.send(
+                        Target::Neighbour(via),
+                        RouteMessage::SeqnoRequest {
+                            destination,
+                            seqno,
+                            hops,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The slow periodic refresh: announce everything again (covers lost
+    /// updates). The caller decides the interval.
+    pub fn handle_refresh(&mut self) {
+        self.full_dump(Target::AllNeighbours);
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<(Target<N>, RouteMessage<N>)> {
+        self.outbox.pop_front()
+    }
+
+    fn send(&mut self, target: Target<N>, message: RouteMessage<N>) {
+        self.sent_messages += 1;
+        self.outbox.push_back((target, message));
+    }
+
+    fn announce_self(&mut self) {
+        let update = RouteMessage::Update {
+            destination: self.me.clone(),
+            seqno: self.seqno,
+            metric: 0,
+        };
+        self.send(Target::AllNeighbours, update);
+    }
+
+    fn full_dump(&mut self, target: Target<N>) {
+        self.send(
+            target.clone(),
+            RouteMessage::Update {
+                destination: self.me.clone(),
+                seqno: self.seqno,
+                metric: 0,
+            },
+        );
+        let routes: Vec<(N, Advertised)> = self
+            .selected
+            .iter()
+            .map(|(d, (_, a))| (d.clone(), *a))
+            .collect();
+        for (destination, a) in routes {
+            self.send(
+                target.clone(),
+                RouteMessage::Update {
+                    destination,
+                    seqno: a.seqno,
+                    metric: a.metric,
+                },
+            );
+        }
+    }
+
+    /// Chooses the best feasible route to `destination` and announces any change.
+    fn reselect(&mut self, destination: &N) {
+        let fd = self.feasibility.get(destination).copied();
+        let current = self.selected.get(destination).cloned();
+        let best = self
+            .heard
+            .iter()
+            .filter_map(|(n, h)| {
+                let a = *h.get(destination)?;
+                let cost = *self.links.get(n)?;
+                (a.metric != INFINITY && fd.is_none_or(|fd| fd.admits(a))).then(|| {
+                    (
+                        n.clone(),
+                        Advertised {
+                            seqno: a.seqno,
+                            metric: a.metric.saturating_add(cost).min(INFINITY - 1),
+                        },
+                    )
+                })
+            })
+            // Lowest metric; ties go to the current next hop, then the lowest id.
+            .min_by(|(n1, a1), (n2, a2)| {
+                let stay = |n: &N| current.as_ref().is_none_or(|(h, _)| h != n);
+                (a1.metric, stay(n1), n1).cmp(&(a2.metric, stay(n2), n2))
+            });
+        match best {
+            Some((hop, advertised)) => {
+                let changed = current.as_ref() != Some(&(hop.clone(), advertised));
+                self.selected.insert(destination.clone(), (hop, advertised));
+                let fd = self
+                    .feasibility
+                    .entry(destination.clone())
+                    .or_insert(Feasibility {
+                        seqno: advertised.seqno,
+                        metric: advertised.metric,
+                    });
+                if advertised.seqno > fd.seqno {
+                    *fd = Feasibility {
+                        seqno: advertised.seqno,
+                        metric: advertised.metric,
+                    };
+                } else if advertised.seqno == fd.seqno && advertised.metric < fd.metric {
+                    fd.metric = advertised.metric;
+                }
+                if changed {
+                    let update = RouteMessage::Update {
+                        destination: destination.clone(),
+                        seqno: advertised.seqno,
+                        metric: advertised.metric,
+                    };
+                    self.send(Target::AllNeighbours, update);
+                }
+            }
+            None => {
+                if let Some((_, old)) = self.selected.remove(destination) {
+                    // Unreachable now: retract, and ask for a newer seqno.
+                    let retraction = RouteMessage::Update {
+                        destination: destination.clone(),
+                        seqno: old.seqno,
+                        metric: INFINITY,
+                    };
+                    self.send(Target::AllNeighbours, retraction);
+                }
+                let heard_of = self
+                    .heard
+                    .values()
+                    .any(|h| h.get(destination).is_some_and(|a| a.metric != INFINITY));
+                if heard_of {
+                    let wanted = fd.map_or(0, |fd| fd.seqno.saturating_add(1));
+                    let request = RouteMessage::SeqnoRequest {
+                        destination: destination.clone(),
+                        seqno: wanted,
+                        hops: MAX_REQUEST_HOPS,
+                    };
+                    self.send(Target::AllNeighbours, request);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Distance-vector routing on in-process networks: convergence, rerouting,
+//! and no routing loop at any moment, whatever the order messages arrive in.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use lifeline_routing::routes::{RouteMessage, RoutingTable, Target};
+use proptest::prelude::*;
+
+struct Net {
+    tables: BTreeMap<u8, RoutingTable<u8>>,
+    links: BTreeMap<(u8, u8), u32>,
+    in_flight: Vec<(u8, u8, RouteMessage<u8>)>,
+}
+
+impl Net {
+    fn new(nodes: u8) -> Self {
+        Self {
+            tables: (0..nodes).map(|n| (n, RoutingTable::new(n))).collect(),
+            links: BTreeMap::new(),
+            in_flight: Vec::new(),
+        }
+    }
+
+    fn neighbours(&self, n: u8) -> Vec<u8> {
+        self.links
+            .keys()
+            .filter(|(a, _)| *a == n)
+            .map(|(_, b)| *b)
+            .collect()
+    }
+
+    fn link_up(&mut self, a: u8, b: u8, cost: u32) {
+        self.links.insert((a, b), cost);
+        self.links.insert((b, a), cost);
+        self.tables.get_mut(&a).unwrap().handle_link(b, cost);
+        self.tables.get_mut(&b).unwrap().handle_link(a, cost);
+        self.collect();
+    }
+
+    fn link_down(&mut self, a: u8, b: u8) {
+        self.links.remove(&(a, b));
+        self.links.remove(&(b, a));
+        // Messages on the wire are lost with the link.
+        self.in_flight
+            .retain(|(f, t, _)| !((*f == a && *t == b) || (*f == b && *t == a)));
+        self.tables.get_mut(&a).unwrap().handle_link_down(&b);
+        self.tables.get_mut(&b).unwrap().handle_link_down(&a);
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        let nodes: Vec<u8> = self.tables.keys().copied().collect();
+        for n in nodes {
+            while let Some((target, m)) = self.tables.get_mut(&n).unwrap().poll_transmit() {
+                let to = match target {
+                    Target::AllNeighbours => self.neighbours(n),
+                    Target::Neighbour(x) if self.links.contains_key(&(n, x)) => vec![x],
+                    Target::Neighbour(_) => vec![],
+                };
+                for t in to {
+                    self.in_flight.push((n, t, m.clone()));
+                }
+            }
+        }
+    }
+
+    /// Delivers the oldest message on the link of message `index`: links are
+    /// ordered streams (FIFO), but links race each other.
+    fn deliver(&mut self, index: usize) {
+        let (from, to, _) = self.in_flight[index];
+        let oldest = self
+            .in_flight
+            .iter()
+            .position(|(f, t, _)| (*f, *t) == (from, to))
+            .unwrap_or(index);
+        let (from, to, m) = self.in_flight.remove(oldest);
+        self.tables.get_mut(&to).unwrap().handle_message(from, m);
+        self.collect();
+    }
+
+    /// Delivers everything in order; fails on a loop or if it never ends.
+    fn run_to_quiet(&mut self) -> Result<(), String> {
+        let mut steps = 0;
+        while !self.in_flight.is_empty() {
+            self.deliver(0);
+            steps += 1;
+            if steps % 100 == 0 {
+                self.loop_free()?;
+            }
+            if steps > 50_000 {
+                return Err("routing did not quiesce".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Following next hops from `start` towards `dest` never revisits a node.
+    fn loop_free(&self) -> Result<(), String> {
+        for dest in self.tables.keys() {
+            for start in self.tables.keys() {
+                let mut seen = BTreeSet::new();
+                let mut at = *start;
+                while at != *dest {
+                    if !seen.insert(at) {
+                        return Err(format!("loop towards {dest} through {seen:?}"));
+                    }
+                    match self.tables[&at].next_hop(dest) {
+                        Some(h) => at = *h,
+                        None => break,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn component(&self, from: u8) -> BTreeSet<u8> {
+        let mut seen = BTreeSet::from([from]);
+        let mut queue = VecDeque::from([from]);
+        while let Some(n) = queue.pop_front() {
+            for m in self.neighbours(n) {
+                if seen.insert(m) {
+                    queue.push_back(m);
+                }
+            }
+        }
+        seen
+    }
+
+    fn reachable(&self, from: u8) -> BTreeSet<u8> {
+        let table = &self.tables[&from];
+        self.tables
+            .keys()
+            .copied()
+            .filter(|d| *d == from || table.next_hop(d).is_some())
+            .collect()
+    }
+
+    fn converged(&mut self) -> Result<(), String> {
+        self.run_to_quiet()?;
+        for n in self.tables.keys().copied().collect::<Vec<_>>() {
+            self.tables.get_mut(&n).unwrap().handle_refresh();
+        }
+        self.collect();
+        self.run_to_quiet()?;
+        for n in self.tables.keys() {
+            if self.reachable(*n) != self.component(*n) {
+                return Err(format!(
+                    "node {n} reaches {:?}, its component is {:?}",
+                    self.reachable(*n),
+                    self.component(*n)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_ten_hop_line_converges_with_summed_metrics() {
+    let mut net = Net::new(11);
+    for i in 0..10 {
+        net.link_up(i, i + 1, 100);
+    }
+    net.converged().unwrap();
+    assert_eq!(net.tables[&0].next_hop(&10), Some(&1));
+    assert_eq!(net.tables[&0].metric(&10), Some(1000));
+    assert_eq!(net.tables[&10].metric(&0), Some(1000));
+}
+
+#[test]
+fn a_ring_reroutes_around_a_failed_link() {
+    let mut net = Net::new(6);
+    for i in 0..6 {
+        net.link_up(i, (i + 1) % 6, 10);
+    }
+    net.converged().unwrap();
+    assert_eq!(net.tables[&0].next_hop(&1), Some(&1));
+    net.link_down(0, 1);
+    net.converged().unwrap();
+    assert_eq!(net.tables[&0].next_hop(&1), Some(&5));
+    assert_eq!(net.tables[&0].metric(&1), Some(50));
+    net.loop_free().unwrap();
+}
+
+#[test]
+fn a_partition_makes_the_other_side_unreachable_and_healing_restores_it() {
+    let mut net = Net::new(4);
+    net.link_up(0, 1, 5);
+    net.link_up(1, 2, 5);
+    net.link_up(2, 3, 5);
+    net.converged().unwrap();
+    net.link_down(1, 2);
+    net.converged().unwrap();
+    assert_eq!(net.tables[&0].next_hop(&3), None);
+    net.link_up(1, 2, 5);
+    net.converged().unwrap();
+    assert_eq!(net.tables[&0].next_hop(&3), Some(&1));
+}
+
+#[test]
+fn link_cost_reflects_loss_and_delay() {
+    use lifeline_routing::routes::link_cost;
+    use std::time::Duration;
+    let clean = link_cost(Duration::from_millis(10), 0.0);
+    assert_eq!(clean, 266);
+    assert!(link_cost(Duration::from_millis(10), 0.5) > 3 * clean);
+    assert!(link_cost(Duration::from_millis(500), 0.0) > clean);
+    assert!(link_cost(Duration::ZERO, 1.0) < u32::MAX);
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Deliver(prop::sample::Index),
+    Down(prop::sample::Index),
+    Up(u8, u8, u32),
+}
+
+fn event(nodes: u8) -> impl Strategy<Value = Event> {
+    prop_oneof![
+        6 => any::<prop::sample::Index>().prop_map(Event::Deliver),
+        1 => any::<prop::sample::Index>().prop_map(Event::Down),
+        1 => (0..nodes, 0..nodes, 1u32..500).prop_map(|(a, b, c)| Event::Up(a, b, c)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_routing_loop_ever_and_convergence_after(
+        edges in prop::collection::vec((0u8..10, 0u8..10, 1u32..500), 5..30),
+        events in prop::collection::vec(event(10), 0..400),
+    ) {
+        let mut net = Net::new(10);
+        for (a, b, c) in edges {
+            if a != b {
+                net.link_up(a, b, c);
+            }
+        }
+        for e in events {
+            match e {
+                Event::Deliver(i) if !net.in_flight.is_empty() => {
+                    let i = i.index(net.in_flight.len());
+                    net.deliver(i);
+                }
+                Event::Deliver(_) => {}
+                Event::Down(i) => {
+                    let links: Vec<(u8, u8)> = net.links.keys().copied().filter(|(a, b)| a < b).collect();
+                    if !links.is_empty() {
+                        let (a, b) = links[i.index(links.len())];
+                        net.link_down(a, b);
+                    }
+                }
+                Event::Up(a, b, c) if a != b => net.link_up(a, b, c),
+                Event::Up(..) => {}
+            }
+            let check = net.loop_free();
+            prop_assert!(check.is_ok(), "{}", check.unwrap_err());
+        }
+        let converged = net.converged();
+        prop_assert!(converged.is_ok(), "{}", converged.unwrap_err());
+        let check = net.loop_free();
+        prop_assert!(check.is_ok(), "{}", check.unwrap_err());
+    }
+}
