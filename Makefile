@@ -40,3 +40,4 @@ fuzz:
 # Figures for the closing notes: release build, full criterion runs.
 bench:
 	$(CARGO) bench --locked -p lifeline-crypto --bench envelope
+	$(CARGO) bench --locked -p lifeline-consensus --bench import

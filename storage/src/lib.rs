@@ -1,0 +1,428 @@
+//! RocksDB storage for lifeline: one database per node.
+//!
+//! Column families:
+//!
+//! | family | key | value |
+//! |---|---|---|
+//! | `blocks` | block hash | encoded block |
+//! | `canonical` | height (u64, big-endian) | block hash |
+//! | `state` | `latest` | encoded state snapshot |
+//! | `meta` | `schema_version`, `genesis`, `head`, `finalized` | see below |
+//!
+//! Every logical change is one `WriteBatch`, written with `sync` so that it is
+//! on disk before `commit` returns: a block is imported, or it is not.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lifeline_consensus::BlockHash;
+use lifeline_consensus::store::{ChainBatch, ChainStore, StoredHead};
+use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch, WriteOptions};
+use thiserror::Error;
+
+/// The on-disk layout version this code reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const CF_BLOCKS: &str = "blocks";
+const CF_CANONICAL: &str = "canonical";
+const CF_STATE: &str = "state";
+const CF_META: &str = "meta";
+const FAMILIES: [&str; 4] = [CF_BLOCKS, CF_CANONICAL, CF_STATE, CF_META];
+
+const KEY_SCHEMA: &[u8] = b"schema_version";
+const KEY_GENESIS: &[u8] = b"genesis";
+const KEY_HEAD: &[u8] = b"head";
+const KEY_FINALIZED: &[u8] = b"finalized";
+const KEY_LATEST_SNAPSHOT: &[u8] = b"latest";
+
+/// What can go wrong with the database.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// Another process has the database open.
+    #[error(
+        "the database at {0} is in use by another lifeline process; stop that process first, \
+         or give this one another --data-dir"
+    )]
+    Locked(PathBuf),
+    /// The database was written by another version of lifeline.
+    #[error(
+        "the database at {path} has schema version {found}, but this lifeline reads version {SCHEMA_VERSION}; {hint}"
+    )]
+    UnknownSchema {
+        /// Where.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// RocksDB failed.
+    #[error("database error at {path}: {source}")]
+    Rocks {
+        /// Where.
+        path: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// The database holds something it should not.
+    #[error(
+        "the database at {path} is damaged: {what}; restore it from another node by syncing into an empty --data-dir"
+    )]
+    Corrupt {
+        /// Where.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// One node's database.
+#[derive(Clone)]
+pub struct Database {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens (or creates) the database in folder `path`, checking its schema version.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(DBCompressionType::Lz4);
+        let families = FAMILIES.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let db = DB::open_cf_descriptors(&options, path, families).map_err(|source| {
+            if source.to_string().to_lowercase().contains("lock") {
+                StorageError::Locked(path.to_path_buf())
+            } else {
+                StorageError::Rocks {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let database = Self {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        };
+        database.check_schema()?;
+        Ok(database)
+    }
+
+    /// Where it lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn rocks(&self, source: rocksdb::Error) -> StorageError {
+        StorageError::Rocks {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> StorageError {
+        StorageError::Corrupt {
+            path: self.path.clone(),
+            what: what.into(),
+        }
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| self.corrupt(format!("column family {name} is missing")))
+    }
+
+    fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db
+            .get_cf(self.cf(family)?, key)
+            .map_err(|e| self.rocks(e))
+    }
+
+    fn check_schema(&self) -> Result<(), StorageError> {
+        match self.get(CF_META, KEY_SCHEMA)? {
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| self.corrupt("the schema version is unreadable"))?;
+                if found == SCHEMA_VERSION {
+                    return Ok(());
+                }
+                Err(StorageError::UnknownSchema {
+                    path: self.path.clone(),
+                    found,
+                    hint: if found > SCHEMA_VERSION {
+                        "it was made by a newer lifeline: upgrade lifeline"
+                    } else {
+                        "it was made by an older lifeline and no migration exists: sync into an empty --data-dir"
+                    },
+                })
+            }
+            None => {
+                // A new database: nothing may be in it yet.
+                let has_data = FAMILIES.iter().try_fold(false, |found, name| {
+                    let cf = self.cf(name)?;
+                    Ok::<bool, StorageError>(
+                        found
+                            || self
+                                .db
+                                .iterator_cf(cf, rocksdb::IteratorMode::Start)
+                                .next()
+                                .is_some(),
+                    )
+                })?;
+                if has_data {
+                    return Err(self.corrupt("it holds data but no schema version"));
+                }
+                let mut options = WriteOptions::default();
+                options.set_sync(true);
+                self.db
+                    .put_cf_opt(
+                        self.cf(CF_META)?,
+                        KEY_SCHEMA,
+                        SCHEMA_VERSION.to_be_bytes(),
+                        &options,
+                    )
+                    .map_err(|e| self.rocks(e))
+            }
+        }
+    }
+
+    /// The chain store in this database.
+    pub fn chain_store(&self) -> RocksChainStore {
+        RocksChainStore { db: self.clone() }
+    }
+}
+
+/// The chain's blocks, index, head and snapshots in RocksDB.
+#[derive(Clone, Debug)]
+pub struct RocksChainStore {
+    db: Database,
+}
+
+fn encode_head(head: &StoredHead) -> Vec<u8> {
+    let mut bytes = head.number.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&head.hash.0);
+    bytes
+}
+
+impl RocksChainStore {
+    fn decode_head(&self, bytes: &[u8]) -> Result<StoredHead, StorageError> {
+        let (number, hash) = bytes
+            .split_at_checked(8)
+            .ok_or_else(|| self.db.corrupt("a head record is too short"))?;
+        Ok(StoredHead {
+            number: u64::from_be_bytes(
+                number
+                    .try_into()
+                    .map_err(|_| self.db.corrupt("bad head number"))?,
+            ),
+            hash: BlockHash(
+                hash.try_into()
+                    .map_err(|_| self.db.corrupt("bad head hash"))?,
+            ),
+        })
+    }
+
+    fn hash(&self, bytes: Vec<u8>) -> Result<BlockHash, StorageError> {
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map(BlockHash)
+            .map_err(|_| self.db.corrupt("a stored hash is not 32 bytes"))
+    }
+}
+
+impl ChainStore for RocksChainStore {
+    type Error = StorageError;
+
+    fn genesis(&self) -> Result<Option<BlockHash>, Self::Error> {
+        self.db
+            .get(CF_META, KEY_GENESIS)?
+            .map(|b| self.hash(b))
+            .transpose()
+    }
+
+    fn block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, Self::Error> {
+        self.db.get(CF_BLOCKS, &hash.0)
+    }
+
+    fn canonical(&self, number: u64) -> Result<Option<BlockHash>, Self::Error> {
+        self.db
+            .get(CF_CANONICAL, &number.to_be_bytes())?
+            .map(|b| self.hash(b))
+            .transpose()
+    }
+
+    fn head(&self) -> Result<Option<StoredHead>, Self::Error> {
+        self.db
+            .get(CF_META, KEY_HEAD)?
+            .map(|b| self.decode_head(&b))
+            .transpose()
+    }
+
+    fn finalized(&self) -> Result<Option<StoredHead>, Self::Error> {
+        self.db
+            .get(CF_META, KEY_FINALIZED)?
+            .map(|b| self.decode_head(&b))
+            .transpose()
+    }
+
+    fn latest_snapshot(&self) -> Result<Option<Vec<u8>>, Self::Error> {
+        self.db.get(CF_STATE, KEY_LATEST_SNAPSHOT)
+    }
+
+    /// One synced write batch: all of it is on disk when this returns, or none of it.
+    fn commit(&mut self, batch: ChainBatch) -> Result<(), Self::Error> {
+        let db = &self.db;
+        let (blocks, canonical, state, meta) = (
+            db.cf(CF_BLOCKS)?,
+            db.cf(CF_CANONICAL)?,
+            db.cf(CF_STATE)?,
+            db.cf(CF_META)?,
+        );
+        let mut write = WriteBatch::default();
+        if let Some(genesis) = batch.genesis {
+            write.put_cf(meta, KEY_GENESIS, genesis.0);
+        }
+        for (hash, bytes) in &batch.blocks {
+            write.put_cf(blocks, hash.0, bytes);
+        }
+        if let Some(from) = batch
+            .truncate_canonical_above
+            .and_then(|above| above.checked_add(1))
+        {
+            // Keys are 8 bytes; 9 bytes of 0xff sort after all of them.
+            write.delete_range_cf(canonical, &from.to_be_bytes()[..], &[0xff; 9][..]);
+        }
+        for (number, hash) in &batch.canonical {
+            write.put_cf(canonical, number.to_be_bytes(), hash.0);
+        }
+        if let Some(head) = &batch.head {
+            write.put_cf(meta, KEY_HEAD, encode_head(head));
+        }
+        if let Some(finalized) = &batch.finalized {
+            write.put_cf(meta, KEY_FINALIZED, encode_head(finalized));
+        }
+        if let Some(snapshot) = &batch.snapshot {
+            write.put_cf(state, KEY_LATEST_SNAPSHOT, snapshot);
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        db.db.write_opt(write, &options).map_err(|e| db.rocks(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeline_consensus::Chain;
+    use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
+    use lifeline_consensus::conformance::identity_of;
+    use lifeline_crypto::Timestamp;
+
+    fn genesis() -> Genesis {
+        Genesis {
+            config: ChainConfig {
+                snapshot_interval: 3,
+                ..ChainConfig::default()
+            },
+            timestamp: Timestamp::from_unix_millis(1_763_700_000_000),
+            signers: ["A", "B", "C"]
+                .iter()
+                .map(|n| *identity_of(n).unwrap().id())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_chain_survives_closing_and_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = genesis();
+        let (head, finalized) = {
+            let db = Database::open(dir.path()).unwrap();
+            let mut chain = Chain::open(db.chain_store(), &g).unwrap();
+            for i in 0..10u64 {
+                let by = identity_of(["A", "B", "C"][(i % 3) as usize]).unwrap();
+                let t = chain
+                    .head()
+                    .timestamp
+                    .saturating_add(chain.config().heartbeat);
+                let block = chain.propose(&by, t, None, vec![]).unwrap();
+                chain.import(&block, Validation::Full { now: t }).unwrap();
+            }
+            (chain.head(), chain.finalized())
+        };
+        let db = Database::open(dir.path()).unwrap();
+        let chain = Chain::open(db.chain_store(), &g).unwrap();
+        assert_eq!(chain.head(), head);
+        assert_eq!(chain.finalized(), finalized);
+        assert_eq!(chain.head().number, 10);
+    }
+
+    #[test]
+    fn a_database_in_use_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Database::open(dir.path()).unwrap();
+        let second = Database::open(dir.path());
+        assert!(matches!(second, Err(StorageError::Locked(_))), "{second:?}");
+        let message = second.unwrap_err().to_string();
+        assert!(
+            message.contains("in use by another lifeline process"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::open(dir.path()).unwrap();
+            db.db
+                .put_cf(db.cf(CF_META).unwrap(), KEY_SCHEMA, 99u32.to_be_bytes())
+                .unwrap();
+        }
+        match Database::open(dir.path()) {
+            Err(StorageError::UnknownSchema {
+                found: 99, hint, ..
+            }) => assert!(hint.contains("upgrade")),
+            other => panic!("expected UnknownSchema, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn canonical_entries_above_a_shorter_head_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let mut store = db.chain_store();
+        let h = |n: u8| BlockHash([n; 32]);
+        store
+            .commit(ChainBatch {
+                canonical: (0..5).map(|n| (u64::from(n), h(n))).collect(),
+                ..ChainBatch::default()
+            })
+            .unwrap();
+        store
+            .commit(ChainBatch {
+                canonical: vec![(2, h(9))],
+                truncate_canonical_above: Some(2),
+                ..ChainBatch::default()
+            })
+            .unwrap();
+        assert_eq!(store.canonical(1).unwrap(), Some(h(1)));
+        assert_eq!(store.canonical(2).unwrap(), Some(h(9)));
+        assert_eq!(store.canonical(3).unwrap(), None);
+        assert_eq!(store.canonical(4).unwrap(), None);
+    }
+}

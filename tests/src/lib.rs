@@ -1,0 +1,68 @@
+//! Shared pieces of lifeline's integration tests.
+
+use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
+use lifeline_consensus::conformance::identity_of;
+use lifeline_consensus::tx::{Action, Transaction};
+use lifeline_consensus::{Chain, MemoryChainStore, SealedBlock};
+use lifeline_crypto::{Identity, PrekeyRing, Timestamp};
+use rand::SeedableRng;
+
+/// The three authorities of the scripted chain.
+pub const AUTHORITIES: [&str; 3] = ["A", "B", "C"];
+/// Registrations per scripted block.
+pub const TXS_PER_BLOCK: usize = 2;
+
+/// The genesis of the scripted chain (snapshots every 16 blocks, so restarts
+/// exercise snapshot restores).
+pub fn scripted_genesis() -> Genesis {
+    Genesis {
+        config: ChainConfig {
+            snapshot_interval: 16,
+            ..ChainConfig::default()
+        },
+        timestamp: Timestamp::from_unix_millis(1_763_700_000_000),
+        signers: AUTHORITIES
+            .iter()
+            .filter_map(|n| identity_of(n).ok())
+            .map(|i| *i.id())
+            .collect(),
+    }
+}
+
+/// Blocks 1..=`count` of a deterministic chain: the authorities take turns,
+/// each block registers [`TXS_PER_BLOCK`] new people. Every call gives the
+/// same blocks, byte for byte. Returns them with the state root after each.
+pub fn scripted_blocks(count: u64) -> Result<Vec<(SealedBlock, [u8; 32])>, String> {
+    let genesis = scripted_genesis();
+    let mut chain = Chain::open(MemoryChainStore::new(), &genesis).map_err(|e| e.to_string())?;
+    let authorities: Vec<Identity> = AUTHORITIES
+        .iter()
+        .map(|n| identity_of(n).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut out = Vec::new();
+    for number in 1..=count {
+        let txs = (0..TXS_PER_BLOCK)
+            .map(|i| {
+                let person = Identity::generate(&mut rng);
+                let ring = PrekeyRing::new(&person, genesis.timestamp, &mut rng);
+                Transaction::sign(
+                    &person,
+                    0,
+                    Action::RegisterIdentity {
+                        display_name: format!("Person {number}-{i}"),
+                        prekey: ring.current().clone(),
+                    },
+                )
+            })
+            .collect();
+        let by = &authorities[usize::try_from(number % 3).unwrap_or(0)];
+        let t = chain.head().timestamp.saturating_add(chain.config().period);
+        let block = chain.propose(by, t, None, txs).map_err(|e| e.to_string())?;
+        chain
+            .import(&block, Validation::Full { now: t })
+            .map_err(|e| e.to_string())?;
+        out.push((block, chain.state().root()));
+    }
+    Ok(out)
+}
