@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 15
 run: setup
 	@scripts/demo.sh
 
-test: setup fmt clippy unit doc fuzz-smoke
+test: setup fmt clippy doc fuzz-smoke unit
 	@echo "make test: all checks passed"
 
 setup:
@@ -25,8 +25,7 @@ clippy:
 
 # --all-targets also runs each benchmark once in test mode, so benches keep working.
 unit:
-	$(CARGO) test --workspace --all-targets --locked
-	$(CARGO) test --workspace --doc --locked
+	@scripts/test.sh
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
