@@ -3,6 +3,7 @@
 //! This crate grows with issue 4. So far: the per-link scheduler that decides
 //! which fragment goes on a link next ([`schedule`]).
 
+pub mod limits;
 pub mod routes;
 pub mod schedule;
 
