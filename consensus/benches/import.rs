@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
-use lifeline_consensus::conformance::identity_of;
+use lifeline_consensus::conformance::{genesis_of, identity_of};
 use lifeline_consensus::tx::{Action, Transaction};
 use lifeline_consensus::wire::pb;
 use lifeline_consensus::{Chain, MemoryChainStore, SealedBlock};
-use lifeline_crypto::{Identity, PrekeyRing, Timestamp};
+use lifeline_crypto::{Identity, PrekeyRing};
 use prost::Message;
 use rand::SeedableRng;
 
@@ -27,14 +27,7 @@ const TXS: usize = 100;
 const BLOCKS: usize = 20;
 
 fn genesis() -> Genesis {
-    Genesis {
-        config: ChainConfig::default(),
-        timestamp: Timestamp::from_unix_millis(1_763_700_000_000),
-        signers: ["A", "B", "C"]
-            .iter()
-            .map(|n| *identity_of(n).unwrap().id())
-            .collect(),
-    }
+    genesis_of(&["A", "B", "C"], ChainConfig::default()).unwrap()
 }
 
 /// One signature to check: key, message, signature.

@@ -84,6 +84,23 @@ pub fn identity_of(name: &str) -> Result<Identity, IdentityError> {
     ))
 }
 
+/// The genesis time of [`genesis_of`] (2025-11-21, in milliseconds).
+pub const FIXTURE_GENESIS_MS: u64 = 1_763_700_000_000;
+
+/// A genesis whose authorities are the identities these names stand for (see
+/// [`identity_of`]), at [`FIXTURE_GENESIS_MS`], with `config`: the one chain
+/// fixture that tests, benchmarks and examples share.
+pub fn genesis_of(names: &[&str], config: ChainConfig) -> Result<Genesis, IdentityError> {
+    Ok(Genesis {
+        config,
+        timestamp: Timestamp::from_unix_millis(FIXTURE_GENESIS_MS),
+        signers: names
+            .iter()
+            .map(|n| identity_of(n).map(|i| *i.id()))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
 /// The conformance name of an import failure.
 pub fn error_name(error: &ImportError) -> &'static str {
     match error {

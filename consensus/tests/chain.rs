@@ -7,7 +7,7 @@ use std::time::Duration;
 use lifeline_consensus::alert::{Point, sample_flood as flood};
 use lifeline_consensus::block::{SealedBlock, Vote};
 use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
-use lifeline_consensus::conformance::identity_of;
+use lifeline_consensus::conformance::{genesis_of, identity_of};
 use lifeline_consensus::state::TxRejected;
 use lifeline_consensus::tx::{Action, Transaction};
 use lifeline_consensus::wire::pb;
@@ -22,14 +22,11 @@ fn id(name: &str) -> Identity {
 }
 
 fn genesis(names: &[&str]) -> Genesis {
-    Genesis {
-        config: ChainConfig {
-            snapshot_interval: 4,
-            ..ChainConfig::default()
-        },
-        timestamp: Timestamp::from_unix_millis(START),
-        signers: names.iter().map(|n| *id(n).id()).collect(),
-    }
+    let config = ChainConfig {
+        snapshot_interval: 4,
+        ..ChainConfig::default()
+    };
+    genesis_of(names, config).unwrap()
 }
 
 fn chain(names: &[&str]) -> Chain<MemoryChainStore> {

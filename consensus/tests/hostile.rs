@@ -8,8 +8,8 @@ use std::time::Duration;
 use lifeline_consensus::block::{
     BlockError, HeaderError, MAX_BLOCK_LEN, MAX_BLOCK_TXS, SealedBlock,
 };
-use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
-use lifeline_consensus::conformance::identity_of;
+use lifeline_consensus::chain::{ChainConfig, Validation};
+use lifeline_consensus::conformance::{genesis_of, identity_of};
 use lifeline_consensus::tx::{Action, MAX_TX_LEN, Transaction, TxError};
 use lifeline_consensus::wire::pb;
 use lifeline_consensus::{Chain, ChainError, ImportError, MemoryChainStore, SignerError};
@@ -18,14 +18,7 @@ use lifeline_crypto::{Identity, Timestamp};
 use prost::Message;
 
 fn chain() -> Chain<MemoryChainStore> {
-    let g = Genesis {
-        config: ChainConfig::default(),
-        timestamp: Timestamp::from_unix_millis(1_763_700_000_000),
-        signers: ["A", "B", "C"]
-            .iter()
-            .map(|n| *identity_of(n).unwrap().id())
-            .collect(),
-    };
+    let g = genesis_of(&["A", "B", "C"], ChainConfig::default()).unwrap();
     Chain::open(MemoryChainStore::new(), &g).unwrap()
 }
 
@@ -142,14 +135,11 @@ fn timestamp_in_the_future_or_before_parent_plus_period() {
 
 #[test]
 fn bad_checkpoint_list_and_bad_vote() {
-    let g = Genesis {
-        config: ChainConfig {
-            epoch: 1,
-            ..ChainConfig::default()
-        },
-        timestamp: Timestamp::from_unix_millis(1_763_700_000_000),
-        signers: ["A", "B"].iter().map(|n| *id(n).id()).collect(),
+    let epoch_1 = ChainConfig {
+        epoch: 1,
+        ..ChainConfig::default()
     };
+    let g = genesis_of(&["A", "B"], epoch_1).unwrap();
     let mut c = Chain::open(MemoryChainStore::new(), &g).unwrap();
     let t = next_time(&c);
     let b = c.propose(&id("A"), t, None, vec![]).unwrap();

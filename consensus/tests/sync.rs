@@ -3,23 +3,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
-use lifeline_consensus::conformance::identity_of;
+use lifeline_consensus::conformance::{genesis_of, identity_of};
 use lifeline_consensus::sync::{Sync, SyncMessage};
 use lifeline_consensus::{Chain, MemoryChainStore};
 use lifeline_crypto::Timestamp;
 
 fn genesis() -> Genesis {
-    Genesis {
-        config: ChainConfig {
-            snapshot_interval: 500,
-            ..ChainConfig::default()
-        },
-        timestamp: Timestamp::from_unix_millis(1_700_000_000_000),
-        signers: ["A", "B", "C"]
-            .iter()
-            .map(|n| *identity_of(n).unwrap().id())
-            .collect(),
-    }
+    let config = ChainConfig {
+        snapshot_interval: 500,
+        ..ChainConfig::default()
+    };
+    genesis_of(&["A", "B", "C"], config).unwrap()
 }
 
 fn grow(chain: &mut Chain<MemoryChainStore>, blocks: u64, signer_offset: usize) {

@@ -329,21 +329,14 @@ mod tests {
     use super::*;
     use lifeline_consensus::Chain;
     use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
-    use lifeline_consensus::conformance::identity_of;
-    use lifeline_crypto::Timestamp;
+    use lifeline_consensus::conformance::{genesis_of, identity_of};
 
     fn genesis() -> Genesis {
-        Genesis {
-            config: ChainConfig {
-                snapshot_interval: 3,
-                ..ChainConfig::default()
-            },
-            timestamp: Timestamp::from_unix_millis(1_763_700_000_000),
-            signers: ["A", "B", "C"]
-                .iter()
-                .map(|n| *identity_of(n).unwrap().id())
-                .collect(),
-        }
+        let config = ChainConfig {
+            snapshot_interval: 3,
+            ..ChainConfig::default()
+        };
+        genesis_of(&["A", "B", "C"], config).unwrap()
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Shared pieces of lifeline's integration tests.
 
 use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
-use lifeline_consensus::conformance::identity_of;
+use lifeline_consensus::conformance::{genesis_of, identity_of};
 use lifeline_consensus::tx::{Action, Transaction};
 use lifeline_consensus::{Chain, MemoryChainStore, SealedBlock};
-use lifeline_crypto::{Identity, PrekeyRing, Timestamp};
+use lifeline_crypto::{Identity, PrekeyRing};
 use rand::SeedableRng;
 
 /// The three authorities of the scripted chain.
@@ -14,26 +14,19 @@ pub const TXS_PER_BLOCK: usize = 2;
 
 /// The genesis of the scripted chain (snapshots every 16 blocks, so restarts
 /// exercise snapshot restores).
-pub fn scripted_genesis() -> Genesis {
-    Genesis {
-        config: ChainConfig {
-            snapshot_interval: 16,
-            ..ChainConfig::default()
-        },
-        timestamp: Timestamp::from_unix_millis(1_763_700_000_000),
-        signers: AUTHORITIES
-            .iter()
-            .filter_map(|n| identity_of(n).ok())
-            .map(|i| *i.id())
-            .collect(),
-    }
+pub fn scripted_genesis() -> Result<Genesis, String> {
+    let config = ChainConfig {
+        snapshot_interval: 16,
+        ..ChainConfig::default()
+    };
+    genesis_of(&AUTHORITIES, config).map_err(|e| e.to_string())
 }
 
 /// Blocks 1..=`count` of a deterministic chain: the authorities take turns,
 /// each block registers [`TXS_PER_BLOCK`] new people. Every call gives the
 /// same blocks, byte for byte. Returns them with the state root after each.
 pub fn scripted_blocks(count: u64) -> Result<Vec<(SealedBlock, [u8; 32])>, String> {
-    let genesis = scripted_genesis();
+    let genesis = scripted_genesis()?;
     let mut chain = Chain::open(MemoryChainStore::new(), &genesis).map_err(|e| e.to_string())?;
     let authorities: Vec<Identity> = AUTHORITIES
         .iter()

@@ -64,7 +64,7 @@ fn killed_imports_lose_nothing_and_leave_nothing_half_written() {
         acknowledged = acknowledged.max(kill_after(&mut child, run));
 
         let db = Database::open(dir.path()).unwrap();
-        let chain = Chain::open(db.chain_store(), &scripted_genesis()).unwrap();
+        let chain = Chain::open(db.chain_store(), &scripted_genesis().unwrap()).unwrap();
         let head = chain.head();
         assert!(
             head.number >= acknowledged,
@@ -92,7 +92,7 @@ fn killed_imports_lose_nothing_and_leave_nothing_half_written() {
     let mut child = helper(dir.path());
     assert!(child.wait().unwrap().success());
     let db = Database::open(dir.path()).unwrap();
-    let chain = Chain::open(db.chain_store(), &scripted_genesis()).unwrap();
+    let chain = Chain::open(db.chain_store(), &scripted_genesis().unwrap()).unwrap();
     assert_eq!(chain.head().number, BLOCKS);
     assert_eq!(chain.state().root(), expected.last().unwrap().1);
     eprintln!("heads after each kill: {heads:?}");

@@ -31,7 +31,7 @@ fn run() -> Result<(), String> {
     let blocks = scripted_blocks(count)?;
     let db = Database::open(std::path::Path::new(dir)).map_err(|e| e.to_string())?;
     let mut chain =
-        Chain::open(db.chain_store(), &scripted_genesis()).map_err(|e| e.to_string())?;
+        Chain::open(db.chain_store(), &scripted_genesis()?).map_err(|e| e.to_string())?;
     let start = usize::try_from(chain.head().number).map_err(|e| e.to_string())?;
     println!("ready");
     for (block, _) in blocks.iter().skip(start) {
