@@ -1,11 +1,32 @@
 //! lifeline's priority message router, as a sans-IO state machine.
 //!
-//! This crate grows with issue 4. So far: the per-link scheduler that decides
-//! which fragment goes on a link next ([`schedule`]).
+//! - [`router`]: the [`Router`], one node's state machine, which the daemon
+//!   and the simulator both drive;
+//! - [`routes`]: loop-free distance-vector routing (Babel-style);
+//! - [`schedule`]: the per-link scheduler (strict priority, fragments, fair
+//!   queueing by upstream);
+//! - [`limits`]: duplicate suppression and rate limits;
+//! - [`link`]: reassembly of fragments;
+//! - [`store`]: the [`MessageStore`] trait for custody, and its in-memory
+//!   implementation;
+//! - [`wire`]: frames and their protobuf encoding.
+//!
+//! See `docs/routing.md` for the protocol as a whole.
 
 pub mod limits;
+pub mod link;
+pub mod router;
 pub mod routes;
 pub mod schedule;
+pub mod store;
+pub mod wire;
+
+pub use router::{
+    Config, Delivery, Destination, DropReason, Event, Misbehaviour, Router, RouterError, SendError,
+    SendRequest, Stats, Status,
+};
+pub use store::{MemoryMessageStore, MessageStore, StoreBatch};
+pub use wire::{Address, Area, Kind, MessageId};
 
 /// Priority classes, highest first. The class travels in the cleartext frame
 /// header so that relays which cannot read a message can still schedule it.

@@ -107,6 +107,8 @@ pub struct RoutingTable<N> {
     /// The selected next hop and our advertised (seqno, metric) per destination.
     selected: BTreeMap<N, (N, Advertised)>,
     outbox: VecDeque<(Target<N>, RouteMessage<N>)>,
+    /// Destinations that became unreachable since `take_lost`.
+    lost: Vec<N>,
     /// Control messages sent so far.
     pub sent_messages: u64,
 }
@@ -122,6 +124,7 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
             feasibility: HashMap::new(),
             selected: BTreeMap::new(),
             outbox: VecDeque::new(),
+            lost: Vec::new(),
             sent_messages: 0,
         }
     }
@@ -265,6 +268,11 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         self.full_dump(Target::AllNeighbours);
     }
 
+    /// Destinations that became unreachable since the last call.
+    pub fn take_lost(&mut self) -> Vec<N> {
+        std::mem::take(&mut self.lost)
+    }
+
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<(Target<N>, RouteMessage<N>)> {
         self.outbox.pop_front()
@@ -365,6 +373,10 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
             }
             None => {
                 if let Some((_, old)) = self.selected.remove(destination) {
+                    // Bounded for callers that never drain it.
+                    if self.lost.len() < 65_536 {
+                        self.lost.push(destination.clone());
+                    }
                     // Unreachable now: retract, and ask for a newer seqno.
                     let retraction = RouteMessage::Update {
                         destination: destination.clone(),

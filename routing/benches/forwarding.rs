@@ -1,0 +1,2 @@
+//! Forwarding benchmark (filled in below).
+fn main() {}

@@ -1,0 +1,1642 @@
+//! The router: one node's sans-IO state machine.
+//!
+//! Inputs (each takes the time, in ms on any monotonic clock):
+//! [`Router::handle_link_up`], [`Router::handle_link_down`],
+//! [`Router::handle_packet`], [`Router::send`] (and receipts), and
+//! [`Router::handle_timeout`]. Outputs: [`Router::poll_link`] gives the next
+//! packet for a neighbour when its link can take one, [`Router::poll_event`]
+//! gives deliveries and status, and [`Router::poll_timeout`] says when to call
+//! `handle_timeout` next.
+//!
+//! Custody is durable before it is acknowledged: messages taken into custody
+//! are written to the [`MessageStore`] as one batch (group commit) the next
+//! time the driver polls, and the custody acknowledgements go out only after
+//! that write succeeded.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use lifeline_crypto::Identity;
+use thiserror::Error;
+
+use crate::Class;
+use crate::limits::{RateLimiter, SeenCache};
+use crate::link::Reassembler;
+use crate::routes::{INFINITY, Metric, RoutingTable, Target};
+use crate::schedule::{LinkScheduler, Pushed, QueuedFrame};
+use crate::store::{MessageStore, StoreBatch};
+use crate::wire::{
+    AckOutcome, Address, Area, Body, Frame, Kind, MAX_HOPS, MAX_NOTE, MAX_PAYLOAD,
+    MAX_SUMMARY_ENTRIES, MAX_TTL_MS, Message, MessageId, Packet, Receipt, SummaryEntry,
+};
+
+/// The router's settings. The defaults suit a phone or a Raspberry Pi.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest fragment on a link, in bytes.
+    pub mtu: usize,
+    /// Bytes that may wait for one link.
+    pub link_queue_bytes: usize,
+    /// Most messages held in custody.
+    pub custody_max_messages: usize,
+    /// Most bytes held in custody.
+    pub custody_max_bytes: usize,
+    /// Interval of the full routing refresh (triggered updates go at once).
+    pub refresh_interval_ms: u64,
+    /// How long to wait for a custody acknowledgement before trying again
+    /// (doubled on each retry, up to 16 times).
+    pub ack_timeout_ms: u64,
+    /// Default lifetime of a message.
+    pub default_ttl_ms: u64,
+    /// Hop limit of broadcasts sent from here.
+    pub broadcast_hops: u32,
+    /// Hop limit of the flood used for P0 messages without a route.
+    pub flood_hops: u32,
+    /// Broadcast and flood ids remembered, and for how long.
+    pub seen_capacity: usize,
+    /// See `seen_capacity`.
+    pub seen_ttl_ms: u64,
+    /// How far in the future a message's creation time may be.
+    pub max_clock_skew_ms: u64,
+    /// SOS messages per origin: a burst, then one per interval.
+    pub sos_burst: u32,
+    /// See `sos_burst`.
+    pub sos_interval_ms: u64,
+    /// P0 frames per neighbour (all origins together): a burst, then one per
+    /// interval. This is what stops a Sybil SOS flood from many fresh keys.
+    pub neighbour_p0_burst: u32,
+    /// See `neighbour_p0_burst`.
+    pub neighbour_p0_interval_ms: u64,
+    /// Misbehaviour count at which a neighbour is reported.
+    pub misbehaviour_threshold: u64,
+    /// This node's position (microdegrees), for area-limited broadcasts.
+    pub position: Option<(i32, i32)>,
+    /// Recent broadcasts kept to hand to neighbours that come up later.
+    pub recent_broadcasts: usize,
+    /// Statuses of this node's own messages that are tracked.
+    pub tracked_messages: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mtu: 4096,
+            link_queue_bytes: 4 << 20,
+            custody_max_messages: 10_000,
+            custody_max_bytes: 256 << 20,
+            refresh_interval_ms: 300_000,
+            ack_timeout_ms: 10_000,
+            default_ttl_ms: 7 * 24 * 3600 * 1000,
+            broadcast_hops: 16,
+            flood_hops: 8,
+            seen_capacity: 100_000,
+            seen_ttl_ms: 3_600_000,
+            max_clock_skew_ms: 600_000,
+            sos_burst: 3,
+            sos_interval_ms: 20_000,
+            neighbour_p0_burst: 60,
+            neighbour_p0_interval_ms: 250,
+            misbehaviour_threshold: 100,
+            position: None,
+            recent_broadcasts: 64,
+            tracked_messages: 10_000,
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// One node, hop by hop with custody.
+    Node(Address),
+    /// Everyone within the hop limit (and the area, if given).
+    Broadcast {
+        /// Hops it may travel (`None`: the configured default).
+        hops: Option<u32>,
+        /// Stay inside this circle.
+        area: Option<Area>,
+    },
+}
+
+/// A local request to send a message.
+#[derive(Clone, Debug)]
+pub struct SendRequest {
+    /// Its class.
+    pub class: Class,
+    /// Where it goes.
+    pub destination: Destination,
+    /// The content (a sealed envelope for personal messages).
+    pub payload: Vec<u8>,
+    /// Its lifetime (`None`: the configured default).
+    pub ttl_ms: Option<u64>,
+}
+
+/// Why a local send was refused.
+#[derive(Debug, Error)]
+pub enum SendError {
+    /// The payload is too large.
+    #[error("the message is {0} bytes; the most a message may carry is 256 KiB")]
+    TooLarge(usize),
+    /// The lifetime is zero or more than 30 days.
+    #[error("a message's lifetime must be between 1 ms and 30 days")]
+    BadTtl,
+    /// The destination is this node.
+    #[error("the destination is this node itself")]
+    ToSelf,
+    /// P1 is for authorities the chain vouches for.
+    #[error("only an authority may send P1 messages, and this node is not one on the chain")]
+    NotAuthority,
+    /// Too many SOS messages in a short time.
+    #[error("SOS limit reached (3 at once, then one every 20 s); wait and send again")]
+    RateLimited,
+    /// Custody is full of messages of higher priority.
+    #[error("this node's message store is full of higher-priority messages; try again later")]
+    CustodyFull,
+    /// The message could not be stored.
+    #[error("could not store the message: {0}")]
+    Store(String),
+}
+
+/// Why a router could not start.
+#[derive(Debug, Error)]
+pub enum RouterError {
+    /// The message store could not be read.
+    #[error("could not read the message store: {0}")]
+    Store(String),
+}
+
+/// The status of a message this node sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Held here, waiting for a route or for the next hop to take it.
+    Queued,
+    /// The next hop took custody and is forwarding it.
+    Forwarded,
+    /// A relay holds it until its destination can be reached.
+    InCustody,
+    /// The recipient's signed receipt arrived.
+    Delivered,
+    /// A responder acknowledged the SOS.
+    Acknowledged,
+    /// It expired before delivery.
+    Expired,
+    /// Custody here was full and it was evicted.
+    Evicted,
+}
+
+impl Status {
+    fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Delivered | Status::Acknowledged | Status::Expired | Status::Evicted
+        )
+    }
+}
+
+/// Misbehaviour counted against one neighbour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Misbehaviour {
+    /// Packets or frames that did not decode or check.
+    pub invalid: u64,
+    /// P0 frames over the per-origin or per-neighbour limit.
+    pub rate_limited: u64,
+    /// Messages that arrived already expired.
+    pub replays: u64,
+    /// P1 messages not signed by an authority.
+    pub unauthorized: u64,
+}
+
+impl Misbehaviour {
+    /// All counts together.
+    pub fn total(&self) -> u64 {
+        self.invalid + self.rate_limited + self.replays + self.unauthorized
+    }
+}
+
+/// A message delivered to this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its id.
+    pub id: MessageId,
+    /// Its class.
+    pub class: Class,
+    /// Its signer (P0, P1), if any.
+    pub origin: Option<Address>,
+    /// Whether it was a broadcast.
+    pub broadcast: bool,
+    /// The content.
+    pub payload: Vec<u8>,
+    /// Hops it travelled.
+    pub hops: u32,
+    /// When it was created (ms, the origin's clock).
+    pub created_ms: u64,
+}
+
+/// Why a message was dropped (always reported).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its hop limit ran out before its destination.
+    HopLimit,
+}
+
+/// Something the driver should know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message for this node (or a broadcast) arrived.
+    Delivered(Delivery),
+    /// A message this node sent changed status.
+    Status {
+        /// The message.
+        id: MessageId,
+        /// Its new status.
+        status: Status,
+    },
+    /// A receipt or SOS acknowledgement for a message this node sent.
+    Receipt {
+        /// The message acknowledged.
+        message: MessageId,
+        /// Who signed the receipt.
+        from: Address,
+        /// `Receipt` or `SosAck`.
+        kind: Kind,
+        /// Its note.
+        note: String,
+    },
+    /// Custody was full and a message was evicted.
+    Evicted {
+        /// The message.
+        id: MessageId,
+        /// Its class.
+        class: Class,
+    },
+    /// A message in custody expired.
+    Expired {
+        /// The message.
+        id: MessageId,
+        /// Its class.
+        class: Class,
+    },
+    /// A message was dropped.
+    Dropped {
+        /// The message.
+        id: MessageId,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A neighbour's misbehaviour crossed the threshold.
+    Misbehaving {
+        /// The neighbour.
+        neighbour: Address,
+        /// Its counts.
+        counts: Misbehaviour,
+    },
+    /// A link that was idle has something to send: call `poll_link` for it.
+    LinkReady(Address),
+    /// The message store failed; custody acknowledgements were withheld.
+    StoreFailed(String),
+    /// Records in the store that could not be read at start-up (kept, not used).
+    CorruptRecords(usize),
+}
+
+/// Counters for reports and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Routing control bytes queued for links (frames, before fragmenting).
+    pub control_bytes: u64,
+    /// Routing control frames queued.
+    pub control_frames: u64,
+    /// Message frames queued for links (first sends, forwards, retries).
+    pub message_transmissions: u64,
+    /// Custody acknowledgements, summaries and pulls queued.
+    pub custody_frames: u64,
+    /// Broadcast or flood frames seen again and dropped.
+    pub duplicates: u64,
+    /// Messages delivered here.
+    pub delivered: u64,
+    /// Messages evicted from custody.
+    pub evicted: u64,
+    /// Messages expired in custody.
+    pub expired: u64,
+    /// Custody retries after a timeout or refusal.
+    pub retries: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeldState {
+    /// No route: in the `waiting` index.
+    Waiting,
+    /// In a link's queue.
+    Queued { to: Address },
+    /// Sent; waiting for the acknowledgement until `deadline`.
+    InFlight { to: Address, deadline: u64 },
+    /// Refused or timed out; try again at `until`.
+    Backoff { until: u64 },
+}
+
+#[derive(Debug)]
+struct Held {
+    message: Message,
+    from: Option<Address>,
+    local: bool,
+    accepted_ms: u64,
+    size: usize,
+    state: HeldState,
+    retries: u32,
+    flooded: bool,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    destination: Option<Address>,
+    class: Class,
+    status: Status,
+}
+
+#[derive(Debug)]
+struct Neighbour {
+    scheduler: LinkScheduler<Address>,
+    reassembler: Reassembler,
+    next_frame: u64,
+    /// Frames in the queue that carry messages in custody.
+    custody_frames: HashMap<u64, MessageId>,
+    counts: Misbehaviour,
+    reported: bool,
+}
+
+/// Eviction order: P3 before P2 before P1 before P0, oldest first.
+type EvictionKey = (u8, u64, MessageId);
+
+fn eviction_key(class: Class, accepted_ms: u64, id: MessageId) -> EvictionKey {
+    (3 - class as u8, accepted_ms, id)
+}
+
+/// One node's router.
+#[derive(Debug)]
+pub struct Router<S> {
+    identity: Identity,
+    me: Address,
+    config: Config,
+    store: S,
+    table: RoutingTable<Address>,
+    neighbours: BTreeMap<Address, Neighbour>,
+    held: HashMap<MessageId, Held>,
+    held_bytes: usize,
+    waiting: BTreeMap<Address, BTreeSet<MessageId>>,
+    eviction: BTreeSet<EvictionKey>,
+    expiries: BTreeSet<(u64, MessageId)>,
+    timers: BTreeSet<(u64, MessageId)>,
+    seen: SeenCache<MessageId>,
+    delivered: SeenCache<MessageId>,
+    sos_limit: RateLimiter<Address>,
+    neighbour_p0: RateLimiter<Address>,
+    last_route: HashMap<Address, u64>,
+    tracked: HashMap<MessageId, Tracked>,
+    /// Tracked messages by expiry.
+    tracked_order: BTreeSet<(u64, MessageId)>,
+    recent: VecDeque<Message>,
+    authorities: HashSet<Address>,
+    batch: BTreeMap<MessageId, Option<Vec<u8>>>,
+    pending_acks: Vec<(Address, MessageId)>,
+    events: VecDeque<Event>,
+    next_refresh: u64,
+    /// The time of the latest input.
+    now: u64,
+    nonce_seed: [u8; 32],
+    nonce_counter: u64,
+    stats: Stats,
+}
+
+impl<S: MessageStore> Router<S> {
+    /// Starts a router for `identity`, taking back what `store` holds.
+    /// `seed` makes message nonces (randomness comes from the caller).
+    pub fn new(
+        identity: Identity,
+        config: Config,
+        mut store: S,
+        seed: [u8; 32],
+        now: u64,
+    ) -> Result<Self, RouterError> {
+        let records = store
+            .load()
+            .map_err(|e| RouterError::Store(e.to_string()))?;
+        let me = Address::from(identity.id());
+        let mut router = Self {
+            table: RoutingTable::new(me),
+            me,
+            identity,
+            store,
+            neighbours: BTreeMap::new(),
+            held: HashMap::new(),
+            held_bytes: 0,
+            waiting: BTreeMap::new(),
+            eviction: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            seen: SeenCache::new(config.seen_capacity, config.seen_ttl_ms),
+            delivered: SeenCache::new(config.seen_capacity, config.seen_ttl_ms),
+            sos_limit: RateLimiter::new(config.sos_burst, config.sos_interval_ms, 10_000),
+            neighbour_p0: RateLimiter::new(
+                config.neighbour_p0_burst,
+                config.neighbour_p0_interval_ms,
+                4_096,
+            ),
+            last_route: HashMap::new(),
+            tracked: HashMap::new(),
+            tracked_order: BTreeSet::new(),
+            recent: VecDeque::new(),
+            authorities: HashSet::new(),
+            batch: BTreeMap::new(),
+            pending_acks: Vec::new(),
+            events: VecDeque::new(),
+            next_refresh: now.saturating_add(config.refresh_interval_ms),
+            now,
+            nonce_seed: seed,
+            nonce_counter: 0,
+            stats: Stats::default(),
+            config,
+        };
+        let mut corrupt = 0;
+        for (id, bytes) in records {
+            match Message::decode_held(&bytes) {
+                Ok((message, accepted_ms, local)) if message.id == id => {
+                    if local {
+                        router.track(&message, Status::Queued, accepted_ms);
+                    }
+                    router.insert_held(message, None, local, accepted_ms);
+                }
+                _ => corrupt += 1,
+            }
+        }
+        if corrupt > 0 {
+            router.events.push_back(Event::CorruptRecords(corrupt));
+        }
+        let restored: Vec<MessageId> = router.held.keys().copied().collect();
+        for id in restored {
+            router.try_forward(now, id);
+        }
+        Ok(router)
+    }
+
+    /// This node's address.
+    pub fn address(&self) -> Address {
+        self.me
+    }
+
+    /// The authorities whose P1 messages are accepted (from the chain).
+    pub fn set_authorities(&mut self, authorities: impl IntoIterator<Item = Address>) {
+        self.authorities = authorities.into_iter().collect();
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Messages and bytes in custody.
+    pub fn custody(&self) -> (usize, usize) {
+        (self.held.len(), self.held_bytes)
+    }
+
+    /// Whether `id` is in custody here.
+    pub fn holds(&self, id: &MessageId) -> bool {
+        self.held.contains_key(id)
+    }
+
+    /// The status of a message this node sent (while it is tracked).
+    pub fn status(&self, id: &MessageId) -> Option<Status> {
+        self.tracked.get(id).map(|t| t.status)
+    }
+
+    /// Misbehaviour counted against `neighbour`.
+    pub fn misbehaviour(&self, neighbour: &Address) -> Option<Misbehaviour> {
+        self.neighbours.get(neighbour).map(|n| n.counts)
+    }
+
+    /// Current neighbours.
+    pub fn neighbours(&self) -> impl Iterator<Item = &Address> {
+        self.neighbours.keys()
+    }
+
+    /// Routes: destination, next hop, metric.
+    pub fn routes(&self) -> impl Iterator<Item = (&Address, &Address, Metric)> {
+        self.table.routes()
+    }
+
+    /// The next hop towards `destination`.
+    pub fn next_hop(&self, destination: &Address) -> Option<Address> {
+        self.table.next_hop(destination).copied()
+    }
+
+    /// Bytes waiting for `neighbour`'s link.
+    pub fn queued_bytes(&self, neighbour: &Address) -> usize {
+        self.neighbours
+            .get(neighbour)
+            .map_or(0, |n| n.scheduler.queued_bytes())
+    }
+
+    /// Gives the store back (for a restart).
+    pub fn into_store(mut self) -> S {
+        self.flush();
+        self.store
+    }
+
+    // ----- inputs -----
+
+    /// A link to `neighbour` came up, or its cost changed
+    /// (see [`link_cost`](crate::routes::link_cost)).
+    pub fn handle_link_up(&mut self, now: u64, neighbour: Address, cost: Metric) {
+        self.now = self.now.max(now);
+        if neighbour == self.me {
+            return;
+        }
+        let fresh = !self.neighbours.contains_key(&neighbour);
+        if fresh {
+            self.neighbours.insert(
+                neighbour,
+                Neighbour {
+                    scheduler: LinkScheduler::new(self.config.mtu, self.config.link_queue_bytes),
+                    reassembler: Reassembler::new(64, 4 * crate::wire::MAX_FRAME),
+                    next_frame: 0,
+                    custody_frames: HashMap::new(),
+                    counts: Misbehaviour::default(),
+                    reported: false,
+                },
+            );
+        }
+        self.table.handle_link(neighbour, cost);
+        self.drain_control();
+        if fresh {
+            self.send_summary(now, neighbour);
+            let recent: Vec<Message> = self
+                .recent
+                .iter()
+                .filter(|m| m.body.expires_ms > now && m.hops_left > 0)
+                .cloned()
+                .collect();
+            for m in recent {
+                self.enqueue_message(now, neighbour, &m, None, false);
+            }
+        }
+        self.after_route_change(now);
+    }
+
+    /// The link to `neighbour` went down.
+    pub fn handle_link_down(&mut self, now: u64, neighbour: &Address) {
+        self.now = self.now.max(now);
+        if self.neighbours.remove(neighbour).is_none() {
+            return;
+        }
+        self.table.handle_link_down(neighbour);
+        self.drain_control();
+        let stranded: Vec<MessageId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                matches!(h.state, HeldState::Queued { to } | HeldState::InFlight { to, .. } if to == *neighbour)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stranded {
+            self.set_state(id, HeldState::Waiting);
+        }
+        self.after_route_change(now);
+    }
+
+    /// A packet arrived from `from`.
+    pub fn handle_packet(&mut self, now: u64, from: &Address, bytes: &[u8]) {
+        self.now = self.now.max(now);
+        let Some(neighbour) = self.neighbours.get_mut(from) else {
+            return; // Not a neighbour (any more).
+        };
+        let packet = match Packet::decode(bytes) {
+            Ok(p) => p,
+            Err(_) => return self.misbehaved(from, |c| c.invalid += 1),
+        };
+        let frame_bytes = match neighbour.reassembler.push(packet) {
+            Ok(Some((_, bytes))) => bytes,
+            Ok(None) => return,
+            Err(_) => return self.misbehaved(from, |c| c.invalid += 1),
+        };
+        let frame = match Frame::decode(&frame_bytes) {
+            Ok(f) => f,
+            Err(_) => return self.misbehaved(from, |c| c.invalid += 1),
+        };
+        let from = *from;
+        match frame {
+            Frame::Control(messages) => {
+                for m in messages {
+                    self.table.handle_message(from, m);
+                }
+                self.drain_control();
+                self.after_route_change(now);
+            }
+            Frame::Message(m) => self.handle_message(now, from, *m),
+            Frame::Ack { id, outcome } => self.handle_ack(now, from, id, outcome),
+            Frame::Summary(entries) => self.handle_summary(now, from, entries),
+            Frame::Pull(ids) => self.handle_pull(now, from, ids),
+        }
+    }
+
+    /// Sends a message from this node.
+    pub fn send(&mut self, now: u64, request: SendRequest) -> Result<MessageId, SendError> {
+        if request.class == Class::P1 && !self.authorities.contains(&self.me) {
+            return Err(SendError::NotAuthority);
+        }
+        if request.class == Class::P0 && !self.sos_limit.allow(&self.me, now) {
+            return Err(SendError::RateLimited);
+        }
+        self.originate(
+            now,
+            request.class,
+            Kind::Data,
+            request.destination,
+            request.payload,
+            request.ttl_ms,
+        )
+    }
+
+    /// Sends a signed delivery receipt for `message` to its sender `to` (the
+    /// application learns the sender when it opens the envelope).
+    pub fn send_receipt(
+        &mut self,
+        now: u64,
+        to: Address,
+        message: MessageId,
+    ) -> Result<MessageId, SendError> {
+        let payload = Receipt {
+            message,
+            note: String::new(),
+        }
+        .encode();
+        self.originate(
+            now,
+            Class::P2,
+            Kind::Receipt,
+            Destination::Node(to),
+            payload,
+            None,
+        )
+    }
+
+    /// Acknowledges an SOS from `origin` as a responder ("help is coming").
+    pub fn acknowledge_sos(
+        &mut self,
+        now: u64,
+        origin: Address,
+        sos: MessageId,
+        note: &str,
+    ) -> Result<MessageId, SendError> {
+        let mut note = note.to_string();
+        while note.len() > MAX_NOTE {
+            note.pop();
+        }
+        let payload = Receipt { message: sos, note }.encode();
+        self.originate(
+            now,
+            Class::P0,
+            Kind::SosAck,
+            Destination::Node(origin),
+            payload,
+            None,
+        )
+    }
+
+    /// Time passed: refreshes routes, retries, expires.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        if now >= self.next_refresh {
+            self.table.handle_refresh();
+            self.drain_control();
+            self.next_refresh = now.saturating_add(self.config.refresh_interval_ms);
+        }
+        while let Some(&(at, id)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            if let Some(h) = self.held.get(&id)
+                && h.message.body.expires_ms == at
+            {
+                let class = h.message.body.class;
+                self.remove_held(id);
+                self.stats.expired += 1;
+                self.events.push_back(Event::Expired { id, class });
+                self.set_status(id, Status::Expired);
+            }
+        }
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let due = self.held.get(&id).is_some_and(|h| match h.state {
+                HeldState::InFlight { deadline, .. } => deadline == at,
+                HeldState::Backoff { until } => until == at,
+                _ => false,
+            });
+            if due {
+                self.stats.retries += 1;
+                if let Some(h) = self.held.get_mut(&id) {
+                    h.retries = h.retries.saturating_add(1);
+                }
+                self.set_state(id, HeldState::Waiting);
+                self.try_forward(now, id);
+            }
+        }
+        // Statuses of our own messages that expired after leaving custody.
+        while let Some(&(expires, id)) = self.tracked_order.first() {
+            if expires > now {
+                break;
+            }
+            self.tracked_order.pop_first();
+            self.set_status(id, Status::Expired);
+            self.tracked.remove(&id);
+        }
+    }
+
+    /// When `handle_timeout` wants to be called next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        [
+            Some(self.next_refresh),
+            self.expiries.first().map(|(t, _)| *t),
+            self.timers.first().map(|(t, _)| *t),
+            self.tracked_order.first().map(|(t, _)| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ----- outputs -----
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.flush();
+        self.events.pop_front()
+    }
+
+    /// The next packet for `neighbour`, when its link can take one.
+    pub fn poll_link(&mut self, now: u64, neighbour: &Address) -> Option<Vec<u8>> {
+        self.now = self.now.max(now);
+        self.flush();
+        let n = self.neighbours.get_mut(neighbour)?;
+        let fragment = n.scheduler.poll_fragment()?;
+        let last = fragment.index + 1 == fragment.count;
+        if last && let Some(id) = n.custody_frames.remove(&fragment.frame) {
+            let to = *neighbour;
+            if let Some(h) = self.held.get(&id)
+                && h.state == (HeldState::Queued { to })
+            {
+                let backoff = 1u64 << h.retries.min(4);
+                let deadline =
+                    now.saturating_add(self.config.ack_timeout_ms.saturating_mul(backoff));
+                self.set_state(id, HeldState::InFlight { to, deadline });
+            }
+        }
+        Some(
+            Packet {
+                frame: fragment.frame,
+                index: fragment.index,
+                count: fragment.count,
+                class: fragment.class,
+                data: fragment.bytes,
+            }
+            .encode(),
+        )
+    }
+
+    /// Neighbours whose links have something waiting.
+    pub fn ready_links(&self) -> impl Iterator<Item = &Address> {
+        self.neighbours
+            .iter()
+            .filter(|(_, n)| !n.scheduler.is_empty())
+            .map(|(a, _)| a)
+    }
+
+    /// Writes what custody changed to the store, then releases the custody
+    /// acknowledgements waiting on it. `poll_event` and `poll_link` call this
+    /// first, so everything handled between two polls shares one write.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            self.release_acks();
+            return;
+        }
+        let mut batch = StoreBatch::default();
+        for (id, change) in std::mem::take(&mut self.batch) {
+            match change {
+                Some(bytes) => batch.puts.push((id, bytes)),
+                None => batch.deletes.push(id),
+            }
+        }
+        match self.store.write(&batch) {
+            Ok(()) => self.release_acks(),
+            Err(e) => {
+                // Not durable: take nothing into custody that was not written.
+                // The previous hops still hold those messages and will retry.
+                self.events.push_back(Event::StoreFailed(e.to_string()));
+                for (_, id) in std::mem::take(&mut self.pending_acks) {
+                    if self.held.get(&id).is_some_and(|h| !h.local) {
+                        self.remove_held(id);
+                    }
+                }
+                self.batch.clear();
+            }
+        }
+    }
+
+    // ----- internals -----
+
+    fn release_acks(&mut self) {
+        for (to, id) in std::mem::take(&mut self.pending_acks) {
+            let outcome = match self.held.get(&id).map(|h| h.state) {
+                Some(HeldState::Waiting | HeldState::Backoff { .. }) => AckOutcome::Holding,
+                Some(_) | None => AckOutcome::Forwarding,
+            };
+            self.send_frame(to, Class::P0, &Frame::Ack { id, outcome });
+            self.stats.custody_frames += 1;
+        }
+    }
+
+    fn originate(
+        &mut self,
+        now: u64,
+        class: Class,
+        kind: Kind,
+        destination: Destination,
+        payload: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<MessageId, SendError> {
+        self.now = self.now.max(now);
+        if payload.len() > MAX_PAYLOAD {
+            return Err(SendError::TooLarge(payload.len()));
+        }
+        let ttl = ttl_ms.unwrap_or(self.config.default_ttl_ms);
+        if ttl == 0 || ttl > MAX_TTL_MS {
+            return Err(SendError::BadTtl);
+        }
+        let signed = matches!(class, Class::P0 | Class::P1) || kind != Kind::Data;
+        let (dest, hops, area) = match destination {
+            Destination::Node(d) if d == self.me => return Err(SendError::ToSelf),
+            Destination::Node(d) => (Some(d), MAX_HOPS, None),
+            Destination::Broadcast { hops, area } => {
+                (None, hops.unwrap_or(self.config.broadcast_hops), area)
+            }
+        };
+        let body = Body {
+            class,
+            kind,
+            destination: dest,
+            origin: signed.then_some(self.me),
+            created_ms: now,
+            expires_ms: now.saturating_add(ttl),
+            area,
+            nonce: self.next_nonce(),
+            payload,
+        };
+        let message = Message::new(body, signed.then_some(&self.identity), hops);
+        let id = message.id;
+        if dest.is_none() {
+            self.seen.insert(id, now);
+            self.remember_broadcast(&message);
+            let neighbours: Vec<Address> = self.neighbours.keys().copied().collect();
+            for n in &neighbours {
+                self.enqueue_message(now, *n, &message, None, false);
+            }
+            self.track(
+                &message,
+                if neighbours.is_empty() {
+                    Status::Queued
+                } else {
+                    Status::Forwarded
+                },
+                now,
+            );
+            return Ok(id);
+        }
+        if !self.accept_custody(now, message.clone(), None, true, false) {
+            return Err(SendError::CustodyFull);
+        }
+        self.track(&message, Status::Queued, now);
+        // Durable before we say so.
+        let before = self.events.len();
+        self.flush();
+        if let Some(Event::StoreFailed(e)) = self.events.get(before).cloned() {
+            self.remove_held(id);
+            self.batch.clear();
+            self.tracked.remove(&id);
+            return Err(SendError::Store(e));
+        }
+        Ok(id)
+    }
+
+    fn next_nonce(&mut self) -> [u8; 8] {
+        self.nonce_counter += 1;
+        let mut hasher = blake3::Hasher::new_keyed(&self.nonce_seed);
+        hasher.update(&self.nonce_counter.to_le_bytes());
+        let mut nonce = [0u8; 8];
+        nonce.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+        nonce
+    }
+
+    fn track(&mut self, message: &Message, status: Status, now: u64) {
+        let id = message.id;
+        if self.tracked.contains_key(&id) {
+            return;
+        }
+        self.tracked.insert(
+            id,
+            Tracked {
+                destination: message.body.destination,
+                class: message.body.class,
+                status,
+            },
+        );
+        self.tracked_order
+            .insert((message.body.expires_ms.max(now), id));
+        while self.tracked.len() > self.config.tracked_messages {
+            match self.tracked_order.pop_first() {
+                Some((_, old)) => {
+                    self.tracked.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.events.push_back(Event::Status { id, status });
+    }
+
+    fn set_status(&mut self, id: MessageId, status: Status) {
+        if let Some(t) = self.tracked.get_mut(&id)
+            && t.status != status
+            && !t.status.is_final()
+        {
+            t.status = status;
+            self.events.push_back(Event::Status { id, status });
+        }
+    }
+
+    fn misbehaved(&mut self, from: &Address, count: impl FnOnce(&mut Misbehaviour)) {
+        let threshold = self.config.misbehaviour_threshold;
+        if let Some(n) = self.neighbours.get_mut(from) {
+            count(&mut n.counts);
+            if !n.reported && n.counts.total() >= threshold {
+                n.reported = true;
+                self.events.push_back(Event::Misbehaving {
+                    neighbour: *from,
+                    counts: n.counts,
+                });
+            }
+        }
+    }
+
+    fn remember_broadcast(&mut self, message: &Message) {
+        if self.config.recent_broadcasts == 0 {
+            return;
+        }
+        while self.recent.len() >= self.config.recent_broadcasts {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(message.clone());
+    }
+
+    /// Checks the P0 limits (per origin for SOS data, per neighbour for all).
+    fn p0_allowed(&mut self, now: u64, from: Address, m: &Message) -> bool {
+        if m.body.class != Class::P0 {
+            return true;
+        }
+        let origin_ok = match (m.body.kind, m.body.origin) {
+            (Kind::Data, Some(origin)) => self.sos_limit.allow(&origin, now),
+            _ => true,
+        };
+        if !origin_ok || !self.neighbour_p0.allow(&from, now) {
+            self.misbehaved(&from, |c| c.rate_limited += 1);
+            return false;
+        }
+        true
+    }
+
+    fn handle_message(&mut self, now: u64, from: Address, m: Message) {
+        if m.body.expires_ms <= now {
+            return self.misbehaved(&from, |c| c.replays += 1);
+        }
+        if m.body.created_ms > now.saturating_add(self.config.max_clock_skew_ms) {
+            return self.misbehaved(&from, |c| c.invalid += 1);
+        }
+        if m.body.class == Class::P1
+            && m.body.kind == Kind::Data
+            && !m.body.origin.is_some_and(|o| self.authorities.contains(&o))
+        {
+            return self.misbehaved(&from, |c| c.unauthorized += 1);
+        }
+        let Some(destination) = m.body.destination else {
+            return self.handle_broadcast(now, from, m);
+        };
+        if m.flood {
+            if !self.seen.insert(m.id, now) {
+                self.stats.duplicates += 1;
+                return;
+            }
+            if !self.p0_allowed(now, from, &m) {
+                return;
+            }
+            if destination == self.me {
+                return self.deliver_here(now, m);
+            }
+            if self.table.next_hop(&destination).is_some() {
+                let mut m = m;
+                m.flood = false;
+                // A flooded copy carries no custody to acknowledge.
+                self.accept_custody(now, m, Some(from), false, false);
+            } else if m.hops_left > 0 {
+                self.flood(now, &m, Some(from));
+            }
+            return;
+        }
+        if destination == self.me {
+            self.send_frame(
+                from,
+                Class::P0,
+                &Frame::Ack {
+                    id: m.id,
+                    outcome: AckOutcome::Delivered,
+                },
+            );
+            self.stats.custody_frames += 1;
+            return self.deliver_here(now, m);
+        }
+        if self.held.contains_key(&m.id) {
+            // A retry after a lost acknowledgement: we have it.
+            self.pending_acks.push((from, m.id));
+            return;
+        }
+        if !self.p0_allowed(now, from, &m) {
+            return self.refuse(from, m.id);
+        }
+        if m.hops_left == 0 {
+            self.events.push_back(Event::Dropped {
+                id: m.id,
+                reason: DropReason::HopLimit,
+            });
+            return self.refuse(from, m.id);
+        }
+        let id = m.id;
+        if !self.accept_custody(now, m, Some(from), false, true) {
+            self.refuse(from, id);
+        }
+    }
+
+    fn refuse(&mut self, to: Address, id: MessageId) {
+        self.send_frame(
+            to,
+            Class::P0,
+            &Frame::Ack {
+                id,
+                outcome: AckOutcome::Refused,
+            },
+        );
+        self.stats.custody_frames += 1;
+    }
+
+    fn handle_broadcast(&mut self, now: u64, from: Address, m: Message) {
+        if !self.seen.insert(m.id, now) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if !self.p0_allowed(now, from, &m) {
+            return;
+        }
+        let inside = match (m.body.area, self.config.position) {
+            (Some(area), Some((lat, lon))) => area.contains(lat, lon),
+            _ => true,
+        };
+        self.remember_broadcast(&m);
+        if m.hops_left > 0 && inside {
+            let neighbours: Vec<Address> = self
+                .neighbours
+                .keys()
+                .filter(|n| **n != from)
+                .copied()
+                .collect();
+            for n in neighbours {
+                self.enqueue_message(now, n, &m, Some(from), false);
+            }
+        }
+        if inside {
+            self.deliver_here(now, m);
+        }
+    }
+
+    fn flood(&mut self, now: u64, m: &Message, except: Option<Address>) {
+        let neighbours: Vec<Address> = self
+            .neighbours
+            .keys()
+            .filter(|n| Some(**n) != except)
+            .copied()
+            .collect();
+        for n in neighbours {
+            self.enqueue_message(now, n, m, except, false);
+        }
+    }
+
+    fn deliver_here(&mut self, now: u64, m: Message) {
+        if !self.delivered.insert(m.id, now) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        match m.body.kind {
+            Kind::Data => {
+                self.stats.delivered += 1;
+                let unicast = m.body.destination.is_some();
+                let receipt_to = m.body.origin.filter(|_| unicast);
+                let id = m.id;
+                let class = m.body.class;
+                self.events.push_back(Event::Delivered(Delivery {
+                    id,
+                    class,
+                    origin: m.body.origin,
+                    broadcast: !unicast,
+                    payload: m.body.payload,
+                    hops: m.hops_taken,
+                    created_ms: m.body.created_ms,
+                }));
+                // Signed unicasts (P0, P1) get a receipt at once; for sealed
+                // messages the application sends it once it knows the sender.
+                if let Some(origin) = receipt_to {
+                    let payload = Receipt {
+                        message: id,
+                        note: String::new(),
+                    }
+                    .encode();
+                    let class = if class == Class::P0 {
+                        Class::P0
+                    } else {
+                        Class::P2
+                    };
+                    // A full custody store only loses the receipt, which the
+                    // origin's status shows; nothing else to do here.
+                    let _ = self.originate(
+                        now,
+                        class,
+                        Kind::Receipt,
+                        Destination::Node(origin),
+                        payload,
+                        None,
+                    );
+                }
+            }
+            Kind::Receipt | Kind::SosAck => {
+                let (Ok(receipt), Some(from)) = (Receipt::decode(&m.body.payload), m.body.origin)
+                else {
+                    return;
+                };
+                let Some(t) = self.tracked.get(&receipt.message) else {
+                    return;
+                };
+                let status = if m.body.kind == Kind::Receipt {
+                    // Only the destination can say it received the message.
+                    if t.destination.is_some_and(|d| d != from) {
+                        return;
+                    }
+                    Status::Delivered
+                } else {
+                    if t.class != Class::P0 {
+                        return;
+                    }
+                    Status::Acknowledged
+                };
+                self.events.push_back(Event::Receipt {
+                    message: receipt.message,
+                    from,
+                    kind: m.body.kind,
+                    note: receipt.note,
+                });
+                if let Some(t) = self.tracked.get_mut(&receipt.message)
+                    && t.status == Status::Delivered
+                    && status == Status::Acknowledged
+                {
+                    t.status = Status::Acknowledged;
+                    self.events.push_back(Event::Status {
+                        id: receipt.message,
+                        status,
+                    });
+                    return;
+                }
+                self.set_status(receipt.message, status);
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, now: u64, from: Address, id: MessageId, outcome: AckOutcome) {
+        let Some(h) = self.held.get(&id) else {
+            return;
+        };
+        let addressed = matches!(h.state, HeldState::Queued { to } | HeldState::InFlight { to, .. } if to == from);
+        if !addressed {
+            return;
+        }
+        if outcome == AckOutcome::Refused {
+            let backoff = 1u64 << h.retries.min(4);
+            let until = now.saturating_add(self.config.ack_timeout_ms.saturating_mul(backoff));
+            self.set_state(id, HeldState::Backoff { until });
+            return;
+        }
+        let local = h.local;
+        self.remove_held(id);
+        if local {
+            let status = match outcome {
+                AckOutcome::Holding => Status::InCustody,
+                _ => Status::Forwarded,
+            };
+            self.set_status(id, status);
+        }
+    }
+
+    fn handle_summary(&mut self, now: u64, from: Address, entries: Vec<SummaryEntry>) {
+        let mut wanted = Vec::new();
+        for e in entries {
+            if self.held.contains_key(&e.id) {
+                continue;
+            }
+            let closer = if e.destination == self.me {
+                true
+            } else {
+                match self.table.metric(&e.destination) {
+                    Some(mine) => {
+                        mine < e.metric && self.table.next_hop(&e.destination) != Some(&from)
+                    }
+                    None => {
+                        let mine = self.last_route_age(now, &e.destination);
+                        mine < e.last_route_age_ms
+                    }
+                }
+            };
+            if closer {
+                wanted.push(e.id);
+            }
+        }
+        if !wanted.is_empty() {
+            self.send_frame(from, Class::P0, &Frame::Pull(wanted));
+            self.stats.custody_frames += 1;
+        }
+    }
+
+    fn handle_pull(&mut self, now: u64, from: Address, ids: Vec<MessageId>) {
+        for id in ids {
+            let Some(h) = self.held.get(&id) else {
+                continue;
+            };
+            if !matches!(h.state, HeldState::Waiting | HeldState::Backoff { .. }) {
+                continue;
+            }
+            let message = h.message.clone();
+            let upstream = h.from;
+            self.remove_from_waiting(id);
+            self.enqueue_message(now, from, &message, upstream, true);
+        }
+    }
+
+    fn last_route_age(&self, now: u64, destination: &Address) -> u64 {
+        if self.table.next_hop(destination).is_some() {
+            return 0;
+        }
+        self.last_route
+            .get(destination)
+            .map_or(u64::MAX, |at| now.saturating_sub(*at))
+    }
+
+    fn send_summary(&mut self, now: u64, to: Address) {
+        let mut waiting: Vec<&Held> = self
+            .held
+            .values()
+            .filter(|h| matches!(h.state, HeldState::Waiting | HeldState::Backoff { .. }))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        waiting.sort_by_key(|h| (h.message.body.class, h.accepted_ms));
+        let entries: Vec<SummaryEntry> = waiting
+            .iter()
+            .take(MAX_SUMMARY_ENTRIES)
+            .filter_map(|h| {
+                let destination = h.message.body.destination?;
+                Some(SummaryEntry {
+                    id: h.message.id,
+                    destination,
+                    class: h.message.body.class,
+                    metric: self.table.metric(&destination).unwrap_or(INFINITY),
+                    last_route_age_ms: self.last_route_age(now, &destination),
+                })
+            })
+            .collect();
+        self.send_frame(to, Class::P0, &Frame::Summary(entries));
+        self.stats.custody_frames += 1;
+    }
+
+    /// Takes `m` into custody (durable at the next flush). `ack_from`: the
+    /// neighbour to acknowledge once it is durable. Returns false if custody
+    /// is full of more important messages.
+    fn accept_custody(
+        &mut self,
+        now: u64,
+        m: Message,
+        from: Option<Address>,
+        local: bool,
+        ack: bool,
+    ) -> bool {
+        let size = m.encoded_len();
+        let class = m.body.class;
+        while self.held.len() + 1 > self.config.custody_max_messages
+            || self.held_bytes + size > self.config.custody_max_bytes
+        {
+            let Some(&(rank, _, victim)) = self.eviction.first() else {
+                break;
+            };
+            if 3 - rank < class as u8 {
+                break; // Everything held matters more than this message.
+            }
+            let victim_class = self
+                .held
+                .get(&victim)
+                .map_or(class, |h| h.message.body.class);
+            self.remove_held(victim);
+            self.stats.evicted += 1;
+            self.events.push_back(Event::Evicted {
+                id: victim,
+                class: victim_class,
+            });
+            self.set_status(victim, Status::Evicted);
+        }
+        if self.held.len() + 1 > self.config.custody_max_messages
+            || self.held_bytes + size > self.config.custody_max_bytes
+        {
+            return false;
+        }
+        let id = m.id;
+        self.batch.insert(id, Some(m.encode_held(now, local)));
+        self.insert_held(m, from, local, now);
+        if let Some(from) = from.filter(|_| ack) {
+            // Acknowledged once the next flush made it durable.
+            self.pending_acks.push((from, id));
+        }
+        self.try_forward(now, id);
+        true
+    }
+
+    fn insert_held(
+        &mut self,
+        message: Message,
+        from: Option<Address>,
+        local: bool,
+        accepted_ms: u64,
+    ) {
+        let id = message.id;
+        let size = message.encoded_len();
+        self.eviction
+            .insert(eviction_key(message.body.class, accepted_ms, id));
+        self.expiries.insert((message.body.expires_ms, id));
+        self.held_bytes += size;
+        self.held.insert(
+            id,
+            Held {
+                message,
+                from,
+                local,
+                accepted_ms,
+                size,
+                state: HeldState::Waiting,
+                retries: 0,
+                flooded: false,
+            },
+        );
+    }
+
+    fn remove_held(&mut self, id: MessageId) {
+        self.remove_from_waiting(id);
+        if let Some(h) = self.held.remove(&id) {
+            self.held_bytes -= h.size;
+            self.eviction
+                .remove(&eviction_key(h.message.body.class, h.accepted_ms, id));
+            self.expiries.remove(&(h.message.body.expires_ms, id));
+            self.batch.insert(id, None);
+        }
+    }
+
+    fn remove_from_waiting(&mut self, id: MessageId) {
+        let Some(h) = self.held.get(&id) else {
+            return;
+        };
+        if let Some(d) = h.message.body.destination
+            && let Some(set) = self.waiting.get_mut(&d)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.waiting.remove(&d);
+            }
+        }
+    }
+
+    fn set_state(&mut self, id: MessageId, state: HeldState) {
+        self.remove_from_waiting(id);
+        let Some(h) = self.held.get_mut(&id) else {
+            return;
+        };
+        h.state = state;
+        match state {
+            HeldState::Waiting => {
+                if let Some(d) = h.message.body.destination {
+                    self.waiting.entry(d).or_default().insert(id);
+                }
+            }
+            HeldState::InFlight { deadline: at, .. } | HeldState::Backoff { until: at } => {
+                self.timers.insert((at, id));
+            }
+            HeldState::Queued { .. } => {}
+        }
+    }
+
+    /// Forwards a waiting message if there is a route; otherwise it waits
+    /// (and a P0 message is flooded once from here).
+    fn try_forward(&mut self, now: u64, id: MessageId) {
+        let Some(h) = self.held.get(&id) else {
+            return;
+        };
+        if !matches!(h.state, HeldState::Waiting) {
+            return;
+        }
+        let Some(destination) = h.message.body.destination else {
+            return;
+        };
+        match self.table.next_hop(&destination).copied() {
+            Some(hop) => {
+                let message = h.message.clone();
+                let upstream = h.from;
+                self.enqueue_message(now, hop, &message, upstream, true);
+            }
+            None => {
+                let flood = h.message.body.class == Class::P0
+                    && h.message.body.kind == Kind::Data
+                    && !h.flooded
+                    && !self.neighbours.is_empty();
+                let from = h.from;
+                self.set_state(id, HeldState::Waiting);
+                if flood {
+                    let mut copy = h_message(&self.held, id);
+                    if let Some(copy) = copy.as_mut() {
+                        copy.flood = true;
+                        copy.hops_left = copy.hops_left.min(self.config.flood_hops);
+                        self.seen.insert(id, now);
+                        self.flood(now, copy, from);
+                    }
+                    if let Some(h) = self.held.get_mut(&id) {
+                        h.flooded = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a message for `to`, one hop further. With `custody`, the
+    /// message's state follows the frame (acknowledgement expected).
+    fn enqueue_message(
+        &mut self,
+        now: u64,
+        to: Address,
+        m: &Message,
+        upstream: Option<Address>,
+        custody: bool,
+    ) {
+        if m.hops_left == 0 {
+            return;
+        }
+        let mut out = m.clone();
+        out.hops_left -= 1;
+        out.hops_taken = out.hops_taken.saturating_add(1).min(255);
+        let class = m.body.class;
+        let frame_no = self.send_frame_from(to, class, upstream, &Frame::Message(Box::new(out)));
+        self.stats.message_transmissions += 1;
+        if !custody {
+            return;
+        }
+        match frame_no {
+            Some(frame) => {
+                if let Some(n) = self.neighbours.get_mut(&to) {
+                    n.custody_frames.insert(frame, m.id);
+                }
+                self.set_state(m.id, HeldState::Queued { to });
+            }
+            None => {
+                // The link's queue is full of more important frames.
+                let until = now.saturating_add(self.config.ack_timeout_ms);
+                self.set_state(m.id, HeldState::Backoff { until });
+            }
+        }
+    }
+
+    fn send_frame(&mut self, to: Address, class: Class, frame: &Frame) -> Option<u64> {
+        self.send_frame_from(to, class, None, frame)
+    }
+
+    /// Queues a frame for a neighbour's link; returns its frame number.
+    fn send_frame_from(
+        &mut self,
+        to: Address,
+        class: Class,
+        upstream: Option<Address>,
+        frame: &Frame,
+    ) -> Option<u64> {
+        let now = self.now;
+        let n = self.neighbours.get_mut(&to)?;
+        let was_idle = n.scheduler.is_empty();
+        n.next_frame += 1;
+        let id = n.next_frame;
+        let pushed = n.scheduler.push(QueuedFrame {
+            id,
+            class,
+            upstream,
+            bytes: frame.encode(),
+        });
+        let queued = match pushed {
+            Pushed::Queued { evicted } => {
+                let mut bumped = Vec::new();
+                for gone in evicted {
+                    if let Some(msg) = n.custody_frames.remove(&gone.id) {
+                        bumped.push(msg);
+                    }
+                }
+                for msg in bumped {
+                    let until = now.saturating_add(self.config.ack_timeout_ms);
+                    if self
+                        .held
+                        .get(&msg)
+                        .is_some_and(|h| h.state == HeldState::Queued { to })
+                    {
+                        self.set_state(msg, HeldState::Backoff { until });
+                    }
+                }
+                Some(id)
+            }
+            Pushed::Refused(_) => None,
+        };
+        if was_idle && queued.is_some() {
+            self.events.push_back(Event::LinkReady(to));
+        }
+        queued
+    }
+
+    /// Turns routing table output into control frames, one per neighbour.
+    fn drain_control(&mut self) {
+        let mut per: BTreeMap<Address, Vec<crate::routes::RouteMessage<Address>>> = BTreeMap::new();
+        while let Some((target, message)) = self.table.poll_transmit() {
+            match target {
+                Target::AllNeighbours => {
+                    for n in self.neighbours.keys() {
+                        per.entry(*n).or_default().push(message.clone());
+                    }
+                }
+                Target::Neighbour(n) => per.entry(n).or_default().push(message),
+            }
+        }
+        for (to, messages) in per {
+            for chunk in messages.chunks(crate::wire::MAX_CONTROL_ENTRIES) {
+                let frame = Frame::Control(chunk.to_vec());
+                let len = frame.encode().len();
+                if self.send_frame(to, Class::P0, &frame).is_some() {
+                    self.stats.control_frames += 1;
+                    self.stats.control_bytes += len as u64;
+                }
+            }
+        }
+    }
+
+    /// After routes may have changed: note lost routes and forward what waits.
+    fn after_route_change(&mut self, now: u64) {
+        for lost in self.table.take_lost() {
+            self.last_route.insert(lost, now);
+        }
+        if self.last_route.len() > 65_536 {
+            // Bounded: forget the oldest half.
+            let mut times: Vec<u64> = self.last_route.values().copied().collect();
+            times.sort_unstable();
+            let cut = times[times.len() / 2];
+            self.last_route.retain(|_, t| *t > cut);
+        }
+        let reachable: Vec<Address> = self
+            .waiting
+            .keys()
+            .filter(|d| self.table.next_hop(d).is_some())
+            .copied()
+            .collect();
+        for d in reachable {
+            let ids: Vec<MessageId> = self
+                .waiting
+                .get(&d)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            for id in ids {
+                self.try_forward(now, id);
+            }
+        }
+    }
+}
+
+fn h_message(held: &HashMap<MessageId, Held>, id: MessageId) -> Option<Message> {
+    held.get(&id).map(|h| h.message.clone())
+}

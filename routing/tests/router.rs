@@ -1,0 +1,512 @@
+//! The router's behaviour on simulated networks (see `common`): delivery,
+//! convergence, priorities, custody, eviction, flooding and receipts.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop
+)]
+
+mod common;
+
+use common::Net;
+use lifeline_routing::{
+    Class, Config, Destination, Event, Kind, MemoryMessageStore, Router, SendError, SendRequest,
+    Status,
+};
+
+fn unicast(class: Class, to: lifeline_routing::Address, payload: &[u8]) -> SendRequest {
+    SendRequest {
+        class,
+        destination: Destination::Node(to),
+        payload: payload.to_vec(),
+        ttl_ms: None,
+    }
+}
+
+fn statuses(net: &Net, node: usize, id: lifeline_routing::MessageId) -> Vec<Status> {
+    net.nodes[node]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Status { id: i, status } if *i == id => Some(*status),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_message_crosses_a_ten_hop_line_and_its_receipt_comes_back() {
+    let mut net = Net::line(11, 5, Config::default());
+    assert!(
+        net.run_until(10_000, Net::converged),
+        "routes did not converge"
+    );
+    let id = net.send(0, unicast(Class::P2, net.addr(10), b"hello from 0"));
+    assert!(net.run_until(10_000, |n| n.delivered(10, id).is_some()));
+    let (_, delivery) = net.delivered(10, id).unwrap();
+    assert_eq!(delivery.payload, b"hello from 0");
+    assert_eq!(delivery.hops, 10);
+    assert_eq!(delivery.origin, None, "P2 keeps its sender sealed");
+    // Delivered exactly once, nowhere else.
+    for i in 0..10 {
+        assert!(net.delivered(i, id).is_none());
+    }
+    assert_eq!(net.nodes[10].deliveries.len(), 1);
+    // The application opened the envelope, learned the sender, and sends the receipt.
+    let origin = net.addr(0);
+    net.with_router(10, |r, now| r.send_receipt(now, origin, id).unwrap());
+    assert!(net.run_until(10_000, |n| n.nodes[0].router().status(&id)
+        == Some(Status::Delivered)));
+    assert_eq!(
+        statuses(&net, 0, id),
+        vec![Status::Queued, Status::Forwarded, Status::Delivered]
+    );
+    // Custody was handed on hop by hop: nobody holds anything now.
+    net.run_for(1_000);
+    for i in 0..11 {
+        assert_eq!(net.nodes[i].router().custody().0, 0, "node {i} still holds");
+    }
+}
+
+#[test]
+fn routes_converge_to_shortest_paths_after_a_link_fails_and_never_loop() {
+    // A 5 x 5 grid; link latencies vary so shortest paths are unique-ish.
+    let side = 5;
+    let mut net = Net::new(side * side, Config::default(), 7);
+    let at = |r: usize, c: usize| r * side + c;
+    for r in 0..side {
+        for c in 0..side {
+            if c + 1 < side {
+                net.connect(
+                    at(r, c),
+                    at(r, c + 1),
+                    2 + ((r * 7 + c * 3) % 5) as u64,
+                    1_000,
+                    0.0,
+                );
+            }
+            if r + 1 < side {
+                net.connect(
+                    at(r, c),
+                    at(r + 1, c),
+                    2 + ((r * 3 + c * 5) % 5) as u64,
+                    1_000,
+                    0.0,
+                );
+            }
+        }
+    }
+    assert!(net.run_until(30_000, Net::converged));
+    let destination = at(4, 4);
+    let before = net.path(at(0, 0), destination).unwrap();
+    // Cut the first link of the current path.
+    net.disconnect(before[0], before[1]);
+    let mut loops = 0;
+    let converged = net.run_until(60_000, |n| {
+        if n.has_loop(destination) {
+            loops += 1;
+        }
+        n.converged()
+    });
+    assert!(converged, "no convergence after the failure");
+    assert_eq!(loops, 0, "a routing loop appeared during reconvergence");
+    let after = net.path(at(0, 0), destination).unwrap();
+    assert_ne!(after[1], before[1]);
+    // Every route is a shortest path (Dijkstra on the same link costs).
+    let dist = common::dijkstra_metrics(&net, destination);
+    for i in 0..side * side {
+        if i == destination {
+            continue;
+        }
+        let metric = net.nodes[i]
+            .router()
+            .routes()
+            .find(|(d, _, _)| **d == net.addr(destination))
+            .map(|(_, _, m)| m);
+        assert_eq!(
+            metric,
+            Some(dist[i]),
+            "node {i} did not find the shortest path"
+        );
+    }
+    // And a message takes the new path.
+    let id = net.send(
+        at(0, 0),
+        unicast(Class::P2, net.addr(destination), b"around"),
+    );
+    assert!(net.run_until(10_000, |n| n.delivered(destination, id).is_some()));
+}
+
+#[test]
+fn a_p0_frame_overtakes_a_queue_full_of_p3() {
+    // 0 - 1 - 2 over slow links: 100 bytes per ms, 20 ms latency.
+    let mut net = Net::new(3, Config::default(), 3);
+    net.connect(0, 1, 20, 100, 0.0);
+    net.connect(1, 2, 20, 100, 0.0);
+    assert!(net.run_until(10_000, Net::converged));
+    // Unloaded latency of a small P0 message, measured first.
+    let t0 = net.now;
+    let probe = net.send(0, unicast(Class::P0, net.addr(2), b"probe"));
+    assert!(net.run_until(10_000, |n| n.delivered(2, probe).is_some()));
+    let unloaded = net.delivered(2, probe).unwrap().0 - t0;
+    net.run_for(5_000);
+    // Two hundred 8 KiB bulk messages: 1.6 MB, 16 s of link time per hop.
+    let bulk: Vec<_> = (0..200)
+        .map(|i| net.send(0, unicast(Class::P3, net.addr(2), &vec![i as u8; 8192])))
+        .collect();
+    net.run_for(2_000);
+    let sent_at = net.now;
+    let sos = net.send(
+        0,
+        unicast(Class::P0, net.addr(2), b"SOS: trapped under rubble"),
+    );
+    assert!(net.run_until(60_000, |n| n.delivered(2, sos).is_some()));
+    let latency = net.delivered(2, sos).unwrap().0 - sent_at;
+    // Per hop it waits for at most the one 4 KiB fragment on the wire (41 ms).
+    assert!(
+        latency <= unloaded + 2 * 42,
+        "SOS took {latency} ms behind the bulk load (unloaded {unloaded} ms)"
+    );
+    let bulk_done = bulk
+        .iter()
+        .filter(|id| net.delivered(2, **id).is_some())
+        .count();
+    assert!(
+        bulk_done < 50,
+        "the SOS should have overtaken most bulk ({bulk_done} delivered first)"
+    );
+    // The bulk still arrives, all of it.
+    assert!(net.run_until(120_000, |n| {
+        bulk.iter().all(|id| n.delivered(2, *id).is_some())
+    }));
+}
+
+#[test]
+fn messages_sent_during_a_partition_arrive_after_it_heals() {
+    let mut net = Net::line(4, 5, Config::default());
+    assert!(net.run_until(10_000, Net::converged));
+    net.disconnect(1, 2);
+    net.run_for(5_000);
+    let personal = net.send(0, unicast(Class::P2, net.addr(3), b"are you safe?"));
+    let sos = net.send(0, unicast(Class::P0, net.addr(3), b"SOS"));
+    net.run_for(300_000);
+    assert!(net.delivered(3, personal).is_none());
+    assert!(net.delivered(3, sos).is_none());
+    // Held, not lost: by the origin or a relay on its side.
+    let held = |n: &Net, id| (0..2).any(|i| n.nodes[i].router().holds(&id));
+    assert!(held(&net, personal) && held(&net, sos));
+    net.connect(1, 2, 5, 1_000, 0.0);
+    assert!(net.run_until(30_000, |n| n.delivered(3, personal).is_some()
+        && n.delivered(3, sos).is_some()));
+}
+
+#[test]
+fn a_walker_carries_a_message_across_a_partition_and_survives_a_restart() {
+    // Shelter A (0) and shelter C (2) never see each other; a rescuer's
+    // phone W (1) walks from C to A and back.
+    let mut net = Net::new(3, Config::default(), 5);
+    net.connect(1, 2, 5, 1_000, 0.0);
+    assert!(net.run_until(10_000, Net::converged));
+    net.disconnect(1, 2);
+    net.run_for(60_000);
+    let id = net.send(
+        0,
+        unicast(Class::P2, net.addr(2), b"we need insulin at shelter A"),
+    );
+    net.run_for(1_000);
+    assert!(net.nodes[0].router().holds(&id));
+    // W meets A: it heard of C a minute ago, A never did, so W pulls the message.
+    net.connect(0, 1, 5, 1_000, 0.0);
+    assert!(net.run_until(10_000, |n| n.nodes[1].router().holds(&id)
+        && !n.nodes[0].router().holds(&id)));
+    assert_eq!(
+        statuses(&net, 0, id),
+        vec![Status::Queued, Status::InCustody]
+    );
+    net.disconnect(0, 1);
+    // The phone restarts on the way: custody comes back from its store.
+    net.restart(1);
+    assert!(net.nodes[1].router().holds(&id));
+    net.run_for(60_000);
+    net.connect(1, 2, 5, 1_000, 0.0);
+    assert!(net.run_until(10_000, |n| n.delivered(2, id).is_some()));
+    // C's custody acknowledgement releases W's copy.
+    assert!(net.run_until(1_000, |n| !n.nodes[1].router().holds(&id)));
+}
+
+#[test]
+fn a_full_custody_store_evicts_bulk_first_then_the_oldest_and_sos_last() {
+    let config = Config {
+        custody_max_messages: 4,
+        ..Config::default()
+    };
+    let me = common::identity(0);
+    let nowhere = lifeline_routing::Address::from(common::identity(99).id());
+    let mut router =
+        Router::new(me.clone(), config, MemoryMessageStore::new(), [1; 32], 0).unwrap();
+    router.set_authorities([lifeline_routing::Address::from(me.id())]);
+    let mut now = 0;
+    let mut send = |router: &mut Router<MemoryMessageStore>, class| {
+        now += 100_000; // keeps under the SOS rate limit
+        router.send(now, unicast(class, nowhere, b"x"))
+    };
+    let p3a = send(&mut router, Class::P3).unwrap();
+    let p0 = send(&mut router, Class::P0).unwrap();
+    let p2 = send(&mut router, Class::P2).unwrap();
+    let p3b = send(&mut router, Class::P3).unwrap();
+    // Full. Each new message pushes out the least important, oldest first.
+    let p1 = send(&mut router, Class::P1).unwrap();
+    let p2b = send(&mut router, Class::P2).unwrap();
+    let p0b = send(&mut router, Class::P0).unwrap();
+    let p0c = send(&mut router, Class::P0).unwrap();
+    let evicted: Vec<_> = std::iter::from_fn(|| router.poll_event())
+        .filter_map(|e| match e {
+            Event::Evicted { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted, vec![p3a, p3b, p2, p2b]);
+    assert!([p0, p1, p0b, p0c].iter().all(|id| router.holds(id)));
+    assert_eq!(router.status(&p3a), Some(Status::Evicted));
+    // Now full of P0 and P1: a P3 message is refused, not silently dropped.
+    assert!(matches!(
+        send(&mut router, Class::P3),
+        Err(SendError::CustodyFull)
+    ));
+    // Another P0 evicts the P1 before any SOS.
+    let p0d = send(&mut router, Class::P0).unwrap();
+    assert!(!router.holds(&p1));
+    assert!([p0, p0b, p0c, p0d].iter().all(|id| router.holds(id)));
+}
+
+#[test]
+fn each_broadcast_is_forwarded_at_most_once_per_node() {
+    let side = 6;
+    let mut net = Net::new(side * side, Config::default(), 11);
+    let at = |r: usize, c: usize| r * side + c;
+    for r in 0..side {
+        for c in 0..side {
+            if c + 1 < side {
+                net.connect(at(r, c), at(r, c + 1), 3, 1_000, 0.0);
+            }
+            if r + 1 < side {
+                net.connect(at(r, c), at(r + 1, c), 3, 1_000, 0.0);
+            }
+        }
+    }
+    assert!(net.run_until(30_000, Net::converged));
+    net.run_for(5_000);
+    let before: Vec<u64> = (0..side * side)
+        .map(|i| net.nodes[i].router().stats().message_transmissions)
+        .collect();
+    let id = net.send(
+        0,
+        SendRequest {
+            class: Class::P0,
+            destination: Destination::Broadcast {
+                hops: Some(20),
+                area: None,
+            },
+            payload: b"SOS: anyone nearby? flooding at the river".to_vec(),
+            ttl_ms: None,
+        },
+    );
+    net.run_for(10_000);
+    for i in 0..side * side {
+        let sent = net.nodes[i].router().stats().message_transmissions - before[i];
+        assert!(
+            sent as usize <= net.degree(i),
+            "node {i} sent the broadcast {sent} times"
+        );
+        if i != 0 {
+            let copies = net.nodes[i]
+                .deliveries
+                .iter()
+                .filter(|(_, d)| d.id == id)
+                .count();
+            assert_eq!(copies, 1, "node {i} got the broadcast {copies} times");
+        }
+    }
+    // Flooding costs at most one transmission per link direction.
+    let total: u64 = (0..side * side)
+        .map(|i| net.nodes[i].router().stats().message_transmissions - before[i])
+        .sum();
+    assert!(total <= 2 * 60);
+}
+
+#[test]
+fn a_flooding_neighbour_does_not_delay_another_neighbours_message_much() {
+    // F (0) and H (1) both reach D (3) through relay R (2), whose link to D is slow.
+    let mut net = Net::new(4, Config::default(), 13);
+    net.connect(0, 2, 2, 1_000, 0.0);
+    net.connect(1, 2, 2, 1_000, 0.0);
+    net.connect(2, 3, 10, 50, 0.0);
+    assert!(net.run_until(10_000, Net::converged));
+    net.run_for(5_000);
+    // Unloaded latency of H's message.
+    let probe = net.send(1, unicast(Class::P2, net.addr(3), &[7; 1000]));
+    let t0 = net.now;
+    assert!(net.run_until(10_000, |n| n.delivered(3, probe).is_some()));
+    let unloaded = net.delivered(3, probe).unwrap().0 - t0;
+    net.run_for(5_000);
+    // F floods 300 P2 messages of 4 KiB (24 s of the slow link), then H sends one.
+    let flood: Vec<_> = (0..300)
+        .map(|i| net.send(0, unicast(Class::P2, net.addr(3), &vec![i as u8; 4000])))
+        .collect();
+    net.run_for(500);
+    let t1 = net.now;
+    let honest = net.send(1, unicast(Class::P2, net.addr(3), &[7; 1000]));
+    assert!(net.run_until(60_000, |n| n.delivered(3, honest).is_some()));
+    let loaded = net.delivered(3, honest).unwrap().0 - t1;
+    // Round robin at R: H waits for at most one of F's fragments (82 ms on
+    // the slow link) plus the one on the wire.
+    assert!(
+        loaded <= unloaded + 2 * 82 + 20,
+        "H's message took {loaded} ms under the flood (unloaded {unloaded} ms)"
+    );
+    let flood_done = flood
+        .iter()
+        .filter(|id| net.delivered(3, **id).is_some())
+        .count();
+    assert!(flood_done < 100, "{flood_done} of F's messages went first");
+}
+
+#[test]
+fn an_sos_gets_a_receipt_and_a_responders_acknowledgement() {
+    let mut net = Net::line(6, 5, Config::default());
+    assert!(net.run_until(10_000, Net::converged));
+    let sos = net.send(
+        0,
+        unicast(Class::P0, net.addr(5), b"SOS: two injured, 5th floor"),
+    );
+    assert!(net.run_until(10_000, |n| n.nodes[0].router().status(&sos)
+        == Some(Status::Delivered)));
+    let (_, delivery) = net.delivered(5, sos).unwrap();
+    assert_eq!(
+        delivery.origin,
+        Some(net.addr(0)),
+        "an SOS is signed by its origin"
+    );
+    let origin = delivery.origin.unwrap();
+    net.with_router(5, |r, now| {
+        r.acknowledge_sos(now, origin, sos, "help is coming")
+            .unwrap()
+    });
+    assert!(net.run_until(10_000, |n| n.nodes[0].router().status(&sos)
+        == Some(Status::Acknowledged)));
+    let ack = net.nodes[0].events.iter().find_map(|(_, e)| match e {
+        Event::Receipt {
+            message,
+            from,
+            kind: Kind::SosAck,
+            note,
+        } if *message == sos => Some((*from, note.clone())),
+        _ => None,
+    });
+    assert_eq!(ack, Some((net.addr(5), "help is coming".to_string())));
+    assert_eq!(
+        statuses(&net, 0, sos),
+        vec![
+            Status::Queued,
+            Status::Forwarded,
+            Status::Delivered,
+            Status::Acknowledged
+        ]
+    );
+}
+
+#[test]
+fn a_receipt_from_anyone_but_the_recipient_is_ignored() {
+    let mut net = Net::line(3, 5, Config::default());
+    assert!(net.run_until(10_000, Net::converged));
+    let id = net.send(0, unicast(Class::P2, net.addr(2), b"for node 2"));
+    assert!(net.run_until(10_000, |n| n.delivered(2, id).is_some()));
+    // Node 1 relayed it and knows its id; its receipt must not count.
+    let origin = net.addr(0);
+    net.with_router(1, |r, now| r.send_receipt(now, origin, id).unwrap());
+    net.run_for(5_000);
+    assert_ne!(net.nodes[0].router().status(&id), Some(Status::Delivered));
+    net.with_router(2, |r, now| r.send_receipt(now, origin, id).unwrap());
+    assert!(net.run_until(10_000, |n| n.nodes[0].router().status(&id)
+        == Some(Status::Delivered)));
+}
+
+#[test]
+fn p0_without_a_route_is_flooded_and_still_held() {
+    // 0 - 1 - 2, but routing has not run yet when the SOS is sent: the
+    // link-up dumps are still in flight.
+    let mut net = Net::new(3, Config::default(), 17);
+    net.connect(0, 1, 50, 1_000, 0.0);
+    net.connect(1, 2, 50, 1_000, 0.0);
+    let sos = net.send(0, unicast(Class::P0, net.addr(2), b"SOS"));
+    assert!(net.run_until(10_000, |n| n.delivered(2, sos).is_some()));
+    assert_eq!(
+        net.nodes[2]
+            .deliveries
+            .iter()
+            .filter(|(_, d)| d.id == sos)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn messages_get_through_a_lossy_link_by_custody_retries() {
+    let mut net = Net::new(3, Config::default(), 19);
+    net.connect(0, 1, 5, 1_000, 0.0);
+    net.connect(1, 2, 5, 1_000, 0.3);
+    assert!(net.run_until(120_000, Net::converged));
+    let ids: Vec<_> = (0..20)
+        .map(|i| {
+            net.send(
+                0,
+                unicast(Class::P2, net.addr(2), format!("message {i}").as_bytes()),
+            )
+        })
+        .collect();
+    assert!(net.run_until(600_000, |n| {
+        ids.iter().all(|id| n.delivered(2, *id).is_some())
+    }));
+    assert!(
+        net.nodes[1].router().stats().retries > 0,
+        "30% loss without a single retry?"
+    );
+    for id in &ids {
+        assert_eq!(
+            net.nodes[2]
+                .deliveries
+                .iter()
+                .filter(|(_, d)| d.id == *id)
+                .count(),
+            1
+        );
+    }
+}
+
+#[test]
+fn messages_expire_at_their_ttl_with_an_event() {
+    let mut net = Net::line(2, 5, Config::default());
+    net.disconnect(0, 1);
+    let id = net.send(
+        0,
+        SendRequest {
+            ttl_ms: Some(60_000),
+            ..unicast(Class::P2, net.addr(1), b"short-lived")
+        },
+    );
+    net.run_for(61_000);
+    assert!(!net.nodes[0].router().holds(&id));
+    assert!(net.nodes[0].events.iter().any(|(_, e)| *e
+        == Event::Expired {
+            id,
+            class: Class::P2
+        }));
+    assert_eq!(
+        net.nodes[0].router().status(&id),
+        None,
+        "forgotten once expired"
+    );
+    assert!(statuses(&net, 0, id).ends_with(&[Status::Expired]));
+}
