@@ -510,3 +510,130 @@ fn messages_expire_at_their_ttl_with_an_event() {
     );
     assert!(statuses(&net, 0, id).ends_with(&[Status::Expired]));
 }
+
+/// A store that can be told to fail, and that its test can look into.
+#[derive(Clone, Default)]
+struct SharedStore {
+    inner: std::rc::Rc<std::cell::RefCell<MemoryMessageStore>>,
+    fail: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("disk full")]
+struct DiskFull;
+
+impl lifeline_routing::MessageStore for SharedStore {
+    type Error = DiskFull;
+
+    fn load(&mut self) -> Result<Vec<(lifeline_routing::MessageId, Vec<u8>)>, DiskFull> {
+        Ok(self.inner.borrow_mut().load().unwrap_or_default())
+    }
+
+    fn write(&mut self, batch: &lifeline_routing::StoreBatch) -> Result<(), DiskFull> {
+        if self.fail.get() {
+            return Err(DiskFull);
+        }
+        let _ = self.inner.borrow_mut().write(batch);
+        Ok(())
+    }
+}
+
+#[test]
+fn custody_is_acknowledged_only_once_it_is_in_the_store() {
+    use lifeline_routing::wire::{Body, Frame, Message, Packet};
+    use lifeline_routing::{Address, MessageStore};
+    let store = SharedStore::default();
+    let relay = common::identity(1);
+    let upstream = Address::from(common::identity(0).id());
+    let destination = Address::from(common::identity(2).id());
+    let mut router = Router::new(relay, Config::default(), store.clone(), [0; 32], 0).unwrap();
+    router.handle_link_up(0, upstream, 300);
+    while router.poll_link(0, &upstream).is_some() {}
+    let body = Body {
+        class: Class::P2,
+        kind: Kind::Data,
+        destination: Some(destination),
+        origin: None,
+        created_ms: 0,
+        expires_ms: 3_600_000,
+        area: None,
+        nonce: [9; 8],
+        payload: b"sealed".to_vec(),
+    };
+    let message = Message::new(body, None, 10);
+    let id = message.id;
+    let wire = Packet {
+        frame: 1,
+        index: 0,
+        count: 1,
+        class: Class::P2,
+        data: Frame::Message(Box::new(message)).encode(),
+    }
+    .encode();
+    let acks = |router: &mut Router<SharedStore>| -> Vec<Frame> {
+        std::iter::from_fn(|| router.poll_link(0, &upstream))
+            .map(|p| Frame::decode(&Packet::decode(&p).unwrap().data).unwrap())
+            .filter(|f| matches!(f, Frame::Ack { .. }))
+            .collect()
+    };
+    // The disk is full: no acknowledgement, and the relay does not pretend to hold it.
+    store.fail.set(true);
+    router.handle_packet(10, &upstream, &wire);
+    assert!(acks(&mut router).is_empty());
+    assert!(!router.holds(&id));
+    assert!(std::iter::from_fn(|| router.poll_event()).any(|e| matches!(e, Event::StoreFailed(_))));
+    // The upstream retries once the disk has room: stored, then acknowledged.
+    store.fail.set(false);
+    router.handle_packet(20, &upstream, &wire);
+    assert!(
+        !store.inner.borrow().contains(&id),
+        "written at the next poll, in one batch"
+    );
+    let got = acks(&mut router);
+    assert!(store.inner.borrow().contains(&id));
+    assert_eq!(
+        got,
+        vec![Frame::Ack {
+            id,
+            outcome: lifeline_routing::wire::AckOutcome::Holding
+        }]
+    );
+    assert_eq!(store.inner.borrow_mut().load().unwrap().len(), 1);
+}
+
+mod no_loops {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Random graphs, random link failures and repairs, random latencies:
+        /// after every single event in the network, following next hops
+        /// towards any destination never goes round in a circle.
+        #[test]
+        fn routers_never_form_a_routing_loop(
+            edges in proptest::collection::vec((0usize..10, 0usize..10, 1u64..40), 12..30),
+            changes in proptest::collection::vec((0usize..30, any::<bool>()), 1..8),
+            seed in any::<u64>(),
+        ) {
+            let mut net = Net::new(10, Config::default(), seed);
+            let edges: Vec<_> = edges.into_iter().filter(|(a, b, _)| a != b).collect();
+            for (a, b, latency) in &edges {
+                net.connect(*a, *b, *latency, 1_000, 0.0);
+            }
+            let check = |n: &Net| (0..10).all(|d| !n.has_loop(d));
+            let mut ok = true;
+            net.run_until(20_000, |n| { ok &= check(n); false });
+            prop_assert!(ok, "loop while converging");
+            for (which, up) in changes {
+                let Some((a, b, latency)) = edges.get(which % edges.len().max(1)).copied() else { continue };
+                if up { net.connect(a, b, latency * 2, 1_000, 0.0) } else { net.disconnect(a, b) }
+                net.run_until(20_000, |n| { ok &= check(n); false });
+                prop_assert!(ok, "loop after changing link {a}-{b}");
+            }
+            // And in the end every node reaches every node of its component.
+            prop_assert!(net.run_until(60_000, Net::converged));
+        }
+    }
+}

@@ -23,6 +23,9 @@ pub struct Link {
     pub bytes_per_ms: u64,
     pub loss: f64,
     busy_until: u64,
+    /// Arrival time of the latest packet: links are FIFO, even when their
+    /// latency changes.
+    last_arrival: u64,
     /// Bumped when the link goes down, so packets in flight are lost.
     generation: u64,
     up: bool,
@@ -158,6 +161,7 @@ impl Net {
                 bytes_per_ms,
                 loss,
                 busy_until: 0,
+                last_arrival: 0,
                 generation: 0,
                 up: false,
             });
@@ -292,7 +296,8 @@ impl Net {
         let link = self.links.get_mut(&(i, j)).unwrap();
         let transmit = (bytes.len() as u64).div_ceil(link.bytes_per_ms).max(1);
         link.busy_until = now + transmit;
-        let arrive = now + transmit + link.latency_ms;
+        let arrive = (now + transmit + link.latency_ms).max(link.last_arrival);
+        link.last_arrival = arrive;
         let generation = link.generation;
         let lost = link.loss > 0.0 && self.rng.random_range(0.0..1.0) < link.loss;
         self.push(now + transmit, Ev::LinkFree { from: i, to: j });

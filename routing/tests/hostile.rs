@@ -1,0 +1,227 @@
+//! What a hostile neighbour can do to a router: garbage, forged classes,
+//! SOS floods from one key or many, replays. None of it may panic the
+//! router, and all of it is counted against the neighbour.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use lifeline_crypto::Identity;
+use lifeline_routing::wire::{Body, Frame, Message, Packet};
+use lifeline_routing::{
+    Address, Class, Config, Event, Kind, MemoryMessageStore, Misbehaviour, Router,
+};
+use proptest::prelude::*;
+
+fn identity(name: &str) -> Identity {
+    Identity::from_secret_bytes(blake3::hash(name.as_bytes()).as_bytes()).unwrap()
+}
+
+const NOW: u64 = 10_000_000;
+
+/// A relay R with neighbours "attacker" and "destination".
+fn relay(config: Config) -> (Router<MemoryMessageStore>, Address, Address) {
+    let r = identity("relay");
+    let mut router = Router::new(r, config, MemoryMessageStore::new(), [0; 32], NOW).unwrap();
+    let attacker = Address::from(identity("attacker").id());
+    let destination = Address::from(identity("destination").id());
+    router.handle_link_up(NOW, attacker, 300);
+    router.handle_link_up(NOW, destination, 300);
+    (router, attacker, destination)
+}
+
+fn packet(frame: u64, bytes: Vec<u8>) -> Vec<u8> {
+    Packet {
+        frame,
+        index: 0,
+        count: 1,
+        class: Class::P0,
+        data: bytes,
+    }
+    .encode()
+}
+
+fn message(
+    signer: &Identity,
+    class: Class,
+    to: Option<Address>,
+    nonce: u64,
+    created: u64,
+) -> Vec<u8> {
+    let body = Body {
+        class,
+        kind: Kind::Data,
+        destination: to,
+        origin: Some(Address::from(signer.id())),
+        created_ms: created,
+        expires_ms: created + 3_600_000,
+        area: None,
+        nonce: nonce.to_le_bytes(),
+        payload: b"SOS".to_vec(),
+    };
+    Frame::Message(Box::new(Message::new(body, Some(signer), 10))).encode()
+}
+
+fn counts(router: &Router<MemoryMessageStore>, who: &Address) -> Misbehaviour {
+    router.misbehaviour(who).unwrap()
+}
+
+#[test]
+fn an_sos_flood_from_one_key_is_cut_to_the_rate_limit() {
+    let (mut router, attacker, destination) = relay(Config {
+        misbehaviour_threshold: 50,
+        ..Config::default()
+    });
+    let flooder = identity("attacker");
+    // 100 SOS messages in one second: 100 times the allowed rate.
+    for i in 0..100u64 {
+        let t = NOW + i * 10;
+        router.handle_packet(
+            t,
+            &attacker,
+            &packet(i + 1, message(&flooder, Class::P0, Some(destination), i, t)),
+        );
+    }
+    let forwarded = router.stats().message_transmissions;
+    assert_eq!(forwarded, 3, "the burst of 3 goes through, nothing more");
+    assert_eq!(counts(&router, &attacker).rate_limited, 97);
+    let events: Vec<Event> = std::iter::from_fn(|| router.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Misbehaving { neighbour, .. } if *neighbour == attacker))
+    );
+}
+
+#[test]
+fn an_sos_flood_from_many_fresh_keys_hits_the_neighbour_budget() {
+    let (mut router, attacker, destination) = relay(Config::default());
+    // 500 Sybil identities, one SOS each, all through the same neighbour.
+    for i in 0..500u64 {
+        let sybil = identity(&format!("sybil {i}"));
+        router.handle_packet(
+            NOW,
+            &attacker,
+            &packet(i + 1, message(&sybil, Class::P0, Some(destination), i, NOW)),
+        );
+    }
+    let budget = u64::from(Config::default().neighbour_p0_burst);
+    assert_eq!(router.stats().message_transmissions, budget);
+    assert_eq!(counts(&router, &attacker).rate_limited, 500 - budget);
+}
+
+#[test]
+fn p1_from_someone_who_is_not_an_authority_is_refused() {
+    let (mut router, attacker, _) = relay(Config::default());
+    let authority = identity("fire brigade");
+    router.set_authorities([Address::from(authority.id())]);
+    let fake = message(&identity("attacker"), Class::P1, None, 1, NOW);
+    router.handle_packet(NOW, &attacker, &packet(1, fake));
+    let real = message(&authority, Class::P1, None, 2, NOW);
+    router.handle_packet(NOW, &attacker, &packet(2, real));
+    let delivered: Vec<_> = std::iter::from_fn(|| router.poll_event())
+        .filter_map(|e| match e {
+            Event::Delivered(d) => Some(d.origin),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![Some(Address::from(authority.id()))]);
+    assert_eq!(counts(&router, &attacker).unauthorized, 1);
+}
+
+#[test]
+fn a_relay_cannot_change_a_signed_message() {
+    let (mut router, attacker, destination) = relay(Config::default());
+    let sos = message(&identity("someone"), Class::P0, Some(destination), 1, NOW);
+    // Flip one byte of the body inside the frame: the signature no longer verifies.
+    for position in [20, sos.len() / 2, sos.len() - 80] {
+        let mut forged = sos.clone();
+        forged[position] ^= 0x01;
+        router.handle_packet(NOW, &attacker, &packet(position as u64, forged));
+    }
+    assert_eq!(router.stats().message_transmissions, 0);
+    assert_eq!(counts(&router, &attacker).invalid, 3);
+}
+
+#[test]
+fn expired_messages_are_counted_as_replays_and_dropped() {
+    let (mut router, attacker, destination) = relay(Config::default());
+    let old = message(
+        &identity("someone"),
+        Class::P0,
+        Some(destination),
+        1,
+        NOW - 7_200_000,
+    );
+    router.handle_packet(NOW, &attacker, &packet(1, old));
+    assert_eq!(router.stats().message_transmissions, 0);
+    assert_eq!(counts(&router, &attacker).replays, 1);
+}
+
+#[test]
+fn a_broadcast_replayed_within_the_window_is_dropped_as_a_duplicate() {
+    let (mut router, attacker, _) = relay(Config::default());
+    let alert = message(&identity("someone"), Class::P0, None, 1, NOW);
+    for frame in 1..=5 {
+        router.handle_packet(NOW, &attacker, &packet(frame, alert.clone()));
+    }
+    assert_eq!(router.stats().duplicates, 4);
+    let delivered = std::iter::from_fn(|| router.poll_event())
+        .filter(|e| matches!(e, Event::Delivered(_)))
+        .count();
+    assert_eq!(delivered, 1);
+}
+
+#[test]
+fn packets_from_strangers_are_ignored() {
+    let (mut router, _, destination) = relay(Config::default());
+    let stranger = Address::from(identity("stranger").id());
+    let sos = message(&identity("stranger"), Class::P0, Some(destination), 1, NOW);
+    router.handle_packet(NOW, &stranger, &packet(1, sos));
+    assert_eq!(router.stats().message_transmissions, 0);
+    assert!(router.misbehaviour(&stranger).is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_are_counted(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let (mut router, attacker, _) = relay(Config::default());
+        router.handle_packet(NOW, &attacker, &bytes);
+        while router.poll_event().is_some() {}
+        let c = counts(&router, &attacker);
+        // Either it was refused and counted, or it was a harmless valid frame.
+        prop_assert!(c.invalid <= 1);
+    }
+
+    #[test]
+    fn arbitrary_frames_in_valid_packets_never_panic(
+        frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..512), 1..20),
+        counts_ in proptest::collection::vec(1u32..5, 1..20),
+    ) {
+        let (mut router, attacker, destination) = relay(Config::default());
+        for (i, (data, count)) in frames.into_iter().zip(counts_).enumerate() {
+            if data.is_empty() {
+                continue;
+            }
+            let p = Packet { frame: i as u64 / 2, index: (i as u32) % count, count, class: Class::P3, data };
+            router.handle_packet(NOW + i as u64, &attacker, &p.encode());
+            while router.poll_link(NOW, &destination).is_some() {}
+            while router.poll_link(NOW, &attacker).is_some() {}
+        }
+        router.handle_timeout(NOW + 1_000_000);
+        while router.poll_event().is_some() {}
+    }
+
+    #[test]
+    fn frames_round_trip(
+        ids in proptest::collection::vec(any::<[u8; 16]>(), 0..50),
+        seqno in any::<u32>(), metric in any::<u32>(), dest in any::<[u8; 32]>(),
+    ) {
+        use lifeline_routing::routes::RouteMessage;
+        use lifeline_routing::MessageId;
+        let pull = Frame::Pull(ids.iter().map(|i| MessageId(*i)).collect());
+        prop_assert_eq!(Frame::decode(&pull.encode()).unwrap(), pull);
+        let control = Frame::Control(vec![RouteMessage::Update { destination: Address(dest), seqno, metric }]);
+        prop_assert_eq!(Frame::decode(&control.encode()).unwrap(), control);
+    }
+}
