@@ -8,15 +8,18 @@
 //! | `canonical` | height (u64, big-endian) | block hash |
 //! | `state` | `latest` | encoded state snapshot |
 //! | `meta` | `schema_version`, `genesis`, `head`, `finalized` | see below |
+//! | `messages` | message id (16 bytes) | a message in custody (`Held`, see `routing/proto`) |
 //!
 //! Every logical change is one `WriteBatch`, written with `sync` so that it is
-//! on disk before `commit` returns: a block is imported, or it is not.
+//! on disk before `commit` returns: a block is imported, or it is not; custody
+//! of a batch of messages is taken, or it is not.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lifeline_consensus::BlockHash;
 use lifeline_consensus::store::{ChainBatch, ChainStore, StoredHead};
+use lifeline_routing::{MessageId, MessageStore, StoreBatch};
 use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch, WriteOptions};
 use thiserror::Error;
 
@@ -27,7 +30,8 @@ const CF_BLOCKS: &str = "blocks";
 const CF_CANONICAL: &str = "canonical";
 const CF_STATE: &str = "state";
 const CF_META: &str = "meta";
-const FAMILIES: [&str; 4] = [CF_BLOCKS, CF_CANONICAL, CF_STATE, CF_META];
+const CF_MESSAGES: &str = "messages";
+const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_CANONICAL, CF_STATE, CF_META, CF_MESSAGES];
 
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_GENESIS: &[u8] = b"genesis";
@@ -205,6 +209,55 @@ impl Database {
     pub fn chain_store(&self) -> RocksChainStore {
         RocksChainStore { db: self.clone() }
     }
+
+    /// The router's custody store in this database.
+    pub fn message_store(&self) -> RocksMessageStore {
+        RocksMessageStore { db: self.clone() }
+    }
+
+    fn write_synced(&self, write: WriteBatch) -> Result<(), StorageError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(write, &options)
+            .map_err(|e| self.rocks(e))
+    }
+}
+
+/// Messages in the router's custody, in RocksDB. Each batch is one synced
+/// write: the router acknowledges custody only after it returns.
+#[derive(Clone, Debug)]
+pub struct RocksMessageStore {
+    db: Database,
+}
+
+impl MessageStore for RocksMessageStore {
+    type Error = StorageError;
+
+    fn load(&mut self) -> Result<Vec<(MessageId, Vec<u8>)>, StorageError> {
+        let db = &self.db;
+        let family = db.cf(CF_MESSAGES)?;
+        let mut messages = Vec::new();
+        for entry in db.db.iterator_cf(family, rocksdb::IteratorMode::Start) {
+            let (key, value) = entry.map_err(|e| db.rocks(e))?;
+            let id = <[u8; 16]>::try_from(&key[..])
+                .map_err(|_| db.corrupt(format!("a message key is {} bytes, not 16", key.len())))?;
+            messages.push((MessageId(id), value.into_vec()));
+        }
+        Ok(messages)
+    }
+
+    fn write(&mut self, batch: &StoreBatch) -> Result<(), StorageError> {
+        let family = self.db.cf(CF_MESSAGES)?;
+        let mut write = WriteBatch::default();
+        for (id, bytes) in &batch.puts {
+            write.put_cf(family, id.0, bytes);
+        }
+        for id in &batch.deletes {
+            write.delete_cf(family, id.0);
+        }
+        self.db.write_synced(write)
+    }
 }
 
 /// The chain's blocks, index, head and snapshots in RocksDB.
@@ -318,9 +371,7 @@ impl ChainStore for RocksChainStore {
         if let Some(snapshot) = &batch.snapshot {
             write.put_cf(state, KEY_LATEST_SNAPSHOT, snapshot);
         }
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        db.db.write_opt(write, &options).map_err(|e| db.rocks(e))
+        db.write_synced(write)
     }
 }
 
@@ -362,6 +413,31 @@ mod tests {
         assert_eq!(chain.head(), head);
         assert_eq!(chain.finalized(), finalized);
         assert_eq!(chain.head().number, 10);
+    }
+
+    #[test]
+    fn messages_in_custody_survive_reopening_and_batches_apply_whole() {
+        use lifeline_routing::{MessageId, MessageStore, StoreBatch};
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (MessageId([1; 16]), MessageId([2; 16]), MessageId([3; 16]));
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let mut store = db.message_store();
+            store
+                .write(&StoreBatch {
+                    puts: vec![(a, b"a".to_vec()), (b, b"b".to_vec()), (c, b"c".to_vec())],
+                    deletes: vec![c],
+                })
+                .unwrap();
+            store
+                .write(&StoreBatch {
+                    puts: vec![],
+                    deletes: vec![a],
+                })
+                .unwrap();
+        }
+        let db = Database::open(dir.path()).unwrap();
+        assert_eq!(db.message_store().load().unwrap(), vec![(b, b"b".to_vec())]);
     }
 
     #[test]

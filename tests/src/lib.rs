@@ -59,3 +59,61 @@ pub fn scripted_blocks(count: u64) -> Result<Vec<(SealedBlock, [u8; 32])>, Strin
     }
     Ok(out)
 }
+
+/// The fixture of the custody crash test: a relay, its upstream neighbour,
+/// and numbered messages for a destination the relay cannot reach.
+pub mod custody {
+    use lifeline_crypto::Identity;
+    use lifeline_routing::wire::{Body, Frame, Message, Packet};
+    use lifeline_routing::{Address, Class, Kind, MessageId};
+
+    fn identity(name: &str) -> Identity {
+        // A blake3 hash is 32 bytes: always a valid ed25519 secret key.
+        match Identity::from_secret_bytes(blake3::hash(name.as_bytes()).as_bytes()) {
+            Ok(id) => id,
+            Err(e) => unreachable!("32 bytes are an ed25519 secret key: {e}"),
+        }
+    }
+
+    /// The relay's identity.
+    pub fn relay_identity() -> Identity {
+        identity("custody relay")
+    }
+
+    /// The relay's upstream neighbour.
+    pub fn upstream() -> Address {
+        Address::from(identity("custody upstream").id())
+    }
+
+    fn message(n: u64) -> Message {
+        let body = Body {
+            class: Class::P2,
+            kind: Kind::Data,
+            destination: Some(Address::from(identity("custody destination").id())),
+            origin: None,
+            created_ms: 0,
+            expires_ms: 30 * 24 * 3600 * 1000,
+            area: None,
+            nonce: n.to_le_bytes(),
+            payload: vec![u8::try_from(n % 251).unwrap_or(0); 512],
+        };
+        Message::new(body, None, 16)
+    }
+
+    /// Message `n` as the upstream sends it (one packet).
+    pub fn wire_message(n: u64) -> Vec<u8> {
+        Packet {
+            frame: n + 1,
+            index: 0,
+            count: 1,
+            class: Class::P2,
+            data: Frame::Message(Box::new(message(n))).encode(),
+        }
+        .encode()
+    }
+
+    /// The id of message `n`.
+    pub fn message_id(n: u64) -> MessageId {
+        message(n).id
+    }
+}
