@@ -454,6 +454,7 @@ impl<S: MessageStore> Router<S> {
             stats: Stats::default(),
             config,
         };
+        router.next_refresh = now.saturating_add(router.refresh_delay());
         let mut corrupt = 0;
         for (id, bytes) in records {
             match Message::decode_held(&bytes) {
@@ -706,7 +707,7 @@ impl<S: MessageStore> Router<S> {
         if now >= self.next_refresh {
             self.table.handle_refresh();
             self.drain_control();
-            self.next_refresh = now.saturating_add(self.config.refresh_interval_ms);
+            self.next_refresh = now.saturating_add(self.refresh_delay());
         }
         while let Some(&(at, id)) = self.expiries.first() {
             if at > now {
@@ -926,6 +927,14 @@ impl<S: MessageStore> Router<S> {
             return Err(SendError::Store(e));
         }
         Ok(id)
+    }
+
+    /// The refresh interval, jittered down by up to a quarter so that
+    /// neighbours do not refresh in lockstep.
+    fn refresh_delay(&mut self) -> u64 {
+        let interval = self.config.refresh_interval_ms.max(1);
+        let jitter = u64::from_le_bytes(self.next_nonce()) % (interval / 4).max(1);
+        interval - jitter
     }
 
     fn next_nonce(&mut self) -> [u8; 8] {

@@ -637,3 +637,15 @@ mod no_loops {
         }
     }
 }
+
+#[test]
+fn steady_state_control_traffic_on_the_leipzig_mesh_stays_under_200_bytes_per_node_per_second() {
+    let mut net = common::leipzig(1, Config::default());
+    let (control, wire) = common::steady_control_bytes(&mut net, 1_800);
+    // Counted bytes, not time: deterministic for a given graph and config.
+    assert!(
+        wire < 200.0,
+        "{wire:.0} B/s per node on the wire ({control:.0} B/s of control frames)"
+    );
+    assert!(control > 0.0, "no refresh at all cannot be right");
+}

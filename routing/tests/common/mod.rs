@@ -500,3 +500,47 @@ pub fn dijkstra_metrics(net: &Net, to: usize) -> Vec<u32> {
     }
     dist
 }
+
+/// The Freifunk Leipzig community mesh (`../shared/topologies`), all 413
+/// links at `latency_ms`, as meshnet-lab emulated it.
+pub fn leipzig(latency_ms: u64, config: Config) -> Net {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/topologies/freifunk-leipzig.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): the shared topologies belong beside the repository",
+            path.display()
+        )
+    });
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let nodes = json["nodes"].as_array().unwrap().len();
+    let mut net = Net::new(nodes, config, 210);
+    for link in json["links"].as_array().unwrap() {
+        let a = link["source"].as_u64().unwrap() as usize;
+        let b = link["target"].as_u64().unwrap() as usize;
+        if a != b && !net.link_up(a, b) {
+            net.connect(a, b, latency_ms, 1_000, 0.0);
+        }
+    }
+    net
+}
+
+/// Control bytes per node per second over `seconds` (best a multiple of
+/// the refresh interval) of steady state
+/// (after convergence): (router-counted control frame bytes, all bytes the
+/// nodes put on links).
+pub fn steady_control_bytes(net: &mut Net, seconds: u64) -> (f64, f64) {
+    // Let the start-up dumps and the first refreshes pass.
+    net.run_for(750_000);
+    assert!(net.converged(), "no convergence");
+    let count = |n: &Net| -> (u64, u64) {
+        n.nodes.iter().fold((0, 0), |(c, w), node| {
+            (c + node.router().stats().control_bytes, w + node.bytes_sent)
+        })
+    };
+    let (c0, w0) = count(net);
+    net.run_for(seconds * 1_000);
+    let (c1, w1) = count(net);
+    let per = (net.nodes.len() as u64 * seconds) as f64;
+    ((c1 - c0) as f64 / per, (w1 - w0) as f64 / per)
+}
