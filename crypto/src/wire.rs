@@ -3,8 +3,9 @@
 //! Input is hostile: its size is checked against a per-type limit before prost
 //! looks at it (prost never allocates more than the input's length, so the
 //! limit bounds allocation), every fixed-size field has its length checked, and
-//! an encoding that does not re-encode to the same length (unknown, repeated or
-//! padded fields) is refused, so one message has one encoding.
+//! an encoding that does not re-encode to exactly the same bytes (unknown,
+//! repeated, padded or reordered fields) is refused, so one message has one
+//! encoding.
 
 use prost::Message;
 use thiserror::Error;
@@ -37,7 +38,7 @@ pub enum DecodeError {
         reason: String,
     },
     /// The input decodes, but is not the one canonical encoding of its value.
-    #[error("{what} has unknown, repeated or padded fields")]
+    #[error("{what} has unknown, repeated, padded or reordered fields")]
     NonCanonical {
         /// The type being decoded.
         what: &'static str,
@@ -84,7 +85,9 @@ pub fn decode_bounded<M: Message + Default>(
         what,
         reason: e.to_string(),
     })?;
-    if message.encoded_len() != bytes.len() {
+    // Same length first (cheap), then the same bytes: fields out of order
+    // re-encode to the same length but are another encoding of the value.
+    if message.encoded_len() != bytes.len() || message.encode_to_vec() != bytes {
         return Err(DecodeError::NonCanonical { what });
     }
     Ok(message)

@@ -755,3 +755,54 @@ impl Packet {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reordered_fields_are_another_encoding_and_are_refused() {
+        // Found by the routing_frame fuzz target: a valid packet with its
+        // fields in reverse order has the same length but other bytes.
+        let reordered = [0x2a, 0x01, 0x17, 0x10, 0x10, 0x18, 0x5b, 0x08, 0x08];
+        assert!(matches!(
+            Packet::decode(&reordered),
+            Err(FrameError::Decode(DecodeError::NonCanonical { .. }))
+        ));
+        let canonical = [0x08, 0x08, 0x10, 0x10, 0x18, 0x5b, 0x2a, 0x01, 0x17];
+        let packet = Packet::decode(&canonical).unwrap();
+        assert_eq!((packet.frame, packet.index, packet.count), (8, 16, 91));
+        assert_eq!(packet.encode(), canonical);
+    }
+
+    #[test]
+    fn a_message_id_is_bound_to_its_body() {
+        let body = Body {
+            class: Class::P2,
+            kind: Kind::Data,
+            destination: Some(Address([7; 32])),
+            origin: None,
+            created_ms: 1,
+            expires_ms: 2,
+            area: None,
+            nonce: [0; 8],
+            payload: b"x".to_vec(),
+        };
+        let a = Message::new(body.clone(), None, 8);
+        let b = Message::new(
+            Body {
+                payload: b"y".to_vec(),
+                ..body
+            },
+            None,
+            8,
+        );
+        assert_ne!(a.id, b.id);
+        let Frame::Message(decoded) =
+            Frame::decode(&Frame::Message(Box::new(a.clone())).encode()).unwrap()
+        else {
+            panic!("not a message");
+        };
+        assert_eq!(*decoded, a);
+    }
+}

@@ -1,0 +1,16 @@
+//! Decoding arbitrary bytes as a link packet, a router frame or a receipt
+//! never panics, and whatever decodes re-encodes to the same bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use lifeline_routing::wire::{Frame, Packet, Receipt};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(packet) = Packet::decode(data) {
+        assert_eq!(packet.encode(), data);
+    }
+    if let Ok(frame) = Frame::decode(data) {
+        assert_eq!(frame.encode(), data);
+    }
+    let _ = Receipt::decode(data);
+});
