@@ -44,3 +44,4 @@ fuzz:
 bench:
 	$(CARGO) bench --locked -p lifeline-crypto --bench envelope
 	$(CARGO) bench --locked -p lifeline-consensus --bench import
+	$(CARGO) bench --locked -p lifeline-routing --bench forwarding
