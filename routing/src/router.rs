@@ -318,6 +318,9 @@ pub struct Stats {
     pub expired: u64,
     /// Custody retries after a timeout or refusal.
     pub retries: u64,
+    /// Frames without custody (broadcast copies, control) evicted from a
+    /// full link queue by more important ones.
+    pub link_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -575,6 +578,21 @@ impl<S: MessageStore> Router<S> {
                 .collect();
             for m in recent {
                 self.enqueue_message(now, neighbour, &m, None, false);
+            }
+            // SOS messages that had nobody to flood to: now they have.
+            let unflooded: Vec<MessageId> = self
+                .held
+                .iter()
+                .filter(|(_, h)| {
+                    h.state == HeldState::Waiting
+                        && !h.flooded
+                        && h.message.body.class == Class::P0
+                        && h.message.body.kind == Kind::Data
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in unflooded {
+                self.try_forward(now, id);
             }
         }
         self.after_route_change(now);
@@ -1566,8 +1584,10 @@ impl<S: MessageStore> Router<S> {
             Pushed::Queued { evicted } => {
                 let mut bumped = Vec::new();
                 for gone in evicted {
-                    if let Some(msg) = n.custody_frames.remove(&gone.id) {
-                        bumped.push(msg);
+                    match n.custody_frames.remove(&gone.id) {
+                        Some(msg) => bumped.push(msg),
+                        // Broadcast copies and control: no custody to fall back on.
+                        None => self.stats.link_dropped += 1,
                     }
                 }
                 for msg in bumped {

@@ -649,3 +649,19 @@ fn steady_state_control_traffic_on_the_leipzig_mesh_stays_under_200_bytes_per_no
     );
     assert!(control > 0.0, "no refresh at all cannot be right");
 }
+
+#[test]
+fn an_sos_sent_with_no_neighbours_is_flooded_when_one_appears() {
+    let mut net = Net::new(3, Config::default(), 23);
+    net.connect(1, 2, 50, 1_000, 0.0);
+    let sos = net.send(0, unicast(Class::P0, net.addr(2), b"SOS from a lone phone"));
+    net.run_for(1_000);
+    assert!(net.nodes[0].router().holds(&sos));
+    // A neighbour appears. The flood goes at once: two hops, 100 ms. Waiting
+    // for the route (node 1's announcement takes 50 ms to arrive) would add 50.
+    let t0 = net.now;
+    net.connect(0, 1, 50, 1_000, 0.0);
+    assert!(net.run_until(10_000, |n| n.delivered(2, sos).is_some()));
+    let latency = net.delivered(2, sos).unwrap().0 - t0;
+    assert!(latency < 120, "the SOS took {latency} ms: it waited for a route");
+}
