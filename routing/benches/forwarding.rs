@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput};
 use lifeline_routing::routes::RouteMessage;
 use lifeline_routing::wire::{AckOutcome, Body, Frame, Message, Packet};
-use lifeline_routing::{Address, Class, Config, Kind, MemoryMessageStore, MessageId, Router};
+use lifeline_routing::{Address, Class, Config, MemoryMessageStore, MessageId, Router};
 
 const PAYLOAD: usize = 1024;
 
@@ -90,17 +90,14 @@ impl Relay {
 }
 
 fn make_message(destination: Address, n: u64) -> (MessageId, Vec<u8>) {
-    let body = Body {
-        class: Class::P2,
-        kind: Kind::Data,
-        destination: Some(destination),
-        origin: None,
-        created_ms: 0,
-        expires_ms: 3_600_000,
-        area: None,
-        nonce: n.to_le_bytes(),
-        payload: vec![0xab; PAYLOAD],
-    };
+    let body = Body::sealed(
+        Class::P2,
+        destination,
+        0,
+        3_600_000,
+        n.to_le_bytes(),
+        vec![0xab; PAYLOAD],
+    );
     let m = Message::new(body, None, 32);
     (m.id, Frame::Message(Box::new(m)).encode())
 }

@@ -253,6 +253,29 @@ pub struct Body {
 }
 
 impl Body {
+    /// The body of a personal (P2) or bulk (P3) message for one destination:
+    /// no origin, since the sender is sealed inside `payload`.
+    pub fn sealed(
+        class: Class,
+        destination: Address,
+        created_ms: u64,
+        expires_ms: u64,
+        nonce: [u8; 8],
+        payload: Vec<u8>,
+    ) -> Body {
+        Body {
+            class,
+            kind: Kind::Data,
+            destination: Some(destination),
+            origin: None,
+            created_ms,
+            expires_ms,
+            area: None,
+            nonce,
+            payload,
+        }
+    }
+
     fn to_pb(&self) -> pb::Body {
         pb::Body {
             class: self.class.to_wire(),

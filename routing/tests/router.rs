@@ -74,30 +74,14 @@ fn a_message_crosses_a_ten_hop_line_and_its_receipt_comes_back() {
 fn routes_converge_to_shortest_paths_after_a_link_fails_and_never_loop() {
     // A 5 x 5 grid; link latencies vary so shortest paths are unique-ish.
     let side = 5;
-    let mut net = Net::new(side * side, Config::default(), 7);
+    let mut net = Net::grid(side, 7, |r, c, down| {
+        2 + if down {
+            (r * 3 + c * 5) % 5
+        } else {
+            (r * 7 + c * 3) % 5
+        } as u64
+    });
     let at = |r: usize, c: usize| r * side + c;
-    for r in 0..side {
-        for c in 0..side {
-            if c + 1 < side {
-                net.connect(
-                    at(r, c),
-                    at(r, c + 1),
-                    2 + ((r * 7 + c * 3) % 5) as u64,
-                    1_000,
-                    0.0,
-                );
-            }
-            if r + 1 < side {
-                net.connect(
-                    at(r, c),
-                    at(r + 1, c),
-                    2 + ((r * 3 + c * 5) % 5) as u64,
-                    1_000,
-                    0.0,
-                );
-            }
-        }
-    }
     assert!(net.run_until(30_000, Net::converged));
     let destination = at(4, 4);
     let before = net.path(at(0, 0), destination).unwrap();
@@ -284,18 +268,7 @@ fn a_full_custody_store_evicts_bulk_first_then_the_oldest_and_sos_last() {
 #[test]
 fn each_broadcast_is_forwarded_at_most_once_per_node() {
     let side = 6;
-    let mut net = Net::new(side * side, Config::default(), 11);
-    let at = |r: usize, c: usize| r * side + c;
-    for r in 0..side {
-        for c in 0..side {
-            if c + 1 < side {
-                net.connect(at(r, c), at(r, c + 1), 3, 1_000, 0.0);
-            }
-            if r + 1 < side {
-                net.connect(at(r, c), at(r + 1, c), 3, 1_000, 0.0);
-            }
-        }
-    }
+    let mut net = Net::grid(side, 11, |_, _, _| 3);
     assert!(net.run_until(30_000, Net::converged));
     net.run_for(5_000);
     let before: Vec<u64> = (0..side * side)
@@ -549,17 +522,14 @@ fn custody_is_acknowledged_only_once_it_is_in_the_store() {
     let mut router = Router::new(relay, Config::default(), store.clone(), [0; 32], 0).unwrap();
     router.handle_link_up(0, upstream, 300);
     while router.poll_link(0, &upstream).is_some() {}
-    let body = Body {
-        class: Class::P2,
-        kind: Kind::Data,
-        destination: Some(destination),
-        origin: None,
-        created_ms: 0,
-        expires_ms: 3_600_000,
-        area: None,
-        nonce: [9; 8],
-        payload: b"sealed".to_vec(),
-    };
+    let body = Body::sealed(
+        Class::P2,
+        destination,
+        0,
+        3_600_000,
+        [9; 8],
+        b"sealed".to_vec(),
+    );
     let message = Message::new(body, None, 10);
     let id = message.id;
     let wire = Packet {
@@ -663,5 +633,8 @@ fn an_sos_sent_with_no_neighbours_is_flooded_when_one_appears() {
     net.connect(0, 1, 50, 1_000, 0.0);
     assert!(net.run_until(10_000, |n| n.delivered(2, sos).is_some()));
     let latency = net.delivered(2, sos).unwrap().0 - t0;
-    assert!(latency < 120, "the SOS took {latency} ms: it waited for a route");
+    assert!(
+        latency < 120,
+        "the SOS took {latency} ms: it waited for a route"
+    );
 }

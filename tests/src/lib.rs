@@ -65,7 +65,7 @@ pub fn scripted_blocks(count: u64) -> Result<Vec<(SealedBlock, [u8; 32])>, Strin
 pub mod custody {
     use lifeline_crypto::Identity;
     use lifeline_routing::wire::{Body, Frame, Message, Packet};
-    use lifeline_routing::{Address, Class, Kind, MessageId};
+    use lifeline_routing::{Address, Class, MessageId};
 
     fn identity(name: &str) -> Identity {
         // A blake3 hash is 32 bytes: always a valid ed25519 secret key.
@@ -86,17 +86,14 @@ pub mod custody {
     }
 
     fn message(n: u64) -> Message {
-        let body = Body {
-            class: Class::P2,
-            kind: Kind::Data,
-            destination: Some(Address::from(identity("custody destination").id())),
-            origin: None,
-            created_ms: 0,
-            expires_ms: 30 * 24 * 3600 * 1000,
-            area: None,
-            nonce: n.to_le_bytes(),
-            payload: vec![u8::try_from(n % 251).unwrap_or(0); 512],
-        };
+        let body = Body::sealed(
+            Class::P2,
+            Address::from(identity("custody destination").id()),
+            0,
+            30 * 24 * 3600 * 1000,
+            n.to_le_bytes(),
+            vec![u8::try_from(n % 251).unwrap_or(0); 512],
+        );
         Message::new(body, None, 16)
     }
 

@@ -141,6 +141,24 @@ impl Net {
         net
     }
 
+    /// A `side` x `side` grid; `latency(row, column, down)` gives the
+    /// latency of the link right of (or, with `down`, below) a node.
+    pub fn grid(side: usize, seed: u64, latency: impl Fn(usize, usize, bool) -> u64) -> Net {
+        let mut net = Net::new(side * side, Config::default(), seed);
+        for r in 0..side {
+            for c in 0..side {
+                let here = r * side + c;
+                if c + 1 < side {
+                    net.connect(here, here + 1, latency(r, c, false), 1_000, 0.0);
+                }
+                if r + 1 < side {
+                    net.connect(here, here + side, latency(r, c, true), 1_000, 0.0);
+                }
+            }
+        }
+        net
+    }
+
     pub fn addr(&self, i: usize) -> Address {
         self.nodes[i].address
     }
