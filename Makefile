@@ -6,12 +6,12 @@ CARGO ?= cargo
 # Seconds each fuzz target runs in `make test` (longer runs: `make fuzz FUZZ_SECONDS=600`).
 FUZZ_SECONDS ?= 15
 
-.PHONY: run test setup fmt demo clippy unit doc fuzz-smoke fuzz bench
+.PHONY: run test setup fmt demo clippy unit doc fuzz-smoke fuzz bench sim
 
 run: setup
 	@scripts/demo.sh
 
-test: setup fmt clippy doc demo fuzz-smoke unit
+test: setup fmt clippy doc demo fuzz-smoke unit sim
 	@echo "make test: all checks passed"
 
 setup:
@@ -33,6 +33,12 @@ unit:
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+
+# The simulator on about 1,000 nodes, with assertions on delivery, P0 latency
+# and control traffic (it exits non-zero if one fails). Same dev profile as the tests.
+SIM_OUT ?= $(or $(CARGO_TARGET_DIR),target)/sim
+sim:
+	$(CARGO) run --locked -q -p lifeline -- sim run simulator/scenarios/ci-1000.toml --out $(SIM_OUT)
 
 fuzz-smoke:
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh

@@ -10,6 +10,7 @@ mod chain;
 mod keys;
 mod passphrase;
 mod paths;
+mod sim;
 
 /// lifeline: an emergency mesh network node.
 #[derive(Parser, Debug)]
@@ -48,6 +49,9 @@ enum Command {
     /// The Proof-of-Authority chain
     #[command(subcommand)]
     Chain(chain::ChainCommand),
+    /// The simulator: the real router on thousands of virtual nodes
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 /// What every command needs to know.
@@ -87,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Seal(args) => keys::seal(&ctx()?, args)?,
         Command::Open(args) => keys::open(&ctx()?, args)?,
         Command::Chain(command) => return chain::run(command),
+        Command::Sim(command) => return sim::run(command),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -40,8 +40,11 @@ pub struct Config {
     pub custody_max_messages: usize,
     /// Most bytes held in custody.
     pub custody_max_bytes: usize,
-    /// Interval of the full routing refresh (triggered updates go at once).
+    /// Interval of the full routing refresh.
     pub refresh_interval_ms: u64,
+    /// How long triggered routing updates wait to be sent together, so that
+    /// a burst of changes to one route goes out once (0: at once).
+    pub control_delay_ms: u64,
     /// How long to wait for a custody acknowledgement before trying again
     /// (doubled on each retry, up to 16 times).
     pub ack_timeout_ms: u64,
@@ -84,6 +87,7 @@ impl Default for Config {
             custody_max_messages: 10_000,
             custody_max_bytes: 256 << 20,
             refresh_interval_ms: 300_000,
+            control_delay_ms: 50,
             ack_timeout_ms: 10_000,
             default_ttl_ms: 7 * 24 * 3600 * 1000,
             broadcast_hops: 16,
@@ -365,6 +369,13 @@ struct Neighbour {
     reported: bool,
 }
 
+/// Routing messages waiting for one neighbour: the latest update per
+/// destination, and seqno requests.
+type PendingControl = (
+    BTreeMap<Address, crate::routes::RouteMessage<Address>>,
+    Vec<crate::routes::RouteMessage<Address>>,
+);
+
 /// Eviction order: P3 before P2 before P1 before P0, oldest first.
 type EvictionKey = (u8, u64, MessageId);
 
@@ -401,6 +412,11 @@ pub struct Router<S> {
     pending_acks: Vec<(Address, MessageId)>,
     events: VecDeque<Event>,
     next_refresh: u64,
+    /// Routing messages waiting to be sent, per neighbour: the latest
+    /// update per destination, and seqno requests.
+    pending_control: BTreeMap<Address, PendingControl>,
+    /// When they go.
+    control_due: Option<u64>,
     /// The time of the latest input.
     now: u64,
     nonce_seed: [u8; 32],
@@ -452,6 +468,8 @@ impl<S: MessageStore> Router<S> {
             events: VecDeque::new(),
             next_refresh: now.saturating_add(config.refresh_interval_ms),
             now,
+            pending_control: BTreeMap::new(),
+            control_due: None,
             nonce_seed: seed,
             nonce_counter: 0,
             stats: Stats::default(),
@@ -473,7 +491,8 @@ impl<S: MessageStore> Router<S> {
         if corrupt > 0 {
             router.events.push_back(Event::CorruptRecords(corrupt));
         }
-        let restored: Vec<MessageId> = router.held.keys().copied().collect();
+        let mut restored: Vec<MessageId> = router.held.keys().copied().collect();
+        restored.sort_unstable();
         for id in restored {
             router.try_forward(now, id);
         }
@@ -591,6 +610,9 @@ impl<S: MessageStore> Router<S> {
                 })
                 .map(|(id, _)| *id)
                 .collect();
+            // Sorted: the order must not depend on hashing (simulations replay).
+            let mut unflooded = unflooded;
+            unflooded.sort_unstable();
             for id in unflooded {
                 self.try_forward(now, id);
             }
@@ -604,6 +626,7 @@ impl<S: MessageStore> Router<S> {
         if self.neighbours.remove(neighbour).is_none() {
             return;
         }
+        self.pending_control.remove(neighbour);
         self.table.handle_link_down(neighbour);
         self.drain_control();
         let stranded: Vec<MessageId> = self
@@ -722,6 +745,9 @@ impl<S: MessageStore> Router<S> {
     /// Time passed: refreshes routes, retries, expires.
     pub fn handle_timeout(&mut self, now: u64) {
         self.now = self.now.max(now);
+        if self.control_due.is_some_and(|t| t <= now) {
+            self.send_control();
+        }
         if now >= self.next_refresh {
             self.table.handle_refresh();
             self.drain_control();
@@ -776,6 +802,7 @@ impl<S: MessageStore> Router<S> {
     pub fn poll_timeout(&self) -> Option<u64> {
         [
             Some(self.next_refresh),
+            self.control_due,
             self.expiries.first().map(|(t, _)| *t),
             self.timers.first().map(|(t, _)| *t),
             self.tracked_order.first().map(|(t, _)| *t),
@@ -1338,7 +1365,7 @@ impl<S: MessageStore> Router<S> {
         if waiting.is_empty() {
             return;
         }
-        waiting.sort_by_key(|h| (h.message.body.class, h.accepted_ms));
+        waiting.sort_by_key(|h| (h.message.body.class, h.accepted_ms, h.message.id));
         let entries: Vec<SummaryEntry> = waiting
             .iter()
             .take(MAX_SUMMARY_ENTRIES)
@@ -1569,6 +1596,20 @@ impl<S: MessageStore> Router<S> {
         upstream: Option<Address>,
         frame: &Frame,
     ) -> Option<u64> {
+        if !self.neighbours.contains_key(&to) {
+            return None;
+        }
+        self.queue_bytes(to, class, upstream, frame.encode())
+    }
+
+    /// Queues an encoded frame for a neighbour's link; returns its number.
+    fn queue_bytes(
+        &mut self,
+        to: Address,
+        class: Class,
+        upstream: Option<Address>,
+        bytes: Vec<u8>,
+    ) -> Option<u64> {
         let now = self.now;
         let n = self.neighbours.get_mut(&to)?;
         let was_idle = n.scheduler.is_empty();
@@ -1578,7 +1619,7 @@ impl<S: MessageStore> Router<S> {
             id,
             class,
             upstream,
-            bytes: frame.encode(),
+            bytes,
         });
         let queued = match pushed {
             Pushed::Queued { evicted } => {
@@ -1612,24 +1653,49 @@ impl<S: MessageStore> Router<S> {
 
     /// Turns routing table output into control frames, one per neighbour.
     fn drain_control(&mut self) {
-        let mut per: BTreeMap<Address, Vec<crate::routes::RouteMessage<Address>>> = BTreeMap::new();
+        use crate::routes::RouteMessage;
+        let mut any = false;
         while let Some((target, message)) = self.table.poll_transmit() {
-            match target {
-                Target::AllNeighbours => {
-                    for n in self.neighbours.keys() {
-                        per.entry(*n).or_default().push(message.clone());
+            any = true;
+            let targets: Vec<Address> = match target {
+                Target::AllNeighbours => self.neighbours.keys().copied().collect(),
+                Target::Neighbour(n) => vec![n],
+            };
+            for n in targets {
+                let pending = self.pending_control.entry(n).or_default();
+                match &message {
+                    // Only the latest state of a route matters: a newer
+                    // update replaces one not sent yet (Babel tolerates lost
+                    // updates, so this keeps loop freedom).
+                    RouteMessage::Update { destination, .. } => {
+                        pending.0.insert(*destination, message.clone());
                     }
+                    RouteMessage::SeqnoRequest { .. } => pending.1.push(message.clone()),
                 }
-                Target::Neighbour(n) => per.entry(n).or_default().push(message),
             }
         }
-        for (to, messages) in per {
+        if any && self.control_due.is_none() {
+            self.control_due = Some(self.now.saturating_add(self.config.control_delay_ms));
+            if self.config.control_delay_ms == 0 {
+                self.send_control();
+            }
+        }
+    }
+
+    /// Sends the coalesced control messages, one frame per neighbour.
+    fn send_control(&mut self) {
+        self.control_due = None;
+        for (to, (updates, requests)) in std::mem::take(&mut self.pending_control) {
+            if !self.neighbours.contains_key(&to) {
+                continue;
+            }
+            let messages: Vec<_> = updates.into_values().chain(requests).collect();
             for chunk in messages.chunks(crate::wire::MAX_CONTROL_ENTRIES) {
-                let frame = Frame::Control(chunk.to_vec());
-                let len = frame.encode().len();
-                if self.send_frame(to, Class::P0, &frame).is_some() {
+                let bytes = Frame::Control(chunk.to_vec()).encode();
+                let len = bytes.len() as u64;
+                if self.queue_bytes(to, Class::P0, None, bytes).is_some() {
                     self.stats.control_frames += 1;
-                    self.stats.control_bytes += len as u64;
+                    self.stats.control_bytes += len;
                 }
             }
         }

@@ -245,7 +245,11 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                     })
                     .min_by_key(|(n, h)| {
                         let a = h.get(&destination).map_or(INFINITY, |a| a.metric);
-                        a.saturating_add(self.links.get(*n).copied().unwrap_or(INFINITY))
+                        // Ties go to the lowest id, whatever the hash order.
+                        (
+                            a.saturating_add(self.links.get(*n).copied().unwrap_or(INFINITY)),
+                            *n,
+                        )
                     })
                     .map(|(n, _)| n.clone());
                 if let Some(via) = via {

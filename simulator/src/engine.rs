@@ -1,0 +1,535 @@
+//! The discrete-event engine: the real `Router` state machines on simulated
+//! links, one thread, a seeded RNG, a time in microseconds.
+//!
+//! Links are directed halves of an undirected edge, each FIFO (jitter never
+//! reorders packets: the loop-freedom argument of the router needs that),
+//! with a latency, a bandwidth and a loss rate. One packet is on a link at a
+//! time: the queue of a link is the sending router's scheduler, as it is on
+//! a real stream. Per-node adjacency lists: nothing grows with the square of
+//! the node count.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use lifeline_crypto::Identity;
+use lifeline_routing::routes::link_cost;
+use lifeline_routing::wire::{Frame, Packet};
+use lifeline_routing::{Address, Class, Config, Event, MemoryMessageStore, Router};
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+/// What a node does with messages it should forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Follows the protocol.
+    Honest,
+    /// Takes part in routing, drops every message it should forward.
+    Blackhole,
+    /// Drops the messages of one class.
+    Grayhole(Class),
+}
+
+/// One direction of a link.
+#[derive(Clone, Debug)]
+pub struct Link {
+    /// The sending node.
+    pub from: usize,
+    /// The receiving node.
+    pub to: usize,
+    /// One-way latency, µs.
+    pub latency_us: u64,
+    /// Extra latency drawn uniformly per packet, µs.
+    pub jitter_us: u64,
+    /// Bytes per millisecond.
+    pub bytes_per_ms: u64,
+    /// Packet loss, 0 to 1.
+    pub loss: f64,
+    busy_until: u64,
+    last_arrival: u64,
+    up: bool,
+    generation: u64,
+}
+
+impl Link {
+    /// Microseconds to put `bytes` on this link.
+    pub fn transmit_us(&self, bytes: usize) -> u64 {
+        (bytes as u64 * 1_000).div_ceil(self.bytes_per_ms.max(1))
+    }
+}
+
+/// One simulated node.
+pub struct Node {
+    /// Its identity.
+    pub identity: Identity,
+    /// Its address.
+    pub address: Address,
+    /// Its router; `None` while crashed (the store is kept in `stored`).
+    pub router: Option<Router<MemoryMessageStore>>,
+    stored: Option<MemoryMessageStore>,
+    /// What it does with traffic.
+    pub behaviour: Behaviour,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Arrive {
+        link: usize,
+        generation: u64,
+        bytes: Vec<u8>,
+    },
+    LinkFree {
+        link: usize,
+    },
+    Timer {
+        node: usize,
+    },
+    Action(usize),
+}
+
+/// What the engine reports to its driver as it runs.
+pub trait Observer {
+    /// Node `node` emitted `event` at `now_us`.
+    fn event(&mut self, engine: &Engine, node: usize, now_us: u64, event: &Event);
+    /// A message frame crossed a link (counted when it arrives).
+    fn message_frame(&mut self, frame: &Frame, from: usize, to: usize);
+    /// Scheduled action `index` is due (traffic, faults).
+    fn action(&mut self, engine: &mut Engine, index: usize);
+}
+
+/// The engine.
+pub struct Engine {
+    now_us: u64,
+    /// The nodes.
+    pub nodes: Vec<Node>,
+    /// The directed links.
+    pub links: Vec<Link>,
+    out: Vec<Vec<usize>>,
+    index: HashMap<Address, usize>,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    seq: u64,
+    rng: StdRng,
+    timer_at: Vec<Option<u64>>,
+    config: Config,
+    /// Events handled so far.
+    pub events: u64,
+    /// Reassembly of multi-fragment frames per directed link, so that the
+    /// engine sees every message frame (to count it, and to let hostile
+    /// nodes drop it).
+    reassembly: HashMap<usize, lifeline_routing::link::Reassembler>,
+    /// Packets put on links, and their bytes.
+    pub packets: u64,
+    /// See `packets`.
+    pub bytes: u64,
+}
+
+fn ms(us: u64) -> u64 {
+    us / 1_000
+}
+
+impl Engine {
+    /// Nodes with these identities, no links yet.
+    pub fn new(identities: Vec<Identity>, config: Config, rng: StdRng, start_us: u64) -> Engine {
+        let n = identities.len();
+        let mut engine = Engine {
+            now_us: start_us,
+            nodes: Vec::with_capacity(n),
+            links: Vec::new(),
+            out: vec![Vec::new(); n],
+            index: HashMap::with_capacity(n),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            rng,
+            timer_at: vec![None; n],
+            config,
+            events: 0,
+            reassembly: HashMap::new(),
+            packets: 0,
+            bytes: 0,
+        };
+        for (i, identity) in identities.into_iter().enumerate() {
+            let address = Address::from(identity.id());
+            engine.index.insert(address, i);
+            let router = engine.start_router(i, &identity, MemoryMessageStore::new());
+            engine.nodes.push(Node {
+                identity,
+                address,
+                router: Some(router),
+                stored: None,
+                behaviour: Behaviour::Honest,
+            });
+        }
+        engine
+    }
+
+    fn start_router(
+        &self,
+        i: usize,
+        identity: &Identity,
+        store: MemoryMessageStore,
+    ) -> Router<MemoryMessageStore> {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        seed[8..16].copy_from_slice(&self.now_us.to_le_bytes());
+        match Router::new(
+            identity.clone(),
+            self.config.clone(),
+            store,
+            seed,
+            ms(self.now_us),
+        ) {
+            Ok(r) => r,
+            // The memory store cannot fail to load.
+            Err(e) => unreachable!("a memory store failed to load: {e}"),
+        }
+    }
+
+    /// The time, µs.
+    pub fn now_us(&self) -> u64 {
+        self.now_us
+    }
+
+    /// The node with this address.
+    pub fn node_of(&self, address: &Address) -> Option<usize> {
+        self.index.get(address).copied()
+    }
+
+    /// The simulation's RNG.
+    pub fn rng(&mut self) -> &mut StdRng {
+        &mut self.rng
+    }
+
+    /// Links leaving node `i`.
+    pub fn out_links(&self, i: usize) -> &[usize] {
+        &self.out[i]
+    }
+
+    /// Adds a link both ways and brings it up; returns the two halves.
+    pub fn add_link(
+        &mut self,
+        a: usize,
+        b: usize,
+        latency_us: u64,
+        jitter_us: u64,
+        bytes_per_ms: u64,
+        loss: f64,
+    ) -> (usize, usize) {
+        let mut ids = [0; 2];
+        for (k, (x, y)) in [(a, b), (b, a)].into_iter().enumerate() {
+            ids[k] = self.links.len();
+            self.links.push(Link {
+                from: x,
+                to: y,
+                latency_us,
+                jitter_us,
+                bytes_per_ms: bytes_per_ms.max(1),
+                loss,
+                busy_until: 0,
+                last_arrival: 0,
+                up: false,
+                generation: 0,
+            });
+            self.out[x].push(ids[k]);
+        }
+        self.set_link(ids[0], true);
+        (ids[0], ids[1])
+    }
+
+    /// The other half of link `l`.
+    pub fn reverse(&self, l: usize) -> usize {
+        l ^ 1
+    }
+
+    /// Whether link `l` is up.
+    pub fn link_up(&self, l: usize) -> bool {
+        self.links[l].up
+    }
+
+    /// Brings the edge of link `l` (both halves) up or down.
+    pub fn set_link(&mut self, l: usize, up: bool) {
+        let pair = [l & !1, l | 1];
+        if self.links[pair[0]].up == up {
+            return;
+        }
+        for h in pair {
+            let link = &mut self.links[h];
+            link.up = up;
+            link.generation += 1;
+            link.busy_until = link.busy_until.max(self.now_us);
+        }
+        let (a, b) = (self.links[pair[0]].from, self.links[pair[0]].to);
+        let now = ms(self.now_us);
+        for (x, y, h) in [(a, b, pair[0]), (b, a, pair[1])] {
+            let link = &self.links[h];
+            let rtt = std::time::Duration::from_micros(2 * link.latency_us);
+            let cost = link_cost(rtt, link.loss);
+            let address = self.nodes[y].address;
+            let other_alive = self.nodes[y].router.is_some();
+            if let Some(r) = self.nodes[x].router.as_mut() {
+                if up && other_alive {
+                    r.handle_link_up(now, address, cost);
+                } else {
+                    r.handle_link_down(now, &address);
+                }
+            }
+        }
+        self.pump(a);
+        self.pump(b);
+    }
+
+    /// Crashes node `i`: its links go down for its neighbours, its router
+    /// stops; its store is kept.
+    pub fn crash(&mut self, i: usize) {
+        let Some(router) = self.nodes[i].router.take() else {
+            return;
+        };
+        self.nodes[i].stored = Some(router.into_store());
+        let now = ms(self.now_us);
+        for &l in &self.out[i].clone() {
+            let link = &mut self.links[l];
+            link.generation += 1;
+            let reverse = &mut self.links[l ^ 1];
+            reverse.generation += 1;
+            let to = self.links[l].to;
+            let me = self.nodes[i].address;
+            if self.links[l].up
+                && let Some(r) = self.nodes[to].router.as_mut()
+            {
+                r.handle_link_down(now, &me);
+            }
+            self.pump(to);
+        }
+    }
+
+    /// Restarts node `i` from its store; its up links come back.
+    pub fn restart(&mut self, i: usize) {
+        if self.nodes[i].router.is_some() {
+            return;
+        }
+        let store = self.nodes[i].stored.take().unwrap_or_default();
+        let identity = self.nodes[i].identity.clone();
+        self.nodes[i].router = Some(self.start_router(i, &identity, store));
+        let now = ms(self.now_us);
+        for &l in &self.out[i].clone() {
+            if !self.links[l].up {
+                continue;
+            }
+            let to = self.links[l].to;
+            if self.nodes[to].router.is_none() {
+                continue;
+            }
+            for (x, y, h) in [(i, to, l), (to, i, l ^ 1)] {
+                let link = &self.links[h];
+                let cost = link_cost(
+                    std::time::Duration::from_micros(2 * link.latency_us),
+                    link.loss,
+                );
+                let address = self.nodes[y].address;
+                if let Some(r) = self.nodes[x].router.as_mut() {
+                    r.handle_link_up(now, address, cost);
+                }
+            }
+            self.pump(to);
+        }
+        self.pump(i);
+    }
+
+    /// Schedules driver action `index` at `at_us`.
+    pub fn schedule(&mut self, at_us: u64, index: usize) {
+        self.push(at_us, Ev::Action(index));
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, ev)));
+    }
+
+    /// Lets node `i` act through its router, then drains its outputs.
+    pub fn with_router<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Router<MemoryMessageStore>, u64) -> T,
+    ) -> Option<T> {
+        let now = ms(self.now_us);
+        self.nodes[i].router.as_mut().map(|r| f(r, now))
+    }
+
+    /// Drains node `i`'s events into `observer` and fills its idle links.
+    pub fn flush(&mut self, i: usize, observer: &mut dyn Observer) {
+        let now = self.now_us;
+        while let Some(event) = self.nodes[i].router.as_mut().and_then(|r| r.poll_event()) {
+            if !matches!(event, Event::LinkReady(_)) {
+                observer.event(self, i, now, &event);
+            }
+        }
+        self.pump(i);
+    }
+
+    fn pump(&mut self, i: usize) {
+        if self.nodes[i].router.is_none() {
+            return;
+        }
+        for k in 0..self.out[i].len() {
+            let l = self.out[i][k];
+            self.fill(l);
+        }
+        if let Some(t) = self.nodes[i].router.as_ref().and_then(|r| r.poll_timeout()) {
+            let t = t.saturating_mul(1_000).max(self.now_us);
+            if self.timer_at[i].is_none_or(|s| t < s) {
+                self.timer_at[i] = Some(t);
+                self.push(t, Ev::Timer { node: i });
+            }
+        }
+    }
+
+    fn fill(&mut self, l: usize) {
+        let now = self.now_us;
+        let link = &self.links[l];
+        if !link.up || link.busy_until > now {
+            return;
+        }
+        let (from, to) = (link.from, link.to);
+        if self.nodes[to].router.is_none() {
+            return;
+        }
+        let address = self.nodes[to].address;
+        let Some(bytes) = self.nodes[from]
+            .router
+            .as_mut()
+            .and_then(|r| r.poll_link(ms(now), &address))
+        else {
+            return;
+        };
+        self.packets += 1;
+        self.bytes += bytes.len() as u64;
+        let jitter = if self.links[l].jitter_us > 0 {
+            self.rng.random_range(0..=self.links[l].jitter_us)
+        } else {
+            0
+        };
+        let lost = self.links[l].loss > 0.0 && self.rng.random_range(0.0..1.0) < self.links[l].loss;
+        let link = &mut self.links[l];
+        let transmit = link.transmit_us(bytes.len()).max(1);
+        link.busy_until = now + transmit;
+        let arrive = (now + transmit + link.latency_us + jitter).max(link.last_arrival);
+        link.last_arrival = arrive;
+        let generation = link.generation;
+        self.push(now + transmit, Ev::LinkFree { link: l });
+        if !lost {
+            self.push(
+                arrive,
+                Ev::Arrive {
+                    link: l,
+                    generation,
+                    bytes,
+                },
+            );
+        }
+    }
+
+    /// Runs events up to `until_us`; the time is then `until_us`.
+    pub fn run_until(&mut self, until_us: u64, observer: &mut dyn Observer) {
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > until_us {
+                break;
+            }
+            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+                break;
+            };
+            self.now_us = self.now_us.max(at);
+            self.events += 1;
+            self.handle(ev, at, observer);
+        }
+        self.now_us = self.now_us.max(until_us);
+    }
+
+    fn handle(&mut self, ev: Ev, at: u64, observer: &mut dyn Observer) {
+        let now = ms(self.now_us);
+        match ev {
+            Ev::Arrive {
+                link,
+                generation,
+                bytes,
+            } => {
+                let l = &self.links[link];
+                if !l.up || l.generation != generation {
+                    return;
+                }
+                let (from, to) = (l.from, l.to);
+                if self.intercept(link, from, to, &bytes, observer) {
+                    return;
+                }
+                let address = self.nodes[from].address;
+                if let Some(r) = self.nodes[to].router.as_mut() {
+                    r.handle_packet(now, &address, &bytes);
+                }
+                self.flush(to, observer);
+            }
+            Ev::LinkFree { link } => {
+                self.fill(link);
+                let from = self.links[link].from;
+                self.flush(from, observer);
+            }
+            Ev::Timer { node } => {
+                if self.timer_at[node] == Some(at) {
+                    self.timer_at[node] = None;
+                }
+                let due = self.nodes[node]
+                    .router
+                    .as_ref()
+                    .and_then(|r| r.poll_timeout())
+                    .is_some_and(|t| t <= now);
+                if due && let Some(r) = self.nodes[node].router.as_mut() {
+                    r.handle_timeout(now);
+                }
+                self.flush(node, observer);
+            }
+            Ev::Action(index) => observer.action(self, index),
+        }
+    }
+
+    /// Looks at a message frame on its way into `to`: counts it, and lets a
+    /// hostile `to` drop it (for a frame in several fragments, the last one,
+    /// which makes the router drop the whole frame). True if dropped.
+    fn intercept(
+        &mut self,
+        link: usize,
+        from: usize,
+        to: usize,
+        bytes: &[u8],
+        observer: &mut dyn Observer,
+    ) -> bool {
+        let Ok(packet) = Packet::decode(bytes) else {
+            return false;
+        };
+        // A message frame starts with field 2 (tag 0x12); control frames,
+        // acknowledgements and summaries are skipped without decoding.
+        if packet.index == 0 && packet.data.first() != Some(&0x12) {
+            return false;
+        }
+        let whole = if packet.count == 1 {
+            packet.data
+        } else {
+            let r = self
+                .reassembly
+                .entry(link)
+                .or_insert_with(|| lifeline_routing::link::Reassembler::new(64, 1 << 20));
+            match r.push(packet) {
+                Ok(Some((_, whole))) => whole,
+                _ => return false,
+            }
+        };
+        let Ok(frame) = Frame::decode(&whole) else {
+            return false;
+        };
+        let Frame::Message(m) = &frame else {
+            return false;
+        };
+        observer.message_frame(&frame, from, to);
+        let for_me = m.body.destination == Some(self.nodes[to].address);
+        match self.nodes[to].behaviour {
+            Behaviour::Honest => false,
+            Behaviour::Blackhole => !for_me,
+            Behaviour::Grayhole(class) => !for_me && m.body.class == class,
+        }
+    }
+}

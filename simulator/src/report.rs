@@ -1,0 +1,185 @@
+//! What a run reports: a JSON report that the same scenario and seed
+//! reproduce byte for byte, and the host's measurements (wall time, memory)
+//! kept apart because they differ from run to run.
+
+use serde::Serialize;
+
+use crate::scenario::Assertions;
+
+/// Per class.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClassReport {
+    /// P0 ... P3.
+    pub class: String,
+    /// Whether this class was sent as broadcasts.
+    pub broadcast: bool,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages the origin's router refused (rate limit, full custody).
+    pub refused_at_source: u64,
+    /// Unicast: delivered. Broadcast: reached its whole component.
+    pub delivered: u64,
+    /// Unicast: delivered / sent. Broadcast: mean fraction of the component reached.
+    pub delivery_ratio: f64,
+    /// Delivered envelopes that opened with real crypto at the recipient.
+    pub opened: u64,
+    /// Latency p50, p90, p99 in ms (unicast).
+    pub latency_ms: [f64; 3],
+    /// Latency histogram: (upper bound ms, count) buckets.
+    pub latency_histogram_ms: Vec<(f64, u64)>,
+    /// Stretch against the shortest-path latency: p50, p99 (a sample of up
+    /// to 300 messages; Dijkstra on the simulated links).
+    pub stretch: [f64; 2],
+    /// Mean hops travelled.
+    pub hops_mean: f64,
+    /// Mean shortest-path hop count (same sample as the stretch).
+    pub shortest_hops_mean: f64,
+    /// Message transmissions per delivered message (unicast) or per
+    /// broadcast.
+    pub transmissions_per_message: f64,
+    /// What pure flooding would cost per message: one transmission per
+    /// directed link.
+    pub flooding_transmissions_per_message: f64,
+}
+
+/// The engine's own counts (deterministic).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EngineReport {
+    /// Events handled.
+    pub events: u64,
+    /// Packets put on links.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Simulated seconds.
+    pub simulated_s: f64,
+}
+
+/// The report of one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Nodes.
+    pub nodes: u64,
+    /// Undirected links.
+    pub edges: u64,
+    /// Component sizes, largest first.
+    pub components: Vec<u64>,
+    /// Per class.
+    pub classes: Vec<ClassReport>,
+    /// Routing control bytes per node per second after the warm-up.
+    pub control_bytes_per_node_s: f64,
+    /// Most messages one node held in custody (sampled every 10 s).
+    pub custody_peak: u64,
+    /// Custody evictions.
+    pub custody_evictions: u64,
+    /// Messages that expired in custody.
+    pub custody_expired: u64,
+    /// Unicast messages delivered more than once (dropped as duplicates by
+    /// the recipient's application).
+    pub duplicates_delivered: u64,
+    /// Delivered envelopes that did not open.
+    pub open_failures: u64,
+    /// Per 10 s after the warm-up: [sent, delivered].
+    pub timeline: Vec<[u64; 2]>,
+    /// Engine counts.
+    pub engine: EngineReport,
+    /// Assertions that failed (empty: the run passed).
+    pub failures: Vec<String>,
+}
+
+/// Measurements of the machine, not of the protocol.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HostReport {
+    /// Wall time, seconds.
+    pub wall_s: f64,
+    /// Events per wall second.
+    pub events_per_s: f64,
+    /// Peak resident memory, MiB.
+    pub peak_memory_mib: f64,
+}
+
+/// The `q` quantile of sorted values (0 if none).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Log-spaced buckets from 1 ms: (upper bound, count).
+pub fn histogram(values: &[f64]) -> Vec<(f64, u64)> {
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    let mut bound = 1.0;
+    while bound < 1e8 {
+        buckets.push((bound, 0));
+        bound *= 2.0;
+    }
+    for v in values {
+        if let Some(b) = buckets.iter_mut().find(|(bound, _)| v <= bound) {
+            b.1 += 1;
+        }
+    }
+    while buckets.last().is_some_and(|(_, c)| *c == 0) {
+        buckets.pop();
+    }
+    buckets
+}
+
+impl Report {
+    /// The scenario's assertions that this run misses, each a sentence.
+    pub fn check(&self, assertions: &Assertions) -> Vec<String> {
+        let mut failures = Vec::new();
+        let class = |name: &str| self.classes.iter().find(|c| c.class == name);
+        for (name, min) in &assertions.delivery_min {
+            match class(name) {
+                Some(c) if c.delivery_ratio + 1e-12 < *min => failures.push(format!(
+                    "{name} delivery {:.4} is below the required {min}",
+                    c.delivery_ratio
+                )),
+                None => failures.push(format!(
+                    "{name} delivery is asserted but no {name} traffic was sent"
+                )),
+                _ => {}
+            }
+        }
+        for (name, max) in &assertions.p99_latency_max_ms {
+            if let Some(c) = class(name)
+                && c.latency_ms[2] > *max
+            {
+                failures.push(format!(
+                    "{name} p99 latency {:.1} ms is above the allowed {max} ms",
+                    c.latency_ms[2]
+                ));
+            }
+        }
+        for (name, max) in &assertions.p99_stretch_max {
+            if let Some(c) = class(name)
+                && c.stretch[1] > *max
+            {
+                failures.push(format!(
+                    "{name} p99 stretch {:.3} is above the allowed {max}",
+                    c.stretch[1]
+                ));
+            }
+        }
+        if let Some(max) = assertions.control_bytes_per_node_s_max
+            && self.control_bytes_per_node_s > max
+        {
+            failures.push(format!(
+                "control traffic {:.1} B/s per node is above the allowed {max}",
+                self.control_bytes_per_node_s
+            ));
+        }
+        failures
+    }
+
+    /// The report as pretty JSON (same run, same bytes).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}

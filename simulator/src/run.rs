@@ -1,0 +1,746 @@
+//! Running a scenario: builds the network, schedules traffic and faults,
+//! drives the engine, and measures.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use lifeline_crypto::envelope::{self, OpenPolicy, ReplayGuard};
+use lifeline_crypto::{Identity, PrekeyRing, Timestamp};
+use lifeline_routing::wire::{Frame, Kind};
+use lifeline_routing::{Class, Config, Destination, Event, MessageId, SendRequest};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::engine::{Behaviour, Engine, Observer};
+use crate::report::{ClassReport, EngineReport, HostReport, Report, percentile};
+use crate::scenario::{FaultSpec, Scenario, ScenarioError, TopologySpec};
+use crate::topology::{Position, Topology};
+use crate::{class_name, class_of};
+
+/// The simulated clock starts here (ms since the Unix epoch), so that the
+/// real crypto sees plausible times.
+pub const EPOCH_MS: u64 = 1_763_700_000_000;
+
+/// What happens at a scheduled time.
+#[derive(Clone, Debug)]
+enum Action {
+    Send(usize),
+    Links { links: Vec<usize>, up: bool },
+    Crash(Vec<usize>),
+    Restart(Vec<usize>),
+    Sample,
+}
+
+/// One message the scenario sends.
+#[derive(Clone, Debug)]
+struct Planned {
+    at_us: u64,
+    from: usize,
+    /// `None` for a broadcast.
+    to: Option<usize>,
+    class: Class,
+    size: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Outcome {
+    id: Option<MessageId>,
+    refused: bool,
+    delivered_at_us: Option<u64>,
+    hops: u32,
+    reached: u64,
+    opened: bool,
+    /// Bytes of the message frame on a link (for the shortest-path latency).
+    wire_bytes: usize,
+}
+
+struct Collector {
+    actions: Vec<Action>,
+    planned: Vec<Planned>,
+    outcomes: Vec<Outcome>,
+    by_id: HashMap<MessageId, usize>,
+    rings: HashMap<usize, PrekeyRing>,
+    replay: HashMap<usize, ReplayGuard>,
+    crypto_rng: StdRng,
+    duplicates: u64,
+    open_failures: u64,
+    unicast_frames: [u64; 4],
+    broadcast_frames: [u64; 4],
+    evicted: u64,
+    expired: u64,
+    custody_peak: usize,
+    timeline: Vec<[u64; 2]>,
+    bucket_us: u64,
+    start_us: u64,
+    progress: Option<Box<dyn FnMut(f64)>>,
+    sim_start_us: u64,
+    end_us: u64,
+}
+
+impl Collector {
+    fn ring(&mut self, engine: &Engine, node: usize) -> &PrekeyRing {
+        let identity = &engine.nodes[node].identity;
+        let rng = &mut self.crypto_rng;
+        self.rings.entry(node).or_insert_with(|| {
+            PrekeyRing::new(identity, Timestamp::from_unix_millis(EPOCH_MS), rng)
+        })
+    }
+
+    fn bucket(&mut self, at_us: u64, which: usize) {
+        let b = (at_us.saturating_sub(self.start_us) / self.bucket_us.max(1)) as usize;
+        if self.timeline.len() <= b {
+            self.timeline.resize(b + 1, [0, 0]);
+        }
+        self.timeline[b][which] += 1;
+    }
+
+    fn send(&mut self, engine: &mut Engine, k: usize) {
+        let p = self.planned[k].clone();
+        let now_ms = engine.now_us() / 1_000;
+        let payload = match (p.class, p.to) {
+            (Class::P2 | Class::P3, Some(to)) => {
+                let prekey = self.ring(engine, to).current().clone();
+                let content = vec![0x5a; p.size];
+                let sender = engine.nodes[p.from].identity.clone();
+                match envelope::seal(
+                    &sender,
+                    &prekey,
+                    &content,
+                    Timestamp::from_unix_millis(now_ms),
+                    &mut self.crypto_rng,
+                ) {
+                    Ok(sealed) => sealed.bytes,
+                    Err(_) => content,
+                }
+            }
+            _ => vec![0x50; p.size],
+        };
+        let destination = match p.to {
+            Some(to) => Destination::Node(engine.nodes[to].address),
+            None => Destination::Broadcast {
+                hops: None,
+                area: None,
+            },
+        };
+        let payload_len = payload.len();
+        let request = SendRequest {
+            class: p.class,
+            destination,
+            payload,
+            ttl_ms: None,
+        };
+        let result = engine.with_router(p.from, |r, now| r.send(now, request));
+        match result {
+            Some(Ok(id)) => {
+                self.outcomes[k].id = Some(id);
+                // Frame overhead: ids, times, nonce, hops; 100 more when signed.
+                let signed = matches!(p.class, Class::P0 | Class::P1);
+                self.outcomes[k].wire_bytes = payload_len + if signed { 200 } else { 100 };
+                self.by_id.insert(id, k);
+                self.bucket(engine.now_us(), 0);
+            }
+            _ => self.outcomes[k].refused = true,
+        }
+    }
+}
+
+impl Observer for Collector {
+    fn event(&mut self, engine: &Engine, node: usize, now_us: u64, event: &Event) {
+        match event {
+            Event::Delivered(d) => {
+                let Some(&k) = self.by_id.get(&d.id) else {
+                    return;
+                };
+                let to = self.planned[k].to;
+                if to.is_none() {
+                    self.outcomes[k].reached += 1;
+                    return;
+                }
+                if to != Some(node) {
+                    return;
+                }
+                if self.outcomes[k].delivered_at_us.is_some() {
+                    self.duplicates += 1;
+                    return;
+                }
+                self.outcomes[k].delivered_at_us = Some(now_us);
+                self.outcomes[k].hops = d.hops;
+                self.bucket(now_us, 1);
+                if matches!(d.class, Class::P2 | Class::P3) {
+                    let identity: Identity = engine.nodes[node].identity.clone();
+                    let ring = self.rings.get(&node);
+                    let replay = self.replay.entry(node).or_default();
+                    let opened = ring.is_some_and(|ring| {
+                        envelope::open(
+                            &d.payload,
+                            &identity,
+                            ring,
+                            replay,
+                            Timestamp::from_unix_millis(now_us / 1_000),
+                            &OpenPolicy::default(),
+                        )
+                        .is_ok()
+                    });
+                    self.outcomes[k].opened = opened;
+                    if !opened {
+                        self.open_failures += 1;
+                    }
+                } else {
+                    self.outcomes[k].opened = true;
+                }
+            }
+            Event::Evicted { .. } => self.evicted += 1,
+            Event::Expired { .. } => self.expired += 1,
+            _ => {}
+        }
+    }
+
+    fn message_frame(&mut self, frame: &Frame, _from: usize, _to: usize) {
+        if let Frame::Message(m) = frame
+            && m.body.kind == Kind::Data
+        {
+            let c = m.body.class as usize;
+            if m.body.destination.is_some() {
+                self.unicast_frames[c] += 1;
+            } else {
+                self.broadcast_frames[c] += 1;
+            }
+        }
+    }
+
+    fn action(&mut self, engine: &mut Engine, index: usize) {
+        match self.actions[index].clone() {
+            Action::Send(k) => {
+                let from = self.planned[k].from;
+                self.send(engine, k);
+                engine.flush(from, self);
+            }
+            Action::Links { links, up } => {
+                for l in links {
+                    engine.set_link(l, up);
+                }
+            }
+            Action::Crash(nodes) => nodes.into_iter().for_each(|n| engine.crash(n)),
+            Action::Restart(nodes) => nodes.into_iter().for_each(|n| engine.restart(n)),
+            Action::Sample => {
+                let held: usize = engine
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.router.as_ref())
+                    .map(|r| r.custody().0)
+                    .max()
+                    .unwrap_or(0);
+                self.custody_peak = self.custody_peak.max(held);
+                if let Some(progress) = self.progress.as_mut() {
+                    let span = self.end_us.saturating_sub(self.sim_start_us).max(1);
+                    progress(
+                        engine.now_us().saturating_sub(self.sim_start_us) as f64 / span as f64,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn build_topology(scenario: &Scenario, rng: &mut StdRng) -> Result<Topology, ScenarioError> {
+    let read = |file: &std::path::Path| {
+        std::fs::read_to_string(file).map_err(|e| ScenarioError::Topology {
+            path: file.to_path_buf(),
+            message: format!("cannot read {}: {e}", file.display()),
+        })
+    };
+    let loaded = |r: Result<Topology, crate::topology::TopologyError>, file: &std::path::Path| {
+        r.map_err(|e| ScenarioError::Topology {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        })
+    };
+    Ok(match &scenario.topology {
+        TopologySpec::Line { nodes } => Topology::line(*nodes),
+        TopologySpec::Grid { width, height } => Topology::grid(*width, *height),
+        TopologySpec::RandomGeometric {
+            nodes,
+            side_m,
+            range_m,
+        } => Topology::random_geometric(*nodes, *side_m, *range_m, rng),
+        TopologySpec::BarabasiAlbert { nodes, m } => Topology::barabasi_albert(*nodes, *m, rng),
+        TopologySpec::WattsStrogatz { nodes, k, beta } => {
+            Topology::watts_strogatz(*nodes, *k, *beta, rng)
+        }
+        TopologySpec::MeshnetLab { file, link_types } => {
+            loaded(Topology::from_meshnet_lab(&read(file)?, link_types), file)?
+        }
+        TopologySpec::Netjson { file } => loaded(Topology::from_netjson(&read(file)?), file)?,
+        TopologySpec::Graphml { file } => loaded(Topology::from_graphml(&read(file)?), file)?,
+        TopologySpec::EdgeList { file } => loaded(Topology::from_edge_list(&read(file)?), file)?,
+    })
+}
+
+/// Runs `scenario` with `seed`; `progress` hears the fraction done now and then.
+pub fn run(
+    scenario: &Scenario,
+    seed: u64,
+    progress: Option<Box<dyn FnMut(f64)>>,
+) -> Result<(Report, HostReport), ScenarioError> {
+    let wall = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let topology = build_topology(scenario, &mut rng)?;
+    let n = topology.nodes.len();
+    let components = topology.components();
+    let mut component_of = vec![0usize; n];
+    for (c, nodes) in components.iter().enumerate() {
+        for &v in nodes {
+            component_of[v] = c;
+        }
+    }
+
+    let identities: Vec<Identity> = (0..n)
+        .map(|i| {
+            let mut secret = [0u8; 32];
+            secret[..8].copy_from_slice(&seed.to_le_bytes());
+            secret[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+            let hashed = blake3::hash(&secret);
+            Identity::from_secret_bytes(hashed.as_bytes())
+                .unwrap_or_else(|_| Identity::generate(&mut rng))
+        })
+        .collect();
+    let config = Config {
+        mtu: scenario.router.mtu,
+        refresh_interval_ms: scenario.router.refresh_s * 1_000,
+        custody_max_messages: scenario.router.custody_max_messages,
+        broadcast_hops: scenario.router.broadcast_hops,
+        ..Config::default()
+    };
+    let start_us = EPOCH_MS * 1_000;
+    let mut engine = Engine::new(
+        identities,
+        config,
+        StdRng::seed_from_u64(seed ^ 0x5eed),
+        start_us,
+    );
+
+    // Authorities: up to 7 nodes spread over the index range.
+    let authorities: Vec<usize> = (0..n.min(7)).map(|k| k * n / n.clamp(1, 7)).collect();
+    let authority_addresses: Vec<_> = authorities
+        .iter()
+        .map(|&a| engine.nodes[a].address)
+        .collect();
+    for i in 0..n {
+        engine.with_router(i, |r, _| {
+            r.set_authorities(authority_addresses.iter().copied())
+        });
+    }
+
+    // Links.
+    let links = &scenario.links;
+    let bytes_per_ms = (links.bandwidth_kbps / 8).max(1);
+    let mut edge_links = Vec::with_capacity(topology.edges.len());
+    for e in &topology.edges {
+        let latency_ms = e.latency_ms.unwrap_or(links.latency_ms).max(0.001);
+        let loss = e
+            .quality
+            .map_or(links.loss, |q| (1.0 - q).clamp(0.0, 0.9).max(links.loss));
+        let (l, _) = engine.add_link(
+            e.a,
+            e.b,
+            (latency_ms * 1_000.0) as u64,
+            (links.jitter_ms * 1_000.0) as u64,
+            bytes_per_ms,
+            loss,
+        );
+        edge_links.push(l);
+    }
+
+    let warmup_us = start_us + scenario.warmup_s * 1_000_000;
+    let traffic_end_us = warmup_us + scenario.duration_s * 1_000_000;
+    let end_us = traffic_end_us + scenario.drain_s * 1_000_000;
+
+    // Traffic plan.
+    let mut planned = Vec::new();
+    for t in &scenario.traffic {
+        let Some(class) = class_of(&t.class) else {
+            continue;
+        };
+        if t.rate_per_s <= 0.0 {
+            continue;
+        }
+        let mut at = warmup_us as f64;
+        let mut count = 0u64;
+        loop {
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            at += -u.ln() / t.rate_per_s * 1_000_000.0;
+            if at >= traffic_end_us as f64 || t.max_messages.is_some_and(|m| count >= m) {
+                break;
+            }
+            count += 1;
+            let (from, to) = if class == Class::P1 {
+                (
+                    authorities[rng.random_range(0..authorities.len().max(1))],
+                    None,
+                )
+            } else {
+                let from = rng.random_range(0..n);
+                let comp = &components[component_of[from]];
+                if comp.len() < 2 {
+                    continue;
+                }
+                let mut to = from;
+                while to == from {
+                    to = comp[rng.random_range(0..comp.len())];
+                }
+                (from, Some(to))
+            };
+            planned.push(Planned {
+                at_us: at as u64,
+                from,
+                to,
+                class,
+                size: t.size,
+            });
+        }
+    }
+    planned.sort_by_key(|p| p.at_us);
+
+    let mut actions: Vec<Action> = Vec::new();
+    let mut schedule: Vec<(u64, usize)> = Vec::new();
+    for (k, p) in planned.iter().enumerate() {
+        schedule.push((p.at_us, actions.len()));
+        actions.push(Action::Send(k));
+    }
+    // Faults.
+    let s = |secs: u64| warmup_us + secs * 1_000_000;
+    for fault in &scenario.faults {
+        match fault {
+            FaultSpec::Partition {
+                at_s,
+                heal_s,
+                x_below_m,
+                nodes,
+            } => {
+                let side: Vec<bool> = (0..n)
+                    .map(|v| match (x_below_m, nodes) {
+                        (_, Some(list)) => list.contains(&v),
+                        (Some(x), None) => matches!(topology.nodes[v].position, Some(Position::Plane { x: px, .. }) if px < *x),
+                        (None, None) => v < n / 2,
+                    })
+                    .collect();
+                let cut: Vec<usize> = topology
+                    .edges
+                    .iter()
+                    .zip(&edge_links)
+                    .filter(|(e, _)| side[e.a] != side[e.b])
+                    .map(|(_, l)| *l)
+                    .collect();
+                schedule.push((s(*at_s), actions.len()));
+                actions.push(Action::Links {
+                    links: cut.clone(),
+                    up: false,
+                });
+                if let Some(heal) = heal_s {
+                    schedule.push((s(*heal), actions.len()));
+                    actions.push(Action::Links {
+                        links: cut,
+                        up: true,
+                    });
+                }
+            }
+            FaultSpec::LinkFlaps { count, down_s } => {
+                for _ in 0..*count {
+                    if edge_links.is_empty() {
+                        break;
+                    }
+                    let l = edge_links[rng.random_range(0..edge_links.len())];
+                    let at = rng.random_range(warmup_us..traffic_end_us.max(warmup_us + 1));
+                    schedule.push((at, actions.len()));
+                    actions.push(Action::Links {
+                        links: vec![l],
+                        up: false,
+                    });
+                    schedule.push((at + down_s * 1_000_000, actions.len()));
+                    actions.push(Action::Links {
+                        links: vec![l],
+                        up: true,
+                    });
+                }
+            }
+            FaultSpec::Crash {
+                fraction,
+                at_s,
+                down_s,
+            } => {
+                let victims = pick(&mut rng, n, *fraction, &authorities);
+                schedule.push((s(*at_s), actions.len()));
+                actions.push(Action::Crash(victims.clone()));
+                schedule.push((s(at_s + down_s), actions.len()));
+                actions.push(Action::Restart(victims));
+            }
+            FaultSpec::Blackhole { fraction } => {
+                for v in pick(&mut rng, n, *fraction, &authorities) {
+                    engine.nodes[v].behaviour = Behaviour::Blackhole;
+                }
+            }
+            FaultSpec::Grayhole { fraction, class } => {
+                let class = class_of(class).unwrap_or(Class::P2);
+                for v in pick(&mut rng, n, *fraction, &authorities) {
+                    engine.nodes[v].behaviour = Behaviour::Grayhole(class);
+                }
+            }
+        }
+    }
+    // Samples every 10 simulated seconds.
+    let mut t = start_us;
+    while t < end_us {
+        schedule.push((t, actions.len()));
+        actions.push(Action::Sample);
+        t += 10_000_000;
+    }
+    for (at, index) in schedule {
+        engine.schedule(at, index);
+    }
+
+    let outcomes = vec![Outcome::default(); planned.len()];
+    let mut collector = Collector {
+        actions,
+        planned,
+        outcomes,
+        by_id: HashMap::new(),
+        rings: HashMap::new(),
+        replay: HashMap::new(),
+        crypto_rng: StdRng::seed_from_u64(seed ^ 0xc0ffee),
+        duplicates: 0,
+        open_failures: 0,
+        unicast_frames: [0; 4],
+        broadcast_frames: [0; 4],
+        evicted: 0,
+        expired: 0,
+        custody_peak: 0,
+        timeline: Vec::new(),
+        bucket_us: 10_000_000,
+        start_us: warmup_us,
+        progress,
+        sim_start_us: start_us,
+        end_us,
+    };
+    // Prekeys of every destination exist before traffic (as published keys would).
+    let destinations: Vec<usize> = collector.planned.iter().filter_map(|p| p.to).collect();
+    for d in destinations {
+        collector.ring(&engine, d);
+    }
+
+    engine.run_until(warmup_us, &mut collector);
+    let control_at_warmup = control_bytes(&engine);
+    engine.run_until(end_us, &mut collector);
+    let control = control_bytes(&engine).saturating_sub(control_at_warmup);
+    let measured_s = (end_us - warmup_us) as f64 / 1e6;
+
+    // Shortest paths for a sample of unicast messages.
+    let graph = Graph::new(&engine);
+    let mut per_class: Vec<ClassReport> = Vec::new();
+    for class in Class::ALL {
+        let ks: Vec<usize> = (0..collector.planned.len())
+            .filter(|k| collector.planned[*k].class == class)
+            .collect();
+        if ks.is_empty() {
+            continue;
+        }
+        let sent = ks
+            .iter()
+            .filter(|k| !collector.outcomes[**k].refused)
+            .count() as u64;
+        let refused = ks.len() as u64 - sent;
+        let broadcast = collector.planned[ks[0]].to.is_none();
+        let mut report = ClassReport {
+            class: class_name(class).to_string(),
+            broadcast,
+            sent,
+            refused_at_source: refused,
+            ..ClassReport::default()
+        };
+        if broadcast {
+            let reach: Vec<f64> = ks
+                .iter()
+                .filter(|k| !collector.outcomes[**k].refused)
+                .map(|k| {
+                    let from = collector.planned[*k].from;
+                    let size = components[component_of[from]]
+                        .len()
+                        .saturating_sub(1)
+                        .max(1);
+                    collector.outcomes[*k].reached as f64 / size as f64
+                })
+                .collect();
+            report.delivered = reach.iter().filter(|r| **r >= 0.999).count() as u64;
+            report.delivery_ratio = if reach.is_empty() {
+                1.0
+            } else {
+                reach.iter().sum::<f64>() / reach.len() as f64
+            };
+            report.transmissions_per_message =
+                collector.broadcast_frames[class as usize] as f64 / sent.max(1) as f64;
+            let edges: usize = engine.links.len();
+            report.flooding_transmissions_per_message = edges as f64;
+        } else {
+            let delivered: Vec<usize> = ks
+                .iter()
+                .copied()
+                .filter(|k| collector.outcomes[*k].delivered_at_us.is_some())
+                .collect();
+            report.delivered = delivered.len() as u64;
+            report.delivery_ratio = report.delivered as f64 / sent.max(1) as f64;
+            let mut latencies: Vec<f64> = delivered
+                .iter()
+                .map(|k| {
+                    (collector.outcomes[*k].delivered_at_us.unwrap_or(0)
+                        - collector.planned[*k].at_us) as f64
+                        / 1_000.0
+                })
+                .collect();
+            latencies.sort_by(f64::total_cmp);
+            report.latency_ms = [
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.9),
+                percentile(&latencies, 0.99),
+            ];
+            report.latency_histogram_ms = crate::report::histogram(&latencies);
+            let hops: Vec<f64> = delivered
+                .iter()
+                .map(|k| f64::from(collector.outcomes[*k].hops))
+                .collect();
+            report.hops_mean = hops.iter().sum::<f64>() / hops.len().max(1) as f64;
+            report.transmissions_per_message =
+                collector.unicast_frames[class as usize] as f64 / report.delivered.max(1) as f64;
+            report.opened = delivered
+                .iter()
+                .filter(|k| collector.outcomes[**k].opened)
+                .count() as u64;
+            // Stretch and shortest hop counts on a sample (Dijkstra per source).
+            let mut stretch = Vec::new();
+            let mut shortest_hops = Vec::new();
+            for k in delivered.iter().take(300) {
+                let p = &collector.planned[*k];
+                let Some(to) = p.to else { continue };
+                let (lat, hop) = graph.shortest(p.from, to, collector.outcomes[*k].wire_bytes);
+                let took = (collector.outcomes[*k].delivered_at_us.unwrap_or(0) - p.at_us) as f64;
+                if lat > 0.0 {
+                    stretch.push(took / lat);
+                }
+                shortest_hops.push(hop as f64);
+            }
+            stretch.sort_by(f64::total_cmp);
+            report.stretch = [percentile(&stretch, 0.5), percentile(&stretch, 0.99)];
+            report.shortest_hops_mean =
+                shortest_hops.iter().sum::<f64>() / shortest_hops.len().max(1) as f64;
+            report.flooding_transmissions_per_message = engine.links.len() as f64;
+        }
+        per_class.push(report);
+    }
+
+    let mut report = Report {
+        scenario: scenario.name.clone(),
+        seed,
+        nodes: n as u64,
+        edges: topology.edges.len() as u64,
+        components: components.iter().map(|c| c.len() as u64).collect(),
+        classes: per_class,
+        control_bytes_per_node_s: control as f64 / n.max(1) as f64 / measured_s.max(1e-9),
+        custody_peak: collector.custody_peak as u64,
+        custody_evictions: collector.evicted,
+        custody_expired: collector.expired,
+        duplicates_delivered: collector.duplicates,
+        open_failures: collector.open_failures,
+        timeline: collector.timeline.clone(),
+        engine: EngineReport {
+            events: engine.events,
+            packets: engine.packets,
+            bytes: engine.bytes,
+            simulated_s: (end_us - start_us) as f64 / 1e6,
+        },
+        failures: Vec::new(),
+    };
+    report.failures = report.check(&scenario.assertions);
+    let wall_s = wall.elapsed().as_secs_f64();
+    let host = HostReport {
+        wall_s,
+        events_per_s: engine.events as f64 / wall_s.max(1e-9),
+        peak_memory_mib: peak_memory_mib(),
+    };
+    Ok((report, host))
+}
+
+fn pick(rng: &mut StdRng, n: usize, fraction: f64, spare: &[usize]) -> Vec<usize> {
+    let want = ((n as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
+    let mut chosen = std::collections::BTreeSet::new();
+    let mut tries = 0;
+    while chosen.len() < want && tries < want * 20 + 100 {
+        tries += 1;
+        let v = rng.random_range(0..n);
+        if !spare.contains(&v) {
+            chosen.insert(v);
+        }
+    }
+    chosen.into_iter().collect()
+}
+
+fn control_bytes(engine: &Engine) -> u64 {
+    engine
+        .nodes
+        .iter()
+        .filter_map(|n| n.router.as_ref())
+        .map(|r| r.stats().control_bytes)
+        .sum()
+}
+
+/// The simulated links as a weighted graph, for shortest paths.
+struct Graph {
+    /// (to, latency µs, bytes per ms) per node.
+    adj: Vec<Vec<(usize, u64, u64)>>,
+}
+
+impl Graph {
+    fn new(engine: &Engine) -> Graph {
+        let mut adj = vec![Vec::new(); engine.nodes.len()];
+        for l in &engine.links {
+            adj[l.from].push((l.to, l.latency_us, l.bytes_per_ms));
+        }
+        Graph { adj }
+    }
+
+    /// Shortest latency (µs, for a packet of `bytes`) and its hop count.
+    fn shortest(&self, from: usize, to: usize, bytes: usize) -> (f64, usize) {
+        let n = self.adj.len();
+        let mut dist = vec![u64::MAX; n];
+        let mut hops = vec![0usize; n];
+        let mut heap = std::collections::BinaryHeap::new();
+        dist[from] = 0;
+        heap.push(std::cmp::Reverse((0u64, from)));
+        while let Some(std::cmp::Reverse((d, x))) = heap.pop() {
+            if x == to {
+                return (d as f64, hops[x]);
+            }
+            if d > dist[x] {
+                continue;
+            }
+            for &(y, lat, bpm) in &self.adj[x] {
+                let w = lat + (bytes as u64 * 1_000).div_ceil(bpm.max(1));
+                if d + w < dist[y] {
+                    dist[y] = d + w;
+                    hops[y] = hops[x] + 1;
+                    heap.push(std::cmp::Reverse((d + w, y)));
+                }
+            }
+        }
+        (0.0, 0)
+    }
+}
+
+fn peak_memory_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

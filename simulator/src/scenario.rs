@@ -1,0 +1,322 @@
+//! Scenario files: TOML describing the topology, links, traffic, faults,
+//! duration, seed and the assertions a run must meet.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why a scenario could not be used.
+#[derive(Debug, Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is wrong.
+    #[error("scenario {path} is not valid: {message}")]
+    Invalid {
+        /// Which file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// The topology could not be built or loaded.
+    #[error("scenario {path}: topology: {message}")]
+    Topology {
+        /// Which file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A scenario.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Its name, for the report.
+    pub name: String,
+    /// What it shows, for the report.
+    #[serde(default)]
+    pub description: String,
+    /// Seed of everything random (overridden by `--seed`).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Simulated time after the warm-up, in seconds.
+    pub duration_s: u64,
+    /// Simulated time before traffic starts (routes converge), in seconds.
+    #[serde(default = "default_warmup")]
+    pub warmup_s: u64,
+    /// Extra time after the last message for deliveries, in seconds.
+    #[serde(default = "default_drain")]
+    pub drain_s: u64,
+    /// The graph.
+    pub topology: TopologySpec,
+    /// Link properties.
+    #[serde(default)]
+    pub links: LinkSpec,
+    /// Router settings.
+    #[serde(default)]
+    pub router: RouterSpec,
+    /// Message sources.
+    #[serde(default)]
+    pub traffic: Vec<TrafficSpec>,
+    /// Faults and attacks.
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+    /// What the run must achieve.
+    #[serde(default, rename = "assert")]
+    pub assertions: Assertions,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_warmup() -> u64 {
+    60
+}
+fn default_drain() -> u64 {
+    60
+}
+
+/// The graph: a generator or a file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TopologySpec {
+    /// A line.
+    Line {
+        /// Nodes.
+        nodes: usize,
+    },
+    /// A grid.
+    Grid {
+        /// Columns.
+        width: usize,
+        /// Rows.
+        height: usize,
+    },
+    /// Nodes in a square, linked within radio range.
+    RandomGeometric {
+        /// Nodes.
+        nodes: usize,
+        /// Side of the square, metres.
+        side_m: f64,
+        /// Radio range, metres.
+        range_m: f64,
+    },
+    /// Preferential attachment.
+    BarabasiAlbert {
+        /// Nodes.
+        nodes: usize,
+        /// Links per new node.
+        m: usize,
+    },
+    /// Small world.
+    WattsStrogatz {
+        /// Nodes.
+        nodes: usize,
+        /// Ring neighbours (even).
+        k: usize,
+        /// Rewiring probability.
+        beta: f64,
+    },
+    /// meshnet-lab JSON.
+    MeshnetLab {
+        /// The file (relative to the scenario).
+        file: PathBuf,
+        /// Link types to keep (empty: all).
+        #[serde(default)]
+        link_types: Vec<String>,
+    },
+    /// NetJSON NetworkGraph.
+    Netjson {
+        /// The file (relative to the scenario).
+        file: PathBuf,
+    },
+    /// GraphML (Internet Topology Zoo).
+    Graphml {
+        /// The file (relative to the scenario).
+        file: PathBuf,
+    },
+    /// One `a b` pair per line.
+    EdgeList {
+        /// The file (relative to the scenario).
+        file: PathBuf,
+    },
+}
+
+/// Link properties (the data's own latency or quality wins where it has one).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkSpec {
+    /// One-way latency, ms.
+    pub latency_ms: f64,
+    /// Uniform jitter added to each packet (links stay FIFO), ms.
+    pub jitter_ms: f64,
+    /// Bandwidth, kbit/s.
+    pub bandwidth_kbps: u64,
+    /// Packet loss, 0 to 1.
+    pub loss: f64,
+}
+
+impl Default for LinkSpec {
+    fn default() -> Self {
+        Self {
+            latency_ms: 5.0,
+            jitter_ms: 0.0,
+            bandwidth_kbps: 2_000,
+            loss: 0.0,
+        }
+    }
+}
+
+/// Router settings that scenarios change.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterSpec {
+    /// Largest fragment, bytes.
+    pub mtu: usize,
+    /// Full routing refresh, seconds.
+    pub refresh_s: u64,
+    /// Custody quota, messages.
+    pub custody_max_messages: usize,
+    /// Hop limit of broadcasts.
+    pub broadcast_hops: u32,
+}
+
+impl Default for RouterSpec {
+    fn default() -> Self {
+        Self {
+            mtu: 1_200,
+            refresh_s: 300,
+            custody_max_messages: 10_000,
+            broadcast_hops: 16,
+        }
+    }
+}
+
+/// A message source: Poisson arrivals over the whole network, from random
+/// nodes to random nodes of the same component.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSpec {
+    /// P0, P1, P2 or P3.
+    pub class: String,
+    /// Messages per second over the whole network.
+    pub rate_per_s: f64,
+    /// Content bytes (before sealing).
+    #[serde(default = "default_size")]
+    pub size: usize,
+    /// At most this many messages from this source.
+    #[serde(default)]
+    pub max_messages: Option<u64>,
+}
+
+fn default_size() -> usize {
+    200
+}
+
+/// A fault or an attack.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultSpec {
+    /// Cut every link between two node sets, and heal later.
+    Partition {
+        /// When, seconds after the warm-up.
+        at_s: u64,
+        /// When it heals (seconds after the warm-up); never if absent.
+        heal_s: Option<u64>,
+        /// One side: nodes with a plane x below this (metres)...
+        x_below_m: Option<f64>,
+        /// ...or these node indices.
+        nodes: Option<Vec<usize>>,
+    },
+    /// Random links go down for a while.
+    LinkFlaps {
+        /// How many flaps over the run.
+        count: usize,
+        /// How long each lasts, seconds.
+        down_s: u64,
+    },
+    /// Nodes crash and come back from their stores.
+    Crash {
+        /// Fraction of nodes.
+        fraction: f64,
+        /// When, seconds after the warm-up.
+        at_s: u64,
+        /// How long they stay down, seconds.
+        down_s: u64,
+    },
+    /// Nodes that drop every message they should forward.
+    Blackhole {
+        /// Fraction of nodes.
+        fraction: f64,
+    },
+    /// Nodes that drop the messages of one class.
+    Grayhole {
+        /// Fraction of nodes.
+        fraction: f64,
+        /// The class dropped.
+        class: String,
+    },
+}
+
+/// Bounds a run must meet; a miss fails the run with a clear message.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assertions {
+    /// Least delivery ratio per class (0 to 1).
+    #[serde(default)]
+    pub delivery_min: BTreeMap<String, f64>,
+    /// Largest p99 latency per class, ms.
+    #[serde(default)]
+    pub p99_latency_max_ms: BTreeMap<String, f64>,
+    /// Largest p99 stretch (latency over shortest-path latency) per class.
+    #[serde(default)]
+    pub p99_stretch_max: BTreeMap<String, f64>,
+    /// Largest control traffic, bytes per node per second.
+    pub control_bytes_per_node_s_max: Option<f64>,
+}
+
+impl Scenario {
+    /// Reads a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Scenario::parse(&text, path)
+    }
+
+    /// Parses scenario text (`path` names it in errors and anchors files).
+    pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+        let mut scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let TopologySpec::MeshnetLab { file, .. }
+        | TopologySpec::Netjson { file }
+        | TopologySpec::Graphml { file }
+        | TopologySpec::EdgeList { file } = &mut scenario.topology
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
+        }
+        for t in &scenario.traffic {
+            if crate::class_of(&t.class).is_none() {
+                return Err(ScenarioError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("traffic class {:?} is not P0, P1, P2 or P3", t.class),
+                });
+            }
+        }
+        Ok(scenario)
+    }
+}
