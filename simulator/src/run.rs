@@ -337,9 +337,10 @@ pub fn run(
     let mut edge_links = Vec::with_capacity(topology.edges.len());
     for e in &topology.edges {
         let latency_ms = e.latency_ms.unwrap_or(links.latency_ms).max(0.001);
-        let loss = e
-            .quality
-            .map_or(links.loss, |q| (1.0 - q).clamp(0.0, 0.9).max(links.loss));
+        let loss = match e.quality {
+            Some(q) if links.data_quality_as_loss => (1.0 - q).clamp(0.0, 0.9).max(links.loss),
+            _ => links.loss,
+        };
         let (l, _) = engine.add_link(
             e.a,
             e.b,

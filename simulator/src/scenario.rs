@@ -163,6 +163,9 @@ pub struct LinkSpec {
     pub bandwidth_kbps: u64,
     /// Packet loss, 0 to 1.
     pub loss: f64,
+    /// Whether a link quality in the topology data becomes packet loss
+    /// (`false`: every link is lossless, as meshnet-lab emulated them).
+    pub data_quality_as_loss: bool,
 }
 
 impl Default for LinkSpec {
@@ -172,6 +175,7 @@ impl Default for LinkSpec {
             jitter_ms: 0.0,
             bandwidth_kbps: 2_000,
             loss: 0.0,
+            data_quality_as_loss: true,
         }
     }
 }

@@ -121,3 +121,11 @@ fn a_bad_scenario_says_where_and_what() {
     .to_string();
     assert!(err.contains("P9"), "{err}");
 }
+
+#[test]
+fn control_traffic_on_the_leipzig_mesh_stays_under_budget() {
+    let scenario = Scenario::load(&scenarios().join("leipzig.toml")).unwrap();
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(report.control_bytes_per_node_s > 0.0 && report.control_bytes_per_node_s < 200.0);
+}
