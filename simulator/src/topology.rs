@@ -256,40 +256,18 @@ impl Topology {
     /// (empty: all). Link quality is the mean of the two transmit qualities.
     pub fn from_meshnet_lab(text: &str, keep_types: &[String]) -> Result<Topology, TopologyError> {
         let json: serde_json::Value = serde_json::from_str(text)?;
-        let nodes = json["nodes"]
-            .as_array()
-            .ok_or_else(|| content("meshnet-lab JSON needs a \"nodes\" list"))?;
-        let mut t = Topology::default();
-        let mut index = HashMap::new();
-        for (i, node) in nodes.iter().enumerate() {
-            let name =
-                id_text(&node["id"]).ok_or_else(|| content(format!("node {i} has no id")))?;
-            index.insert(name.clone(), i);
-            t.nodes.push(NodeInfo {
-                name,
-                position: None,
-            });
-        }
-        let links = json["links"]
-            .as_array()
-            .ok_or_else(|| content("meshnet-lab JSON needs a \"links\" list"))?;
-        let mut seen = HashSet::new();
-        for (i, link) in links.iter().enumerate() {
+        json_graph(&json, "meshnet-lab JSON", |link| {
             let kind = link["type"].as_str().unwrap_or("");
             if !keep_types.is_empty() && !keep_types.iter().any(|k| k == kind) {
-                continue;
+                return None;
             }
-            let (a, b) = endpoints(&index, link, i)?;
             let tq = [&link["source_tq"], &link["target_tq"]]
                 .iter()
                 .filter_map(|v| v.as_f64())
                 .collect::<Vec<_>>();
             let quality = (!tq.is_empty()).then(|| tq.iter().sum::<f64>() / tq.len() as f64);
-            if let Some(e) = t.link(&mut seen, a, b) {
-                e.quality = quality.map(|q| q.clamp(0.0, 1.0));
-            }
-        }
-        Ok(t)
+            Some(quality.map(|q| q.clamp(0.0, 1.0)))
+        })
     }
 
     /// NetJSON NetworkGraph. A link's `cost` (ETX, at least 1) becomes a
@@ -301,32 +279,9 @@ impl Topology {
                 "a NetJSON file must have \"type\": \"NetworkGraph\"",
             ));
         }
-        let nodes = json["nodes"]
-            .as_array()
-            .ok_or_else(|| content("NetJSON needs a \"nodes\" list"))?;
-        let mut t = Topology::default();
-        let mut index = HashMap::new();
-        for (i, node) in nodes.iter().enumerate() {
-            let name =
-                id_text(&node["id"]).ok_or_else(|| content(format!("node {i} has no id")))?;
-            index.insert(name.clone(), i);
-            t.nodes.push(NodeInfo {
-                name,
-                position: None,
-            });
-        }
-        let links = json["links"]
-            .as_array()
-            .ok_or_else(|| content("NetJSON needs a \"links\" list"))?;
-        let mut seen = HashSet::new();
-        for (i, link) in links.iter().enumerate() {
-            let (a, b) = endpoints(&index, link, i)?;
-            let quality = link["cost"].as_f64().map(|c| 1.0 / c.max(1.0).sqrt());
-            if let Some(e) = t.link(&mut seen, a, b) {
-                e.quality = quality;
-            }
-        }
-        Ok(t)
+        json_graph(&json, "NetJSON", |link| {
+            Some(link["cost"].as_f64().map(|c| 1.0 / c.max(1.0).sqrt()))
+        })
     }
 
     /// GraphML (as in the Internet Topology Zoo). Nodes with `Latitude` and
@@ -428,6 +383,43 @@ impl Topology {
         }
         Ok(t)
     }
+}
+
+/// Reads `{"nodes": [{"id"}], "links": [{"source", "target", ...}]}`, the
+/// shape meshnet-lab and NetJSON share. `quality` gives a link's quality, or
+/// `None` to leave the link out.
+fn json_graph(
+    json: &serde_json::Value,
+    format: &str,
+    quality: impl Fn(&serde_json::Value) -> Option<Option<f64>>,
+) -> Result<Topology, TopologyError> {
+    let nodes = json["nodes"]
+        .as_array()
+        .ok_or_else(|| content(format!("{format} needs a \"nodes\" list")))?;
+    let mut t = Topology::default();
+    let mut index = HashMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let name = id_text(&node["id"]).ok_or_else(|| content(format!("node {i} has no id")))?;
+        index.insert(name.clone(), i);
+        t.nodes.push(NodeInfo {
+            name,
+            position: None,
+        });
+    }
+    let links = json["links"]
+        .as_array()
+        .ok_or_else(|| content(format!("{format} needs a \"links\" list")))?;
+    let mut seen = HashSet::new();
+    for (i, link) in links.iter().enumerate() {
+        let Some(q) = quality(link) else {
+            continue;
+        };
+        let (a, b) = endpoints(&index, link, i)?;
+        if let Some(e) = t.link(&mut seen, a, b) {
+            e.quality = q;
+        }
+    }
+    Ok(t)
 }
 
 fn id_text(v: &serde_json::Value) -> Option<String> {
