@@ -599,7 +599,7 @@ impl<S: MessageStore> Router<S> {
                 self.enqueue_message(now, neighbour, &m, None, false);
             }
             // SOS messages that had nobody to flood to: now they have.
-            let unflooded: Vec<MessageId> = self
+            let mut unflooded: Vec<MessageId> = self
                 .held
                 .iter()
                 .filter(|(_, h)| {
@@ -611,7 +611,6 @@ impl<S: MessageStore> Router<S> {
                 .map(|(id, _)| *id)
                 .collect();
             // Sorted: the order must not depend on hashing (simulations replay).
-            let mut unflooded = unflooded;
             unflooded.sort_unstable();
             for id in unflooded {
                 self.try_forward(now, id);
@@ -862,9 +861,16 @@ impl<S: MessageStore> Router<S> {
     /// acknowledgements waiting on it. `poll_event` and `poll_link` call this
     /// first, so everything handled between two polls shares one write.
     pub fn flush(&mut self) {
+        // A failure is reported as `Event::StoreFailed`.
+        let _ = self.commit();
+    }
+
+    /// Writes the batch; on success releases the acknowledgements waiting on
+    /// it, on failure forgets what it could not write.
+    fn commit(&mut self) -> Result<(), String> {
         if self.batch.is_empty() {
             self.release_acks();
-            return;
+            return Ok(());
         }
         let mut batch = StoreBatch::default();
         for (id, change) in std::mem::take(&mut self.batch) {
@@ -874,17 +880,22 @@ impl<S: MessageStore> Router<S> {
             }
         }
         match self.store.write(&batch) {
-            Ok(()) => self.release_acks(),
+            Ok(()) => {
+                self.release_acks();
+                Ok(())
+            }
             Err(e) => {
                 // Not durable: take nothing into custody that was not written.
                 // The previous hops still hold those messages and will retry.
-                self.events.push_back(Event::StoreFailed(e.to_string()));
+                let e = e.to_string();
+                self.events.push_back(Event::StoreFailed(e.clone()));
                 for (_, id) in std::mem::take(&mut self.pending_acks) {
                     if self.held.get(&id).is_some_and(|h| !h.local) {
                         self.remove_held(id);
                     }
                 }
                 self.batch.clear();
+                Err(e)
             }
         }
     }
@@ -963,9 +974,7 @@ impl<S: MessageStore> Router<S> {
         }
         self.track(&message, Status::Queued, now);
         // Durable before we say so.
-        let before = self.events.len();
-        self.flush();
-        if let Some(Event::StoreFailed(e)) = self.events.get(before).cloned() {
+        if let Err(e) = self.commit() {
             self.remove_held(id);
             self.batch.clear();
             self.tracked.remove(&id);
@@ -1530,15 +1539,13 @@ impl<S: MessageStore> Router<S> {
                     && !h.flooded
                     && !self.neighbours.is_empty();
                 let from = h.from;
+                let copy = flood.then(|| h.message.clone());
                 self.set_state(id, HeldState::Waiting);
-                if flood {
-                    let mut copy = h_message(&self.held, id);
-                    if let Some(copy) = copy.as_mut() {
-                        copy.flood = true;
-                        copy.hops_left = copy.hops_left.min(self.config.flood_hops);
-                        self.seen.insert(id, now);
-                        self.flood(now, copy, from);
-                    }
+                if let Some(mut copy) = copy {
+                    copy.flood = true;
+                    copy.hops_left = copy.hops_left.min(self.config.flood_hops);
+                    self.seen.insert(id, now);
+                    self.flood(now, &copy, from);
                     if let Some(h) = self.held.get_mut(&id) {
                         h.flooded = true;
                     }
@@ -1730,8 +1737,4 @@ impl<S: MessageStore> Router<S> {
             }
         }
     }
-}
-
-fn h_message(held: &HashMap<MessageId, Held>, id: MessageId) -> Option<Message> {
-    held.get(&id).map(|h| h.message.clone())
 }

@@ -415,13 +415,6 @@ impl Message {
     /// if the body has an origin.
     fn from_pb(c: pb::Carried) -> Result<Message, FrameError> {
         const WHAT: &str = "Carried";
-        if c.body.len() > MAX_BODY {
-            return Err(FrameError::Decode(DecodeError::TooLarge {
-                what: "Body",
-                len: c.body.len(),
-                max: MAX_BODY,
-            }));
-        }
         let body_pb: pb::Body = decode_bounded("Body", &c.body, MAX_BODY)?;
         let body = Body::from_pb(body_pb)?;
         if c.hops_left > MAX_HOPS {
