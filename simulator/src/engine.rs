@@ -258,18 +258,13 @@ impl Engine {
         }
         let (a, b) = (self.links[pair[0]].from, self.links[pair[0]].to);
         let now = ms(self.now_us);
-        for (x, y, h) in [(a, b, pair[0]), (b, a, pair[1])] {
-            let link = &self.links[h];
-            let rtt = std::time::Duration::from_micros(2 * link.latency_us);
-            let cost = link_cost(rtt, link.loss);
+        for h in pair {
+            let (x, y) = (self.links[h].from, self.links[h].to);
             let address = self.nodes[y].address;
-            let other_alive = self.nodes[y].router.is_some();
-            if let Some(r) = self.nodes[x].router.as_mut() {
-                if up && other_alive {
-                    r.handle_link_up(now, address, cost);
-                } else {
-                    r.handle_link_down(now, &address);
-                }
+            if up && self.nodes[y].router.is_some() {
+                self.tell_link_up(h);
+            } else if let Some(r) = self.nodes[x].router.as_mut() {
+                r.handle_link_down(now, &address);
             }
         }
         self.pump(a);
@@ -308,7 +303,6 @@ impl Engine {
         let store = self.nodes[i].stored.take().unwrap_or_default();
         let identity = self.nodes[i].identity.clone();
         self.nodes[i].router = Some(self.start_router(i, &identity, store));
-        let now = ms(self.now_us);
         for &l in &self.out[i].clone() {
             if !self.links[l].up {
                 continue;
@@ -317,20 +311,24 @@ impl Engine {
             if self.nodes[to].router.is_none() {
                 continue;
             }
-            for (x, y, h) in [(i, to, l), (to, i, l ^ 1)] {
-                let link = &self.links[h];
-                let cost = link_cost(
-                    std::time::Duration::from_micros(2 * link.latency_us),
-                    link.loss,
-                );
-                let address = self.nodes[y].address;
-                if let Some(r) = self.nodes[x].router.as_mut() {
-                    r.handle_link_up(now, address, cost);
-                }
-            }
+            self.tell_link_up(l);
+            self.tell_link_up(l ^ 1);
             self.pump(to);
         }
         self.pump(i);
+    }
+
+    /// Tells the sender of link `h` that it leads to its receiver, at the
+    /// link's cost (from its round trip and loss).
+    fn tell_link_up(&mut self, h: usize) {
+        let link = &self.links[h];
+        let rtt = std::time::Duration::from_micros(2 * link.latency_us);
+        let cost = link_cost(rtt, link.loss);
+        let (x, address) = (link.from, self.nodes[link.to].address);
+        let now = ms(self.now_us);
+        if let Some(r) = self.nodes[x].router.as_mut() {
+            r.handle_link_up(now, address, cost);
+        }
     }
 
     /// Schedules driver action `index` at `at_us`.
