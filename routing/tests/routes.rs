@@ -11,6 +11,8 @@ struct Net {
     tables: BTreeMap<u8, RoutingTable<u8>>,
     links: BTreeMap<(u8, u8), u32>,
     in_flight: Vec<(u8, u8, RouteMessage<u8>)>,
+    /// Seqno requests sent (per neighbour reached).
+    requests: usize,
 }
 
 impl Net {
@@ -19,6 +21,7 @@ impl Net {
             tables: (0..nodes).map(|n| (n, RoutingTable::new(n))).collect(),
             links: BTreeMap::new(),
             in_flight: Vec::new(),
+            requests: 0,
         }
     }
 
@@ -59,6 +62,9 @@ impl Net {
                     Target::Neighbour(_) => vec![],
                 };
                 for t in to {
+                    if matches!(m, RouteMessage::SeqnoRequest { .. }) {
+                        self.requests += 1;
+                    }
                     self.in_flight.push((n, t, m.clone()));
                 }
             }
@@ -197,6 +203,40 @@ fn a_partition_makes_the_other_side_unreachable_and_healing_restores_it() {
     net.link_up(1, 2, 5);
     net.converged().unwrap();
     assert_eq!(net.tables[&0].next_hop(&3), Some(&1));
+}
+
+#[test]
+fn a_partition_asks_for_each_lost_destination_once_per_node() {
+    // A 6 x 6 grid cut between its third and fourth columns: every node
+    // starves for the 18 nodes on the other side at once.
+    let mut net = Net::new(36);
+    for y in 0..6u8 {
+        for x in 0..6u8 {
+            let v = y * 6 + x;
+            if x < 5 {
+                net.link_up(v, v + 1, 10);
+            }
+            if y < 5 {
+                net.link_up(v, v + 6, 10);
+            }
+        }
+    }
+    net.converged().unwrap();
+    net.requests = 0;
+    for y in 0..6u8 {
+        net.link_down(y * 6 + 2, y * 6 + 3);
+    }
+    net.run_to_quiet().unwrap();
+    // Each node sends or passes on one request per lost destination, to at
+    // most its 4 neighbours.
+    let bound = 36 * 18 * 4;
+    assert!(
+        net.requests <= bound,
+        "{} seqno requests after the cut (at most {bound})",
+        net.requests
+    );
+    assert_eq!(net.tables[&0].next_hop(&5), None);
+    net.loop_free().unwrap();
 }
 
 #[test]
