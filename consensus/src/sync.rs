@@ -150,13 +150,13 @@ pub struct Sync<P> {
     restart_from: Option<u64>,
 }
 
-impl<P: Clone + Eq + Hash> Default for Sync<P> {
+impl<P: Clone + Eq + Hash + Ord> Default for Sync<P> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<P: Clone + Eq + Hash> Sync<P> {
+impl<P: Clone + Eq + Hash + Ord> Sync<P> {
     /// No neighbours yet.
     pub fn new() -> Self {
         Self {
@@ -233,6 +233,10 @@ impl<P: Clone + Eq + Hash> Sync<P> {
             self.misbehaviour.entry(peer).or_default().unsolicited += 1;
             return Ok(());
         };
+        if blocks.is_empty() {
+            // It has nothing from there (its chain moved): wait for its next status.
+            self.peers.remove(&peer);
+        }
         for (i, bytes) in blocks.iter().enumerate() {
             let block = match SealedBlock::from_bytes(bytes) {
                 Ok(block) => block,
@@ -241,6 +245,8 @@ impl<P: Clone + Eq + Hash> Sync<P> {
                         .entry(peer.clone())
                         .or_default()
                         .invalid_blocks += 1;
+                    // Not asked again until it announces another chain.
+                    self.peers.remove(&peer);
                     break;
                 }
             };
@@ -259,6 +265,8 @@ impl<P: Clone + Eq + Hash> Sync<P> {
                         .entry(peer.clone())
                         .or_default()
                         .invalid_blocks += 1;
+                    // Not asked again until it announces another chain.
+                    self.peers.remove(&peer);
                     break;
                 }
                 Err(e) => return Err(e),
@@ -297,11 +305,22 @@ impl<P: Clone + Eq + Hash> Sync<P> {
             return;
         }
         let head = chain.head();
+        // A heavier chain, or one as heavy whose head this node lacks: fork
+        // choice breaks the tie the same way everywhere, but only for nodes
+        // that have both heads. Without fetching it, two signers that sealed
+        // competing blocks at one height can each wait on the other forever
+        // (each may only seal on the branch the other is on). The lowest
+        // peer wins a tie, so the choice never depends on hashing order.
         let best = self
             .peers
             .iter()
-            .filter(|(_, p)| p.total_weight > head.total_weight && p.head_hash != head.hash)
-            .max_by_key(|(_, p)| p.total_weight);
+            .filter(|(_, p)| {
+                p.head_hash != head.hash
+                    && (p.total_weight > head.total_weight
+                        || (p.total_weight == head.total_weight
+                            && !chain.contains(&p.head_hash).unwrap_or(true)))
+            })
+            .max_by_key(|(peer, p)| (p.total_weight, std::cmp::Reverse(*peer)));
         let Some((peer, theirs)) = best else {
             return;
         };

@@ -122,3 +122,34 @@ fn garbage_and_unsolicited_blocks_are_counted_not_fatal() {
     assert!(SyncMessage::from_bytes(&[0xff, 0xff]).is_err());
     assert_eq!(chain.head().number, 0);
 }
+
+#[test]
+fn two_nodes_on_equally_heavy_competing_blocks_agree_on_one() {
+    let g = genesis_of(&["A", "B", "C", "D", "E"], ChainConfig::default()).unwrap();
+    let mut a = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let mut b = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let t1 = a.head().timestamp.saturating_add(a.config().heartbeat);
+    let one = a
+        .propose(&identity_of("A").unwrap(), t1, None, vec![])
+        .unwrap();
+    a.import(&one, Validation::Full { now: t1 }).unwrap();
+    b.import(&one, Validation::Full { now: t1 }).unwrap();
+    // Two signers out of turn for block 2 seal competing blocks of equal weight.
+    let in_turn = a.signer_state().in_turn(2).unwrap();
+    let out: Vec<_> = ["B", "C", "D", "E"]
+        .iter()
+        .map(|n| identity_of(n).unwrap())
+        .filter(|id| *id.id() != in_turn)
+        .take(2)
+        .collect();
+    let t2 = t1.saturating_add(a.config().heartbeat);
+    let on_a = a.propose(&out[0], t2, None, vec![]).unwrap();
+    let on_b = b.propose(&out[1], t2, None, vec![]).unwrap();
+    a.import(&on_a, Validation::Full { now: t2 }).unwrap();
+    b.import(&on_b, Validation::Full { now: t2 }).unwrap();
+    assert_eq!(a.head().total_weight, b.head().total_weight);
+    assert_ne!(a.head().hash, b.head().hash);
+    exchange(&mut a, &mut b, t2);
+    assert_eq!(a.head(), b.head(), "both pick the same of the two blocks");
+    assert!(a.contains(&on_b.hash()).unwrap() && b.contains(&on_a.hash()).unwrap());
+}
