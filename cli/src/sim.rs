@@ -78,7 +78,16 @@ pub fn run(command: SimCommand) -> Result<ExitCode> {
                 let host_json = serde_json::to_string_pretty(&host)?;
                 std::fs::write(&host_path, host_json)
                     .with_context(|| format!("cannot write {}", host_path.display()))?;
-                eprintln!("sim: wrote {} and {}", path.display(), host_path.display());
+                let html_path = dir.join("report.html");
+                let html = lifeline_simulator::html::render(&report, &host, &report.map);
+                std::fs::write(&html_path, html)
+                    .with_context(|| format!("cannot write {}", html_path.display()))?;
+                eprintln!(
+                    "sim: wrote {}, {} and {}",
+                    path.display(),
+                    html_path.display(),
+                    host_path.display()
+                );
             }
             let mut out = std::io::stdout().lock();
             writeln!(
@@ -119,6 +128,24 @@ pub fn run(command: SimCommand) -> Result<ExitCode> {
                 host.events_per_s,
                 host.peak_memory_mib
             )?;
+            if let Some(c) = &report.chain {
+                writeln!(
+                    out,
+                    "chain: {} authorities, {} blocks, head {}, finalized >= {} everywhere; finality lag p50 {:.2} p99 {:.2} periods; {} reorgs; {} finalized conflicts; {} equivocations caught by {} nodes; registrations {}/{}",
+                    c.authorities,
+                    c.blocks_sealed,
+                    c.head_max,
+                    c.finalized_min,
+                    c.finality_lag_periods[0],
+                    c.finality_lag_periods[1],
+                    c.reorgs,
+                    c.finalized_conflicts,
+                    c.equivocations_sealed,
+                    c.equivocation_detected_nodes,
+                    c.txs_registered,
+                    c.txs_submitted
+                )?;
+            }
             if report.failures.is_empty() {
                 writeln!(out, "all assertions hold")?;
                 Ok(ExitCode::SUCCESS)

@@ -46,6 +46,7 @@ pub struct Link {
     pub loss: f64,
     busy_until: u64,
     last_arrival: u64,
+    side_last_arrival: u64,
     up: bool,
     generation: u64,
 }
@@ -80,6 +81,11 @@ enum Ev {
     LinkFree {
         link: usize,
     },
+    Side {
+        link: usize,
+        generation: u64,
+        bytes: Vec<u8>,
+    },
     Timer {
         node: usize,
     },
@@ -94,6 +100,10 @@ pub trait Observer {
     fn message_frame(&mut self, frame: &Frame, from: usize, to: usize);
     /// Scheduled action `index` is due (traffic, faults).
     fn action(&mut self, engine: &mut Engine, index: usize);
+    /// Bytes sent with [`Engine::send_side`] arrived over link `link`.
+    fn side(&mut self, engine: &mut Engine, link: usize, bytes: Vec<u8>) {
+        let _ = (engine, link, bytes);
+    }
 }
 
 /// The engine.
@@ -225,6 +235,7 @@ impl Engine {
                 loss,
                 busy_until: 0,
                 last_arrival: 0,
+                side_last_arrival: 0,
                 up: false,
                 generation: 0,
             });
@@ -329,6 +340,41 @@ impl Engine {
         if let Some(r) = self.nodes[x].router.as_mut() {
             r.handle_link_up(now, address, cost);
         }
+    }
+
+    /// The link from `a` to `b`, if they are neighbours.
+    pub fn link_between(&self, a: usize, b: usize) -> Option<usize> {
+        self.out[a].iter().copied().find(|&l| self.links[l].to == b)
+    }
+
+    /// Sends `bytes` over link `l` on a second, reliable stream beside the
+    /// router's (the chain's sync protocol): it takes the link's latency and
+    /// transmission time, stays in order, is never lost, and is dropped if
+    /// the link goes down or either end crashes before it arrives. It does
+    /// not queue behind the router's packets (a stream multiplexer shares
+    /// the link; chain messages are small and rare).
+    pub fn send_side(&mut self, l: usize, bytes: Vec<u8>) {
+        let link = &self.links[l];
+        if !link.up
+            || self.nodes[link.from].router.is_none()
+            || self.nodes[link.to].router.is_none()
+        {
+            return;
+        }
+        let arrive = (self.now_us + link.transmit_us(bytes.len()).max(1) + link.latency_us)
+            .max(link.side_last_arrival);
+        let generation = link.generation;
+        self.links[l].side_last_arrival = arrive;
+        self.packets += 1;
+        self.bytes += bytes.len() as u64;
+        self.push(
+            arrive,
+            Ev::Side {
+                link: l,
+                generation,
+                bytes,
+            },
+        );
     }
 
     /// Schedules driver action `index` at `at_us`.
@@ -482,6 +528,16 @@ impl Engine {
                 self.flush(node, observer);
             }
             Ev::Action(index) => observer.action(self, index),
+            Ev::Side {
+                link,
+                generation,
+                bytes,
+            } => {
+                let l = &self.links[link];
+                if l.up && l.generation == generation && self.nodes[l.to].router.is_some() {
+                    observer.side(self, link, bytes);
+                }
+            }
         }
     }
 

@@ -3,12 +3,16 @@
 //! on simulated links, deterministically.
 //!
 //! - [`topology`]: generators and loaders for real topologies;
+//! - [`chain`]: the PoA chain on every node;
 //! - [`engine`]: the discrete-event engine that drives `lifeline_routing::Router`;
 //! - [`scenario`]: scenario files (TOML);
 //! - [`run`](mod@run): running a scenario;
-//! - [`report`]: what a run reports.
+//! - [`report`]: what a run reports;
+//! - [`html`]: the HTML report with SVG charts.
 
+pub mod chain;
 pub mod engine;
+pub mod html;
 pub mod report;
 pub mod run;
 pub mod scenario;

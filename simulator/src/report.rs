@@ -85,10 +85,15 @@ pub struct Report {
     pub open_failures: u64,
     /// Per 10 s after the warm-up: [sent, delivered].
     pub timeline: Vec<[u64; 2]>,
+    /// The chain, if the scenario runs one.
+    pub chain: Option<crate::chain::ChainReport>,
     /// Engine counts.
     pub engine: EngineReport,
     /// Assertions that failed (empty: the run passed).
     pub failures: Vec<String>,
+    /// What the HTML report draws on its map (not in the JSON).
+    #[serde(skip)]
+    pub map: crate::html::MapData,
 }
 
 /// Measurements of the machine, not of the protocol.
@@ -175,7 +180,75 @@ impl Report {
                 self.control_bytes_per_node_s
             ));
         }
+        if let Some(chain) = &self.chain {
+            self.check_chain(chain, assertions, &mut failures);
+        } else if assertions.finality_lag_p99_max_periods.is_some()
+            || assertions.finalized_min.is_some()
+            || assertions.heal_agreement_max_periods.is_some()
+            || assertions.equivocation_detected_min_nodes.is_some()
+            || assertions.txs_registered_min.is_some()
+        {
+            failures.push("chain assertions need a [chain] section in the scenario".into());
+        }
         failures
+    }
+
+    fn check_chain(
+        &self,
+        chain: &crate::chain::ChainReport,
+        assertions: &Assertions,
+        failures: &mut Vec<String>,
+    ) {
+        if chain.finalized_conflicts > 0 {
+            failures.push(format!(
+                "{} finalized blocks conflict between nodes: finality was broken",
+                chain.finalized_conflicts
+            ));
+        }
+        if let Some(max) = assertions.finality_lag_p99_max_periods
+            && chain.finality_lag_periods[1] > max
+        {
+            failures.push(format!(
+                "p99 finality lag {:.2} periods is above the allowed {max}",
+                chain.finality_lag_periods[1]
+            ));
+        }
+        if let Some(min) = assertions.finalized_min
+            && chain.finalized_min < min
+        {
+            failures.push(format!(
+                "a node finalized only up to block {}, below the required {min}",
+                chain.finalized_min
+            ));
+        }
+        if let Some(max) = assertions.heal_agreement_max_periods {
+            match chain.heal_agreement_periods {
+                Some(p) if p <= max => {}
+                Some(p) => failures.push(format!(
+                    "nodes agreed on one head {p:.2} periods after the heal, above the allowed {max}"
+                )),
+                None => failures.push(
+                    "nodes never agreed on one head after the heal (or nothing healed)".into(),
+                ),
+            }
+        }
+        if let Some(min) = assertions.equivocation_detected_min_nodes
+            && chain.equivocation_detected_nodes < min
+        {
+            failures.push(format!(
+                "{} nodes caught the equivocating authority, fewer than the required {min}",
+                chain.equivocation_detected_nodes
+            ));
+        }
+        if let Some(min) = assertions.txs_registered_min {
+            let ratio = chain.txs_registered as f64 / chain.txs_submitted.max(1) as f64;
+            if ratio + 1e-12 < min {
+                failures.push(format!(
+                    "{} of {} registrations are on chain ({ratio:.3}), below the required {min}",
+                    chain.txs_registered, chain.txs_submitted
+                ));
+            }
+        }
     }
 
     /// The report as pretty JSON (same run, same bytes).

@@ -11,11 +11,14 @@ use lifeline_routing::{Class, Config, Destination, Event, MessageId, SendRequest
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::chain::{ChainNet, Wake};
 use crate::engine::{Behaviour, Engine, Observer};
+use crate::html::MapData;
 use crate::report::{ClassReport, EngineReport, HostReport, Report, percentile};
 use crate::scenario::{FaultSpec, Scenario, ScenarioError, TopologySpec};
 use crate::topology::{Position, Topology};
 use crate::{class_name, class_of};
+use lifeline_consensus::{Action as ChainAction, Transaction};
 
 /// The simulated clock starts here (ms since the Unix epoch), so that the
 /// real crypto sees plausible times.
@@ -25,7 +28,12 @@ pub const EPOCH_MS: u64 = 1_763_700_000_000;
 #[derive(Clone, Debug)]
 enum Action {
     Send(usize),
-    Links { links: Vec<usize>, up: bool },
+    Links {
+        links: Vec<usize>,
+        up: bool,
+        heal: bool,
+    },
+    Chain(Wake),
     Crash(Vec<usize>),
     Restart(Vec<usize>),
     Sample,
@@ -40,6 +48,8 @@ struct Planned {
     to: Option<usize>,
     class: Class,
     size: usize,
+    /// A chain registration for an authority, not a sealed envelope.
+    register: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -75,6 +85,7 @@ struct Collector {
     progress: Option<Box<dyn FnMut(f64)>>,
     sim_start_us: u64,
     end_us: u64,
+    chain: Option<ChainNet>,
 }
 
 impl Collector {
@@ -94,10 +105,33 @@ impl Collector {
         self.timeline[b][which] += 1;
     }
 
+    /// Schedules what the chain asked to be woken for.
+    fn chain_wakes(&mut self, engine: &mut Engine) {
+        let Some(chain) = self.chain.as_mut() else {
+            return;
+        };
+        for (at, wake) in chain.take_wakes() {
+            engine.schedule(at, self.actions.len());
+            self.actions.push(Action::Chain(wake));
+        }
+    }
+
     fn send(&mut self, engine: &mut Engine, k: usize) {
         let p = self.planned[k].clone();
         let now_ms = engine.now_us() / 1_000;
         let payload = match (p.class, p.to) {
+            _ if p.register => {
+                let prekey = self.ring(engine, p.from).current().clone();
+                let sender = &engine.nodes[p.from].identity;
+                let action = ChainAction::RegisterIdentity {
+                    display_name: format!("node {}", p.from),
+                    prekey,
+                };
+                if let Some(chain) = self.chain.as_mut() {
+                    chain.submitted(*sender.id());
+                }
+                Transaction::sign(sender, 0, action).to_bytes().to_vec()
+            }
             (Class::P2 | Class::P3, Some(to)) => {
                 let prekey = self.ring(engine, to).current().clone();
                 let content = vec![0x5a; p.size];
@@ -166,7 +200,12 @@ impl Observer for Collector {
                 self.outcomes[k].delivered_at_us = Some(now_us);
                 self.outcomes[k].hops = d.hops;
                 self.bucket(now_us, 1);
-                if matches!(d.class, Class::P2 | Class::P3) {
+                if self.planned[k].register {
+                    self.outcomes[k].opened = true;
+                    if let Some(chain) = self.chain.as_mut() {
+                        chain.submit(node, &d.payload);
+                    }
+                } else if matches!(d.class, Class::P2 | Class::P3) {
                     let identity: Identity = engine.nodes[node].identity.clone();
                     let ring = self.rings.get(&node);
                     let replay = self.replay.entry(node).or_default();
@@ -208,21 +247,64 @@ impl Observer for Collector {
         }
     }
 
+    fn side(&mut self, engine: &mut Engine, link: usize, bytes: Vec<u8>) {
+        if let Some(chain) = self.chain.as_mut() {
+            chain.receive(engine, link, &bytes);
+        }
+        self.chain_wakes(engine);
+    }
+
     fn action(&mut self, engine: &mut Engine, index: usize) {
+        self.act(engine, index);
+        self.chain_wakes(engine);
+    }
+}
+
+impl Collector {
+    fn act(&mut self, engine: &mut Engine, index: usize) {
         match self.actions[index].clone() {
             Action::Send(k) => {
                 let from = self.planned[k].from;
                 self.send(engine, k);
                 engine.flush(from, self);
             }
-            Action::Links { links, up } => {
-                for l in links {
+            Action::Links { links, up, heal } => {
+                for &l in &links {
                     engine.set_link(l, up);
                 }
+                if let Some(chain) = self.chain.as_mut() {
+                    if up {
+                        chain.links_up(engine, &links, heal);
+                    } else {
+                        chain.links_down(engine, &links);
+                    }
+                }
             }
-            Action::Crash(nodes) => nodes.into_iter().for_each(|n| engine.crash(n)),
-            Action::Restart(nodes) => nodes.into_iter().for_each(|n| engine.restart(n)),
+            Action::Crash(nodes) => {
+                for n in nodes {
+                    engine.crash(n);
+                    if let Some(chain) = self.chain.as_mut() {
+                        chain.crash(engine, n);
+                    }
+                }
+            }
+            Action::Restart(nodes) => {
+                for n in nodes {
+                    engine.restart(n);
+                    if let Some(chain) = self.chain.as_mut() {
+                        chain.restart(engine, n);
+                    }
+                }
+            }
+            Action::Chain(wake) => {
+                if let Some(chain) = self.chain.as_mut() {
+                    chain.wake(engine, wake);
+                }
+            }
             Action::Sample => {
+                if let Some(chain) = self.chain.as_mut() {
+                    chain.sample();
+                }
                 let held: usize = engine
                     .nodes
                     .iter()
@@ -319,8 +401,9 @@ pub fn run(
         start_us,
     );
 
-    // Authorities: up to 7 nodes spread over the index range.
-    let authorities: Vec<usize> = (0..n.min(7)).map(|k| k * n / n.clamp(1, 7)).collect();
+    // Authorities: spread over the index range (7 unless the chain says).
+    let want = scenario.chain.as_ref().map_or(7, |c| c.authorities.max(1));
+    let authorities: Vec<usize> = (0..n.min(want)).map(|k| k * n / n.clamp(1, want)).collect();
     let authority_addresses: Vec<_> = authorities
         .iter()
         .map(|&a| engine.nodes[a].address)
@@ -397,6 +480,37 @@ pub fn run(
                 to,
                 class,
                 size: t.size,
+                register: false,
+            });
+        }
+    }
+    // Registrations: each from a node not registered yet, to an authority
+    // of its component.
+    if let Some(spec) = scenario.chain.as_ref().filter(|c| c.tx_rate_per_s > 0.0) {
+        let mut unregistered: Vec<usize> = (0..n).filter(|v| !authorities.contains(v)).collect();
+        let mut at = warmup_us as f64;
+        loop {
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            at += -u.ln() / spec.tx_rate_per_s * 1_000_000.0;
+            if at >= traffic_end_us as f64 || unregistered.is_empty() {
+                break;
+            }
+            let from = unregistered.swap_remove(rng.random_range(0..unregistered.len()));
+            let reachable: Vec<usize> = authorities
+                .iter()
+                .copied()
+                .filter(|a| component_of[*a] == component_of[from])
+                .collect();
+            if reachable.is_empty() {
+                continue;
+            }
+            planned.push(Planned {
+                at_us: at as u64,
+                from,
+                to: Some(reachable[rng.random_range(0..reachable.len())]),
+                class: Class::P2,
+                size: 0,
+                register: true,
             });
         }
     }
@@ -432,18 +546,18 @@ pub fn run(
                     .filter(|(e, _)| side[e.a] != side[e.b])
                     .map(|(_, l)| *l)
                     .collect();
-                schedule.push((s(*at_s), actions.len()));
-                actions.push(Action::Links {
-                    links: cut.clone(),
-                    up: false,
-                });
-                if let Some(heal) = heal_s {
-                    schedule.push((s(*heal), actions.len()));
-                    actions.push(Action::Links {
-                        links: cut,
-                        up: true,
-                    });
-                }
+                partition(&mut schedule, &mut actions, cut, s(*at_s), heal_s.map(s));
+            }
+            FaultSpec::AuthoritySplit { at_s, heal_s, side } => {
+                let side = split_by_authorities(&topology, &authorities, *side);
+                let cut: Vec<usize> = topology
+                    .edges
+                    .iter()
+                    .zip(&edge_links)
+                    .filter(|(e, _)| side[e.a] != side[e.b])
+                    .map(|(_, l)| *l)
+                    .collect();
+                partition(&mut schedule, &mut actions, cut, s(*at_s), heal_s.map(s));
             }
             FaultSpec::LinkFlaps { count, down_s } => {
                 for _ in 0..*count {
@@ -456,11 +570,13 @@ pub fn run(
                     actions.push(Action::Links {
                         links: vec![l],
                         up: false,
+                        heal: false,
                     });
                     schedule.push((at + down_s * 1_000_000, actions.len()));
                     actions.push(Action::Links {
                         links: vec![l],
                         up: true,
+                        heal: false,
                     });
                 }
             }
@@ -498,6 +614,28 @@ pub fn run(
     for (at, index) in schedule {
         engine.schedule(at, index);
     }
+    let chain = scenario.chain.as_ref().map(|spec| {
+        let period = std::time::Duration::from_secs_f64(spec.period_s.max(0.001));
+        let heartbeat = spec
+            .heartbeat_s
+            .map_or(period, std::time::Duration::from_secs_f64);
+        let equivocators: Vec<usize> = authorities
+            .iter()
+            .copied()
+            .take(spec.equivocators)
+            .collect();
+        let home = authorities.first().map_or(0, |&a| component_of[a]);
+        let counted = (0..n).map(|v| component_of[v] == home).collect();
+        ChainNet::new(
+            &engine,
+            counted,
+            authorities.clone(),
+            &equivocators,
+            period,
+            heartbeat,
+            seed,
+        )
+    });
 
     let outcomes = vec![Outcome::default(); planned.len()];
     let mut collector = Collector {
@@ -521,7 +659,9 @@ pub fn run(
         progress,
         sim_start_us: start_us,
         end_us,
+        chain,
     };
+    collector.chain_wakes(&mut engine);
     // Prekeys of every destination exist before traffic (as published keys would).
     let destinations: Vec<usize> = collector.planned.iter().filter_map(|p| p.to).collect();
     for d in destinations {
@@ -650,6 +790,7 @@ pub fn run(
         duplicates_delivered: collector.duplicates,
         open_failures: collector.open_failures,
         timeline: collector.timeline.clone(),
+        chain: collector.chain.take().map(ChainNet::finish),
         engine: EngineReport {
             events: engine.events,
             packets: engine.packets,
@@ -657,6 +798,7 @@ pub fn run(
             simulated_s: (end_us - start_us) as f64 / 1e6,
         },
         failures: Vec::new(),
+        map: map_data(&topology, &collector),
     };
     report.failures = report.check(&scenario.assertions);
     let wall_s = wall.elapsed().as_secs_f64();
@@ -666,6 +808,94 @@ pub fn run(
         peak_memory_mib: peak_memory_mib(),
     };
     Ok((report, host))
+}
+
+/// Positions, links, and per node the unicast messages meant for it and
+/// delivered, for the HTML report's map.
+fn map_data(topology: &Topology, collector: &Collector) -> MapData {
+    let n = topology.nodes.len();
+    let mut map = MapData {
+        positions: topology
+            .nodes
+            .iter()
+            .map(|v| match v.position {
+                Some(Position::Plane { x, y }) => Some((x, y)),
+                Some(Position::Geo { lat, lon }) => Some((lon, lat)),
+                None => None,
+            })
+            .collect(),
+        edges: topology.edges.iter().map(|e| (e.a, e.b)).collect(),
+        expected: vec![0; n],
+        delivered: vec![0; n],
+    };
+    for (p, o) in collector.planned.iter().zip(&collector.outcomes) {
+        if let Some(to) = p.to
+            && !o.refused
+        {
+            map.expected[to] += 1;
+            if o.delivered_at_us.is_some() {
+                map.delivered[to] += 1;
+            }
+        }
+    }
+    map
+}
+
+/// Cuts `cut` at `at_us`, and heals it at `heal_us`.
+fn partition(
+    schedule: &mut Vec<(u64, usize)>,
+    actions: &mut Vec<Action>,
+    cut: Vec<usize>,
+    at_us: u64,
+    heal_us: Option<u64>,
+) {
+    schedule.push((at_us, actions.len()));
+    actions.push(Action::Links {
+        links: cut.clone(),
+        up: false,
+        heal: false,
+    });
+    if let Some(heal) = heal_us {
+        schedule.push((heal, actions.len()));
+        actions.push(Action::Links {
+            links: cut,
+            up: true,
+            heal: true,
+        });
+    }
+}
+
+/// Two sides, `side` authorities on the first: the first side takes the
+/// authorities furthest west (or the first by index without positions),
+/// and every node joins the side of its nearest authority in hops.
+fn split_by_authorities(topology: &Topology, authorities: &[usize], side: usize) -> Vec<bool> {
+    let n = topology.nodes.len();
+    let x = |v: usize| match topology.nodes[v].position {
+        Some(Position::Plane { x, .. }) => x,
+        _ => v as f64,
+    };
+    let mut order = authorities.to_vec();
+    order.sort_by(|a, b| x(*a).total_cmp(&x(*b)).then(a.cmp(b)));
+    let mut adjacency = vec![Vec::new(); n];
+    for e in &topology.edges {
+        adjacency[e.a].push(e.b);
+        adjacency[e.b].push(e.a);
+    }
+    let mut first = vec![None; n];
+    let mut queue = std::collections::VecDeque::new();
+    for (k, &a) in order.iter().enumerate() {
+        first[a] = Some(k < side);
+        queue.push_back(a);
+    }
+    while let Some(v) = queue.pop_front() {
+        for &w in &adjacency[v] {
+            if first[w].is_none() {
+                first[w] = first[v];
+                queue.push_back(w);
+            }
+        }
+    }
+    first.into_iter().map(|f| f.unwrap_or(false)).collect()
 }
 
 fn pick(rng: &mut StdRng, n: usize, fraction: f64, spare: &[usize]) -> Vec<usize> {

@@ -70,6 +70,9 @@ pub struct Scenario {
     /// Faults and attacks.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+    /// The PoA chain on every node (absent: no chain).
+    #[serde(default)]
+    pub chain: Option<ChainSpec>,
     /// What the run must achieve.
     #[serde(default, rename = "assert")]
     pub assertions: Assertions,
@@ -226,6 +229,37 @@ fn default_size() -> usize {
     200
 }
 
+/// The chain: authorities seal blocks, every node syncs with its neighbours.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainSpec {
+    /// Authorities (block signers) at genesis, spread over the nodes.
+    pub authorities: usize,
+    /// Block period, seconds.
+    pub period_s: f64,
+    /// Longest time without a block (an empty block comes no sooner);
+    /// the period if absent, so that finality moves every period.
+    pub heartbeat_s: Option<f64>,
+    /// Registrations submitted per second over the whole network, each from
+    /// a node not yet registered, routed as a P2 message to an authority.
+    pub tx_rate_per_s: f64,
+    /// Authorities that seal two blocks at each of their heights and show
+    /// each to half of their neighbours.
+    pub equivocators: usize,
+}
+
+impl Default for ChainSpec {
+    fn default() -> Self {
+        Self {
+            authorities: 7,
+            period_s: 5.0,
+            heartbeat_s: None,
+            tx_rate_per_s: 0.0,
+            equivocators: 0,
+        }
+    }
+}
+
 /// A fault or an attack.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -262,6 +296,17 @@ pub enum FaultSpec {
         /// Fraction of nodes.
         fraction: f64,
     },
+    /// Splits the network in two, with `side` of the authorities on one
+    /// side (each node joins the side of its nearest authority in hops),
+    /// and heals later.
+    AuthoritySplit {
+        /// When, seconds after the warm-up.
+        at_s: u64,
+        /// When it heals (seconds after the warm-up); never if absent.
+        heal_s: Option<u64>,
+        /// Authorities on the first side.
+        side: usize,
+    },
     /// Nodes that drop the messages of one class.
     Grayhole {
         /// Fraction of nodes.
@@ -286,6 +331,17 @@ pub struct Assertions {
     pub p99_stretch_max: BTreeMap<String, f64>,
     /// Largest control traffic, bytes per node per second.
     pub control_bytes_per_node_s_max: Option<f64>,
+    /// Largest p99 finality lag, block periods.
+    pub finality_lag_p99_max_periods: Option<f64>,
+    /// Least finalized height every running node reaches by the end.
+    pub finalized_min: Option<u64>,
+    /// Largest time for all nodes to agree on the head after the last heal,
+    /// block periods.
+    pub heal_agreement_max_periods: Option<f64>,
+    /// Least number of nodes that must catch an equivocating authority.
+    pub equivocation_detected_min_nodes: Option<u64>,
+    /// Least fraction of registrations on chain at the end.
+    pub txs_registered_min: Option<f64>,
 }
 
 impl Scenario {

@@ -58,6 +58,29 @@ fn the_smoke_scenario_delivers_everything_with_real_crypto() {
         }
     }
     assert_eq!(report.duplicates_delivered, 0);
+    // The chain ran beside the traffic and kept finalizing everywhere.
+    let chain = report.chain.as_ref().expect("smoke runs the chain");
+    assert!(chain.finalized_min >= 40 && chain.finalized_conflicts == 0);
+
+    // The HTML report: well-formed SVG charts, one dot per node on the map,
+    // every dot green (everything meant for it arrived) or grey (nothing was).
+    let html = lifeline_simulator::html::render(&report, &Default::default(), &report.map);
+    let svgs: Vec<&str> = html
+        .split("<svg")
+        .skip(1)
+        .map(|rest| rest.split("</svg>").next().unwrap())
+        .collect();
+    assert_eq!(svgs.len(), 4, "latency, delivery, chain, map");
+    for svg in &svgs {
+        roxmltree::Document::parse(&format!("<svg{svg}</svg>")).unwrap();
+    }
+    let map = svgs[3];
+    assert_eq!(map.matches("<circle").count() as u64, report.nodes);
+    assert!(!map.contains("rgb(220,0,40)"), "a node got nothing meant for it");
+    assert!(
+        !html.contains("<script") && !html.contains("src="),
+        "opens offline: nothing to run or fetch"
+    );
 }
 
 #[test]
@@ -128,4 +151,106 @@ fn control_traffic_on_the_leipzig_mesh_stays_under_budget() {
     let (report, _) = run(&scenario, scenario.seed, None).unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert!(report.control_bytes_per_node_s > 0.0 && report.control_bytes_per_node_s < 200.0);
+}
+
+/// A small chain mesh: 7 authorities on 60 nodes, a block every 2 s, split
+/// 4/3 after 30 s for 60 s, then healed.
+fn chain_split(equivocators: usize) -> Scenario {
+    let text = format!(
+        r#"
+name = "chain-split-small"
+warmup_s = 10
+duration_s = 120
+drain_s = 20
+[topology]
+kind = "random_geometric"
+nodes = 60
+side_m = 800
+range_m = 260
+[chain]
+authorities = 7
+period_s = 2
+tx_rate_per_s = 0.2
+equivocators = {equivocators}
+[[faults]]
+kind = "authority_split"
+at_s = 30
+heal_s = 90
+side = 4
+"#
+    );
+    Scenario::parse(&text, Path::new("chain-split-small.toml")).unwrap()
+}
+
+#[test]
+fn a_four_three_split_of_the_authorities_never_reverts_finality_over_100_seeds() {
+    let scenario = chain_split(0);
+    let mut worst_agreement: f64 = 0.0;
+    // Both cores: the seeds are independent runs.
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let halves: Vec<_> = [1..=50u64, 51..=100]
+            .into_iter()
+            .map(|seeds| {
+                let scenario = &scenario;
+                s.spawn(move || {
+                    seeds
+                        .map(|seed| (seed, run(scenario, seed, None).unwrap().0))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        halves.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    for (seed, report) in reports {
+        let chain = report.chain.as_ref().expect("the scenario runs a chain");
+        assert_eq!(
+            chain.finalized_conflicts, 0,
+            "seed {seed}: finality reverted"
+        );
+        // 150 s at one block per 2 s: finality must have gone on after the heal.
+        assert!(
+            chain.finalized_min >= 50,
+            "seed {seed}: a node finalized only up to {}",
+            chain.finalized_min
+        );
+        let agreed = chain
+            .heal_agreement_periods
+            .unwrap_or_else(|| panic!("seed {seed}: nodes never agreed after the heal"));
+        assert!(
+            agreed <= 2.0,
+            "seed {seed}: {agreed} periods to agree after the heal"
+        );
+        worst_agreement = worst_agreement.max(agreed);
+        // During the split neither side has the 5 signers finality needs:
+        // only blocks sealed before it (up to the head at the split, the
+        // sample at 40 s) may still become final.
+        let at_split = chain.timeline[4][0];
+        for row in &chain.timeline[5..9] {
+            assert!(
+                row[2] <= at_split,
+                "seed {seed}: block {} sealed during the split became final (head at the split: {at_split})",
+                row[2]
+            );
+        }
+        assert_eq!(
+            chain.txs_registered, chain.txs_submitted,
+            "seed {seed}: a registration was lost"
+        );
+    }
+    eprintln!("worst agreement after the heal: {worst_agreement:.2} periods");
+}
+
+#[test]
+fn nodes_catch_an_authority_that_seals_two_blocks_at_one_height() {
+    let scenario = chain_split(1);
+    let (report, _) = run(&scenario, 5, None).unwrap();
+    let chain = report.chain.as_ref().unwrap();
+    assert!(chain.equivocations_sealed > 0);
+    assert!(
+        chain.equivocation_detected_nodes >= 30,
+        "only {} of 60 nodes hold proof",
+        chain.equivocation_detected_nodes
+    );
+    assert_eq!(chain.finalized_conflicts, 0);
+    assert!(chain.finalized_min >= 50, "{}", chain.finalized_min);
 }

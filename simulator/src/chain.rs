@@ -1,0 +1,593 @@
+//! The chain in the simulator: every node runs the real
+//! `lifeline_consensus::Chain` (in-memory store) and its neighbour `Sync`
+//! over the engine's side stream; the authorities seal blocks on the
+//! schedule `Chain::sealing_delay` gives them.
+//!
+//! It measures what the chain rules promise: how long a block takes to be
+//! final at every node, whether any two nodes ever finalize different
+//! blocks at one height, how long the network needs to agree on one head
+//! after a split heals, and whether nodes notice an authority that seals
+//! two blocks at one height.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use lifeline_consensus::sync::{Sync, SyncMessage};
+use lifeline_consensus::{
+    BlockHash, Chain, ChainConfig, ChainStore, Genesis, Head, MemoryChainStore, SealedBlock,
+    Transaction, Validation,
+};
+use lifeline_crypto::{NodeId, Timestamp};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::report::percentile;
+
+/// Most transactions an authority keeps waiting for a block.
+const MAX_POOL: usize = 4_096;
+
+/// Something the chain asks to be woken for.
+#[derive(Clone, Copy, Debug)]
+pub enum Wake {
+    /// Authority `node` may seal on `parent` now.
+    Seal {
+        /// The authority.
+        node: usize,
+        /// The head it planned to build on (stale if the head moved).
+        parent: BlockHash,
+    },
+    /// Node `node`'s sync request may have timed out.
+    Sync(usize),
+}
+
+/// What the chain did over a run (deterministic).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChainReport {
+    /// Authorities at genesis.
+    pub authorities: u64,
+    /// Block period, seconds.
+    pub period_s: f64,
+    /// Blocks sealed by authorities (an equivocator's second blocks not counted).
+    pub blocks_sealed: u64,
+    /// The highest head at the end.
+    pub head_max: u64,
+    /// The lowest finalized height at the end of a running node in the
+    /// authorities' component.
+    pub finalized_min: u64,
+    /// Time from a block's timestamp until a node saw it final, in block
+    /// periods: p50, p99, max over every node and every finality step.
+    pub finality_lag_periods: [f64; 3],
+    /// Head changes that left the old head's branch, summed over nodes.
+    pub reorgs: u64,
+    /// Heights at which two nodes finalized different blocks, or a node's
+    /// canonical chain at the end disagrees with a block finalized anywhere.
+    /// Must be 0.
+    pub finalized_conflicts: u64,
+    /// Second blocks sealed at one height by equivocating authorities.
+    pub equivocations_sealed: u64,
+    /// Nodes that hold proof of an equivocation.
+    pub equivocation_detected_nodes: u64,
+    /// After the last heal: time until every running node of the
+    /// authorities' component had the same head,
+    /// in block periods (`None` without a heal, or if they never agreed).
+    pub heal_agreement_periods: Option<f64>,
+    /// Nodes that sent a registration, and those of them registered on the
+    /// head of the first authority at the end.
+    pub txs_submitted: u64,
+    /// See `txs_submitted`.
+    pub txs_registered: u64,
+    /// Sync messages that did not decode.
+    pub bad_messages: u64,
+    /// Every 10 s: [highest head, lowest head, highest finalized, lowest
+    /// finalized] over running nodes.
+    pub timeline: Vec<[u64; 4]>,
+}
+
+/// The chain of every node.
+pub struct ChainNet {
+    genesis: Genesis,
+    period_ms: u64,
+    heartbeat_ms: u64,
+    chains: Vec<Option<Chain<MemoryChainStore>>>,
+    stored: Vec<Option<MemoryChainStore>>,
+    syncs: Vec<Sync<usize>>,
+    /// The authorities' node indices.
+    pub authorities: Vec<usize>,
+    authority_ids: Vec<NodeId>,
+    equivocating: Vec<bool>,
+    /// An equivocator's canonical block → the other block it sealed at that height.
+    alternates: HashMap<BlockHash, Vec<u8>>,
+    pools: HashMap<usize, Vec<Transaction>>,
+    sync_timer: Vec<Option<u64>>,
+    last_head: Vec<Head>,
+    last_finalized: Vec<Head>,
+    head_count: HashMap<BlockHash, usize>,
+    running: usize,
+    counted: Vec<bool>,
+    healed_at_us: Option<u64>,
+    agreed_at_us: Option<u64>,
+    finalized_at: BTreeMap<u64, BlockHash>,
+    lags_ms: Vec<u64>,
+    detected: HashSet<usize>,
+    submitted: Vec<NodeId>,
+    rng: StdRng,
+    wakes: Vec<(u64, Wake)>,
+    report: ChainReport,
+}
+
+fn ms(us: u64) -> u64 {
+    us / 1_000
+}
+
+fn ts(us: u64) -> Timestamp {
+    Timestamp::from_unix_millis(ms(us))
+}
+
+impl ChainNet {
+    /// Every node at genesis; `authorities` seal, `equivocators` (a subset)
+    /// seal two blocks at each of their heights. Agreement and the lowest
+    /// finalized height are measured over the nodes `counted` marks (the
+    /// component the authorities are in: an isolated node cannot sync).
+    pub fn new(
+        engine: &Engine,
+        counted: Vec<bool>,
+        authorities: Vec<usize>,
+        equivocators: &[usize],
+        period: Duration,
+        heartbeat: Duration,
+        seed: u64,
+    ) -> ChainNet {
+        let n = engine.nodes.len();
+        let authority_ids: Vec<NodeId> = authorities
+            .iter()
+            .map(|&a| *engine.nodes[a].identity.id())
+            .collect();
+        let genesis = Genesis {
+            config: ChainConfig {
+                period,
+                heartbeat: heartbeat.max(period),
+                ..ChainConfig::default()
+            },
+            timestamp: ts(engine.now_us()),
+            signers: authority_ids.clone(),
+        };
+        let mut chains = Vec::with_capacity(n);
+        for _ in 0..n {
+            chains.push(Chain::open(MemoryChainStore::new(), &genesis).ok());
+        }
+        let genesis_head = chains
+            .first()
+            .and_then(|c: &Option<Chain<MemoryChainStore>>| c.as_ref())
+            .map(Chain::head);
+        let mut equivocating = vec![false; n];
+        for &e in equivocators {
+            equivocating[e] = true;
+        }
+        let mut net = ChainNet {
+            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1),
+            heartbeat_ms: u64::try_from(heartbeat.max(period).as_millis()).unwrap_or(u64::MAX),
+            genesis,
+            chains,
+            stored: (0..n).map(|_| None).collect(),
+            syncs: (0..n).map(|_| Sync::new()).collect(),
+            authorities,
+            authority_ids,
+            equivocating,
+            alternates: HashMap::new(),
+            pools: HashMap::new(),
+            sync_timer: vec![None; n],
+            last_head: Vec::new(),
+            last_finalized: Vec::new(),
+            head_count: HashMap::new(),
+            running: counted.iter().filter(|c| **c).count(),
+            counted,
+            healed_at_us: None,
+            agreed_at_us: None,
+            finalized_at: BTreeMap::new(),
+            lags_ms: Vec::new(),
+            detected: HashSet::new(),
+            submitted: Vec::new(),
+            rng: StdRng::seed_from_u64(seed ^ 0xc4a1),
+            wakes: Vec::new(),
+            report: ChainReport::default(),
+        };
+        if let Some(head) = genesis_head {
+            net.last_head = vec![head; n];
+            net.last_finalized = vec![head; n];
+            net.head_count.insert(head.hash, net.running);
+        }
+        for k in 0..net.authorities.len() {
+            let a = net.authorities[k];
+            net.plan_seal(a, engine.now_us());
+        }
+        net
+    }
+
+    /// Wake-ups asked for since the last call.
+    pub fn take_wakes(&mut self) -> Vec<(u64, Wake)> {
+        std::mem::take(&mut self.wakes)
+    }
+
+    /// A registration reached authority `node` (the payload of a routed message).
+    pub fn submit(&mut self, node: usize, payload: &[u8]) {
+        let Ok(tx) = Transaction::from_bytes(payload) else {
+            self.report.bad_messages += 1;
+            return;
+        };
+        let pool = self.pools.entry(node).or_default();
+        if pool.len() >= MAX_POOL {
+            // Full: forget what the head already carries, else the oldest.
+            if let Some(state) = self.chains[node].as_ref().map(Chain::state) {
+                pool.retain(|t| state.next_nonce(&t.sender) <= t.nonce);
+            }
+            if pool.len() >= MAX_POOL {
+                pool.remove(0);
+            }
+        }
+        pool.push(tx);
+    }
+
+    /// Someone sent a registration (counted whether or not it arrives).
+    pub fn submitted(&mut self, sender: NodeId) {
+        self.submitted.push(sender);
+    }
+
+    /// A wake-up is due.
+    pub fn wake(&mut self, engine: &mut Engine, wake: Wake) {
+        let now_us = engine.now_us();
+        match wake {
+            Wake::Seal { node, parent } => self.seal(engine, node, parent),
+            Wake::Sync(node) => {
+                if self.sync_timer[node].is_some_and(|t| t <= now_us) {
+                    self.sync_timer[node] = None;
+                }
+                if let Some(chain) = self.chains[node].as_ref() {
+                    self.syncs[node].handle_timeout(chain, ts(now_us));
+                }
+                self.after(engine, node);
+            }
+        }
+    }
+
+    fn plan_seal(&mut self, node: usize, now_us: u64) {
+        let Some(chain) = self.chains[node].as_ref() else {
+            return;
+        };
+        let id = engine_id(&self.authority_ids, &self.authorities, node);
+        let Some(id) = id else { return };
+        let Some(delay) = chain.sealing_delay(&id, &mut self.rng) else {
+            return;
+        };
+        let head = chain.head();
+        let base = head.timestamp.as_unix_millis();
+        let mut at_ms = base.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        if self.pools.get(&node).is_none_or(Vec::is_empty) {
+            at_ms = at_ms.max(base.saturating_add(self.heartbeat_ms));
+        }
+        let at_us = at_ms.saturating_mul(1_000).max(now_us);
+        self.wakes.push((
+            at_us,
+            Wake::Seal {
+                node,
+                parent: head.hash,
+            },
+        ));
+    }
+
+    fn seal(&mut self, engine: &mut Engine, node: usize, parent: BlockHash) {
+        let now_us = engine.now_us();
+        let Some(chain) = self.chains[node].as_mut() else {
+            return;
+        };
+        if chain.head().hash != parent {
+            return;
+        }
+        // Transactions that still apply: the next nonce of their sender, one each.
+        // They stay in the pool until the pool is full: a block that carried
+        // them may yet be reorganised away.
+        let state = chain.state();
+        let mut senders = HashSet::new();
+        let txs: Vec<Transaction> = self
+            .pools
+            .get(&node)
+            .into_iter()
+            .flatten()
+            .filter(|tx| state.next_nonce(&tx.sender) == tx.nonce && senders.insert(tx.sender))
+            .take(256)
+            .cloned()
+            .collect();
+        let identity = engine.nodes[node].identity.clone();
+        let Ok(block) = chain.propose(&identity, ts(now_us), None, txs) else {
+            // Not allowed yet (sealed too recently, or too early for an empty
+            // block): the next head change plans again.
+            return;
+        };
+        if chain
+            .import(&block, Validation::Full { now: ts(now_us) })
+            .is_err()
+        {
+            return;
+        }
+        self.report.blocks_sealed += 1;
+        if self.equivocating[node] {
+            let later = Timestamp::from_unix_millis(ms(now_us) + 1);
+            if let Ok(other) = chain.propose_on(&parent, &identity, later, None, Vec::new()) {
+                self.alternates.insert(block.hash(), other.to_bytes());
+                self.report.equivocations_sealed += 1;
+            }
+        }
+        self.after(engine, node);
+    }
+
+    /// A sync message arrived over link `link`.
+    pub fn receive(&mut self, engine: &mut Engine, link: usize, bytes: &[u8]) {
+        let (from, to) = (engine.links[link].from, engine.links[link].to);
+        let Ok(message) = SyncMessage::from_bytes(bytes) else {
+            self.report.bad_messages += 1;
+            return;
+        };
+        let Some(chain) = self.chains[to].as_mut() else {
+            return;
+        };
+        // The memory store cannot fail; import errors are counted by Sync.
+        let _ = self.syncs[to].handle_message(from, message, chain, ts(engine.now_us()));
+        self.after(engine, to);
+    }
+
+    /// After node `node` changed: announce a new head, plan sealing, send
+    /// what sync wants sent, measure finality.
+    fn after(&mut self, engine: &mut Engine, node: usize) {
+        let now_us = engine.now_us();
+        let Some(chain) = self.chains[node].as_mut() else {
+            return;
+        };
+        if !chain.take_evidence().is_empty() {
+            self.detected.insert(node);
+        }
+        let head = chain.head();
+        let finalized = chain.finalized();
+        let status = Sync::<usize>::status(chain).to_bytes();
+        let old = self.last_head[node];
+        let moved = head.hash != old.hash;
+        if moved {
+            // A reorganisation: the old head is no longer on the canonical chain.
+            if chain.store().canonical(old.number).ok().flatten() != Some(old.hash) {
+                self.report.reorgs += 1;
+            }
+        }
+        let mut conflict = false;
+        if finalized.hash != self.last_finalized[node].hash {
+            self.lags_ms
+                .push(ms(now_us).saturating_sub(finalized.timestamp.as_unix_millis()));
+            match self.finalized_at.get(&finalized.number) {
+                Some(h) if *h != finalized.hash => conflict = true,
+                Some(_) => {}
+                None => {
+                    self.finalized_at.insert(finalized.number, finalized.hash);
+                }
+            }
+            self.last_finalized[node] = finalized;
+        }
+        if conflict {
+            self.report.finalized_conflicts += 1;
+        }
+        if moved {
+            self.set_head(node, head, now_us);
+            for &l in engine.out_links(node).to_vec().iter() {
+                if engine.link_up(l) {
+                    engine.send_side(l, status.clone());
+                }
+            }
+            if self.authorities.contains(&node) {
+                self.plan_seal(node, now_us);
+            }
+        }
+        while let Some((peer, message)) = self.syncs[node].poll_transmit() {
+            let Some(l) = engine.link_between(node, peer) else {
+                continue;
+            };
+            let bytes = match message {
+                SyncMessage::Blocks(blocks) if self.equivocating[node] && peer % 2 == 1 => {
+                    // The equivocator shows half its neighbours its other blocks.
+                    let blocks = blocks
+                        .into_iter()
+                        .map(|b| {
+                            SealedBlock::from_bytes(&b)
+                                .ok()
+                                .and_then(|block| self.alternates.get(&block.hash()).cloned())
+                                .unwrap_or(b)
+                        })
+                        .collect();
+                    SyncMessage::Blocks(blocks).to_bytes()
+                }
+                other => other.to_bytes(),
+            };
+            engine.send_side(l, bytes);
+        }
+        if let Some(t) = self.syncs[node].poll_timeout() {
+            let at_us = t.as_unix_millis().saturating_mul(1_000).max(now_us);
+            if self.sync_timer[node].is_none_or(|s| at_us < s) {
+                self.sync_timer[node] = Some(at_us);
+                self.wakes.push((at_us, Wake::Sync(node)));
+            }
+        }
+    }
+
+    fn set_head(&mut self, node: usize, head: Head, now_us: u64) {
+        let old = self.last_head[node];
+        self.last_head[node] = head;
+        if !self.counted[node] {
+            return;
+        }
+        if let Some(c) = self.head_count.get_mut(&old.hash) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.head_count.remove(&old.hash);
+            }
+        }
+        *self.head_count.entry(head.hash).or_default() += 1;
+        self.check_agreement(now_us);
+    }
+
+    fn check_agreement(&mut self, now_us: u64) {
+        if self.healed_at_us.is_some()
+            && self.agreed_at_us.is_none()
+            && self.head_count.len() == 1
+            && self.head_count.values().all(|c| *c == self.running)
+        {
+            self.agreed_at_us = Some(now_us);
+        }
+    }
+
+    /// The links `links` went down.
+    pub fn links_down(&mut self, engine: &Engine, links: &[usize]) {
+        for &l in links {
+            let (a, b) = (engine.links[l].from, engine.links[l].to);
+            self.syncs[a].handle_peer_gone(&b);
+            self.syncs[b].handle_peer_gone(&a);
+        }
+    }
+
+    /// The links `links` came up: both ends announce their chains. `heal`
+    /// marks the end of a partition (agreement is timed from here).
+    pub fn links_up(&mut self, engine: &mut Engine, links: &[usize], heal: bool) {
+        if heal {
+            self.healed_at_us = Some(engine.now_us());
+            self.agreed_at_us = None;
+            self.check_agreement(engine.now_us());
+        }
+        for &l in links {
+            for half in [l, engine.reverse(l)] {
+                let from = engine.links[half].from;
+                if let Some(chain) = self.chains[from].as_ref() {
+                    engine.send_side(half, Sync::<usize>::status(chain).to_bytes());
+                }
+            }
+        }
+    }
+
+    /// Node `node` crashed: its chain's store is kept.
+    pub fn crash(&mut self, engine: &Engine, node: usize) {
+        let Some(chain) = self.chains[node].take() else {
+            return;
+        };
+        self.stored[node] = Some(chain.into_store());
+        self.syncs[node] = Sync::new();
+        for &l in engine.out_links(node) {
+            let peer = engine.links[l].to;
+            self.syncs[peer].handle_peer_gone(&node);
+        }
+        if !self.counted[node] {
+            return;
+        }
+        let head = self.last_head[node];
+        if let Some(c) = self.head_count.get_mut(&head.hash) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.head_count.remove(&head.hash);
+            }
+        }
+        self.running = self.running.saturating_sub(1);
+    }
+
+    /// Node `node` restarts from its store.
+    pub fn restart(&mut self, engine: &mut Engine, node: usize) {
+        let Some(store) = self.stored[node].take() else {
+            return;
+        };
+        let Ok(chain) = Chain::open(store, &self.genesis) else {
+            return;
+        };
+        let head = chain.head();
+        self.chains[node] = Some(chain);
+        self.last_head[node] = head;
+        if self.counted[node] {
+            self.running += 1;
+            *self.head_count.entry(head.hash).or_default() += 1;
+        }
+        let links: Vec<usize> = engine
+            .out_links(node)
+            .iter()
+            .copied()
+            .filter(|&l| engine.link_up(l))
+            .collect();
+        self.links_up(engine, &links, false);
+        if self.authorities.contains(&node) {
+            self.plan_seal(node, engine.now_us());
+        }
+    }
+
+    /// Records heads and finality for the timeline.
+    pub fn sample(&mut self) {
+        let live = self.chains.iter().flatten();
+        let mut row = [0, u64::MAX, 0, u64::MAX];
+        for chain in live {
+            let (h, f) = (chain.head().number, chain.finalized().number);
+            row = [row[0].max(h), row[1].min(h), row[2].max(f), row[3].min(f)];
+        }
+        if row[1] == u64::MAX {
+            row = [0; 4];
+        }
+        self.report.timeline.push(row);
+    }
+
+    /// The report, after checking every running node's canonical chain
+    /// against every block finalized anywhere.
+    pub fn finish(mut self) -> ChainReport {
+        let period = self.period_ms as f64;
+        let mut lags: Vec<f64> = self.lags_ms.iter().map(|l| *l as f64 / period).collect();
+        lags.sort_by(f64::total_cmp);
+        let mut report = std::mem::take(&mut self.report);
+        report.authorities = self.authorities.len() as u64;
+        report.period_s = period / 1_000.0;
+        report.finality_lag_periods = [
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.99),
+            lags.last().copied().unwrap_or(0.0),
+        ];
+        report.finalized_min = u64::MAX;
+        for (node, chain) in self.chains.iter().enumerate() {
+            let Some(chain) = chain else { continue };
+            report.head_max = report.head_max.max(chain.head().number);
+            let finalized = chain.finalized().number;
+            if self.counted[node] {
+                report.finalized_min = report.finalized_min.min(finalized);
+            }
+            for (&h, hash) in self.finalized_at.range(..=finalized) {
+                if chain.store().canonical(h).ok().flatten() != Some(*hash) {
+                    report.finalized_conflicts += 1;
+                }
+            }
+        }
+        if report.finalized_min == u64::MAX {
+            report.finalized_min = 0;
+        }
+        report.equivocation_detected_nodes = self.detected.len() as u64;
+        report.heal_agreement_periods = match (self.healed_at_us, self.agreed_at_us) {
+            (Some(h), Some(a)) => Some(ms(a.saturating_sub(h)) as f64 / period),
+            _ => None,
+        };
+        let first = self
+            .authorities
+            .first()
+            .and_then(|&a| self.chains[a].as_ref());
+        let unique: HashSet<&NodeId> = self.submitted.iter().collect();
+        report.txs_submitted = unique.len() as u64;
+        report.txs_registered = first.map_or(0, |chain| {
+            unique
+                .iter()
+                .filter(|id| chain.state().identity(id).is_some())
+                .count() as u64
+        });
+        report
+    }
+}
+
+fn engine_id(ids: &[NodeId], authorities: &[usize], node: usize) -> Option<NodeId> {
+    authorities
+        .iter()
+        .position(|&a| a == node)
+        .and_then(|k| ids.get(k).copied())
+}
