@@ -349,6 +349,10 @@ struct Held {
     state: HeldState,
     retries: u32,
     flooded: bool,
+    /// The next hop whose acknowledgement timed out last: the next try goes
+    /// another way if there is one (a neighbour that swallows messages, or
+    /// a dead path behind it, is routed around, message by message).
+    avoid: Option<Address>,
 }
 
 #[derive(Debug)]
@@ -772,15 +776,18 @@ impl<S: MessageStore> Router<S> {
                 break;
             }
             self.timers.pop_first();
-            let due = self.held.get(&id).is_some_and(|h| match h.state {
-                HeldState::InFlight { deadline, .. } => deadline == at,
-                HeldState::Backoff { until } => until == at,
-                _ => false,
+            let due = self.held.get(&id).and_then(|h| match h.state {
+                HeldState::InFlight { deadline, to } if deadline == at => Some(Some(to)),
+                HeldState::Backoff { until } if until == at => Some(None),
+                _ => None,
             });
-            if due {
+            if let Some(timed_out) = due {
                 self.stats.retries += 1;
                 if let Some(h) = self.held.get_mut(&id) {
                     h.retries = h.retries.saturating_add(1);
+                    if timed_out.is_some() {
+                        h.avoid = timed_out;
+                    }
                 }
                 self.set_state(id, HeldState::Waiting);
                 self.try_forward(now, id);
@@ -1106,6 +1113,9 @@ impl<S: MessageStore> Router<S> {
             if self.table.next_hop(&destination).is_some() {
                 let mut m = m;
                 m.flood = false;
+                // From here it is a unicast again: the flood's short hop
+                // limit would strand it on a long path.
+                m.hops_left = crate::wire::MAX_HOPS.saturating_sub(m.hops_taken);
                 // A flooded copy carries no custody to acknowledge.
                 self.accept_custody(now, m, Some(from), false, false);
             } else if m.hops_left > 0 {
@@ -1295,13 +1305,14 @@ impl<S: MessageStore> Router<S> {
         if !addressed {
             return;
         }
+        let retries = h.retries;
         if outcome == AckOutcome::Refused {
-            let backoff = 1u64 << h.retries.min(4);
+            let backoff = 1u64 << retries.min(4);
             let until = now.saturating_add(self.config.ack_timeout_ms.saturating_mul(backoff));
             self.set_state(id, HeldState::Backoff { until });
             return;
         }
-        let local = h.local;
+        let local = self.held.get(&id).is_some_and(|h| h.local);
         self.remove_held(id);
         if local {
             let status = match outcome {
@@ -1467,6 +1478,7 @@ impl<S: MessageStore> Router<S> {
                 state: HeldState::Waiting,
                 retries: 0,
                 flooded: false,
+                avoid: None,
             },
         );
     }
@@ -1527,11 +1539,41 @@ impl<S: MessageStore> Router<S> {
         let Some(destination) = h.message.body.destination else {
             return;
         };
-        match self.table.next_hop(&destination).copied() {
+        let avoid = h.avoid;
+        let hop = self.table.next_hop(&destination).copied().map(|hop| {
+            if Some(hop) == avoid {
+                self.table
+                    .alternative_hop(&destination, &hop)
+                    .copied()
+                    .unwrap_or(hop)
+            } else {
+                hop
+            }
+        });
+        match hop {
             Some(hop) => {
                 let message = h.message.clone();
                 let upstream = h.from;
+                // An SOS whose next hop did not acknowledge also floods once:
+                // every neighbour with a route takes custody of a copy, so
+                // copies go on along several paths (the destination drops
+                // the duplicates). A neighbour that swallows messages cannot
+                // hold an SOS back.
+                let flood = avoid.is_some()
+                    && message.body.class == Class::P0
+                    && message.body.kind == Kind::Data
+                    && !h.flooded;
                 self.enqueue_message(now, hop, &message, upstream, true);
+                if flood {
+                    let mut copy = message;
+                    copy.flood = true;
+                    copy.hops_left = copy.hops_left.min(self.config.flood_hops);
+                    self.seen.insert(id, now);
+                    self.flood(now, &copy, Some(hop));
+                    if let Some(h) = self.held.get_mut(&id) {
+                        h.flooded = true;
+                    }
+                }
             }
             None => {
                 let flood = h.message.body.class == Class::P0

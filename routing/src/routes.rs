@@ -144,6 +144,24 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         self.selected.get(destination).map(|(hop, _)| hop)
     }
 
+    /// The best next hop towards `destination` other than `avoid`, among
+    /// neighbours strictly closer to it than this node is (so following it
+    /// cannot loop back here): for going around a neighbour that did not
+    /// acknowledge. `None` if there is no such neighbour.
+    pub fn alternative_hop(&self, destination: &N, avoid: &N) -> Option<&N> {
+        let ours = self.selected.get(destination)?.1.metric;
+        self.heard
+            .iter()
+            .filter(|(n, _)| *n != avoid)
+            .filter_map(|(n, h)| {
+                let a = h.get(destination)?;
+                let cost = *self.links.get(n)?;
+                (a.metric < ours).then(|| (a.metric.saturating_add(cost), n))
+            })
+            .min()
+            .map(|(_, n)| n)
+    }
+
     /// Our metric to `destination` (0 for ourselves).
     pub fn metric(&self, destination: &N) -> Option<Metric> {
         if *destination == self.me {

@@ -676,6 +676,7 @@ pub fn run(
 
     // Shortest paths for a sample of unicast messages.
     let graph = Graph::new(&engine);
+    let honest = HonestRelays::new(&engine, &topology);
     let mut per_class: Vec<ClassReport> = Vec::new();
     for class in Class::ALL {
         let ks: Vec<usize> = (0..collector.planned.len())
@@ -711,11 +712,13 @@ pub fn run(
                 })
                 .collect();
             report.delivered = reach.iter().filter(|r| **r >= 0.999).count() as u64;
+            report.deliverable = sent;
             report.delivery_ratio = if reach.is_empty() {
                 1.0
             } else {
                 reach.iter().sum::<f64>() / reach.len() as f64
             };
+            report.deliverable_ratio = report.delivery_ratio;
             report.transmissions_per_message =
                 collector.broadcast_frames[class as usize] as f64 / sent.max(1) as f64;
             let edges: usize = engine.links.len();
@@ -728,6 +731,21 @@ pub fn run(
                 .collect();
             report.delivered = delivered.len() as u64;
             report.delivery_ratio = report.delivered as f64 / sent.max(1) as f64;
+            let possible: Vec<usize> = ks
+                .iter()
+                .copied()
+                .filter(|k| !collector.outcomes[*k].refused)
+                .filter(|k| {
+                    let p = &collector.planned[*k];
+                    p.to.is_some_and(|to| honest.joined(p.from, to))
+                })
+                .collect();
+            report.deliverable = possible.len() as u64;
+            report.deliverable_ratio = possible
+                .iter()
+                .filter(|k| collector.outcomes[**k].delivered_at_us.is_some())
+                .count() as f64
+                / possible.len().max(1) as f64;
             let mut latencies: Vec<f64> = delivered
                 .iter()
                 .map(|k| {
@@ -919,6 +937,68 @@ fn control_bytes(engine: &Engine) -> u64 {
         .filter_map(|n| n.router.as_ref())
         .map(|r| r.stats().control_bytes)
         .sum()
+}
+
+/// Which node pairs a path of honest relays joins: components of the graph
+/// of honest nodes, and for each node the components it touches.
+struct HonestRelays {
+    touches: Vec<Vec<usize>>,
+    adjacency: Vec<Vec<usize>>,
+}
+
+impl HonestRelays {
+    fn new(engine: &Engine, topology: &Topology) -> HonestRelays {
+        let n = topology.nodes.len();
+        let honest: Vec<bool> = engine
+            .nodes
+            .iter()
+            .map(|v| v.behaviour == Behaviour::Honest)
+            .collect();
+        let mut adjacency = vec![Vec::new(); n];
+        for e in &topology.edges {
+            adjacency[e.a].push(e.b);
+            adjacency[e.b].push(e.a);
+        }
+        let mut component = vec![usize::MAX; n];
+        let mut next = 0;
+        for start in 0..n {
+            if !honest[start] || component[start] != usize::MAX {
+                continue;
+            }
+            component[start] = next;
+            let mut stack = vec![start];
+            while let Some(v) = stack.pop() {
+                for &w in &adjacency[v] {
+                    if honest[w] && component[w] == usize::MAX {
+                        component[w] = next;
+                        stack.push(w);
+                    }
+                }
+            }
+            next += 1;
+        }
+        let touches = (0..n)
+            .map(|v| {
+                let mut c: Vec<usize> = std::iter::once(v)
+                    .chain(adjacency[v].iter().copied())
+                    .filter(|&w| honest[w])
+                    .map(|w| component[w])
+                    .collect();
+                c.sort_unstable();
+                c.dedup();
+                c
+            })
+            .collect();
+        HonestRelays { touches, adjacency }
+    }
+
+    /// Whether `a` reaches `b` directly or through honest relays only.
+    fn joined(&self, a: usize, b: usize) -> bool {
+        self.adjacency[a].contains(&b)
+            || self.touches[a]
+                .iter()
+                .any(|c| self.touches[b].binary_search(c).is_ok())
+    }
 }
 
 /// The simulated links as a weighted graph, for shortest paths.

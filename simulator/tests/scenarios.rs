@@ -76,7 +76,10 @@ fn the_smoke_scenario_delivers_everything_with_real_crypto() {
     }
     let map = svgs[3];
     assert_eq!(map.matches("<circle").count() as u64, report.nodes);
-    assert!(!map.contains("rgb(220,0,40)"), "a node got nothing meant for it");
+    assert!(
+        !map.contains("rgb(220,0,40)"),
+        "a node got nothing meant for it"
+    );
     assert!(
         !html.contains("<script") && !html.contains("src="),
         "opens offline: nothing to run or fetch"
@@ -253,4 +256,14 @@ fn nodes_catch_an_authority_that_seals_two_blocks_at_one_height() {
     );
     assert_eq!(chain.finalized_conflicts, 0);
     assert!(chain.finalized_min >= 50, "{}", chain.finalized_min);
+}
+
+#[test]
+fn an_sos_goes_around_blackholes() {
+    let scenario = Scenario::load(&scenarios().join("blackholes.toml")).unwrap();
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let p0 = report.classes.iter().find(|c| c.class == "P0").unwrap();
+    assert!(p0.deliverable < p0.sent, "a blackhole cuts some node off");
+    assert!(p0.deliverable_ratio >= 0.93, "{}", p0.deliverable_ratio);
 }
