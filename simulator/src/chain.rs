@@ -157,10 +157,7 @@ impl ChainNet {
         for _ in 0..n {
             chains.push(Chain::open(MemoryChainStore::new(), &genesis).ok());
         }
-        let genesis_head = chains
-            .first()
-            .and_then(|c: &Option<Chain<MemoryChainStore>>| c.as_ref())
-            .map(Chain::head);
+        let genesis_head = chains.first().and_then(Option::as_ref).map(Chain::head);
         let mut equivocating = vec![false; n];
         for &e in equivocators {
             equivocating[e] = true;
@@ -421,14 +418,19 @@ impl ChainNet {
         if !self.counted[node] {
             return;
         }
-        if let Some(c) = self.head_count.get_mut(&old.hash) {
-            *c = c.saturating_sub(1);
-            if *c == 0 {
-                self.head_count.remove(&old.hash);
-            }
-        }
+        self.uncount_head(&old.hash);
         *self.head_count.entry(head.hash).or_default() += 1;
         self.check_agreement(now_us);
+    }
+
+    /// One node fewer is on head `hash`.
+    fn uncount_head(&mut self, hash: &BlockHash) {
+        if let Some(c) = self.head_count.get_mut(hash) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.head_count.remove(hash);
+            }
+        }
     }
 
     fn check_agreement(&mut self, now_us: u64) {
@@ -483,12 +485,7 @@ impl ChainNet {
             return;
         }
         let head = self.last_head[node];
-        if let Some(c) = self.head_count.get_mut(&head.hash) {
-            *c = c.saturating_sub(1);
-            if *c == 0 {
-                self.head_count.remove(&head.hash);
-            }
-        }
+        self.uncount_head(&head.hash);
         self.running = self.running.saturating_sub(1);
     }
 

@@ -38,6 +38,14 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Column `k` of a timeline sampled every 10 s, as chart points (s, value).
+fn every_10_s<const N: usize>(rows: &[[u64; N]], k: usize) -> Vec<(f64, f64)> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| (i as f64 * 10.0, r[k] as f64))
+        .collect()
+}
+
 /// A line chart of `series` (name, colour, points) with axis labels.
 fn line_chart(title: &str, x_label: &str, series: &[Series<'_>]) -> String {
     let mut svg = String::new();
@@ -222,24 +230,16 @@ pub fn render(report: &Report, host: &HostReport, map: &MapData) -> String {
             &latency,
         ));
     }
-    let sent = report
-        .timeline
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i as f64 * 10.0, r[0] as f64))
-        .collect();
-    let delivered = report
-        .timeline
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i as f64 * 10.0, r[1] as f64))
-        .collect();
     page.push_str(&line_chart(
         "Delivery over time (unicast messages per 10 s after the warm-up)",
         "s",
         &[
-            ("sent".into(), "#1f77b4", sent),
-            ("delivered".into(), "#2ca02c", delivered),
+            ("sent".into(), "#1f77b4", every_10_s(&report.timeline, 0)),
+            (
+                "delivered".into(),
+                "#2ca02c",
+                every_10_s(&report.timeline, 1),
+            ),
         ],
     ));
     if let Some(chain) = &report.chain {
@@ -264,14 +264,7 @@ pub fn render(report: &Report, host: &HostReport, map: &MapData) -> String {
             chain.txs_registered,
             chain.txs_submitted
         );
-        let line = |k: usize| {
-            chain
-                .timeline
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (i as f64 * 10.0, r[k] as f64))
-                .collect::<Vec<_>>()
-        };
+        let line = |k: usize| every_10_s(&chain.timeline, k);
         page.push_str(&line_chart(
             "Chain height over time (highest and lowest over nodes)",
             "s",

@@ -539,24 +539,12 @@ pub fn run(
                         (None, None) => v < n / 2,
                     })
                     .collect();
-                let cut: Vec<usize> = topology
-                    .edges
-                    .iter()
-                    .zip(&edge_links)
-                    .filter(|(e, _)| side[e.a] != side[e.b])
-                    .map(|(_, l)| *l)
-                    .collect();
+                let cut = cut_between(&topology, &edge_links, &side);
                 partition(&mut schedule, &mut actions, cut, s(*at_s), heal_s.map(s));
             }
             FaultSpec::AuthoritySplit { at_s, heal_s, side } => {
                 let side = split_by_authorities(&topology, &authorities, *side);
-                let cut: Vec<usize> = topology
-                    .edges
-                    .iter()
-                    .zip(&edge_links)
-                    .filter(|(e, _)| side[e.a] != side[e.b])
-                    .map(|(_, l)| *l)
-                    .collect();
+                let cut = cut_between(&topology, &edge_links, &side);
                 partition(&mut schedule, &mut actions, cut, s(*at_s), heal_s.map(s));
             }
             FaultSpec::LinkFlaps { count, down_s } => {
@@ -859,6 +847,17 @@ fn map_data(topology: &Topology, collector: &Collector) -> MapData {
     map
 }
 
+/// The links (as `edge_links` names them) between the two sides `side` draws.
+fn cut_between(topology: &Topology, edge_links: &[usize], side: &[bool]) -> Vec<usize> {
+    topology
+        .edges
+        .iter()
+        .zip(edge_links)
+        .filter(|(e, _)| side[e.a] != side[e.b])
+        .map(|(_, l)| *l)
+        .collect()
+}
+
 /// Cuts `cut` at `at_us`, and heals it at `heal_us`.
 fn partition(
     schedule: &mut Vec<(u64, usize)>,
@@ -894,11 +893,7 @@ fn split_by_authorities(topology: &Topology, authorities: &[usize], side: usize)
     };
     let mut order = authorities.to_vec();
     order.sort_by(|a, b| x(*a).total_cmp(&x(*b)).then(a.cmp(b)));
-    let mut adjacency = vec![Vec::new(); n];
-    for e in &topology.edges {
-        adjacency[e.a].push(e.b);
-        adjacency[e.b].push(e.a);
-    }
+    let adjacency = topology.adjacency();
     let mut first = vec![None; n];
     let mut queue = std::collections::VecDeque::new();
     for (k, &a) in order.iter().enumerate() {
@@ -954,28 +949,12 @@ impl HonestRelays {
             .iter()
             .map(|v| v.behaviour == Behaviour::Honest)
             .collect();
-        let mut adjacency = vec![Vec::new(); n];
-        for e in &topology.edges {
-            adjacency[e.a].push(e.b);
-            adjacency[e.b].push(e.a);
-        }
+        let adjacency = topology.adjacency();
         let mut component = vec![usize::MAX; n];
-        let mut next = 0;
-        for start in 0..n {
-            if !honest[start] || component[start] != usize::MAX {
-                continue;
+        for (c, nodes) in topology.components_among(|v| honest[v]).iter().enumerate() {
+            for &v in nodes {
+                component[v] = c;
             }
-            component[start] = next;
-            let mut stack = vec![start];
-            while let Some(v) = stack.pop() {
-                for &w in &adjacency[v] {
-                    if honest[w] && component[w] == usize::MAX {
-                        component[w] = next;
-                        stack.push(w);
-                    }
-                }
-            }
-            next += 1;
         }
         let touches = (0..n)
             .map(|v| {

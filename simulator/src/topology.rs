@@ -123,8 +123,14 @@ impl Topology {
 
     /// The connected components, largest first (each a sorted node list).
     pub fn components(&self) -> Vec<Vec<usize>> {
+        self.components_among(|_| true)
+    }
+
+    /// The connected components of the nodes `keep` accepts (links to
+    /// other nodes left out), largest first.
+    pub fn components_among(&self, keep: impl Fn(usize) -> bool) -> Vec<Vec<usize>> {
         let adj = self.adjacency();
-        let mut seen = vec![false; self.nodes.len()];
+        let mut seen: Vec<bool> = (0..self.nodes.len()).map(|v| !keep(v)).collect();
         let mut out = Vec::new();
         for start in 0..self.nodes.len() {
             if seen[start] {
