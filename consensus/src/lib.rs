@@ -11,6 +11,7 @@ pub mod block;
 pub mod chain;
 pub mod conformance;
 pub mod genesis;
+pub mod pool;
 pub mod signers;
 pub mod state;
 pub mod store;
@@ -20,6 +21,7 @@ pub mod wire;
 
 pub use block::{BlockHash, Header, SealedBlock, SealedHeader, Vote};
 pub use chain::{Chain, ChainConfig, ChainError, Genesis, Head, ImportError, Imported, Validation};
+pub use pool::TxPool;
 pub use signers::{SignerChange, SignerError, SignerState};
 pub use state::ChainState;
 pub use store::{ChainStore, MemoryChainStore};

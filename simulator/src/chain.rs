@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use lifeline_consensus::sync::{Sync, SyncMessage};
 use lifeline_consensus::{
+    TxPool,
     BlockHash, Chain, ChainConfig, ChainStore, Genesis, Head, MemoryChainStore, SealedBlock,
     Transaction, Validation,
 };
@@ -99,7 +100,7 @@ pub struct ChainNet {
     equivocating: Vec<bool>,
     /// An equivocator's canonical block → the other block it sealed at that height.
     alternates: HashMap<BlockHash, Vec<u8>>,
-    pools: HashMap<usize, Vec<Transaction>>,
+    pools: HashMap<usize, TxPool>,
     sync_timer: Vec<Option<u64>>,
     last_head: Vec<Head>,
     last_finalized: Vec<Head>,
@@ -213,17 +214,13 @@ impl ChainNet {
             self.report.bad_messages += 1;
             return;
         };
-        let pool = self.pools.entry(node).or_default();
-        if pool.len() >= MAX_POOL {
-            // Full: forget what the head already carries, else the oldest.
-            if let Some(state) = self.chains[node].as_ref().map(Chain::state) {
-                pool.retain(|t| state.next_nonce(&t.sender) <= t.nonce);
-            }
-            if pool.len() >= MAX_POOL {
-                pool.remove(0);
-            }
-        }
-        pool.push(tx);
+        let Some(chain) = self.chains[node].as_ref() else {
+            return;
+        };
+        self.pools
+            .entry(node)
+            .or_insert_with(|| TxPool::new(MAX_POOL))
+            .insert(tx, chain.state());
     }
 
     /// Someone sent a registration (counted whether or not it arrives).
@@ -260,7 +257,7 @@ impl ChainNet {
         let head = chain.head();
         let base = head.timestamp.as_unix_millis();
         let mut at_ms = base.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-        if self.pools.get(&node).is_none_or(Vec::is_empty) {
+        if self.pools.get(&node).is_none_or(TxPool::is_empty) {
             at_ms = at_ms.max(base.saturating_add(self.heartbeat_ms));
         }
         let at_us = at_ms.saturating_mul(1_000).max(now_us);
@@ -281,20 +278,11 @@ impl ChainNet {
         if chain.head().hash != parent {
             return;
         }
-        // Transactions that still apply: the next nonce of their sender, one each.
-        // They stay in the pool until the pool is full: a block that carried
-        // them may yet be reorganised away.
-        let state = chain.state();
-        let mut senders = HashSet::new();
-        let txs: Vec<Transaction> = self
+        let txs = self
             .pools
             .get(&node)
-            .into_iter()
-            .flatten()
-            .filter(|tx| state.next_nonce(&tx.sender) == tx.nonce && senders.insert(tx.sender))
-            .take(256)
-            .cloned()
-            .collect();
+            .map(|p| p.select(chain.state()))
+            .unwrap_or_default();
         let identity = engine.nodes[node].identity.clone();
         let Ok(block) = chain.propose(&identity, ts(now_us), None, txs) else {
             // Not allowed yet (sealed too recently, or too early for an empty

@@ -1,0 +1,144 @@
+//! An authority's pool of transactions waiting for a block.
+//!
+//! Transactions stay in the pool after a block carries them, until the pool
+//! is full: that block may yet be reorganised away, and then they must go
+//! into another. When the pool is full, transactions the head already
+//! carries go first, then the oldest.
+
+use std::collections::HashSet;
+
+use crate::state::ChainState;
+use crate::tx::{Transaction, TxHash};
+
+/// Most transactions one block carries.
+pub const MAX_BLOCK_TXS: usize = 256;
+
+/// A bounded pool of transactions.
+#[derive(Clone, Debug)]
+pub struct TxPool {
+    txs: Vec<Transaction>,
+    hashes: HashSet<TxHash>,
+    capacity: usize,
+}
+
+impl TxPool {
+    /// An empty pool for at most `capacity` transactions.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            txs: Vec::new(),
+            hashes: HashSet::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Transactions held.
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether the pool is empty.
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// Whether any transaction still applies on `state` (a block would carry it).
+    pub fn has_pending(&self, state: &ChainState) -> bool {
+        self.txs
+            .iter()
+            .any(|t| state.next_nonce(&t.sender) <= t.nonce)
+    }
+
+    /// Adds `tx` unless it is already held; when full, first drops what
+    /// `state` already carries, then the oldest. Returns whether it was added.
+    pub fn insert(&mut self, tx: Transaction, state: &ChainState) -> bool {
+        let hash = tx.hash();
+        if self.hashes.contains(&hash) {
+            return false;
+        }
+        if self.txs.len() >= self.capacity {
+            let hashes = &mut self.hashes;
+            self.txs.retain(|t| {
+                let keep = state.next_nonce(&t.sender) <= t.nonce;
+                if !keep {
+                    hashes.remove(&t.hash());
+                }
+                keep
+            });
+            if self.txs.len() >= self.capacity {
+                let oldest = self.txs.remove(0);
+                self.hashes.remove(&oldest.hash());
+            }
+        }
+        self.hashes.insert(hash);
+        self.txs.push(tx);
+        true
+    }
+
+    /// What the next block on `state` carries: for each sender its next
+    /// nonce only, in arrival order, at most [`MAX_BLOCK_TXS`].
+    pub fn select(&self, state: &ChainState) -> Vec<Transaction> {
+        let mut senders = HashSet::new();
+        self.txs
+            .iter()
+            .filter(|tx| state.next_nonce(&tx.sender) == tx.nonce && senders.insert(tx.sender))
+            .take(MAX_BLOCK_TXS)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::block::BlockHash;
+    use crate::signers::SignerState;
+    use crate::tx::Action;
+    use lifeline_crypto::Identity;
+
+    fn tx(sender: &Identity, nonce: u64) -> Transaction {
+        Transaction::sign(
+            sender,
+            nonce,
+            Action::RevokeIdentity {
+                subject: *sender.id(),
+                reason: format!("test {nonce}"),
+            },
+        )
+    }
+
+    fn state() -> ChainState {
+        ChainState::genesis(SignerState::genesis([]), &BlockHash([0; 32]))
+    }
+
+    #[test]
+    fn duplicates_are_refused_and_one_nonce_per_sender_is_selected() {
+        let mut rng = rand::rng();
+        let (a, b) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
+        let mut pool = TxPool::new(10);
+        let s = state();
+        assert!(pool.insert(tx(&a, 0), &s));
+        assert!(!pool.insert(tx(&a, 0), &s));
+        assert!(pool.insert(tx(&a, 1), &s));
+        assert!(pool.insert(tx(&b, 0), &s));
+        let selected = pool.select(&s);
+        assert_eq!(selected.len(), 2);
+        assert!(selected.iter().all(|t| t.nonce == 0));
+        assert!(pool.has_pending(&s));
+    }
+
+    #[test]
+    fn a_full_pool_drops_the_oldest() {
+        let mut rng = rand::rng();
+        let ids: Vec<Identity> = (0..4).map(|_| Identity::generate(&mut rng)).collect();
+        let mut pool = TxPool::new(3);
+        let s = state();
+        for id in &ids {
+            pool.insert(tx(id, 0), &s);
+        }
+        assert_eq!(pool.len(), 3);
+        let senders: Vec<_> = pool.select(&s).iter().map(|t| t.sender).collect();
+        assert!(!senders.contains(ids[0].id()));
+        assert!(senders.contains(ids[3].id()));
+    }
+}
