@@ -24,14 +24,23 @@ use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch
 use thiserror::Error;
 
 /// The on-disk layout version this code reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 added the `inbox` column family (migrated from 1 by creating it).
+pub const SCHEMA_VERSION: u32 = 2;
 
 const CF_BLOCKS: &str = "blocks";
 const CF_CANONICAL: &str = "canonical";
 const CF_STATE: &str = "state";
 const CF_META: &str = "meta";
 const CF_MESSAGES: &str = "messages";
-const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_CANONICAL, CF_STATE, CF_META, CF_MESSAGES];
+const CF_INBOX: &str = "inbox";
+const FAMILIES: [&str; 6] = [
+    CF_BLOCKS,
+    CF_CANONICAL,
+    CF_STATE,
+    CF_META,
+    CF_MESSAGES,
+    CF_INBOX,
+];
 
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_GENESIS: &[u8] = b"genesis";
@@ -165,6 +174,10 @@ impl Database {
                 if found == SCHEMA_VERSION {
                     return Ok(());
                 }
+                if found == 1 {
+                    // Version 2 only added a column family, which opening created.
+                    return self.write_schema_version();
+                }
                 Err(StorageError::UnknownSchema {
                     path: self.path.clone(),
                     found,
@@ -191,18 +204,22 @@ impl Database {
                 if has_data {
                     return Err(self.corrupt("it holds data but no schema version"));
                 }
-                let mut options = WriteOptions::default();
-                options.set_sync(true);
-                self.db
-                    .put_cf_opt(
-                        self.cf(CF_META)?,
-                        KEY_SCHEMA,
-                        SCHEMA_VERSION.to_be_bytes(),
-                        &options,
-                    )
-                    .map_err(|e| self.rocks(e))
+                self.write_schema_version()
             }
         }
+    }
+
+    fn write_schema_version(&self) -> Result<(), StorageError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(
+                self.cf(CF_META)?,
+                KEY_SCHEMA,
+                SCHEMA_VERSION.to_be_bytes(),
+                &options,
+            )
+            .map_err(|e| self.rocks(e))
     }
 
     /// The chain store in this database.
@@ -215,12 +232,76 @@ impl Database {
         RocksMessageStore { db: self.clone() }
     }
 
+    /// The inbox: messages delivered to this node, kept until deleted.
+    pub fn inbox(&self) -> Inbox {
+        Inbox { db: self.clone() }
+    }
+
     fn write_synced(&self, write: WriteBatch) -> Result<(), StorageError> {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db
             .write_opt(write, &options)
             .map_err(|e| self.rocks(e))
+    }
+}
+
+/// One inbox entry: its key and its bytes.
+pub type InboxEntry = (Vec<u8>, Vec<u8>);
+
+/// Messages delivered to this node, in arrival order. Each entry is one
+/// synced write, so a message is on disk before its receipt goes out.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    db: Database,
+}
+
+impl Inbox {
+    /// Keeps `entry` (opaque bytes) under `key`; keys sort in arrival order
+    /// when they start with the arrival time, big-endian.
+    pub fn put(&self, key: &[u8], entry: &[u8]) -> Result<(), StorageError> {
+        let mut write = WriteBatch::default();
+        write.put_cf(self.db.cf(CF_INBOX)?, key, entry);
+        self.db.write_synced(write)
+    }
+
+    /// The newest `limit` entries, oldest first.
+    pub fn newest(&self, limit: usize) -> Result<Vec<InboxEntry>, StorageError> {
+        let db = &self.db;
+        let family = db.cf(CF_INBOX)?;
+        let mut entries = Vec::new();
+        for item in db.db.iterator_cf(family, rocksdb::IteratorMode::End) {
+            if entries.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(|e| db.rocks(e))?;
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// Deletes all but the newest `keep` entries; returns how many went.
+    pub fn trim(&self, keep: usize) -> Result<usize, StorageError> {
+        let db = &self.db;
+        let family = db.cf(CF_INBOX)?;
+        let mut write = WriteBatch::default();
+        let mut deleted = 0;
+        for (i, item) in db
+            .db
+            .iterator_cf(family, rocksdb::IteratorMode::End)
+            .enumerate()
+        {
+            let (key, _) = item.map_err(|e| db.rocks(e))?;
+            if i >= keep {
+                write.delete_cf(family, key);
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            db.write_synced(write)?;
+        }
+        Ok(deleted)
     }
 }
 
@@ -468,6 +549,55 @@ mod tests {
             }) => assert!(hint.contains("upgrade")),
             other => panic!("expected UnknownSchema, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_custody() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = MessageId([7; 16]);
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let batch = StoreBatch {
+                puts: vec![(id, b"held".to_vec())],
+                deletes: Vec::new(),
+            };
+            db.message_store().write(&batch).unwrap();
+            db.db
+                .put_cf(db.cf(CF_META).unwrap(), KEY_SCHEMA, 1u32.to_be_bytes())
+                .unwrap();
+        }
+        let db = Database::open(dir.path()).unwrap();
+        assert_eq!(
+            db.get(CF_META, KEY_SCHEMA).unwrap(),
+            Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            db.message_store().load().unwrap(),
+            vec![(id, b"held".to_vec())]
+        );
+    }
+
+    #[test]
+    fn the_inbox_keeps_arrival_order_and_trims_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let inbox = Database::open(dir.path()).unwrap().inbox();
+            for t in [3u64, 1, 2, 5, 4] {
+                inbox
+                    .put(&t.to_be_bytes(), format!("m{t}").as_bytes())
+                    .unwrap();
+            }
+        }
+        let inbox = Database::open(dir.path()).unwrap().inbox();
+        let values = |entries: Vec<InboxEntry>| {
+            entries
+                .into_iter()
+                .map(|(_, v)| String::from_utf8(v).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(inbox.newest(3).unwrap()), ["m3", "m4", "m5"]);
+        assert_eq!(inbox.trim(2).unwrap(), 3);
+        assert_eq!(values(inbox.newest(10).unwrap()), ["m4", "m5"]);
     }
 
     #[test]
