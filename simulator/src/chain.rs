@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use lifeline_consensus::sync::{Sync, SyncMessage};
 use lifeline_consensus::{
-    TxPool,
     BlockHash, Chain, ChainConfig, ChainStore, Genesis, Head, MemoryChainStore, SealedBlock,
-    Transaction, Validation,
+    Transaction, TxPool, Validation,
 };
 use lifeline_crypto::{NodeId, Timestamp};
 use rand::SeedableRng;
