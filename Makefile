@@ -3,6 +3,10 @@
 #   make test   set up, then run every check CI runs
 SHELL := /bin/bash
 CARGO ?= cargo
+# C and C++ through ccache (installed by `setup`): RocksDB's sources compile
+# once, however many feature sets cargo resolves (see scripts/setup.sh).
+export CC = ccache cc
+export CXX = ccache c++
 # Seconds each fuzz target runs in `make test` (longer runs: `make fuzz FUZZ_SECONDS=600`).
 FUZZ_SECONDS ?= 15
 

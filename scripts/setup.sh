@@ -3,7 +3,12 @@
 # Safe to run any number of times. Needs root (or sudo) only when it installs.
 set -euo pipefail
 
-packages=(clang libclang-dev)   # the rocksdb crate compiles C++ and runs bindgen
+# The rocksdb crate compiles C++ and runs bindgen. ccache keeps the compiled
+# objects: cargo builds RocksDB's sources again for every distinct feature set
+# of its build dependencies (clippy, doc and test each resolve their own), and
+# with ccache only the first of those compiles (about 30 minutes here), the
+# others take a minute.
+packages=(clang libclang-dev ccache iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
