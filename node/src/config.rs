@@ -1,0 +1,248 @@
+//! The daemon's settings: a TOML file, overridden by flags and `LIFELINE_*`
+//! variables (the CLI applies those). Every field has a default, so a node
+//! with no config file at all works on a LAN.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Largest config file read.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// The daemon's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Addresses to listen on (libp2p multiaddrs).
+    pub listen: Vec<String>,
+    /// Peers to dial at start and to seed Kademlia with
+    /// (`/ip4/192.0.2.1/tcp/4100/p2p/12D3KooW...`).
+    pub bootstrap: Vec<String>,
+    /// Find neighbours on the LAN by mDNS.
+    pub mdns: bool,
+    /// Serve as a circuit relay and Kademlia server for others (bootstrap relays).
+    pub relay: bool,
+    /// The control API's Unix socket (default: `control.sock` in the data folder).
+    pub control_socket: Option<PathBuf>,
+    /// Prometheus metrics and `/healthz` over HTTP (`"off"` to disable).
+    pub metrics: String,
+    /// The chain's genesis file (default: `genesis.toml` in the data folder,
+    /// if it exists; without one the node routes messages but keeps no chain).
+    pub genesis: Option<PathBuf>,
+    /// Most connections in all.
+    pub max_connections: u32,
+    /// Most connections with one peer.
+    pub max_connections_per_peer: u32,
+    /// Misbehaviour count (from routing and chain sync) at which a peer is
+    /// disconnected and banned for `ban_secs`.
+    pub ban_threshold: u64,
+    /// See `ban_threshold`.
+    pub ban_secs: u64,
+    /// Most messages held in custody for others.
+    pub custody_max_messages: usize,
+    /// Most megabytes held in custody for others.
+    pub custody_max_mb: usize,
+    /// This node's position, `[latitude, longitude]` in degrees, for
+    /// area-limited broadcasts.
+    pub position: Option<[f64; 2]>,
+    /// Seconds between pings of each neighbour (their round-trip times are
+    /// the routing metric's latency part).
+    pub ping_interval_secs: u64,
+    /// Relay mode: most reservations held for other peers.
+    pub relay_max_reservations: usize,
+    /// Relay mode: most circuits relayed at once.
+    pub relay_max_circuits: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4100".into(),
+                "/ip4/0.0.0.0/udp/4100/quic-v1".into(),
+            ],
+            bootstrap: Vec::new(),
+            mdns: true,
+            relay: false,
+            control_socket: None,
+            metrics: "127.0.0.1:9184".into(),
+            genesis: None,
+            max_connections: 256,
+            max_connections_per_peer: 2,
+            ban_threshold: 100,
+            ban_secs: 600,
+            custody_max_messages: 10_000,
+            custody_max_mb: 256,
+            position: None,
+            ping_interval_secs: 15,
+            relay_max_reservations: 128,
+            relay_max_circuits: 16,
+        }
+    }
+}
+
+/// Why the settings are not usable.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is larger than any config.
+    #[error("the config file {0} is larger than 1 MiB; is it the right file?")]
+    TooLarge(PathBuf),
+    /// The TOML is wrong (the message gives line, column and what is wrong).
+    #[error("the config file {path} is not valid: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the line.
+        message: String,
+    },
+    /// A setting's value is wrong.
+    #[error("setting `{setting}`: {reason}")]
+    Value {
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let read = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read)?.len();
+        if len > MAX_CONFIG_FILE {
+            return Err(ConfigError::TooLarge(path.to_path_buf()));
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text and checks the values.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values that TOML types cannot.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let value = |setting, reason: String| Err(ConfigError::Value { setting, reason });
+        for a in &self.listen {
+            if let Err(e) = a.parse::<libp2p::Multiaddr>() {
+                return value(
+                    "listen",
+                    format!("{a:?} is not a multiaddr ({e}); for example /ip4/0.0.0.0/tcp/4100"),
+                );
+            }
+        }
+        for a in &self.bootstrap {
+            match a.parse::<libp2p::Multiaddr>() {
+                Err(e) => return value("bootstrap", format!("{a:?} is not a multiaddr ({e})")),
+                Ok(m) if peer_of(&m).is_none() => {
+                    return value(
+                        "bootstrap",
+                        format!(
+                            "{a:?} does not end in /p2p/PEER_ID; bootstrap peers must be named"
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
+        if self.metrics != "off" && self.metrics.parse::<SocketAddr>().is_err() {
+            return value(
+                "metrics",
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:9184 (or \"off\")",
+                    self.metrics
+                ),
+            );
+        }
+        if self.max_connections == 0 || self.max_connections_per_peer == 0 {
+            return value(
+                "max_connections",
+                "connection limits must be at least 1".into(),
+            );
+        }
+        if let Some([lat, lon]) = self.position
+            && !((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon))
+        {
+            return value(
+                "position",
+                format!("[{lat}, {lon}] is not [latitude, longitude] in degrees"),
+            );
+        }
+        if self.ping_interval_secs == 0 {
+            return value("ping_interval_secs", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The metrics address, unless disabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.parse().ok()
+    }
+}
+
+/// The peer id at the end of a multiaddr, if any.
+pub fn peer_of(addr: &libp2p::Multiaddr) -> Option<libp2p::PeerId> {
+    addr.iter().last().and_then(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_setting() {
+        let e = Config::from_toml("mdns = true\nrelay = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = Config::from_toml("colour = 3\n").unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        let e = Config::from_toml("bootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\n").unwrap_err();
+        assert!(e.to_string().contains("/p2p/"), "{e}");
+        let e = Config::from_toml("metrics = \"loopback\"\n").unwrap_err();
+        assert!(e.to_string().contains("metrics"), "{e}");
+        let e = Config::from_toml("position = [91.0, 0.0]\n").unwrap_err();
+        assert!(e.to_string().contains("latitude"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_says_which() {
+        let e = Config::from_file(Path::new("/nonexistent/lifeline.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/lifeline.toml"), "{e}");
+    }
+}

@@ -1,0 +1,339 @@
+//! The control API: gRPC (tonic) on a Unix socket that only the node's
+//! owner may open. Each call becomes a [`Command`] for the driver's task,
+//! which answers on a oneshot channel.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use lifeline_consensus::Vote;
+use tokio::net::UnixListener;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::pb::control as api;
+use crate::pb::control::control_server::{Control, ControlServer};
+
+/// Inbox entries sent before the live ones.
+pub const INBOX_BACKLOG: usize = 1_000;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The request is wrong (the message says how).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Something named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The node keeps no chain.
+    #[error(
+        "this node keeps no chain: it has no genesis file (put genesis.toml in its data folder)"
+    )]
+    NoChain,
+    /// The node failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<CommandError> for Status {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::BadRequest(m) => Status::invalid_argument(m),
+            CommandError::NotFound(m) => Status::not_found(m),
+            e @ CommandError::NoChain => Status::failed_precondition(e.to_string()),
+            CommandError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// Inbox entries kept, and a receiver for the ones that arrive later.
+pub type InboxFeed = (
+    Vec<api::InboxMessage>,
+    broadcast::Receiver<api::InboxMessage>,
+);
+
+/// What the control API asks of the driver.
+#[derive(Debug)]
+pub enum Command {
+    /// This node's status.
+    Status(Reply<api::StatusReply>),
+    /// Connected peers.
+    Peers(Reply<api::PeersReply>),
+    /// The routing table.
+    Routes(Reply<api::RoutesReply>),
+    /// Send a personal message.
+    Send(
+        api::SendRequest,
+        Reply<Result<api::SendReply, CommandError>>,
+    ),
+    /// Broadcast an SOS.
+    Sos(api::SosRequest, Reply<Result<api::SendReply, CommandError>>),
+    /// Acknowledge an SOS.
+    SosAck(
+        api::SosAckRequest,
+        Reply<Result<api::SendReply, CommandError>>,
+    ),
+    /// The newest `limit` inbox entries, and a receiver for new ones.
+    Inbox {
+        /// How many kept entries.
+        limit: usize,
+        /// The answer.
+        reply: Reply<Result<InboxFeed, CommandError>>,
+    },
+    /// A sent message's status.
+    MessageStatus(String, Reply<Result<api::MessageStatusReply, CommandError>>),
+    /// The chain's status.
+    ChainStatus(Reply<api::ChainStatusReply>),
+    /// A canonical block.
+    Block(u64, Reply<Result<api::BlockReply, CommandError>>),
+    /// A signed transaction to pool and broadcast.
+    SubmitTransaction(
+        Vec<u8>,
+        Reply<Result<api::SubmitTransactionReply, CommandError>>,
+    ),
+    /// Alerts in force.
+    Alerts(Reply<Vec<api::Alert>>),
+    /// An authority's vote for its next block.
+    Vote(Vote, Reply<Result<(), CommandError>>),
+}
+
+#[derive(Clone)]
+struct Service {
+    commands: mpsc::Sender<Command>,
+}
+
+const STOPPED: &str = "the node is shutting down";
+
+impl Service {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Status::unavailable(STOPPED))?;
+        rx.await.map_err(|_| Status::unavailable(STOPPED))
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for Service {
+    async fn status(
+        &self,
+        _: Request<api::StatusRequest>,
+    ) -> Result<Response<api::StatusReply>, Status> {
+        self.ask(Command::Status).await.map(Response::new)
+    }
+
+    async fn peers(
+        &self,
+        _: Request<api::PeersRequest>,
+    ) -> Result<Response<api::PeersReply>, Status> {
+        self.ask(Command::Peers).await.map(Response::new)
+    }
+
+    async fn routes(
+        &self,
+        _: Request<api::RoutesRequest>,
+    ) -> Result<Response<api::RoutesReply>, Status> {
+        self.ask(Command::Routes).await.map(Response::new)
+    }
+
+    async fn send(&self, r: Request<api::SendRequest>) -> Result<Response<api::SendReply>, Status> {
+        let request = r.into_inner();
+        Ok(Response::new(
+            self.ask(|tx| Command::Send(request, tx)).await??,
+        ))
+    }
+
+    async fn sos(&self, r: Request<api::SosRequest>) -> Result<Response<api::SendReply>, Status> {
+        let request = r.into_inner();
+        Ok(Response::new(
+            self.ask(|tx| Command::Sos(request, tx)).await??,
+        ))
+    }
+
+    async fn sos_ack(
+        &self,
+        r: Request<api::SosAckRequest>,
+    ) -> Result<Response<api::SendReply>, Status> {
+        let request = r.into_inner();
+        Ok(Response::new(
+            self.ask(|tx| Command::SosAck(request, tx)).await??,
+        ))
+    }
+
+    type InboxStream = BoxStream<api::InboxMessage>;
+
+    async fn inbox(
+        &self,
+        r: Request<api::InboxRequest>,
+    ) -> Result<Response<Self::InboxStream>, Status> {
+        let watch = r.into_inner().watch;
+        let (kept, mut live) = self
+            .ask(|reply| Command::Inbox {
+                limit: INBOX_BACKLOG,
+                reply,
+            })
+            .await??;
+        let stream = async_stream(move |tx| async move {
+            for m in kept {
+                if tx.send(Ok(m)).await.is_err() {
+                    return;
+                }
+            }
+            if !watch {
+                return;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(m) => {
+                        if tx.send(Ok(m)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let status = Status::data_loss(format!(
+                            "this watcher fell {n} messages behind; they are in the inbox, run `lifeline inbox`"
+                        ));
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn message_status(
+        &self,
+        r: Request<api::MessageStatusRequest>,
+    ) -> Result<Response<api::MessageStatusReply>, Status> {
+        let id = r.into_inner().id;
+        Ok(Response::new(
+            self.ask(|tx| Command::MessageStatus(id, tx)).await??,
+        ))
+    }
+
+    async fn chain_status(
+        &self,
+        _: Request<api::ChainStatusRequest>,
+    ) -> Result<Response<api::ChainStatusReply>, Status> {
+        self.ask(Command::ChainStatus).await.map(Response::new)
+    }
+
+    async fn block(
+        &self,
+        r: Request<api::BlockRequest>,
+    ) -> Result<Response<api::BlockReply>, Status> {
+        let number = r.into_inner().number;
+        Ok(Response::new(
+            self.ask(|tx| Command::Block(number, tx)).await??,
+        ))
+    }
+
+    async fn submit_transaction(
+        &self,
+        r: Request<api::SubmitTransactionRequest>,
+    ) -> Result<Response<api::SubmitTransactionReply>, Status> {
+        let bytes = r.into_inner().transaction;
+        Ok(Response::new(
+            self.ask(|tx| Command::SubmitTransaction(bytes, tx))
+                .await??,
+        ))
+    }
+
+    type AlertsStream = BoxStream<api::Alert>;
+
+    async fn alerts(
+        &self,
+        r: Request<api::AlertsRequest>,
+    ) -> Result<Response<Self::AlertsStream>, Status> {
+        let watch = r.into_inner().watch;
+        let service = self.clone();
+        let stream = async_stream(move |tx| async move {
+            let mut seen = std::collections::HashSet::new();
+            loop {
+                let Ok(alerts) = service.ask(Command::Alerts).await else {
+                    return;
+                };
+                for a in alerts {
+                    if seen.insert(a.identifier.clone()) && tx.send(Ok(a)).await.is_err() {
+                        return;
+                    }
+                }
+                if !watch {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task, through a small bounded channel.
+fn async_stream<T, F, Fut>(body: F) -> BoxStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(body(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The server, ready to run until its stop signal.
+pub type Server = Box<
+    dyn FnOnce(oneshot::Receiver<()>) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send,
+>;
+
+/// Binds the control socket at `path` with owner-only permissions. A socket
+/// left by a node that died is replaced; one that answers belongs to a
+/// running node and is an error.
+pub async fn serve(path: &Path, commands: mpsc::Sender<Command>) -> Result<Server, String> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(
+                "another lifeline node is running with it (stop it, or use another --data-dir)"
+                    .into(),
+            );
+        }
+        std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket: {e}"))?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot make it owner-only: {e}"))?;
+    let service = ControlServer::new(Service { commands });
+    Ok(Box::new(move |stop: oneshot::Receiver<()>| {
+        Box::pin(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                    let _ = stop.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!("the control API stopped: {e}");
+            }
+        })
+    }))
+}
+
+/// Where the control socket of a node with data folder `data_dir` is.
+pub fn default_socket(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}

@@ -1,0 +1,1487 @@
+//! The driver: one task that owns the swarm, the router and the chain, and
+//! feeds them time, network input and the control API's commands.
+//!
+//! Everything that changes routing or chain state happens on this task, in
+//! the order inputs arrive, exactly as the simulator drives the same state
+//! machines. Custody and blocks are written to RocksDB by the state machines'
+//! stores before anything is acknowledged.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify, kad, mdns, ping};
+use lifeline_consensus::genesis::GenesisFile;
+use lifeline_consensus::sync::{Sync, SyncMessage};
+use lifeline_consensus::{
+    BlockHash, Chain, ChainError, SealedBlock, Transaction, TxPool, Validation, Vote,
+};
+use lifeline_crypto::envelope::{self, OpenPolicy, ReplayGuard};
+use lifeline_crypto::wire::decode_bounded;
+use lifeline_crypto::{KeyBundle, NodeId, PublicPrekey, Timestamp};
+use lifeline_routing::routes::link_cost;
+use lifeline_routing::wire::MAX_PAYLOAD;
+use lifeline_routing::{
+    Address, Class, Delivery, Destination, Event, MessageId, Router, SendError, SendRequest, Status,
+};
+use lifeline_storage::{Database, Inbox, RocksChainStore, RocksMessageStore, StorageError};
+use prometheus_client::registry::Registry;
+use prost::Message as _;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, peer_of};
+use crate::control::{Command, CommandError};
+use crate::mesh::{self, Frame, MeshEvent};
+use crate::metrics::{self, Heartbeat, Metrics, class_name};
+use crate::pb::control as api;
+use crate::pb::mesh::{AppPayload, Sos, app_payload};
+use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmError};
+
+/// Inbox entries kept on disk (the oldest go first).
+pub const INBOX_KEEP: usize = 10_000;
+/// Transactions an authority keeps waiting for a block.
+pub const MAX_POOL: usize = 4_096;
+/// Receipts remembered for messages sent from here.
+const MAX_RECEIPTS: usize = 10_000;
+/// Sync misbehaviour (invalid or unsolicited blocks) before a ban.
+const SYNC_BAN_THRESHOLD: u32 = 3;
+/// Routing cost assumed for a new neighbour before its first ping.
+const DEFAULT_RTT: Duration = Duration::from_millis(50);
+
+/// What the daemon needs to start.
+pub struct Options {
+    /// Settings.
+    pub config: Config,
+    /// The data folder (database, control socket, default genesis file).
+    pub data_dir: PathBuf,
+    /// This node's keys.
+    pub keys: KeyBundle,
+}
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The database could not be opened.
+    #[error("cannot open the database")]
+    Database(#[from] StorageError),
+    /// The genesis file is unusable.
+    #[error("the genesis file {path}: {reason}")]
+    Genesis {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The chain could not be opened.
+    #[error("cannot open the chain: {0}")]
+    Chain(String),
+    /// The router could not start.
+    #[error("cannot start the router: {0}")]
+    Router(String),
+    /// The network could not be set up.
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+    /// A listen address could not be used.
+    #[error(
+        "cannot listen on {addr}: {reason} (is another lifeline node using it? set `listen` or --listen)"
+    )]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The control socket could not be opened.
+    #[error("cannot open the control socket {path}: {reason}")]
+    ControlSocket {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {addr}: {reason} (set `metrics` or --metrics, or \"off\")")]
+    Metrics {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The keys cannot be used as a libp2p identity.
+    #[error("the identity key cannot be used for libp2p: {0}")]
+    Identity(String),
+}
+
+/// The time now, in ms since the UNIX epoch.
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A connected peer.
+#[derive(Debug, Default)]
+struct Peer {
+    /// Its lifeline address (ed25519 peers only).
+    address: Option<Address>,
+    /// Our mesh stream's writer queue, once open.
+    writer: Option<mpsc::Sender<Vec<u8>>>,
+    /// A writer task is opening a stream.
+    opening: bool,
+    /// The last ping round trip.
+    rtt: Option<Duration>,
+    /// The round trip the router's link cost was set from.
+    costed_rtt: Option<Duration>,
+    /// Addresses it is connected on.
+    addrs: Vec<Multiaddr>,
+    /// Established connections.
+    connections: u32,
+    /// Misbehaviour seen on the mesh stream (garbage frames).
+    garbage: u64,
+}
+
+/// The chain and what drives it.
+struct ChainDriver {
+    chain: Chain<RocksChainStore>,
+    sync: Sync<PeerId>,
+    pool: TxPool,
+    /// When to seal, on which parent.
+    seal: Option<(u64, BlockHash)>,
+    /// The head last announced.
+    announced: BlockHash,
+    heartbeat_ms: u64,
+    /// A vote this authority puts in its next block.
+    vote: Option<Vote>,
+}
+
+/// The daemon's state, owned by its one task.
+struct Node {
+    swarm: Swarm<Behaviour>,
+    streams: libp2p_stream::Control,
+    mesh_events: mpsc::Sender<MeshEvent>,
+    router: Router<RocksMessageStore>,
+    chain: Option<ChainDriver>,
+    keys: KeyBundle,
+    replay: ReplayGuard,
+    inbox: Inbox,
+    inbox_watch: broadcast::Sender<api::InboxMessage>,
+    peers: HashMap<PeerId, Peer>,
+    by_address: HashMap<Address, PeerId>,
+    receipts: HashMap<MessageId, Vec<String>>,
+    receipt_order: VecDeque<MessageId>,
+    rng: StdRng,
+    metrics: Metrics,
+    heartbeat: Heartbeat,
+    config: Config,
+    listen_addrs: Vec<Multiaddr>,
+    bans: BTreeMap<u64, Vec<PeerId>>,
+    bootstrap: Vec<(PeerId, Multiaddr)>,
+    started: Instant,
+    now: u64,
+    last_control_bytes: u64,
+}
+
+/// Runs the daemon until `shutdown` completes, then stops accepting, lets
+/// the router write what it holds, and closes the database.
+pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let Options {
+        config,
+        data_dir,
+        keys,
+    } = options;
+    let db = Database::open(&data_dir.join("db"))?;
+    let now = wall_ms();
+
+    // The chain, if this node has a genesis.
+    let genesis_path = config
+        .genesis
+        .clone()
+        .or_else(|| Some(data_dir.join("genesis.toml")).filter(|p| p.exists()));
+    let chain = match &genesis_path {
+        Some(path) => Some(open_chain(path, &db)?),
+        None => {
+            warn!(
+                "no genesis file (genesis.toml in the data folder, or `genesis` in the config): \
+                 this node routes messages but keeps no chain"
+            );
+            None
+        }
+    };
+
+    let mut router_config = lifeline_routing::Config {
+        custody_max_messages: config.custody_max_messages,
+        custody_max_bytes: config.custody_max_mb.saturating_mul(1 << 20),
+        misbehaviour_threshold: config.ban_threshold,
+        ..lifeline_routing::Config::default()
+    };
+    if let Some([lat, lon]) = config.position {
+        router_config.position = Some((degrees_to_micro(lat), degrees_to_micro(lon)));
+    }
+    let mut router = Router::new(
+        keys.identity.clone(),
+        router_config,
+        db.message_store(),
+        rand::random(),
+        now,
+    )
+    .map_err(|e| NodeError::Router(e.to_string()))?;
+    if let Some(c) = &chain {
+        router.set_authorities(c.chain.signer_state().signers().iter().map(Address::from));
+    }
+    let (held, held_bytes) = router.custody();
+    if held > 0 {
+        info!(
+            messages = held,
+            bytes = held_bytes,
+            "custody restored from the database"
+        );
+    }
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
+    let keypair = keys
+        .identity
+        .to_libp2p_keypair()
+        .map_err(|e| NodeError::Identity(e.to_string()))?;
+    let mut swarm = swarm::build(keypair, &config, &mut registry)?;
+    // Listeners fail asynchronously (a port in use shows as a closed
+    // listener): the loop below turns such a failure at start into an error.
+    let mut starting_listeners = HashMap::new();
+    for addr in &config.listen {
+        let parsed: Multiaddr = addr.parse().map_err(|e| NodeError::Listen {
+            addr: addr.clone(),
+            reason: format!("not a multiaddr: {e}"),
+        })?;
+        // libp2p binds with SO_REUSEPORT, so a port that another node holds
+        // would be shared silently: a plain bind first tells.
+        probe_port(&parsed).map_err(|e| NodeError::Listen {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+        let id = swarm.listen_on(parsed).map_err(|e| NodeError::Listen {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+        starting_listeners.insert(id, addr.clone());
+    }
+    let mut bootstrap = Vec::new();
+    for addr in &config.bootstrap {
+        if let Ok(m) = addr.parse::<Multiaddr>()
+            && let Some(peer) = peer_of(&m)
+        {
+            swarm.behaviour_mut().kad.add_address(&peer, m.clone());
+            bootstrap.push((peer, m));
+        }
+    }
+
+    // The control API.
+    let socket = config
+        .control_socket
+        .clone()
+        .unwrap_or_else(|| data_dir.join("control.sock"));
+    let (commands_tx, mut commands) = mpsc::channel::<Command>(256);
+    let control_server = crate::control::serve(&socket, commands_tx)
+        .await
+        .map_err(|reason| NodeError::ControlSocket {
+            path: socket.clone(),
+            reason,
+        })?;
+    let (control_stop, control_stopped) = oneshot::channel::<()>();
+    let control_task = tokio::spawn(control_server(control_stopped));
+
+    let heartbeat = Heartbeat::default();
+    heartbeat.beat();
+    let metrics_task = match config.metrics_addr() {
+        Some(addr) => {
+            let server = metrics::serve(addr, registry, heartbeat.clone())
+                .await
+                .map_err(|e| NodeError::Metrics {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
+            info!(%addr, "metrics on http://{addr}/metrics, health on /healthz");
+            Some(tokio::spawn(server))
+        }
+        None => None,
+    };
+
+    let mut streams = swarm.behaviour().stream.new_control();
+    let mut incoming = streams
+        .accept(mesh::PROTOCOL)
+        .map_err(|e| NodeError::Swarm(SwarmError::Transport(e.to_string())))?;
+    let (mesh_events, mut mesh_rx) = mpsc::channel::<MeshEvent>(1024);
+
+    let (inbox_watch, _) = broadcast::channel(256);
+    let mut node = Node {
+        swarm,
+        streams,
+        mesh_events,
+        router,
+        chain,
+        keys,
+        replay: ReplayGuard::with_capacity(100_000),
+        inbox: db.inbox(),
+        inbox_watch,
+        peers: HashMap::new(),
+        by_address: HashMap::new(),
+        receipts: HashMap::new(),
+        receipt_order: VecDeque::new(),
+        rng: StdRng::from_seed(rand::random()),
+        metrics,
+        heartbeat,
+        config,
+        listen_addrs: Vec::new(),
+        bans: BTreeMap::new(),
+        bootstrap,
+        started: Instant::now(),
+        now,
+        last_control_bytes: 0,
+    };
+    info!(id = %node.keys.identity.id(), socket = %socket.display(), "lifeline node started");
+    node.dial_bootstrap();
+    node.plan_seal();
+
+    tokio::pin!(shutdown);
+    let mut last_bootstrap = Instant::now();
+    let mut failure = None;
+    loop {
+        node.heartbeat.beat();
+        let wake_in = node.next_wake().saturating_sub(node.clock()).min(1_000);
+        let sleep = tokio::time::sleep(Duration::from_millis(wake_in));
+        tokio::select! {
+            () = &mut shutdown => break,
+            event = node.swarm.select_next_some() => {
+                libp2p_metrics_record(&libp2p_metrics, &event);
+                match &event {
+                    SwarmEvent::NewListenAddr { listener_id, .. } => {
+                        starting_listeners.remove(listener_id);
+                    }
+                    SwarmEvent::ListenerClosed { listener_id, reason: Err(e), .. } => {
+                        if let Some(addr) = starting_listeners.remove(listener_id) {
+                            failure = Some(NodeError::Listen { addr, reason: e.to_string() });
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                node.on_swarm(event);
+            }
+            Some(event) = mesh_rx.recv() => node.on_mesh(event),
+            Some(command) = commands.recv() => node.on_command(command),
+            Some((peer, stream)) = incoming.next() => {
+                tokio::spawn(mesh::run_reader(stream, peer, node.mesh_events.clone()));
+            }
+            () = sleep => node.on_timer(),
+        }
+        node.after_input();
+        // Peers lost: try the bootstrap list again now and then.
+        if node.peers.is_empty() && last_bootstrap.elapsed() > Duration::from_secs(10) {
+            last_bootstrap = Instant::now();
+            node.dial_bootstrap();
+        }
+    }
+
+    if failure.is_none() {
+        info!("shutting down: closing the control socket, writing custody, closing the database");
+    }
+    let _ = control_stop.send(());
+    let _ = control_task.await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    node.router.flush();
+    let _ = std::fs::remove_file(&socket);
+    drop(node);
+    drop(db);
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+fn libp2p_metrics_record(metrics: &libp2p::metrics::Metrics, event: &SwarmEvent<BehaviourEvent>) {
+    use libp2p::metrics::Recorder;
+    match event {
+        SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => metrics.record(e),
+        SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => metrics.record(e),
+        SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => metrics.record(e),
+        SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) => metrics.record(e),
+        SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => metrics.record(e),
+        other => metrics.record(other),
+    }
+}
+
+/// Binds a listen address's port once, without port reuse, and lets it go.
+fn probe_port(addr: &Multiaddr) -> std::io::Result<()> {
+    use libp2p::multiaddr::Protocol;
+    use std::net::IpAddr;
+    let (mut ip, mut tcp, mut udp) = (None, None, None);
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(IpAddr::V6(a)),
+            Protocol::Tcp(port) => tcp = Some(port),
+            Protocol::Udp(port) => udp = Some(port),
+            _ => {}
+        }
+    }
+    match (ip, tcp, udp) {
+        (Some(ip), Some(port), _) if port != 0 => std::net::TcpListener::bind((ip, port)).map(drop),
+        (Some(ip), None, Some(port)) if port != 0 => {
+            std::net::UdpSocket::bind((ip, port)).map(drop)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn open_chain(path: &Path, db: &Database) -> Result<ChainDriver, NodeError> {
+    let bad = |reason: String| NodeError::Genesis {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let genesis = GenesisFile::from_toml(&text)
+        .and_then(|g| g.to_genesis())
+        .map_err(|e| bad(e.to_string()))?;
+    let heartbeat_ms = u64::try_from(genesis.config.heartbeat.as_millis()).unwrap_or(u64::MAX);
+    let chain = Chain::open(db.chain_store(), &genesis).map_err(|e| match e {
+        ChainError::Store(e) => NodeError::Chain(e.to_string()),
+        other => NodeError::Chain(format!(
+            "{other} (was this database made with another genesis file? use an empty --data-dir)"
+        )),
+    })?;
+    let head = chain.head();
+    info!(
+        head = head.number,
+        finalized = chain.finalized().number,
+        "chain opened"
+    );
+    Ok(ChainDriver {
+        announced: head.hash,
+        chain,
+        sync: Sync::new(),
+        pool: TxPool::new(MAX_POOL),
+        seal: None,
+        heartbeat_ms,
+        vote: None,
+    })
+}
+
+fn degrees_to_micro(degrees: f64) -> i32 {
+    // Checked to lie within ±180° by the config, so this is in range.
+    (degrees * 1e6).round() as i32
+}
+
+fn ts(ms: u64) -> Timestamp {
+    Timestamp::from_unix_millis(ms)
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Queued => "queued",
+        Status::Forwarded => "forwarded",
+        Status::InCustody => "in-custody",
+        Status::Delivered => "delivered",
+        Status::Acknowledged => "acknowledged",
+        Status::Expired => "expired",
+        Status::Evicted => "evicted",
+    }
+}
+
+fn node_id(address: &Address) -> Option<NodeId> {
+    NodeId::from_public_key_bytes(&address.0).ok()
+}
+
+impl Node {
+    /// The time for the state machines: wall-clock ms, never going back.
+    fn clock(&mut self) -> u64 {
+        self.now = self.now.max(wall_ms());
+        self.now
+    }
+
+    fn next_wake(&self) -> u64 {
+        let mut wake = self.router.poll_timeout().unwrap_or(u64::MAX);
+        if let Some(c) = &self.chain {
+            if let Some(t) = c.sync.poll_timeout() {
+                wake = wake.min(t.as_unix_millis());
+            }
+            if let Some((at, _)) = c.seal {
+                wake = wake.min(at);
+            }
+        }
+        if let Some((&at, _)) = self.bans.first_key_value() {
+            wake = wake.min(at);
+        }
+        wake
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for (peer, addr) in self.bootstrap.clone() {
+            if !self.swarm.is_connected(&peer)
+                && let Err(e) = self.swarm.dial(addr.clone())
+            {
+                debug!(%peer, %addr, "cannot dial bootstrap peer: {e}");
+            }
+        }
+        if !self.bootstrap.is_empty() {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+    }
+
+    // ----- inputs -----
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!("listening on {address}/p2p/{}", self.swarm.local_peer_id());
+                self.listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                debug!(peer = %peer_id, %addr, "connected");
+                let peer = self.peers.entry(peer_id).or_default();
+                peer.connections += 1;
+                if !peer.addrs.contains(&addr) {
+                    peer.addrs.push(addr);
+                }
+                if peer.address.is_none() {
+                    peer.address = peer_id
+                        .to_string()
+                        .parse::<NodeId>()
+                        .ok()
+                        .map(Address::from);
+                }
+                self.open_mesh(peer_id);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                if let Some(peer) = self.peers.get_mut(&peer_id) {
+                    peer.connections = peer.connections.saturating_sub(1);
+                    let addr = endpoint.get_remote_address();
+                    peer.addrs.retain(|a| a != addr);
+                }
+                if num_established == 0 {
+                    debug!(peer = %peer_id, "disconnected");
+                    self.peer_gone(peer_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, "cannot connect: {error}");
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!("a listener failed: {error}"),
+            SwarmEvent::Behaviour(event) => self.on_behaviour(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        debug!(%peer, %addr, "found on the LAN");
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&swarm::KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rtt = Some(rtt);
+                }
+                self.update_cost(peer);
+                // A stream that failed to open is retried at each ping.
+                self.open_mesh(peer);
+            }
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                let public = matches!(new, autonat::NatStatus::Public(_));
+                if !self.config.relay {
+                    let mode = if public {
+                        kad::Mode::Server
+                    } else {
+                        kad::Mode::Client
+                    };
+                    self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+                }
+                info!(?new, "reachability changed");
+            }
+            _ => {}
+        }
+    }
+
+    fn open_mesh(&mut self, peer_id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        if peer.address.is_none() || peer.writer.is_some() || peer.opening {
+            return;
+        }
+        peer.opening = true;
+        tokio::spawn(mesh::run_writer(
+            self.streams.clone(),
+            peer_id,
+            self.mesh_events.clone(),
+        ));
+    }
+
+    fn peer_gone(&mut self, peer_id: PeerId) {
+        let Some(peer) = self.peers.remove(&peer_id) else {
+            return;
+        };
+        if let Some(address) = peer.address
+            && peer.writer.is_some()
+        {
+            let now = self.clock();
+            self.router.handle_link_down(now, &address);
+            self.by_address.remove(&address);
+        }
+        if let Some(c) = &mut self.chain {
+            c.sync.handle_peer_gone(&peer_id);
+        }
+    }
+
+    fn update_cost(&mut self, peer_id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let (Some(address), Some(rtt), Some(_)) = (peer.address, peer.rtt, &peer.writer) else {
+            return;
+        };
+        // Only a real change moves routes: a quarter more or less.
+        let changed = peer.costed_rtt.is_none_or(|old| {
+            let (a, b) = (old.as_micros(), rtt.as_micros());
+            a.abs_diff(b) * 4 > a.max(1)
+        });
+        if changed {
+            peer.costed_rtt = Some(rtt);
+            let now = self.clock();
+            self.router
+                .handle_link_up(now, address, link_cost(rtt, 0.0));
+        }
+    }
+
+    fn on_mesh(&mut self, event: MeshEvent) {
+        match event {
+            MeshEvent::Opened { peer, sender } => {
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return; // Gone meanwhile: dropping `sender` ends the writer.
+                };
+                p.opening = false;
+                p.writer = Some(sender);
+                let Some(address) = p.address else { return };
+                let rtt = p.rtt.unwrap_or(DEFAULT_RTT);
+                p.costed_rtt = Some(rtt);
+                self.by_address.insert(address, peer);
+                let now = self.clock();
+                self.router
+                    .handle_link_up(now, address, link_cost(rtt, 0.0));
+                info!(%peer, "neighbour up");
+                if let Some(c) = &self.chain {
+                    let status = Sync::<PeerId>::status(&c.chain).to_bytes();
+                    self.send_frame(peer, Frame::Sync(status));
+                }
+            }
+            MeshEvent::OpenFailed { peer, reason } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.opening = false;
+                }
+                debug!(%peer, "no mesh stream: {reason}");
+            }
+            MeshEvent::Frame { peer, frame } => self.on_frame(peer, frame),
+            MeshEvent::Drained(peer) => self.pump(peer),
+            MeshEvent::Closed {
+                peer,
+                outbound,
+                error,
+            } => {
+                debug!(%peer, outbound, ?error, "mesh stream closed");
+                if outbound && let Some(p) = self.peers.get_mut(&peer) {
+                    p.writer = None;
+                    p.costed_rtt = None;
+                    if let Some(address) = p.address {
+                        let now = self.clock();
+                        self.router.handle_link_down(now, &address);
+                        self.by_address.remove(&address);
+                    }
+                }
+            }
+            MeshEvent::Garbage { peer, error } => {
+                warn!(%peer, "closed a mesh stream that carried garbage: {error}");
+                self.metrics.misbehaviour.inc();
+                let garbage = self.peers.get_mut(&peer).map(|p| {
+                    p.garbage += 1;
+                    p.garbage
+                });
+                if garbage.is_some_and(|g| g >= 3) {
+                    self.ban(peer, "sent garbage on the mesh protocol");
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, peer: PeerId, frame: Frame) {
+        let now = self.clock();
+        match frame {
+            Frame::Packet(bytes) => {
+                let address = self.peers.get(&peer).and_then(|p| p.address);
+                if let Some(address) = address {
+                    self.router.handle_packet(now, &address, &bytes);
+                }
+            }
+            Frame::Sync(bytes) => {
+                let Some(c) = &mut self.chain else { return };
+                let message = match SyncMessage::from_bytes(&bytes) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.metrics.misbehaviour.inc();
+                        debug!(%peer, "a sync message did not decode: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = c.sync.handle_message(peer, message, &mut c.chain, ts(now)) {
+                    error!("the chain store failed during sync: {e}");
+                }
+                let counts = c.sync.misbehaviour(&peer);
+                if counts.invalid_blocks + counts.unsolicited >= SYNC_BAN_THRESHOLD {
+                    self.ban(peer, "served invalid or unsolicited blocks");
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = self.clock();
+        self.router.handle_timeout(now);
+        if let Some(c) = &mut self.chain {
+            if c.sync
+                .poll_timeout()
+                .is_some_and(|t| t.as_unix_millis() <= now)
+            {
+                c.sync.handle_timeout(&c.chain, ts(now));
+            }
+            if let Some((at, parent)) = c.seal
+                && at <= now
+            {
+                c.seal = None;
+                self.seal(parent);
+            }
+        }
+        while let Some(entry) = self.bans.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            for peer in entry.remove() {
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                info!(%peer, "ban over");
+            }
+        }
+    }
+
+    // ----- after every input -----
+
+    fn after_input(&mut self) {
+        let now = self.clock();
+        while let Some(event) = self.router.poll_event() {
+            self.on_router_event(now, event);
+        }
+        self.after_chain();
+        let ready: Vec<PeerId> = self
+            .router
+            .ready_links()
+            .filter_map(|a| self.by_address.get(a).copied())
+            .collect();
+        for peer in ready {
+            self.pump(peer);
+        }
+        self.update_gauges();
+    }
+
+    fn on_router_event(&mut self, now: u64, event: Event) {
+        match event {
+            Event::Delivered(delivery) => self.on_delivered(now, delivery),
+            Event::Status { id, status } => {
+                debug!(%id, status = status_name(status), "message status");
+            }
+            Event::Receipt {
+                message,
+                from,
+                kind,
+                note,
+            } => {
+                let who = node_id(&from).map_or_else(|| "?".into(), |id| id.to_string());
+                let text = if note.is_empty() {
+                    format!("{kind:?} from {who}")
+                } else {
+                    format!("{kind:?} from {who}: {note}")
+                };
+                info!(%message, "{text}");
+                self.remember_receipt(message, text);
+            }
+            Event::Evicted { class, .. } => self.metrics.message(class, "evicted"),
+            Event::Expired { class, .. } => self.metrics.message(class, "expired"),
+            Event::Dropped { id, reason } => debug!(%id, ?reason, "dropped"),
+            Event::Misbehaving { neighbour, counts } => {
+                self.metrics.misbehaviour.inc_by(counts.total());
+                if let Some(&peer) = self.by_address.get(&neighbour) {
+                    self.ban(peer, &format!("routing misbehaviour {counts:?}"));
+                }
+            }
+            Event::LinkReady(address) => {
+                if let Some(&peer) = self.by_address.get(&address) {
+                    self.pump(peer);
+                }
+            }
+            Event::StoreFailed(e) => {
+                error!("the message store failed; custody was not acknowledged: {e}");
+            }
+            Event::CorruptRecords(n) => {
+                warn!("{n} records in the message store could not be read and were skipped");
+            }
+        }
+    }
+
+    fn remember_receipt(&mut self, message: MessageId, text: String) {
+        if !self.receipts.contains_key(&message) {
+            self.receipt_order.push_back(message);
+            if self.receipt_order.len() > MAX_RECEIPTS
+                && let Some(old) = self.receipt_order.pop_front()
+            {
+                self.receipts.remove(&old);
+            }
+        }
+        self.receipts.entry(message).or_default().push(text);
+    }
+
+    fn on_delivered(&mut self, now: u64, d: Delivery) {
+        self.metrics.message(d.class, "delivered");
+        self.metrics
+            .delivery_latency
+            .get_or_create(&metrics::ClassLabel {
+                class: class_name(d.class).into(),
+            })
+            .observe(now.saturating_sub(d.created_ms) as f64 / 1000.0);
+        let payload: AppPayload = match decode_bounded("payload", &d.payload, MAX_PAYLOAD + 64) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(id = %d.id, "a delivered payload did not decode: {e}");
+                return;
+            }
+        };
+        match payload.kind {
+            Some(app_payload::Kind::Envelope(bytes)) if !d.broadcast => {
+                let opened = envelope::open(
+                    &bytes,
+                    &self.keys.identity,
+                    &self.keys.prekeys,
+                    &mut self.replay,
+                    ts(now),
+                    &OpenPolicy::default(),
+                );
+                match opened {
+                    Ok(message) => {
+                        let entry = api::InboxMessage {
+                            id: d.id.to_string(),
+                            from: message.sender.to_string(),
+                            text: message.content,
+                            kind: "message".into(),
+                            received_ms: now,
+                            sent_ms: message.created_at.as_unix_millis(),
+                            hops: d.hops,
+                            lat_micro: None,
+                            lon_micro: None,
+                        };
+                        // On disk before the receipt says it arrived.
+                        if self.keep(&entry, &d.id)
+                            && let Err(e) =
+                                self.router
+                                    .send_receipt(now, Address::from(message.sender), d.id)
+                        {
+                            warn!(id = %d.id, "cannot send the receipt: {e}");
+                        }
+                    }
+                    Err(e) => warn!(id = %d.id, "a message for this node did not open: {e}"),
+                }
+            }
+            Some(app_payload::Kind::Sos(sos)) => {
+                let Some(origin) = d.origin.as_ref().and_then(node_id) else {
+                    return;
+                };
+                let entry = api::InboxMessage {
+                    id: d.id.to_string(),
+                    from: origin.to_string(),
+                    text: sos.text.into_bytes(),
+                    kind: "sos".into(),
+                    received_ms: now,
+                    sent_ms: d.created_ms,
+                    hops: d.hops,
+                    lat_micro: sos.lat_micro,
+                    lon_micro: sos.lon_micro,
+                };
+                warn!(from = %origin, id = %d.id, "SOS received");
+                self.keep(&entry, &d.id);
+            }
+            Some(app_payload::Kind::Transaction(bytes)) => match Transaction::from_bytes(&bytes) {
+                Ok(tx) => self.pool(tx),
+                Err(e) => debug!("a broadcast transaction is invalid: {e}"),
+            },
+            _ => {}
+        }
+    }
+
+    /// Writes an inbox entry (synced) and tells watchers; false if it could
+    /// not be written.
+    fn keep(&mut self, entry: &api::InboxMessage, id: &MessageId) -> bool {
+        let mut key = entry.received_ms.to_be_bytes().to_vec();
+        key.extend_from_slice(&id.0);
+        if let Err(e) = self.inbox.put(&key, &entry.encode_to_vec()) {
+            error!("cannot write the inbox: {e}");
+            return false;
+        }
+        let _ = self.inbox_watch.send(entry.clone());
+        if self.rng.random_ratio(1, 256) {
+            let _ = self.inbox.trim(INBOX_KEEP);
+        }
+        true
+    }
+
+    fn pool(&mut self, tx: Transaction) {
+        let Some(c) = &mut self.chain else { return };
+        if !c.chain.signer_state().is_signer(self.keys.identity.id()) {
+            return;
+        }
+        if c.pool.insert(tx, c.chain.state()) {
+            // A transaction waits a period, not a heartbeat.
+            self.plan_seal();
+        }
+    }
+
+    /// Announces a new head, plans sealing, and sends what sync wants sent.
+    fn after_chain(&mut self) {
+        let Some(c) = &mut self.chain else { return };
+        for (a, b) in c.chain.take_evidence() {
+            warn!(
+                signer = %a.header().signer,
+                number = a.header().number,
+                "an authority sealed two blocks at one height ({} and {})",
+                a.hash(),
+                b.hash()
+            );
+        }
+        let head = c.chain.head();
+        let mut moved = false;
+        if head.hash != c.announced {
+            c.announced = head.hash;
+            moved = true;
+        }
+        let mut out: Vec<(PeerId, Vec<u8>)> = Vec::new();
+        if moved {
+            debug!(number = head.number, hash = %head.hash, "new head");
+            let status = Sync::<PeerId>::status(&c.chain).to_bytes();
+            for (peer, p) in &self.peers {
+                if p.writer.is_some() {
+                    out.push((*peer, status.clone()));
+                }
+            }
+            self.router
+                .set_authorities(c.chain.signer_state().signers().iter().map(Address::from));
+        }
+        while let Some((peer, message)) = c.sync.poll_transmit() {
+            out.push((peer, message.to_bytes()));
+        }
+        for (peer, bytes) in out {
+            self.send_frame(peer, Frame::Sync(bytes));
+        }
+        if moved {
+            self.plan_seal();
+        }
+    }
+
+    fn send_frame(&mut self, peer: PeerId, frame: Frame) {
+        let Some(writer) = self.peers.get(&peer).and_then(|p| p.writer.as_ref()) else {
+            return;
+        };
+        // Sync recovers from a lost message (requests time out, heads are
+        // announced again), so a full queue drops it rather than waiting.
+        if writer.try_send(frame.encode()).is_err() {
+            debug!(%peer, "the mesh queue is full; a sync message was dropped");
+        }
+    }
+
+    fn pump(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let (Some(writer), Some(address)) = (p.writer.clone(), p.address) else {
+            return;
+        };
+        let now = self.clock();
+        while let Ok(permit) = writer.try_reserve() {
+            match self.router.poll_link(now, &address) {
+                Some(packet) => permit.send(Frame::Packet(packet).encode()),
+                None => break,
+            }
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId, why: &str) {
+        warn!(%peer, "banning for {} s: {why}", self.config.ban_secs);
+        self.metrics.bans.inc();
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+        let until = self
+            .clock()
+            .saturating_add(self.config.ban_secs.saturating_mul(1000));
+        self.bans.entry(until).or_default().push(peer);
+        self.peer_gone(peer);
+    }
+
+    // ----- the chain -----
+
+    fn plan_seal(&mut self) {
+        let Some(c) = &mut self.chain else { return };
+        c.seal = None;
+        let id = *self.keys.identity.id();
+        let Some(delay) = c.chain.sealing_delay(&id, &mut self.rng) else {
+            return;
+        };
+        let head = c.chain.head();
+        let base = head.timestamp.as_unix_millis();
+        let mut at = base.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        if !c.pool.has_pending(c.chain.state()) && c.vote.is_none() {
+            at = at.max(base.saturating_add(c.heartbeat_ms));
+        }
+        c.seal = Some((at, head.hash));
+    }
+
+    fn seal(&mut self, parent: BlockHash) {
+        let now = self.clock();
+        let Some(c) = &mut self.chain else { return };
+        if c.chain.head().hash != parent {
+            return self.plan_seal();
+        }
+        // What the block carries stays pooled: a reorganisation may drop it.
+        let txs = c.pool.select(c.chain.state());
+        let block = match c.chain.propose(&self.keys.identity, ts(now), c.vote, txs) {
+            Ok(b) => b,
+            Err(e) => {
+                debug!("not sealing now: {e}");
+                return self.plan_seal();
+            }
+        };
+        match c.chain.import(&block, Validation::Full { now: ts(now) }) {
+            Ok(_) => {
+                info!(
+                    number = block.header().number,
+                    txs = block.transactions().len(),
+                    "sealed a block"
+                );
+                if let Some(v) = c.vote
+                    && block.header().vote == Some(v)
+                {
+                    c.vote = None;
+                }
+            }
+            Err(e) => error!("a block sealed here did not import: {e}"),
+        }
+        self.plan_seal();
+    }
+
+    fn update_gauges(&mut self) {
+        let (held, bytes) = self.router.custody();
+        let m = &self.metrics;
+        m.custody_messages
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+        m.custody_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        m.peers
+            .set(i64::try_from(self.peers.len()).unwrap_or(i64::MAX));
+        m.neighbours
+            .set(i64::try_from(self.by_address.len()).unwrap_or(i64::MAX));
+        let stats = self.router.stats();
+        m.control_bytes
+            .inc_by(stats.control_bytes.saturating_sub(self.last_control_bytes));
+        self.last_control_bytes = stats.control_bytes;
+        let queued: usize = self
+            .by_address
+            .keys()
+            .map(|a| self.router.queued_bytes(a))
+            .sum();
+        m.queued_bytes
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
+        if let Some(c) = &self.chain {
+            m.chain_head
+                .set(i64::try_from(c.chain.head().number).unwrap_or(i64::MAX));
+            m.chain_finalized
+                .set(i64::try_from(c.chain.finalized().number).unwrap_or(i64::MAX));
+        }
+    }
+
+    // ----- the control API -----
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Status(reply) => {
+                let chain = self.chain_status();
+                let (held, bytes) = self.router.custody();
+                let _ = reply.send(api::StatusReply {
+                    id: self.keys.identity.id().to_string(),
+                    fingerprint: self.keys.identity.id().fingerprint().to_string(),
+                    listen_addrs: self.listen_addrs.iter().map(ToString::to_string).collect(),
+                    peers: u32::try_from(self.peers.len()).unwrap_or(u32::MAX),
+                    routes: u32::try_from(self.router.routes().count()).unwrap_or(u32::MAX),
+                    custody_messages: held as u64,
+                    custody_bytes: bytes as u64,
+                    chain: Some(chain),
+                    relay: self.config.relay,
+                    uptime_secs: self.started.elapsed().as_secs(),
+                });
+            }
+            Command::Peers(reply) => {
+                let mut peers: Vec<api::Peer> = self
+                    .peers
+                    .iter()
+                    .map(|(id, p)| api::Peer {
+                        id: id.to_string(),
+                        addrs: p.addrs.iter().map(ToString::to_string).collect(),
+                        rtt_us: p
+                            .rtt
+                            .map_or(0, |r| u64::try_from(r.as_micros()).unwrap_or(0)),
+                        mesh: p.writer.is_some(),
+                        misbehaviour: p
+                            .address
+                            .and_then(|a| self.router.misbehaviour(&a))
+                            .map_or(0, |m| m.total())
+                            + p.garbage,
+                    })
+                    .collect();
+                peers.sort_by(|a, b| a.id.cmp(&b.id));
+                let _ = reply.send(api::PeersReply { peers });
+            }
+            Command::Routes(reply) => {
+                let routes = self
+                    .router
+                    .routes()
+                    .map(|(dest, hop, metric)| api::Route {
+                        destination: node_id(dest).map_or_else(String::new, |i| i.to_string()),
+                        next_hop: node_id(hop).map_or_else(String::new, |i| i.to_string()),
+                        metric,
+                    })
+                    .collect();
+                let _ = reply.send(api::RoutesReply { routes });
+            }
+            Command::Send(request, reply) => {
+                let _ = reply.send(self.send(request));
+            }
+            Command::Sos(request, reply) => {
+                let _ = reply.send(self.sos(request));
+            }
+            Command::SosAck(request, reply) => {
+                let _ = reply.send(self.sos_ack(request));
+            }
+            Command::Inbox { limit, reply } => {
+                let receiver = self.inbox_watch.subscribe();
+                let kept = self.inbox.newest(limit).map(|entries| {
+                    entries
+                        .into_iter()
+                        .filter_map(|(_, v)| api::InboxMessage::decode(v.as_slice()).ok())
+                        .collect()
+                });
+                let _ = reply
+                    .send(kept.map(|k| (k, receiver)).map_err(|e| {
+                        CommandError::Internal(format!("cannot read the inbox: {e}"))
+                    }));
+            }
+            Command::MessageStatus(id, reply) => {
+                let result = id
+                    .parse::<MessageId>()
+                    .map_err(|_| {
+                        CommandError::BadRequest(format!(
+                            "{id:?} is not a message id (32 hex digits)"
+                        ))
+                    })
+                    .map(|id| api::MessageStatusReply {
+                        status: self
+                            .router
+                            .status(&id)
+                            .map_or("unknown", status_name)
+                            .into(),
+                        receipts: self.receipts.get(&id).cloned().unwrap_or_default(),
+                    });
+                let _ = reply.send(result);
+            }
+            Command::ChainStatus(reply) => {
+                let _ = reply.send(self.chain_status());
+            }
+            Command::Block(number, reply) => {
+                let _ = reply.send(self.block(number));
+            }
+            Command::SubmitTransaction(bytes, reply) => {
+                let _ = reply.send(self.submit(bytes));
+            }
+            Command::Alerts(reply) => {
+                let now = ts(self.clock());
+                let alerts = self
+                    .chain
+                    .as_ref()
+                    .map(|c| {
+                        c.chain
+                            .state()
+                            .alerts_in_force(now, None)
+                            .into_iter()
+                            .map(|r| api::Alert {
+                                identifier: r.alert.identifier.clone(),
+                                sender: r.alert.sender.clone(),
+                                headline: r.alert.headline.clone(),
+                                severity: format!("{:?}", r.alert.severity),
+                                expires_ms: r.alert.expires.as_unix_millis(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(alerts);
+            }
+            Command::Vote(vote, reply) => {
+                let result = match &mut self.chain {
+                    None => Err(CommandError::NoChain),
+                    Some(c) if !c.chain.signer_state().is_signer(self.keys.identity.id()) => Err(
+                        CommandError::BadRequest("this node is not an authority".into()),
+                    ),
+                    Some(c) => {
+                        c.vote = Some(vote);
+                        Ok(())
+                    }
+                };
+                if result.is_ok() {
+                    self.plan_seal();
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn chain_status(&self) -> api::ChainStatusReply {
+        let Some(c) = &self.chain else {
+            return api::ChainStatusReply::default();
+        };
+        let head = c.chain.head();
+        let finalized = c.chain.finalized();
+        let signers = c.chain.signer_state().signers();
+        api::ChainStatusReply {
+            enabled: true,
+            head_number: head.number,
+            head_hash: head.hash.to_string(),
+            finalized_number: finalized.number,
+            finalized_hash: finalized.hash.to_string(),
+            authorities: signers.iter().map(ToString::to_string).collect(),
+            is_authority: signers.contains(self.keys.identity.id()),
+            genesis_hash: c.chain.genesis_hash().to_string(),
+            identities: c.chain.state().identity_count() as u64,
+            head_time_ms: head.timestamp.as_unix_millis(),
+        }
+    }
+
+    fn block(&self, number: u64) -> Result<api::BlockReply, CommandError> {
+        let c = self.chain.as_ref().ok_or(CommandError::NoChain)?;
+        let bytes = c
+            .chain
+            .canonical_block(number)
+            .map_err(|e| CommandError::Internal(e.to_string()))?;
+        let Some(bytes) = bytes else {
+            return Ok(api::BlockReply::default());
+        };
+        let block = SealedBlock::from_bytes(&bytes)
+            .map_err(|e| CommandError::Internal(format!("a stored block is unreadable: {e}")))?;
+        let h = block.header();
+        Ok(api::BlockReply {
+            found: true,
+            number: h.number,
+            hash: block.hash().to_string(),
+            signer: h.signer.to_string(),
+            timestamp_ms: h.timestamp.as_unix_millis(),
+            transactions: u32::try_from(block.transactions().len()).unwrap_or(u32::MAX),
+            encoded: bytes,
+        })
+    }
+
+    fn originate(
+        &mut self,
+        class: Class,
+        destination: Destination,
+        payload: AppPayload,
+        ttl_secs: u64,
+    ) -> Result<api::SendReply, CommandError> {
+        let now = self.clock();
+        let request = SendRequest {
+            class,
+            destination,
+            payload: payload.encode_to_vec(),
+            ttl_ms: (ttl_secs > 0).then(|| ttl_secs.saturating_mul(1000)),
+        };
+        let id = self.router.send(now, request).map_err(|e| match e {
+            SendError::Store(e) => CommandError::Internal(e),
+            other => CommandError::BadRequest(other.to_string()),
+        })?;
+        self.metrics.message(class, "sent");
+        Ok(api::SendReply { id: id.to_string() })
+    }
+
+    fn send(&mut self, request: api::SendRequest) -> Result<api::SendReply, CommandError> {
+        let to: NodeId = request.to.trim().parse().map_err(|e| {
+            CommandError::BadRequest(format!("{:?} is not a lifeline id: {e}", request.to))
+        })?;
+        if &to == self.keys.identity.id() {
+            return Err(CommandError::BadRequest(
+                "that is this node's own id".into(),
+            ));
+        }
+        let prekey = if request.prekey.is_empty() {
+            self.chain
+                .as_ref()
+                .and_then(|c| c.chain.state().identity(&to).map(|r| r.prekey.clone()))
+                .ok_or_else(|| {
+                    CommandError::NotFound(format!(
+                        "{to} has no prekey on the chain; ask them for their contact card \
+                         (`lifeline key card`) and pass it with --card"
+                    ))
+                })?
+        } else {
+            let prekey = PublicPrekey::from_bytes(&request.prekey).map_err(|e| {
+                CommandError::BadRequest(format!("the contact card is invalid: {e}"))
+            })?;
+            if prekey.owner() != &to {
+                return Err(CommandError::BadRequest(format!(
+                    "the contact card belongs to {}, not to {to}",
+                    prekey.owner()
+                )));
+            }
+            prekey
+        };
+        let now = self.clock();
+        let sealed = envelope::seal(
+            &self.keys.identity,
+            &prekey,
+            &request.text,
+            ts(now),
+            &mut self.rng,
+        )
+        .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+        let class = match api::Priority::try_from(request.priority) {
+            Ok(api::Priority::Urgent) => Class::P0,
+            Ok(api::Priority::Bulk) => Class::P3,
+            _ => Class::P2,
+        };
+        let payload = AppPayload {
+            kind: Some(app_payload::Kind::Envelope(sealed.bytes)),
+        };
+        self.originate(
+            class,
+            Destination::Node(Address::from(to)),
+            payload,
+            request.ttl_secs,
+        )
+    }
+
+    fn sos(&mut self, request: api::SosRequest) -> Result<api::SendReply, CommandError> {
+        let payload = AppPayload {
+            kind: Some(app_payload::Kind::Sos(Sos {
+                text: request.text,
+                lat_micro: request.lat_micro,
+                lon_micro: request.lon_micro,
+            })),
+        };
+        let destination = Destination::Broadcast {
+            hops: None,
+            area: None,
+        };
+        self.originate(Class::P0, destination, payload, 0)
+    }
+
+    fn sos_ack(&mut self, request: api::SosAckRequest) -> Result<api::SendReply, CommandError> {
+        let id: MessageId = request.id.trim().parse().map_err(|_| {
+            CommandError::BadRequest(format!(
+                "{:?} is not a message id (32 hex digits)",
+                request.id
+            ))
+        })?;
+        let entries = self
+            .inbox
+            .newest(INBOX_KEEP)
+            .map_err(|e| CommandError::Internal(format!("cannot read the inbox: {e}")))?;
+        let origin = entries
+            .iter()
+            .filter_map(|(_, v)| api::InboxMessage::decode(v.as_slice()).ok())
+            .find(|m| m.kind == "sos" && m.id == request.id.trim())
+            .and_then(|m| m.from.parse::<NodeId>().ok())
+            .ok_or_else(|| {
+                CommandError::NotFound(format!(
+                    "no SOS {id} in this node's inbox; `lifeline inbox` lists the ones received"
+                ))
+            })?;
+        let now = self.clock();
+        let ack = self
+            .router
+            .acknowledge_sos(now, Address::from(origin), id, &request.note)
+            .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+        Ok(api::SendReply {
+            id: ack.to_string(),
+        })
+    }
+
+    fn submit(&mut self, bytes: Vec<u8>) -> Result<api::SubmitTransactionReply, CommandError> {
+        let tx = Transaction::from_bytes(&bytes)
+            .map_err(|e| CommandError::BadRequest(format!("the transaction is invalid: {e}")))?;
+        if self.chain.is_none() {
+            return Err(CommandError::NoChain);
+        }
+        let hash = tx.hash();
+        self.pool(tx);
+        // Every authority pools it; the broadcast carries it there.
+        let payload = AppPayload {
+            kind: Some(app_payload::Kind::Transaction(bytes)),
+        };
+        let destination = Destination::Broadcast {
+            hops: None,
+            area: None,
+        };
+        self.originate(Class::P2, destination, payload, 3600)?;
+        Ok(api::SubmitTransactionReply { hash: hex(&hash.0) })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

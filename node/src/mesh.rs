@@ -1,0 +1,287 @@
+//! lifeline's own protocol between direct neighbours: one long-lived stream
+//! each way per neighbour (`/lifeline/mesh/1`), carrying length-prefixed
+//! [`MeshFrame`]s: routing packets and chain sync messages.
+//!
+//! Each frame is preceded by its length as 4 big-endian bytes. A reader
+//! checks the length against [`MAX_FRAME`] before it allocates, and a frame
+//! that does not decode closes the stream (the peer is counted, never
+//! trusted). Writers take frames from a bounded channel, so a slow neighbour
+//! pushes back on the router instead of growing a buffer.
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use lifeline_consensus::sync::MAX_SYNC_MESSAGE_LEN;
+use lifeline_crypto::wire::decode_bounded;
+use prost::Message;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::pb::mesh::{MeshFrame, mesh_frame};
+
+/// The protocol name on libp2p streams.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/lifeline/mesh/1");
+
+/// Largest frame: a full chain sync answer plus framing.
+pub const MAX_FRAME: usize = MAX_SYNC_MESSAGE_LEN + 1024;
+
+/// Frames that may wait for one neighbour's writer.
+pub const WRITER_QUEUE: usize = 64;
+
+/// What a neighbour sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A routing packet.
+    Packet(Vec<u8>),
+    /// A chain sync message.
+    Sync(Vec<u8>),
+}
+
+impl Frame {
+    /// The frame's bytes, without the length prefix.
+    pub fn encode(&self) -> Vec<u8> {
+        let kind = match self {
+            Frame::Packet(bytes) => mesh_frame::Kind::Packet(bytes.clone()),
+            Frame::Sync(bytes) => mesh_frame::Kind::Sync(bytes.clone()),
+        };
+        MeshFrame { kind: Some(kind) }.encode_to_vec()
+    }
+
+    /// Decodes a frame (bounded, canonical, typed errors).
+    pub fn decode(bytes: &[u8]) -> Result<Self, MeshError> {
+        let frame: MeshFrame = decode_bounded("mesh frame", bytes, MAX_FRAME)
+            .map_err(|e| MeshError::Decode(e.to_string()))?;
+        match frame.kind {
+            Some(mesh_frame::Kind::Packet(p)) => Ok(Frame::Packet(p)),
+            Some(mesh_frame::Kind::Sync(s)) => Ok(Frame::Sync(s)),
+            None => Err(MeshError::Decode("a mesh frame with no content".into())),
+        }
+    }
+}
+
+/// Why a mesh stream ended.
+#[derive(Debug, Error)]
+pub enum MeshError {
+    /// The stream failed or closed.
+    #[error("mesh stream: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame announced more bytes than any frame may have.
+    #[error("a mesh frame of {0} bytes is over the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    /// A frame did not decode.
+    #[error("a mesh frame did not decode: {0}")]
+    Decode(String),
+}
+
+/// Reads one frame, or `None` at a clean end of stream.
+pub async fn read_frame<R: futures::AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<Frame>, MeshError> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
+    if len > MAX_FRAME {
+        return Err(MeshError::TooLarge(len));
+    }
+    let mut bytes = vec![0u8; len];
+    reader.read_exact(&mut bytes).await?;
+    Frame::decode(&bytes).map(Some)
+}
+
+/// Writes one frame with its length prefix.
+pub async fn write_frame<W: futures::AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &[u8],
+) -> Result<(), MeshError> {
+    if frame.len() > MAX_FRAME {
+        return Err(MeshError::TooLarge(frame.len()));
+    }
+    let len = u32::try_from(frame.len()).map_err(|_| MeshError::TooLarge(frame.len()))?;
+    writer.write_all(&len.to_be_bytes()).await?;
+    writer.write_all(frame).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// What the stream tasks tell the driver.
+#[derive(Debug)]
+pub enum MeshEvent {
+    /// Our stream to `peer` is open: frames for it go into `sender`.
+    Opened {
+        /// The neighbour.
+        peer: PeerId,
+        /// Its writer's queue.
+        sender: mpsc::Sender<Vec<u8>>,
+    },
+    /// Opening a stream to `peer` failed.
+    OpenFailed {
+        /// The neighbour.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// A frame arrived from `peer`.
+    Frame {
+        /// The neighbour.
+        peer: PeerId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// `peer`'s writer sent everything it had queued.
+    Drained(PeerId),
+    /// A stream with `peer` ended (read or write side).
+    Closed {
+        /// The neighbour.
+        peer: PeerId,
+        /// Whether it was our stream to them (else theirs to us).
+        outbound: bool,
+        /// Why, if it was not a clean close.
+        error: Option<String>,
+    },
+    /// `peer` sent something that is not a mesh frame.
+    Garbage {
+        /// The neighbour.
+        peer: PeerId,
+        /// What was wrong.
+        error: String,
+    },
+}
+
+/// Opens our stream to `peer` and runs its writer until the stream or the
+/// driver goes away.
+pub async fn run_writer(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    events: mpsc::Sender<MeshEvent>,
+) {
+    let mut stream: Stream = match control.open_stream(peer, PROTOCOL).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = events
+                .send(MeshEvent::OpenFailed {
+                    peer,
+                    reason: e.to_string(),
+                })
+                .await;
+            return;
+        }
+    };
+    let (sender, mut queue) = mpsc::channel::<Vec<u8>>(WRITER_QUEUE);
+    if events
+        .send(MeshEvent::Opened { peer, sender })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut error = None;
+    while let Some(frame) = queue.recv().await {
+        if let Err(e) = write_frame(&mut stream, &frame).await {
+            error = Some(e.to_string());
+            break;
+        }
+        if queue.is_empty() && events.send(MeshEvent::Drained(peer)).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.close().await;
+    let _ = events
+        .send(MeshEvent::Closed {
+            peer,
+            outbound: true,
+            error,
+        })
+        .await;
+}
+
+/// Reads a neighbour's stream to us until it ends. Sending into the bounded
+/// `events` channel waits while the driver is busy: that is the backpressure.
+pub async fn run_reader(mut stream: Stream, peer: PeerId, events: mpsc::Sender<MeshEvent>) {
+    loop {
+        match read_frame(&mut stream).await {
+            Ok(Some(frame)) => {
+                if events.send(MeshEvent::Frame { peer, frame }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = events
+                    .send(MeshEvent::Closed {
+                        peer,
+                        outbound: false,
+                        error: None,
+                    })
+                    .await;
+                return;
+            }
+            Err(e @ (MeshError::TooLarge(_) | MeshError::Decode(_))) => {
+                let _ = events
+                    .send(MeshEvent::Garbage {
+                        peer,
+                        error: e.to_string(),
+                    })
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let _ = events
+                    .send(MeshEvent::Closed {
+                        peer,
+                        outbound: false,
+                        error: Some(e.to_string()),
+                    })
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_empty_frames_are_refused() {
+        for frame in [Frame::Packet(vec![1, 2, 3]), Frame::Sync(vec![9; 100])] {
+            assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+        }
+        assert!(matches!(Frame::decode(&[]), Err(MeshError::Decode(_))));
+        assert!(matches!(
+            Frame::decode(&[0xff, 0xff]),
+            Err(MeshError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn a_length_over_the_limit_is_refused_before_allocating() {
+        let mut bytes = u32::MAX.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 16]);
+        let mut reader = futures::io::Cursor::new(bytes);
+        let result = futures::executor::block_on(read_frame(&mut reader));
+        assert!(matches!(result, Err(MeshError::TooLarge(_))));
+    }
+
+    #[test]
+    fn streams_carry_frames_in_order_and_end_cleanly() {
+        let mut wire = Vec::new();
+        let frames = [Frame::Packet(vec![7; 5000]), Frame::Sync(vec![1])];
+        futures::executor::block_on(async {
+            let mut w = futures::io::Cursor::new(&mut wire);
+            for f in &frames {
+                write_frame(&mut w, &f.encode()).await.unwrap();
+            }
+        });
+        let mut r = futures::io::Cursor::new(wire);
+        futures::executor::block_on(async {
+            for f in &frames {
+                assert_eq!(read_frame(&mut r).await.unwrap().as_ref(), Some(f));
+            }
+            assert_eq!(read_frame(&mut r).await.unwrap(), None);
+        });
+    }
+}

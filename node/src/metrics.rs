@@ -1,0 +1,242 @@
+//! Prometheus metrics (libp2p's own and lifeline's) and `/healthz`, served
+//! over HTTP on loopback by default.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A message class label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    /// p0, p1, p2 or p3.
+    pub class: String,
+}
+
+/// A message class and status label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// p0, p1, p2 or p3.
+    pub class: String,
+    /// What happened.
+    pub status: String,
+}
+
+/// lifeline's own metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Messages by class and what happened to them here.
+    pub messages: Family<StatusLabel, Counter>,
+    /// Time from creation to delivery here, by class.
+    pub delivery_latency: Family<ClassLabel, Histogram>,
+    /// Messages in custody.
+    pub custody_messages: Gauge,
+    /// Bytes in custody.
+    pub custody_bytes: Gauge,
+    /// Bytes waiting in link queues.
+    pub queued_bytes: Gauge,
+    /// Connected peers.
+    pub peers: Gauge,
+    /// Neighbours with a mesh stream.
+    pub neighbours: Gauge,
+    /// Routes known.
+    pub routes: Gauge,
+    /// The chain's head height.
+    pub chain_head: Gauge,
+    /// The chain's finalized height.
+    pub chain_finalized: Gauge,
+    /// Misbehaviour events counted against peers.
+    pub misbehaviour: Counter,
+    /// Peers banned.
+    pub bans: Counter,
+    /// Routing control bytes sent.
+    pub control_bytes: Counter,
+}
+
+impl Metrics {
+    /// Registers lifeline's metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            messages: Family::default(),
+            delivery_latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0,
+                ])
+            }),
+            custody_messages: Gauge::default(),
+            custody_bytes: Gauge::default(),
+            queued_bytes: Gauge::default(),
+            peers: Gauge::default(),
+            neighbours: Gauge::default(),
+            routes: Gauge::default(),
+            chain_head: Gauge::default(),
+            chain_finalized: Gauge::default(),
+            misbehaviour: Counter::default(),
+            bans: Counter::default(),
+            control_bytes: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("lifeline");
+        r.register(
+            "messages",
+            "Messages by class and status",
+            m.messages.clone(),
+        );
+        r.register(
+            "delivery_latency_seconds",
+            "Time from a message's creation to its delivery here",
+            m.delivery_latency.clone(),
+        );
+        r.register(
+            "custody_messages",
+            "Messages in custody",
+            m.custody_messages.clone(),
+        );
+        r.register("custody_bytes", "Bytes in custody", m.custody_bytes.clone());
+        r.register(
+            "queued_bytes",
+            "Bytes waiting in link queues",
+            m.queued_bytes.clone(),
+        );
+        r.register("peers", "Connected peers", m.peers.clone());
+        r.register(
+            "neighbours",
+            "Neighbours with a mesh stream",
+            m.neighbours.clone(),
+        );
+        r.register("routes", "Routes known", m.routes.clone());
+        r.register(
+            "chain_head",
+            "Height of the chain's head",
+            m.chain_head.clone(),
+        );
+        r.register(
+            "chain_finalized",
+            "Height of the finalized block",
+            m.chain_finalized.clone(),
+        );
+        r.register(
+            "misbehaviour",
+            "Misbehaviour counted against peers",
+            m.misbehaviour.clone(),
+        );
+        r.register("bans", "Peers banned for misbehaviour", m.bans.clone());
+        r.register(
+            "control_bytes",
+            "Routing control bytes queued for links",
+            m.control_bytes.clone(),
+        );
+        m
+    }
+
+    /// Counts one message of `class` with `status`.
+    pub fn message(&self, class: lifeline_routing::Class, status: &str) {
+        self.messages
+            .get_or_create(&StatusLabel {
+                class: class_name(class).into(),
+                status: status.into(),
+            })
+            .inc();
+    }
+}
+
+/// `p0` .. `p3`.
+pub fn class_name(class: lifeline_routing::Class) -> &'static str {
+    match class {
+        lifeline_routing::Class::P0 => "p0",
+        lifeline_routing::Class::P1 => "p1",
+        lifeline_routing::Class::P2 => "p2",
+        lifeline_routing::Class::P3 => "p3",
+    }
+}
+
+/// The driver's heartbeat: the last time (unix seconds) its loop ran.
+#[derive(Clone, Debug, Default)]
+pub struct Heartbeat(Arc<AtomicU64>);
+
+impl Heartbeat {
+    /// Records that the loop ran now.
+    pub fn beat(&self) {
+        self.0.store(unix_secs(), Ordering::Relaxed);
+    }
+
+    fn age_secs(&self) -> u64 {
+        unix_secs().saturating_sub(self.0.load(Ordering::Relaxed))
+    }
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    heartbeat: Heartbeat,
+}
+
+/// How long the driver may go without running before `/healthz` fails.
+pub const HEALTHY_WITHIN_SECS: u64 = 10;
+
+/// Binds `addr` (so a port in use is reported at start) and returns the
+/// server to spawn.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    heartbeat: Heartbeat,
+) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let state = AppState {
+        registry: Arc::new(registry),
+        heartbeat,
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state);
+    Ok(async move { axum::serve(listener, app).await })
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot encode metrics: {e}\n"),
+        ),
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let age = state.heartbeat.age_secs();
+    if age <= HEALTHY_WITHIN_SECS {
+        (StatusCode::OK, "ok\n".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the node's event loop has not run for {age} s\n"),
+        )
+    }
+}

@@ -1,0 +1,164 @@
+//! The libp2p swarm: transports, discovery, NAT traversal, limits, and the
+//! stream behaviour that carries lifeline's mesh protocol.
+
+use std::time::Duration;
+
+use libp2p::{
+    StreamProtocol, Swarm, allow_block_list, autonat, connection_limits, dcutr, identify, kad,
+    mdns, noise, ping, relay, tcp, yamux,
+};
+use prometheus_client::registry::Registry;
+use thiserror::Error;
+
+use crate::config::Config;
+
+/// lifeline's Kademlia protocol: its own DHT, not the public IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/lifeline/kad/1.0.0");
+/// What identify announces.
+pub const PROTOCOL_VERSION: &str = "/lifeline/1.0.0";
+
+pub use behaviour::{Behaviour, BehaviourEvent};
+
+mod behaviour {
+    // The derive makes an event enum (`BehaviourEvent`) with one variant per
+    // field, which it does not document.
+    #![allow(missing_docs)]
+
+    use libp2p::swarm::NetworkBehaviour;
+    use libp2p::swarm::behaviour::toggle::Toggle;
+    use libp2p::{
+        allow_block_list, autonat, connection_limits, dcutr, identify, kad, mdns, ping, relay,
+    };
+
+    /// Everything the node's swarm does.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Peers banned for misbehaviour.
+        pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+        /// Connection limits.
+        pub limits: connection_limits::Behaviour,
+        /// Reaching and being reached through relays.
+        pub relay_client: relay::client::Behaviour,
+        /// Relay mode: relaying for others.
+        pub relay_server: Toggle<relay::Behaviour>,
+        /// Who a peer is and which addresses it sees.
+        pub identify: identify::Behaviour,
+        /// Liveness and round-trip times (the routing metric's latency).
+        pub ping: ping::Behaviour,
+        /// Neighbours on the LAN.
+        pub mdns: Toggle<mdns::tokio::Behaviour>,
+        /// Peers beyond the LAN.
+        pub kad: kad::Behaviour<kad::store::MemoryStore>,
+        /// Hole punching through relays.
+        pub dcutr: dcutr::Behaviour,
+        /// Whether we are reachable from outside.
+        pub autonat: autonat::Behaviour,
+        /// lifeline's mesh protocol streams.
+        pub stream: libp2p_stream::Behaviour,
+    }
+}
+
+/// Why the swarm could not be built.
+#[derive(Debug, Error)]
+pub enum SwarmError {
+    /// A transport or the relay client could not be set up.
+    #[error("cannot set up the network transports: {0}")]
+    Transport(String),
+    /// mDNS could not start (no multicast socket).
+    #[error(
+        "cannot start mDNS ({0}); set `mdns = false` in the config (or --no-mdns) and give bootstrap peers"
+    )]
+    Mdns(std::io::Error),
+}
+
+/// Builds the swarm for `keypair` with `config`, registering libp2p's
+/// metrics in `registry`.
+pub fn build(
+    keypair: libp2p::identity::Keypair,
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<Swarm<Behaviour>, SwarmError> {
+    let transport = |e: &dyn std::fmt::Display| SwarmError::Transport(e.to_string());
+    let mdns_error = std::cell::RefCell::new(None);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport(&e))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport(&e))?
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key, relay_client| {
+            let id = key.public().to_peer_id();
+            let mdns = if config.mdns {
+                // Ask again every 30 s, so a neighbour whose link came back is found soon.
+                let mdns_config = mdns::Config {
+                    query_interval: Duration::from_secs(30),
+                    ..mdns::Config::default()
+                };
+                match mdns::tokio::Behaviour::new(mdns_config, id) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        *mdns_error.borrow_mut() = Some(e);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let relay_server = config.relay.then(|| {
+                relay::Behaviour::new(
+                    id,
+                    relay::Config {
+                        max_reservations: config.relay_max_reservations,
+                        max_circuits: config.relay_max_circuits,
+                        ..relay::Config::default()
+                    },
+                )
+            });
+            let mut kad = kad::Behaviour::with_config(
+                id,
+                kad::store::MemoryStore::new(id),
+                kad::Config::new(KAD_PROTOCOL),
+            );
+            // Relays serve the DHT; other nodes decide by AutoNAT's verdict.
+            if config.relay {
+                kad.set_mode(Some(kad::Mode::Server));
+            }
+            Behaviour {
+                blocked: allow_block_list::Behaviour::default(),
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_established(Some(config.max_connections))
+                        .with_max_established_per_peer(Some(config.max_connections_per_peer))
+                        .with_max_pending_incoming(Some(64)),
+                ),
+                relay_client,
+                relay_server: relay_server.into(),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(PROTOCOL_VERSION.into(), key.public())
+                        .with_agent_version(format!("lifeline/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(Duration::from_secs(config.ping_interval_secs)),
+                ),
+                mdns: mdns.into(),
+                kad,
+                dcutr: dcutr::Behaviour::new(id),
+                autonat: autonat::Behaviour::new(id, autonat::Config::default()),
+                stream: libp2p_stream::Behaviour::new(),
+            }
+        })
+        .map_err(|e| transport(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    if let Some(e) = mdns_error.into_inner() {
+        return Err(SwarmError::Mdns(e));
+    }
+    Ok(swarm)
+}
