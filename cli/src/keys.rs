@@ -92,20 +92,20 @@ pub fn run(ctx: &Ctx, command: KeyCommand) -> Result<()> {
     }
 }
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
 
-fn keystore_of(ctx: &Ctx) -> Keystore {
+pub(crate) fn keystore_of(ctx: &Ctx) -> Keystore {
     Keystore::at(paths::keystore(&ctx.data_dir))
 }
 
-fn keystore_label(store: &Keystore) -> String {
+pub(crate) fn keystore_label(store: &Keystore) -> String {
     format!("the keystore {}", store.path().display())
 }
 
 /// Loads and decrypts the keystore, with errors that say what to do.
-fn load(ctx: &Ctx) -> Result<(Keystore, KeyBundle, Zeroizing<String>)> {
+pub(crate) fn load(ctx: &Ctx) -> Result<(Keystore, KeyBundle, Zeroizing<String>)> {
     let store = keystore_of(ctx);
     if !store.exists() {
         bail!(KeystoreError::NotFound(store.path().to_path_buf()));
@@ -345,7 +345,7 @@ fn card(ctx: &Ctx) -> Result<()> {
 }
 
 /// Reads a file, or standard input for `None` or `-`, refusing more than `max` bytes.
-fn read_input(file: Option<&Path>, max: usize, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_input(file: Option<&Path>, max: usize, what: &str) -> Result<Vec<u8>> {
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     let mut bytes = Vec::new();
     match file.filter(|f| f.as_os_str() != "-") {

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 mod armor;
 mod chain;
 mod keys;
+mod net;
+mod node;
 mod passphrase;
 mod paths;
 mod sim;
@@ -33,6 +35,17 @@ struct Cli {
         value_name = "FILE"
     )]
     passphrase_file: Option<PathBuf>,
+    /// The running node's control socket [default: control.sock in the data folder]
+    #[arg(
+        long,
+        global = true,
+        env = "LIFELINE_CONTROL_SOCKET",
+        value_name = "PATH"
+    )]
+    control_socket: Option<PathBuf>,
+    /// Print JSON instead of text (for scripts)
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +59,23 @@ enum Command {
     Seal(keys::SealArgs),
     /// Open a sealed envelope addressed to you (works offline)
     Open(keys::OpenArgs),
+    /// Run this node: the daemon that joins the mesh
+    Node(node::NodeArgs),
+    /// This node: id, peers, routes, custody, chain
+    Status,
+    /// Connected neighbours
+    Peers,
+    /// Where messages to each known destination go next
+    Routes,
+    /// Send an end-to-end encrypted message
+    Send(net::SendArgs),
+    /// Call for help: an SOS to everyone in reach, ahead of all other traffic
+    Sos(net::SosArgs),
+    /// Messages received by this node
+    Inbox(net::InboxArgs),
+    /// Messages sent from this node
+    #[command(subcommand)]
+    Message(net::MessageCommand),
     /// The Proof-of-Authority chain
     #[command(subcommand)]
     Chain(chain::ChainCommand),
@@ -60,6 +90,10 @@ pub struct Context {
     pub data_dir: PathBuf,
     /// `--passphrase-file`, if given.
     pub passphrase_file: Option<PathBuf>,
+    /// `--control-socket`, if given.
+    pub control_socket: Option<PathBuf>,
+    /// `--json`.
+    pub json: bool,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +111,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli {
         data_dir,
         passphrase_file,
+        control_socket,
+        json,
         command,
     } = cli;
     // Only commands that touch keys need the data folder.
@@ -84,12 +120,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(Context {
             data_dir: paths::data_dir(data_dir.clone())?,
             passphrase_file: passphrase_file.clone(),
+            control_socket: control_socket.clone(),
+            json,
         })
     };
     match command {
         Command::Key(command) => keys::run(&ctx()?, command)?,
         Command::Seal(args) => keys::seal(&ctx()?, args)?,
         Command::Open(args) => keys::open(&ctx()?, args)?,
+        Command::Node(args) => node::run(&ctx()?, args)?,
+        Command::Status => net::status(&ctx()?)?,
+        Command::Peers => net::peers(&ctx()?)?,
+        Command::Routes => net::routes(&ctx()?)?,
+        Command::Send(args) => net::send(&ctx()?, args)?,
+        Command::Sos(args) => net::sos(&ctx()?, args)?,
+        Command::Inbox(args) => net::inbox(&ctx()?, args)?,
+        Command::Message(command) => net::message(&ctx()?, command)?,
         Command::Chain(command) => return chain::run(command),
         Command::Sim(command) => return sim::run(command),
     }

@@ -1,0 +1,196 @@
+//! Helpers for tests that run real `lifeline` daemons as processes.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PASSPHRASE: &str = "daemon test passphrase";
+
+pub fn lifeline(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeline"));
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .env("LIFELINE_PASSPHRASE", PASSPHRASE)
+        .env_remove("LIFELINE_CONTROL_SOCKET")
+        .env_remove("LIFELINE_CONFIG")
+        .env_remove("XDG_CONFIG_HOME");
+    cmd
+}
+
+pub fn ok(output: Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+pub fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = lifeline(dir).arg("--json").args(args).output().unwrap();
+    serde_json::from_str(&ok(out, &args.join(" "))).unwrap()
+}
+
+/// A plain HTTP GET on loopback: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One daemon process; killed when dropped.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub id: String,
+    pub port: u16,
+    pub bootstrap: Vec<String>,
+    /// Extra arguments for `lifeline node`.
+    pub args: Vec<String>,
+    /// Run inside this network namespace.
+    pub netns: Option<String>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn new(root: &Path, name: &str) -> Self {
+        let dir = root.join(name);
+        let out = lifeline(&dir).args(["key", "generate"]).output().unwrap();
+        ok(out, "key generate");
+        let shown = ok(
+            lifeline(&dir).args(["key", "show"]).output().unwrap(),
+            "key show",
+        );
+        let id = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("id:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Self {
+            dir,
+            id,
+            port: free_port(),
+            bootstrap: Vec::new(),
+            args: Vec::new(),
+            netns: None,
+            child: None,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.port, self.id)
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .unwrap();
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_lifeline")])
+                    .arg("--data-dir")
+                    .arg(&self.dir)
+                    .env("LIFELINE_PASSPHRASE", PASSPHRASE);
+                cmd.args(["node", "--listen", "/ip4/0.0.0.0/tcp/4100"]);
+                cmd
+            }
+            None => {
+                let mut cmd = lifeline(&self.dir);
+                cmd.args(["node", "--no-mdns", "--listen"])
+                    .arg(format!("/ip4/127.0.0.1/tcp/{}", self.port));
+                cmd
+            }
+        };
+        if !self.args.iter().any(|a| a == "--metrics") {
+            cmd.args(["--metrics", "off"]);
+        }
+        cmd.args(&self.args)
+            .env("LIFELINE_LOG", "info,lifeline_node=debug,libp2p=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for b in &self.bootstrap {
+            cmd.arg("--bootstrap").arg(b);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        self.wait_for("its control socket", Duration::from_secs(30), |d| {
+            lifeline(&d.dir)
+                .arg("status")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    /// Sends `signal` (STOP, CONT, ...) to the running daemon.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        json(&self.dir, &["status"])
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    pub fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut(&Self) -> bool) {
+        let start = Instant::now();
+        while !done(self) {
+            assert!(
+                start.elapsed() < limit,
+                "{} did not reach {what} within {limit:?}; its log:\n{}",
+                self.id,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Real daemons as separate processes on loopback: they find each other
+//! through a bootstrap list, three authorities advance and finalize the
+//! chain, messages cross with receipts, an SOS is acknowledged, and a node
+//! killed with SIGKILL comes back with its chain and custody.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, free_port, http_get, json, lifeline, ok};
+
+fn finalized(d: &Daemon) -> u64 {
+    d.status()["chain"]["finalized"]["number"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Daemon> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Daemon::new(root.path(), n))
+        .collect();
+
+    // A fresh chain with all three as authorities, one block a second.
+    let genesis = root.path().join("genesis.toml");
+    let mut cmd = lifeline(root.path());
+    cmd.args([
+        "chain",
+        "genesis",
+        "--period-secs",
+        "1",
+        "--heartbeat-secs",
+        "1",
+        "--out",
+    ])
+    .arg(&genesis);
+    for n in &nodes {
+        cmd.arg("--authority").arg(&n.id);
+    }
+    ok(cmd.output().unwrap(), "chain genesis");
+    for n in &nodes {
+        std::fs::copy(&genesis, n.dir.join("genesis.toml")).unwrap();
+    }
+
+    // b is the hub: a and c know only b.
+    let hub = nodes[1].addr();
+    nodes[0].bootstrap = vec![hub.clone()];
+    nodes[2].bootstrap = vec![hub];
+    let metrics = format!("127.0.0.1:{}", free_port());
+    nodes[1].args = vec!["--metrics".into(), metrics.clone()];
+    for n in &mut nodes {
+        n.start();
+    }
+    for n in &nodes {
+        n.wait_for("a peer", Duration::from_secs(30), |d| {
+            d.status()["peers"].as_u64().unwrap_or(0) >= 1
+        });
+    }
+
+    // The chain advances and finalizes everywhere.
+    for n in &nodes {
+        n.wait_for("finalized block 3", Duration::from_secs(60), |d| {
+            finalized(d) >= 3
+        });
+    }
+    // The hub's metrics and health.
+    let (code, body) = http_get(&metrics, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, body) = http_get(&metrics, "/metrics");
+    assert_eq!(code, 200);
+    let finalized_metric = body
+        .lines()
+        .find_map(|l| l.strip_prefix("lifeline_chain_finalized "))
+        .unwrap_or_else(|| panic!("no lifeline_chain_finalized in:\n{body}"));
+    assert!(
+        finalized_metric.trim().parse::<u64>().unwrap() >= 3,
+        "{finalized_metric}"
+    );
+    assert!(body.contains("lifeline_peers 2"), "{body}");
+    assert!(body.contains("libp2p_"), "libp2p's own metrics are missing");
+
+    let genesis_hashes: Vec<String> = nodes
+        .iter()
+        .map(|d| d.status()["chain"]["genesis"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        genesis_hashes.windows(2).all(|w| w[0] == w[1]),
+        "genesis differs: {genesis_hashes:?}"
+    );
+
+    // a sends to c with c's contact card; the receipt comes back.
+    let card = root.path().join("c.card");
+    let out = lifeline(&nodes[2].dir)
+        .args(["key", "card"])
+        .output()
+        .unwrap();
+    std::fs::write(&card, ok(out, "key card")).unwrap();
+    let text = "Water at the north school gym";
+    let out = lifeline(&nodes[0].dir)
+        .args([
+            "--json",
+            "send",
+            "--to",
+            &nodes[2].id,
+            "--wait",
+            "30s",
+            "--card",
+        ])
+        .arg(&card)
+        .arg(text)
+        .output()
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_str(&ok(out, "send")).unwrap();
+    assert_eq!(sent["status"], "delivered", "{sent}");
+    let inbox = ok(
+        lifeline(&nodes[2].dir)
+            .args(["--json", "inbox"])
+            .output()
+            .unwrap(),
+        "inbox",
+    );
+    let received: serde_json::Value = serde_json::from_str(inbox.lines().next().unwrap()).unwrap();
+    assert_eq!(received["text"], text);
+    assert_eq!(received["from"], nodes[0].id.as_str());
+    assert_eq!(received["kind"], "message");
+
+    // An SOS from c reaches a, and a's acknowledgement reaches c.
+    let out = lifeline(&nodes[2].dir)
+        .args([
+            "--json",
+            "sos",
+            "--lat",
+            "51.34",
+            "--lon",
+            "12.37",
+            "Two people trapped",
+        ])
+        .output()
+        .unwrap();
+    let sos: serde_json::Value = serde_json::from_str(&ok(out, "sos")).unwrap();
+    let sos_id = sos["id"].as_str().unwrap().to_string();
+    nodes[0].wait_for("the SOS in its inbox", Duration::from_secs(20), |d| {
+        let out = lifeline(&d.dir).args(["--json", "inbox"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&sos_id)
+    });
+    ok(
+        lifeline(&nodes[0].dir)
+            .args(["sos", "ack", &sos_id, "--note", "Team 4, 15 minutes"])
+            .output()
+            .unwrap(),
+        "sos ack",
+    );
+    nodes[2].wait_for("the SOS acknowledged", Duration::from_secs(20), |d| {
+        let v = json(&d.dir, &["message", "status", &sos_id]);
+        v["status"] == "acknowledged" && v["receipts"].to_string().contains("Team 4, 15 minutes")
+    });
+
+    // A relay holding a message in custody is killed with SIGKILL: c is
+    // frozen (SIGSTOP), so b takes custody of a's message to c and cannot
+    // pass it on. b restarts from its database still holding it, and once c
+    // runs again the message arrives.
+    let before = finalized(&nodes[1]);
+    nodes[2].signal("STOP");
+    let text = "Blankets needed at the sports hall";
+    let out = lifeline(&nodes[0].dir)
+        .args(["--json", "send", "--to", &nodes[2].id, "--card"])
+        .arg(&card)
+        .arg(text)
+        .output()
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_str(&ok(out, "send")).unwrap();
+    let id = sent["id"].as_str().unwrap().to_string();
+    nodes[0].wait_for("b taking custody", Duration::from_secs(20), |a| {
+        let status = json(&a.dir, &["message", "status", &id])["status"].clone();
+        status == "forwarded" || status == "in-custody"
+    });
+    nodes[1].wait_for("the message in custody", Duration::from_secs(20), |b| {
+        b.status()["custody"]["messages"].as_u64().unwrap_or(0) >= 1
+    });
+    nodes[1].kill9();
+    nodes[1].start();
+    let held = nodes[1].status()["custody"]["messages"].as_u64().unwrap();
+    assert!(held >= 1, "b lost the message it had taken into custody");
+    assert!(
+        finalized(&nodes[1]) >= before,
+        "b lost finalized blocks over kill -9"
+    );
+    nodes[2].signal("CONT");
+    nodes[0].wait_for("the held message delivered", Duration::from_secs(90), |a| {
+        json(&a.dir, &["message", "status", &id])["status"] == "delivered"
+    });
+    let inbox = ok(
+        lifeline(&nodes[2].dir)
+            .args(["--json", "inbox"])
+            .output()
+            .unwrap(),
+        "inbox",
+    );
+    assert!(
+        inbox.contains(text),
+        "c's inbox lacks the held message:\n{inbox}"
+    );
+
+    // b, an authority, came back from kill -9: the chain goes on past where it was.
+    for n in &nodes {
+        n.wait_for(
+            "finality moving on after the restart",
+            Duration::from_secs(60),
+            |d| finalized(d) >= before + 3,
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! Real multi-hop: five network namespaces in a line A-B-C-D-E, each joined
+//! to the next by a veth pair, so that each node sees only its neighbours and
+//! finds them by mDNS. A message from A reaches E through three relays; with
+//! the C-D link cut, a message waits in custody, and arrives once the link is
+//! back.
+//!
+//! Needs root (CI runs as root). If namespaces cannot be made the test fails
+//! and says why, unless `LIFELINE_SKIP_NETNS=1` skips it explicitly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Daemon, json, lifeline, ok};
+
+const NODES: usize = 5;
+
+/// The namespaces and links, removed when dropped.
+struct Line {
+    names: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip` (install iproute2): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Line {
+    fn new() -> Result<Self, String> {
+        let tag = std::process::id() % 100_000;
+        let line = Self {
+            names: (0..NODES).map(|i| format!("ll{tag}n{i}")).collect(),
+        };
+        for ns in &line.names {
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        for i in 0..NODES - 1 {
+            let (left, right) = (&line.names[i], &line.names[i + 1]);
+            let (l, r) = (format!("v{i}l"), format!("v{i}r"));
+            ip(&[
+                "link", "add", &l, "netns", left, "type", "veth", "peer", "name", &r, "netns",
+                right,
+            ])?;
+            ip(&[
+                "-n",
+                left,
+                "addr",
+                "add",
+                &format!("10.77.{i}.1/24"),
+                "dev",
+                &l,
+            ])?;
+            ip(&[
+                "-n",
+                right,
+                "addr",
+                "add",
+                &format!("10.77.{i}.2/24"),
+                "dev",
+                &r,
+            ])?;
+            ip(&["-n", left, "link", "set", &l, "up"])?;
+            ip(&["-n", right, "link", "set", &r, "up"])?;
+        }
+        Ok(line)
+    }
+
+    /// Takes the link between node `i` and node `i + 1` down or up.
+    fn set_link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&[
+            "-n",
+            &self.names[i],
+            "link",
+            "set",
+            &format!("v{i}l"),
+            state,
+        ])
+        .unwrap();
+        ip(&[
+            "-n",
+            &self.names[i + 1],
+            "link",
+            "set",
+            &format!("v{i}r"),
+            state,
+        ])
+        .unwrap();
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+fn inbox_of(d: &Daemon) -> Vec<serde_json::Value> {
+    let out = ok(
+        lifeline(&d.dir).args(["--json", "inbox"]).output().unwrap(),
+        "inbox",
+    );
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_message_crosses_three_relays_and_waits_in_custody_while_a_link_is_cut() {
+    if std::env::var_os("LIFELINE_SKIP_NETNS").is_some_and(|v| v == "1") {
+        eprintln!("skipped: LIFELINE_SKIP_NETNS=1");
+        return;
+    }
+    let line = match Line::new() {
+        Ok(l) => l,
+        Err(e) => panic!(
+            "cannot build the five-namespace line: {e}\n\
+             This test needs root and iproute2 (CI runs as root). \
+             Set LIFELINE_SKIP_NETNS=1 to skip it explicitly."
+        ),
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Daemon> = (0..NODES)
+        .map(|i| Daemon::new(root.path(), &format!("n{i}")))
+        .collect();
+    for (node, ns) in nodes.iter_mut().zip(&line.names) {
+        node.netns = Some(ns.clone());
+        node.start();
+    }
+    let (a, e) = (&nodes[0], &nodes[NODES - 1]);
+
+    // Each finds its neighbours by mDNS, and A learns a route to E.
+    a.wait_for("a route to E", Duration::from_secs(90), |a| {
+        json(&a.dir, &["routes"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["destination"] == e.id.as_str())
+    });
+    let peers: Vec<String> = json(&a.dir, &["peers"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(peers, [nodes[1].id.clone()], "A must see only B");
+
+    let card = root.path().join("e.card");
+    std::fs::write(
+        &card,
+        ok(
+            lifeline(&e.dir).args(["key", "card"]).output().unwrap(),
+            "card",
+        ),
+    )
+    .unwrap();
+    let send = |text: &str, wait: Option<&str>| {
+        let mut cmd = lifeline(&a.dir);
+        cmd.args(["--json", "send", "--to", &e.id, "--card"])
+            .arg(&card);
+        if let Some(w) = wait {
+            cmd.args(["--wait", w]);
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(cmd.arg(text).output().unwrap(), "send")).unwrap();
+        v
+    };
+    let first = send("first, over four hops", Some("60s"));
+    assert_eq!(first["status"], "delivered", "{first}");
+    let inbox = inbox_of(e);
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0]["text"], "first, over four hops");
+    assert_eq!(inbox[0]["hops"], 4, "A-B-C-D-E is four hops: {}", inbox[0]);
+
+    // Cut C-D: the next message waits in custody on A's side of the cut.
+    line.set_link(2, false);
+    let second = send("second, across a cut", None);
+    let id = second["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(5));
+    let status = json(&a.dir, &["message", "status", &id]);
+    assert_ne!(status["status"], "delivered", "delivered across a cut link");
+    let held: u64 = nodes[..3]
+        .iter()
+        .map(|n| n.status()["custody"]["messages"].as_u64().unwrap())
+        .sum();
+    assert!(held >= 1, "nobody on A's side holds the message in custody");
+
+    // Restore it: the message arrives.
+    line.set_link(2, true);
+    a.wait_for(
+        "the second message delivered",
+        Duration::from_secs(120),
+        |a| json(&a.dir, &["message", "status", &id])["status"] == "delivered",
+    );
+    let texts: Vec<String> = inbox_of(e)
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, ["first, over four hops", "second, across a cut"]);
+}
