@@ -572,6 +572,7 @@ impl<S: MessageStore> Router<S> {
     /// (see [`link_cost`](crate::routes::link_cost)).
     pub fn handle_link_up(&mut self, now: u64, neighbour: Address, cost: Metric) {
         self.now = self.now.max(now);
+        self.table.set_time(self.now);
         if neighbour == self.me {
             return;
         }
@@ -626,6 +627,7 @@ impl<S: MessageStore> Router<S> {
     /// The link to `neighbour` went down.
     pub fn handle_link_down(&mut self, now: u64, neighbour: &Address) {
         self.now = self.now.max(now);
+        self.table.set_time(self.now);
         if self.neighbours.remove(neighbour).is_none() {
             return;
         }
@@ -649,6 +651,7 @@ impl<S: MessageStore> Router<S> {
     /// A packet arrived from `from`.
     pub fn handle_packet(&mut self, now: u64, from: &Address, bytes: &[u8]) {
         self.now = self.now.max(now);
+        self.table.set_time(self.now);
         let Some(neighbour) = self.neighbours.get_mut(from) else {
             return; // Not a neighbour (any more).
         };
@@ -748,8 +751,13 @@ impl<S: MessageStore> Router<S> {
     /// Time passed: refreshes routes, retries, expires.
     pub fn handle_timeout(&mut self, now: u64) {
         self.now = self.now.max(now);
+        self.table.set_time(self.now);
         if self.control_due.is_some_and(|t| t <= now) {
             self.send_control();
+        }
+        if self.table.poll_retry().is_some_and(|t| t <= now) {
+            self.table.handle_retry(now);
+            self.drain_control();
         }
         if now >= self.next_refresh {
             self.table.handle_refresh();
@@ -809,6 +817,7 @@ impl<S: MessageStore> Router<S> {
         [
             Some(self.next_refresh),
             self.control_due,
+            self.table.poll_retry(),
             self.expiries.first().map(|(t, _)| *t),
             self.timers.first().map(|(t, _)| *t),
             self.tracked_order.first().map(|(t, _)| *t),
@@ -829,6 +838,7 @@ impl<S: MessageStore> Router<S> {
     /// The next packet for `neighbour`, when its link can take one.
     pub fn poll_link(&mut self, now: u64, neighbour: &Address) -> Option<Vec<u8>> {
         self.now = self.now.max(now);
+        self.table.set_time(self.now);
         self.flush();
         let n = self.neighbours.get_mut(neighbour)?;
         let fragment = n.scheduler.poll_fragment()?;
@@ -930,6 +940,7 @@ impl<S: MessageStore> Router<S> {
         ttl_ms: Option<u64>,
     ) -> Result<MessageId, SendError> {
         self.now = self.now.max(now);
+        self.table.set_time(self.now);
         if payload.len() > MAX_PAYLOAD {
             return Err(SendError::TooLarge(payload.len()));
         }

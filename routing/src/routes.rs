@@ -16,7 +16,7 @@
 //! Sans-IO: inputs are `handle_link`, `handle_link_down`, `handle_message` and
 //! `handle_refresh`; outputs come from `poll_transmit`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -94,6 +94,19 @@ impl Feasibility {
     }
 }
 
+/// A seqno request sent or passed on.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    seqno: u32,
+    at_ms: u64,
+    wait_ms: u64,
+}
+
+/// The first wait before the same seqno request goes out again.
+const REQUEST_RETRY_MS: u64 = 2_000;
+/// The longest such wait.
+const REQUEST_RETRY_MAX_MS: u64 = 64_000;
+
 /// One node's routing table (`N` names nodes; neighbours are nodes too).
 #[derive(Debug)]
 pub struct RoutingTable<N> {
@@ -110,11 +123,20 @@ pub struct RoutingTable<N> {
     /// Destinations that became unreachable since `take_lost`.
     lost: Vec<N>,
     /// The highest seqno this node asked for (or passed a request on for),
-    /// per destination, since the last refresh: a request is sent or
-    /// forwarded once. Without this a partition, where every node on one
-    /// side starves for every node on the other, turns into a storm of
-    /// requests (ten times the usual control traffic on 500 nodes).
-    requested: HashMap<N, u32>,
+    /// per destination: the same request is sent or forwarded again only
+    /// after a wait that doubles each time (2 s up to 64 s), and a newer
+    /// seqno goes at once. Without this a partition, where every node on
+    /// one side starves for every node on the other, turns into a storm of
+    /// requests (ten times the usual control traffic on 500 nodes). Without
+    /// the retry, a request that died on the way (no route yet, or hop
+    /// limit) blocked the same request until the next full refresh, and a
+    /// node could stay without a route that its neighbour had.
+    requested: HashMap<N, Asked>,
+    /// The time of the latest input (ms), from the caller.
+    now_ms: u64,
+    /// Destinations this node starves for (it heard of a route it cannot
+    /// take) and when to ask for them again, while they stay unreachable.
+    retries: BTreeSet<(u64, N)>,
     /// Control messages sent so far.
     pub sent_messages: u64,
 }
@@ -132,6 +154,8 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
             outbox: VecDeque::new(),
             lost: Vec::new(),
             requested: HashMap::new(),
+            now_ms: 0,
+            retries: BTreeSet::new(),
             sent_messages: 0,
         }
     }
@@ -299,19 +323,84 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         self.full_dump(Target::AllNeighbours);
         // A request that was lost may be sent again from now on.
         self.requested.clear();
+        self.retries.clear();
     }
 
-    /// Whether no request for `destination` at `seqno` or newer went out
-    /// since the last refresh (and notes that one does now).
+    /// Asks every neighbour for a newer seqno of `destination` (if the
+    /// last ask was long enough ago), and plans to ask again.
+    fn request(&mut self, destination: &N, fd: Option<Feasibility>) {
+        let wanted = fd.map_or(0, |fd| fd.seqno.saturating_add(1));
+        if self.first_request(destination, wanted) {
+            let request = RouteMessage::SeqnoRequest {
+                destination: destination.clone(),
+                seqno: wanted,
+                hops: MAX_REQUEST_HOPS,
+            };
+            self.send(Target::AllNeighbours, request);
+        }
+        if let Some(asked) = self.requested.get(destination) {
+            let at = asked.at_ms.saturating_add(asked.wait_ms);
+            self.retries.insert((at, destination.clone()));
+        }
+    }
+
+    /// When [`Self::handle_retry`] wants to be called next.
+    pub fn poll_retry(&self) -> Option<u64> {
+        self.retries.first().map(|(at, _)| *at)
+    }
+
+    /// Asks again for destinations still unreachable whose wait is over: a
+    /// request may die on the way (no route there yet, the hop limit), and
+    /// nothing else would ask again before the next full refresh.
+    pub fn handle_retry(&mut self, now_ms: u64) {
+        self.set_time(now_ms);
+        while let Some((at, _)) = self.retries.first() {
+            if *at > self.now_ms {
+                break;
+            }
+            let Some((_, destination)) = self.retries.pop_first() else {
+                break;
+            };
+            let starving = !self.selected.contains_key(&destination)
+                && self
+                    .heard
+                    .values()
+                    .any(|h| h.get(&destination).is_some_and(|a| a.metric != INFINITY));
+            if starving {
+                let fd = self.feasibility.get(&destination).copied();
+                self.request(&destination, fd);
+            }
+        }
+    }
+
+    /// The time now, in ms on the caller's clock (requests are retried by it).
+    pub fn set_time(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// Whether a request for `destination` at `seqno` may go out now: no
+    /// request for it or a newer seqno went out, or the last one did longer
+    /// ago than its wait (which then doubles). Notes that one does.
     fn first_request(&mut self, destination: &N, seqno: u32) -> bool {
+        let now = self.now_ms;
+        let fresh = Asked {
+            seqno,
+            at_ms: now,
+            wait_ms: REQUEST_RETRY_MS,
+        };
         match self.requested.get_mut(destination) {
-            Some(asked) if *asked >= seqno => false,
-            Some(asked) => {
-                *asked = seqno;
+            Some(asked) if asked.seqno < seqno => {
+                *asked = fresh;
                 true
             }
+            Some(asked) if now >= asked.at_ms.saturating_add(asked.wait_ms) => {
+                asked.at_ms = now;
+                asked.wait_ms = (asked.wait_ms * 2).min(REQUEST_RETRY_MAX_MS);
+                true
+            }
+            Some(_) => false,
             None => {
-                self.requested.insert(destination.clone(), seqno);
+                self.requested.insert(destination.clone(), fresh);
                 true
             }
         }
@@ -438,14 +527,8 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                     .heard
                     .values()
                     .any(|h| h.get(destination).is_some_and(|a| a.metric != INFINITY));
-                let wanted = fd.map_or(0, |fd| fd.seqno.saturating_add(1));
-                if heard_of && self.first_request(destination, wanted) {
-                    let request = RouteMessage::SeqnoRequest {
-                        destination: destination.clone(),
-                        seqno: wanted,
-                        hops: MAX_REQUEST_HOPS,
-                    };
-                    self.send(Target::AllNeighbours, request);
+                if heard_of {
+                    self.request(destination, fd);
                 }
             }
         }
