@@ -55,3 +55,4 @@ bench:
 	$(CARGO) bench --locked -p lifeline-crypto --bench envelope
 	$(CARGO) bench --locked -p lifeline-consensus --bench import
 	$(CARGO) bench --locked -p lifeline-routing --bench forwarding
+	$(CARGO) bench --locked -p lifeline-node --bench daemons

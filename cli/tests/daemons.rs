@@ -213,3 +213,59 @@ fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
         );
     }
 }
+
+#[test]
+fn a_second_node_on_the_same_data_folder_or_port_is_refused_clearly() {
+    let root = tempfile::tempdir().unwrap();
+    let mut first = Daemon::new(root.path(), "first");
+    first.start();
+    // Same data folder: the database is locked.
+    let out = lifeline(&first.dir)
+        .args([
+            "node",
+            "--no-mdns",
+            "--metrics",
+            "off",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another lifeline process"), "{err}");
+    // Another folder, same port: refused at start, not shared.
+    let other = Daemon::new(root.path(), "other");
+    let out = lifeline(&other.dir)
+        .args(["node", "--no-mdns", "--metrics", "off", "--listen"])
+        .arg(format!("/ip4/127.0.0.1/tcp/{}", first.port))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen on") && err.contains("in use"),
+        "{err}"
+    );
+    // A bad config names the line.
+    let config = root.path().join("bad.toml");
+    std::fs::write(&config, "mdns = true\nrelay = \"yes\"\n").unwrap();
+    let out = lifeline(&other.dir)
+        .args(["node", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2"), "{err}");
+    // The first node is unharmed.
+    assert_eq!(first.status()["id"], first.id.as_str());
+    // No node running: the CLI says what to do.
+    let out = lifeline(&other.dir).arg("status").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no lifeline node is running") && err.contains("lifeline node"),
+        "{err}"
+    );
+}
