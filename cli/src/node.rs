@@ -60,9 +60,6 @@ pub struct NodeArgs {
     /// The chain's genesis file [default: genesis.toml in the data folder]
     #[arg(long, env = "LIFELINE_GENESIS", value_name = "FILE")]
     genesis: Option<PathBuf>,
-    /// The control socket [default: control.sock in the data folder]
-    #[arg(long, env = "LIFELINE_CONTROL_SOCKET", value_name = "PATH")]
-    control_socket: Option<PathBuf>,
     /// Log format
     #[arg(long, env = "LIFELINE_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -77,7 +74,7 @@ fn default_config() -> Option<PathBuf> {
     Some(base.join("lifeline/config.toml")).filter(|p| p.exists())
 }
 
-fn settings(args: &NodeArgs) -> Result<Config> {
+fn settings(ctx: &Ctx, args: &NodeArgs) -> Result<Config> {
     let mut config = match args.config.clone().or_else(default_config) {
         Some(path) => Config::from_file(&path)?,
         None => Config::default(),
@@ -98,7 +95,7 @@ fn settings(args: &NodeArgs) -> Result<Config> {
     if let Some(g) = &args.genesis {
         config.genesis = Some(g.clone());
     }
-    if let Some(s) = &args.control_socket {
+    if let Some(s) = &ctx.control_socket {
         config.control_socket = Some(s.clone());
     }
     config.check()?;
@@ -145,7 +142,7 @@ fn init_logging(format: LogFormat) {
 
 /// `lifeline node`.
 pub fn run(ctx: &Ctx, args: NodeArgs) -> Result<()> {
-    let config = settings(&args)?;
+    let config = settings(ctx, &args)?;
     init_logging(args.log_format);
     let keys = keys_for_node(ctx)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -10,80 +10,45 @@
 //! `cargo test` (no `--bench`) it runs 20, to keep it working.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use lifeline_crypto::{KeyBundle, Timestamp};
+use common::LocalNode;
 use lifeline_node::pb::control as api;
-use lifeline_node::pb::control::control_client::ControlClient;
-use lifeline_node::{Config, Options};
-use tokio::sync::oneshot;
-use tonic::transport::Channel;
 
-struct Node {
-    control: ControlClient<Channel>,
-    id: String,
-    card: Vec<u8>,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+/// Waits until message `id` sent from `node` has its receipt.
+async fn wait_delivered(node: &mut LocalNode, id: &str) {
+    while !delivered(node, id).await {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
 }
 
-async fn start(dir: &Path, bootstrap: Vec<String>) -> (Node, String) {
-    let keys = KeyBundle::generate(
-        Timestamp::from_unix_millis(1_800_000_000_000),
-        &mut rand::rng(),
-    );
-    let card = keys.prekeys.current().to_bytes().to_vec();
-    let config = Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap,
-        mdns: false,
-        metrics: "off".into(),
-        ..Config::default()
-    };
-    let options = Options {
-        config,
-        data_dir: dir.to_path_buf(),
-        keys,
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        lifeline_node::run(options, async {
-            let _ = stopped.await;
+async fn delivered(node: &mut LocalNode, id: &str) -> bool {
+    let s = node
+        .control
+        .message_status(api::MessageStatusRequest { id: id.to_string() })
+        .await
+        .unwrap()
+        .into_inner();
+    s.status == "delivered"
+}
+
+/// Sends `text` from `from` to `to`, sealed to `to`'s card; the message id.
+async fn send(from: &mut LocalNode, to: &LocalNode, text: Vec<u8>) -> String {
+    from.control
+        .send(api::SendRequest {
+            to: to.id.clone(),
+            text,
+            priority: api::Priority::Normal.into(),
+            prekey: to.card.clone(),
+            ttl_secs: 0,
         })
         .await
-        .unwrap();
-    });
-    let socket = dir.join("control.sock");
-    let mut control = None;
-    for _ in 0..200 {
-        if let Ok(c) = lifeline_node::client::connect(&socket).await {
-            control = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut control = control.expect("control socket");
-    let status = loop {
-        let s = control
-            .status(api::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if !s.listen_addrs.is_empty() {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let addr = format!("{}/p2p/{}", status.listen_addrs[0], status.id);
-    let node = Node {
-        control,
-        id: status.id,
-        card,
-        stop,
-        task,
-    };
-    (node, addr)
+        .unwrap()
+        .into_inner()
+        .id
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -96,8 +61,8 @@ async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let messages = if full { 2_000 } else { 20 };
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (mut b, b_addr) = start(dir_b.path(), Vec::new()).await;
-    let (mut a, _) = start(dir_a.path(), vec![b_addr]).await;
+    let mut b = LocalNode::start(dir_b.path(), Vec::new()).await;
+    let mut a = LocalNode::start(dir_a.path(), vec![b.addr.clone()]).await;
 
     // Wait for the mesh link and a ping round trip.
     let rtt = loop {
@@ -121,31 +86,8 @@ async fn main() {
     let mut latencies = Vec::new();
     for i in 0..messages / 4 {
         let started = Instant::now();
-        let id = a
-            .control
-            .send(api::SendRequest {
-                to: b.id.clone(),
-                text: format!("latency {i}").into_bytes(),
-                priority: api::Priority::Normal.into(),
-                prekey: b.card.clone(),
-                ttl_secs: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .id;
-        loop {
-            let s = a
-                .control
-                .message_status(api::MessageStatusRequest { id: id.clone() })
-                .await
-                .unwrap()
-                .into_inner();
-            if s.status == "delivered" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
+        let id = send(&mut a, &b, format!("latency {i}").into_bytes()).await;
+        wait_delivered(&mut a, &id).await;
         latencies.push(started.elapsed());
     }
     latencies.sort();
@@ -154,32 +96,13 @@ async fn main() {
     let started = Instant::now();
     let mut ids = Vec::new();
     for i in 0..messages {
-        ids.push(
-            a.control
-                .send(api::SendRequest {
-                    to: b.id.clone(),
-                    text: vec![b'x'; 1024 + i % 2],
-                    priority: api::Priority::Normal.into(),
-                    prekey: b.card.clone(),
-                    ttl_secs: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .id,
-        );
+        ids.push(send(&mut a, &b, vec![b'x'; 1024 + i % 2]).await);
     }
     let mut pending = ids;
     while !pending.is_empty() {
         let mut still = Vec::new();
         for id in pending {
-            let s = a
-                .control
-                .message_status(api::MessageStatusRequest { id: id.clone() })
-                .await
-                .unwrap()
-                .into_inner();
-            if s.status != "delivered" {
+            if !delivered(&mut a, &id).await {
                 still.push(id);
             }
         }
@@ -235,8 +158,6 @@ async fn main() {
         elapsed.as_secs_f64()
     );
 
-    for node in [a, b] {
-        node.stop.send(()).unwrap();
-        node.task.await.unwrap();
-    }
+    a.stop().await;
+    b.stop().await;
 }

@@ -286,7 +286,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let socket = config
         .control_socket
         .clone()
-        .unwrap_or_else(|| data_dir.join("control.sock"));
+        .unwrap_or_else(|| crate::control::default_socket(&data_dir));
     let (commands_tx, mut commands) = mpsc::channel::<Command>(256);
     let control_server = crate::control::serve(&socket, commands_tx)
         .await

@@ -3,73 +3,29 @@
 //! lasts, and keeps serving everyone else.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, noise, tcp, yamux};
-use lifeline_crypto::{KeyBundle, Timestamp};
 use lifeline_node::pb::control as api;
-use lifeline_node::{Config, Options};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-async fn start_node(dir: &std::path::Path) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let keys = KeyBundle::generate(
-        Timestamp::from_unix_millis(1_800_000_000_000),
-        &mut rand::rng(),
-    );
-    let config = Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        mdns: false,
-        metrics: "off".into(),
-        ..Config::default()
-    };
-    let options = Options {
-        config,
-        data_dir: dir.to_path_buf(),
-        keys,
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        lifeline_node::run(options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    (stop, task)
-}
+use common::LocalNode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_mesh_protocol_gets_a_peer_banned_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let (stop, node) = start_node(dir.path()).await;
-    let socket = dir.path().join("control.sock");
-    let mut control = None;
-    for _ in 0..100 {
-        if let Ok(c) = lifeline_node::client::connect(&socket).await {
-            control = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut control = control.expect("the node's control socket");
-    let mut status = control
+    let node = LocalNode::start(dir.path(), Vec::new()).await;
+    let socket = node.socket.clone();
+    let mut control = node.control.clone();
+    let status = control
         .status(api::StatusRequest {})
         .await
         .unwrap()
         .into_inner();
-    for _ in 0..50 {
-        if !status.listen_addrs.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        status = control
-            .status(api::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-    }
     let node_id: PeerId = status.id.parse().unwrap();
     let addr: Multiaddr = status.listen_addrs[0].parse().unwrap();
 
@@ -156,10 +112,6 @@ async fn garbage_on_the_mesh_protocol_gets_a_peer_banned_and_nothing_else() {
         status.id
     );
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), node)
-        .await
-        .expect("the node did not stop on its shutdown signal")
-        .unwrap();
+    node.stop().await;
     assert!(!socket.exists(), "the control socket was left behind");
 }

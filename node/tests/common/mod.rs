@@ -1,0 +1,100 @@
+//! A node run in-process for tests and benchmarks: started on loopback with
+//! a fresh identity, reachable through its control API.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use lifeline_crypto::{KeyBundle, Timestamp};
+use lifeline_node::pb::control as api;
+use lifeline_node::pb::control::control_client::ControlClient;
+use lifeline_node::{Config, Options};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// A running node.
+pub struct LocalNode {
+    /// Its control API.
+    pub control: ControlClient<Channel>,
+    /// Its id.
+    pub id: String,
+    /// Where it listens, with `/p2p/ID`.
+    pub addr: String,
+    /// Its signed prekey (what a contact card carries).
+    pub card: Vec<u8>,
+    /// Its control socket.
+    pub socket: std::path::PathBuf,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalNode {
+    /// Starts a node in `dir` (no mDNS, no metrics) that dials `bootstrap`,
+    /// and waits until it answers and listens.
+    pub async fn start(dir: &Path, bootstrap: Vec<String>) -> Self {
+        let keys = KeyBundle::generate(
+            Timestamp::from_unix_millis(1_800_000_000_000),
+            &mut rand::rng(),
+        );
+        let card = keys.prekeys.current().to_bytes().to_vec();
+        let config = Config {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            bootstrap,
+            mdns: false,
+            metrics: "off".into(),
+            ..Config::default()
+        };
+        let options = Options {
+            config,
+            data_dir: dir.to_path_buf(),
+            keys,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            lifeline_node::run(options, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let socket = lifeline_node::control::default_socket(dir);
+        let mut control = None;
+        for _ in 0..200 {
+            if let Ok(c) = lifeline_node::client::connect(&socket).await {
+                control = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut control = control.expect("the node's control socket");
+        let status = loop {
+            let s = control
+                .status(api::StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if !s.listen_addrs.is_empty() {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Self {
+            addr: format!("{}/p2p/{}", status.listen_addrs[0], status.id),
+            id: status.id,
+            control,
+            card,
+            socket,
+            stop,
+            task,
+        }
+    }
+
+    /// Sends the shutdown signal and waits (at most 10 s) for the node to stop.
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the node did not stop on its shutdown signal")
+            .unwrap();
+    }
+}
