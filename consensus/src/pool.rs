@@ -7,7 +7,9 @@
 
 use std::collections::HashSet;
 
-use crate::state::ChainState;
+use lifeline_crypto::Timestamp;
+
+use crate::state::{ChainState, TxRejected};
 use crate::tx::{Transaction, TxHash};
 
 /// Most transactions one block carries.
@@ -74,16 +76,41 @@ impl TxPool {
         true
     }
 
-    /// What the next block on `state` carries: for each sender its next
-    /// nonce only, in arrival order, at most [`MAX_BLOCK_TXS`].
-    pub fn select(&self, state: &ChainState) -> Vec<Transaction> {
-        let mut senders = HashSet::new();
-        self.txs
-            .iter()
-            .filter(|tx| state.next_nonce(&tx.sender) == tx.nonce && senders.insert(tx.sender))
-            .take(MAX_BLOCK_TXS)
-            .cloned()
-            .collect()
+    /// What the next block on `state`, at `number` and `timestamp`, carries:
+    /// each transaction that applies there, in arrival order, at most
+    /// [`MAX_BLOCK_TXS`]. A transaction that can never apply as it stands
+    /// (a certification by someone who is not an authority, say) is dropped
+    /// from the pool, so that it cannot hold back every block after it.
+    pub fn select(
+        &mut self,
+        state: &ChainState,
+        number: u64,
+        timestamp: Timestamp,
+    ) -> Vec<Transaction> {
+        let mut working = state.clone();
+        let mut chosen = Vec::new();
+        let mut refused = Vec::new();
+        for tx in &self.txs {
+            if chosen.len() >= MAX_BLOCK_TXS {
+                break;
+            }
+            if working.next_nonce(&tx.sender) != tx.nonce {
+                // Already carried, or waiting for an earlier one.
+                continue;
+            }
+            match working.preview(tx, number, timestamp) {
+                Ok(()) => chosen.push(tx.clone()),
+                Err(TxRejected::BadNonce { .. }) => {}
+                Err(_) => refused.push(tx.hash()),
+            }
+        }
+        if !refused.is_empty() {
+            self.txs.retain(|t| !refused.contains(&t.hash()));
+            for hash in &refused {
+                self.hashes.remove(hash);
+            }
+        }
+        chosen
     }
 }
 
@@ -121,7 +148,9 @@ mod tests {
         assert!(!pool.insert(tx(&a, 0), &s));
         assert!(pool.insert(tx(&a, 1), &s));
         assert!(pool.insert(tx(&b, 0), &s));
-        let selected = pool.select(&s);
+        let selected = pool.select(&s, 1, Timestamp::from_unix_millis(1));
+        // a's two revocations: the second no longer applies once the first
+        // has, so it is dropped; b's goes in.
         assert_eq!(selected.len(), 2);
         assert!(selected.iter().all(|t| t.nonce == 0));
         assert!(pool.has_pending(&s));
@@ -137,8 +166,41 @@ mod tests {
             pool.insert(tx(id, 0), &s);
         }
         assert_eq!(pool.len(), 3);
-        let senders: Vec<_> = pool.select(&s).iter().map(|t| t.sender).collect();
+        let senders: Vec<_> = pool
+            .select(&s, 1, Timestamp::from_unix_millis(1))
+            .iter()
+            .map(|t| t.sender)
+            .collect();
         assert!(!senders.contains(ids[0].id()));
         assert!(senders.contains(ids[3].id()));
+    }
+
+    #[test]
+    fn a_transaction_that_cannot_apply_is_dropped_and_holds_back_nothing() {
+        let mut rng = rand::rng();
+        let (a, b) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
+        let mut pool = TxPool::new(10);
+        let s = state();
+        // a is no authority: its certification can never go into a block.
+        let bad = Transaction::sign(
+            &a,
+            0,
+            Action::CertifyRole {
+                subject: *b.id(),
+                role: "medic".into(),
+                expires_at: Timestamp::from_unix_millis(u64::MAX / 2),
+            },
+        );
+        assert!(pool.insert(bad, &s));
+        assert!(pool.insert(tx(&b, 0), &s));
+        let at = Timestamp::from_unix_millis(1);
+        let selected = pool.select(&s, 1, at);
+        assert_eq!(selected.len(), 1);
+        assert_eq!(selected[0].sender, *b.id());
+        assert_eq!(pool.len(), 1, "the certification that cannot apply is gone");
+        // Several nonces of one sender go into one block, in order.
+        assert!(pool.insert(tx(&a, 0), &s));
+        let selected = pool.select(&s, 1, at);
+        assert_eq!(selected.len(), 2);
     }
 }

@@ -325,7 +325,7 @@ impl ChainState {
             .collect();
         diff.write(1, b"signers", &signers);
         for (index, tx) in txs.iter().enumerate() {
-            self.apply_tx(header, tx, &mut diff)
+            self.apply_tx(header.number, header.timestamp, tx, &mut diff)
                 .map_err(|reason| BlockTxError { index, reason })?;
         }
         let mut hasher = blake3::Hasher::new_derive_key("lifeline 2026-11 state root v1");
@@ -335,9 +335,39 @@ impl ChainState {
         Ok(())
     }
 
+    /// Applies `tx` as a block at `number` and `timestamp` would, without
+    /// moving the state root: for choosing what a block carries, on a clone.
+    /// On error the state is unchanged.
+    pub fn preview(
+        &mut self,
+        tx: &Transaction,
+        number: u64,
+        timestamp: Timestamp,
+    ) -> Result<(), TxRejected> {
+        let mut trial = self.clone();
+        trial.apply_tx(number, timestamp, tx, &mut Diff::new())?;
+        *self = trial;
+        Ok(())
+    }
+
+    /// Why `tx` would not apply in a block at `number` and `timestamp`,
+    /// taking its nonce as the sender's next one (earlier ones may still be
+    /// waiting in a pool).
+    pub fn check(
+        &self,
+        tx: &Transaction,
+        number: u64,
+        timestamp: Timestamp,
+    ) -> Result<(), TxRejected> {
+        let mut trial = self.clone();
+        trial.nonces.insert(tx.sender, tx.nonce);
+        trial.apply_tx(number, timestamp, tx, &mut Diff::new())
+    }
+
     fn apply_tx(
         &mut self,
-        header: &Header,
+        number: u64,
+        timestamp: Timestamp,
         tx: &Transaction,
         diff: &mut Diff,
     ) -> Result<(), TxRejected> {
@@ -352,7 +382,6 @@ impl ChainState {
         if self.is_revoked(&sender) {
             return Err(TxRejected::RevokedSender);
         }
-        let number = header.number;
         match &tx.action {
             Action::RegisterIdentity {
                 display_name,
@@ -411,7 +440,7 @@ impl ChainState {
                 if self.is_revoked(subject) {
                     return Err(TxRejected::SubjectRevoked(*subject));
                 }
-                if *expires_at <= header.timestamp {
+                if *expires_at <= timestamp {
                     return Err(TxRejected::AlreadyExpired);
                 }
                 diff.write(
@@ -466,7 +495,7 @@ impl ChainState {
                 if self.alerts.contains_key(&alert.identifier) {
                     return Err(TxRejected::DuplicateAlert(alert.identifier.clone()));
                 }
-                if alert.expires <= header.timestamp {
+                if alert.expires <= timestamp {
                     return Err(TxRejected::AlreadyExpired);
                 }
                 for reference in &alert.references {

@@ -1094,7 +1094,8 @@ impl Node {
             return self.plan_seal();
         }
         // What the block carries stays pooled: a reorganisation may drop it.
-        let txs = c.pool.select(c.chain.state());
+        let number = c.chain.head().number + 1;
+        let txs = c.pool.select(c.chain.state(), number, ts(now));
         let block = match c.chain.propose(&self.keys.identity, ts(now), c.vote, txs) {
             Ok(b) => b,
             Err(e) => {

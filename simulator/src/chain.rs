@@ -277,10 +277,11 @@ impl ChainNet {
         if chain.head().hash != parent {
             return;
         }
+        let number = chain.head().number + 1;
         let txs = self
             .pools
-            .get(&node)
-            .map(|p| p.select(chain.state()))
+            .get_mut(&node)
+            .map(|p| p.select(chain.state(), number, ts(now_us)))
             .unwrap_or_default();
         let identity = engine.nodes[node].identity.clone();
         let Ok(block) = chain.propose(&identity, ts(now_us), None, txs) else {
