@@ -31,7 +31,10 @@ for t in "${targets[@]}"; do
   echo "fuzz: $t for ${seconds}s"
   log="$target_dir/$t.log"
   status=0
-  cargo fuzz run "${flags[@]}" "$t" "$corpus" -- \
+  # Committed seeds (fuzz/seeds/TARGET), if any, start the search; new finds go to $corpus.
+  seeds=()
+  [ -d "fuzz/seeds/$t" ] && seeds=("fuzz/seeds/$t")
+  cargo fuzz run "${flags[@]}" "$t" "$corpus" "${seeds[@]}" -- \
     -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     >"$log" 2>&1 || status=$?
   grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | sed 's/^/  /' || true

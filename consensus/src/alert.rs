@@ -15,7 +15,9 @@ pub const MAX_POLYGON_POINTS: usize = 256;
 /// Most references of an Update or Cancel.
 pub const MAX_REFERENCES: usize = 16;
 
-pub use pb::{AlertCertainty, AlertMsgType, AlertSeverity, AlertStatus, AlertUrgency};
+pub use pb::{
+    AlertCategory, AlertCertainty, AlertMsgType, AlertSeverity, AlertStatus, AlertUrgency,
+};
 
 /// Why an alert is invalid.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -92,6 +94,9 @@ pub struct Alert {
     pub msg_type: AlertMsgType,
     /// The identifiers an Update or Cancel refers to.
     pub references: Vec<String>,
+    /// Geo, Met, Safety, Security, Rescue, Fire, Health, Env, Transport,
+    /// Infra, CBRNE or Other: one or more, each once.
+    pub categories: Vec<AlertCategory>,
     /// The kind of event, e.g. "Flood".
     pub event: String,
     /// Immediate, Expected, Future, Past or Unknown.
@@ -181,6 +186,17 @@ impl Alert {
         let certainty = known("certainty", a.certainty, |v| {
             AlertCertainty::try_from(v).ok()
         })?;
+        if a.categories.is_empty() {
+            return Err(AlertError::Missing("category"));
+        }
+        let mut categories = Vec::with_capacity(a.categories.len());
+        for &c in &a.categories {
+            let c = known("category", c, |v| AlertCategory::try_from(v).ok())?;
+            if categories.contains(&c) {
+                return Err(AlertError::InvalidEnum("category (given twice)"));
+            }
+            categories.push(c);
+        }
         if a.sent_ms == 0 {
             return Err(AlertError::Missing("sent"));
         }
@@ -243,6 +259,7 @@ impl Alert {
             status,
             msg_type,
             references: a.references,
+            categories,
             event: a.event,
             urgency,
             severity,
@@ -271,6 +288,7 @@ impl Alert {
             status: self.status.into(),
             msg_type: self.msg_type.into(),
             references: self.references.clone(),
+            categories: self.categories.iter().map(|&c| c.into()).collect(),
             event: self.event.clone(),
             urgency: self.urgency.into(),
             severity: self.severity.into(),
@@ -322,6 +340,7 @@ pub fn sample_flood(identifier: &str, sent_ms: u64) -> pb::Alert {
         status: AlertStatus::Actual.into(),
         msg_type: AlertMsgType::Alert.into(),
         references: vec![],
+        categories: vec![AlertCategory::Met.into()],
         event: "Flood".into(),
         urgency: AlertUrgency::Immediate.into(),
         severity: AlertSeverity::Severe.into(),

@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod block;
+pub mod cap;
 pub mod chain;
 pub mod conformance;
 pub mod genesis;
