@@ -43,6 +43,11 @@ impl TxPool {
         self.txs.is_empty()
     }
 
+    /// Whether the pool holds the transaction with this hash.
+    pub fn contains(&self, hash: &TxHash) -> bool {
+        self.hashes.contains(hash)
+    }
+
     /// Whether any transaction still applies on `state` (a block would carry it).
     pub fn has_pending(&self, state: &ChainState) -> bool {
         self.txs

@@ -256,6 +256,11 @@ impl ChainState {
             .unwrap_or_default()
     }
 
+    /// Every registered identity, in id order.
+    pub fn identities(&self) -> impl Iterator<Item = &IdentityRecord> {
+        self.identities.values()
+    }
+
     /// How many identities are registered.
     pub fn identity_count(&self) -> usize {
         self.identities.len()

@@ -54,6 +54,9 @@ pub struct Config {
     pub relay_max_reservations: usize,
     /// Relay mode: most circuits relayed at once.
     pub relay_max_circuits: usize,
+    /// Only these peers (ids) may connect, either way: a closed mesh of known
+    /// devices. Empty: anyone may.
+    pub allow_peers: Vec<String>,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             ping_interval_secs: 15,
             relay_max_reservations: 128,
             relay_max_circuits: 16,
+            allow_peers: Vec::new(),
         }
     }
 }
@@ -197,7 +201,25 @@ impl Config {
         if self.ping_interval_secs == 0 {
             return value("ping_interval_secs", "must be at least 1".into());
         }
+        for id in &self.allow_peers {
+            if id.parse::<libp2p::PeerId>().is_err() {
+                return value(
+                    "allow_peers",
+                    format!("{id:?} is not a peer id (ids start with 12D3KooW)"),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The peers allowed, if the mesh is closed (checked by [`Self::check`]).
+    pub fn allowed_peers(&self) -> Option<Vec<libp2p::PeerId>> {
+        (!self.allow_peers.is_empty()).then(|| {
+            self.allow_peers
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
     }
 
     /// The metrics address, unless disabled.

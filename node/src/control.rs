@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use lifeline_consensus::Vote;
 use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -97,10 +96,27 @@ pub enum Command {
         Vec<u8>,
         Reply<Result<api::SubmitTransactionReply, CommandError>>,
     ),
-    /// Alerts in force.
-    Alerts(Reply<Vec<api::Alert>>),
+    /// Alerts in force, optionally only those covering a point (lat, lon).
+    Alerts(Option<(f64, f64)>, Reply<Vec<api::Alert>>),
     /// An authority's vote for its next block.
-    Vote(Vote, Reply<Result<(), CommandError>>),
+    Vote(
+        api::VoteRequest,
+        Reply<Result<api::VoteReply, CommandError>>,
+    ),
+    /// Sign an action with this node's key and submit it.
+    Transact(
+        api::TransactRequest,
+        Reply<Result<api::TransactReply, CommandError>>,
+    ),
+    /// Where a transaction is.
+    TransactionStatus(
+        String,
+        Reply<Result<api::TransactionStatusReply, CommandError>>,
+    ),
+    /// Registered identities matching a query.
+    Identities(String, Reply<Result<api::IdentitiesReply, CommandError>>),
+    /// One alert in full.
+    AlertDetail(String, Reply<Result<api::AlertDetailReply, CommandError>>),
 }
 
 #[derive(Clone)]
@@ -257,12 +273,22 @@ impl Control for Service {
         &self,
         r: Request<api::AlertsRequest>,
     ) -> Result<Response<Self::AlertsStream>, Status> {
-        let watch = r.into_inner().watch;
+        let request = r.into_inner();
+        let watch = request.watch;
+        let near = match (request.near_lat, request.near_lon) {
+            (Some(lat), Some(lon)) => Some((lat, lon)),
+            (None, None) => None,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give both a latitude and a longitude, or neither",
+                ));
+            }
+        };
         let service = self.clone();
         let stream = async_stream(move |tx| async move {
             let mut seen = std::collections::HashSet::new();
             loop {
-                let Ok(alerts) = service.ask(Command::Alerts).await else {
+                let Ok(alerts) = service.ask(|reply| Command::Alerts(near, reply)).await else {
                     return;
                 };
                 for a in alerts {
@@ -277,6 +303,55 @@ impl Control for Service {
             }
         });
         Ok(Response::new(stream))
+    }
+
+    async fn transact(
+        &self,
+        r: Request<api::TransactRequest>,
+    ) -> Result<Response<api::TransactReply>, Status> {
+        let request = r.into_inner();
+        Ok(Response::new(
+            self.ask(|tx| Command::Transact(request, tx)).await??,
+        ))
+    }
+
+    async fn transaction_status(
+        &self,
+        r: Request<api::TransactionStatusRequest>,
+    ) -> Result<Response<api::TransactionStatusReply>, Status> {
+        let hash = r.into_inner().hash;
+        Ok(Response::new(
+            self.ask(|tx| Command::TransactionStatus(hash, tx))
+                .await??,
+        ))
+    }
+
+    async fn vote(&self, r: Request<api::VoteRequest>) -> Result<Response<api::VoteReply>, Status> {
+        let request = r.into_inner();
+        Ok(Response::new(
+            self.ask(|tx| Command::Vote(request, tx)).await??,
+        ))
+    }
+
+    async fn identities(
+        &self,
+        r: Request<api::IdentitiesRequest>,
+    ) -> Result<Response<api::IdentitiesReply>, Status> {
+        let query = r.into_inner().query;
+        Ok(Response::new(
+            self.ask(|tx| Command::Identities(query, tx)).await??,
+        ))
+    }
+
+    async fn alert_detail(
+        &self,
+        r: Request<api::AlertDetailRequest>,
+    ) -> Result<Response<api::AlertDetailReply>, Status> {
+        let identifier = r.into_inner().identifier;
+        Ok(Response::new(
+            self.ask(|tx| Command::AlertDetail(identifier, tx))
+                .await??,
+        ))
     }
 }
 

@@ -44,6 +44,8 @@ use crate::pb::control as api;
 use crate::pb::mesh::{AppPayload, Sos, app_payload};
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmError};
 
+mod requests;
+
 /// Inbox entries kept on disk (the oldest go first).
 pub const INBOX_KEEP: usize = 10_000;
 /// Transactions an authority keeps waiting for a block.
@@ -52,6 +54,8 @@ pub const MAX_POOL: usize = 4_096;
 const MAX_RECEIPTS: usize = 10_000;
 /// Sync misbehaviour (invalid or unsolicited blocks) before a ban.
 const SYNC_BAN_THRESHOLD: u32 = 3;
+/// How long open control calls may run on at shutdown.
+const CONTROL_GRACE: Duration = Duration::from_secs(2);
 /// Routing cost assumed for a new neighbour before its first ping.
 const DEFAULT_RTT: Duration = Duration::from_millis(50);
 
@@ -159,6 +163,8 @@ struct ChainDriver {
     heartbeat_ms: u64,
     /// A vote this authority puts in its next block.
     vote: Option<Vote>,
+    /// Transactions this node signed that no block carries yet.
+    own_pending: VecDeque<requests::OwnTx>,
 }
 
 /// The daemon's state, owned by its one task.
@@ -393,7 +399,15 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         info!("shutting down: closing the control socket, writing custody, closing the database");
     }
     let _ = control_stop.send(());
-    let _ = control_task.await;
+    // The server waits for open calls to end; a watcher (`lifeline inbox
+    // --watch`) never ends its own, so it gets a short grace, then is cut.
+    let mut control_task = control_task;
+    if tokio::time::timeout(CONTROL_GRACE, &mut control_task)
+        .await
+        .is_err()
+    {
+        control_task.abort();
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }
@@ -475,6 +489,7 @@ fn open_chain(path: &Path, db: &Database) -> Result<ChainDriver, NodeError> {
         seal: None,
         heartbeat_ms,
         vote: None,
+        own_pending: VecDeque::new(),
     })
 }
 
@@ -1253,43 +1268,23 @@ impl Node {
             Command::SubmitTransaction(bytes, reply) => {
                 let _ = reply.send(self.submit(bytes));
             }
-            Command::Alerts(reply) => {
-                let now = ts(self.clock());
-                let alerts = self
-                    .chain
-                    .as_ref()
-                    .map(|c| {
-                        c.chain
-                            .state()
-                            .alerts_in_force(now, None)
-                            .into_iter()
-                            .map(|r| api::Alert {
-                                identifier: r.alert.identifier.clone(),
-                                sender: r.alert.sender.clone(),
-                                headline: r.alert.headline.clone(),
-                                severity: format!("{:?}", r.alert.severity),
-                                expires_ms: r.alert.expires.as_unix_millis(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let _ = reply.send(alerts);
+            Command::Alerts(near, reply) => {
+                let _ = reply.send(self.alerts(near));
             }
-            Command::Vote(vote, reply) => {
-                let result = match &mut self.chain {
-                    None => Err(CommandError::NoChain),
-                    Some(c) if !c.chain.signer_state().is_signer(self.keys.identity.id()) => Err(
-                        CommandError::BadRequest("this node is not an authority".into()),
-                    ),
-                    Some(c) => {
-                        c.vote = Some(vote);
-                        Ok(())
-                    }
-                };
-                if result.is_ok() {
-                    self.plan_seal();
-                }
-                let _ = reply.send(result);
+            Command::Vote(request, reply) => {
+                let _ = reply.send(self.vote(&request));
+            }
+            Command::Transact(request, reply) => {
+                let _ = reply.send(self.transact(request));
+            }
+            Command::TransactionStatus(hash, reply) => {
+                let _ = reply.send(self.transaction_status(&hash));
+            }
+            Command::Identities(query, reply) => {
+                let _ = reply.send(self.identities(&query));
+            }
+            Command::AlertDetail(identifier, reply) => {
+                let _ = reply.send(self.alert_detail(&identifier));
             }
         }
     }
@@ -1335,6 +1330,14 @@ impl Node {
             timestamp_ms: h.timestamp.as_unix_millis(),
             transactions: u32::try_from(block.transactions().len()).unwrap_or(u32::MAX),
             encoded: bytes,
+            vote_target: h.vote.map(|v| v.target.to_string()).unwrap_or_default(),
+            vote_authorize: h.vote.is_some_and(|v| v.authorize),
+            transaction_hashes: block
+                .transactions()
+                .iter()
+                .map(|t| hex(&t.hash().0))
+                .collect(),
+            finalized: h.number <= c.chain.finalized().number,
         })
     }
 
@@ -1368,6 +1371,16 @@ impl Node {
             return Err(CommandError::BadRequest(
                 "that is this node's own id".into(),
             ));
+        }
+        if let Some(r) = self
+            .chain
+            .as_ref()
+            .and_then(|c| c.chain.state().revocation(&to))
+        {
+            return Err(CommandError::BadRequest(format!(
+                "{to}'s key was revoked ({:?}, by {}): whoever holds it now may not be the                  person you mean; ask them for their new id",
+                r.reason, r.by
+            )));
         }
         let prekey = if request.prekey.is_empty() {
             self.chain

@@ -35,6 +35,8 @@ mod behaviour {
     pub struct Behaviour {
         /// Peers banned for misbehaviour.
         pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+        /// A closed mesh: only these peers (`allow_peers`).
+        pub allowed: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
         /// Connection limits.
         pub limits: connection_limits::Behaviour,
         /// Reaching and being reached through relays.
@@ -129,8 +131,16 @@ pub fn build(
             if config.relay {
                 kad.set_mode(Some(kad::Mode::Server));
             }
+            let allowed = config.allowed_peers().map(|peers| {
+                let mut list = allow_block_list::Behaviour::default();
+                for p in peers {
+                    list.allow_peer(p);
+                }
+                list
+            });
             Behaviour {
                 blocked: allow_block_list::Behaviour::default(),
+                allowed: allowed.into(),
                 limits: connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
                         .with_max_established(Some(config.max_connections))
