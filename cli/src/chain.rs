@@ -12,12 +12,35 @@ use lifeline_consensus::conformance::{self, Case, Report};
 use lifeline_consensus::genesis::GenesisFile;
 use lifeline_crypto::NodeId;
 
+use crate::{Context as Ctx, authority};
+
 /// Largest vote-replay file read.
 const MAX_REPLAY_FILE: u64 = 64 * 1024 * 1024;
 
 /// `lifeline chain` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ChainCommand {
+    /// The running node's chain: head, finalized block, authorities
+    Status,
+    /// One block of the running node's canonical chain
+    Block {
+        /// Its number
+        number: u64,
+    },
+    /// Where a transaction is: pending, in a block, final
+    Tx {
+        /// The hash a chain command printed
+        hash: String,
+    },
+    /// Vote, as an authority, to add or drop an authority
+    #[command(
+        subcommand,
+        after_help = "A vote rides in this authority's next block. When more than half of \
+                      the authorities have voted the same way, the change takes effect.\n\n\
+                      Examples:\n  lifeline chain vote add 'Red Cross Leipzig'\n  \
+                      lifeline chain vote drop 12D3KooW..."
+    )]
+    Vote(authority::VoteCommand),
     /// Make a genesis file for a new network: its first authorities and parameters
     #[command(
         after_help = "Every node of the network must use the same file.\n\nExample:\n  \
@@ -61,8 +84,14 @@ pub enum ChainCommand {
 }
 
 /// Runs a `lifeline chain` subcommand.
-pub fn run(command: ChainCommand) -> Result<ExitCode> {
+pub fn run(ctx: &Ctx, command: ChainCommand) -> Result<ExitCode> {
     match command {
+        ChainCommand::Status => authority::chain_status(ctx).map(|()| ExitCode::SUCCESS),
+        ChainCommand::Block { number } => {
+            authority::chain_block(ctx, number).map(|()| ExitCode::SUCCESS)
+        }
+        ChainCommand::Tx { hash } => authority::chain_tx(ctx, hash).map(|()| ExitCode::SUCCESS),
+        ChainCommand::Vote(vote) => authority::chain_vote(ctx, vote).map(|()| ExitCode::SUCCESS),
         ChainCommand::Replay { file, check } => replay(&file, check),
         ChainCommand::Genesis {
             authorities,

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod armor;
+mod authority;
 mod chain;
+mod devnet;
 mod keys;
 mod net;
 mod node;
@@ -76,9 +78,32 @@ enum Command {
     /// Messages sent from this node
     #[command(subcommand)]
     Message(net::MessageCommand),
-    /// The Proof-of-Authority chain
+    /// Your identity on the chain: register a name, look someone up
+    #[command(subcommand)]
+    Identity(authority::IdentityCommand),
+    /// Official alerts in force (publish them with `lifeline alert publish`)
+    Alerts(authority::AlertsArgs),
+    /// Publish or show one official alert (CAP 1.2)
+    #[command(subcommand)]
+    Alert(authority::AlertCommand),
+    /// Vouch, as an authority, that someone holds a role until a date
+    Certify(authority::CertifyArgs),
+    /// Revoke a key: your own (lost device), or anyone's as an authority
+    Revoke(authority::RevokeArgs),
+    /// The Proof-of-Authority chain: status, blocks, votes, genesis, replay
     #[command(subcommand)]
     Chain(chain::ChainCommand),
+    /// A local network of real nodes on this machine, to try lifeline out
+    Devnet(devnet::DevnetArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = "Examples:\n  \
+        lifeline completions bash > /etc/bash_completion.d/lifeline\n  \
+        lifeline completions zsh > \"${fpath[1]}/_lifeline\"\n  \
+        lifeline completions fish > ~/.config/fish/completions/lifeline.fish")]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
     /// The simulator: the real router on thousands of virtual nodes
     #[command(subcommand)]
     Sim(sim::SimCommand),
@@ -136,7 +161,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sos(args) => net::sos(&ctx()?, args)?,
         Command::Inbox(args) => net::inbox(&ctx()?, args)?,
         Command::Message(command) => net::message(&ctx()?, command)?,
-        Command::Chain(command) => return chain::run(command),
+        Command::Identity(command) => authority::identity(&ctx()?, command)?,
+        Command::Alerts(args) => authority::alerts(&ctx()?, args)?,
+        Command::Alert(command) => authority::alert(&ctx()?, command)?,
+        Command::Certify(args) => authority::certify(&ctx()?, args)?,
+        Command::Revoke(args) => authority::revoke(&ctx()?, args)?,
+        Command::Chain(command) => return chain::run(&ctx()?, command),
+        Command::Devnet(args) => return devnet::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "lifeline", &mut std::io::stdout());
+        }
         Command::Sim(command) => return sim::run(command),
     }
     Ok(ExitCode::SUCCESS)

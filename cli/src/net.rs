@@ -27,14 +27,15 @@ pub enum Priority {
 /// Arguments of `lifeline send`.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
-    lifeline send --to 12D3KooW... 'We are at the north school, all safe'\n  \
-    lifeline send --to 12D3KooW... --card bob.card < note.txt\n\n\
+    lifeline send --to 'Shelter North' 'We are at the north school, all safe'\n  \
+    lifeline send --to 12D3KooW... --card bob.card < note.txt\n  \
+    lifeline send --to 12D3KooW... --file list.txt --priority bulk\n\n\
     The recipient's prekey comes from the chain's identity registry, or from \
     their contact card (--card). Prints the message id; follow it with \
     `lifeline message status ID`.")]
 pub struct SendArgs {
-    /// The recipient's id
-    #[arg(long, value_name = "ID")]
+    /// The recipient: an id, or a name registered on the chain
+    #[arg(long, value_name = "ID|NAME")]
     to: String,
     /// The recipient's contact card, if they are not registered on the chain
     #[arg(long, value_name = "CARD")]
@@ -48,6 +49,9 @@ pub struct SendArgs {
     /// Wait until the recipient's receipt arrives (at most this long, e.g. 30s)
     #[arg(long, value_name = "DURATION")]
     wait: Option<humantime::Duration>,
+    /// Send the contents of FILE
+    #[arg(long, value_name = "FILE", conflicts_with = "text")]
+    file: Option<PathBuf>,
     /// The message; read from standard input if absent or `-`
     text: Option<String>,
 }
@@ -102,22 +106,22 @@ pub struct InboxArgs {
     watch: bool,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-async fn client(ctx: &Ctx) -> Result<Client> {
+pub(crate) async fn client(ctx: &Ctx) -> Result<Client> {
     let socket = node::socket(&ctx.data_dir, ctx.control_socket.as_deref());
     Ok(lifeline_node::client::connect(&socket).await?)
 }
 
-type Client = api::control_client::ControlClient<tonic::transport::Channel>;
+pub(crate) type Client = api::control_client::ControlClient<tonic::transport::Channel>;
 
 /// Runs one call against the node and returns its answer.
-fn call<T, F, Fut>(ctx: &Ctx, request: F) -> Result<T>
+pub(crate) fn call<T, F, Fut>(ctx: &Ctx, request: F) -> Result<T>
 where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -132,18 +136,18 @@ where
 }
 
 /// A gRPC error as a person reads it.
-fn why(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn why(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
 }
 
-fn age(ms: u64) -> String {
+pub(crate) fn age(ms: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
@@ -193,7 +197,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn chain_json(c: &api::ChainStatusReply) -> serde_json::Value {
+pub(crate) fn chain_json(c: &api::ChainStatusReply) -> serde_json::Value {
     if !c.enabled {
         return serde_json::Value::Null;
     }
@@ -205,7 +209,7 @@ fn chain_json(c: &api::ChainStatusReply) -> serde_json::Value {
     })
 }
 
-fn print_chain(c: &api::ChainStatusReply) {
+pub(crate) fn print_chain(c: &api::ChainStatusReply) {
     if !c.enabled {
         println!("chain:       none (no genesis file)");
         return;
@@ -295,10 +299,10 @@ pub fn routes(ctx: &Ctx) -> Result<()> {
 
 /// `lifeline send`.
 pub fn send(ctx: &Ctx, args: SendArgs) -> Result<()> {
-    let text = match args.text.as_deref() {
-        Some(t) if t != "-" => t.as_bytes().to_vec(),
-        _ => keys::read_input(
-            None,
+    let text = match (args.text.as_deref(), &args.file) {
+        (Some(t), _) if t != "-" => t.as_bytes().to_vec(),
+        (_, file) => keys::read_input(
+            file.as_deref(),
             lifeline_crypto::envelope::MAX_CONTENT_LEN,
             "the message",
         )?,
@@ -320,8 +324,8 @@ pub fn send(ctx: &Ctx, args: SendArgs) -> Result<()> {
         Priority::Bulk => api::Priority::Bulk,
         Priority::Urgent => api::Priority::Urgent,
     };
-    let request = api::SendRequest {
-        to: args.to,
+    let mut request = api::SendRequest {
+        to: String::new(),
         text,
         priority: priority.into(),
         prekey,
@@ -331,6 +335,7 @@ pub fn send(ctx: &Ctx, args: SendArgs) -> Result<()> {
     let json = ctx.json;
     runtime()?.block_on(async {
         let mut c = client(ctx).await?;
+        request.to = crate::authority::resolve(&mut c, &args.to).await?;
         let id = c.send(request).await.map_err(why)?.into_inner().id;
         if !json {
             println!("{id}");

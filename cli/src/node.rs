@@ -48,6 +48,14 @@ pub struct NodeArgs {
         value_name = "ADDR"
     )]
     bootstrap: Vec<String>,
+    /// Only this peer may connect (repeat for several): a closed mesh
+    #[arg(
+        long = "allow-peer",
+        env = "LIFELINE_ALLOW_PEERS",
+        value_delimiter = ',',
+        value_name = "ID"
+    )]
+    allow_peers: Vec<String>,
     /// Do not look for neighbours on the LAN (mDNS)
     #[arg(long, env = "LIFELINE_NO_MDNS")]
     no_mdns: bool,
@@ -83,6 +91,7 @@ fn settings(ctx: &Ctx, args: &NodeArgs) -> Result<Config> {
         config.listen.clone_from(&args.listen);
     }
     config.bootstrap.extend(args.bootstrap.iter().cloned());
+    config.allow_peers.extend(args.allow_peers.iter().cloned());
     if args.no_mdns {
         config.mdns = false;
     }

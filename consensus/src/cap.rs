@@ -445,7 +445,8 @@ pub fn from_cap_xml(xml: &str) -> Result<CapImport, CapError> {
         allow_dtd: false,
         nodes_limit: MAX_NODES,
     };
-    let doc = Document::parse_with_options(xml, options).map_err(|e| CapError::Xml(e.to_string()))?;
+    let doc =
+        Document::parse_with_options(xml, options).map_err(|e| CapError::Xml(e.to_string()))?;
     let root = doc.root_element();
     if root.tag_name().name() != "alert" {
         return Err(CapError::NotCap(format!(
@@ -664,11 +665,18 @@ fn write_alert(
     element(w, "areaDesc", &a.area.description)?;
     match &a.area.shape {
         Shape::Polygon(points) => {
-            let pairs: Vec<String> = points.iter().map(|p| format!("{},{}", p.lat, p.lon)).collect();
+            let pairs: Vec<String> = points
+                .iter()
+                .map(|p| format!("{},{}", p.lat, p.lon))
+                .collect();
             element(w, "polygon", &pairs.join(" "))?;
         }
         Shape::Circle { center, radius_km } => {
-            element(w, "circle", &format!("{},{} {radius_km}", center.lat, center.lon))?;
+            element(
+                w,
+                "circle",
+                &format!("{},{} {radius_km}", center.lat, center.lon),
+            )?;
         }
     }
     w.write_event(Event::End(BytesEnd::new("area")))?;

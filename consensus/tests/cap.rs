@@ -33,13 +33,28 @@ fn the_example_alert_reads_with_every_field() {
     match &a.area.shape {
         Shape::Polygon(points) => {
             assert_eq!(points.len(), 5);
-            assert_eq!(points[1], Point { lat: 51.33, lon: 12.345 });
+            assert_eq!(
+                points[1],
+                Point {
+                    lat: 51.33,
+                    lon: 12.345
+                }
+            );
         }
         other => panic!("expected a polygon, read {other:?}"),
     }
-    assert!(a.covers(Point { lat: 51.335, lon: 12.33 }));
+    assert!(a.covers(Point {
+        lat: 51.335,
+        lon: 12.33
+    }));
     // What lifeline does not carry is named, not dropped in silence.
-    for element in ["<note>", "<language>", "<responseType>", "<senderName>", "<parameter>"] {
+    for element in [
+        "<note>",
+        "<language>",
+        "<responseType>",
+        "<senderName>",
+        "<parameter>",
+    ] {
         assert!(
             import.not_carried.iter().any(|e| e == element),
             "{element} missing from {:?}",
@@ -53,7 +68,10 @@ fn an_alert_written_out_reads_back_the_same() {
     let alert = from_cap_xml(FLOOD).unwrap().alert;
     let xml = to_cap_xml(&alert, &no_lookup);
     assert!(xml.contains("<scope>Public</scope>"), "{xml}");
-    assert!(xml.contains("<sent>2026-11-21T13:30:00-00:00</sent>"), "{xml}");
+    assert!(
+        xml.contains("<sent>2026-11-21T13:30:00-00:00</sent>"),
+        "{xml}"
+    );
     let again = from_cap_xml(&xml).unwrap();
     assert_eq!(again.alert, alert);
     assert!(again.not_carried.is_empty(), "{:?}", again.not_carried);
@@ -85,36 +103,81 @@ fn refused(xml: &str) -> (CapError, String) {
 
 #[test]
 fn bad_documents_are_refused_with_the_element_and_line() {
-    let (e, text) = refused(&edited("<identifier>DE-SN-LZ-2026-1121-001</identifier>", ""));
-    assert!(matches!(e, CapError::Missing { element: "identifier", .. }), "{e:?}");
+    let (e, text) = refused(&edited(
+        "<identifier>DE-SN-LZ-2026-1121-001</identifier>",
+        "",
+    ));
+    assert!(
+        matches!(
+            e,
+            CapError::Missing {
+                element: "identifier",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(text.contains("line 4"), "{text}");
 
-    let (_, text) = refused(&edited("<status>Exercise</status>", "<status>Real</status>"));
-    assert!(text.contains("\"Real\"") && text.contains("Actual, Exercise"), "{text}");
+    let (_, text) = refused(&edited(
+        "<status>Exercise</status>",
+        "<status>Real</status>",
+    ));
+    assert!(
+        text.contains("\"Real\"") && text.contains("Actual, Exercise"),
+        "{text}"
+    );
 
-    let (_, text) = refused(&edited("<severity>Severe</severity>", "<severity>severe</severity>"));
-    assert!(text.contains("<severity>") && text.contains("line 19"), "{text}");
+    let (_, text) = refused(&edited(
+        "<severity>Severe</severity>",
+        "<severity>severe</severity>",
+    ));
+    assert!(
+        text.contains("<severity>") && text.contains("line 19"),
+        "{text}"
+    );
 
     let (e, text) = refused(&edited("2026-11-21T14:30:00+01:00", "2026-11-21T13:30:00Z"));
-    assert!(matches!(e, CapError::BadTime { element: "sent", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            CapError::BadTime {
+                element: "sent",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(text.contains("-00:00"), "{text}");
     let (e, _) = refused(&edited("2026-11-21T14:30:00+01:00", "21/11/2026 14:30"));
     assert!(matches!(e, CapError::BadTime { .. }), "{e:?}");
 
-    let (_, text) = refused(&edited("<scope>Public</scope>", "<scope>Restricted</scope>"));
+    let (_, text) = refused(&edited(
+        "<scope>Public</scope>",
+        "<scope>Restricted</scope>",
+    ));
     assert!(text.contains("only Public"), "{text}");
 
-    let (_, text) = refused(&edited("<category>Safety</category>", "<category>Met</category>"));
+    let (_, text) = refused(&edited(
+        "<category>Safety</category>",
+        "<category>Met</category>",
+    ));
     assert!(text.contains("more than once"), "{text}");
 
     let (_, text) = refused(&edited("<expires>2036-11-21T20:30:00+01:00</expires>", ""));
     assert!(text.contains("<expires>"), "{text}");
 
     // Expires before sent: the chain's own check.
-    let (e, _) = refused(&edited("2036-11-21T20:30:00+01:00", "2020-01-01T00:00:00+00:00"));
+    let (e, _) = refused(&edited(
+        "2036-11-21T20:30:00+01:00",
+        "2020-01-01T00:00:00+00:00",
+    ));
     assert!(matches!(e, CapError::Invalid(_)), "{e:?}");
 
-    let (_, text) = refused(&edited("51.3300,12.3200 51.3300,12.3450", "51.33;12.32 51.33,12.345"));
+    let (_, text) = refused(&edited(
+        "51.3300,12.3200 51.3300,12.3450",
+        "51.33;12.32 51.33,12.345",
+    ));
     assert!(text.contains("<polygon>"), "{text}");
 
     let info_start = FLOOD.find("<info>").unwrap();
