@@ -9,11 +9,15 @@ export CC = ccache cc
 export CXX = ccache c++
 # Seconds each fuzz target runs in `make test` (longer runs: `make fuzz FUZZ_SECONDS=600`).
 FUZZ_SECONDS ?= 15
+# Options for the devnet of `make run`, e.g. `make run DEVNET="--nodes 12 --authorities 5"`.
+DEVNET ?=
 
 .PHONY: run test setup fmt demo clippy unit doc fuzz-smoke fuzz bench sim
 
+# lifeline's main job: a local network of real nodes, a guided tour of what
+# they do, then it keeps running (Ctrl-C stops it and cleans up).
 run: setup
-	@scripts/demo.sh
+	$(CARGO) run --locked -q -p lifeline -- devnet $(DEVNET)
 
 test: setup fmt clippy doc demo fuzz-smoke unit sim
 	@echo "make test: all checks passed"
@@ -24,9 +28,11 @@ setup:
 fmt:
 	$(CARGO) fmt --all -- --check
 
-# The main job must keep working: the demo checks its own outcome.
+# The main job must keep working: the devnet's tour checks each of its steps
+# (--once: then it stops), and so does the offline key workflow.
 demo:
-	@scripts/demo.sh >/dev/null
+	$(CARGO) run --locked -q -p lifeline -- devnet --once >/dev/null
+	@scripts/keys-demo.sh >/dev/null
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

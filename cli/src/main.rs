@@ -22,8 +22,10 @@ mod sim;
     name = "lifeline",
     version,
     about = "lifeline: end-to-end encrypted messages over an emergency mesh network",
-    after_help = "Start with `lifeline key generate`. Passphrases come from --passphrase-file, \
-                  LIFELINE_PASSPHRASE, or a prompt."
+    after_help = "Try it: `lifeline devnet` runs a local network of real nodes.\n\
+                  Then: `lifeline key generate`, `lifeline node`, `lifeline send --to NAME TEXT`.\n\
+                  Passphrases come from --passphrase-file, LIFELINE_PASSPHRASE, or a prompt.\n\
+                  Guides: docs/keys.md, docs/operators.md, docs/authorities.md."
 )]
 struct Cli {
     /// Where lifeline keeps its data [default: $XDG_DATA_HOME/lifeline]

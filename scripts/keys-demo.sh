@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make run` until the devnet exists: the key workflow end to end, with the real
-# `lifeline` binary, in a temporary folder that is removed afterwards.
+# The offline key workflow end to end, with the real `lifeline` binary, in a
+# temporary folder that is removed afterwards: identities, a contact card, a
+# sealed envelope that only its recipient opens, a prekey rotation.
+# (`make run` shows the network: `lifeline devnet`.)
 set -euo pipefail
 
 cargo build --locked -q -p lifeline
