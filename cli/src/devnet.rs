@@ -20,6 +20,7 @@ use lifeline_consensus::genesis::GenesisFile;
 use lifeline_crypto::keystore::{KdfParams, Keystore};
 use lifeline_crypto::{KeyBundle, NodeId, Timestamp};
 use lifeline_node::pb::control as api;
+use lifeline_node::pb::control::transact_request::Action;
 use prost::Message as _;
 use serde_json::json;
 
@@ -612,6 +613,14 @@ where
     }
 }
 
+/// Has the node sign and submit `action`; its transaction's hash.
+async fn submit(c: &mut Client, action: Action) -> Result<String> {
+    let request = api::TransactRequest {
+        action: Some(action),
+    };
+    Ok(c.transact(request).await.map_err(why)?.into_inner().hash)
+}
+
 async fn wait_for_tx(c: &mut Client, hash: &str, what: &str) -> Result<u64> {
     let hash = hash.to_owned();
     until(what, Duration::from_secs(60), || {
@@ -702,19 +711,13 @@ async fn tour(
             hashes.push(String::new());
             continue;
         }
-        let reply = c
-            .transact(api::TransactRequest {
-                action: Some(api::transact_request::Action::Register(
-                    api::RegisterAction {
-                        name: net.nodes[i].name.clone(),
-                    },
-                )),
-            })
+        let action = Action::Register(api::RegisterAction {
+            name: net.nodes[i].name.clone(),
+        });
+        let hash = submit(c, action)
             .await
-            .map_err(why)
-            .with_context(|| format!("{} could not register", net.nodes[i].name))?
-            .into_inner();
-        hashes.push(reply.hash);
+            .with_context(|| format!("{} could not register", net.nodes[i].name))?;
+        hashes.push(hash);
     }
     let started = Instant::now();
     for (i, hash) in hashes.iter().enumerate() {
@@ -897,14 +900,8 @@ async fn tour(
     let mut alert = sample_flood(&format!("devnet-flood-{}", now_ms() / 1000), now_ms());
     alert.status = AlertStatus::Exercise.into();
     let identifier = alert.identifier.clone();
-    let hash = clients[office]
-        .transact(api::TransactRequest {
-            action: Some(api::transact_request::Action::Alert(alert.encode_to_vec())),
-        })
-        .await
-        .map_err(why)?
-        .into_inner()
-        .hash;
+    let action = Action::Alert(alert.encode_to_vec());
+    let hash = submit(&mut clients[office], action).await?;
     let block = wait_for_tx(&mut clients[office], &hash, "the alert reaching a block").await?;
     let seen = until("the alert reaching ana", Duration::from_secs(30), || {
         let mut c = clients[ana].clone();
@@ -942,18 +939,12 @@ async fn tour(
             "{} certifies clinic as a medic for 30 days",
             net.nodes[office].name
         ));
-        let hash = clients[office]
-            .transact(api::TransactRequest {
-                action: Some(api::transact_request::Action::Certify(api::CertifyAction {
-                    subject: net.nodes[clinic].id.to_string(),
-                    role: "medic".into(),
-                    expires_ms: now_ms() + 30 * 86_400_000,
-                })),
-            })
-            .await
-            .map_err(why)?
-            .into_inner()
-            .hash;
+        let action = Action::Certify(api::CertifyAction {
+            subject: net.nodes[clinic].id.to_string(),
+            role: "medic".into(),
+            expires_ms: now_ms() + 30 * 86_400_000,
+        });
+        let hash = submit(&mut clients[office], action).await?;
         let block = wait_for_tx(
             &mut clients[office],
             &hash,
