@@ -208,7 +208,22 @@ pub(crate) async fn resolve(c: &mut Client, who: &str) -> Result<String> {
         .map_err(why)?
         .into_inner()
         .identities;
-    match found.as_slice() {
+    let everyone = if found.is_empty() {
+        c.identities(api::IdentitiesRequest::default())
+            .await
+            .map_err(why)?
+            .into_inner()
+            .identities
+    } else {
+        Vec::new()
+    };
+    pick(who, &found, &everyone)
+}
+
+/// The one identity `found` under the name `who`, or an error that lists
+/// the candidates: those sharing the name, or names near it in `everyone`.
+fn pick(who: &str, found: &[api::Identity], everyone: &[api::Identity]) -> Result<String> {
+    match found {
         [one] => return Ok(one.id.clone()),
         [] => {}
         many => {
@@ -220,12 +235,6 @@ pub(crate) async fn resolve(c: &mut Client, who: &str) -> Result<String> {
             );
         }
     }
-    let everyone = c
-        .identities(api::IdentitiesRequest::default())
-        .await
-        .map_err(why)?
-        .into_inner()
-        .identities;
     let wanted = who.to_lowercase();
     let mut near: Vec<(f64, &api::Identity)> = everyone
         .iter()
@@ -844,15 +853,15 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const NOW: u64 = 1_795_000_000_000; // 2026-11-19
+    const NOW: u64 = 1_795_046_400_000; // 2026-11-19T00:00:00Z
 
     #[test]
     fn until_takes_dates_times_and_durations() {
         // A date runs through that day, UTC.
-        assert_eq!(parse_until("2027-06-30", NOW).unwrap(), 1_814_486_400_000);
+        assert_eq!(parse_until("2027-06-30", NOW).unwrap(), 1_814_400_000_000);
         assert_eq!(
             parse_until("2027-06-30T18:00:00+02:00", NOW).unwrap(),
-            1_814_457_600_000
+            1_814_371_200_000
         );
         assert_eq!(parse_until("90days", NOW).unwrap(), NOW + 90 * 86_400_000);
     }
@@ -863,6 +872,35 @@ mod tests {
         assert!(e.contains("not a date") && e.contains("2027-06-30"), "{e}");
         let e = parse_until("2020-01-01", NOW).unwrap_err().to_string();
         assert!(e.contains("in the past"), "{e}");
+    }
+
+    fn identity(name: &str, id: &str) -> api::Identity {
+        api::Identity {
+            id: id.into(),
+            name: name.into(),
+            ..api::Identity::default()
+        }
+    }
+
+    #[test]
+    fn a_name_resolves_only_when_it_is_unambiguous() {
+        let shelter = [identity("Shelter", "A"), identity("shelter", "B")];
+        assert_eq!(pick("Shelter", &shelter[..1], &[]).unwrap(), "A");
+        let e = pick("shelter", &shelter, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("2 identities are named") && e.contains(" A") && e.contains(" B"),
+            "{e}"
+        );
+        let everyone = [
+            identity("Shelter North", "N"),
+            identity("ana", "X"),
+            identity("Clinic", "C"),
+        ];
+        let e = pick("shelter", &[], &everyone).unwrap_err().to_string();
+        assert!(e.contains("Did you mean") && e.contains(" N"), "{e}");
+        assert!(!e.contains(" C"), "an unrelated name was suggested: {e}");
+        let e = pick("zzz", &[], &everyone).unwrap_err().to_string();
+        assert!(e.contains("3 are") && e.contains("identity list"), "{e}");
     }
 
     #[test]

@@ -71,6 +71,84 @@ pub struct NodeArgs {
     /// Log format
     #[arg(long, env = "LIFELINE_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// The remaining settings: limits, bans, custody, position.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "Limits and tuning (defaults in docs/operators.md)")]
+pub struct Tuning {
+    /// Most connections in all
+    #[arg(long, env = "LIFELINE_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<u32>,
+    /// Most connections with one peer
+    #[arg(long, env = "LIFELINE_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
+    max_connections_per_peer: Option<u32>,
+    /// Misbehaviour count at which a peer is disconnected and banned
+    #[arg(long, env = "LIFELINE_BAN_THRESHOLD", value_name = "N")]
+    ban_threshold: Option<u64>,
+    /// How long a ban lasts, in seconds
+    #[arg(long, env = "LIFELINE_BAN_SECS", value_name = "SECS")]
+    ban_secs: Option<u64>,
+    /// Most messages held in custody for others
+    #[arg(long, env = "LIFELINE_CUSTODY_MAX_MESSAGES", value_name = "N")]
+    custody_max_messages: Option<usize>,
+    /// Most megabytes held in custody for others
+    #[arg(long, env = "LIFELINE_CUSTODY_MAX_MB", value_name = "MB")]
+    custody_max_mb: Option<usize>,
+    /// This node's position, for area-limited broadcasts
+    #[arg(
+        long,
+        env = "LIFELINE_POSITION",
+        value_name = "LAT,LON",
+        allow_hyphen_values = true
+    )]
+    position: Option<String>,
+    /// Seconds between pings of each neighbour
+    #[arg(long, env = "LIFELINE_PING_INTERVAL_SECS", value_name = "SECS")]
+    ping_interval_secs: Option<u64>,
+    /// Relay mode: most reservations held for other peers
+    #[arg(long, env = "LIFELINE_RELAY_MAX_RESERVATIONS", value_name = "N")]
+    relay_max_reservations: Option<usize>,
+    /// Relay mode: most circuits relayed at once
+    #[arg(long, env = "LIFELINE_RELAY_MAX_CIRCUITS", value_name = "N")]
+    relay_max_circuits: Option<usize>,
+}
+
+impl Tuning {
+    fn apply(&self, config: &mut Config) -> Result<()> {
+        fn set<T: Clone>(from: &Option<T>, to: &mut T) {
+            if let Some(v) = from {
+                *to = v.clone();
+            }
+        }
+        set(&self.max_connections, &mut config.max_connections);
+        set(
+            &self.max_connections_per_peer,
+            &mut config.max_connections_per_peer,
+        );
+        set(&self.ban_threshold, &mut config.ban_threshold);
+        set(&self.ban_secs, &mut config.ban_secs);
+        set(&self.custody_max_messages, &mut config.custody_max_messages);
+        set(&self.custody_max_mb, &mut config.custody_max_mb);
+        set(&self.ping_interval_secs, &mut config.ping_interval_secs);
+        set(
+            &self.relay_max_reservations,
+            &mut config.relay_max_reservations,
+        );
+        set(&self.relay_max_circuits, &mut config.relay_max_circuits);
+        if let Some(text) = &self.position {
+            let bad = || {
+                anyhow::anyhow!("--position {text:?} is not LAT,LON in degrees (e.g. 51.34,12.37)")
+            };
+            let (lat, lon) = text.split_once(',').ok_or_else(bad)?;
+            let lat: f64 = lat.trim().parse().map_err(|_| bad())?;
+            let lon: f64 = lon.trim().parse().map_err(|_| bad())?;
+            config.position = Some([lat, lon]);
+        }
+        Ok(())
+    }
 }
 
 /// The default config file, if it exists.
@@ -107,6 +185,7 @@ fn settings(ctx: &Ctx, args: &NodeArgs) -> Result<Config> {
     if let Some(s) = &ctx.control_socket {
         config.control_socket = Some(s.clone());
     }
+    args.tuning.apply(&mut config)?;
     config.check()?;
     Ok(config)
 }
@@ -191,4 +270,75 @@ pub fn socket(data_dir: &Path, flag: Option<&Path>) -> PathBuf {
         || lifeline_node::control::default_socket(data_dir),
         Path::to_path_buf,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    #[test]
+    fn every_setting_has_a_flag() {
+        let args = Wrap::try_parse_from([
+            "node",
+            "--max-connections",
+            "7",
+            "--max-connections-per-peer",
+            "3",
+            "--ban-threshold",
+            "5",
+            "--ban-secs",
+            "60",
+            "--custody-max-messages",
+            "99",
+            "--custody-max-mb",
+            "12",
+            "--position",
+            "-33.9,18.4",
+            "--ping-interval-secs",
+            "4",
+            "--relay-max-reservations",
+            "8",
+            "--relay-max-circuits",
+            "2",
+            "--allow-peer",
+            "12D3KooWRHnwM4qsWBPp4r7vFGsNuTTEEuKCjXALEhQLPPNZ5wJ4",
+        ])
+        .unwrap()
+        .node;
+        let mut config = Config::default();
+        args.tuning.apply(&mut config).unwrap();
+        assert_eq!(
+            (config.max_connections, config.max_connections_per_peer),
+            (7, 3)
+        );
+        assert_eq!((config.ban_threshold, config.ban_secs), (5, 60));
+        assert_eq!(
+            (config.custody_max_messages, config.custody_max_mb),
+            (99, 12)
+        );
+        assert_eq!(config.position, Some([-33.9, 18.4]));
+        assert_eq!(config.ping_interval_secs, 4);
+        assert_eq!(
+            (config.relay_max_reservations, config.relay_max_circuits),
+            (8, 2)
+        );
+        assert_eq!(args.allow_peers.len(), 1);
+        let bad = Wrap::try_parse_from(["node", "--position", "north"])
+            .unwrap()
+            .node;
+        let e = bad
+            .tuning
+            .apply(&mut Config::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LAT,LON"), "{e}");
+    }
 }
