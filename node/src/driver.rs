@@ -20,10 +20,8 @@ use lifeline_consensus::{
     BlockHash, Chain, ChainError, SealedBlock, Transaction, TxPool, Validation, Vote,
 };
 use lifeline_crypto::envelope::{self, OpenPolicy, ReplayGuard};
-use lifeline_crypto::wire::decode_bounded;
 use lifeline_crypto::{KeyBundle, NodeId, PublicPrekey, Timestamp};
 use lifeline_routing::routes::link_cost;
-use lifeline_routing::wire::MAX_PAYLOAD;
 use lifeline_routing::{
     Address, Class, Delivery, Destination, Event, MessageId, Router, SendError, SendRequest, Status,
 };
@@ -909,7 +907,7 @@ impl Node {
                 class: class_name(d.class).into(),
             })
             .observe(now.saturating_sub(d.created_ms) as f64 / 1000.0);
-        let payload: AppPayload = match decode_bounded("payload", &d.payload, MAX_PAYLOAD + 64) {
+        let payload: AppPayload = match mesh::decode_payload(&d.payload) {
             Ok(p) => p,
             Err(e) => {
                 debug!(id = %d.id, "a delivered payload did not decode: {e}");

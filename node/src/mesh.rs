@@ -10,53 +10,18 @@
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
-use lifeline_consensus::sync::MAX_SYNC_MESSAGE_LEN;
-use lifeline_crypto::wire::decode_bounded;
-use prost::Message;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::pb::mesh::{MeshFrame, mesh_frame};
+mod codec;
+
+pub use codec::{Frame, FrameError, MAX_APP_PAYLOAD, MAX_FRAME, decode_payload, frame_len};
 
 /// The protocol name on libp2p streams.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/lifeline/mesh/1");
 
-/// Largest frame: a full chain sync answer plus framing.
-pub const MAX_FRAME: usize = MAX_SYNC_MESSAGE_LEN + 1024;
-
 /// Frames that may wait for one neighbour's writer.
 pub const WRITER_QUEUE: usize = 64;
-
-/// What a neighbour sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame {
-    /// A routing packet.
-    Packet(Vec<u8>),
-    /// A chain sync message.
-    Sync(Vec<u8>),
-}
-
-impl Frame {
-    /// The frame's bytes, without the length prefix.
-    pub fn encode(&self) -> Vec<u8> {
-        let kind = match self {
-            Frame::Packet(bytes) => mesh_frame::Kind::Packet(bytes.clone()),
-            Frame::Sync(bytes) => mesh_frame::Kind::Sync(bytes.clone()),
-        };
-        MeshFrame { kind: Some(kind) }.encode_to_vec()
-    }
-
-    /// Decodes a frame (bounded, canonical, typed errors).
-    pub fn decode(bytes: &[u8]) -> Result<Self, MeshError> {
-        let frame: MeshFrame = decode_bounded("mesh frame", bytes, MAX_FRAME)
-            .map_err(|e| MeshError::Decode(e.to_string()))?;
-        match frame.kind {
-            Some(mesh_frame::Kind::Packet(p)) => Ok(Frame::Packet(p)),
-            Some(mesh_frame::Kind::Sync(s)) => Ok(Frame::Sync(s)),
-            None => Err(MeshError::Decode("a mesh frame with no content".into())),
-        }
-    }
-}
 
 /// Why a mesh stream ended.
 #[derive(Debug, Error)]
@@ -64,12 +29,9 @@ pub enum MeshError {
     /// The stream failed or closed.
     #[error("mesh stream: {0}")]
     Io(#[from] std::io::Error),
-    /// A frame announced more bytes than any frame may have.
-    #[error("a mesh frame of {0} bytes is over the limit of {MAX_FRAME}")]
-    TooLarge(usize),
-    /// A frame did not decode.
-    #[error("a mesh frame did not decode: {0}")]
-    Decode(String),
+    /// The peer sent a frame that is refused.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
 }
 
 /// Reads one frame, or `None` at a clean end of stream.
@@ -82,13 +44,10 @@ pub async fn read_frame<R: futures::AsyncRead + Unpin>(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
-    if len > MAX_FRAME {
-        return Err(MeshError::TooLarge(len));
-    }
+    let len = frame_len(len)?;
     let mut bytes = vec![0u8; len];
     reader.read_exact(&mut bytes).await?;
-    Frame::decode(&bytes).map(Some)
+    Ok(Some(Frame::decode(&bytes)?))
 }
 
 /// Writes one frame with its length prefix.
@@ -97,9 +56,9 @@ pub async fn write_frame<W: futures::AsyncWrite + Unpin>(
     frame: &[u8],
 ) -> Result<(), MeshError> {
     if frame.len() > MAX_FRAME {
-        return Err(MeshError::TooLarge(frame.len()));
+        return Err(FrameError::TooLarge(frame.len()).into());
     }
-    let len = u32::try_from(frame.len()).map_err(|_| MeshError::TooLarge(frame.len()))?;
+    let len = u32::try_from(frame.len()).map_err(|_| FrameError::TooLarge(frame.len()))?;
     writer.write_all(&len.to_be_bytes()).await?;
     writer.write_all(frame).await?;
     writer.flush().await?;
@@ -217,7 +176,7 @@ pub async fn run_reader(mut stream: Stream, peer: PeerId, events: mpsc::Sender<M
                     .await;
                 return;
             }
-            Err(e @ (MeshError::TooLarge(_) | MeshError::Decode(_))) => {
+            Err(e @ MeshError::Frame(_)) => {
                 let _ = events
                     .send(MeshEvent::Garbage {
                         peer,
@@ -250,10 +209,10 @@ mod tests {
         for frame in [Frame::Packet(vec![1, 2, 3]), Frame::Sync(vec![9; 100])] {
             assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
         }
-        assert!(matches!(Frame::decode(&[]), Err(MeshError::Decode(_))));
+        assert!(matches!(Frame::decode(&[]), Err(FrameError::Decode { .. })));
         assert!(matches!(
             Frame::decode(&[0xff, 0xff]),
-            Err(MeshError::Decode(_))
+            Err(FrameError::Decode { .. })
         ));
     }
 
@@ -263,7 +222,10 @@ mod tests {
         bytes.extend_from_slice(&[0; 16]);
         let mut reader = futures::io::Cursor::new(bytes);
         let result = futures::executor::block_on(read_frame(&mut reader));
-        assert!(matches!(result, Err(MeshError::TooLarge(_))));
+        assert!(matches!(
+            result,
+            Err(MeshError::Frame(FrameError::TooLarge(_)))
+        ));
     }
 
     #[test]
