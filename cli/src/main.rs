@@ -47,6 +47,25 @@ struct Cli {
         value_name = "PATH"
     )]
     control_socket: Option<PathBuf>,
+    /// The control API on loopback TCP (HOST:PORT): where `lifeline node` also serves
+    /// it, and where other commands reach it instead of the socket
+    #[arg(
+        long,
+        global = true,
+        env = "LIFELINE_CONTROL_TCP",
+        value_name = "ADDR",
+        conflicts_with = "control_socket"
+    )]
+    control_tcp: Option<String>,
+    /// The token for --control-tcp (the node's control.token) [env: LIFELINE_CONTROL_TOKEN holds
+    /// the token itself]
+    #[arg(
+        long,
+        global = true,
+        env = "LIFELINE_CONTROL_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    control_token_file: Option<PathBuf>,
     /// Print JSON instead of text (for scripts)
     #[arg(long, global = true)]
     json: bool,
@@ -119,6 +138,10 @@ pub struct Context {
     pub passphrase_file: Option<PathBuf>,
     /// `--control-socket`, if given.
     pub control_socket: Option<PathBuf>,
+    /// `--control-tcp`, if given.
+    pub control_tcp: Option<String>,
+    /// `--control-token-file`, if given.
+    pub control_token_file: Option<PathBuf>,
     /// `--json`.
     pub json: bool,
 }
@@ -139,6 +162,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         data_dir,
         passphrase_file,
         control_socket,
+        control_tcp,
+        control_token_file,
         json,
         command,
     } = cli;
@@ -148,6 +173,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir: paths::data_dir(data_dir.clone())?,
             passphrase_file: passphrase_file.clone(),
             control_socket: control_socket.clone(),
+            control_tcp: control_tcp.clone(),
+            control_token_file: control_token_file.clone(),
             json,
         })
     };

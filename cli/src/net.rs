@@ -114,11 +114,26 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub(crate) async fn client(ctx: &Ctx) -> Result<Client> {
+    if let Some(addr) = &ctx.control_tcp {
+        let token = match (
+            &ctx.control_token_file,
+            std::env::var("LIFELINE_CONTROL_TOKEN"),
+        ) {
+            (Some(file), _) => std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the control token {}", file.display()))?,
+            (None, Ok(token)) => token,
+            (None, Err(_)) => bail!(
+                "--control-tcp needs the node's token: --control-token-file \
+                 DATA/control.token (or LIFELINE_CONTROL_TOKEN)"
+            ),
+        };
+        return Ok(lifeline_node::client::connect_tcp(addr, &token).await?);
+    }
     let socket = node::socket(&ctx.data_dir, ctx.control_socket.as_deref());
     Ok(lifeline_node::client::connect(&socket).await?)
 }
 
-pub(crate) type Client = api::control_client::ControlClient<tonic::transport::Channel>;
+pub(crate) type Client = lifeline_node::client::Client;
 
 /// Runs one call against the node and returns its answer.
 pub(crate) fn call<T, F, Fut>(ctx: &Ctx, request: F) -> Result<T>

@@ -179,6 +179,10 @@ fn settings(ctx: &Ctx, args: &NodeArgs) -> Result<Config> {
     if let Some(m) = &args.metrics {
         config.metrics.clone_from(m);
     }
+    // The global --control-tcp: where this node serves, as others connect.
+    if let Some(a) = &ctx.control_tcp {
+        config.control_tcp = Some(a.clone());
+    }
     if let Some(g) = &args.genesis {
         config.genesis = Some(g.clone());
     }

@@ -269,3 +269,59 @@ fn a_second_node_on_the_same_data_folder_or_port_is_refused_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn the_control_api_on_loopback_tcp_wants_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Daemon::new(root.path(), "tcp");
+    let addr = format!("127.0.0.1:{}", free_port());
+    node.args = vec!["--control-tcp".into(), addr.clone()];
+    node.start();
+    let token = node.dir.join("control.token");
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the token is readable by others");
+
+    // With the token: the same answers as on the socket.
+    let mut cmd = lifeline(root.path());
+    cmd.args(["--json", "--control-tcp", &addr, "--control-token-file"])
+        .arg(&token)
+        .arg("status");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(cmd.output().unwrap(), "status over TCP")).unwrap();
+    assert_eq!(status["id"], node.id.as_str());
+
+    // Without it, or with a wrong one: refused, saying what to do.
+    let out = lifeline(root.path())
+        .args(["--control-tcp", &addr, "status"])
+        .env_remove("LIFELINE_CONTROL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--control-token-file"));
+    let out = lifeline(root.path())
+        .args(["--control-tcp", &addr, "status"])
+        .env("LIFELINE_CONTROL_TOKEN", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token is missing or wrong"), "{err}");
+
+    // Only loopback: the control API controls the node.
+    let open = Daemon::new(root.path(), "open");
+    let out = lifeline(&open.dir)
+        .args([
+            "node",
+            "--no-mdns",
+            "--metrics",
+            "off",
+            "--control-tcp",
+            "0.0.0.0:9",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
+}

@@ -26,6 +26,9 @@ pub struct Config {
     pub relay: bool,
     /// The control API's Unix socket (default: `control.sock` in the data folder).
     pub control_socket: Option<PathBuf>,
+    /// The control API also on this loopback TCP address (callers show the
+    /// token in `control.token` in the data folder). Off unless set.
+    pub control_tcp: Option<String>,
     /// Prometheus metrics and `/healthz` over HTTP (`"off"` to disable).
     pub metrics: String,
     /// The chain's genesis file (default: `genesis.toml` in the data folder,
@@ -70,6 +73,7 @@ impl Default for Config {
             mdns: true,
             relay: false,
             control_socket: None,
+            control_tcp: None,
             metrics: "127.0.0.1:9184".into(),
             genesis: None,
             max_connections: 256,
@@ -201,6 +205,26 @@ impl Config {
         if self.ping_interval_secs == 0 {
             return value("ping_interval_secs", "must be at least 1".into());
         }
+        if let Some(addr) = &self.control_tcp {
+            match addr.parse::<SocketAddr>() {
+                Err(_) => {
+                    return value(
+                        "control_tcp",
+                        format!("{addr:?} is not an address such as 127.0.0.1:9185"),
+                    );
+                }
+                Ok(a) if !a.ip().is_loopback() => {
+                    return value(
+                        "control_tcp",
+                        format!(
+                            "{addr:?} is not a loopback address: the control API controls the \
+                             node, so it stays on this machine (use 127.0.0.1 or ::1)"
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
         for id in &self.allow_peers {
             if id.parse::<libp2p::PeerId>().is_err() {
                 return value(
@@ -220,6 +244,11 @@ impl Config {
                 .filter_map(|p| p.parse().ok())
                 .collect()
         })
+    }
+
+    /// The loopback TCP control address, if set (checked by [`Self::check`]).
+    pub fn control_tcp_addr(&self) -> Option<SocketAddr> {
+        self.control_tcp.as_deref().and_then(|a| a.parse().ok())
     }
 
     /// The metrics address, unless disabled.

@@ -2,6 +2,7 @@
 //! owner may open. Each call becomes a [`Command`] for the driver's task,
 //! which answers on a oneshot channel.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
 use crate::pb::control as api;
@@ -373,10 +374,46 @@ pub type Server = Box<
         + Send,
 >;
 
-/// Binds the control socket at `path` with owner-only permissions. A socket
-/// left by a node that died is replaced; one that answers belongs to a
-/// running node and is an error.
-pub async fn serve(path: &Path, commands: mpsc::Sender<Command>) -> Result<Server, String> {
+/// The optional loopback TCP endpoint: where, and the token callers must show.
+pub struct TcpEndpoint {
+    /// A loopback address.
+    pub addr: SocketAddr,
+    /// The token (`authorization: Bearer TOKEN`).
+    pub token: String,
+}
+
+/// Refuses calls without the right bearer token, in constant time.
+#[derive(Clone)]
+struct CheckToken(blake3::Hash);
+
+impl tonic::service::Interceptor for CheckToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let shown = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // blake3::Hash compares in constant time.
+        if blake3::hash(shown.as_bytes()) == self.0 {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated(
+                "the control token is missing or wrong: give the one in the node's data folder \
+                 (control.token, owner-only) with --control-token-file",
+            ))
+        }
+    }
+}
+
+/// Binds the control socket at `path` with owner-only permissions, and the
+/// loopback TCP endpoint if there is one. A socket left by a node that died
+/// is replaced; one that answers belongs to a running node and is an error.
+pub async fn serve(
+    path: &Path,
+    tcp: Option<TcpEndpoint>,
+    commands: mpsc::Sender<Command>,
+) -> Result<Server, String> {
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(
@@ -392,20 +429,90 @@ pub async fn serve(path: &Path, commands: mpsc::Sender<Command>) -> Result<Serve
     let listener = UnixListener::bind(path).map_err(|e| e.to_string())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot make it owner-only: {e}"))?;
-    let service = ControlServer::new(Service { commands });
+    let tcp = match tcp {
+        None => None,
+        Some(endpoint) => {
+            let listener = tokio::net::TcpListener::bind(endpoint.addr)
+                .await
+                .map_err(|e| {
+                    format!("cannot listen on {} for control calls: {e}", endpoint.addr)
+                })?;
+            Some((
+                listener,
+                CheckToken(blake3::hash(endpoint.token.as_bytes())),
+            ))
+        }
+    };
+    let service = Service { commands };
     Ok(Box::new(move |stop: oneshot::Receiver<()>| {
         Box::pin(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                    let _ = stop.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!("the control API stopped: {e}");
+            let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
+            let unix = tonic::transport::Server::builder()
+                .add_service(ControlServer::new(service.clone()))
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), {
+                    let mut stopped = stopped.clone();
+                    async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    }
+                });
+            let tcp = async move {
+                let Some((listener, check)) = tcp else {
+                    return Ok(());
+                };
+                tonic::transport::Server::builder()
+                    .add_service(ControlServer::with_interceptor(service, check))
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+                        let mut stopped = stopped.clone();
+                        async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        }
+                    })
+                    .await
+            };
+            let signal = async move {
+                let _ = stop.await;
+                let _ = stopped_tx.send(true);
+            };
+            let (unix, tcp, ()) = tokio::join!(unix, tcp, signal);
+            for result in [unix, tcp] {
+                if let Err(e) = result {
+                    tracing::error!("the control API stopped: {e}");
+                }
             }
         })
     }))
+}
+
+/// Reads the control token from `path`, or makes one there (owner-only).
+pub fn load_or_create_token(path: &Path) -> Result<String, String> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the control token {}: {e}", path.display()))?;
+        let token = text.trim().to_owned();
+        if token.len() < 32 {
+            return Err(format!(
+                "the control token in {} is too short (at least 32 characters); delete the \
+                 file and a new one is made",
+                path.display()
+            ));
+        }
+        return Ok(token);
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(options.write(true).create_new(true), 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create the control token {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())
+        .map_err(|e| format!("cannot write the control token {}: {e}", path.display()))?;
+    Ok(token)
+}
+
+/// Where a node keeps the token of its TCP control endpoint.
+pub fn token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.token")
 }
 
 /// Where the control socket of a node with data folder `data_dir` is.

@@ -292,7 +292,21 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         .clone()
         .unwrap_or_else(|| crate::control::default_socket(&data_dir));
     let (commands_tx, mut commands) = mpsc::channel::<Command>(256);
-    let control_server = crate::control::serve(&socket, commands_tx)
+    let tcp = match config.control_tcp_addr() {
+        None => None,
+        Some(addr) => {
+            let path = crate::control::token_path(&data_dir);
+            let token = crate::control::load_or_create_token(&path).map_err(|reason| {
+                NodeError::ControlSocket {
+                    path: path.clone(),
+                    reason,
+                }
+            })?;
+            info!(%addr, token = %path.display(), "control API also on loopback TCP");
+            Some(crate::control::TcpEndpoint { addr, token })
+        }
+    };
+    let control_server = crate::control::serve(&socket, tcp, commands_tx)
         .await
         .map_err(|reason| NodeError::ControlSocket {
             path: socket.clone(),

@@ -1,6 +1,6 @@
 //! lifeline's own protocol between direct neighbours: one long-lived stream
 //! each way per neighbour (`/lifeline/mesh/1`), carrying length-prefixed
-//! [`MeshFrame`]s: routing packets and chain sync messages.
+//! [`MeshFrame`](crate::pb::mesh::MeshFrame)s: routing packets and chain sync messages.
 //!
 //! Each frame is preceded by its length as 4 big-endian bytes. A reader
 //! checks the length against [`MAX_FRAME`] before it allocates, and a frame

@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use lifeline_crypto::{KeyBundle, Timestamp};
 use lifeline_node::pb::control as api;
-use lifeline_node::pb::control::control_client::ControlClient;
 use lifeline_node::{Config, Options};
 use tokio::sync::oneshot;
-use tonic::transport::Channel;
 
 /// A running node.
 pub struct LocalNode {
     /// Its control API.
-    pub control: ControlClient<Channel>,
+    pub control: lifeline_node::client::Client,
     /// Its id.
     pub id: String,
     /// Where it listens, with `/p2p/ID`.
