@@ -16,6 +16,12 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# The interop test runs a js-libp2p peer: Node.js (20 or newer) and npm. A
+# machine that already has them (from anywhere) keeps its own.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+  missing+=(nodejs npm)
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo is not on PATH. Install the Rust toolchain (https://rustup.rs) first." >&2

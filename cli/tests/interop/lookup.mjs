@@ -1,0 +1,72 @@
+// A js-libp2p peer, another implementation of libp2p than lifeline's: it
+// dials a lifeline node, pings it, reads its identify record, and looks up a
+// second lifeline node through the first one's Kademlia DHT. Prints one JSON
+// line: what it saw. Used by cli/tests/interop.rs.
+//
+//   node lookup.mjs /ip4/127.0.0.1/tcp/PORT/p2p/ID_OF_A ID_OF_B
+
+// libp2p 3 expects Node 22, which has Promise.withResolvers; Node 20 does not.
+if (!Promise.withResolvers) {
+  Promise.withResolvers = () => {
+    let resolve, reject
+    const promise = new Promise((yes, no) => { resolve = yes; reject = no })
+    return { promise, resolve, reject }
+  }
+}
+
+const { createLibp2p } = await import('libp2p')
+const { tcp } = await import('@libp2p/tcp')
+const { noise } = await import('@chainsafe/libp2p-noise')
+const { yamux } = await import('@chainsafe/libp2p-yamux')
+const { identify } = await import('@libp2p/identify')
+const { ping } = await import('@libp2p/ping')
+const { kadDHT, passthroughMapper } = await import('@libp2p/kad-dht')
+const { multiaddr } = await import('@multiformats/multiaddr')
+const { peerIdFromString } = await import('@libp2p/peer-id')
+
+const [target, wanted] = process.argv.slice(2)
+if (!target || !wanted) {
+  console.error('usage: node lookup.mjs MULTIADDR_OF_A ID_OF_B')
+  process.exit(2)
+}
+
+const peer = await createLibp2p({
+  transports: [tcp()],
+  connectionEncrypters: [noise()],
+  streamMuxers: [yamux()],
+  services: {
+    identify: identify(),
+    ping: ping(),
+    // lifeline's own DHT; loopback addresses are fine in a test.
+    dht: kadDHT({
+      protocol: '/lifeline/kad/1.0.0',
+      clientMode: true,
+      peerInfoMapper: passthroughMapper,
+    }),
+  },
+})
+
+const address = multiaddr(target)
+const connection = await peer.dial(address)
+const rtt = await peer.services.ping.ping(address)
+
+// Identify runs on connect; wait until its record is in the peer store.
+let record
+for (let i = 0; i < 50; i++) {
+  record = await peer.peerStore.get(connection.remotePeer)
+  if (record.protocols.length > 0) break
+  await new Promise(r => setTimeout(r, 100))
+}
+const agent = record.metadata.get('AgentVersion')
+
+const found = await peer.peerRouting.findPeer(peerIdFromString(wanted), {
+  signal: AbortSignal.timeout(15000),
+})
+console.log(JSON.stringify({
+  rtt_ms: rtt,
+  agent: agent ? new TextDecoder().decode(agent) : '',
+  protocols: record.protocols,
+  found: found.id.toString(),
+  addrs: found.multiaddrs.map(String),
+}))
+await peer.stop()
