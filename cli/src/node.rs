@@ -56,6 +56,15 @@ pub struct NodeArgs {
         value_name = "ID"
     )]
     allow_peers: Vec<String>,
+    /// An address others reach this node at (a public IP; repeat for several).
+    /// A relay advertises itself only with one
+    #[arg(
+        long = "external-address",
+        env = "LIFELINE_EXTERNAL_ADDRESSES",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    external_addresses: Vec<String>,
     /// Do not look for neighbours on the LAN (mDNS)
     #[arg(long, env = "LIFELINE_NO_MDNS")]
     no_mdns: bool,
@@ -114,6 +123,12 @@ pub struct Tuning {
     /// Relay mode: most circuits relayed at once
     #[arg(long, env = "LIFELINE_RELAY_MAX_CIRCUITS", value_name = "N")]
     relay_max_circuits: Option<usize>,
+    /// Relay mode: how long one relayed connection may last, in seconds
+    #[arg(long, env = "LIFELINE_RELAY_CIRCUIT_SECS", value_name = "SECS")]
+    relay_circuit_secs: Option<u64>,
+    /// Relay mode: most megabytes one relayed connection may carry
+    #[arg(long, env = "LIFELINE_RELAY_CIRCUIT_MB", value_name = "MB")]
+    relay_circuit_mb: Option<u64>,
 }
 
 impl Tuning {
@@ -138,6 +153,8 @@ impl Tuning {
             &mut config.relay_max_reservations,
         );
         set(&self.relay_max_circuits, &mut config.relay_max_circuits);
+        set(&self.relay_circuit_secs, &mut config.relay_circuit_secs);
+        set(&self.relay_circuit_mb, &mut config.relay_circuit_mb);
         if let Some(text) = &self.position {
             let bad = || {
                 anyhow::anyhow!("--position {text:?} is not LAT,LON in degrees (e.g. 51.34,12.37)")
@@ -170,6 +187,9 @@ fn settings(ctx: &Ctx, args: &NodeArgs) -> Result<Config> {
     }
     config.bootstrap.extend(args.bootstrap.iter().cloned());
     config.allow_peers.extend(args.allow_peers.iter().cloned());
+    config
+        .external_addresses
+        .extend(args.external_addresses.iter().cloned());
     if args.no_mdns {
         config.mdns = false;
     }
@@ -312,6 +332,10 @@ mod tests {
             "8",
             "--relay-max-circuits",
             "2",
+            "--relay-circuit-secs",
+            "600",
+            "--relay-circuit-mb",
+            "8",
             "--allow-peer",
             "12D3KooWRHnwM4qsWBPp4r7vFGsNuTTEEuKCjXALEhQLPPNZ5wJ4",
         ])

@@ -39,16 +39,17 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Line {
-    fn new() -> Result<Self, String> {
+    /// `nodes` namespaces in a line, named with `prefix`.
+    fn new(prefix: &str, nodes: usize) -> Result<Self, String> {
         let tag = std::process::id() % 100_000;
         let line = Self {
-            names: (0..NODES).map(|i| format!("ll{tag}n{i}")).collect(),
+            names: (0..nodes).map(|i| format!("{prefix}{tag}n{i}")).collect(),
         };
         for ns in &line.names {
             ip(&["netns", "add", ns])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        for i in 0..NODES - 1 {
+        for i in 0..nodes - 1 {
             let (left, right) = (&line.names[i], &line.names[i + 1]);
             let (l, r) = (format!("v{i}l"), format!("v{i}r"));
             ip(&[
@@ -127,7 +128,7 @@ fn a_message_crosses_three_relays_and_waits_in_custody_while_a_link_is_cut() {
         eprintln!("skipped: LIFELINE_SKIP_NETNS=1");
         return;
     }
-    let line = match Line::new() {
+    let line = match Line::new("ll", NODES) {
         Ok(l) => l,
         Err(e) => panic!(
             "cannot build the five-namespace line: {e}\n\
@@ -213,4 +214,101 @@ fn a_message_crosses_three_relays_and_waits_in_custody_while_a_link_is_cut() {
         .map(|m| m["text"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(texts, ["first, over four hops", "second, across a cut"]);
+}
+
+#[test]
+fn a_relay_joins_two_nodes_that_cannot_reach_each_other() {
+    if std::env::var_os("LIFELINE_SKIP_NETNS").is_some_and(|v| v == "1") {
+        eprintln!("skipped: LIFELINE_SKIP_NETNS=1");
+        return;
+    }
+    // A - R - C: R is in both of the others' networks and forwards no IP
+    // packets, so A and C can meet only through R's circuit relay.
+    let line = match Line::new("lr", 3) {
+        Ok(l) => l,
+        Err(e) => panic!(
+            "cannot build the three-namespace line: {e}\n\
+             This test needs root and iproute2 (CI runs as root). \
+             Set LIFELINE_SKIP_NETNS=1 to skip it explicitly."
+        ),
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Daemon::new(root.path(), "a");
+    let mut r = Daemon::new(root.path(), "r");
+    let mut c = Daemon::new(root.path(), "c");
+    for (node, ns) in [&mut a, &mut r, &mut c].into_iter().zip(&line.names) {
+        node.netns = Some(ns.clone());
+    }
+    // The relay knows the addresses it is reached at (a public IP, in real life).
+    r.args = [
+        "--relay",
+        "--external-address",
+        "/ip4/10.77.0.2/tcp/4100",
+        "--external-address",
+        "/ip4/10.77.1.1/tcp/4100",
+    ]
+    .map(String::from)
+    .to_vec();
+    r.start();
+    c.start();
+
+    // C finds R by mDNS, sees it is a relay, and takes a reservation there.
+    let circuit = c.wait_for_value(
+        "C's reservation on the relay",
+        Duration::from_secs(60),
+        |c| {
+            c.status()["listen"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|a| a.as_str())
+                .find(|a| a.contains("/p2p-circuit"))
+                .map(String::from)
+        },
+    );
+    assert!(
+        circuit.contains(&r.id),
+        "the circuit is not through R: {circuit}"
+    );
+
+    // A dials C through the relay: the only way there.
+    a.bootstrap = vec![format!(
+        "/ip4/10.77.0.2/tcp/4100/p2p/{}/p2p-circuit/p2p/{}",
+        r.id, c.id
+    )];
+    a.start();
+    a.wait_for(
+        "A's mesh link to C through the relay",
+        Duration::from_secs(60),
+        |a| {
+            json(&a.dir, &["peers"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| {
+                    p["id"] == c.id.as_str()
+                        && p["mesh"] == true
+                        && p["addrs"].to_string().contains("p2p-circuit")
+                })
+        },
+    );
+
+    let card = root.path().join("c.card");
+    std::fs::write(
+        &card,
+        ok(
+            lifeline(&c.dir).args(["key", "card"]).output().unwrap(),
+            "card",
+        ),
+    )
+    .unwrap();
+    let mut send = lifeline(&a.dir);
+    send.args(["send", "--to", &c.id, "--card"])
+        .arg(&card)
+        .args(["--wait", "30s", "Across the relay"]);
+    ok(send.output().unwrap(), "send through the relay");
+    assert!(
+        inbox_of(&c).iter().any(|m| m["text"] == "Across the relay"),
+        "the message is not in C's inbox"
+    );
 }

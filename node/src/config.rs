@@ -57,6 +57,13 @@ pub struct Config {
     pub relay_max_reservations: usize,
     /// Relay mode: most circuits relayed at once.
     pub relay_max_circuits: usize,
+    /// Relay mode: how long one relayed connection may last, in seconds.
+    pub relay_circuit_secs: u64,
+    /// Relay mode: most megabytes one relayed connection may carry.
+    pub relay_circuit_mb: u64,
+    /// Addresses others reach this node at (a public IP, a port forward).
+    /// A relay advertises itself only with one; others learn them by identify.
+    pub external_addresses: Vec<String>,
     /// Only these peers (ids) may connect, either way: a closed mesh of known
     /// devices. Empty: anyone may.
     pub allow_peers: Vec<String>,
@@ -86,6 +93,9 @@ impl Default for Config {
             ping_interval_secs: 15,
             relay_max_reservations: 128,
             relay_max_circuits: 16,
+            relay_circuit_secs: 3600,
+            relay_circuit_mb: 64,
+            external_addresses: Vec::new(),
             allow_peers: Vec::new(),
         }
     }
@@ -224,6 +234,22 @@ impl Config {
                 }
                 Ok(_) => {}
             }
+        }
+        for a in &self.external_addresses {
+            if let Err(e) = a.parse::<libp2p::Multiaddr>() {
+                return value(
+                    "external_addresses",
+                    format!(
+                        "{a:?} is not a multiaddr ({e}); for example /ip4/203.0.113.7/tcp/4100"
+                    ),
+                );
+            }
+        }
+        if self.relay_circuit_secs == 0 || self.relay_circuit_mb == 0 {
+            return value(
+                "relay_circuit_secs",
+                "relayed connections need some time and some bytes (at least 1)".into(),
+            );
         }
         for id in &self.allow_peers {
             if id.parse::<libp2p::PeerId>().is_err() {

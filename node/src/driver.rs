@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify, kad, mdns, ping};
 use lifeline_consensus::genesis::GenesisFile;
@@ -52,6 +53,8 @@ pub const MAX_POOL: usize = 4_096;
 const MAX_RECEIPTS: usize = 10_000;
 /// Sync misbehaviour (invalid or unsolicited blocks) before a ban.
 const SYNC_BAN_THRESHOLD: u32 = 3;
+/// Relays this node keeps a reservation on at once.
+const MAX_RELAYS: usize = 2;
 /// How long open control calls may run on at shutdown.
 const CONTROL_GRACE: Duration = Duration::from_secs(2);
 /// Routing cost assumed for a new neighbour before its first ping.
@@ -187,6 +190,8 @@ struct Node {
     listen_addrs: Vec<Multiaddr>,
     bans: BTreeMap<u64, Vec<PeerId>>,
     bootstrap: Vec<(PeerId, Multiaddr)>,
+    /// Relays holding a reservation for us, and the listener on each.
+    relays: HashMap<PeerId, libp2p::core::transport::ListenerId>,
     started: Instant,
     now: u64,
     last_control_bytes: u64,
@@ -359,6 +364,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         listen_addrs: Vec::new(),
         bans: BTreeMap::new(),
         bootstrap,
+        relays: HashMap::new(),
         started: Instant::now(),
         now,
         last_control_bytes: 0,
@@ -571,8 +577,26 @@ impl Node {
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
-                info!("listening on {address}/p2p/{}", self.swarm.local_peer_id());
+                if address.iter().any(|p| p == Protocol::P2pCircuit) {
+                    info!("reachable through a relay at {address}");
+                } else {
+                    info!("listening on {address}/p2p/{}", self.swarm.local_peer_id());
+                }
                 self.listen_addrs.push(address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(relay) = self
+                    .relays
+                    .iter()
+                    .find_map(|(peer, id)| (*id == listener_id).then_some(*peer))
+                {
+                    self.relays.remove(&relay);
+                    info!(%relay, "the relay reservation ended: {reason:?}");
+                }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address);
@@ -609,6 +633,9 @@ impl Node {
                 }
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
+                    if let Some(listener) = self.relays.remove(&peer_id) {
+                        let _ = self.swarm.remove_listener(listener);
+                    }
                     self.peer_gone(peer_id);
                 }
             }
@@ -618,6 +645,50 @@ impl Node {
             SwarmEvent::ListenerError { error, .. } => warn!("a listener failed: {error}"),
             SwarmEvent::Behaviour(event) => self.on_behaviour(event),
             _ => {}
+        }
+    }
+
+    /// Asks a relay to listen for us (a reservation), so that peers that
+    /// cannot reach this node directly can through it, and DCUtR can try to
+    /// punch a direct connection from there. At most [`MAX_RELAYS`].
+    fn reserve_on_relay(&mut self, relay: PeerId, listen_addrs: &[Multiaddr]) {
+        if self.config.relay || self.relays.contains_key(&relay) || self.relays.len() >= MAX_RELAYS
+        {
+            return;
+        }
+        // The relay's address on the network we reach it by: the listen
+        // address with the IP our connection to it has.
+        fn connected_ip(a: &Multiaddr) -> Option<std::net::IpAddr> {
+            a.iter().find_map(|p| match p {
+                Protocol::Ip4(ip) => Some(ip.into()),
+                Protocol::Ip6(ip) => Some(ip.into()),
+                _ => None,
+            })
+        }
+        let ours: Vec<_> = self
+            .peers
+            .get(&relay)
+            .map(|p| p.addrs.iter().filter_map(connected_ip).collect())
+            .unwrap_or_default();
+        let direct = |a: &&Multiaddr| !a.iter().any(|p| p == Protocol::P2pCircuit);
+        let Some(addr) = listen_addrs
+            .iter()
+            .filter(direct)
+            .find(|a| connected_ip(a).is_some_and(|ip| ours.contains(&ip)))
+            .or_else(|| listen_addrs.iter().find(direct))
+        else {
+            return;
+        };
+        let circuit = addr
+            .clone()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(id) => {
+                debug!(%relay, %circuit, "asking the relay for a reservation");
+                self.relays.insert(relay, id);
+            }
+            Err(e) => debug!(%relay, "cannot listen through the relay: {e}"),
         }
     }
 
@@ -635,11 +706,14 @@ impl Node {
                     }
                 }
             }
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&swarm::KAD_PROTOCOL) =>
-            {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME) {
+                    self.reserve_on_relay(peer_id, &info.listen_addrs);
+                }
+                if info.protocols.contains(&swarm::KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
                 }
             }
             BehaviourEvent::Ping(ping::Event {

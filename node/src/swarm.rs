@@ -118,6 +118,10 @@ pub fn build(
                     relay::Config {
                         max_reservations: config.relay_max_reservations,
                         max_circuits: config.relay_max_circuits,
+                        // libp2p's defaults (2 minutes, 128 KiB) suit a hole punch;
+                        // a lifeline relay carries mesh links for as long as needed.
+                        max_circuit_duration: Duration::from_secs(config.relay_circuit_secs),
+                        max_circuit_bytes: config.relay_circuit_mb.saturating_mul(1 << 20),
                         ..relay::Config::default()
                     },
                 )
@@ -169,6 +173,14 @@ pub fn build(
         .build();
     if let Some(e) = mdns_error.into_inner() {
         return Err(SwarmError::Mdns(e));
+    }
+    let mut swarm = swarm;
+    // Addresses the operator vouches for count as confirmed: a relay starts
+    // advertising itself at once, instead of waiting for AutoNAT.
+    for a in &config.external_addresses {
+        if let Ok(addr) = a.parse() {
+            swarm.add_external_address(addr);
+        }
     }
     Ok(swarm)
 }

@@ -173,8 +173,21 @@ impl Daemon {
     }
 
     pub fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut(&Self) -> bool) {
+        self.wait_for_value(what, limit, |d| done(d).then_some(()));
+    }
+
+    /// Polls `found` until it gives a value, failing with the node's log after `limit`.
+    pub fn wait_for_value<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut found: impl FnMut(&Self) -> Option<T>,
+    ) -> T {
         let start = Instant::now();
-        while !done(self) {
+        loop {
+            if let Some(v) = found(self) {
+                return v;
+            }
             assert!(
                 start.elapsed() < limit,
                 "{} did not reach {what} within {limit:?}; its log:\n{}",
