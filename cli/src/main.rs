@@ -83,7 +83,7 @@ enum Command {
     /// Open a sealed envelope addressed to you (works offline)
     Open(keys::OpenArgs),
     /// Run this node: the daemon that joins the mesh
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// This node: id, peers, routes, custody, chain
     Status,
     /// Connected neighbours
@@ -182,7 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(command) => keys::run(&ctx()?, command)?,
         Command::Seal(args) => keys::seal(&ctx()?, args)?,
         Command::Open(args) => keys::open(&ctx()?, args)?,
-        Command::Node(args) => node::run(&ctx()?, args)?,
+        Command::Node(args) => node::run(&ctx()?, *args)?,
         Command::Status => net::status(&ctx()?)?,
         Command::Peers => net::peers(&ctx()?)?,
         Command::Routes => net::routes(&ctx()?)?,
