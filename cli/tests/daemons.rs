@@ -325,3 +325,41 @@ fn the_control_api_on_loopback_tcp_wants_the_token() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback"), "{err}");
 }
+
+#[test]
+fn two_nodes_talk_over_quic() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Daemon::new(root.path(), "qa");
+    let quic = format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_port());
+    a.args = vec!["--listen".into(), quic.clone()];
+    a.start();
+    // b knows a only by its QUIC address.
+    let mut b = Daemon::new(root.path(), "qb");
+    b.bootstrap = vec![format!("{quic}/p2p/{}", a.id)];
+    b.start();
+    b.wait_for("a mesh link to a over QUIC", Duration::from_secs(30), |b| {
+        json(&b.dir, &["peers"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| {
+                p["id"] == a.id.as_str()
+                    && p["mesh"] == true
+                    && p["addrs"].to_string().contains("quic-v1")
+            })
+    });
+    let card = root.path().join("a.card");
+    std::fs::write(
+        &card,
+        ok(
+            lifeline(&a.dir).args(["key", "card"]).output().unwrap(),
+            "card",
+        ),
+    )
+    .unwrap();
+    let mut send = lifeline(&b.dir);
+    send.args(["send", "--to", &a.id, "--card"])
+        .arg(&card)
+        .args(["--wait", "20s", "Over QUIC"]);
+    ok(send.output().unwrap(), "send over QUIC");
+}
