@@ -62,3 +62,4 @@ bench:
 	$(CARGO) bench --locked -p lifeline-consensus --bench import
 	$(CARGO) bench --locked -p lifeline-routing --bench forwarding
 	$(CARGO) bench --locked -p lifeline-node --bench daemons
+	$(CARGO) bench --locked -p lifeline --bench line_latency

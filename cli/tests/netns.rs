@@ -10,107 +10,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, json, lifeline, ok};
+use common::{Daemon, Line, json, lifeline, ok};
 
 const NODES: usize = 5;
-
-/// The namespaces and links, removed when dropped.
-struct Line {
-    names: Vec<String>,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip` (install iproute2): {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Line {
-    /// `nodes` namespaces in a line, named with `prefix`.
-    fn new(prefix: &str, nodes: usize) -> Result<Self, String> {
-        let tag = std::process::id() % 100_000;
-        let line = Self {
-            names: (0..nodes).map(|i| format!("{prefix}{tag}n{i}")).collect(),
-        };
-        for ns in &line.names {
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
-        for i in 0..nodes - 1 {
-            let (left, right) = (&line.names[i], &line.names[i + 1]);
-            let (l, r) = (format!("v{i}l"), format!("v{i}r"));
-            ip(&[
-                "link", "add", &l, "netns", left, "type", "veth", "peer", "name", &r, "netns",
-                right,
-            ])?;
-            ip(&[
-                "-n",
-                left,
-                "addr",
-                "add",
-                &format!("10.77.{i}.1/24"),
-                "dev",
-                &l,
-            ])?;
-            ip(&[
-                "-n",
-                right,
-                "addr",
-                "add",
-                &format!("10.77.{i}.2/24"),
-                "dev",
-                &r,
-            ])?;
-            ip(&["-n", left, "link", "set", &l, "up"])?;
-            ip(&["-n", right, "link", "set", &r, "up"])?;
-        }
-        Ok(line)
-    }
-
-    /// Takes the link between node `i` and node `i + 1` down or up.
-    fn set_link(&self, i: usize, up: bool) {
-        let state = if up { "up" } else { "down" };
-        ip(&[
-            "-n",
-            &self.names[i],
-            "link",
-            "set",
-            &format!("v{i}l"),
-            state,
-        ])
-        .unwrap();
-        ip(&[
-            "-n",
-            &self.names[i + 1],
-            "link",
-            "set",
-            &format!("v{i}r"),
-            state,
-        ])
-        .unwrap();
-    }
-}
-
-impl Drop for Line {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            let _ = ip(&["netns", "del", ns]);
-        }
-    }
-}
 
 fn inbox_of(d: &Daemon) -> Vec<serde_json::Value> {
     let out = ok(

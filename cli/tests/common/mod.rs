@@ -207,3 +207,137 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The namespaces and links, removed when dropped.
+pub struct Line {
+    pub names: Vec<String>,
+}
+
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    ip_tool("ip", args)
+}
+
+/// Runs `tool` (ip or tc, from iproute2) with `args`.
+pub fn ip_tool(tool: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `{tool}` (install iproute2): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{tool} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Line {
+    /// `nodes` namespaces in a line, named with `prefix`.
+    pub fn new(prefix: &str, nodes: usize) -> Result<Self, String> {
+        let tag = std::process::id() % 100_000;
+        let line = Self {
+            names: (0..nodes).map(|i| format!("{prefix}{tag}n{i}")).collect(),
+        };
+        for ns in &line.names {
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        for i in 0..nodes - 1 {
+            let (left, right) = (&line.names[i], &line.names[i + 1]);
+            let (l, r) = (format!("v{i}l"), format!("v{i}r"));
+            ip(&[
+                "link", "add", &l, "netns", left, "type", "veth", "peer", "name", &r, "netns",
+                right,
+            ])?;
+            ip(&[
+                "-n",
+                left,
+                "addr",
+                "add",
+                &format!("10.77.{i}.1/24"),
+                "dev",
+                &l,
+            ])?;
+            ip(&[
+                "-n",
+                right,
+                "addr",
+                "add",
+                &format!("10.77.{i}.2/24"),
+                "dev",
+                &r,
+            ])?;
+            ip(&["-n", left, "link", "set", &l, "up"])?;
+            ip(&["-n", right, "link", "set", &r, "up"])?;
+        }
+        Ok(line)
+    }
+
+    /// Takes the link between node `i` and node `i + 1` down or up.
+    pub fn set_link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&[
+            "-n",
+            &self.names[i],
+            "link",
+            "set",
+            &format!("v{i}l"),
+            state,
+        ])
+        .unwrap();
+        ip(&[
+            "-n",
+            &self.names[i + 1],
+            "link",
+            "set",
+            &format!("v{i}r"),
+            state,
+        ])
+        .unwrap();
+    }
+}
+
+impl Line {
+    /// Limits every link to `rate_mbit` per direction, like a radio hop
+    /// (a token bucket: tbf; the kernels here have no netem for delay).
+    pub fn shape(&self, rate_mbit: u32) -> Result<(), String> {
+        for i in 0..self.names.len() - 1 {
+            for (ns, dev) in [
+                (&self.names[i], format!("v{i}l")),
+                (&self.names[i + 1], format!("v{i}r")),
+            ] {
+                ip_tool(
+                    "tc",
+                    &[
+                        "-n",
+                        ns,
+                        "qdisc",
+                        "add",
+                        "dev",
+                        &dev,
+                        "root",
+                        "tbf",
+                        "rate",
+                        &format!("{rate_mbit}mbit"),
+                        "burst",
+                        "32kb",
+                        "latency",
+                        "200ms",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
