@@ -185,7 +185,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             "id": s.id, "fingerprint": s.fingerprint, "listen": s.listen_addrs,
             "peers": s.peers, "routes": s.routes,
             "custody": {"messages": s.custody_messages, "bytes": s.custody_bytes},
-            "relay": s.relay, "uptime_secs": s.uptime_secs,
+            "relay": s.relay, "uptime_secs": s.uptime_secs, "reachability": s.reachability,
             "chain": chain_json(&chain),
         }));
         return Ok(());
@@ -202,6 +202,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     for a in &s.listen_addrs {
         println!("listening:   {a}/p2p/{}", s.id);
     }
+    println!("reachable:   {}", s.reachability);
     println!("peers:       {}", s.peers);
     println!("routes:      {}", s.routes);
     println!(

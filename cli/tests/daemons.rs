@@ -363,3 +363,55 @@ fn two_nodes_talk_over_quic() {
         .args(["--wait", "20s", "Over QUIC"]);
     ok(send.output().unwrap(), "send over QUIC");
 }
+
+#[test]
+fn a_relay_circuit_is_upgraded_by_a_hole_punch_and_autonat_finds_nodes_reachable() {
+    let root = tempfile::tempdir().unwrap();
+    let mut r = Daemon::new(root.path(), "relay");
+    r.args = vec![
+        "--relay".into(),
+        "--external-address".into(),
+        format!("/ip4/127.0.0.1/tcp/{}", r.port),
+    ];
+    r.start();
+    let mut c = Daemon::new(root.path(), "behind");
+    c.bootstrap = vec![r.addr()];
+    c.start();
+    let circuit = c.wait_for_value("a reservation on the relay", Duration::from_secs(30), |c| {
+        c.status()["listen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.contains("/p2p-circuit"))
+            .map(String::from)
+    });
+    // a knows c only through the relay; DCUtR then punches a direct connection.
+    let mut a = Daemon::new(root.path(), "caller");
+    // The relayed listen address already ends in c's id.
+    assert!(circuit.ends_with(&c.id), "{circuit}");
+    a.bootstrap = vec![circuit];
+    a.start();
+    a.wait_for("a direct connection to c", Duration::from_secs(60), |a| {
+        a.log().contains("hole punch succeeded")
+            && json(&a.dir, &["peers"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| {
+                    p["id"] == c.id.as_str()
+                        && p["addrs"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|x| !x.as_str().unwrap().contains("p2p-circuit"))
+                })
+    });
+    // AutoNAT: peers dialled back, so the nodes know they are reachable.
+    c.wait_for("AutoNAT's verdict", Duration::from_secs(60), |c| {
+        c.status()["reachability"]
+            .as_str()
+            .unwrap()
+            .starts_with("public at /ip4/127.0.0.1/")
+    });
+}

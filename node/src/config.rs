@@ -84,7 +84,7 @@ impl Default for Config {
             metrics: "127.0.0.1:9184".into(),
             genesis: None,
             max_connections: 256,
-            max_connections_per_peer: 2,
+            max_connections_per_peer: 4,
             ban_threshold: 100,
             ban_secs: 600,
             custody_max_messages: 10_000,

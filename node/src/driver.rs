@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify, kad, mdns, ping};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, kad, mdns, ping};
 use lifeline_consensus::genesis::GenesisFile;
 use lifeline_consensus::sync::{Sync, SyncMessage};
 use lifeline_consensus::{
@@ -190,6 +190,8 @@ struct Node {
     listen_addrs: Vec<Multiaddr>,
     bans: BTreeMap<u64, Vec<PeerId>>,
     bootstrap: Vec<(PeerId, Multiaddr)>,
+    /// What AutoNAT found: whether peers can dial this node.
+    reachability: String,
     /// Relays holding a reservation for us, and the listener on each.
     relays: HashMap<PeerId, libp2p::core::transport::ListenerId>,
     started: Instant,
@@ -364,6 +366,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         listen_addrs: Vec::new(),
         bans: BTreeMap::new(),
         bootstrap,
+        reachability: "unknown".into(),
         relays: HashMap::new(),
         started: Instant::now(),
         now,
@@ -728,8 +731,20 @@ impl Node {
                 // A stream that failed to open is retried at each ping.
                 self.open_mesh(peer);
             }
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => match result {
+                Ok(_) => info!(peer = %remote_peer_id, "hole punch succeeded: a direct connection"),
+                Err(e) => debug!(peer = %remote_peer_id, "hole punch failed: {e}"),
+            },
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
                 let public = matches!(new, autonat::NatStatus::Public(_));
+                self.reachability = match &new {
+                    autonat::NatStatus::Public(addr) => format!("public at {addr}"),
+                    autonat::NatStatus::Private => "private (reached through relays)".into(),
+                    autonat::NatStatus::Unknown => "unknown".into(),
+                };
                 if !self.config.relay {
                     let mode = if public {
                         kad::Mode::Server
@@ -1270,6 +1285,7 @@ impl Node {
                     chain: Some(chain),
                     relay: self.config.relay,
                     uptime_secs: self.started.elapsed().as_secs(),
+                    reachability: self.reachability.clone(),
                 });
             }
             Command::Peers(reply) => {

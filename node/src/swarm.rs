@@ -164,7 +164,17 @@ pub fn build(
                 mdns: mdns.into(),
                 kad,
                 dcutr: dcutr::Behaviour::new(id),
-                autonat: autonat::Behaviour::new(id, autonat::Config::default()),
+                autonat: autonat::Behaviour::new(
+                    id,
+                    autonat::Config {
+                        // A disaster mesh is often private addresses only (a
+                        // shelter LAN, 10/8 community meshes): reachable there
+                        // is reachable. libp2p's default counts public IPs only.
+                        only_global_ips: false,
+                        boot_delay: Duration::from_secs(5),
+                        ..autonat::Config::default()
+                    },
+                ),
                 stream: libp2p_stream::Behaviour::new(),
             }
         })
