@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Line, json, lifeline, ok};
+use common::{Daemon, Line, lifeline, ok};
 
 const NODES: usize = 5;
 const RATE_MBIT: u32 = 20;
@@ -54,10 +54,7 @@ fn p0_samples(
             std::thread::sleep(Duration::from_millis(pause));
         }
         let text = format!("{tag} P0 sample {i}");
-        let mut send = lifeline(&a.dir);
-        send.args(["send", "--priority", "urgent", "--to", &e.id, "--card"])
-            .arg(card)
-            .arg(&text);
+        let mut send = a.send_to(e, card, &["--priority", "urgent", &text]);
         ok(send.output().unwrap(), "send P0");
         texts.push(text);
     }
@@ -104,30 +101,10 @@ fn main() {
     });
     line.shape(RATE_MBIT).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Daemon> = (0..NODES)
-        .map(|i| Daemon::new(root.path(), &format!("n{i}")))
-        .collect();
-    for (node, ns) in nodes.iter_mut().zip(&line.names) {
-        node.netns = Some(ns.clone());
-        node.start();
-    }
+    let nodes = line.start_daemons(root.path());
     let (a, e) = (&nodes[0], &nodes[NODES - 1]);
-    a.wait_for("a route to E", Duration::from_secs(90), |a| {
-        json(&a.dir, &["routes"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["destination"] == e.id.as_str())
-    });
-    let card = root.path().join("e.card");
-    std::fs::write(
-        &card,
-        ok(
-            lifeline(&e.dir).args(["key", "card"]).output().unwrap(),
-            "card",
-        ),
-    )
-    .unwrap();
+    a.wait_for_route(e, Duration::from_secs(90));
+    let card = e.card_file(root.path());
 
     let idle = p0_samples(a, e, &card, "idle", samples, 3);
 

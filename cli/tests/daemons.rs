@@ -337,30 +337,9 @@ fn two_nodes_talk_over_quic() {
     let mut b = Daemon::new(root.path(), "qb");
     b.bootstrap = vec![format!("{quic}/p2p/{}", a.id)];
     b.start();
-    b.wait_for("a mesh link to a over QUIC", Duration::from_secs(30), |b| {
-        json(&b.dir, &["peers"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| {
-                p["id"] == a.id.as_str()
-                    && p["mesh"] == true
-                    && p["addrs"].to_string().contains("quic-v1")
-            })
-    });
-    let card = root.path().join("a.card");
-    std::fs::write(
-        &card,
-        ok(
-            lifeline(&a.dir).args(["key", "card"]).output().unwrap(),
-            "card",
-        ),
-    )
-    .unwrap();
-    let mut send = lifeline(&b.dir);
-    send.args(["send", "--to", &a.id, "--card"])
-        .arg(&card)
-        .args(["--wait", "20s", "Over QUIC"]);
+    b.wait_for_mesh_peer(&a, "quic-v1", Duration::from_secs(30));
+    let card = a.card_file(root.path());
+    let mut send = b.send_to(&a, &card, &["--wait", "20s", "Over QUIC"]);
     ok(send.output().unwrap(), "send over QUIC");
 }
 

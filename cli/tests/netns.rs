@@ -41,23 +41,11 @@ fn a_message_crosses_three_relays_and_waits_in_custody_while_a_link_is_cut() {
         ),
     };
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Daemon> = (0..NODES)
-        .map(|i| Daemon::new(root.path(), &format!("n{i}")))
-        .collect();
-    for (node, ns) in nodes.iter_mut().zip(&line.names) {
-        node.netns = Some(ns.clone());
-        node.start();
-    }
+    let nodes = line.start_daemons(root.path());
     let (a, e) = (&nodes[0], &nodes[NODES - 1]);
 
     // Each finds its neighbours by mDNS, and A learns a route to E.
-    a.wait_for("a route to E", Duration::from_secs(90), |a| {
-        json(&a.dir, &["routes"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["destination"] == e.id.as_str())
-    });
+    a.wait_for_route(e, Duration::from_secs(90));
     let peers: Vec<String> = json(&a.dir, &["peers"])
         .as_array()
         .unwrap()
@@ -66,15 +54,7 @@ fn a_message_crosses_three_relays_and_waits_in_custody_while_a_link_is_cut() {
         .collect();
     assert_eq!(peers, [nodes[1].id.clone()], "A must see only B");
 
-    let card = root.path().join("e.card");
-    std::fs::write(
-        &card,
-        ok(
-            lifeline(&e.dir).args(["key", "card"]).output().unwrap(),
-            "card",
-        ),
-    )
-    .unwrap();
+    let card = e.card_file(root.path());
     let send = |text: &str, wait: Option<&str>| {
         let mut cmd = lifeline(&a.dir);
         cmd.args(["--json", "send", "--to", &e.id, "--card"])
@@ -181,35 +161,9 @@ fn a_relay_joins_two_nodes_that_cannot_reach_each_other() {
         r.id, c.id
     )];
     a.start();
-    a.wait_for(
-        "A's mesh link to C through the relay",
-        Duration::from_secs(60),
-        |a| {
-            json(&a.dir, &["peers"])
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| {
-                    p["id"] == c.id.as_str()
-                        && p["mesh"] == true
-                        && p["addrs"].to_string().contains("p2p-circuit")
-                })
-        },
-    );
-
-    let card = root.path().join("c.card");
-    std::fs::write(
-        &card,
-        ok(
-            lifeline(&c.dir).args(["key", "card"]).output().unwrap(),
-            "card",
-        ),
-    )
-    .unwrap();
-    let mut send = lifeline(&a.dir);
-    send.args(["send", "--to", &c.id, "--card"])
-        .arg(&card)
-        .args(["--wait", "30s", "Across the relay"]);
+    a.wait_for_mesh_peer(&c, "p2p-circuit", Duration::from_secs(60));
+    let card = c.card_file(root.path());
+    let mut send = a.send_to(&c, &card, &["--wait", "30s", "Across the relay"]);
     ok(send.output().unwrap(), "send through the relay");
     assert!(
         inbox_of(&c).iter().any(|m| m["text"] == "Across the relay"),

@@ -136,8 +136,8 @@ fn wall_ms() -> u64 {
 struct Peer {
     /// Its lifeline address (ed25519 peers only).
     address: Option<Address>,
-    /// Our mesh stream's writer queue, once open.
-    writer: Option<mpsc::Sender<Vec<u8>>>,
+    /// Our mesh stream's writer, once open.
+    writer: Option<mesh::Writer>,
     /// A writer task is opening a stream.
     opening: bool,
     /// The last ping round trip.
@@ -812,12 +812,12 @@ impl Node {
 
     fn on_mesh(&mut self, event: MeshEvent) {
         match event {
-            MeshEvent::Opened { peer, sender } => {
+            MeshEvent::Opened { peer, writer } => {
                 let Some(p) = self.peers.get_mut(&peer) else {
-                    return; // Gone meanwhile: dropping `sender` ends the writer.
+                    return; // Gone meanwhile: dropping `writer` ends the writer task.
                 };
                 p.opening = false;
-                p.writer = Some(sender);
+                p.writer = Some(writer);
                 let Some(address) = p.address else { return };
                 let rtt = p.rtt.unwrap_or(DEFAULT_RTT);
                 p.costed_rtt = Some(rtt);
@@ -1152,7 +1152,7 @@ impl Node {
         };
         // Sync recovers from a lost message (requests time out, heads are
         // announced again), so a full queue drops it rather than waiting.
-        if writer.try_send(frame.encode()).is_err() {
+        if !writer.try_send(frame.encode()) {
             debug!(%peer, "the mesh queue is full; a sync message was dropped");
         }
     }
@@ -1165,12 +1165,12 @@ impl Node {
             return;
         };
         let now = self.clock();
-        while let Ok(permit) = writer.try_reserve() {
-            match self.router.poll_link(now, &address) {
-                Some(packet) => permit.send(Frame::Packet(packet).encode()),
-                None => break,
-            }
-        }
+        let router = &mut self.router;
+        writer.fill(|| {
+            router
+                .poll_link(now, &address)
+                .map(|packet| Frame::Packet(packet).encode())
+        });
     }
 
     fn ban(&mut self, peer: PeerId, why: &str) {

@@ -8,6 +8,9 @@
 //! trusted). Writers take frames from a bounded channel, so a slow neighbour
 //! pushes back on the router instead of growing a buffer.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use thiserror::Error;
@@ -22,6 +25,44 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/lifeline/mesh/1");
 
 /// Frames that may wait for one neighbour's writer.
 pub const WRITER_QUEUE: usize = 64;
+/// Bytes of routed packets that may wait for one neighbour's writer. Small:
+/// the router keeps the rest in its own queues, in priority order, so an SOS
+/// that arrives behind bulk data waits for at most this much, not for 64
+/// frames of it. (At 20 Mbit/s, 64 KiB is 26 ms.)
+pub const WRITER_BYTES: usize = 64 * 1024;
+
+/// One neighbour's writer: its queue, and the bytes waiting in it.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    sender: mpsc::Sender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    /// Queues `frame` unless the queue is full (sync messages: they recover).
+    pub fn try_send(&self, frame: Vec<u8>) -> bool {
+        let len = frame.len();
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if self.sender.try_send(frame).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Takes frames from `next` while fewer than [`WRITER_BYTES`] wait (at
+    /// least one if none does), never taking one it cannot queue.
+    pub fn fill(&self, mut next: impl FnMut() -> Option<Vec<u8>>) {
+        while self.queued.load(Ordering::Relaxed) < WRITER_BYTES {
+            let Ok(permit) = self.sender.try_reserve() else {
+                return;
+            };
+            let Some(frame) = next() else { return };
+            self.queued.fetch_add(frame.len(), Ordering::Relaxed);
+            permit.send(frame);
+        }
+    }
+}
 
 /// Why a mesh stream ended.
 #[derive(Debug, Error)]
@@ -72,8 +113,8 @@ pub enum MeshEvent {
     Opened {
         /// The neighbour.
         peer: PeerId,
-        /// Its writer's queue.
-        sender: mpsc::Sender<Vec<u8>>,
+        /// Its writer.
+        writer: Writer,
     },
     /// Opening a stream to `peer` failed.
     OpenFailed {
@@ -129,8 +170,13 @@ pub async fn run_writer(
         }
     };
     let (sender, mut queue) = mpsc::channel::<Vec<u8>>(WRITER_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let writer = Writer {
+        sender,
+        queued: queued.clone(),
+    };
     if events
-        .send(MeshEvent::Opened { peer, sender })
+        .send(MeshEvent::Opened { peer, writer })
         .await
         .is_err()
     {
@@ -142,7 +188,12 @@ pub async fn run_writer(
             error = Some(e.to_string());
             break;
         }
-        if queue.is_empty() && events.send(MeshEvent::Drained(peer)).await.is_err() {
+        // Ask for more once half the byte budget is free, or the queue is empty.
+        let before = queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        let after = before.saturating_sub(frame.len());
+        let low = WRITER_BYTES / 2;
+        let refill = queue.is_empty() || (before >= low && after < low);
+        if refill && events.send(MeshEvent::Drained(peer)).await.is_err() {
             break;
         }
     }
@@ -203,6 +254,39 @@ pub async fn run_reader(mut stream: Stream, peer: PeerId, events: mpsc::Sender<M
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_writer_takes_packets_only_up_to_its_byte_budget() {
+        let (sender, mut queue) = mpsc::channel(WRITER_QUEUE);
+        let writer = Writer {
+            sender,
+            queued: Arc::new(AtomicUsize::new(0)),
+        };
+        let mut offered = 0;
+        writer.fill(|| {
+            offered += 1;
+            Some(vec![0; 20 * 1024])
+        });
+        // 60 KiB is under the 64 KiB budget, so a fourth frame goes in; no fifth.
+        assert_eq!(offered, 4);
+        assert_eq!(writer.queued.load(Ordering::Relaxed), 80 * 1024);
+        // Small frames stop at the queue's length, and none is taken and lost.
+        let (sender, _queue) = mpsc::channel(WRITER_QUEUE);
+        let small = Writer {
+            sender,
+            queued: Arc::new(AtomicUsize::new(0)),
+        };
+        let mut taken = 0;
+        small.fill(|| {
+            taken += 1;
+            Some(vec![1])
+        });
+        assert_eq!(taken, WRITER_QUEUE);
+        // A sync message beyond the queue's length is refused, not blocked on.
+        assert!(!small.try_send(vec![2]));
+        assert_eq!(small.queued.load(Ordering::Relaxed), WRITER_QUEUE);
+        assert_eq!(queue.try_recv().unwrap().len(), 20 * 1024);
+    }
 
     #[test]
     fn frames_round_trip_and_empty_frames_are_refused() {

@@ -172,6 +172,55 @@ impl Daemon {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
     }
 
+    /// Writes this node's contact card into `dir`; its path.
+    pub fn card_file(&self, dir: &Path) -> PathBuf {
+        let path = dir.join(format!("{}.card", self.id));
+        let card = ok(
+            lifeline(&self.dir).args(["key", "card"]).output().unwrap(),
+            "key card",
+        );
+        std::fs::write(&path, card).unwrap();
+        path
+    }
+
+    /// A `lifeline send` from this node to `to`, sealed to `to`'s card.
+    pub fn send_to(&self, to: &Daemon, card: &Path, args: &[&str]) -> Command {
+        let mut cmd = lifeline(&self.dir);
+        cmd.arg("send")
+            .args(args)
+            .args(["--to", &to.id, "--card"])
+            .arg(card);
+        cmd
+    }
+
+    /// Waits until `peer` is a neighbour with the mesh protocol running, on
+    /// an address containing `via` ("" for any).
+    pub fn wait_for_mesh_peer(&self, peer: &Daemon, via: &str, limit: Duration) {
+        let what = format!("a mesh link to {} via {via:?}", peer.id);
+        self.wait_for(&what, limit, |d| {
+            json(&d.dir, &["peers"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| {
+                    p["id"] == peer.id.as_str()
+                        && p["mesh"] == true
+                        && p["addrs"].to_string().contains(via)
+                })
+        });
+    }
+
+    /// Waits until this node has a route to `to`.
+    pub fn wait_for_route(&self, to: &Daemon, limit: Duration) {
+        self.wait_for(&format!("a route to {}", to.id), limit, |d| {
+            json(&d.dir, &["routes"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["destination"] == to.id.as_str())
+        });
+    }
+
     pub fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut(&Self) -> bool) {
         self.wait_for_value(what, limit, |d| done(d).then_some(()));
     }
@@ -301,6 +350,20 @@ impl Line {
 }
 
 impl Line {
+    /// Starts one daemon in each namespace (they find their neighbours by mDNS).
+    pub fn start_daemons(&self, root: &Path) -> Vec<Daemon> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let mut d = Daemon::new(root, &format!("n{i}"));
+                d.netns = Some(ns.clone());
+                d.start();
+                d
+            })
+            .collect()
+    }
+
     /// Limits every link to `rate_mbit` per direction, like a radio hop
     /// (a token bucket: tbf; the kernels here have no netem for delay).
     pub fn shape(&self, rate_mbit: u32) -> Result<(), String> {
