@@ -36,9 +36,37 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The one-way latency of the message `text` in E's inbox, once it is there.
+/// (The inbox lists the newest 1,000 entries, and bulk data arrives there
+/// too, so each sample is read soon after it is sent.)
+fn arrival(e: &Daemon, text: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = ok(
+            lifeline(&e.dir).args(["--json", "inbox"]).output().unwrap(),
+            "inbox",
+        );
+        let found = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|m| m["text"] == text);
+        if let Some(m) = found {
+            return m["received_ms"]
+                .as_u64()
+                .unwrap()
+                .saturating_sub(m["sent_ms"].as_u64().unwrap());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} did not arrive within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Sends `count` P0 messages A to E, the first `ready` of them at once (what
-/// the origin's rate limit holds), the others 21 s apart (it refills one
-/// every 20 s); returns their one-way latencies in ms, sorted.
+/// the origin's rate limit holds), the others 21 s after the one before (it
+/// refills one every 20 s); returns their one-way latencies in ms, sorted.
 fn p0_samples(
     a: &Daemon,
     e: &Daemon,
@@ -47,46 +75,23 @@ fn p0_samples(
     count: usize,
     ready: usize,
 ) -> Vec<u64> {
-    let mut texts = Vec::new();
+    let mut latencies = Vec::new();
+    let mut last = Instant::now();
     for i in 0..count {
-        let pause = if i < ready { 300 } else { 21_000 };
-        if i > 0 {
-            std::thread::sleep(Duration::from_millis(pause));
+        if i >= ready {
+            let next = last + Duration::from_secs(21);
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
         }
         let text = format!("{tag} P0 sample {i}");
+        last = Instant::now();
         let mut send = a.send_to(e, card, &["--priority", "urgent", &text]);
         ok(send.output().unwrap(), "send P0");
-        texts.push(text);
+        latencies.push(arrival(e, &text));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = ok(
-            lifeline(&e.dir).args(["--json", "inbox"]).output().unwrap(),
-            "inbox",
-        );
-        let mut latencies: Vec<u64> = out
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| texts.iter().any(|t| m["text"] == t.as_str()))
-            .map(|m| {
-                m["received_ms"]
-                    .as_u64()
-                    .unwrap()
-                    .saturating_sub(m["sent_ms"].as_u64().unwrap())
-            })
-            .collect();
-        if latencies.len() == texts.len() {
-            latencies.sort_unstable();
-            return latencies;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} P0 messages arrived",
-            latencies.len(),
-            texts.len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    latencies.sort_unstable();
+    latencies
 }
 
 fn main() {
