@@ -120,6 +120,8 @@ pub struct Engine {
     rng: StdRng,
     timer_at: Vec<Option<u64>>,
     config: Config,
+    /// Nodes that run with another router config (hostile ones).
+    overrides: HashMap<usize, Config>,
     /// Events handled so far.
     pub events: u64,
     /// Reassembly of multi-fragment frames per directed link, so that the
@@ -151,6 +153,7 @@ impl Engine {
             rng,
             timer_at: vec![None; n],
             config,
+            overrides: HashMap::new(),
             events: 0,
             reassembly: HashMap::new(),
             packets: 0,
@@ -182,7 +185,7 @@ impl Engine {
         seed[8..16].copy_from_slice(&self.now_us.to_le_bytes());
         match Router::new(
             identity.clone(),
-            self.config.clone(),
+            self.overrides.get(&i).unwrap_or(&self.config).clone(),
             store,
             seed,
             ms(self.now_us),
@@ -304,6 +307,19 @@ impl Engine {
             }
             self.pump(to);
         }
+    }
+
+    /// The routers' config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs node `i` with `config` from now on (its router restarts from
+    /// its store, as after a crash).
+    pub fn set_config(&mut self, i: usize, config: Config) {
+        self.overrides.insert(i, config);
+        self.crash(i);
+        self.restart(i);
     }
 
     /// Restarts node `i` from its store; its up links come back.

@@ -94,6 +94,8 @@ pub struct Report {
     pub timeline: Vec<[u64; 2]>,
     /// The chain, if the scenario runs one.
     pub chain: Option<crate::chain::ChainReport>,
+    /// SOS flooders, if the scenario has any.
+    pub flood: Option<FloodReport>,
     /// Engine counts.
     pub engine: EngineReport,
     /// Assertions that failed (empty: the run passed).
@@ -101,6 +103,23 @@ pub struct Report {
     /// What the HTML report draws on its map (not in the JSON).
     #[serde(skip)]
     pub map: crate::html::MapData,
+}
+
+/// What SOS flooders sent, and what honest nodes let through.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FloodReport {
+    /// Flooding nodes.
+    pub flooders: u64,
+    /// SOS broadcasts they sent.
+    pub sent: u64,
+    /// Deliveries of those at honest nodes.
+    pub delivered_to_honest: u64,
+    /// What the per-origin SOS limit lets through to honest nodes: its burst
+    /// plus one per interval, per flooder and honest node.
+    pub allowed_to_honest: u64,
+    /// `delivered_to_honest` over `allowed_to_honest` (at most 1 if the
+    /// limit holds).
+    pub admitted_ratio: f64,
 }
 
 /// Measurements of the machine, not of the protocol.
@@ -186,6 +205,18 @@ impl Report {
                 "control traffic {:.1} B/s per node is above the allowed {max}",
                 self.control_bytes_per_node_s
             ));
+        }
+        if let Some(max) = assertions.flood_admitted_max {
+            match &self.flood {
+                Some(f) if f.admitted_ratio > max => failures.push(format!(
+                    "honest nodes received {} flood SOS, {:.3} of what the per-origin limit \
+                     allows ({}); at most {max} is allowed",
+                    f.delivered_to_honest, f.admitted_ratio, f.allowed_to_honest
+                )),
+                None => failures
+                    .push("flood_admitted_max is asserted but the scenario has no flooders".into()),
+                _ => {}
+            }
         }
         if let Some(chain) = &self.chain {
             self.check_chain(chain, assertions, &mut failures);

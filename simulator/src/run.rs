@@ -1,7 +1,7 @@
 //! Running a scenario: builds the network, schedules traffic and faults,
 //! drives the engine, and measures.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use lifeline_crypto::envelope::{self, OpenPolicy, ReplayGuard};
@@ -14,7 +14,7 @@ use rand::{RngExt, SeedableRng};
 use crate::chain::{ChainNet, Wake};
 use crate::engine::{Behaviour, Engine, Observer};
 use crate::html::MapData;
-use crate::report::{ClassReport, EngineReport, HostReport, Report, percentile};
+use crate::report::{ClassReport, EngineReport, FloodReport, HostReport, Report, percentile};
 use crate::scenario::{FaultSpec, Scenario, ScenarioError, TopologySpec};
 use crate::topology::{Position, Topology};
 use crate::{class_name, class_of};
@@ -37,6 +37,8 @@ enum Action {
     Crash(Vec<usize>),
     Restart(Vec<usize>),
     Sample,
+    /// A flooder sends one more SOS.
+    Flood(usize),
 }
 
 /// One message the scenario sends.
@@ -86,6 +88,16 @@ struct Collector {
     sim_start_us: u64,
     end_us: u64,
     chain: Option<ChainNet>,
+    flood: Flood,
+}
+
+/// The flooders' SOS spam, counted apart from the scenario's traffic.
+#[derive(Default)]
+struct Flood {
+    flooders: Vec<usize>,
+    ids: HashSet<MessageId>,
+    sent: u64,
+    delivered_to_honest: u64,
 }
 
 impl Collector {
@@ -182,6 +194,12 @@ impl Observer for Collector {
     fn event(&mut self, engine: &Engine, node: usize, now_us: u64, event: &Event) {
         match event {
             Event::Delivered(d) => {
+                if self.flood.ids.contains(&d.id) {
+                    if !self.flood.flooders.contains(&node) {
+                        self.flood.delivered_to_honest += 1;
+                    }
+                    return;
+                }
                 let Some(&k) = self.by_id.get(&d.id) else {
                     return;
                 };
@@ -300,6 +318,22 @@ impl Collector {
                 if let Some(chain) = self.chain.as_mut() {
                     chain.wake(engine, wake);
                 }
+            }
+            Action::Flood(v) => {
+                let request = SendRequest {
+                    class: Class::P0,
+                    destination: Destination::Broadcast {
+                        hops: None,
+                        area: None,
+                    },
+                    payload: b"SOS SOS SOS (flood)".to_vec(),
+                    ttl_ms: None,
+                };
+                if let Some(Ok(id)) = engine.with_router(v, |r, now| r.send(now, request)) {
+                    self.flood.ids.insert(id);
+                    self.flood.sent += 1;
+                }
+                engine.flush(v, self);
             }
             Action::Sample => {
                 if let Some(chain) = self.chain.as_mut() {
@@ -518,6 +552,7 @@ pub fn run(
 
     let mut actions: Vec<Action> = Vec::new();
     let mut schedule: Vec<(u64, usize)> = Vec::new();
+    let mut flooders: Vec<usize> = Vec::new();
     for (k, p) in planned.iter().enumerate() {
         schedule.push((p.at_us, actions.len()));
         actions.push(Action::Send(k));
@@ -584,6 +619,29 @@ pub fn run(
                     engine.nodes[v].behaviour = Behaviour::Blackhole;
                 }
             }
+            FaultSpec::Flooder { fraction, multiple } => {
+                let base = engine.config().clone();
+                // The allowed rate, and the flooders' own limit lifted.
+                let interval_us = (base.sos_interval_ms * 1_000
+                    / u64::from(base.sos_burst.max(1))
+                    / u64::from((*multiple).max(1)))
+                .max(1);
+                let lifted = Config {
+                    sos_burst: u32::MAX,
+                    sos_interval_ms: 1,
+                    ..base
+                };
+                for v in pick(&mut rng, n, *fraction, &authorities) {
+                    engine.set_config(v, lifted.clone());
+                    flooders.push(v);
+                    let mut t = warmup_us;
+                    while t < traffic_end_us {
+                        schedule.push((t, actions.len()));
+                        actions.push(Action::Flood(v));
+                        t += interval_us;
+                    }
+                }
+            }
             FaultSpec::Grayhole { fraction, class } => {
                 let class = class_of(class).unwrap_or(Class::P2);
                 for v in pick(&mut rng, n, *fraction, &authorities) {
@@ -648,6 +706,10 @@ pub fn run(
         sim_start_us: start_us,
         end_us,
         chain,
+        flood: Flood {
+            flooders,
+            ..Flood::default()
+        },
     };
     collector.chain_wakes(&mut engine);
     // Prekeys of every destination exist before traffic (as published keys would).
@@ -725,7 +787,10 @@ pub fn run(
                 .filter(|k| !collector.outcomes[*k].refused)
                 .filter(|k| {
                     let p = &collector.planned[*k];
+                    // A flooder's own messages share its origin's allowance
+                    // with its flood: they are a hostile origin's, not owed.
                     p.to.is_some_and(|to| honest.joined(p.from, to))
+                        && !collector.flood.flooders.contains(&p.from)
                 })
                 .collect();
             report.deliverable = possible.len() as u64;
@@ -797,6 +862,23 @@ pub fn run(
         open_failures: collector.open_failures,
         timeline: collector.timeline.clone(),
         chain: collector.chain.take().map(ChainNet::finish),
+        flood: (!collector.flood.flooders.is_empty()).then(|| {
+            let config = engine.config();
+            let f = &collector.flood;
+            let flooders = f.flooders.len() as u64;
+            let honest = (n as u64).saturating_sub(flooders);
+            // What the per-origin limit lets each honest node receive from each flooder.
+            let per_origin = u64::from(config.sos_burst)
+                + scenario.duration_s * 1_000 / config.sos_interval_ms.max(1);
+            let allowed = per_origin * flooders * honest;
+            FloodReport {
+                flooders,
+                sent: f.sent,
+                delivered_to_honest: f.delivered_to_honest,
+                allowed_to_honest: allowed,
+                admitted_ratio: f.delivered_to_honest as f64 / allowed.max(1) as f64,
+            }
+        }),
         engine: EngineReport {
             events: engine.events,
             packets: engine.packets,

@@ -225,6 +225,10 @@ pub struct TrafficSpec {
     pub max_messages: Option<u64>,
 }
 
+fn default_flood_multiple() -> u32 {
+    100
+}
+
 fn default_size() -> usize {
     200
 }
@@ -307,6 +311,16 @@ pub enum FaultSpec {
         /// Authorities on the first side.
         side: usize,
     },
+    /// Hostile nodes that send SOS broadcasts at `multiple` times the rate
+    /// an origin is allowed (their own router's limit is lifted; honest
+    /// nodes keep theirs). They forward others' traffic normally.
+    Flooder {
+        /// Fraction of nodes.
+        fraction: f64,
+        /// How many times the allowed SOS rate each sends.
+        #[serde(default = "default_flood_multiple")]
+        multiple: u32,
+    },
     /// Nodes that drop the messages of one class.
     Grayhole {
         /// Fraction of nodes.
@@ -342,6 +356,9 @@ pub struct Assertions {
     pub equivocation_detected_min_nodes: Option<u64>,
     /// Least fraction of registrations on chain at the end.
     pub txs_registered_min: Option<f64>,
+    /// Largest share of the flood honest nodes may receive, against what
+    /// the per-origin SOS limit lets through (1.0: exactly the limit).
+    pub flood_admitted_max: Option<f64>,
 }
 
 impl Scenario {

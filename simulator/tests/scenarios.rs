@@ -267,3 +267,26 @@ fn an_sos_goes_around_blackholes() {
     assert!(p0.deliverable < p0.sent, "a blackhole cuts some node off");
     assert!(p0.deliverable_ratio >= 0.93, "{}", p0.deliverable_ratio);
 }
+
+#[test]
+fn sos_flooders_get_no_more_than_the_origin_limit_through() {
+    let scenario = Scenario::load(&scenarios().join("flooders.toml")).unwrap();
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let flood = report.flood.as_ref().expect("the scenario has flooders");
+    assert_eq!(flood.flooders, 6);
+    // They did send at 100 times the rate: 3 per 20 s allowed, 15 a second sent.
+    let allowed_per_flooder = 3 + 120 / 20;
+    assert!(
+        flood.sent >= 6 * 100 * allowed_per_flooder / 2,
+        "the flooders sent only {}",
+        flood.sent
+    );
+    // Honest nodes saw some of it (the limit lets a little through), never more.
+    assert!(flood.delivered_to_honest > 0);
+    assert!(flood.admitted_ratio <= 1.0, "{}", flood.admitted_ratio);
+    for class in ["P0", "P2"] {
+        let c = report.classes.iter().find(|c| c.class == class).unwrap();
+        assert_eq!(c.deliverable_ratio, 1.0, "{class} suffered from the flood");
+    }
+}
