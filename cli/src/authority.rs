@@ -3,7 +3,7 @@
 //! votes). The node signs with its own key.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -139,12 +139,6 @@ pub enum VoteCommand {
         /// An id or a registered name
         who: String,
     },
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A time in CAP's form, for people.
@@ -452,7 +446,7 @@ fn print_identity(i: &api::Identity) {
 /// `lifeline certify`.
 pub fn certify(ctx: &Ctx, args: CertifyArgs) -> Result<()> {
     check_text("role", &args.role, MAX_ROLE_CHARS)?;
-    let expires_ms = parse_until(&args.until, now_ms())?;
+    let expires_ms = parse_until(&args.until, crate::keys::now().as_unix_millis())?;
     let subject = runtime()?.block_on(async {
         let mut c = client(ctx).await?;
         resolve(&mut c, &args.who).await

@@ -11,14 +11,14 @@ use std::fs::File;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use lifeline_consensus::alert::{AlertStatus, sample_flood};
 use lifeline_consensus::genesis::GenesisFile;
 use lifeline_crypto::keystore::{KdfParams, Keystore};
-use lifeline_crypto::{KeyBundle, NodeId, Timestamp};
+use lifeline_crypto::{KeyBundle, NodeId};
 use lifeline_node::pb::control as api;
 use lifeline_node::pb::control::transact_request::Action;
 use prost::Message as _;
@@ -158,12 +158,6 @@ impl Drop for Devnet {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn step(text: &str) {
@@ -332,7 +326,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let bundle = KeyBundle::generate(Timestamp::from_system_time(SystemTime::now()), &mut rng);
+        let bundle = KeyBundle::generate(crate::keys::now(), &mut rng);
         let pass = std::fs::read_to_string(&passphrase)?;
         Keystore::at(paths::keystore(&dir))
             .create(
@@ -897,7 +891,13 @@ async fn tour(
         "{} publishes an official flood alert (CAP 1.2) on the chain",
         net.nodes[office].name
     ));
-    let mut alert = sample_flood(&format!("devnet-flood-{}", now_ms() / 1000), now_ms());
+    let mut alert = sample_flood(
+        &format!(
+            "devnet-flood-{}",
+            crate::keys::now().as_unix_millis() / 1000
+        ),
+        crate::keys::now().as_unix_millis(),
+    );
     alert.status = AlertStatus::Exercise.into();
     let identifier = alert.identifier.clone();
     let action = Action::Alert(alert.encode_to_vec());
@@ -942,7 +942,7 @@ async fn tour(
         let action = Action::Certify(api::CertifyAction {
             subject: net.nodes[clinic].id.to_string(),
             role: "medic".into(),
-            expires_ms: now_ms() + 30 * 86_400_000,
+            expires_ms: crate::keys::now().as_unix_millis() + 30 * 86_400_000,
         });
         let hash = submit(&mut clients[office], action).await?;
         let block = wait_for_tx(

@@ -28,6 +28,36 @@ pub const MAX_REASON_CHARS: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxHash(pub [u8; 32]);
 
+impl std::fmt::Display for TxHash {
+    /// 64 lowercase hex digits.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// Text that is not a transaction hash (64 hex digits).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{0:?} is not a transaction hash (64 hex digits)")]
+pub struct TxHashParseError(pub String);
+
+impl std::str::FromStr for TxHash {
+    type Err = TxHashParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || TxHashParseError(text.to_owned());
+        let digits = text.trim();
+        if digits.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            let pair = digits.get(2 * i..2 * i + 2).ok_or_else(bad)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(Self(out))
+    }
+}
+
 /// What a transaction does.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -302,4 +332,28 @@ pub fn transactions_root(txs: &[Transaction]) -> [u8; 32] {
         hasher.update(&tx.hash().0);
     }
     *hasher.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_hash_reads_back_from_its_text_and_other_text_is_refused() {
+        let hash = TxHash([0xab; 32]);
+        let text = hash.to_string();
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.parse::<TxHash>().unwrap(), hash);
+        assert_eq!(format!(" {text}\n").parse::<TxHash>().unwrap(), hash);
+        for bad in [
+            "",
+            "ab",
+            &text[..63],
+            &format!("{}zz", &text[..62]),
+            "é".repeat(32).as_str(),
+        ] {
+            assert!(bad.parse::<TxHash>().is_err(), "{bad:?} was read as a hash");
+        }
+    }
 }

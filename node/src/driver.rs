@@ -1437,7 +1437,7 @@ impl Node {
             transaction_hashes: block
                 .transactions()
                 .iter()
-                .map(|t| hex(&t.hash().0))
+                .map(|t| t.hash().to_string())
                 .collect(),
             finalized: h.number <= c.chain.finalized().number,
         })
@@ -1594,10 +1594,8 @@ impl Node {
             area: None,
         };
         self.originate(Class::P2, destination, payload, 3600)?;
-        Ok(api::SubmitTransactionReply { hash: hex(&hash.0) })
+        Ok(api::SubmitTransactionReply {
+            hash: hash.to_string(),
+        })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -4,7 +4,7 @@
 use lifeline_consensus::alert::{Alert, Point};
 use lifeline_consensus::cap;
 use lifeline_consensus::state::TxRejected;
-use lifeline_consensus::tx::{MAX_TX_LEN, TxHash};
+use lifeline_consensus::tx::{MAX_TX_LEN, TxHash, TxHashParseError};
 use lifeline_consensus::wire::pb as chain_pb;
 use lifeline_consensus::{Action, SealedBlock, Transaction, Vote};
 use lifeline_crypto::NodeId;
@@ -38,20 +38,6 @@ fn parse_id(field: &str, text: &str) -> Result<NodeId, CommandError> {
              `lifeline identity show NAME`)"
         ))
     })
-}
-
-fn parse_hash(text: &str) -> Result<TxHash, CommandError> {
-    let bad = || CommandError::BadRequest(format!("{text:?} is not a transaction hash"));
-    let text = text.trim();
-    if text.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
-    Ok(TxHash(out))
 }
 
 fn chain_mut(chain: &mut Option<ChainDriver>) -> Result<&mut ChainDriver, CommandError> {
@@ -170,7 +156,9 @@ impl Node {
         &self,
         hash: &str,
     ) -> Result<api::TransactionStatusReply, CommandError> {
-        let hash = parse_hash(hash)?;
+        let hash: TxHash = hash
+            .parse()
+            .map_err(|e: TxHashParseError| CommandError::BadRequest(e.to_string()))?;
         let c = self.chain.as_ref().ok_or(CommandError::NoChain)?;
         let head = c.chain.head().number;
         let finalized = c.chain.finalized().number;
