@@ -96,14 +96,10 @@ fn p0_samples(
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
-    if std::env::var_os("LIFELINE_SKIP_NETNS").is_some_and(|v| v == "1") {
-        eprintln!("line_latency: skipped (LIFELINE_SKIP_NETNS=1)");
-        return;
-    }
     let samples = if bench { 6 } else { 1 };
-    let line = Line::new("lb", NODES).unwrap_or_else(|e| {
-        panic!("cannot build the namespaces: {e}\nNeeds root and iproute2; LIFELINE_SKIP_NETNS=1 skips.")
-    });
+    let Some(line) = Line::for_test("lb", NODES) else {
+        return;
+    };
     line.shape(RATE_MBIT).unwrap();
     let root = tempfile::tempdir().unwrap();
     let nodes = line.start_daemons(root.path());

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, free_port, http_get, json, lifeline, ok};
+use common::{Daemon, fails, free_port, http_get, json, lifeline, ok};
 
 fn finalized(d: &Daemon) -> u64 {
     d.status()["chain"]["finalized"]["number"]
@@ -231,9 +231,7 @@ fn a_second_node_on_the_same_data_folder_or_port_is_refused_clearly() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("in use by another lifeline process"), "{err}");
+    fails(out, "in use by another lifeline process");
     // Another folder, same port: refused at start, not shared.
     let other = Daemon::new(root.path(), "other");
     let out = lifeline(&other.dir)
@@ -255,9 +253,7 @@ fn a_second_node_on_the_same_data_folder_or_port_is_refused_clearly() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 2"), "{err}");
+    fails(out, "line 2");
     // The first node is unharmed.
     assert_eq!(first.status()["id"], first.id.as_str());
     // No node running: the CLI says what to do.
@@ -297,16 +293,13 @@ fn the_control_api_on_loopback_tcp_wants_the_token() {
         .env_remove("LIFELINE_CONTROL_TOKEN")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--control-token-file"));
+    fails(out, "--control-token-file");
     let out = lifeline(root.path())
         .args(["--control-tcp", &addr, "status"])
         .env("LIFELINE_CONTROL_TOKEN", "0123456789abcdef0123456789abcdef")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("token is missing or wrong"), "{err}");
+    fails(out, "token is missing or wrong");
 
     // Only loopback: the control API controls the node.
     let open = Daemon::new(root.path(), "open");
@@ -321,9 +314,7 @@ fn the_control_api_on_loopback_tcp_wants_the_token() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("loopback"), "{err}");
+    fails(out, "loopback");
 }
 
 #[test]
@@ -356,15 +347,7 @@ fn a_relay_circuit_is_upgraded_by_a_hole_punch_and_autonat_finds_nodes_reachable
     let mut c = Daemon::new(root.path(), "behind");
     c.bootstrap = vec![r.addr()];
     c.start();
-    let circuit = c.wait_for_value("a reservation on the relay", Duration::from_secs(30), |c| {
-        c.status()["listen"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|a| a.as_str())
-            .find(|a| a.contains("/p2p-circuit"))
-            .map(String::from)
-    });
+    let circuit = c.wait_for_circuit(Duration::from_secs(30));
     // a knows c only through the relay; DCUtR then punches a direct connection.
     let mut a = Daemon::new(root.path(), "caller");
     // The relayed listen address already ends in c's id.

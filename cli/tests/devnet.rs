@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{lifeline, ok};
+use common::{fails, lifeline, ok};
 use serde_json::Value;
 
 const FLOOD: &str = concat!(
@@ -71,20 +71,6 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 fn json(dir: &Path, args: &[&str]) -> Value {
     let out = lifeline(dir).arg("--json").args(args).output().unwrap();
     serde_json::from_str(&ok(out, &args.join(" "))).unwrap()
-}
-
-/// The command fails, and its message contains `expected`.
-fn fails(output: Output, expected: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "expected a failure mentioning {expected:?}; it succeeded: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    assert!(
-        stderr.contains(expected),
-        "expected {expected:?} in the error, got: {stderr}"
-    );
 }
 
 fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {

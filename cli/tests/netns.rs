@@ -28,17 +28,8 @@ fn inbox_of(d: &Daemon) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_message_crosses_three_relays_and_waits_in_custody_while_a_link_is_cut() {
-    if std::env::var_os("LIFELINE_SKIP_NETNS").is_some_and(|v| v == "1") {
-        eprintln!("skipped: LIFELINE_SKIP_NETNS=1");
+    let Some(line) = Line::for_test("ll", NODES) else {
         return;
-    }
-    let line = match Line::new("ll", NODES) {
-        Ok(l) => l,
-        Err(e) => panic!(
-            "cannot build the five-namespace line: {e}\n\
-             This test needs root and iproute2 (CI runs as root). \
-             Set LIFELINE_SKIP_NETNS=1 to skip it explicitly."
-        ),
     };
     let root = tempfile::tempdir().unwrap();
     let nodes = line.start_daemons(root.path());
@@ -102,19 +93,10 @@ fn a_message_crosses_three_relays_and_waits_in_custody_while_a_link_is_cut() {
 
 #[test]
 fn a_relay_joins_two_nodes_that_cannot_reach_each_other() {
-    if std::env::var_os("LIFELINE_SKIP_NETNS").is_some_and(|v| v == "1") {
-        eprintln!("skipped: LIFELINE_SKIP_NETNS=1");
-        return;
-    }
     // A - R - C: R is in both of the others' networks and forwards no IP
     // packets, so A and C can meet only through R's circuit relay.
-    let line = match Line::new("lr", 3) {
-        Ok(l) => l,
-        Err(e) => panic!(
-            "cannot build the three-namespace line: {e}\n\
-             This test needs root and iproute2 (CI runs as root). \
-             Set LIFELINE_SKIP_NETNS=1 to skip it explicitly."
-        ),
+    let Some(line) = Line::for_test("lr", 3) else {
+        return;
     };
     let root = tempfile::tempdir().unwrap();
     let mut a = Daemon::new(root.path(), "a");
@@ -137,19 +119,7 @@ fn a_relay_joins_two_nodes_that_cannot_reach_each_other() {
     c.start();
 
     // C finds R by mDNS, sees it is a relay, and takes a reservation there.
-    let circuit = c.wait_for_value(
-        "C's reservation on the relay",
-        Duration::from_secs(60),
-        |c| {
-            c.status()["listen"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|a| a.as_str())
-                .find(|a| a.contains("/p2p-circuit"))
-                .map(String::from)
-        },
-    );
+    let circuit = c.wait_for_circuit(Duration::from_secs(60));
     assert!(
         circuit.contains(&r.id),
         "the circuit is not through R: {circuit}"

@@ -29,6 +29,20 @@ pub fn ok(output: Output, what: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The command failed, and its error message contains `expected`.
+pub fn fails(output: Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected a failure mentioning {expected:?}; it succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in the error, got: {stderr}"
+    );
+}
+
 pub fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
     let out = lifeline(dir).arg("--json").args(args).output().unwrap();
     serde_json::from_str(&ok(out, &args.join(" "))).unwrap()
@@ -210,6 +224,20 @@ impl Daemon {
         });
     }
 
+    /// Waits until this node holds a reservation on a relay; its relayed
+    /// address (ending in this node's id).
+    pub fn wait_for_circuit(&self, limit: Duration) -> String {
+        self.wait_for_value("a reservation on a relay", limit, |d| {
+            d.status()["listen"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|a| a.as_str())
+                .find(|a| a.contains("/p2p-circuit"))
+                .map(String::from)
+        })
+    }
+
     /// Waits until this node has a route to `to`.
     pub fn wait_for_route(&self, to: &Daemon, limit: Duration) {
         self.wait_for(&format!("a route to {}", to.id), limit, |d| {
@@ -350,6 +378,24 @@ impl Line {
 }
 
 impl Line {
+    /// `nodes` namespaces for a test or bench, or `None` when
+    /// `LIFELINE_SKIP_NETNS=1` skips it; anything else that keeps them from
+    /// being made fails, saying why.
+    pub fn for_test(prefix: &str, nodes: usize) -> Option<Self> {
+        if std::env::var_os("LIFELINE_SKIP_NETNS").is_some_and(|v| v == "1") {
+            eprintln!("skipped: LIFELINE_SKIP_NETNS=1");
+            return None;
+        }
+        match Self::new(prefix, nodes) {
+            Ok(line) => Some(line),
+            Err(e) => panic!(
+                "cannot build {nodes} network namespaces: {e}\n\
+                 This needs root and iproute2 (CI runs as root). \
+                 Set LIFELINE_SKIP_NETNS=1 to skip it explicitly."
+            ),
+        }
+    }
+
     /// Starts one daemon in each namespace (they find their neighbours by mDNS).
     pub fn start_daemons(&self, root: &Path) -> Vec<Daemon> {
         self.names
