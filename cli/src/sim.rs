@@ -146,6 +146,20 @@ pub fn run(command: SimCommand) -> Result<ExitCode> {
                     c.txs_submitted
                 )?;
             }
+            if let Some(f) = &report.flood {
+                writeln!(
+                    out,
+                    "flood: {} flooders sent {} SOS; honest nodes received {}, {:.3} of what the per-origin limit allows",
+                    f.flooders, f.sent, f.delivered_to_honest, f.admitted_ratio
+                )?;
+            }
+            if let Some(r) = &report.replay {
+                writeln!(
+                    out,
+                    "replay: {} replayers sent {} recorded frames again; {} messages delivered twice",
+                    r.replayers, r.frames_replayed, report.duplicates_delivered
+                )?;
+            }
             if report.failures.is_empty() {
                 writeln!(out, "all assertions hold")?;
                 Ok(ExitCode::SUCCESS)

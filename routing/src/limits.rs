@@ -1,51 +1,70 @@
 //! Bounded duplicate suppression and per-origin rate limits.
 //!
-//! Both take the time from the caller (milliseconds on any monotonic clock)
+//! Both take the time from the caller (milliseconds on the clock messages
+//! carry their creation and expiry times in)
 //! and hold a bounded number of entries, so a hostile neighbour inventing ids
 //! or origins costs memory only up to the bound.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
-/// Remembers recently seen ids (frames, broadcasts, message ids) so each is
-/// handled once. Bounded: at most `capacity` ids, each for at most `ttl_ms`;
-/// when full, the oldest is forgotten first.
+/// Remembers the ids of messages handled (broadcasts, floods, deliveries)
+/// for as long as each message lives, so that a frame recorded and sent
+/// again later (a replay) is recognised however late it comes.
+///
+/// Bounded: at most `capacity` ids. When full, the id seen longest ago is
+/// forgotten, and the cache remembers when that id was seen: its
+/// *horizon*. A message created at or before the horizon and not in the
+/// cache may have been forgotten, so it counts as seen. An honest message
+/// is refused that way only if it was created before the cache had to
+/// forget for room and reaches this node for the first time after that.
 #[derive(Debug)]
 pub struct SeenCache<K> {
-    seen: HashMap<K, u64>,
-    order: VecDeque<(u64, K)>,
+    /// Per id: when it was seen and when its message expires.
+    seen: HashMap<K, (u64, u64)>,
+    by_seen: BTreeSet<(u64, K)>,
+    by_expiry: BTreeSet<(u64, K)>,
     capacity: usize,
-    ttl_ms: u64,
+    horizon_ms: Option<u64>,
 }
 
-impl<K: Clone + Eq + Hash> SeenCache<K> {
-    /// A cache of at most `capacity` ids (at least 1), each kept `ttl_ms`.
-    pub fn new(capacity: usize, ttl_ms: u64) -> Self {
+impl<K: Clone + Eq + Hash + Ord> SeenCache<K> {
+    /// A cache of at most `capacity` ids (at least 1).
+    pub fn new(capacity: usize) -> Self {
         Self {
             seen: HashMap::new(),
-            order: VecDeque::new(),
+            by_seen: BTreeSet::new(),
+            by_expiry: BTreeSet::new(),
             capacity: capacity.max(1),
-            ttl_ms,
+            horizon_ms: None,
         }
     }
 
-    /// Records `id` at `now_ms`; `true` if it was not seen (within the ttl and
-    /// the bound) before. A repeated id is not re-recorded.
-    pub fn insert(&mut self, id: K, now_ms: u64) -> bool {
+    /// Records `id` of a message created at `created_ms` that expires at
+    /// `expires_ms`, seen at `now_ms`. `true` if it is new: not seen before
+    /// (while its message lived), and not possibly forgotten (created after
+    /// the horizon). A repeated id is not re-recorded.
+    pub fn insert(&mut self, id: K, created_ms: u64, expires_ms: u64, now_ms: u64) -> bool {
         self.expire(now_ms);
-        if self.seen.contains_key(&id) {
+        if self.seen.contains_key(&id) || self.horizon_ms.is_some_and(|h| created_ms <= h) {
             return false;
         }
-        while self.seen.len() >= self.capacity {
-            match self.order.pop_front() {
-                Some((_, old)) => {
-                    self.seen.remove(&old);
-                }
-                None => break,
-            }
+        if expires_ms <= now_ms {
+            // Nothing to remember: an expired message is refused anyway.
+            return true;
         }
-        self.seen.insert(id.clone(), now_ms);
-        self.order.push_back((now_ms, id));
+        while self.seen.len() >= self.capacity {
+            let Some((at, old)) = self.by_seen.pop_first() else {
+                break;
+            };
+            if let Some((_, until)) = self.seen.remove(&old) {
+                self.by_expiry.remove(&(until, old));
+            }
+            self.horizon_ms = Some(self.horizon_ms.map_or(at, |h| h.max(at)));
+        }
+        self.seen.insert(id.clone(), (now_ms, expires_ms));
+        self.by_seen.insert((now_ms, id.clone()));
+        self.by_expiry.insert((expires_ms, id));
         true
     }
 
@@ -59,13 +78,21 @@ impl<K: Clone + Eq + Hash> SeenCache<K> {
         self.seen.is_empty()
     }
 
+    /// The horizon: messages created at or before it and not held count as
+    /// seen. `None` while the cache never had to forget for room.
+    pub fn horizon_ms(&self) -> Option<u64> {
+        self.horizon_ms
+    }
+
     fn expire(&mut self, now_ms: u64) {
-        while let Some((at, _)) = self.order.front() {
-            if now_ms.saturating_sub(*at) < self.ttl_ms {
+        while let Some((until, _)) = self.by_expiry.first() {
+            if *until > now_ms {
                 break;
             }
-            if let Some((_, old)) = self.order.pop_front() {
-                self.seen.remove(&old);
+            if let Some((_, old)) = self.by_expiry.pop_first()
+                && let Some((at, _)) = self.seen.remove(&old)
+            {
+                self.by_seen.remove(&(at, old));
             }
         }
     }
@@ -145,22 +172,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn duplicates_are_caught_until_they_expire() {
-        let mut seen = SeenCache::new(100, 1_000);
-        assert!(seen.insert("a", 0));
-        assert!(!seen.insert("a", 999));
-        assert!(seen.insert("a", 1_000), "expired ids are new again");
+    fn an_id_is_remembered_until_its_message_expires() {
+        let mut seen = SeenCache::new(100);
+        // Created at 0, lives a day.
+        assert!(seen.insert("a", 0, 86_400_000, 0));
+        assert!(!seen.insert("a", 0, 86_400_000, 1));
+        assert!(
+            !seen.insert("a", 0, 86_400_000, 86_399_999),
+            "a replay within the message's life is caught, however late"
+        );
+        assert_eq!(seen.len(), 1);
+        assert!(seen.insert("b", 100, 200, 150));
+        assert!(!seen.insert("b", 100, 200, 199));
+        // Once the message expired its id is dropped (the router refuses
+        // expired messages before it asks).
+        assert!(seen.insert("c", 300, 400, 300));
+        assert_eq!(seen.len(), 2, "b is gone at 300");
     }
 
     #[test]
-    fn the_cache_is_bounded_and_forgets_the_oldest() {
-        let mut seen = SeenCache::new(3, u64::MAX);
-        for id in 0..10u32 {
-            assert!(seen.insert(id, u64::from(id)));
+    fn the_cache_is_bounded_and_what_it_forgot_still_counts_as_seen() {
+        let mut seen = SeenCache::new(3);
+        for id in 0..10u64 {
+            // Created at id, seen at id + 1.
+            assert!(seen.insert(id, id, u64::MAX, id + 1));
         }
         assert_eq!(seen.len(), 3);
-        assert!(!seen.insert(9, 10));
-        assert!(seen.insert(0, 10), "the oldest was forgotten");
+        // 0..=6 were forgotten for room; the last of them was seen at 7.
+        assert_eq!(seen.horizon_ms(), Some(7));
+        assert!(!seen.insert(9, 9, u64::MAX, 20), "held");
+        assert!(
+            !seen.insert(0, 0, u64::MAX, 20),
+            "forgotten, but created before the horizon: may be a replay"
+        );
+        assert!(seen.insert(100, 20, u64::MAX, 20), "a new message is new");
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn an_expired_message_is_not_remembered() {
+        let mut seen = SeenCache::new(3);
+        assert!(seen.insert(1u8, 0, 10, 10));
+        assert!(seen.is_empty());
     }
 
     #[test]

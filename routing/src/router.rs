@@ -54,10 +54,9 @@ pub struct Config {
     pub broadcast_hops: u32,
     /// Hop limit of the flood used for P0 messages without a route.
     pub flood_hops: u32,
-    /// Broadcast and flood ids remembered, and for how long.
+    /// Broadcast, flood and delivered ids remembered (each until its
+    /// message expires, so that replays are caught however late).
     pub seen_capacity: usize,
-    /// See `seen_capacity`.
-    pub seen_ttl_ms: u64,
     /// How far in the future a message's creation time may be.
     pub max_clock_skew_ms: u64,
     /// SOS messages per origin: a burst, then one per interval.
@@ -93,7 +92,6 @@ impl Default for Config {
             broadcast_hops: 16,
             flood_hops: 8,
             seen_capacity: 100_000,
-            seen_ttl_ms: 3_600_000,
             max_clock_skew_ms: 600_000,
             sos_burst: 3,
             sos_interval_ms: 20_000,
@@ -454,8 +452,8 @@ impl<S: MessageStore> Router<S> {
             eviction: BTreeSet::new(),
             expiries: BTreeSet::new(),
             timers: BTreeSet::new(),
-            seen: SeenCache::new(config.seen_capacity, config.seen_ttl_ms),
-            delivered: SeenCache::new(config.seen_capacity, config.seen_ttl_ms),
+            seen: SeenCache::new(config.seen_capacity),
+            delivered: SeenCache::new(config.seen_capacity),
             sos_limit: RateLimiter::new(config.sos_burst, config.sos_interval_ms, 10_000),
             neighbour_p0: RateLimiter::new(
                 config.neighbour_p0_burst,
@@ -970,7 +968,7 @@ impl<S: MessageStore> Router<S> {
         let message = Message::new(body, signed.then_some(&self.identity), hops);
         let id = message.id;
         if dest.is_none() {
-            self.seen.insert(id, now);
+            Self::first_sight(&mut self.seen, &message, now);
             self.remember_broadcast(&message);
             let neighbours: Vec<Address> = self.neighbours.keys().copied().collect();
             for n in &neighbours {
@@ -1111,7 +1109,7 @@ impl<S: MessageStore> Router<S> {
             return self.handle_broadcast(now, from, m);
         };
         if m.flood {
-            if !self.seen.insert(m.id, now) {
+            if !Self::first_sight(&mut self.seen, &m, now) {
                 self.stats.duplicates += 1;
                 return;
             }
@@ -1167,6 +1165,12 @@ impl<S: MessageStore> Router<S> {
         }
     }
 
+    /// Records message `m` in `cache`; `true` the first time (see
+    /// [`SeenCache::insert`]: ids live as long as their message).
+    fn first_sight(cache: &mut SeenCache<MessageId>, m: &Message, now: u64) -> bool {
+        cache.insert(m.id, m.body.created_ms, m.body.expires_ms, now)
+    }
+
     fn refuse(&mut self, to: Address, id: MessageId) {
         self.send_frame(
             to,
@@ -1180,7 +1184,7 @@ impl<S: MessageStore> Router<S> {
     }
 
     fn handle_broadcast(&mut self, now: u64, from: Address, m: Message) {
-        if !self.seen.insert(m.id, now) {
+        if !Self::first_sight(&mut self.seen, &m, now) {
             self.stats.duplicates += 1;
             return;
         }
@@ -1221,7 +1225,7 @@ impl<S: MessageStore> Router<S> {
     }
 
     fn deliver_here(&mut self, now: u64, m: Message) {
-        if !self.delivered.insert(m.id, now) {
+        if !Self::first_sight(&mut self.delivered, &m, now) {
             self.stats.duplicates += 1;
             return;
         }
@@ -1579,7 +1583,7 @@ impl<S: MessageStore> Router<S> {
                     let mut copy = message;
                     copy.flood = true;
                     copy.hops_left = copy.hops_left.min(self.config.flood_hops);
-                    self.seen.insert(id, now);
+                    Self::first_sight(&mut self.seen, &copy, now);
                     self.flood(now, &copy, Some(hop));
                     if let Some(h) = self.held.get_mut(&id) {
                         h.flooded = true;
@@ -1597,7 +1601,7 @@ impl<S: MessageStore> Router<S> {
                 if let Some(mut copy) = copy {
                     copy.flood = true;
                     copy.hops_left = copy.hops_left.min(self.config.flood_hops);
-                    self.seen.insert(id, now);
+                    Self::first_sight(&mut self.seen, &copy, now);
                     self.flood(now, &copy, from);
                     if let Some(h) = self.held.get_mut(&id) {
                         h.flooded = true;

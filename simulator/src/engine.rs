@@ -27,7 +27,13 @@ pub enum Behaviour {
     Blackhole,
     /// Drops the messages of one class.
     Grayhole(Class),
+    /// Forwards normally, and records every message frame it receives to
+    /// send again later ([`Engine::replay`]).
+    Replayer,
 }
+
+/// Most message frames a replayer keeps.
+const REPLAY_RECORD_MAX: usize = 20_000;
 
 /// One direction of a link.
 #[derive(Clone, Debug)]
@@ -90,6 +96,12 @@ enum Ev {
         node: usize,
     },
     Action(usize),
+    /// A frame a replayer sends again; not counted as traffic.
+    Replayed {
+        link: usize,
+        generation: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 /// What the engine reports to its driver as it runs.
@@ -132,6 +144,11 @@ pub struct Engine {
     pub packets: u64,
     /// See `packets`.
     pub bytes: u64,
+    /// Message frames each replayer recorded (class, whole frame).
+    recorded: HashMap<usize, Vec<(Class, Vec<u8>)>>,
+    /// Frames replayers sent again.
+    pub replayed: u64,
+    replay_seq: u64,
 }
 
 fn ms(us: u64) -> u64 {
@@ -158,6 +175,9 @@ impl Engine {
             reassembly: HashMap::new(),
             packets: 0,
             bytes: 0,
+            recorded: HashMap::new(),
+            replayed: 0,
+            replay_seq: 0,
         };
         for (i, identity) in identities.into_iter().enumerate() {
             let address = Address::from(identity.id());
@@ -393,6 +413,52 @@ impl Engine {
         );
     }
 
+    /// Replayer `v` sends every message frame it recorded again, to each
+    /// neighbour, as a packet of its own at once (it ignores its own
+    /// router's queues: a hostile node need not be fair). Returns the
+    /// frames sent.
+    pub fn replay(&mut self, v: usize) -> u64 {
+        let Some(frames) = self.recorded.get(&v).cloned() else {
+            return 0;
+        };
+        let mut sent = 0;
+        for l in self.out[v].clone() {
+            let link = &self.links[l];
+            if !link.up || self.nodes[link.to].router.is_none() || self.nodes[v].router.is_none() {
+                continue;
+            }
+            let mut at = self.now_us;
+            for (class, frame) in &frames {
+                self.replay_seq += 1;
+                let packet = Packet {
+                    frame: (1 << 40) + self.replay_seq,
+                    index: 0,
+                    count: 1,
+                    class: *class,
+                    data: frame.clone(),
+                }
+                .encode();
+                let link = &self.links[l];
+                at += link.transmit_us(packet.len()).max(1);
+                let arrive = at + link.latency_us;
+                let generation = link.generation;
+                self.packets += 1;
+                self.bytes += packet.len() as u64;
+                sent += 1;
+                self.push(
+                    arrive,
+                    Ev::Replayed {
+                        link: l,
+                        generation,
+                        bytes: packet,
+                    },
+                );
+            }
+        }
+        self.replayed += sent;
+        sent
+    }
+
     /// Schedules driver action `index` at `at_us`.
     pub fn schedule(&mut self, at_us: u64, index: usize) {
         self.push(at_us, Ev::Action(index));
@@ -524,6 +590,22 @@ impl Engine {
                 }
                 self.flush(to, observer);
             }
+            Ev::Replayed {
+                link,
+                generation,
+                bytes,
+            } => {
+                let l = &self.links[link];
+                if !l.up || l.generation != generation {
+                    return;
+                }
+                let (from, to) = (l.from, l.to);
+                let address = self.nodes[from].address;
+                if let Some(r) = self.nodes[to].router.as_mut() {
+                    r.handle_packet(now, &address, &bytes);
+                }
+                self.flush(to, observer);
+            }
             Ev::LinkFree { link } => {
                 self.fill(link);
                 let from = self.links[link].from;
@@ -595,9 +677,15 @@ impl Engine {
             return false;
         };
         observer.message_frame(&frame, from, to);
+        if self.nodes[to].behaviour == Behaviour::Replayer {
+            let recorded = self.recorded.entry(to).or_default();
+            if recorded.len() < REPLAY_RECORD_MAX {
+                recorded.push((m.body.class, whole.clone()));
+            }
+        }
         let for_me = m.body.destination == Some(self.nodes[to].address);
         match self.nodes[to].behaviour {
-            Behaviour::Honest => false,
+            Behaviour::Honest | Behaviour::Replayer => false,
             Behaviour::Blackhole => !for_me,
             Behaviour::Grayhole(class) => !for_me && m.body.class == class,
         }

@@ -85,8 +85,9 @@ pub struct Report {
     pub custody_evictions: u64,
     /// Messages that expired in custody.
     pub custody_expired: u64,
-    /// Unicast messages delivered more than once (dropped as duplicates by
-    /// the recipient's application).
+    /// Messages the router delivered more than once to one node (a unicast
+    /// at its destination, a broadcast anywhere): a replay or a retry that
+    /// got through its duplicate check.
     pub duplicates_delivered: u64,
     /// Delivered envelopes that did not open.
     pub open_failures: u64,
@@ -96,6 +97,8 @@ pub struct Report {
     pub chain: Option<crate::chain::ChainReport>,
     /// SOS flooders, if the scenario has any.
     pub flood: Option<FloodReport>,
+    /// Replayers, if the scenario has any.
+    pub replay: Option<ReplayReport>,
     /// Engine counts.
     pub engine: EngineReport,
     /// Assertions that failed (empty: the run passed).
@@ -120,6 +123,15 @@ pub struct FloodReport {
     /// `delivered_to_honest` over `allowed_to_honest` (at most 1 if the
     /// limit holds).
     pub admitted_ratio: f64,
+}
+
+/// What replayers sent again.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplayReport {
+    /// Replaying nodes.
+    pub replayers: u64,
+    /// Frames they sent again (each recorded frame to each neighbour).
+    pub frames_replayed: u64,
 }
 
 /// Measurements of the machine, not of the protocol.
@@ -217,6 +229,15 @@ impl Report {
                     .push("flood_admitted_max is asserted but the scenario has no flooders".into()),
                 _ => {}
             }
+        }
+        if let Some(max) = assertions.duplicates_max
+            && self.duplicates_delivered > max
+        {
+            failures.push(format!(
+                "{} messages were delivered twice to the same node; at most {max} may be \
+                 (a replay or a retry got past the duplicate check)",
+                self.duplicates_delivered
+            ));
         }
         if let Some(chain) = &self.chain {
             self.check_chain(chain, assertions, &mut failures);

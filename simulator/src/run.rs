@@ -14,7 +14,9 @@ use rand::{RngExt, SeedableRng};
 use crate::chain::{ChainNet, Wake};
 use crate::engine::{Behaviour, Engine, Observer};
 use crate::html::MapData;
-use crate::report::{ClassReport, EngineReport, FloodReport, HostReport, Report, percentile};
+use crate::report::{
+    ClassReport, EngineReport, FloodReport, HostReport, ReplayReport, Report, percentile,
+};
 use crate::scenario::{FaultSpec, Scenario, ScenarioError, TopologySpec};
 use crate::topology::{Position, Topology};
 use crate::{class_name, class_of};
@@ -39,6 +41,8 @@ enum Action {
     Sample,
     /// A flooder sends one more SOS.
     Flood(usize),
+    /// A replayer sends what it recorded again.
+    Replay(usize),
 }
 
 /// One message the scenario sends.
@@ -89,6 +93,9 @@ struct Collector {
     end_us: u64,
     chain: Option<ChainNet>,
     flood: Flood,
+    /// (message, node) pairs a broadcast reached, to catch second deliveries.
+    reached: HashSet<(usize, usize)>,
+    replayers: Vec<usize>,
 }
 
 /// The flooders' SOS spam, counted apart from the scenario's traffic.
@@ -205,7 +212,11 @@ impl Observer for Collector {
                 };
                 let to = self.planned[k].to;
                 if to.is_none() {
-                    self.outcomes[k].reached += 1;
+                    if self.reached.insert((k, node)) {
+                        self.outcomes[k].reached += 1;
+                    } else {
+                        self.duplicates += 1;
+                    }
                     return;
                 }
                 if to != Some(node) {
@@ -334,6 +345,9 @@ impl Collector {
                     self.flood.sent += 1;
                 }
                 engine.flush(v, self);
+            }
+            Action::Replay(v) => {
+                engine.replay(v);
             }
             Action::Sample => {
                 if let Some(chain) = self.chain.as_mut() {
@@ -553,6 +567,7 @@ pub fn run(
     let mut actions: Vec<Action> = Vec::new();
     let mut schedule: Vec<(u64, usize)> = Vec::new();
     let mut flooders: Vec<usize> = Vec::new();
+    let mut replayers: Vec<usize> = Vec::new();
     for (k, p) in planned.iter().enumerate() {
         schedule.push((p.at_us, actions.len()));
         actions.push(Action::Send(k));
@@ -642,6 +657,16 @@ pub fn run(
                     }
                 }
             }
+            FaultSpec::Replayer { fraction, at_s } => {
+                for v in pick(&mut rng, n, *fraction, &authorities) {
+                    engine.nodes[v].behaviour = Behaviour::Replayer;
+                    replayers.push(v);
+                    for &at in at_s {
+                        schedule.push((s(at), actions.len()));
+                        actions.push(Action::Replay(v));
+                    }
+                }
+            }
             FaultSpec::Grayhole { fraction, class } => {
                 let class = class_of(class).unwrap_or(Class::P2);
                 for v in pick(&mut rng, n, *fraction, &authorities) {
@@ -710,6 +735,8 @@ pub fn run(
             flooders,
             ..Flood::default()
         },
+        reached: HashSet::new(),
+        replayers,
     };
     collector.chain_wakes(&mut engine);
     // Prekeys of every destination exist before traffic (as published keys would).
@@ -878,6 +905,10 @@ pub fn run(
                 allowed_to_honest: allowed,
                 admitted_ratio: f.delivered_to_honest as f64 / allowed.max(1) as f64,
             }
+        }),
+        replay: (!collector.replayers.is_empty()).then(|| ReplayReport {
+            replayers: collector.replayers.len() as u64,
+            frames_replayed: engine.replayed,
         }),
         engine: EngineReport {
             events: engine.events,

@@ -321,6 +321,15 @@ pub enum FaultSpec {
         #[serde(default = "default_flood_multiple")]
         multiple: u32,
     },
+    /// Nodes that forward normally, record every message frame they
+    /// receive, and send all of them again to every neighbour at each of
+    /// `at_s`.
+    Replayer {
+        /// Fraction of nodes.
+        fraction: f64,
+        /// When to replay, seconds after the warm-up.
+        at_s: Vec<u64>,
+    },
     /// Nodes that drop the messages of one class.
     Grayhole {
         /// Fraction of nodes.
@@ -359,6 +368,8 @@ pub struct Assertions {
     /// Largest share of the flood honest nodes may receive, against what
     /// the per-origin SOS limit lets through (1.0: exactly the limit).
     pub flood_admitted_max: Option<f64>,
+    /// Most messages delivered twice to one node (replays let through).
+    pub duplicates_max: Option<u64>,
 }
 
 impl Scenario {

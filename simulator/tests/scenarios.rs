@@ -290,3 +290,24 @@ fn sos_flooders_get_no_more_than_the_origin_limit_through() {
         assert_eq!(c.deliverable_ratio, 1.0, "{class} suffered from the flood");
     }
 }
+
+#[test]
+fn replayed_frames_are_never_delivered_twice_even_after_an_hour() {
+    let scenario = Scenario::load(&scenarios().join("replayers.toml")).unwrap();
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let replay = report.replay.as_ref().expect("the scenario has replayers");
+    assert_eq!(replay.replayers, 6);
+    // Each replay round sends every recorded frame to every neighbour:
+    // thousands of frames, three rounds, the last one after an hour (when
+    // ids kept for a fixed hour had been forgotten: 1,207 deliveries twice).
+    assert!(
+        replay.frames_replayed > 10_000,
+        "only {} frames replayed",
+        replay.frames_replayed
+    );
+    assert_eq!(report.duplicates_delivered, 0);
+    for c in &report.classes {
+        assert_eq!(c.delivery_ratio, 1.0, "{}: {}", c.class, c.delivery_ratio);
+    }
+}
