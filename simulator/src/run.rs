@@ -906,7 +906,7 @@ pub fn run(
                 admitted_ratio: f.delivered_to_honest as f64 / allowed.max(1) as f64,
             }
         }),
-        replay: (!collector.replayers.is_empty()).then(|| ReplayReport {
+        replay: (!collector.replayers.is_empty()).then_some(ReplayReport {
             replayers: collector.replayers.len() as u64,
             frames_replayed: engine.replayed,
         }),
