@@ -153,6 +153,17 @@ pub fn run(command: SimCommand) -> Result<ExitCode> {
                     f.flooders, f.sent, f.delivered_to_honest, f.admitted_ratio
                 )?;
             }
+            if let Some(b) = &report.background {
+                writeln!(
+                    out,
+                    "background: {} bulk messages at {:.0}% of link capacity ({} refused, {} delivered); links {:.0}% busy while traffic ran",
+                    b.sent,
+                    b.load * 100.0,
+                    b.refused,
+                    b.delivered,
+                    b.link_utilisation * 100.0
+                )?;
+            }
             if let Some(r) = &report.replay {
                 writeln!(
                     out,

@@ -34,6 +34,10 @@ use crate::wire::{
 pub struct Config {
     /// Largest fragment on a link, in bytes.
     pub mtu: usize,
+    /// Largest fragment of bulk (P3) frames, in bytes: an SOS waits behind
+    /// at most one fragment already on the wire, so bulk fragments are
+    /// kept short.
+    pub bulk_mtu: usize,
     /// Bytes that may wait for one link.
     pub link_queue_bytes: usize,
     /// Most messages held in custody.
@@ -82,6 +86,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             mtu: 4096,
+            bulk_mtu: 384,
             link_queue_bytes: 4 << 20,
             custody_max_messages: 10_000,
             custody_max_bytes: 256 << 20,
@@ -579,7 +584,8 @@ impl<S: MessageStore> Router<S> {
             self.neighbours.insert(
                 neighbour,
                 Neighbour {
-                    scheduler: LinkScheduler::new(self.config.mtu, self.config.link_queue_bytes),
+                    scheduler: LinkScheduler::new(self.config.mtu, self.config.link_queue_bytes)
+                        .with_bulk_mtu(self.config.bulk_mtu),
                     reassembler: Reassembler::new(64, 4 * crate::wire::MAX_FRAME),
                     next_frame: 0,
                     custody_frames: HashMap::new(),

@@ -99,6 +99,8 @@ pub struct Report {
     pub flood: Option<FloodReport>,
     /// Replayers, if the scenario has any.
     pub replay: Option<ReplayReport>,
+    /// Background bulk load, if the scenario has any.
+    pub background: Option<BackgroundReport>,
     /// Engine counts.
     pub engine: EngineReport,
     /// Assertions that failed (empty: the run passed).
@@ -123,6 +125,22 @@ pub struct FloodReport {
     /// `delivered_to_honest` over `allowed_to_honest` (at most 1 if the
     /// limit holds).
     pub admitted_ratio: f64,
+}
+
+/// The bulk load beside the measured traffic.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackgroundReport {
+    /// The share of link capacity asked for.
+    pub load: f64,
+    /// Bulk messages sent (one hop each).
+    pub sent: u64,
+    /// Refused by the sending router (its link queue full).
+    pub refused: u64,
+    /// Delivered to the neighbour.
+    pub delivered: u64,
+    /// Everything on the links while traffic ran (bulk, measured traffic,
+    /// routing, acknowledgements) over their capacity.
+    pub link_utilisation: f64,
 }
 
 /// What replayers sent again.

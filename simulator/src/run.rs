@@ -15,7 +15,8 @@ use crate::chain::{ChainNet, Wake};
 use crate::engine::{Behaviour, Engine, Observer};
 use crate::html::MapData;
 use crate::report::{
-    ClassReport, EngineReport, FloodReport, HostReport, ReplayReport, Report, percentile,
+    BackgroundReport, ClassReport, EngineReport, FloodReport, HostReport, ReplayReport, Report,
+    percentile,
 };
 use crate::scenario::{FaultSpec, Scenario, ScenarioError, TopologySpec};
 use crate::topology::{Position, Topology};
@@ -43,6 +44,25 @@ enum Action {
     Flood(usize),
     /// A replayer sends what it recorded again.
     Replay(usize),
+    /// One more bulk message over this directed link (then the next is
+    /// scheduled).
+    Background(usize),
+}
+
+/// Marks the payload of background bulk messages.
+const BACKGROUND_MARK: &[u8] = b"bulk background load";
+
+/// Bulk load on every link, counted apart from the scenario's traffic.
+#[derive(Default)]
+struct Background {
+    size: usize,
+    /// Time between messages per directed link, µs.
+    interval_us: Vec<u64>,
+    until_us: u64,
+    sent: u64,
+    refused: u64,
+    delivered: u64,
+    frames: u64,
 }
 
 /// One message the scenario sends.
@@ -96,6 +116,7 @@ struct Collector {
     /// (message, node) pairs a broadcast reached, to catch second deliveries.
     reached: HashSet<(usize, usize)>,
     replayers: Vec<usize>,
+    background: Background,
 }
 
 /// The flooders' SOS spam, counted apart from the scenario's traffic.
@@ -201,6 +222,10 @@ impl Observer for Collector {
     fn event(&mut self, engine: &Engine, node: usize, now_us: u64, event: &Event) {
         match event {
             Event::Delivered(d) => {
+                if d.payload.starts_with(BACKGROUND_MARK) {
+                    self.background.delivered += 1;
+                    return;
+                }
                 if self.flood.ids.contains(&d.id) {
                     if !self.flood.flooders.contains(&node) {
                         self.flood.delivered_to_honest += 1;
@@ -267,6 +292,10 @@ impl Observer for Collector {
         if let Frame::Message(m) = frame
             && m.body.kind == Kind::Data
         {
+            if m.body.payload.starts_with(BACKGROUND_MARK) {
+                self.background.frames += 1;
+                return;
+            }
             let c = m.body.class as usize;
             if m.body.destination.is_some() {
                 self.unicast_frames[c] += 1;
@@ -348,6 +377,29 @@ impl Collector {
             }
             Action::Replay(v) => {
                 engine.replay(v);
+            }
+            Action::Background(l) => {
+                let link = &engine.links[l];
+                let (from, to) = (link.from, link.to);
+                if engine.link_up(l) {
+                    let mut payload = vec![0x33; self.background.size.max(BACKGROUND_MARK.len())];
+                    payload[..BACKGROUND_MARK.len()].copy_from_slice(BACKGROUND_MARK);
+                    let request = SendRequest {
+                        class: Class::P3,
+                        destination: Destination::Node(engine.nodes[to].address),
+                        payload,
+                        ttl_ms: Some(60_000),
+                    };
+                    match engine.with_router(from, |r, now| r.send(now, request)) {
+                        Some(Ok(_)) => self.background.sent += 1,
+                        _ => self.background.refused += 1,
+                    }
+                    engine.flush(from, self);
+                }
+                let next = engine.now_us() + self.background.interval_us[l];
+                if next < self.background.until_us {
+                    engine.schedule(next, index);
+                }
             }
             Action::Sample => {
                 if let Some(chain) = self.chain.as_mut() {
@@ -436,6 +488,7 @@ pub fn run(
         .collect();
     let config = Config {
         mtu: scenario.router.mtu,
+        bulk_mtu: scenario.router.bulk_mtu,
         refresh_interval_ms: scenario.router.refresh_s * 1_000,
         custody_max_messages: scenario.router.custody_max_messages,
         broadcast_hops: scenario.router.broadcast_hops,
@@ -562,6 +615,56 @@ pub fn run(
             });
         }
     }
+    // Bursts: every node in the circle sends one message.
+    let nearest_authority = nearest(&topology, &authorities);
+    for b in &scenario.bursts {
+        let class = class_of(&b.class).unwrap_or(Class::P0);
+        let [cx, cy] = b.center_m;
+        let senders: Vec<usize> = (0..n)
+            .filter(|&v| match topology.nodes[v].position {
+                Some(Position::Plane { x, y }) => (x - cx).hypot(y - cy) <= b.radius_m,
+                _ => false,
+            })
+            .collect();
+        if senders.is_empty() {
+            return Err(ScenarioError::Topology {
+                path: scenario.name.clone().into(),
+                message: format!(
+                    "no node lies within {} m of ({cx}, {cy}) for a burst (bursts need a \
+                     topology with positions on a plane, such as random_geometric)",
+                    b.radius_m
+                ),
+            });
+        }
+        let start = warmup_us as f64 + b.at_s * 1e6;
+        for from in senders {
+            let to = if b.to == "authorities" {
+                nearest_authority[from].map(|k| authorities[k])
+            } else {
+                let comp = &components[component_of[from]];
+                (comp.len() > 1).then(|| {
+                    loop {
+                        let to = comp[rng.random_range(0..comp.len())];
+                        if to != from {
+                            break to;
+                        }
+                    }
+                })
+            };
+            let Some(to) = to.filter(|&to| to != from) else {
+                continue;
+            };
+            let at = start + rng.random_range(0.0..=b.spread_s.max(0.0)) * 1e6;
+            planned.push(Planned {
+                at_us: at as u64,
+                from,
+                to: Some(to),
+                class,
+                size: b.size,
+                register: false,
+            });
+        }
+    }
     planned.sort_by_key(|p| p.at_us);
 
     let mut actions: Vec<Action> = Vec::new();
@@ -675,6 +778,31 @@ pub fn run(
             }
         }
     }
+    // Background bulk load: one-hop P3 messages over every directed link,
+    // spaced so their bytes fill `load` of its capacity.
+    let mut background = Background {
+        until_us: traffic_end_us,
+        ..Background::default()
+    };
+    if let Some(spec) = &scenario.background
+        && spec.load > 0.0
+    {
+        let size = spec.size.max(BACKGROUND_MARK.len());
+        let mtu = engine
+            .config()
+            .bulk_mtu
+            .clamp(1, engine.config().mtu.max(1));
+        // Content, message header and signature-free body, fragment headers.
+        let wire = size + 100 + size.div_ceil(mtu) * 16;
+        background.size = size;
+        for l in 0..engine.links.len() {
+            let bytes_per_us = engine.links[l].bytes_per_ms as f64 / 1_000.0 * spec.load;
+            let interval = (wire as f64 / bytes_per_us).max(1.0) as u64;
+            background.interval_us.push(interval);
+            schedule.push((warmup_us + rng.random_range(0..interval), actions.len()));
+            actions.push(Action::Background(l));
+        }
+    }
     // Samples every 10 simulated seconds.
     let mut t = start_us;
     while t < end_us {
@@ -737,6 +865,7 @@ pub fn run(
         },
         reached: HashSet::new(),
         replayers,
+        background,
     };
     collector.chain_wakes(&mut engine);
     // Prekeys of every destination exist before traffic (as published keys would).
@@ -747,6 +876,9 @@ pub fn run(
 
     engine.run_until(warmup_us, &mut collector);
     let control_at_warmup = control_bytes(&engine);
+    let bytes_at_warmup = engine.bytes;
+    engine.run_until(traffic_end_us, &mut collector);
+    let traffic_bytes = engine.bytes - bytes_at_warmup;
     engine.run_until(end_us, &mut collector);
     let control = control_bytes(&engine).saturating_sub(control_at_warmup);
     let measured_s = (end_us - warmup_us) as f64 / 1e6;
@@ -910,6 +1042,22 @@ pub fn run(
             replayers: collector.replayers.len() as u64,
             frames_replayed: engine.replayed,
         }),
+        background: scenario.background.as_ref().map(|spec| {
+            let b = &collector.background;
+            let capacity: f64 = engine
+                .links
+                .iter()
+                .map(|l| l.bytes_per_ms as f64 * 1_000.0)
+                .sum::<f64>()
+                * scenario.duration_s as f64;
+            BackgroundReport {
+                load: spec.load,
+                sent: b.sent,
+                refused: b.refused,
+                delivered: b.delivered,
+                link_utilisation: traffic_bytes as f64 / capacity.max(1.0),
+            }
+        }),
         engine: EngineReport {
             events: engine.events,
             packets: engine.packets,
@@ -999,19 +1147,29 @@ fn partition(
 /// authorities furthest west (or the first by index without positions),
 /// and every node joins the side of its nearest authority in hops.
 fn split_by_authorities(topology: &Topology, authorities: &[usize], side: usize) -> Vec<bool> {
-    let n = topology.nodes.len();
     let x = |v: usize| match topology.nodes[v].position {
         Some(Position::Plane { x, .. }) => x,
         _ => v as f64,
     };
     let mut order = authorities.to_vec();
     order.sort_by(|a, b| x(*a).total_cmp(&x(*b)).then(a.cmp(b)));
+    nearest(topology, &order)
+        .into_iter()
+        .map(|k| k.is_some_and(|k| k < side))
+        .collect()
+}
+
+/// For each node, which of `sources` (its index there) is nearest in hops
+/// (ties go to the earlier source); `None` where none is reachable.
+fn nearest(topology: &Topology, sources: &[usize]) -> Vec<Option<usize>> {
     let adjacency = topology.adjacency();
-    let mut first = vec![None; n];
+    let mut first = vec![None; topology.nodes.len()];
     let mut queue = std::collections::VecDeque::new();
-    for (k, &a) in order.iter().enumerate() {
-        first[a] = Some(k < side);
-        queue.push_back(a);
+    for (k, &a) in sources.iter().enumerate() {
+        if first[a].is_none() {
+            first[a] = Some(k);
+            queue.push_back(a);
+        }
     }
     while let Some(v) = queue.pop_front() {
         for &w in &adjacency[v] {
@@ -1021,7 +1179,7 @@ fn split_by_authorities(topology: &Topology, authorities: &[usize], side: usize)
             }
         }
     }
-    first.into_iter().map(|f| f.unwrap_or(false)).collect()
+    first
 }
 
 fn pick(rng: &mut StdRng, n: usize, fraction: f64, spare: &[usize]) -> Vec<usize> {

@@ -67,6 +67,12 @@ pub struct Scenario {
     /// Message sources.
     #[serde(default)]
     pub traffic: Vec<TrafficSpec>,
+    /// Bursts: every node in a region sends at once (an SOS wave).
+    #[serde(default)]
+    pub bursts: Vec<BurstSpec>,
+    /// Bulk load on every link, beside the measured traffic.
+    #[serde(default)]
+    pub background: Option<BackgroundSpec>,
     /// Faults and attacks.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
@@ -189,6 +195,8 @@ impl Default for LinkSpec {
 pub struct RouterSpec {
     /// Largest fragment, bytes.
     pub mtu: usize,
+    /// Largest fragment of bulk (P3), bytes.
+    pub bulk_mtu: usize,
     /// Full routing refresh, seconds.
     pub refresh_s: u64,
     /// Custody quota, messages.
@@ -201,6 +209,7 @@ impl Default for RouterSpec {
     fn default() -> Self {
         Self {
             mtu: 1_200,
+            bulk_mtu: 384,
             refresh_s: 300,
             custody_max_messages: 10_000,
             broadcast_hops: 16,
@@ -223,6 +232,57 @@ pub struct TrafficSpec {
     /// At most this many messages from this source.
     #[serde(default)]
     pub max_messages: Option<u64>,
+}
+
+/// Every node within a circle sends one message within a short window:
+/// the SOS wave after an earthquake or a flood in one district.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurstSpec {
+    /// The class (P0 by default).
+    #[serde(default = "default_burst_class")]
+    pub class: String,
+    /// When it starts, seconds after the warm-up.
+    pub at_s: f64,
+    /// Senders start uniformly within this many seconds.
+    #[serde(default)]
+    pub spread_s: f64,
+    /// Centre of the region, metres on the plane.
+    pub center_m: [f64; 2],
+    /// Radius of the region, metres.
+    pub radius_m: f64,
+    /// Whom they write to: `"authorities"` (the responders; each sender its
+    /// nearest in hops) or `"any"` node of the sender's component.
+    #[serde(default = "default_burst_to")]
+    pub to: String,
+    /// Content bytes.
+    #[serde(default = "default_size")]
+    pub size: usize,
+}
+
+fn default_burst_class() -> String {
+    "P0".into()
+}
+
+fn default_burst_to() -> String {
+    "authorities".into()
+}
+
+/// Bulk (P3) messages from each node to each neighbour, one hop, filling
+/// `load` of every link's capacity in each direction while traffic runs.
+/// Counted apart from the scenario's classes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundSpec {
+    /// Fraction of each link's capacity, 0 to 1.
+    pub load: f64,
+    /// Content bytes per message (fragmented at the MTU).
+    #[serde(default = "default_background_size")]
+    pub size: usize,
+}
+
+fn default_background_size() -> usize {
+    4_000
 }
 
 fn default_flood_multiple() -> u32 {
@@ -396,6 +456,35 @@ impl Scenario {
             && file.is_relative()
         {
             *file = base.join(&*file);
+        }
+        for b in &scenario.bursts {
+            let invalid = |message: String| ScenarioError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            };
+            if crate::class_of(&b.class).is_none_or(|c| c == lifeline_routing::Class::P1) {
+                return Err(invalid(format!(
+                    "burst class {:?} is not P0, P2 or P3 (bursts are unicast)",
+                    b.class
+                )));
+            }
+            if b.to != "authorities" && b.to != "any" {
+                return Err(invalid(format!(
+                    "burst `to = {:?}` is not \"authorities\" or \"any\"",
+                    b.to
+                )));
+            }
+        }
+        if let Some(b) = &scenario.background
+            && !(0.0..1.0).contains(&b.load)
+        {
+            return Err(ScenarioError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "background load {} is not a fraction of link capacity (0 to below 1)",
+                    b.load
+                ),
+            });
         }
         for t in &scenario.traffic {
             if crate::class_of(&t.class).is_none() {

@@ -311,3 +311,69 @@ fn replayed_frames_are_never_delivered_twice_even_after_an_hour() {
         assert_eq!(c.delivery_ratio, 1.0, "{}: {}", c.class, c.delivery_ratio);
     }
 }
+
+#[test]
+fn an_sos_crosses_links_kept_80_percent_busy_with_bulk_within_its_stretch() {
+    let scenario = Scenario::load(&scenarios().join("bulk-load.toml")).unwrap();
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let b = report
+        .background
+        .as_ref()
+        .expect("the scenario has bulk load");
+    // The load really was there: about 80% of every link, all of it carried.
+    assert!(
+        (0.75..0.85).contains(&b.link_utilisation),
+        "links {:.3} busy",
+        b.link_utilisation
+    );
+    assert_eq!(b.refused, 0);
+    assert!(b.delivered as f64 >= 0.99 * b.sent as f64);
+    let p0 = report.classes.iter().find(|c| c.class == "P0").unwrap();
+    assert_eq!(p0.delivery_ratio, 1.0);
+    assert!(p0.stretch[1] <= 1.25, "P0 p99 stretch {}", p0.stretch[1]);
+    assert!(p0.sent > 50);
+}
+
+#[test]
+fn an_sos_wave_from_one_district_reaches_the_responders() {
+    let scenario = Scenario::load(&scenarios().join("sos-burst.toml")).unwrap();
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let p0 = report.classes.iter().find(|c| c.class == "P0").unwrap();
+    // About 300 * pi * 400^2 / 1400^2 nodes are in the circle; the ones that
+    // are responders themselves send nothing.
+    assert!((50..=110).contains(&p0.sent), "{} SOS", p0.sent);
+    assert_eq!(p0.delivery_ratio, 1.0);
+    assert!(p0.latency_ms[2] < 500.0, "{:?}", p0.latency_ms);
+}
+
+#[test]
+fn a_burst_outside_every_node_or_to_nobody_is_refused_with_the_reason() {
+    let base = std::fs::read_to_string(scenarios().join("sos-burst.toml")).unwrap();
+    let far = base.replace("center_m = [500, 700]", "center_m = [90000, 90000]");
+    let scenario = Scenario::parse(&far, &scenarios().join("far.toml")).unwrap();
+    let error = run(&scenario, 1, None)
+        .err()
+        .expect("no node in the circle");
+    assert!(
+        error.to_string().contains("no node lies within 400 m"),
+        "{error}"
+    );
+    let bad = base.replace("to = \"authorities\"", "to = \"everyone\"");
+    let error = Scenario::parse(&bad, &scenarios().join("bad.toml")).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("is not \"authorities\" or \"any\""),
+        "{error}"
+    );
+    let load = base.replace("[assert]", "[background]\nload = 1.5\n\n[assert]");
+    let error = Scenario::parse(&load, &scenarios().join("bad.toml")).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("not a fraction of link capacity"),
+        "{error}"
+    );
+}
