@@ -117,6 +117,19 @@ pub fn run(command: SimCommand) -> Result<ExitCode> {
                     if c.broadcast { "  (broadcast)" } else { "" }
                 )?;
             }
+            let waiting: Vec<String> = report
+                .classes
+                .iter()
+                .filter(|c| c.held_at_end + c.lost > 0)
+                .map(|c| format!("{} {} held, {} lost", c.class, c.held_at_end, c.lost))
+                .collect();
+            if !waiting.is_empty() {
+                writeln!(
+                    out,
+                    "undelivered at the end: {} (held: still in a node's custody, waiting for a path)",
+                    waiting.join("; ")
+                )?;
+            }
             writeln!(
                 out,
                 "control {:.1} B/s per node; custody peak {} (evicted {}); {} events in {:.1} s wall ({:.0}/s), peak memory {:.0} MiB",
@@ -162,6 +175,13 @@ pub fn run(command: SimCommand) -> Result<ExitCode> {
                     b.refused,
                     b.delivered,
                     b.link_utilisation * 100.0
+                )?;
+            }
+            if let Some(m) = &report.mobility {
+                writeln!(
+                    out,
+                    "mobility: {} walkers made {} new links; links came up {} times again and went down {} times",
+                    m.walkers, m.links_made, m.links_up, m.links_down
                 )?;
             }
             if let Some(r) = &report.replay {

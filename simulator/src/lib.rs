@@ -13,6 +13,7 @@
 pub mod chain;
 pub mod engine;
 pub mod html;
+pub mod mobility;
 pub mod report;
 pub mod run;
 pub mod scenario;

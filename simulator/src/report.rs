@@ -30,6 +30,11 @@ pub struct ClassReport {
     pub deliverable_ratio: f64,
     /// Delivered envelopes that opened with real crypto at the recipient.
     pub opened: u64,
+    /// Unicast messages not delivered by the end but still in some node's
+    /// custody (waiting for a path; nothing lost).
+    pub held_at_end: u64,
+    /// Unicast messages neither delivered nor held anywhere at the end.
+    pub lost: u64,
     /// Latency p50, p90, p99 in ms (unicast).
     pub latency_ms: [f64; 3],
     /// Latency histogram: (upper bound ms, count) buckets.
@@ -101,6 +106,8 @@ pub struct Report {
     pub replay: Option<ReplayReport>,
     /// Background bulk load, if the scenario has any.
     pub background: Option<BackgroundReport>,
+    /// Walkers, if the scenario has any.
+    pub mobility: Option<MobilityReport>,
     /// Engine counts.
     pub engine: EngineReport,
     /// Assertions that failed (empty: the run passed).
@@ -141,6 +148,19 @@ pub struct BackgroundReport {
     /// Everything on the links while traffic ran (bulk, measured traffic,
     /// routing, acknowledgements) over their capacity.
     pub link_utilisation: f64,
+}
+
+/// What walking did to the links.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MobilityReport {
+    /// Nodes that walked.
+    pub walkers: u64,
+    /// Node pairs that met for the first time (new links).
+    pub links_made: u64,
+    /// Links that came up again.
+    pub links_up: u64,
+    /// Links that went down.
+    pub links_down: u64,
 }
 
 /// What replayers sent again.
@@ -206,6 +226,15 @@ impl Report {
                     "{name} delivery is asserted but no {name} traffic was sent"
                 )),
                 _ => {}
+            }
+        }
+        if let Some(max) = assertions.lost_max {
+            let lost: u64 = self.classes.iter().map(|c| c.lost).sum();
+            if lost > max {
+                failures.push(format!(
+                    "{lost} messages were neither delivered nor held in any node's custody at \
+                     the end; at most {max} may be"
+                ));
             }
         }
         for (name, max) in &assertions.p99_latency_max_ms {

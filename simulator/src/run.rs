@@ -14,9 +14,10 @@ use rand::{RngExt, SeedableRng};
 use crate::chain::{ChainNet, Wake};
 use crate::engine::{Behaviour, Engine, Observer};
 use crate::html::MapData;
+use crate::mobility::{Mobility, NewLink};
 use crate::report::{
-    BackgroundReport, ClassReport, EngineReport, FloodReport, HostReport, ReplayReport, Report,
-    percentile,
+    BackgroundReport, ClassReport, EngineReport, FloodReport, HostReport, MobilityReport,
+    ReplayReport, Report, percentile,
 };
 use crate::scenario::{FaultSpec, Scenario, ScenarioError, TopologySpec};
 use crate::topology::{Position, Topology};
@@ -47,6 +48,8 @@ enum Action {
     /// One more bulk message over this directed link (then the next is
     /// scheduled).
     Background(usize),
+    /// Walkers take a step (then the next is scheduled).
+    Move,
 }
 
 /// Marks the payload of background bulk messages.
@@ -117,6 +120,7 @@ struct Collector {
     reached: HashSet<(usize, usize)>,
     replayers: Vec<usize>,
     background: Background,
+    mobility: Option<Mobility>,
 }
 
 /// The flooders' SOS spam, counted apart from the scenario's traffic.
@@ -377,6 +381,20 @@ impl Collector {
             }
             Action::Replay(v) => {
                 engine.replay(v);
+            }
+            Action::Move => {
+                let Some(mobility) = self.mobility.as_mut() else {
+                    return;
+                };
+                let (up, down) = mobility.step(engine);
+                let next = engine.now_us() + mobility.step_us;
+                if let Some(chain) = self.chain.as_mut() {
+                    chain.links_down(engine, &down);
+                    chain.links_up(engine, &up, false);
+                }
+                if next < self.end_us {
+                    engine.schedule(next, index);
+                }
             }
             Action::Background(l) => {
                 let link = &engine.links[l];
@@ -803,6 +821,54 @@ pub fn run(
             actions.push(Action::Background(l));
         }
     }
+    // Walkers.
+    let mobility = match &scenario.mobility {
+        Some(spec) => {
+            let range = spec.range_m.or(match scenario.topology {
+                TopologySpec::RandomGeometric { range_m, .. } => Some(range_m),
+                _ => None,
+            });
+            let positions: Option<Vec<(f64, f64)>> = topology
+                .nodes
+                .iter()
+                .map(|v| match v.position {
+                    Some(Position::Plane { x, y }) => Some((x, y)),
+                    _ => None,
+                })
+                .collect();
+            let (Some(range), Some(positions)) = (range, positions) else {
+                return Err(ScenarioError::Topology {
+                    path: scenario.name.clone().into(),
+                    message: "mobility needs every node on a plane (random_geometric or grid)"
+                        .into(),
+                });
+            };
+            let walkers = pick(&mut rng, n, spec.fraction, &authorities);
+            let pairs = topology
+                .edges
+                .iter()
+                .zip(&edge_links)
+                .map(|(e, &l)| (e.a, e.b, l));
+            let new_link = NewLink {
+                latency_us: (links.latency_ms * 1_000.0) as u64,
+                jitter_us: (links.jitter_ms * 1_000.0) as u64,
+                bytes_per_ms,
+                loss: links.loss,
+            };
+            schedule.push((warmup_us, actions.len()));
+            actions.push(Action::Move);
+            Some(Mobility::new(
+                spec,
+                range,
+                positions,
+                &walkers,
+                pairs,
+                new_link,
+                &mut engine,
+            ))
+        }
+        None => None,
+    };
     // Samples every 10 simulated seconds.
     let mut t = start_us;
     while t < end_us {
@@ -866,6 +932,7 @@ pub fn run(
         reached: HashSet::new(),
         replayers,
         background,
+        mobility,
     };
     collector.chain_wakes(&mut engine);
     // Prekeys of every destination exist before traffic (as published keys would).
@@ -984,6 +1051,24 @@ pub fn run(
                 .iter()
                 .filter(|k| collector.outcomes[**k].opened)
                 .count() as u64;
+            for k in &ks {
+                let o = &collector.outcomes[*k];
+                if o.delivered_at_us.is_some() || o.refused {
+                    continue;
+                }
+                let held = o.id.is_some_and(|id| {
+                    engine
+                        .nodes
+                        .iter()
+                        .filter_map(|v| v.router.as_ref())
+                        .any(|r| r.holds(&id))
+                });
+                if held {
+                    report.held_at_end += 1;
+                } else {
+                    report.lost += 1;
+                }
+            }
             // Stretch and shortest hop counts on a sample (Dijkstra per source).
             let mut stretch = Vec::new();
             let mut shortest_hops = Vec::new();
@@ -1057,6 +1142,12 @@ pub fn run(
                 delivered: b.delivered,
                 link_utilisation: traffic_bytes as f64 / capacity.max(1.0),
             }
+        }),
+        mobility: collector.mobility.as_ref().map(|m| MobilityReport {
+            walkers: m.walkers() as u64,
+            links_made: m.links_made,
+            links_up: m.links_up,
+            links_down: m.links_down,
         }),
         engine: EngineReport {
             events: engine.events,

@@ -73,6 +73,9 @@ pub struct Scenario {
     /// Bulk load on every link, beside the measured traffic.
     #[serde(default)]
     pub background: Option<BackgroundSpec>,
+    /// Nodes that walk: links appear and vanish with radio range.
+    #[serde(default)]
+    pub mobility: Option<MobilitySpec>,
     /// Faults and attacks.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
@@ -281,6 +284,40 @@ pub struct BackgroundSpec {
     pub size: usize,
 }
 
+/// Random waypoint: each walker picks a point in the area (the box around
+/// all nodes), walks to it at a speed drawn from `speed_mps`, pauses for a
+/// time drawn from `pause_s`, and picks the next. Every `step_s` its links
+/// follow its position: up within `range_m` of a node, down beyond.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobilitySpec {
+    /// Fraction of nodes that walk (authorities stay put).
+    pub fraction: f64,
+    /// Walking speed, least and most, m/s.
+    #[serde(default = "default_speed")]
+    pub speed_mps: [f64; 2],
+    /// Pause at each waypoint, least and most, seconds.
+    #[serde(default = "default_pause")]
+    pub pause_s: [f64; 2],
+    /// Radio range, metres (default: the random geometric graph's).
+    pub range_m: Option<f64>,
+    /// How often positions and links are updated, seconds.
+    #[serde(default = "default_step")]
+    pub step_s: f64,
+}
+
+fn default_speed() -> [f64; 2] {
+    [0.5, 1.5]
+}
+
+fn default_pause() -> [f64; 2] {
+    [0.0, 60.0]
+}
+
+fn default_step() -> f64 {
+    1.0
+}
+
 fn default_background_size() -> usize {
     4_000
 }
@@ -430,6 +467,9 @@ pub struct Assertions {
     pub flood_admitted_max: Option<f64>,
     /// Most messages delivered twice to one node (replays let through).
     pub duplicates_max: Option<u64>,
+    /// Most unicast messages neither delivered nor held in custody at the
+    /// end (lost).
+    pub lost_max: Option<u64>,
 }
 
 impl Scenario {
@@ -485,6 +525,35 @@ impl Scenario {
                     b.load
                 ),
             });
+        }
+        if let Some(m) = &scenario.mobility {
+            let range = m.range_m.or(match scenario.topology {
+                TopologySpec::RandomGeometric { range_m, .. } => Some(range_m),
+                _ => None,
+            });
+            let problem = if range.is_none() {
+                Some("mobility needs `range_m` (or a random_geometric topology to take it from)")
+            } else if m.step_s.is_nan() || m.step_s <= 0.0 {
+                Some("mobility `step_s` must be above 0")
+            } else if !m.speed_mps.iter().all(|v| v.is_finite())
+                || m.speed_mps[0] <= 0.0
+                || m.speed_mps[0] > m.speed_mps[1]
+            {
+                Some("mobility `speed_mps` must be [least, most] with 0 < least <= most")
+            } else if !m.pause_s.iter().all(|v| v.is_finite())
+                || m.pause_s[0] < 0.0
+                || m.pause_s[0] > m.pause_s[1]
+            {
+                Some("mobility `pause_s` must be [least, most] with 0 <= least <= most")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ScenarioError::Invalid {
+                    path: path.to_path_buf(),
+                    message: problem.into(),
+                });
+            }
         }
         for t in &scenario.traffic {
             if crate::class_of(&t.class).is_none() {

@@ -353,9 +353,7 @@ fn a_burst_outside_every_node_or_to_nobody_is_refused_with_the_reason() {
     let base = std::fs::read_to_string(scenarios().join("sos-burst.toml")).unwrap();
     let far = base.replace("center_m = [500, 700]", "center_m = [90000, 90000]");
     let scenario = Scenario::parse(&far, &scenarios().join("far.toml")).unwrap();
-    let error = run(&scenario, 1, None)
-        .err()
-        .expect("no node in the circle");
+    let error = run(&scenario, 1, None).expect_err("no node in the circle");
     assert!(
         error.to_string().contains("no node lies within 400 m"),
         "{error}"
@@ -376,4 +374,44 @@ fn a_burst_outside_every_node_or_to_nobody_is_refused_with_the_reason() {
             .contains("not a fraction of link capacity"),
         "{error}"
     );
+}
+
+#[test]
+fn walkers_make_and_break_links_and_no_message_is_lost() {
+    let scenario = Scenario::load(&scenarios().join("walkers.toml")).unwrap();
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let m = report.mobility.as_ref().expect("the scenario has walkers");
+    assert_eq!(m.walkers, 30);
+    assert!(m.links_made > 100, "{} new links", m.links_made);
+    assert!(m.links_down > 100, "{} links went down", m.links_down);
+    for c in &report.classes {
+        // Whatever did not arrive waits in some node's custody.
+        assert_eq!(c.lost, 0, "{}", c.class);
+        assert_eq!(c.delivered + c.held_at_end, c.sent, "{}", c.class);
+        assert!(c.delivery_ratio >= 0.9, "{} {}", c.class, c.delivery_ratio);
+    }
+    // The same walk twice: the same report.
+    let (again, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert_eq!(
+        serde_json::to_string(&report).unwrap(),
+        serde_json::to_string(&again).unwrap()
+    );
+}
+
+#[test]
+fn mobility_without_positions_or_range_is_refused_with_the_reason() {
+    let base = std::fs::read_to_string(scenarios().join("walkers.toml")).unwrap();
+    let line = base.replace(
+        "kind = \"random_geometric\"\nnodes = 150\nside_m = 1500\nrange_m = 170",
+        "kind = \"line\"\nnodes = 10",
+    );
+    let error = Scenario::parse(&line, &scenarios().join("line.toml")).unwrap_err();
+    assert!(
+        error.to_string().contains("mobility needs `range_m`"),
+        "{error}"
+    );
+    let slow = base.replace("speed_mps = [0.5, 1.5]", "speed_mps = [2, 1]");
+    let error = Scenario::parse(&slow, &scenarios().join("slow.toml")).unwrap_err();
+    assert!(error.to_string().contains("speed_mps"), "{error}");
 }
