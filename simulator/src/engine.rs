@@ -83,6 +83,8 @@ enum Ev {
         link: usize,
         generation: u64,
         bytes: Vec<u8>,
+        /// Sent again by a replayer: not counted as traffic.
+        replayed: bool,
     },
     LinkFree {
         link: usize,
@@ -96,12 +98,6 @@ enum Ev {
         node: usize,
     },
     Action(usize),
-    /// A frame a replayer sends again; not counted as traffic.
-    Replayed {
-        link: usize,
-        generation: u64,
-        bytes: Vec<u8>,
-    },
 }
 
 /// What the engine reports to its driver as it runs.
@@ -447,10 +443,11 @@ impl Engine {
                 sent += 1;
                 self.push(
                     arrive,
-                    Ev::Replayed {
+                    Ev::Arrive {
                         link: l,
                         generation,
                         bytes: packet,
+                        replayed: true,
                     },
                 );
             }
@@ -547,6 +544,7 @@ impl Engine {
                     link: l,
                     generation,
                     bytes,
+                    replayed: false,
                 },
             );
         }
@@ -575,31 +573,16 @@ impl Engine {
                 link,
                 generation,
                 bytes,
+                replayed,
             } => {
                 let l = &self.links[link];
                 if !l.up || l.generation != generation {
                     return;
                 }
                 let (from, to) = (l.from, l.to);
-                if self.intercept(link, from, to, &bytes, observer) {
+                if !replayed && self.intercept(link, from, to, &bytes, observer) {
                     return;
                 }
-                let address = self.nodes[from].address;
-                if let Some(r) = self.nodes[to].router.as_mut() {
-                    r.handle_packet(now, &address, &bytes);
-                }
-                self.flush(to, observer);
-            }
-            Ev::Replayed {
-                link,
-                generation,
-                bytes,
-            } => {
-                let l = &self.links[link];
-                if !l.up || l.generation != generation {
-                    return;
-                }
-                let (from, to) = (l.from, l.to);
                 let address = self.nodes[from].address;
                 if let Some(r) = self.nodes[to].router.as_mut() {
                     r.handle_packet(now, &address, &bytes);
