@@ -583,14 +583,9 @@ pub fn run(
                 )
             } else {
                 let from = rng.random_range(0..n);
-                let comp = &components[component_of[from]];
-                if comp.len() < 2 {
+                let Some(to) = other_in(&components[component_of[from]], from, &mut rng) else {
                     continue;
-                }
-                let mut to = from;
-                while to == from {
-                    to = comp[rng.random_range(0..comp.len())];
-                }
+                };
                 (from, Some(to))
             };
             planned.push(Planned {
@@ -659,15 +654,7 @@ pub fn run(
             let to = if b.to == "authorities" {
                 nearest_authority[from].map(|k| authorities[k])
             } else {
-                let comp = &components[component_of[from]];
-                (comp.len() > 1).then(|| {
-                    loop {
-                        let to = comp[rng.random_range(0..comp.len())];
-                        if to != from {
-                            break to;
-                        }
-                    }
-                })
+                other_in(&components[component_of[from]], from, &mut rng)
             };
             let Some(to) = to.filter(|&to| to != from) else {
                 continue;
@@ -824,10 +811,7 @@ pub fn run(
     // Walkers.
     let mobility = match &scenario.mobility {
         Some(spec) => {
-            let range = spec.range_m.or(match scenario.topology {
-                TopologySpec::RandomGeometric { range_m, .. } => Some(range_m),
-                _ => None,
-            });
+            let range = scenario.mobility_range_m();
             let positions: Option<Vec<(f64, f64)>> = topology
                 .nodes
                 .iter()
@@ -1271,6 +1255,19 @@ fn nearest(topology: &Topology, sources: &[usize]) -> Vec<Option<usize>> {
         }
     }
     first
+}
+
+/// A random node of `component` other than `from`; `None` if it has no other.
+fn other_in(component: &[usize], from: usize, rng: &mut StdRng) -> Option<usize> {
+    if component.len() < 2 {
+        return None;
+    }
+    loop {
+        let to = component[rng.random_range(0..component.len())];
+        if to != from {
+            return Some(to);
+        }
+    }
 }
 
 fn pick(rng: &mut StdRng, n: usize, fraction: f64, spare: &[usize]) -> Vec<usize> {

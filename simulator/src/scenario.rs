@@ -473,6 +473,16 @@ pub struct Assertions {
 }
 
 impl Scenario {
+    /// The walkers' radio range: the mobility section's, or the random
+    /// geometric graph's. `None` without mobility or a range.
+    pub fn mobility_range_m(&self) -> Option<f64> {
+        let m = self.mobility.as_ref()?;
+        m.range_m.or(match self.topology {
+            TopologySpec::RandomGeometric { range_m, .. } => Some(range_m),
+            _ => None,
+        })
+    }
+
     /// Reads a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
@@ -527,11 +537,7 @@ impl Scenario {
             });
         }
         if let Some(m) = &scenario.mobility {
-            let range = m.range_m.or(match scenario.topology {
-                TopologySpec::RandomGeometric { range_m, .. } => Some(range_m),
-                _ => None,
-            });
-            let problem = if range.is_none() {
+            let problem = if scenario.mobility_range_m().is_none() {
                 Some("mobility needs `range_m` (or a random_geometric topology to take it from)")
             } else if m.step_s.is_nan() || m.step_s <= 0.0 {
                 Some("mobility `step_s` must be above 0")
