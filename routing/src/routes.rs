@@ -186,6 +186,20 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
             .map(|(_, n)| n)
     }
 
+    /// The metric `neighbour` last advertised for `destination` (0 for
+    /// itself; for this node, which it does not announce back to us, the
+    /// link's cost), if it has a route.
+    pub fn advertised(&self, neighbour: &N, destination: &N) -> Option<Metric> {
+        if destination == neighbour {
+            return Some(0);
+        }
+        if *destination == self.me {
+            return self.links.get(neighbour).copied();
+        }
+        let a = self.heard.get(neighbour)?.get(destination)?;
+        (a.metric != INFINITY).then_some(a.metric)
+    }
+
     /// Our metric to `destination` (0 for ourselves).
     pub fn metric(&self, destination: &N) -> Option<Metric> {
         if *destination == self.me {

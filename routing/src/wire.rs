@@ -375,8 +375,13 @@ pub struct Message {
     pub hops_left: u32,
     /// Hops travelled so far.
     pub hops_taken: u32,
-    /// A P0 unicast flooded because no route was known.
+    /// A P0 unicast flooded because no route was known, or because its
+    /// next hop did not acknowledge it.
     pub flood: bool,
+    /// With `flood`: 0 for the flood of a message without a route; otherwise
+    /// a detour flood, passed on only by nodes whose route metric to the
+    /// destination is at most this.
+    pub flood_bound: u32,
 }
 
 impl Message {
@@ -393,6 +398,7 @@ impl Message {
             hops_left: hops_left.min(MAX_HOPS),
             hops_taken: 0,
             flood: false,
+            flood_bound: 0,
         }
     }
 
@@ -408,6 +414,7 @@ impl Message {
             hops_left: self.hops_left,
             hops_taken: self.hops_taken,
             flood: self.flood,
+            flood_bound: self.flood_bound,
         }
     }
 
@@ -425,6 +432,9 @@ impl Message {
         }
         if c.flood && (body.class != Class::P0 || body.destination.is_none()) {
             return Err(invalid(WHAT, "flood", "only P0 unicasts are flooded"));
+        }
+        if c.flood_bound != 0 && !c.flood {
+            return Err(invalid(WHAT, "flood_bound", "set on a message not flooded"));
         }
         let signature = if c.signature.is_empty() {
             None
@@ -455,6 +465,7 @@ impl Message {
             hops_left: c.hops_left,
             hops_taken: c.hops_taken,
             flood: c.flood,
+            flood_bound: c.flood_bound,
         })
     }
 
@@ -820,5 +831,36 @@ mod tests {
             panic!("not a message");
         };
         assert_eq!(*decoded, a);
+    }
+
+    #[test]
+    fn a_flood_bound_travels_with_a_flood_and_is_refused_without_one() {
+        let sender = Identity::from_secret_bytes(&[3; 32]).unwrap();
+        let body = Body {
+            class: Class::P0,
+            kind: Kind::Data,
+            destination: Some(Address([7; 32])),
+            origin: Some(Address::from(sender.id())),
+            created_ms: 1,
+            expires_ms: 2,
+            area: None,
+            nonce: [0; 8],
+            payload: b"SOS".to_vec(),
+        };
+        let mut m = Message::new(body, Some(&sender), 8);
+        m.flood = true;
+        m.flood_bound = 4_242;
+        let Frame::Message(decoded) =
+            Frame::decode(&Frame::Message(Box::new(m.clone())).encode()).unwrap()
+        else {
+            panic!("not a message");
+        };
+        assert_eq!(decoded.flood_bound, 4_242);
+        m.flood = false;
+        let refused = Frame::decode(&Frame::Message(Box::new(m)).encode());
+        assert!(
+            matches!(&refused, Err(FrameError::Decode(DecodeError::InvalidField { field, .. })) if *field == "flood_bound"),
+            "{refused:?}"
+        );
     }
 }

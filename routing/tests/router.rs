@@ -425,6 +425,86 @@ fn p0_without_a_route_is_flooded_and_still_held() {
     );
 }
 
+/// Builds `edges` on `n` nodes (5 ms links), converges, and silences node
+/// `silent`: its links stay up and its routes stay known, but it takes in
+/// everything and sends nothing (a blackhole, or a node whose software hung).
+fn with_a_silent_node(n: usize, edges: &[(usize, usize)], silent: usize, seed: u64) -> Net {
+    let mut net = Net::new(n, Config::default(), seed);
+    for (a, b) in edges {
+        net.connect(*a, *b, 5, 1_000, 0.0);
+    }
+    assert!(net.run_until(60_000, Net::converged));
+    net.nodes[silent].router = None;
+    net
+}
+
+#[test]
+fn an_sos_goes_around_a_silent_neighbour_that_every_route_trusts() {
+    // S=0 and A=1 both route to D=2 through X=3 (two hops); the other way,
+    // 0 - 1 - 4 - 5 - 2, is four hops and nobody's route. When X swallows
+    // messages, S's other neighbour A would pass a copy to X too: only a
+    // flood along the way reaches D.
+    let edges = [(0, 3), (3, 2), (0, 1), (1, 3), (1, 4), (4, 5), (5, 2)];
+    let mut net = with_a_silent_node(6, &edges, 3, 23);
+    let sent = net.now;
+    let first = net.send(0, unicast(Class::P0, net.addr(2), b"SOS 1"));
+    assert!(net.run_until(30_000, |n| n.delivered(2, first).is_some()));
+    let (at, delivery) = net.delivered(2, first).unwrap();
+    assert!(
+        (10_000..12_000).contains(&(at - sent)),
+        "after the 10 s acknowledgement timeout: {} ms",
+        at - sent
+    );
+    assert_eq!(delivery.hops, 4, "the detour, not a wider flood");
+    // The next SOS does not wait for X again: S knows it is silent.
+    let sent = net.now;
+    let second = net.send(0, unicast(Class::P0, net.addr(2), b"SOS 2"));
+    assert!(net.run_until(30_000, |n| n.delivered(2, second).is_some()));
+    let (at, _) = net.delivered(2, second).unwrap();
+    assert!(at - sent < 1_000, "waited {} ms for X again", at - sent);
+    // Each was delivered once, and S got both receipts (which D sent
+    // around X the same way).
+    assert!(net.run_until(30_000, |n| {
+        [first, second]
+            .iter()
+            .all(|id| n.nodes[0].router().status(id) == Some(Status::Delivered))
+    }));
+    for id in [first, second] {
+        let copies = net.nodes[2].deliveries.iter().filter(|(_, d)| d.id == id);
+        assert_eq!(copies.count(), 1);
+    }
+}
+
+#[test]
+fn an_sos_without_a_receipt_is_flooded_through_the_whole_network_by_its_origin() {
+    // S=0 - X=1 - D=2 is the route; the only other way, 0 - 3 - 4 - ... - 10
+    // - 2, is nine hops: far outside the detour flood's ellipse, which stops
+    // a few hops out. With no receipt after 70 s, S floods the SOS through
+    // every node.
+    let mut edges = vec![(0, 1), (1, 2), (0, 3)];
+    edges.extend((3..10).map(|i| (i, i + 1)));
+    edges.push((10, 2));
+    let mut net = with_a_silent_node(11, &edges, 1, 29);
+    let sent = net.now;
+    let sos = net.send(0, unicast(Class::P0, net.addr(2), b"SOS"));
+    net.run_for(60_000);
+    assert!(
+        net.delivered(2, sos).is_none(),
+        "the narrow detour flood went the whole way round"
+    );
+    assert!(net.run_until(30_000, |n| n.delivered(2, sos).is_some()));
+    let (at, delivery) = net.delivered(2, sos).unwrap();
+    assert!(
+        (70_000..75_000).contains(&(at - sent)),
+        "not by the origin's network-wide flood: {} ms",
+        at - sent
+    );
+    assert_eq!(delivery.hops, 9);
+    // The receipt, stuck behind X too, comes back the same way from D.
+    assert!(net.run_until(90_000, |n| n.nodes[0].router().status(&sos)
+        == Some(Status::Delivered)));
+}
+
 #[test]
 fn messages_get_through_a_lossy_link_by_custody_retries() {
     let mut net = Net::new(3, Config::default(), 19);

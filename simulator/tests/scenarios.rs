@@ -264,8 +264,18 @@ fn an_sos_goes_around_blackholes() {
     let (report, _) = run(&scenario, scenario.seed, None).unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     let p0 = report.classes.iter().find(|c| c.class == "P0").unwrap();
-    assert!(p0.deliverable < p0.sent, "a blackhole cuts some node off");
-    assert!(p0.deliverable_ratio >= 0.93, "{}", p0.deliverable_ratio);
+    assert!(p0.sent > 250, "{} SOS", p0.sent);
+    assert!(p0.deliverable_ratio >= 0.99, "{}", p0.deliverable_ratio);
+    // Half the SOS meet a blackhole on the way, but once a node knows its
+    // neighbour is silent, later SOS go around it at once.
+    assert!(p0.latency_ms[0] < 1_000.0, "p50 {} ms", p0.latency_ms[0]);
+    // The detours stay near the way: far fewer transmissions than a flood.
+    assert!(
+        p0.transmissions_per_message < 0.3 * p0.flooding_transmissions_per_message,
+        "{} transmissions per SOS against {} for a flood",
+        p0.transmissions_per_message,
+        p0.flooding_transmissions_per_message
+    );
 }
 
 #[test]
