@@ -463,6 +463,13 @@ fn build_topology(scenario: &Scenario, rng: &mut StdRng) -> Result<Topology, Sce
             side_m,
             range_m,
         } => Topology::random_geometric(*nodes, *side_m, *range_m, rng),
+        TopologySpec::Clusters { clusters, range_m } => {
+            let discs: Vec<([f64; 2], f64, usize)> = clusters
+                .iter()
+                .map(|c| (c.center_m, c.radius_m, c.nodes))
+                .collect();
+            Topology::clusters(&discs, *range_m, rng)
+        }
         TopologySpec::BarabasiAlbert { nodes, m } => Topology::barabasi_albert(*nodes, *m, rng),
         TopologySpec::WattsStrogatz { nodes, k, beta } => {
             Topology::watts_strogatz(*nodes, *k, *beta, rng)
@@ -632,29 +639,35 @@ pub fn run(
     let nearest_authority = nearest(&topology, &authorities);
     for b in &scenario.bursts {
         let class = class_of(&b.class).unwrap_or(Class::P0);
-        let [cx, cy] = b.center_m;
-        let senders: Vec<usize> = (0..n)
-            .filter(|&v| match topology.nodes[v].position {
-                Some(Position::Plane { x, y }) => (x - cx).hypot(y - cy) <= b.radius_m,
-                _ => false,
-            })
-            .collect();
-        if senders.is_empty() {
-            return Err(ScenarioError::Topology {
-                path: scenario.name.clone().into(),
-                message: format!(
-                    "no node lies within {} m of ({cx}, {cy}) for a burst (bursts need a \
-                     topology with positions on a plane, such as random_geometric)",
-                    b.radius_m
-                ),
-            });
-        }
+        let in_circle = |[cx, cy]: [f64; 2], radius_m: f64| {
+            let inside: Vec<usize> = (0..n)
+                .filter(|&v| match topology.nodes[v].position {
+                    Some(Position::Plane { x, y }) => (x - cx).hypot(y - cy) <= radius_m,
+                    _ => false,
+                })
+                .collect();
+            if inside.is_empty() {
+                return Err(ScenarioError::Topology {
+                    path: scenario.name.clone().into(),
+                    message: format!(
+                        "no node lies within {radius_m} m of ({cx}, {cy}) for a burst (bursts \
+                         need a topology with positions on a plane, such as random_geometric)"
+                    ),
+                });
+            }
+            Ok(inside)
+        };
+        let senders = in_circle(b.center_m, b.radius_m)?;
+        let targets = match (b.to_center_m, b.to_radius_m) {
+            (Some(center), Some(radius)) => in_circle(center, radius)?,
+            _ => Vec::new(),
+        };
         let start = warmup_us as f64 + b.at_s * 1e6;
         for from in senders {
-            let to = if b.to == "authorities" {
-                nearest_authority[from].map(|k| authorities[k])
-            } else {
-                other_in(&components[component_of[from]], from, &mut rng)
+            let to = match b.to.as_str() {
+                "authorities" => nearest_authority[from].map(|k| authorities[k]),
+                "circle" => other_in(&targets, from, &mut rng),
+                _ => other_in(&components[component_of[from]], from, &mut rng),
             };
             let Some(to) = to.filter(|&to| to != from) else {
                 continue;
@@ -1259,7 +1272,7 @@ fn nearest(topology: &Topology, sources: &[usize]) -> Vec<Option<usize>> {
 
 /// A random node of `component` other than `from`; `None` if it has no other.
 fn other_in(component: &[usize], from: usize, rng: &mut StdRng) -> Option<usize> {
-    if component.len() < 2 {
+    if component.iter().all(|&v| v == from) {
         return None;
     }
     loop {

@@ -122,6 +122,15 @@ pub enum TopologySpec {
         /// Radio range, metres.
         range_m: f64,
     },
+    /// Nodes in separate discs (shelters, camps), linked within radio range:
+    /// discs farther apart than the range are never connected, except by
+    /// nodes that walk (see `[mobility]`).
+    Clusters {
+        /// The discs.
+        clusters: Vec<ClusterSpec>,
+        /// Radio range, metres.
+        range_m: f64,
+    },
     /// Preferential attachment.
     BarabasiAlbert {
         /// Nodes.
@@ -237,6 +246,18 @@ pub struct TrafficSpec {
     pub max_messages: Option<u64>,
 }
 
+/// One disc of a `clusters` topology.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Its centre, metres on the plane.
+    pub center_m: [f64; 2],
+    /// Its radius, metres.
+    pub radius_m: f64,
+    /// Nodes placed uniformly in it.
+    pub nodes: usize,
+}
+
 /// Every node within a circle sends one message within a short window:
 /// the SOS wave after an earthquake or a flood in one district.
 #[derive(Clone, Debug, Deserialize)]
@@ -255,9 +276,17 @@ pub struct BurstSpec {
     /// Radius of the region, metres.
     pub radius_m: f64,
     /// Whom they write to: `"authorities"` (the responders; each sender its
-    /// nearest in hops) or `"any"` node of the sender's component.
+    /// nearest in hops), `"any"` node of the sender's component, or
+    /// `"circle"`: a node within `to_center_m` and `to_radius_m`, in any
+    /// component (so walkers may have to carry it).
     #[serde(default = "default_burst_to")]
     pub to: String,
+    /// With `to = "circle"`: its centre, metres on the plane.
+    #[serde(default)]
+    pub to_center_m: Option<[f64; 2]>,
+    /// With `to = "circle"`: its radius, metres.
+    #[serde(default)]
+    pub to_radius_m: Option<f64>,
     /// Content bytes.
     #[serde(default = "default_size")]
     pub size: usize,
@@ -478,7 +507,8 @@ impl Scenario {
     pub fn mobility_range_m(&self) -> Option<f64> {
         let m = self.mobility.as_ref()?;
         m.range_m.or(match self.topology {
-            TopologySpec::RandomGeometric { range_m, .. } => Some(range_m),
+            TopologySpec::RandomGeometric { range_m, .. }
+            | TopologySpec::Clusters { range_m, .. } => Some(range_m),
             _ => None,
         })
     }
@@ -518,11 +548,21 @@ impl Scenario {
                     b.class
                 )));
             }
-            if b.to != "authorities" && b.to != "any" {
+            if !["authorities", "any", "circle"].contains(&b.to.as_str()) {
                 return Err(invalid(format!(
-                    "burst `to = {:?}` is not \"authorities\" or \"any\"",
+                    "burst `to = {:?}` is not \"authorities\", \"any\" or \"circle\"",
                     b.to
                 )));
+            }
+            let circle = b.to_center_m.is_some() && b.to_radius_m.is_some();
+            if circle != (b.to == "circle")
+                || (b.to != "circle" && (b.to_center_m.is_some() || b.to_radius_m.is_some()))
+            {
+                return Err(invalid(
+                    "a burst to a circle needs `to = \"circle\"` with both `to_center_m` and \
+                     `to_radius_m`, and only then"
+                        .into(),
+                ));
             }
         }
         if let Some(b) = &scenario.background

@@ -201,6 +201,26 @@ impl Topology {
         t
     }
 
+    /// Nodes uniform in each disc `(centre, radius, nodes)`, linked within
+    /// `range_m`: node numbers follow the discs' order.
+    pub fn clusters(discs: &[([f64; 2], f64, usize)], range_m: f64, rng: &mut StdRng) -> Topology {
+        let mut points = Vec::new();
+        for &([cx, cy], radius, nodes) in discs {
+            for _ in 0..nodes {
+                // The square root spreads them evenly over the area.
+                let r = radius * rng.random_range(0.0f64..=1.0).sqrt();
+                let angle = rng.random_range(0.0..std::f64::consts::TAU);
+                points.push((cx + r * angle.cos(), cy + r * angle.sin()));
+            }
+        }
+        let mut t = Topology::with_nodes(points.len());
+        for (node, (x, y)) in t.nodes.iter_mut().zip(&points) {
+            node.position = Some(Position::Plane { x: *x, y: *y });
+        }
+        t.edges = geometric_edges(&points, range_m);
+        t
+    }
+
     /// Barabási-Albert preferential attachment: each new node links to `m`
     /// existing nodes chosen in proportion to their degree.
     pub fn barabasi_albert(n: usize, m: usize, rng: &mut StdRng) -> Topology {

@@ -373,7 +373,15 @@ fn a_burst_outside_every_node_or_to_nobody_is_refused_with_the_reason() {
     assert!(
         error
             .to_string()
-            .contains("is not \"authorities\" or \"any\""),
+            .contains("is not \"authorities\", \"any\" or \"circle\""),
+        "{error}"
+    );
+    let half = base.replace("to = \"authorities\"", "to = \"circle\"\nto_radius_m = 50");
+    let error = Scenario::parse(&half, &scenarios().join("bad.toml")).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("needs `to = \"circle\"` with both"),
         "{error}"
     );
     let load = base.replace("[assert]", "[background]\nload = 1.5\n\n[assert]");
@@ -384,6 +392,35 @@ fn a_burst_outside_every_node_or_to_nobody_is_refused_with_the_reason() {
             .contains("not a fraction of link capacity"),
         "{error}"
     );
+}
+
+#[test]
+fn walkers_carry_messages_between_shelters_that_are_never_in_range() {
+    let scenario = Scenario::load(&scenarios().join("shelters.toml")).unwrap();
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(
+        report.components,
+        vec![40, 40],
+        "the shelters must be apart"
+    );
+    let m = report.mobility.as_ref().expect("the scenario has walkers");
+    assert_eq!(m.walkers, 8);
+    // 900 m between the shelters' centres at 1 to 1.5 m/s: nothing can
+    // arrive before a walker has covered most of that.
+    let walk_ms = 500.0 / 1.5 * 1_000.0;
+    for c in &report.classes {
+        assert!(c.sent > 10, "{} {}", c.class, c.sent);
+        assert!(c.delivered > 0, "walkers carried no {}", c.class);
+        assert!(
+            c.latency_ms[0] > walk_ms,
+            "{} arrived in {} ms: faster than walking",
+            c.class,
+            c.latency_ms[0]
+        );
+        assert_eq!(c.lost, 0, "{}", c.class);
+        assert_eq!(c.delivered + c.held_at_end, c.sent, "{}", c.class);
+    }
 }
 
 #[test]
