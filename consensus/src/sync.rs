@@ -257,6 +257,12 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                     let floor = chain.finalized().number.saturating_add(1);
                     if request.from > floor {
                         self.restart_from = Some(floor);
+                    } else {
+                        // Not even from just above the finalized block: its
+                        // chain left this one below finality, and asking
+                        // again would get the same blocks for ever. Not
+                        // asked again until it announces another chain.
+                        self.peers.remove(&peer);
                     }
                     break;
                 }

@@ -153,3 +153,51 @@ fn two_nodes_on_equally_heavy_competing_blocks_agree_on_one() {
     assert_eq!(a.head(), b.head(), "both pick the same of the two blocks");
     assert!(a.contains(&on_b.hash()).unwrap() && b.contains(&on_a.hash()).unwrap());
 }
+
+#[test]
+fn a_heavier_chain_that_conflicts_with_finality_is_not_asked_for_again_and_again() {
+    let g = genesis();
+    let mut ours = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let mut theirs = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    // Different signers at every height from block 1: the branches part at
+    // genesis. Ours has finalized blocks; theirs is longer and heavier.
+    grow(&mut ours, 4, 0);
+    grow(&mut theirs, 12, 1);
+    assert!(ours.finalized().number >= 1);
+    assert!(theirs.head().total_weight > ours.head().total_weight);
+    let now = theirs.head().timestamp;
+    let mut sync = Sync::<u8>::new();
+    let mut serving = Sync::<u8>::new();
+    sync.handle_message(1, wire(Sync::<u8>::status(&theirs)), &mut ours, now)
+        .unwrap();
+    // Serve every request; count them. Before the fix this never ended:
+    // "from the head" did not connect, "from above finality" did not
+    // either, and then it asked from the head again.
+    let mut requests = 0;
+    while let Some((_, m)) = sync.poll_transmit() {
+        assert!(matches!(m, SyncMessage::GetBlocks { .. }));
+        requests += 1;
+        assert!(
+            requests <= 2,
+            "asked {requests} times for a chain that cannot connect"
+        );
+        serving
+            .handle_message(0, wire(m), &mut theirs, now)
+            .unwrap();
+        while let Some((_, answer)) = serving.poll_transmit() {
+            sync.handle_message(1, wire(answer), &mut ours, now)
+                .unwrap();
+        }
+    }
+    assert_eq!(requests, 2);
+    assert!(ours.head().total_weight < theirs.head().total_weight);
+    assert_eq!(
+        sync.misbehaviour(&1),
+        Default::default(),
+        "not malice: a conflict"
+    );
+    // A new announcement is asked about once more, and no more than that.
+    sync.handle_message(1, wire(Sync::<u8>::status(&theirs)), &mut ours, now)
+        .unwrap();
+    assert!(sync.poll_transmit().is_some());
+}
