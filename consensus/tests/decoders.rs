@@ -36,6 +36,7 @@ proptest! {
         let _ = lifeline_consensus::SealedBlock::from_bytes(&bytes);
         let _ = lifeline_consensus::Transaction::from_bytes(&bytes);
         let _ = lifeline_consensus::ChainState::from_snapshot(&bytes);
+        let _ = lifeline_consensus::sync::SyncMessage::from_bytes(&bytes);
     }
 
     #[test]
