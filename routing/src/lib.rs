@@ -25,7 +25,7 @@ pub use router::{
     Config, Delivery, Destination, DropReason, Event, Misbehaviour, Router, RouterError, SendError,
     SendRequest, Stats, Status,
 };
-pub use store::{MemoryMessageStore, MessageStore, StoreBatch};
+pub use store::{MemoryMessageStore, MessageStore, SeenRecord, StoreBatch};
 pub use wire::{Address, Area, Kind, MessageId};
 
 /// Priority classes, highest first. The class travels in the cleartext frame

@@ -23,7 +23,7 @@ use crate::limits::{RateLimiter, SeenCache};
 use crate::link::Reassembler;
 use crate::routes::{INFINITY, Metric, RoutingTable, Target};
 use crate::schedule::{LinkScheduler, Pushed, QueuedFrame};
-use crate::store::{MessageStore, StoreBatch};
+use crate::store::{MessageStore, SeenRecord, StoreBatch};
 use crate::wire::{
     AckOutcome, Address, Area, Body, Frame, Kind, MAX_HOPS, MAX_NOTE, MAX_PAYLOAD,
     MAX_SUMMARY_ENTRIES, MAX_TTL_MS, Message, MessageId, Packet, Receipt, SummaryEntry,
@@ -403,6 +403,10 @@ const WIDE_DETOUR_AFTER: u64 = 7;
 
 /// SOS messages whose receipt the origin waits for at once.
 const SOS_WATCH_MAX: usize = 64;
+/// How often expired seen ids are dropped from the store (with a write that
+/// records new ones): they are refused as expired anyway, so this only
+/// bounds the store.
+const SEEN_PURGE_MS: u64 = 60_000;
 
 fn eviction_key(class: Class, accepted_ms: u64, id: MessageId) -> EvictionKey {
     (3 - class as u8, accepted_ms, id)
@@ -425,6 +429,11 @@ pub struct Router<S> {
     timers: BTreeSet<(u64, MessageId)>,
     seen: SeenCache<MessageId>,
     delivered: SeenCache<MessageId>,
+    /// Ids newly seen, for the next store write (so that a restart keeps
+    /// refusing them).
+    seen_unsaved: Vec<SeenRecord>,
+    /// When expired seen ids were last dropped from the store.
+    seen_purged_ms: u64,
     sos_limit: RateLimiter<Address>,
     neighbour_p0: RateLimiter<Address>,
     last_route: HashMap<Address, u64>,
@@ -480,6 +489,8 @@ impl<S: MessageStore> Router<S> {
             timers: BTreeSet::new(),
             seen: SeenCache::new(config.seen_capacity),
             delivered: SeenCache::new(config.seen_capacity),
+            seen_unsaved: Vec::new(),
+            seen_purged_ms: now,
             sos_limit: RateLimiter::new(config.sos_burst, config.sos_interval_ms, 10_000),
             neighbour_p0: RateLimiter::new(
                 config.neighbour_p0_burst,
@@ -519,6 +530,18 @@ impl<S: MessageStore> Router<S> {
         }
         if corrupt > 0 {
             router.events.push_back(Event::CorruptRecords(corrupt));
+        }
+        let seen = router
+            .store
+            .load_seen()
+            .map_err(|e| RouterError::Store(e.to_string()))?;
+        for r in seen {
+            let cache = if r.delivered {
+                &mut router.delivered
+            } else {
+                &mut router.seen
+            };
+            cache.insert(r.id, r.created_ms, r.expires_ms, now);
         }
         let mut restored: Vec<MessageId> = router.held.keys().copied().collect();
         restored.sort_unstable();
@@ -923,11 +946,18 @@ impl<S: MessageStore> Router<S> {
     /// Writes the batch; on success releases the acknowledgements waiting on
     /// it, on failure forgets what it could not write.
     fn commit(&mut self) -> Result<(), String> {
-        if self.batch.is_empty() {
+        if self.batch.is_empty() && self.seen_unsaved.is_empty() {
             self.release_acks();
             return Ok(());
         }
-        let mut batch = StoreBatch::default();
+        let mut batch = StoreBatch {
+            seen: std::mem::take(&mut self.seen_unsaved),
+            ..StoreBatch::default()
+        };
+        if !batch.seen.is_empty() && self.now >= self.seen_purged_ms.saturating_add(SEEN_PURGE_MS) {
+            batch.forget_seen_before_ms = Some(self.now);
+            self.seen_purged_ms = self.now;
+        }
         for (id, change) in std::mem::take(&mut self.batch) {
             match change {
                 Some(bytes) => batch.puts.push((id, bytes)),
@@ -950,6 +980,8 @@ impl<S: MessageStore> Router<S> {
                     }
                 }
                 self.batch.clear();
+                // Seen ids not written only weaken replay protection after
+                // a restart; they stay refused while this process runs.
                 Err(e)
             }
         }
@@ -1008,7 +1040,7 @@ impl<S: MessageStore> Router<S> {
         let message = Message::new(body, signed.then_some(&self.identity), hops);
         let id = message.id;
         if dest.is_none() {
-            Self::first_sight(&mut self.seen, &message, now);
+            self.first_sight(false, &message, now);
             self.remember_broadcast(&message);
             let neighbours: Vec<Address> = self.neighbours.keys().copied().collect();
             for n in &neighbours {
@@ -1280,20 +1312,40 @@ impl<S: MessageStore> Router<S> {
     /// reached: each node passes on a message's floods at most twice.
     fn first_detour(&mut self, m: &Message, now: u64) -> bool {
         if m.flood_bound != INFINITY {
-            return Self::first_sight(&mut self.seen, m, now);
+            return self.first_sight(false, m, now);
         }
         let mut key = Vec::with_capacity(24);
         key.extend_from_slice(b"wide/");
         key.extend_from_slice(&m.id.0);
         let wide = MessageId::of_body(&key);
-        self.seen
-            .insert(wide, m.body.created_ms, m.body.expires_ms, now)
+        self.first_sight_of(false, wide, m, now)
     }
 
-    /// Records message `m` in `cache`; `true` the first time (see
-    /// [`SeenCache::insert`]: ids live as long as their message).
-    fn first_sight(cache: &mut SeenCache<MessageId>, m: &Message, now: u64) -> bool {
-        cache.insert(m.id, m.body.created_ms, m.body.expires_ms, now)
+    /// Records message `m` as delivered here or as a broadcast or flood
+    /// handled; `true` the first time (see [`SeenCache::insert`]: ids live
+    /// as long as their message). New ids go to the store with the next
+    /// write.
+    fn first_sight(&mut self, delivered: bool, m: &Message, now: u64) -> bool {
+        self.first_sight_of(delivered, m.id, m, now)
+    }
+
+    fn first_sight_of(&mut self, delivered: bool, id: MessageId, m: &Message, now: u64) -> bool {
+        let (created_ms, expires_ms) = (m.body.created_ms, m.body.expires_ms);
+        let cache = if delivered {
+            &mut self.delivered
+        } else {
+            &mut self.seen
+        };
+        let new = cache.insert(id, created_ms, expires_ms, now);
+        if new && expires_ms > now {
+            self.seen_unsaved.push(SeenRecord {
+                expires_ms,
+                id,
+                delivered,
+                created_ms,
+            });
+        }
+        new
     }
 
     fn refuse(&mut self, to: Address, id: MessageId) {
@@ -1309,7 +1361,7 @@ impl<S: MessageStore> Router<S> {
     }
 
     fn handle_broadcast(&mut self, now: u64, from: Address, m: Message) {
-        if !Self::first_sight(&mut self.seen, &m, now) {
+        if !self.first_sight(false, &m, now) {
             self.stats.duplicates += 1;
             return;
         }
@@ -1377,7 +1429,7 @@ impl<S: MessageStore> Router<S> {
     }
 
     fn deliver_here(&mut self, now: u64, m: Message) {
-        if !Self::first_sight(&mut self.delivered, &m, now) {
+        if !self.first_sight(true, &m, now) {
             self.stats.duplicates += 1;
             return;
         }
@@ -1758,7 +1810,7 @@ impl<S: MessageStore> Router<S> {
                 if let Some(mut copy) = copy {
                     copy.flood = true;
                     copy.hops_left = copy.hops_left.min(self.config.flood_hops);
-                    Self::first_sight(&mut self.seen, &copy, now);
+                    self.first_sight(false, &copy, now);
                     self.flood(now, &copy, from);
                     if let Some(h) = self.held.get_mut(&id) {
                         h.flooded = true;

@@ -4,27 +4,53 @@
 //! The router hands the store one [`StoreBatch`] at a time and acknowledges
 //! custody to the previous hop only after `write` returned `Ok`, so a store
 //! must make a batch durable (and atomic) before returning.
+//!
+//! The store also keeps the ids the router must go on refusing after a
+//! restart ([`SeenRecord`]): broadcasts and floods it handled and messages
+//! delivered to it, each until its message expires. Without them, a node
+//! that restarted would deliver a replayed message a second time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 
 use crate::wire::MessageId;
 
+/// A message id the router has seen, kept until its message expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeenRecord {
+    /// When the message expires (ms since the Unix epoch): the record is
+    /// useless after, since an expired message is refused anyway.
+    pub expires_ms: u64,
+    /// The id (for a network-wide detour flood, the id derived from it).
+    pub id: MessageId,
+    /// Delivered to this node (`true`), or a broadcast or flood it handled.
+    pub delivered: bool,
+    /// When the message was created.
+    pub created_ms: u64,
+}
+
 /// Changes to apply atomically: messages taken into custody (encoded with
-/// [`Message::encode_held`](crate::wire::Message::encode_held)) and messages
-/// handed on, delivered, expired or evicted.
+/// [`Message::encode_held`](crate::wire::Message::encode_held)), messages
+/// handed on, delivered, expired or evicted, and ids seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreBatch {
     /// Messages to keep.
     pub puts: Vec<(MessageId, Vec<u8>)>,
     /// Messages to forget.
     pub deletes: Vec<MessageId>,
+    /// Ids seen since the last batch.
+    pub seen: Vec<SeenRecord>,
+    /// Forget every seen id whose message expired before this time.
+    pub forget_seen_before_ms: Option<u64>,
 }
 
 impl StoreBatch {
     /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.deletes.is_empty()
+        self.puts.is_empty()
+            && self.deletes.is_empty()
+            && self.seen.is_empty()
+            && self.forget_seen_before_ms.is_none()
     }
 }
 
@@ -36,6 +62,9 @@ pub trait MessageStore {
     /// Every message kept, as encoded.
     fn load(&mut self) -> Result<Vec<(MessageId, Vec<u8>)>, Self::Error>;
 
+    /// Every seen id kept (expired ones may be among them).
+    fn load_seen(&mut self) -> Result<Vec<SeenRecord>, Self::Error>;
+
     /// Applies `batch` atomically and durably: puts first, then deletes (a
     /// message both put and deleted in one batch is gone).
     fn write(&mut self, batch: &StoreBatch) -> Result<(), Self::Error>;
@@ -45,6 +74,7 @@ pub trait MessageStore {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryMessageStore {
     messages: BTreeMap<MessageId, Vec<u8>>,
+    seen: BTreeSet<SeenRecord>,
     /// Batches written so far.
     pub writes: u64,
 }
@@ -69,6 +99,11 @@ impl MemoryMessageStore {
     pub fn contains(&self, id: &MessageId) -> bool {
         self.messages.contains_key(id)
     }
+
+    /// How many seen ids it keeps.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
 }
 
 impl MessageStore for MemoryMessageStore {
@@ -82,7 +117,21 @@ impl MessageStore for MemoryMessageStore {
             .collect())
     }
 
+    fn load_seen(&mut self) -> Result<Vec<SeenRecord>, Infallible> {
+        Ok(self.seen.iter().copied().collect())
+    }
+
     fn write(&mut self, batch: &StoreBatch) -> Result<(), Infallible> {
+        self.seen.extend(batch.seen.iter().copied());
+        if let Some(before) = batch.forget_seen_before_ms {
+            // Ordered by expiry first: keep what expires at `before` or later.
+            self.seen = self.seen.split_off(&SeenRecord {
+                expires_ms: before,
+                id: MessageId([0; 16]),
+                delivered: false,
+                created_ms: 0,
+            });
+        }
         for (id, bytes) in &batch.puts {
             self.messages.insert(*id, bytes.clone());
         }
@@ -91,5 +140,39 @@ impl MessageStore for MemoryMessageStore {
         }
         self.writes += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn seen_ids_are_kept_until_their_message_expired_and_then_forgotten() {
+        let record = |expires_ms, byte| SeenRecord {
+            expires_ms,
+            id: MessageId([byte; 16]),
+            delivered: false,
+            created_ms: 0,
+        };
+        let mut store = MemoryMessageStore::new();
+        let batch = StoreBatch {
+            seen: vec![record(10, 1), record(20, 2), record(30, 3)],
+            ..StoreBatch::default()
+        };
+        assert!(!batch.is_empty());
+        store.write(&batch).unwrap();
+        let purge = StoreBatch {
+            forget_seen_before_ms: Some(20),
+            ..StoreBatch::default()
+        };
+        assert!(!purge.is_empty());
+        store.write(&purge).unwrap();
+        assert_eq!(
+            store.load_seen().unwrap(),
+            vec![record(20, 2), record(30, 3)]
+        );
     }
 }

@@ -225,3 +225,44 @@ proptest! {
         prop_assert_eq!(Frame::decode(&control.encode()).unwrap(), control);
     }
 }
+
+#[test]
+fn what_was_delivered_or_passed_on_stays_refused_after_a_restart() {
+    let (mut router, attacker, _) = relay(Config::default());
+    let me = Address::from(identity("relay").id());
+    let someone = identity("someone");
+    let letter = message(&someone, Class::P0, Some(me), 1, NOW);
+    let alert = message(&someone, Class::P0, None, 2, NOW);
+    router.handle_packet(NOW, &attacker, &packet(1, letter.clone()));
+    router.handle_packet(NOW, &attacker, &packet(2, alert.clone()));
+    let delivered = std::iter::from_fn(|| router.poll_event())
+        .filter(|e| matches!(e, Event::Delivered(_)))
+        .count();
+    assert_eq!(delivered, 2);
+    // The process stops; a new one starts from the same store.
+    let store = router.into_store();
+    // The letter as delivered; the alert as passed on and as delivered.
+    assert_eq!(store.seen_len(), 3);
+    let later = NOW + 60_000;
+    let mut router =
+        Router::new(identity("relay"), Config::default(), store, [1; 32], later).unwrap();
+    router.handle_link_up(later, attacker, 300);
+    router.handle_link_up(later, Address::from(identity("destination").id()), 300);
+    // The attacker replays both, within their lifetime.
+    router.handle_packet(later, &attacker, &packet(3, letter));
+    router.handle_packet(later, &attacker, &packet(4, alert));
+    let delivered = std::iter::from_fn(|| router.poll_event())
+        .filter(|e| matches!(e, Event::Delivered(_)))
+        .count();
+    assert_eq!(delivered, 0, "nothing is delivered a second time");
+    assert_eq!(router.stats().duplicates, 2);
+    while router
+        .poll_link(later, &Address::from(identity("destination").id()))
+        .is_some()
+    {}
+    assert_eq!(
+        router.stats().message_transmissions,
+        0,
+        "the alert is not flooded again"
+    );
+}

@@ -582,6 +582,10 @@ impl lifeline_routing::MessageStore for SharedStore {
         Ok(self.inner.borrow_mut().load().unwrap_or_default())
     }
 
+    fn load_seen(&mut self) -> Result<Vec<lifeline_routing::SeenRecord>, DiskFull> {
+        Ok(self.inner.borrow_mut().load_seen().unwrap_or_default())
+    }
+
     fn write(&mut self, batch: &lifeline_routing::StoreBatch) -> Result<(), DiskFull> {
         if self.fail.get() {
             return Err(DiskFull);

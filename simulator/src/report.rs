@@ -94,6 +94,8 @@ pub struct Report {
     /// at its destination, a broadcast anywhere): a replay or a retry that
     /// got through its duplicate check.
     pub duplicates_delivered: u64,
+    /// Node restarts from their stores (after `crash` faults).
+    pub restarts: u64,
     /// Delivered envelopes that did not open.
     pub open_failures: u64,
     /// Per 10 s after the warm-up: [sent, delivered].

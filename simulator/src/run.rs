@@ -102,6 +102,7 @@ struct Collector {
     replay: HashMap<usize, ReplayGuard>,
     crypto_rng: StdRng,
     duplicates: u64,
+    restarts: u64,
     open_failures: u64,
     unicast_frames: [u64; 4],
     broadcast_frames: [u64; 4],
@@ -352,6 +353,7 @@ impl Collector {
             }
             Action::Restart(nodes) => {
                 for n in nodes {
+                    self.restarts += 1;
                     engine.restart(n);
                     if let Some(chain) = self.chain.as_mut() {
                         chain.restart(engine, n);
@@ -909,6 +911,7 @@ pub fn run(
         replay: HashMap::new(),
         crypto_rng: StdRng::seed_from_u64(seed ^ 0xc0ffee),
         duplicates: 0,
+        restarts: 0,
         open_failures: 0,
         unicast_frames: [0; 4],
         broadcast_frames: [0; 4],
@@ -1100,6 +1103,7 @@ pub fn run(
         custody_evictions: collector.evicted,
         custody_expired: collector.expired,
         duplicates_delivered: collector.duplicates,
+        restarts: collector.restarts,
         open_failures: collector.open_failures,
         timeline: collector.timeline.clone(),
         chain: collector.chain.take().map(ChainNet::finish),

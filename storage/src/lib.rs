@@ -19,13 +19,13 @@ use std::sync::Arc;
 
 use lifeline_consensus::BlockHash;
 use lifeline_consensus::store::{ChainBatch, ChainStore, StoredHead};
-use lifeline_routing::{MessageId, MessageStore, StoreBatch};
+use lifeline_routing::{MessageId, MessageStore, SeenRecord, StoreBatch};
 use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch, WriteOptions};
 use thiserror::Error;
 
 /// The on-disk layout version this code reads and writes.
 /// Version 2 added the `inbox` column family (migrated from 1 by creating it).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const CF_BLOCKS: &str = "blocks";
 const CF_CANONICAL: &str = "canonical";
@@ -33,13 +33,18 @@ const CF_STATE: &str = "state";
 const CF_META: &str = "meta";
 const CF_MESSAGES: &str = "messages";
 const CF_INBOX: &str = "inbox";
-const FAMILIES: [&str; 6] = [
+/// Ids the router must go on refusing: key expiry (8 bytes, big-endian) and
+/// id (16), so that expired ones go in one range delete; value a flag byte
+/// (1: delivered here) and the creation time (8 bytes, big-endian).
+const CF_SEEN: &str = "seen";
+const FAMILIES: [&str; 7] = [
     CF_BLOCKS,
     CF_CANONICAL,
     CF_STATE,
     CF_META,
     CF_MESSAGES,
     CF_INBOX,
+    CF_SEEN,
 ];
 
 const KEY_SCHEMA: &[u8] = b"schema_version";
@@ -111,10 +116,19 @@ impl Database {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(DBCompressionType::Lz4);
-        let families = FAMILIES.iter().map(|name| {
+        // Open the families a newer lifeline added too, so that the schema
+        // check below can say "made by a newer lifeline" instead of RocksDB
+        // refusing to open families it was not given.
+        let mut names: Vec<String> = FAMILIES.iter().map(|n| (*n).to_string()).collect();
+        for existing in DB::list_cf(&options, path).unwrap_or_default() {
+            if existing != rocksdb::DEFAULT_COLUMN_FAMILY_NAME && !names.contains(&existing) {
+                names.push(existing);
+            }
+        }
+        let families = names.into_iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(*name, cf)
+            ColumnFamilyDescriptor::new(name, cf)
         });
         let db = DB::open_cf_descriptors(&options, path, families).map_err(|source| {
             if source.to_string().to_lowercase().contains("lock") {
@@ -174,8 +188,9 @@ impl Database {
                 if found == SCHEMA_VERSION {
                     return Ok(());
                 }
-                if found == 1 {
-                    // Version 2 only added a column family, which opening created.
+                if found == 1 || found == 2 {
+                    // Versions 2 and 3 only added column families (inbox,
+                    // seen ids), which opening created.
                     return self.write_schema_version();
                 }
                 Err(StorageError::UnknownSchema {
@@ -328,14 +343,52 @@ impl MessageStore for RocksMessageStore {
         Ok(messages)
     }
 
+    fn load_seen(&mut self) -> Result<Vec<SeenRecord>, StorageError> {
+        let db = &self.db;
+        let family = db.cf(CF_SEEN)?;
+        let mut seen = Vec::new();
+        for entry in db.db.iterator_cf(family, rocksdb::IteratorMode::Start) {
+            let (key, value) = entry.map_err(|e| db.rocks(e))?;
+            let record = (|| {
+                Some(SeenRecord {
+                    expires_ms: u64::from_be_bytes(key.get(..8)?.try_into().ok()?),
+                    id: MessageId(key.get(8..)?.try_into().ok()?),
+                    delivered: *value.first()? == 1,
+                    created_ms: u64::from_be_bytes(value.get(1..)?.try_into().ok()?),
+                })
+            })();
+            seen.push(record.ok_or_else(|| {
+                db.corrupt(format!(
+                    "a seen-id record is {} + {} bytes, not 24 + 9",
+                    key.len(),
+                    value.len()
+                ))
+            })?);
+        }
+        Ok(seen)
+    }
+
     fn write(&mut self, batch: &StoreBatch) -> Result<(), StorageError> {
         let family = self.db.cf(CF_MESSAGES)?;
+        let seen = self.db.cf(CF_SEEN)?;
         let mut write = WriteBatch::default();
         for (id, bytes) in &batch.puts {
             write.put_cf(family, id.0, bytes);
         }
         for id in &batch.deletes {
             write.delete_cf(family, id.0);
+        }
+        for r in &batch.seen {
+            let mut key = [0u8; 24];
+            key[..8].copy_from_slice(&r.expires_ms.to_be_bytes());
+            key[8..].copy_from_slice(&r.id.0);
+            let mut value = [0u8; 9];
+            value[0] = u8::from(r.delivered);
+            value[1..].copy_from_slice(&r.created_ms.to_be_bytes());
+            write.put_cf(seen, key, value);
+        }
+        if let Some(before) = batch.forget_seen_before_ms {
+            write.delete_range_cf(seen, [0u8; 8], before.to_be_bytes());
         }
         self.db.write_synced(write)
     }
@@ -508,12 +561,14 @@ mod tests {
                 .write(&StoreBatch {
                     puts: vec![(a, b"a".to_vec()), (b, b"b".to_vec()), (c, b"c".to_vec())],
                     deletes: vec![c],
+                    ..StoreBatch::default()
                 })
                 .unwrap();
             store
                 .write(&StoreBatch {
                     puts: vec![],
                     deletes: vec![a],
+                    ..StoreBatch::default()
                 })
                 .unwrap();
         }
@@ -543,6 +598,13 @@ mod tests {
                 .put_cf(db.cf(CF_META).unwrap(), KEY_SCHEMA, 99u32.to_be_bytes())
                 .unwrap();
         }
+        {
+            // The newer lifeline also added a column family of its own.
+            let mut options = Options::default();
+            options.create_missing_column_families(true);
+            let names = FAMILIES.iter().copied().chain(["from-the-future"]);
+            DB::open_cf(&options, dir.path(), names).unwrap();
+        }
         match Database::open(dir.path()) {
             Err(StorageError::UnknownSchema {
                 found: 99, hint, ..
@@ -559,7 +621,7 @@ mod tests {
             let db = Database::open(dir.path()).unwrap();
             let batch = StoreBatch {
                 puts: vec![(id, b"held".to_vec())],
-                deletes: Vec::new(),
+                ..StoreBatch::default()
             };
             db.message_store().write(&batch).unwrap();
             db.db
@@ -574,6 +636,40 @@ mod tests {
         assert_eq!(
             db.message_store().load().unwrap(),
             vec![(id, b"held".to_vec())]
+        );
+    }
+
+    #[test]
+    fn seen_ids_survive_reopening_and_expired_ones_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |expires_ms, byte, delivered| SeenRecord {
+            expires_ms,
+            id: MessageId([byte; 16]),
+            delivered,
+            created_ms: 1_000,
+        };
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let mut store = db.message_store();
+            store
+                .write(&StoreBatch {
+                    seen: vec![record(5_000, 1, true), record(9_000, 2, false)],
+                    ..StoreBatch::default()
+                })
+                .unwrap();
+            // Later: a third id, and everything that expired before 6 s goes.
+            store
+                .write(&StoreBatch {
+                    seen: vec![record(7_000, 3, true)],
+                    forget_seen_before_ms: Some(6_000),
+                    ..StoreBatch::default()
+                })
+                .unwrap();
+        }
+        let db = Database::open(dir.path()).unwrap();
+        assert_eq!(
+            db.message_store().load_seen().unwrap(),
+            vec![record(7_000, 3, true), record(9_000, 2, false)]
         );
     }
 
