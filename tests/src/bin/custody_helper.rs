@@ -1,6 +1,7 @@
 //! A relay taking custody of messages into RocksDB: it is handed messages
 //! from a fake upstream neighbour (ten at a time, so they share one synced
-//! write), and prints `acked ID` for every custody acknowledgement it sends,
+//! write), and prints `acked ID` for every custody acknowledgement it sends
+//! and `delivered ID` for every acknowledgement of a message delivered to it,
 //! after a `ready` line. The crash test kills this process at random moments.
 //!
 //! Usage: custody-helper DB_DIR FIRST COUNT
@@ -52,10 +53,15 @@ fn run() -> Result<(), String> {
         // Polling writes the batch (synced), then releases the acknowledgements.
         while let Some(packet) = router.poll_link(1, &up) {
             let packet = Packet::decode(&packet).map_err(|e| e.to_string())?;
-            if let Ok(Frame::Ack { id, outcome }) = Frame::decode(&packet.data)
-                && outcome != AckOutcome::Refused
-            {
-                writeln!(out, "acked {id}").map_err(|e| e.to_string())?;
+            match Frame::decode(&packet.data) {
+                Ok(Frame::Ack {
+                    id,
+                    outcome: AckOutcome::Delivered,
+                }) => writeln!(out, "delivered {id}").map_err(|e| e.to_string())?,
+                Ok(Frame::Ack { id, outcome }) if outcome != AckOutcome::Refused => {
+                    writeln!(out, "acked {id}").map_err(|e| e.to_string())?;
+                }
+                _ => {}
             }
         }
         out.flush().map_err(|e| e.to_string())?;
