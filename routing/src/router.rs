@@ -1726,6 +1726,7 @@ impl<S: MessageStore> Router<S> {
             set.remove(&id);
             if set.is_empty() {
                 self.waiting.remove(&d);
+                self.table.set_wanted(&d, false);
             }
         }
     }
@@ -1739,7 +1740,14 @@ impl<S: MessageStore> Router<S> {
         match state {
             HeldState::Waiting => {
                 if let Some(d) = h.message.body.destination {
-                    self.waiting.entry(d).or_default().insert(id);
+                    let set = self.waiting.entry(d).or_default();
+                    let first = set.is_empty();
+                    set.insert(id);
+                    if first {
+                        // Starving for it? Ask now, not at the next refresh.
+                        self.table.set_wanted(&d, true);
+                        self.drain_control();
+                    }
                 }
             }
             HeldState::InFlight { deadline: at, .. } | HeldState::Backoff { until: at } => {

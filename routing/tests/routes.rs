@@ -206,6 +206,72 @@ fn a_partition_makes_the_other_side_unreachable_and_healing_restores_it() {
 }
 
 #[test]
+fn a_starving_node_asks_at_once_only_for_destinations_it_has_messages_for() {
+    let mut net = Net::new(6);
+    for i in 0..6 {
+        net.link_up(i, (i + 1) % 6, 10);
+    }
+    net.converged().unwrap();
+    net.requests = 0;
+    // Node 0 loses its direct link to 1. The way round (via 5, metric 50)
+    // is longer than what it announced (10): not feasible without a newer
+    // seqno from 1. Nobody has messages for 1, so nobody asks yet.
+    net.link_down(0, 1);
+    net.run_to_quiet().unwrap();
+    assert_eq!(net.requests, 0, "asked without a message waiting");
+    assert_eq!(net.tables[&0].next_hop(&1), None);
+    // A message for 1 waits at node 0: it asks, and gets the way round.
+    net.tables.get_mut(&0).unwrap().set_wanted(&1, true);
+    net.collect();
+    net.run_to_quiet().unwrap();
+    assert!(net.requests > 0);
+    assert_eq!(net.tables[&0].next_hop(&1), Some(&5));
+    assert_eq!(net.tables[&0].metric(&1), Some(50));
+    // Everyone else is served at the next refresh at the latest.
+    net.converged().unwrap();
+    net.loop_free().unwrap();
+}
+
+#[test]
+fn a_request_for_a_destination_nobody_here_heard_of_goes_to_every_other_neighbour() {
+    // Node 1 knows no way to 9: it passes the request to all its other
+    // neighbours, once, so that it can cross a region where every route
+    // was retracted.
+    let mut t = RoutingTable::new(1u8);
+    for n in [0, 2, 3] {
+        t.handle_link(n, 10);
+    }
+    while t.poll_transmit().is_some() {}
+    let request = RouteMessage::SeqnoRequest {
+        destination: 9,
+        seqno: 4,
+        hops: 8,
+    };
+    t.handle_message(0, request.clone());
+    let mut sent: Vec<u8> = std::iter::from_fn(|| t.poll_transmit())
+        .map(|(target, m)| {
+            assert!(matches!(
+                m,
+                RouteMessage::SeqnoRequest {
+                    destination: 9,
+                    seqno: 4,
+                    hops: 7
+                }
+            ));
+            match target {
+                Target::Neighbour(n) => n,
+                Target::AllNeighbours => panic!("not back to the asker"),
+            }
+        })
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(sent, vec![2, 3]);
+    // The same request again (from another neighbour) is not passed on.
+    t.handle_message(2, request);
+    assert!(t.poll_transmit().is_none());
+}
+
+#[test]
 fn a_partition_asks_for_each_lost_destination_once_per_node() {
     // A 6 x 6 grid cut between its third and fourth columns: every node
     // starves for the 18 nodes on the other side at once.
