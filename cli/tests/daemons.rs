@@ -45,10 +45,16 @@ fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
         std::fs::copy(&genesis, n.dir.join("genesis.toml")).unwrap();
     }
 
-    // b is the hub: a and c know only b.
+    // b is the hub: a and c know only b, and accept only b (otherwise the
+    // DHT can introduce them, and a's message to c below would not need b:
+    // seen once in CI).
     let hub = nodes[1].addr();
     nodes[0].bootstrap = vec![hub.clone()];
     nodes[2].bootstrap = vec![hub];
+    let hub_id = nodes[1].id.clone();
+    for n in [0, 2] {
+        nodes[n].args = vec!["--allow-peer".into(), hub_id.clone()];
+    }
     let metrics = format!("127.0.0.1:{}", free_port());
     nodes[1].args = vec!["--metrics".into(), metrics.clone()];
     for n in &mut nodes {
@@ -163,6 +169,11 @@ fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
     // pass it on. b restarts from its database still holding it, and once c
     // runs again the message arrives.
     let before = finalized(&nodes[1]);
+    assert_eq!(
+        nodes[0].status()["peers"].as_u64(),
+        Some(1),
+        "a's only peer is b"
+    );
     nodes[2].signal("STOP");
     let text = "Blankets needed at the sports hall";
     let out = lifeline(&nodes[0].dir)
