@@ -1955,11 +1955,16 @@ impl<S: MessageStore> Router<S> {
                 }
             }
         }
+        let asking = self.pending_control.values().any(|(_, r)| !r.is_empty());
         if any && self.control_due.is_none() {
             self.control_due = Some(self.now.saturating_add(self.config.control_delay_ms));
             if self.config.control_delay_ms == 0 {
                 self.send_control();
             }
+        }
+        if asking && self.control_due.is_some() {
+            // Someone waits on a seqno request: do not hold it back.
+            self.send_control();
         }
     }
 
