@@ -9,13 +9,14 @@ use lifeline_crypto::{NodeId, Timestamp};
 use prost::Message;
 use thiserror::Error;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use lifeline_crypto::Identity;
 
 use crate::block::{
     BlockError, BlockHash, Header, HeaderError, MAX_SIGNERS, SealedBlock, SealedHeader, Vote,
 };
+use crate::finality::{BlockRef, FinalityVote, VoteError, VoteRecord};
 use crate::signers::{SignerChange, SignerError, SignerState};
 use crate::state::{BlockTxError, ChainState, SnapshotPoint};
 use crate::store::{ChainBatch, ChainStore, StoredHead};
@@ -199,6 +200,9 @@ pub enum ChainError<E: std::error::Error + 'static> {
     /// A block was refused.
     #[error(transparent)]
     Import(#[from] ImportError),
+    /// A finality vote was refused.
+    #[error(transparent)]
+    Vote(#[from] VoteError),
 }
 
 /// A block in the chain as the rest of the node sees it.
@@ -251,6 +255,12 @@ struct Node {
 /// How many equivocation proofs are kept for the node to publish.
 const MAX_EVIDENCE: usize = 64;
 
+/// How many finality votes are kept per signer (the highest targets): an
+/// honest signer has one per block above the finalized one, so this covers
+/// finality stalling for 64 blocks; a dishonest one can only crowd out its
+/// own votes.
+pub const MAX_VOTES_PER_SIGNER: usize = 64;
+
 /// The chain of one node: a tree of not-yet-final blocks above the finalized
 /// block, the head chosen by fork choice, and the store.
 pub struct Chain<S: ChainStore> {
@@ -263,6 +273,13 @@ pub struct Chain<S: ChainStore> {
     tree: HashMap<BlockHash, Node>,
     head: BlockHash,
     evidence: VecDeque<(SealedHeader, SealedHeader)>,
+    /// Each signer's finality votes for targets above the finalized block,
+    /// by target height (at most [`MAX_VOTES_PER_SIGNER`] each).
+    votes: BTreeMap<NodeId, BTreeMap<u64, FinalityVote>>,
+    /// This node's own latest finality vote, as stored.
+    last_vote: VoteRecord,
+    /// Pairs of votes by one signer for one height, not yet taken.
+    vote_evidence: VecDeque<(FinalityVote, FinalityVote)>,
 }
 
 impl<S: ChainStore> Chain<S> {
@@ -315,7 +332,12 @@ impl<S: ChainStore> Chain<S> {
                 found,
                 expected: genesis_hash,
             }),
-            Some(_) => Self::restore(store, genesis.config, genesis_hash),
+            Some(_) => {
+                let last_vote = store.last_vote().map_err(ChainError::Store)?;
+                let mut chain = Self::restore(store, genesis.config, genesis_hash)?;
+                chain.last_vote = last_vote.unwrap_or_default();
+                Ok(chain)
+            }
         }
     }
 
@@ -348,6 +370,9 @@ impl<S: ChainStore> Chain<S> {
             tree: HashMap::new(),
             head: point.hash,
             evidence: VecDeque::new(),
+            votes: BTreeMap::new(),
+            last_vote: VoteRecord::default(),
+            vote_evidence: VecDeque::new(),
         }
     }
 
@@ -399,6 +424,20 @@ impl<S: ChainStore> Chain<S> {
             return Err(corrupt(
                 "the canonical index does not reach the head".into(),
             ));
+        }
+        // Finality that votes brought is not in the blocks: the store has it.
+        if let Some(f) = chain.store.finalized().map_err(ChainError::Store)?
+            && f.number > chain.finalized().number
+        {
+            if chain.store.canonical(f.number).map_err(ChainError::Store)? != Some(f.hash)
+                || !chain.tree.contains_key(&f.hash)
+            {
+                return Err(corrupt(format!(
+                    "the finalized block {} is not on the canonical chain",
+                    f.number
+                )));
+            }
+            chain.finalize(f.hash);
         }
         Ok(chain)
     }
@@ -705,49 +744,14 @@ impl<S: ChainStore> Chain<S> {
         let mut finality = None;
         if becomes_head {
             reorg = !self.descends_from(&hash, &old_head);
-            // The canonical index follows the new head's branch back to where
-            // it meets the old one.
-            let mut entries = Vec::new();
-            let mut cursor = hash;
-            while let Some(n) = self.get(&cursor) {
-                let on_index = self
-                    .store
-                    .canonical(n.head.number)
-                    .map_err(ChainError::Store)?
-                    == Some(cursor);
-                if on_index {
-                    break;
-                }
-                entries.push((n.head.number, cursor));
-                if n.block.is_none() {
-                    break;
-                }
-                cursor = n.parent;
-            }
-            batch.canonical = entries;
-            batch.truncate_canonical_above = Some(block_head.number);
-            batch.head = Some(StoredHead {
-                number: block_head.number,
-                hash,
-            });
+            self.head_batch(&hash, &mut batch)
+                .map_err(ChainError::Store)?;
             self.head = hash;
             finality = self.finality_candidate();
             self.head = old_head;
         }
-        if let Some(f) = finality.and_then(|f| self.get(&f)) {
-            batch.finalized = Some(StoredHead {
-                number: f.head.number,
-                hash: f.head.hash,
-            });
-            let interval = self.config.snapshot_interval.max(1);
-            if f.head.number / interval > old_finalized / interval {
-                batch.snapshot = Some(f.state.to_snapshot(&SnapshotPoint {
-                    number: f.head.number,
-                    hash: f.head.hash,
-                    timestamp: f.head.timestamp,
-                    total_weight: f.head.total_weight,
-                }));
-            }
+        if let Some(f) = finality {
+            self.finality_batch(&f, old_finalized, &mut batch);
         }
         if let Err(e) = self.store.commit(batch) {
             // Nothing was stored: forget the block again.
@@ -760,6 +764,8 @@ impl<S: ChainStore> Chain<S> {
         if let Some(f) = finality {
             self.finalize(f);
         }
+        // Votes that came before this block may count now.
+        self.apply_vote_finality()?;
         if let Some(proof) = &equivocation {
             if self.evidence.len() >= MAX_EVIDENCE {
                 self.evidence.pop_front();
@@ -815,6 +821,328 @@ impl<S: ChainStore> Chain<S> {
         }
     }
 
+    /// Adds the finalized block `f` (and a snapshot, if finality crosses a
+    /// multiple of the snapshot interval) to `batch`.
+    fn finality_batch(&self, f: &BlockHash, old_finalized: u64, batch: &mut ChainBatch) {
+        let Some(f) = self.get(f) else { return };
+        batch.finalized = Some(StoredHead {
+            number: f.head.number,
+            hash: f.head.hash,
+        });
+        let interval = self.config.snapshot_interval.max(1);
+        if f.head.number / interval > old_finalized / interval {
+            batch.snapshot = Some(f.state.to_snapshot(&SnapshotPoint {
+                number: f.head.number,
+                hash: f.head.hash,
+                timestamp: f.head.timestamp,
+                total_weight: f.head.total_weight,
+            }));
+        }
+    }
+
+    /// Moves the head to `head` in `batch`: the canonical index follows the
+    /// new head's branch back to where it meets the stored one.
+    fn head_batch(&self, head: &BlockHash, batch: &mut ChainBatch) -> Result<(), S::Error> {
+        let Some(top) = self.get(head) else {
+            return Ok(());
+        };
+        let mut cursor = *head;
+        while let Some(n) = self.get(&cursor) {
+            if self.store.canonical(n.head.number)? == Some(cursor) {
+                break;
+            }
+            batch.canonical.push((n.head.number, cursor));
+            if n.block.is_none() {
+                break;
+            }
+            cursor = n.parent;
+        }
+        batch.truncate_canonical_above = Some(top.head.number);
+        batch.head = Some(StoredHead {
+            number: top.head.number,
+            hash: *head,
+        });
+        Ok(())
+    }
+
+    /// This node's latest finality vote, as stored.
+    pub fn last_vote(&self) -> VoteRecord {
+        self.last_vote
+    }
+
+    /// When an authority may vote for the head, if that is later than
+    /// `now`. An authority waits half a period before it votes for a block
+    /// sealed out of turn: the in-turn block for that height is heavier, was
+    /// sealed earlier and is usually on its way, and a vote cast for the
+    /// out-of-turn block could not be cast again for the in-turn one (one
+    /// vote per height). Split votes at one height delay finality by two
+    /// periods; the wait delays it by half a period, and only where no
+    /// in-turn block comes. `None` if there is nothing to wait for.
+    pub fn vote_wait(&self, now: Timestamp) -> Option<Timestamp> {
+        let head = self.head_node();
+        let out_of_turn = head.block.as_ref().is_some_and(|b| b.header().weight < 2);
+        if !out_of_turn || head.head.number <= self.last_vote.target {
+            return None;
+        }
+        let at = head.head.timestamp.saturating_add(self.config.period / 2);
+        (at > now).then_some(at)
+    }
+
+    /// The finality vote `identity` (an authority) should send now, if any:
+    /// a link from the highest justified block below the head to the head.
+    /// `None` if it is not a signer, if it should wait ([`Chain::vote_wait`]),
+    /// or if the voting rule forbids the vote ([`VoteRecord::allows`]: it
+    /// already voted for this height or higher, or from a higher source). The vote is recorded in the store before
+    /// it is returned, so that no restart can make the node vote twice for
+    /// one height.
+    pub fn vote(
+        &mut self,
+        identity: &Identity,
+        now: Timestamp,
+    ) -> Result<Option<FinalityVote>, ChainError<S::Error>> {
+        if !self.signer_state().signers().contains(identity.id()) || self.vote_wait(now).is_some() {
+            return Ok(None);
+        }
+        let head = self.head();
+        if head.number <= self.last_vote.target {
+            // Voted at this height already (the cheap check first).
+            return Ok(None);
+        }
+        let source = self.justified_below(&head.hash);
+        if !self.last_vote.allows(source.number, head.number) {
+            return Ok(None);
+        }
+        let record = VoteRecord {
+            source: source.number,
+            target: head.number,
+        };
+        self.store
+            .commit(ChainBatch {
+                last_vote: Some(record),
+                ..ChainBatch::default()
+            })
+            .map_err(ChainError::Store)?;
+        self.last_vote = record;
+        Ok(Some(FinalityVote::sign(
+            identity,
+            self.genesis_hash,
+            source,
+            BlockRef {
+                number: head.number,
+                hash: head.hash,
+            },
+        )))
+    }
+
+    /// Counts a finality vote: `Ok(true)` if it is new and others need it
+    /// (it should be passed on), `Ok(false)` if the chain has it already, if
+    /// it is for a block at or below the finalized one (it can change
+    /// nothing), or if its link already had more than two thirds of the
+    /// signers here (it is kept, but nobody needs it: a quarter less vote
+    /// traffic with 7 authorities). Votes for blocks the chain does not have
+    /// yet are kept until they come. If the vote makes a block final, that
+    /// is committed to the store before this returns.
+    pub fn add_vote(&mut self, vote: &FinalityVote) -> Result<bool, ChainError<S::Error>> {
+        if vote.genesis != self.genesis_hash {
+            return Err(VoteError::OtherChain.into());
+        }
+        if !self.signer_state().signers().contains(&vote.signer) {
+            return Err(VoteError::NotASigner(vote.signer).into());
+        }
+        if vote.target.number <= self.finalized().number {
+            return Ok(false);
+        }
+        if let Some(kept) = self
+            .votes
+            .get(&vote.signer)
+            .and_then(|v| v.get(&vote.target.number))
+        {
+            if kept.same_link(vote) {
+                return Ok(false);
+            }
+            // Only a genuine second vote is evidence.
+            vote.verify()?;
+            if self.vote_evidence.len() >= MAX_EVIDENCE {
+                self.vote_evidence.pop_front();
+            }
+            self.vote_evidence.push_back((kept.clone(), vote.clone()));
+            return Err(VoteError::DoubleVote {
+                signer: vote.signer,
+                height: vote.target.number,
+            }
+            .into());
+        }
+        vote.verify()?;
+        let needed = !self.supermajority(&vote.target.hash, self.link_count(vote));
+        let mine = self.votes.entry(vote.signer).or_default();
+        mine.insert(vote.target.number, vote.clone());
+        if mine.len() > MAX_VOTES_PER_SIGNER {
+            mine.pop_first();
+        }
+        let signers = self.signer_state().signers().clone();
+        self.votes.retain(|s, _| signers.contains(s));
+        self.apply_vote_finality()?;
+        Ok(needed)
+    }
+
+    /// How many signers entitled to its target voted for `vote`'s link (0
+    /// if the target is not here).
+    fn link_count(&self, vote: &FinalityVote) -> usize {
+        let Some(entitled) = self
+            .tree
+            .get(&vote.target.hash)
+            .and_then(|t| self.get(&t.parent))
+            .map(|p| p.state.signers().signers())
+        else {
+            return 0;
+        };
+        self.votes
+            .iter()
+            .filter(|(signer, _)| entitled.contains(signer))
+            .filter_map(|(_, v)| v.get(&vote.target.number))
+            .filter(|v| v.source == vote.source && v.target == vote.target)
+            .count()
+    }
+
+    /// Takes the pairs of finality votes seen from one signer for one
+    /// height (at most 64 are kept): evidence that it broke the voting rule.
+    pub fn take_vote_evidence(&mut self) -> Vec<(FinalityVote, FinalityVote)> {
+        self.vote_evidence.drain(..).collect()
+    }
+
+    /// Every finality vote the chain keeps: what a new neighbour is sent.
+    pub fn votes(&self) -> Vec<FinalityVote> {
+        self.votes
+            .values()
+            .flat_map(|v| v.values())
+            .cloned()
+            .collect()
+    }
+
+    /// How many entitled signers voted for each link whose target the tree
+    /// has and whose source is an ancestor of the target. The signers
+    /// entitled to a target are those entitled to seal it.
+    fn links(&self) -> HashMap<(BlockRef, BlockRef), usize> {
+        let mut links = HashMap::new();
+        for (signer, votes) in &self.votes {
+            for vote in votes.values() {
+                let Some(target) = self.tree.get(&vote.target.hash) else {
+                    continue;
+                };
+                let entitled = self
+                    .get(&target.parent)
+                    .is_some_and(|p| p.state.signers().signers().contains(signer));
+                if entitled
+                    && target.head.number == vote.target.number
+                    && self.is_ancestor(&vote.source, &vote.target.hash)
+                {
+                    *links.entry((vote.source, vote.target)).or_default() += 1;
+                }
+            }
+        }
+        links
+    }
+
+    /// Whether `ancestor` is `hash` or below it on its branch (down to the
+    /// finalized block, and below that on the canonical chain).
+    fn is_ancestor(&self, ancestor: &BlockRef, hash: &BlockHash) -> bool {
+        if ancestor.number <= self.root.head.number {
+            return self.store.canonical(ancestor.number).ok().flatten() == Some(ancestor.hash);
+        }
+        self.descends_from(hash, &ancestor.hash)
+    }
+
+    /// The highest block strictly below `hash` on its branch that is
+    /// justified here: more than two thirds of its entitled signers voted
+    /// for one link into it. The finalized block counts as justified.
+    ///
+    /// A node need not have seen the source of that link justified: honest
+    /// authorities only vote from sources they saw justified, and more than
+    /// two thirds of the signers include at least one honest one, as long
+    /// as fewer than a third break the voting rule (docs/chain.md).
+    fn justified_below(&self, hash: &BlockHash) -> BlockRef {
+        let justified: BTreeSet<BlockHash> = self
+            .links()
+            .into_iter()
+            .filter(|((_, target), count)| self.supermajority(&target.hash, *count))
+            .map(|((_, target), _)| target.hash)
+            .collect();
+        let mut cursor = self.tree.get(hash).map(|n| n.parent);
+        while let Some(c) = cursor {
+            let Some(n) = self.tree.get(&c) else { break };
+            if justified.contains(&c) {
+                return BlockRef {
+                    number: n.head.number,
+                    hash: c,
+                };
+            }
+            cursor = Some(n.parent);
+        }
+        BlockRef {
+            number: self.root.head.number,
+            hash: self.root.head.hash,
+        }
+    }
+
+    /// Whether `count` signers are more than two thirds of those entitled to
+    /// seal the block `hash`.
+    fn supermajority(&self, hash: &BlockHash, count: usize) -> bool {
+        self.tree
+            .get(hash)
+            .is_some_and(|n| count * 3 > n.entitled * 2)
+    }
+
+    /// The highest block that votes make final: the source of a link to its
+    /// own child that more than two thirds of the child's entitled signers
+    /// voted for. `None` if that is not above the finalized block.
+    fn vote_finality_candidate(&self) -> Option<BlockHash> {
+        self.links()
+            .into_iter()
+            .filter(|((source, target), count)| {
+                target.number == source.number + 1
+                    && source.number > self.root.head.number
+                    && self.supermajority(&target.hash, *count)
+            })
+            .map(|((source, _), _)| source)
+            .max()
+            .map(|source| source.hash)
+    }
+
+    /// Finalizes what the votes make final, if that is above the finalized
+    /// block: committed to the store first, with the head moved onto the
+    /// final block's branch if it was on another one.
+    fn apply_vote_finality(&mut self) -> Result<(), ChainError<S::Error>> {
+        let Some(f) = self.vote_finality_candidate() else {
+            return Ok(());
+        };
+        let mut batch = ChainBatch::default();
+        self.finality_batch(&f, self.finalized().number, &mut batch);
+        let new_head = if self.descends_from(&self.head, &f) {
+            None
+        } else {
+            // The best block of the final block's branch.
+            let best = self
+                .tree
+                .iter()
+                .filter(|(h, _)| self.descends_from(h, &f))
+                .fold(None::<(&BlockHash, &Node)>, |best, (h, n)| match best {
+                    Some((_, b)) if !prefer(n, b) => best,
+                    _ => Some((h, n)),
+                })
+                .map(|(h, _)| *h)
+                .unwrap_or(f);
+            self.head_batch(&best, &mut batch)
+                .map_err(ChainError::Store)?;
+            Some(best)
+        };
+        self.store.commit(batch).map_err(ChainError::Store)?;
+        if let Some(head) = new_head {
+            self.head = head;
+        }
+        self.finalize(f);
+        Ok(())
+    }
+
     /// The block that would be final given the head: the highest block on
     /// the head's branch that signers making up more than two thirds of the
     /// set entitled to seal it have sealed, it or its descendants. `None` if
@@ -850,6 +1178,11 @@ impl<S: ChainStore> Chain<S> {
             .filter(|h| self.descends_from(h, &f))
             .collect();
         self.tree.retain(|h, _| keep.contains(h));
+        let number = self.root.head.number;
+        for votes in self.votes.values_mut() {
+            votes.retain(|target, _| *target > number);
+        }
+        self.votes.retain(|_, v| !v.is_empty());
     }
 }
 

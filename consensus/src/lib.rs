@@ -11,6 +11,7 @@ pub mod block;
 pub mod cap;
 pub mod chain;
 pub mod conformance;
+pub mod finality;
 pub mod genesis;
 pub mod pool;
 pub mod signers;
@@ -22,6 +23,7 @@ pub mod wire;
 
 pub use block::{BlockHash, Header, SealedBlock, SealedHeader, Vote};
 pub use chain::{Chain, ChainConfig, ChainError, Genesis, Head, ImportError, Imported, Validation};
+pub use finality::{BlockRef, FinalityVote, VoteError, VoteRecord};
 pub use pool::TxPool;
 pub use signers::{SignerChange, SignerError, SignerState};
 pub use state::ChainState;

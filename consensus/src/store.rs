@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 
 use crate::block::BlockHash;
+use crate::finality::VoteRecord;
 
 /// The stored head: the tip of the canonical chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,9 @@ pub struct ChainBatch {
     pub finalized: Option<StoredHead>,
     /// A new latest snapshot of chain state (encoded), if one was taken.
     pub snapshot: Option<Vec<u8>>,
+    /// This node's latest finality vote, if it just voted (it must be
+    /// durable before the vote is sent).
+    pub last_vote: Option<VoteRecord>,
 }
 
 /// Storage for the chain.
@@ -53,6 +57,8 @@ pub trait ChainStore {
     fn finalized(&self) -> Result<Option<StoredHead>, Self::Error>;
     /// The latest snapshot of chain state.
     fn latest_snapshot(&self) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// This node's latest finality vote, if it ever voted.
+    fn last_vote(&self) -> Result<Option<VoteRecord>, Self::Error>;
     /// Applies `batch` atomically and durably.
     fn commit(&mut self, batch: ChainBatch) -> Result<(), Self::Error>;
 }
@@ -66,6 +72,7 @@ pub struct MemoryChainStore {
     head: Option<StoredHead>,
     finalized: Option<StoredHead>,
     snapshot: Option<Vec<u8>>,
+    last_vote: Option<VoteRecord>,
 }
 
 impl MemoryChainStore {
@@ -102,6 +109,10 @@ impl ChainStore for MemoryChainStore {
         Ok(self.snapshot.clone())
     }
 
+    fn last_vote(&self) -> Result<Option<VoteRecord>, Self::Error> {
+        Ok(self.last_vote)
+    }
+
     fn commit(&mut self, batch: ChainBatch) -> Result<(), Self::Error> {
         if let Some(genesis) = batch.genesis {
             self.genesis = Some(genesis);
@@ -119,6 +130,9 @@ impl ChainStore for MemoryChainStore {
         }
         if let Some(snapshot) = batch.snapshot {
             self.snapshot = Some(snapshot);
+        }
+        if let Some(vote) = batch.last_vote {
+            self.last_vote = Some(vote);
         }
         Ok(())
     }

@@ -7,10 +7,15 @@
 //! where both chains must meet. One request is in flight at a time; a request
 //! that gets no answer times out and another neighbour is tried.
 //!
-//! Inputs: `handle_status`, `handle_message`, `handle_timeout`. Outputs:
-//! `poll_transmit` (messages for neighbours). Time comes in as an argument.
+//! Finality votes travel the same way: a node that counts a new vote passes
+//! it on to its other neighbours, and an authority publishes its own with
+//! [`Sync::publish_vote`].
+//!
+//! Inputs: `handle_message`, `handle_timeout`, `handle_peer_gone`,
+//! `publish_vote`. Outputs: `poll_transmit` (messages for neighbours). Time
+//! comes in as an argument.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -20,6 +25,7 @@ use prost::Message;
 
 use crate::block::{BlockHash, MAX_BLOCK_LEN, SealedBlock};
 use crate::chain::{Chain, ChainError, ImportError, Validation};
+use crate::finality::{FinalityVote, MAX_VOTES_PER_MESSAGE, VoteError};
 use crate::store::ChainStore;
 use crate::wire::pb;
 
@@ -62,6 +68,8 @@ pub enum SyncMessage {
     },
     /// Encoded blocks, ascending.
     Blocks(Vec<Vec<u8>>),
+    /// Finality votes (signatures not checked yet).
+    Votes(Vec<FinalityVote>),
 }
 
 impl SyncMessage {
@@ -82,6 +90,9 @@ impl SyncMessage {
             }),
             Self::Blocks(blocks) => Kind::Blocks(pb::Blocks {
                 blocks: blocks.clone(),
+            }),
+            Self::Votes(votes) => Kind::Votes(pb::FinalityVotes {
+                votes: votes.iter().map(FinalityVote::to_pb).collect(),
             }),
         };
         pb::SyncMessage { kind: Some(kind) }.encode_to_vec()
@@ -121,6 +132,21 @@ impl SyncMessage {
                 }
                 Self::Blocks(b.blocks)
             }
+            Kind::Votes(v) => {
+                if v.votes.len() > MAX_VOTES_PER_MESSAGE {
+                    return Err(DecodeError::InvalidField {
+                        what: "FinalityVotes",
+                        field: "votes",
+                        reason: "more votes than there may be signers",
+                    });
+                }
+                Self::Votes(
+                    v.votes
+                        .into_iter()
+                        .map(FinalityVote::from_pb)
+                        .collect::<Result<_, _>>()?,
+                )
+            }
         })
     }
 }
@@ -132,6 +158,8 @@ pub struct Misbehaviour {
     pub invalid_blocks: u32,
     /// Answers nobody asked for.
     pub unsolicited: u32,
+    /// Finality votes whose signature did not verify.
+    pub forged_votes: u32,
 }
 
 struct Request<P> {
@@ -142,6 +170,9 @@ struct Request<P> {
 
 /// Sync with the node's neighbours (`P` names a neighbour).
 pub struct Sync<P> {
+    /// Neighbours on this chain: where votes go.
+    neighbours: BTreeSet<P>,
+    /// Neighbours' chains worth asking for blocks.
     peers: HashMap<P, PeerChain>,
     misbehaviour: HashMap<P, Misbehaviour>,
     in_flight: Option<Request<P>>,
@@ -160,6 +191,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
     /// No neighbours yet.
     pub fn new() -> Self {
         Self {
+            neighbours: BTreeSet::new(),
             peers: HashMap::new(),
             misbehaviour: HashMap::new(),
             in_flight: None,
@@ -189,6 +221,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
 
     /// A neighbour went away.
     pub fn handle_peer_gone(&mut self, peer: &P) {
+        self.neighbours.remove(peer);
         self.peers.remove(peer);
         if self.in_flight.as_ref().is_some_and(|r| &r.peer == peer) {
             self.in_flight = None;
@@ -209,6 +242,15 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                 chain: theirs,
             } => {
                 if genesis == chain.genesis_hash() {
+                    if self.neighbours.insert(peer.clone()) {
+                        // A new neighbour gets the votes it may have missed,
+                        // so that it can count the next ones at once.
+                        let votes = chain.votes();
+                        for chunk in votes.chunks(MAX_VOTES_PER_MESSAGE) {
+                            self.outbox
+                                .push_back((peer.clone(), SyncMessage::Votes(chunk.to_vec())));
+                        }
+                    }
                     self.peers.insert(peer, theirs);
                 }
             }
@@ -217,6 +259,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                 self.outbox.push_back((peer, SyncMessage::Blocks(blocks)));
             }
             SyncMessage::Blocks(blocks) => self.handle_blocks(peer, blocks, chain, now)?,
+            SyncMessage::Votes(votes) => self.handle_votes(Some(peer), votes, chain)?,
         }
         self.maybe_request(chain, now);
         Ok(())
@@ -276,6 +319,56 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                     break;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// This node (an authority) votes: the vote is counted here and sent to
+    /// every neighbour. Make it with [`Chain::vote`] when the head moves.
+    pub fn publish_vote<S: ChainStore>(
+        &mut self,
+        vote: FinalityVote,
+        chain: &mut Chain<S>,
+    ) -> Result<(), ChainError<S::Error>> {
+        self.handle_votes(None, vec![vote], chain)
+    }
+
+    /// Counts `votes` (from `from`, or this node's own) and passes the new
+    /// ones on to every other neighbour, in one message each.
+    fn handle_votes<S: ChainStore>(
+        &mut self,
+        from: Option<P>,
+        votes: Vec<FinalityVote>,
+        chain: &mut Chain<S>,
+    ) -> Result<(), ChainError<S::Error>> {
+        let mut fresh = Vec::new();
+        for vote in votes {
+            match chain.add_vote(&vote) {
+                Ok(true) => fresh.push(vote),
+                Ok(false) => {}
+                Err(ChainError::Vote(VoteError::BadSignature)) => {
+                    if let Some(peer) = &from {
+                        self.misbehaviour
+                            .entry(peer.clone())
+                            .or_default()
+                            .forged_votes += 1;
+                    }
+                }
+                // Another chain, a signer this node does not know (yet), or
+                // an authority's second vote for one height (its fault, not
+                // the neighbour's): not passed on.
+                Err(ChainError::Vote(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        for peer in &self.neighbours {
+            if from.as_ref() != Some(peer) {
+                self.outbox
+                    .push_back((peer.clone(), SyncMessage::Votes(fresh.clone())));
             }
         }
         Ok(())

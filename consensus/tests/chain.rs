@@ -11,7 +11,9 @@ use lifeline_consensus::conformance::{genesis_of, identity_of};
 use lifeline_consensus::state::TxRejected;
 use lifeline_consensus::tx::{Action, Transaction};
 use lifeline_consensus::wire::pb;
-use lifeline_consensus::{Chain, ChainError, ChainStore, ImportError, MemoryChainStore};
+use lifeline_consensus::{
+    BlockRef, Chain, ChainError, ChainStore, FinalityVote, ImportError, MemoryChainStore, VoteError,
+};
 use lifeline_crypto::{Identity, PrekeyRing, Timestamp};
 use prost::Message;
 
@@ -640,6 +642,9 @@ impl ChainStore for FailingStore {
     fn latest_snapshot(&self) -> Result<Option<Vec<u8>>, DiskFull> {
         Ok(self.inner.latest_snapshot().unwrap())
     }
+    fn last_vote(&self) -> Result<Option<lifeline_consensus::VoteRecord>, DiskFull> {
+        Ok(self.inner.last_vote().unwrap())
+    }
     fn commit(&mut self, batch: lifeline_consensus::store::ChainBatch) -> Result<(), DiskFull> {
         if std::mem::take(&mut self.fail_next) {
             return Err(DiskFull);
@@ -675,4 +680,382 @@ fn a_failed_commit_changes_nothing_the_node_sees() {
     let outcome = c.import(&third, Validation::Full { now: t }).unwrap();
     assert_eq!(outcome.head.hash, third.hash());
     assert_eq!(outcome.finalized.number, 1);
+}
+
+const SEVEN: [&str; 7] = ["A", "B", "C", "D", "E", "F", "G"];
+
+fn at(b: &SealedBlock) -> BlockRef {
+    BlockRef {
+        number: b.header().number,
+        hash: b.hash(),
+    }
+}
+
+fn root(c: &Chain<MemoryChainStore>) -> BlockRef {
+    BlockRef {
+        number: c.finalized().number,
+        hash: c.finalized().hash,
+    }
+}
+
+/// `by` votes for the link from `source` to `target`.
+fn link(c: &Chain<MemoryChainStore>, by: &str, source: BlockRef, target: BlockRef) -> FinalityVote {
+    FinalityVote::sign(&id(by), c.genesis_hash(), source, target)
+}
+
+/// The signer in turn at `number`, by name.
+fn in_turn(c: &Chain<MemoryChainStore>, number: u64) -> &'static str {
+    let want = c.signer_state().in_turn(number).unwrap();
+    SEVEN.into_iter().find(|n| *id(n).id() == want).unwrap()
+}
+
+#[test]
+fn a_block_is_final_once_more_than_two_thirds_link_it_to_its_child() {
+    let g = genesis(&SEVEN);
+    let mut c = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let genesis = root(&c);
+    let b1 = block(&c, "A", vec![]);
+    import(&mut c, &b1).unwrap();
+    let b2 = block(&c, "B", vec![]);
+    import(&mut c, &b2).unwrap();
+    // Five of seven justify block 1; that finalizes nothing new.
+    for by in ["A", "B", "C", "D", "E"] {
+        c.add_vote(&link(&c, by, genesis, at(&b1))).unwrap();
+    }
+    assert_eq!(c.finalized().number, 0);
+    // Four links from block 1 to its child are not more than two thirds.
+    for by in ["A", "B", "C", "D"] {
+        assert!(c.add_vote(&link(&c, by, at(&b1), at(&b2))).unwrap());
+    }
+    assert_eq!(c.finalized().number, 0);
+    // A vote seen again changes nothing and is not passed on.
+    assert!(!c.add_vote(&link(&c, "B", at(&b1), at(&b2))).unwrap());
+    // The fifth finalizes block 1: one period after it, not four.
+    assert!(c.add_vote(&link(&c, "E", at(&b1), at(&b2))).unwrap());
+    assert_eq!(c.finalized().hash, b1.hash());
+    // It was stored: a restart keeps it though no seals say so.
+    let reopened = Chain::open(c.into_store(), &g).unwrap();
+    assert_eq!(reopened.finalized().hash, b1.hash());
+}
+
+#[test]
+fn votes_beyond_two_thirds_are_kept_but_not_passed_on() {
+    let mut c = chain(&SEVEN);
+    let genesis = root(&c);
+    let b1 = block(&c, "A", vec![]);
+    import(&mut c, &b1).unwrap();
+    for by in ["A", "B", "C", "D", "E"] {
+        assert!(c.add_vote(&link(&c, by, genesis, at(&b1))).unwrap());
+    }
+    assert!(!c.add_vote(&link(&c, "F", genesis, at(&b1))).unwrap());
+    assert_eq!(c.votes().len(), 6);
+}
+
+#[test]
+fn a_link_that_skips_a_block_justifies_its_target_but_finalizes_nothing() {
+    let mut c = chain(&SEVEN);
+    let genesis = root(&c);
+    let b1 = block(&c, "A", vec![]);
+    import(&mut c, &b1).unwrap();
+    let b2 = block(&c, "B", vec![]);
+    import(&mut c, &b2).unwrap();
+    for by in ["A", "B", "C", "D", "E"] {
+        c.add_vote(&link(&c, by, genesis, at(&b2))).unwrap();
+    }
+    assert_eq!(c.finalized().number, 0);
+    // Block 2 is justified: an authority's next vote starts from it.
+    let b3 = block(&c, "C", vec![]);
+    import(&mut c, &b3).unwrap();
+    // (After any wait for an out-of-turn block.)
+    let now = b3.header().timestamp.saturating_add(c.config().period);
+    let vote = c.vote(&id("F"), now).unwrap().unwrap();
+    assert_eq!((vote.source, vote.target), (at(&b2), at(&b3)));
+    assert_eq!(vote.verify(), Ok(()));
+    // Without the votes, it would start from the finalized block.
+    let mut plain = chain(&SEVEN);
+    for b in [&b1, &b2, &b3] {
+        import(&mut plain, b).unwrap();
+    }
+    let vote = plain.vote(&id("F"), now).unwrap().unwrap();
+    assert_eq!(vote.source, genesis);
+}
+
+#[test]
+fn a_vote_for_a_block_not_yet_seen_counts_when_the_block_arrives() {
+    let mut c = chain(&SEVEN);
+    let mut ahead = chain(&SEVEN);
+    let genesis = root(&c);
+    let b1 = block(&ahead, "A", vec![]);
+    import(&mut ahead, &b1).unwrap();
+    let b2 = block(&ahead, "B", vec![]);
+    import(&mut ahead, &b2).unwrap();
+    for by in ["A", "B", "C", "D", "E"] {
+        assert!(c.add_vote(&link(&c, by, at(&b1), at(&b2))).unwrap());
+    }
+    import(&mut c, &b1).unwrap();
+    assert_eq!(c.finalized().number, 0);
+    import(&mut c, &b2).unwrap();
+    assert_eq!(c.finalized().hash, b1.hash());
+    // Votes at or below the finalized block are dropped and not kept.
+    assert!(!c.add_vote(&link(&c, "F", genesis, at(&b1))).unwrap());
+    assert_eq!(c.votes().len(), 5);
+}
+
+#[test]
+fn votes_from_outsiders_other_chains_double_voters_or_forgers_are_refused() {
+    let mut c = chain(&SEVEN);
+    let genesis = root(&c);
+    let b1 = block(&c, "A", vec![]);
+    import(&mut c, &b1).unwrap();
+    let b2 = block(&c, "B", vec![]);
+    import(&mut c, &b2).unwrap();
+    let refused = |c: &mut Chain<MemoryChainStore>, v: &FinalityVote| match c.add_vote(v) {
+        Err(ChainError::Vote(e)) => e,
+        other => panic!("expected a refused vote, got {other:?}"),
+    };
+    let outsider = link(&c, "Mallory", at(&b1), at(&b2));
+    assert_eq!(
+        refused(&mut c, &outsider),
+        VoteError::NotASigner(*id("Mallory").id())
+    );
+    let other = FinalityVote::sign(
+        &id("B"),
+        lifeline_consensus::BlockHash([9; 32]),
+        at(&b1),
+        at(&b2),
+    );
+    assert_eq!(refused(&mut c, &other), VoteError::OtherChain);
+    // B's vote with C named as signer: the signature is B's.
+    let mut forged =
+        pb::SignedFinalityVote::decode(link(&c, "B", at(&b1), at(&b2)).to_bytes().as_slice())
+            .unwrap();
+    let mut body = pb::FinalityVoteBody::decode(forged.body.as_slice()).unwrap();
+    body.signer = id("C").id().as_bytes().to_vec();
+    forged.body = body.encode_to_vec();
+    let forged = FinalityVote::from_bytes(&forged.encode_to_vec()).unwrap();
+    assert_eq!(refused(&mut c, &forged), VoteError::BadSignature);
+    // D votes for height 2 twice: the second is refused as evidence.
+    c.add_vote(&link(&c, "D", at(&b1), at(&b2))).unwrap();
+    let second = link(&c, "D", genesis, at(&b2));
+    assert_eq!(
+        refused(&mut c, &second),
+        VoteError::DoubleVote {
+            signer: *id("D").id(),
+            height: 2
+        }
+    );
+    let evidence = c.take_vote_evidence();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(evidence[0].1, second);
+    assert!(c.take_vote_evidence().is_empty());
+    // Only D's first vote was kept: with B, E and F it makes four, and
+    // C's (forged above) and D's second do not count.
+    for by in ["B", "E", "F"] {
+        c.add_vote(&link(&c, by, at(&b1), at(&b2))).unwrap();
+    }
+    assert_eq!(c.finalized().number, 0);
+    c.add_vote(&link(&c, "G", at(&b1), at(&b2))).unwrap();
+    assert_eq!(c.finalized().hash, b1.hash());
+}
+
+#[test]
+fn an_authority_never_votes_twice_for_one_height_even_after_a_restart() {
+    let g = genesis(&SEVEN);
+    let mut c = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+    let first = c.propose(&id(in_turn(&c, 1)), t, None, vec![]).unwrap();
+    import(&mut c, &first).unwrap();
+    assert!(c.vote(&id("Mallory"), t).unwrap().is_none(), "not a signer");
+    let vote = c.vote(&id("A"), t).unwrap().unwrap();
+    assert_eq!(vote.target, at(&first));
+    assert!(c.vote(&id("A"), t).unwrap().is_none(), "voted already");
+    // After a restart the stored record still forbids a second vote at
+    // height 1, whatever block is the head there.
+    let mut c = Chain::open(c.into_store(), &g).unwrap();
+    assert_eq!(c.last_vote().target, 1);
+    assert!(c.vote(&id("A"), t).unwrap().is_none());
+    let second = block(&c, in_turn(&c, 2), vec![]);
+    import(&mut c, &second).unwrap();
+    let vote = c
+        .vote(&id("A"), second.header().timestamp)
+        .unwrap()
+        .unwrap();
+    assert_eq!(vote.target, at(&second));
+}
+
+#[test]
+fn an_authority_waits_half_a_period_before_voting_for_an_out_of_turn_block() {
+    let mut c = chain(&SEVEN);
+    let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+    let out = SEVEN.into_iter().find(|n| *n != in_turn(&c, 1)).unwrap();
+    let light = c.propose(&id(out), t, None, vec![]).unwrap();
+    let heavy = c.propose(&id(in_turn(&c, 1)), t, None, vec![]).unwrap();
+    import(&mut c, &light).unwrap();
+    let due = t.saturating_add(c.config().period / 2);
+    assert_eq!(c.vote_wait(t), Some(due));
+    assert!(c.vote(&id("A"), t).unwrap().is_none());
+    // The in-turn block comes meanwhile: that one is voted for at once.
+    let mut d = chain(&SEVEN);
+    import(&mut d, &light).unwrap();
+    import(&mut c, &heavy).unwrap();
+    assert_eq!(c.vote_wait(t), None);
+    assert_eq!(c.vote(&id("A"), t).unwrap().unwrap().target, at(&heavy));
+    // If none comes, the out-of-turn block gets its votes after the wait.
+    assert!(d.vote(&id("A"), t).unwrap().is_none());
+    assert_eq!(d.vote(&id("A"), due).unwrap().unwrap().target, at(&light));
+}
+
+/// The race that made seal-following votes unsafe: an out-of-turn block and
+/// the heavier in-turn one at the same height, with authorities that voted
+/// for the first before the second reached them. Each authority votes
+/// through `Chain::vote`, and every node hears every vote.
+#[test]
+fn racing_blocks_at_one_height_never_finalize_two_branches() {
+    let g = genesis(&SEVEN);
+    let open = || Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let mut authorities: Vec<Chain<MemoryChainStore>> = SEVEN.iter().map(|_| open()).collect();
+    let probe = open();
+    let in_name = in_turn(&probe, 1);
+    let out_name = SEVEN.into_iter().find(|n| *n != in_name).unwrap();
+    let t = probe
+        .head()
+        .timestamp
+        .saturating_add(probe.config().heartbeat);
+    let light = probe.propose(&id(out_name), t, None, vec![]).unwrap();
+    let heavy = probe.propose(&id(in_name), t, None, vec![]).unwrap();
+    let late = t.saturating_add(probe.config().period);
+    let mut votes = Vec::new();
+    // Four authorities see only the light block until after their wait.
+    for (i, name) in SEVEN.iter().enumerate() {
+        if i < 4 {
+            import(&mut authorities[i], &light).unwrap();
+            votes.extend(authorities[i].vote(&id(name), late).unwrap());
+        }
+        import(&mut authorities[i], &heavy).unwrap();
+        votes.extend(authorities[i].vote(&id(name), late).unwrap());
+    }
+    assert_eq!(votes.len(), 7, "one vote per authority at height 1");
+    // Every vote reaches every authority (as gossip would).
+    let hear = |authorities: &mut Vec<Chain<MemoryChainStore>>, votes: &[FinalityVote]| {
+        for a in authorities.iter_mut() {
+            for v in votes {
+                a.add_vote(v).unwrap();
+            }
+        }
+    };
+    hear(&mut authorities, &votes);
+    // Node X hears the light block and its votes only; node Y everything.
+    let mut x = open();
+    let mut y = open();
+    import(&mut x, &light).unwrap();
+    import(&mut y, &light).unwrap();
+    import(&mut y, &heavy).unwrap();
+    for v in &votes {
+        x.add_vote(v).unwrap();
+        y.add_vote(v).unwrap();
+    }
+    // Block 2 on the heavy block; everyone votes again.
+    let b2 = block(&y, in_turn(&y, 2), vec![]);
+    let mut more = Vec::new();
+    for (i, name) in SEVEN.iter().enumerate() {
+        import(&mut authorities[i], &b2).unwrap();
+        more.extend(
+            authorities[i]
+                .vote(&id(name), b2.header().timestamp)
+                .unwrap(),
+        );
+    }
+    hear(&mut authorities, &more);
+    import(&mut x, &heavy).unwrap();
+    for c in [&mut x, &mut y] {
+        import(c, &b2).unwrap();
+        for v in &more {
+            c.add_vote(v).unwrap();
+        }
+        assert!(c.finalized().number < 2);
+        assert_ne!(c.finalized().hash, light.hash());
+    }
+    // Block 3: the link from block 2 finalizes it, and with it the heavy
+    // block, on both nodes.
+    let b3 = block(&y, in_turn(&y, 3), vec![]);
+    let mut last = Vec::new();
+    for (i, name) in SEVEN.iter().enumerate() {
+        import(&mut authorities[i], &b3).unwrap();
+        last.extend(
+            authorities[i]
+                .vote(&id(name), b3.header().timestamp)
+                .unwrap(),
+        );
+    }
+    for c in [&mut x, &mut y] {
+        import(c, &b3).unwrap();
+        for v in &last {
+            c.add_vote(v).unwrap();
+        }
+        assert_eq!(c.finalized().hash, b2.hash());
+        assert_eq!(c.head().hash, b3.hash());
+    }
+}
+
+#[test]
+fn votes_that_finalize_a_lighter_branch_move_the_head_onto_it() {
+    let g = genesis(&SEVEN);
+    let mut c = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let genesis = root(&c);
+    let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+    // A light branch of two out-of-turn blocks, and a heavier in-turn one.
+    let outs: Vec<&str> = SEVEN
+        .into_iter()
+        .filter(|n| *n != in_turn(&c, 1) && *n != in_turn(&c, 2))
+        .collect();
+    let l1 = c.propose(&id(outs[0]), t, None, vec![]).unwrap();
+    import(&mut c, &l1).unwrap();
+    let t2 = t.saturating_add(c.config().heartbeat);
+    let l2 = c.propose(&id(outs[1]), t2, None, vec![]).unwrap();
+    import(&mut c, &l2).unwrap();
+    let h1 = c
+        .propose_on(&genesis.hash, &id(in_turn(&c, 1)), t, None, vec![])
+        .unwrap();
+    import(&mut c, &h1).unwrap();
+    let h2 = c
+        .propose_on(&h1.hash(), &id(in_turn(&c, 2)), t2, None, vec![])
+        .unwrap();
+    import(&mut c, &h2).unwrap();
+    assert_eq!(c.head().hash, h2.hash());
+    for by in ["A", "B", "C", "D", "E"] {
+        c.add_vote(&link(&c, by, at(&l1), at(&l2))).unwrap();
+    }
+    assert_eq!(c.finalized().hash, l1.hash());
+    assert_eq!(
+        c.head().hash,
+        l2.hash(),
+        "the best block above the final one"
+    );
+    // The store agrees: reopening finds the same head and canonical chain.
+    let reopened = Chain::open(c.into_store(), &g).unwrap();
+    assert_eq!(reopened.head().hash, l2.hash());
+    assert_eq!(reopened.finalized().hash, l1.hash());
+    assert_eq!(reopened.store().canonical(2).unwrap(), Some(l2.hash()));
+}
+
+#[test]
+fn a_vote_whose_record_cannot_be_stored_is_not_cast() {
+    let g = genesis(&["A", "B", "C"]);
+    let mut c = Chain::open(FailingStore::default(), &g).unwrap();
+    let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+    let b1 = c.propose(&id("A"), t, None, vec![]).unwrap();
+    c.import(&b1, Validation::Full { now: t }).unwrap();
+    let t = t.saturating_add(c.config().period);
+    let mut store = c.into_store();
+    store.fail_next = true;
+    let mut c = Chain::open(store, &g).unwrap();
+    assert!(matches!(
+        c.vote(&id("B"), t),
+        Err(ChainError::Store(DiskFull))
+    ));
+    assert_eq!(c.last_vote().target, 0);
+    // Once the disk works again, the vote is cast (and recorded).
+    let vote = c.vote(&id("B"), t).unwrap().unwrap();
+    assert_eq!(vote.target.hash, b1.hash());
+    assert_eq!(c.store().last_vote().unwrap().unwrap().target, 1);
 }

@@ -37,6 +37,23 @@ proptest! {
         let _ = lifeline_consensus::Transaction::from_bytes(&bytes);
         let _ = lifeline_consensus::ChainState::from_snapshot(&bytes);
         let _ = lifeline_consensus::sync::SyncMessage::from_bytes(&bytes);
+        if let Ok(vote) = lifeline_consensus::FinalityVote::from_bytes(&bytes) {
+            let _ = vote.verify();
+        }
+    }
+
+    #[test]
+    fn any_bit_flip_in_a_finality_vote_is_refused_or_fails_to_verify(
+        bit in any::<prop::sample::Index>(),
+    ) {
+        let vote = sample_vote();
+        let mut bytes = vote.to_bytes();
+        let bit = bit.index(bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        let accepted = lifeline_consensus::FinalityVote::from_bytes(&bytes)
+            .ok()
+            .filter(|v| v.verify().is_ok());
+        prop_assert!(accepted.is_none(), "bit {} accepted", bit);
     }
 
     #[test]
@@ -64,4 +81,29 @@ fn snapshot_round_trips() {
     let bytes = state.to_snapshot(1, &BlockHash([5; 32]));
     let (restored, number, hash) = SignerState::from_snapshot(&bytes).unwrap();
     assert_eq!((restored, number, hash), (state, 1, BlockHash([5; 32])));
+}
+
+#[test]
+fn a_sync_message_with_more_votes_than_signers_is_refused() {
+    use lifeline_consensus::finality::MAX_VOTES_PER_MESSAGE;
+    use lifeline_consensus::sync::SyncMessage;
+    let vote = sample_vote();
+    let most = SyncMessage::Votes(vec![vote.clone(); MAX_VOTES_PER_MESSAGE]);
+    assert_eq!(SyncMessage::from_bytes(&most.to_bytes()).unwrap(), most);
+    let too_many = SyncMessage::Votes(vec![vote; MAX_VOTES_PER_MESSAGE + 1]);
+    assert!(SyncMessage::from_bytes(&too_many.to_bytes()).is_err());
+}
+
+/// A's vote for the link from block 8 to block 9 of a made-up chain.
+fn sample_vote() -> lifeline_consensus::FinalityVote {
+    let block = |number: u64, byte: u8| lifeline_consensus::BlockRef {
+        number,
+        hash: BlockHash([byte; 32]),
+    };
+    lifeline_consensus::FinalityVote::sign(
+        &identity_of("A").unwrap(),
+        BlockHash([5; 32]),
+        block(8, 3),
+        block(9, 4),
+    )
 }

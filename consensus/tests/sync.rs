@@ -5,8 +5,9 @@
 use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
 use lifeline_consensus::conformance::{genesis_of, identity_of};
 use lifeline_consensus::sync::{Sync, SyncMessage};
-use lifeline_consensus::{Chain, MemoryChainStore};
+use lifeline_consensus::{BlockRef, Chain, FinalityVote, MemoryChainStore, SealedBlock};
 use lifeline_crypto::Timestamp;
+use prost::Message;
 
 fn genesis() -> Genesis {
     let config = ChainConfig {
@@ -200,4 +201,188 @@ fn a_heavier_chain_that_conflicts_with_finality_is_not_asked_for_again_and_again
     sync.handle_message(1, wire(Sync::<u8>::status(&theirs)), &mut ours, now)
         .unwrap();
     assert!(sync.poll_transmit().is_some());
+}
+
+/// Delivers what each node's sync wants sent (through the wire encoding)
+/// until nothing is left; returns the vote messages as (from, to, votes).
+fn settle(
+    chains: &mut [Chain<MemoryChainStore>],
+    syncs: &mut [Sync<usize>],
+    now: Timestamp,
+) -> Vec<(usize, usize, usize)> {
+    let mut votes = Vec::new();
+    loop {
+        let mut moved = false;
+        for from in 0..syncs.len() {
+            while let Some((to, m)) = syncs[from].poll_transmit() {
+                if let SyncMessage::Votes(v) = &m {
+                    votes.push((from, to, v.len()));
+                }
+                syncs[to]
+                    .handle_message(from, wire(m), &mut chains[to], now)
+                    .unwrap();
+                moved = true;
+            }
+        }
+        if !moved {
+            return votes;
+        }
+    }
+}
+
+/// Chains, syncs, blocks 1 and 2, and the time.
+type VotingNodes = (
+    Vec<Chain<MemoryChainStore>>,
+    Vec<Sync<usize>>,
+    [SealedBlock; 2],
+    Timestamp,
+);
+
+/// Chains for nodes `0..n` of a 7-authority chain, each with blocks 1 and
+/// 2 (returned), and syncs that heard each listed neighbour's status.
+fn voting_nodes(n: usize, links: &[(usize, usize)]) -> VotingNodes {
+    let names = ["A", "B", "C", "D", "E", "F", "G"];
+    let g = genesis_of(&names, ChainConfig::default()).unwrap();
+    let mut chains: Vec<_> = (0..n)
+        .map(|_| Chain::open(MemoryChainStore::new(), &g).unwrap())
+        .collect();
+    let mut t = chains[0].head().timestamp;
+    let mut blocks = Vec::new();
+    for by in ["A", "B"] {
+        t = t.saturating_add(g.config.heartbeat);
+        let b = chains[0]
+            .propose(&identity_of(by).unwrap(), t, None, vec![])
+            .unwrap();
+        for c in &mut chains {
+            c.import(&b, Validation::Full { now: t }).unwrap();
+        }
+        blocks.push(b);
+    }
+    let mut syncs: Vec<Sync<usize>> = (0..n).map(|_| Sync::new()).collect();
+    for &(x, y) in links {
+        for (from, to) in [(x, y), (y, x)] {
+            let status = Sync::<usize>::status(&chains[from]);
+            syncs[to]
+                .handle_message(from, wire(status), &mut chains[to], t)
+                .unwrap();
+        }
+    }
+    settle(&mut chains, &mut syncs, t);
+    let blocks: [SealedBlock; 2] = blocks.try_into().unwrap();
+    (chains, syncs, blocks, t)
+}
+
+fn at(b: &SealedBlock) -> BlockRef {
+    BlockRef {
+        number: b.header().number,
+        hash: b.hash(),
+    }
+}
+
+#[test]
+fn finality_votes_cross_a_line_of_nodes_once_and_finalize_at_the_far_end() {
+    // A line: 0 - 1 - 2.
+    let (mut chains, mut syncs, [b1, b2], t) = voting_nodes(3, &[(0, 1), (1, 2)]);
+    let genesis = BlockRef {
+        number: 0,
+        hash: chains[0].genesis_hash(),
+    };
+    // Five authorities publish their votes at node 0: a link into block 1
+    // and one from it to block 2.
+    for by in ["A", "B", "C", "D", "E"] {
+        for (source, target) in [(genesis, at(&b1)), (at(&b1), at(&b2))] {
+            let vote = FinalityVote::sign(
+                &identity_of(by).unwrap(),
+                chains[0].genesis_hash(),
+                source,
+                target,
+            );
+            syncs[0].publish_vote(vote, &mut chains[0]).unwrap();
+        }
+    }
+    let sent = settle(&mut chains, &mut syncs, t);
+    for c in &chains {
+        assert_eq!(
+            c.finalized().hash,
+            b1.hash(),
+            "every node saw block 1 final"
+        );
+    }
+    // Each vote went 0 → 1 → 2, never back.
+    let count = |hop: (usize, usize)| -> usize {
+        sent.iter()
+            .filter(|(f, t, _)| (*f, *t) == hop)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    assert_eq!((count((0, 1)), count((1, 2))), (10, 10));
+    assert_eq!(count((1, 0)) + count((2, 1)), 0, "nothing went back");
+    // A sixth vote for a link that has five already is kept, not passed on.
+    let sixth = FinalityVote::sign(
+        &identity_of("F").unwrap(),
+        chains[0].genesis_hash(),
+        at(&b1),
+        at(&b2),
+    );
+    syncs[0].publish_vote(sixth, &mut chains[0]).unwrap();
+    assert!(settle(&mut chains, &mut syncs, t).is_empty());
+}
+
+#[test]
+fn a_new_neighbour_is_sent_the_votes_it_missed() {
+    let (mut chains, mut syncs, [b1, b2], t) = voting_nodes(2, &[]);
+    for by in ["A", "B", "C", "D", "E"] {
+        let vote = FinalityVote::sign(
+            &identity_of(by).unwrap(),
+            chains[0].genesis_hash(),
+            at(&b1),
+            at(&b2),
+        );
+        syncs[0].publish_vote(vote, &mut chains[0]).unwrap();
+    }
+    assert_eq!(chains[0].finalized().hash, b1.hash());
+    assert_eq!(chains[1].finalized().number, 0);
+    // Node 1 turns up and announces itself: node 0 sends what it kept.
+    let status = Sync::<usize>::status(&chains[1]);
+    syncs[0]
+        .handle_message(1, wire(status), &mut chains[0], t)
+        .unwrap();
+    settle(&mut chains, &mut syncs, t);
+    assert_eq!(chains[1].finalized().hash, b1.hash());
+}
+
+#[test]
+fn a_forged_vote_is_counted_against_its_sender_and_not_passed_on() {
+    let (mut chains, mut syncs, [b1, b2], t) = voting_nodes(2, &[(0, 1)]);
+    // B's vote, with its target changed after signing.
+    let vote = FinalityVote::sign(
+        &identity_of("B").unwrap(),
+        chains[0].genesis_hash(),
+        at(&b1),
+        at(&b2),
+    );
+    let mut signed =
+        lifeline_consensus::wire::pb::SignedFinalityVote::decode(vote.to_bytes().as_slice())
+            .unwrap();
+    let mut body =
+        lifeline_consensus::wire::pb::FinalityVoteBody::decode(signed.body.as_slice()).unwrap();
+    body.target_hash = vec![8; 32];
+    signed.body = body.encode_to_vec();
+    let forged = FinalityVote::from_bytes(&signed.encode_to_vec()).unwrap();
+    syncs[0]
+        .handle_message(7, SyncMessage::Votes(vec![forged]), &mut chains[0], t)
+        .unwrap();
+    assert_eq!(syncs[0].misbehaviour(&7).forged_votes, 1);
+    assert!(
+        syncs[0].poll_transmit().is_none(),
+        "not passed on to node 1"
+    );
+    // The genuine vote counts and is passed on.
+    syncs[0]
+        .handle_message(7, SyncMessage::Votes(vec![vote]), &mut chains[0], t)
+        .unwrap();
+    assert!(matches!(
+        syncs[0].poll_transmit(),
+        Some((1, SyncMessage::Votes(v))) if v.len() == 1
+    ));
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lifeline_consensus::BlockHash;
+use lifeline_consensus::finality::VoteRecord;
 use lifeline_consensus::store::{ChainBatch, ChainStore, StoredHead};
 use lifeline_routing::{MessageId, MessageStore, SeenRecord, StoreBatch};
 use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch, WriteOptions};
@@ -52,6 +53,9 @@ const KEY_GENESIS: &[u8] = b"genesis";
 const KEY_HEAD: &[u8] = b"head";
 const KEY_FINALIZED: &[u8] = b"finalized";
 const KEY_LATEST_SNAPSHOT: &[u8] = b"latest";
+/// This node's latest finality vote: source and target heights, 8 bytes
+/// each, big-endian. Absent until the node first votes, so no schema change.
+const KEY_LAST_VOTE: &[u8] = b"last_vote";
 
 /// What can go wrong with the database.
 #[derive(Debug, Error)]
@@ -470,6 +474,21 @@ impl ChainStore for RocksChainStore {
         self.db.get(CF_STATE, KEY_LATEST_SNAPSHOT)
     }
 
+    fn last_vote(&self) -> Result<Option<VoteRecord>, Self::Error> {
+        let Some(bytes) = self.db.get(CF_META, KEY_LAST_VOTE)? else {
+            return Ok(None);
+        };
+        let record = <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| {
+            self.db
+                .corrupt("the last finality vote record is not 16 bytes")
+        })?;
+        let value = u128::from_be_bytes(record);
+        Ok(Some(VoteRecord {
+            source: (value >> 64) as u64,
+            target: value as u64,
+        }))
+    }
+
     /// One synced write batch: all of it is on disk when this returns, or none of it.
     fn commit(&mut self, batch: ChainBatch) -> Result<(), Self::Error> {
         let db = &self.db;
@@ -504,6 +523,10 @@ impl ChainStore for RocksChainStore {
         }
         if let Some(snapshot) = &batch.snapshot {
             write.put_cf(state, KEY_LATEST_SNAPSHOT, snapshot);
+        }
+        if let Some(vote) = &batch.last_vote {
+            let record = (u128::from(vote.source) << 64) | u128::from(vote.target);
+            write.put_cf(meta, KEY_LAST_VOTE, record.to_be_bytes());
         }
         db.write_synced(write)
     }
@@ -547,6 +570,42 @@ mod tests {
         assert_eq!(chain.head(), head);
         assert_eq!(chain.finalized(), finalized);
         assert_eq!(chain.head().number, 10);
+    }
+
+    #[test]
+    fn an_authoritys_last_finality_vote_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = genesis();
+        let t = {
+            let db = Database::open(dir.path()).unwrap();
+            let mut chain = Chain::open(db.chain_store(), &g).unwrap();
+            assert_eq!(db.chain_store().last_vote().unwrap(), None);
+            let t = chain
+                .head()
+                .timestamp
+                .saturating_add(chain.config().heartbeat);
+            let block = chain
+                .propose(&identity_of("A").unwrap(), t, None, vec![])
+                .unwrap();
+            chain.import(&block, Validation::Full { now: t }).unwrap();
+            let t = t.saturating_add(chain.config().period);
+            let vote = chain.vote(&identity_of("B").unwrap(), t).unwrap().unwrap();
+            assert_eq!((vote.source.number, vote.target.number), (0, 1));
+            t
+        };
+        let db = Database::open(dir.path()).unwrap();
+        let mut chain = Chain::open(db.chain_store(), &g).unwrap();
+        assert_eq!(
+            chain.last_vote(),
+            lifeline_consensus::VoteRecord {
+                source: 0,
+                target: 1
+            }
+        );
+        assert!(
+            chain.vote(&identity_of("B").unwrap(), t).unwrap().is_none(),
+            "no second vote for height 1"
+        );
     }
 
     #[test]
