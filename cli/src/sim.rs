@@ -144,13 +144,14 @@ pub fn run(command: SimCommand) -> Result<ExitCode> {
             if let Some(c) = &report.chain {
                 writeln!(
                     out,
-                    "chain: {} authorities, {} blocks, head {}, finalized >= {} everywhere; finality lag p50 {:.2} p99 {:.2} periods; {} reorgs; {} finalized conflicts; {} equivocations caught by {} nodes; registrations {}/{}",
+                    "chain: {} authorities, {} blocks, head {}, finalized >= {} everywhere; finality lag p50 {:.2} p99 {:.2} periods (votes {:.0} B/s per node); {} reorgs; {} finalized conflicts; {} equivocations caught by {} nodes; registrations {}/{}",
                     c.authorities,
                     c.blocks_sealed,
                     c.head_max,
                     c.finalized_min,
                     c.finality_lag_periods[0],
                     c.finality_lag_periods[1],
+                    c.vote_bytes_per_node_s,
                     c.reorgs,
                     c.finalized_conflicts,
                     c.equivocations_sealed,

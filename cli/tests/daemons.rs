@@ -1,6 +1,6 @@
 //! Real daemons as separate processes on loopback: they find each other
 //! through a bootstrap list, three authorities advance and finalize the
-//! chain, messages cross with receipts, an SOS is acknowledged, and a node
+//! chain (by finality votes, one block behind the head), messages cross with receipts, an SOS is acknowledged, and a node
 //! killed with SIGKILL comes back with its chain and custody.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -71,6 +71,19 @@ fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
         n.wait_for("finalized block 3", Duration::from_secs(60), |d| {
             finalized(d) >= 3
         });
+    }
+    // With finality votes a block is final once the votes for its child are
+    // in: one block behind the head. By seals alone, with three
+    // authorities, it is never closer than two (all three must seal on it).
+    for n in &nodes {
+        n.wait_for(
+            "finality one block behind the head",
+            Duration::from_secs(30),
+            |d| {
+                let head = d.status()["chain"]["head"]["number"].as_u64().unwrap_or(0);
+                head >= 4 && finalized(d) + 1 >= head
+            },
+        );
     }
     // The hub's metrics and health.
     let (code, body) = http_get(&metrics, "/healthz");

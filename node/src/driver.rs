@@ -164,6 +164,8 @@ struct ChainDriver {
     heartbeat_ms: u64,
     /// A vote this authority puts in its next block.
     vote: Option<Vote>,
+    /// When this authority may cast its finality vote for the head.
+    vote_at: Option<u64>,
     /// Transactions this node signed that no block carries yet.
     own_pending: VecDeque<requests::OwnTx>,
 }
@@ -510,6 +512,7 @@ fn open_chain(path: &Path, db: &Database) -> Result<ChainDriver, NodeError> {
         seal: None,
         heartbeat_ms,
         vote: None,
+        vote_at: None,
         own_pending: VecDeque::new(),
     })
 }
@@ -553,6 +556,9 @@ impl Node {
                 wake = wake.min(t.as_unix_millis());
             }
             if let Some((at, _)) = c.seal {
+                wake = wake.min(at);
+            }
+            if let Some(at) = c.vote_at {
                 wake = wake.min(at);
             }
         }
@@ -892,8 +898,10 @@ impl Node {
                     error!("the chain store failed during sync: {e}");
                 }
                 let counts = c.sync.misbehaviour(&peer);
-                if counts.invalid_blocks + counts.unsolicited >= SYNC_BAN_THRESHOLD {
-                    self.ban(peer, "served invalid or unsolicited blocks");
+                if counts.invalid_blocks + counts.unsolicited + counts.forged_votes
+                    >= SYNC_BAN_THRESHOLD
+                {
+                    self.ban(peer, "served invalid or unsolicited blocks or forged votes");
                 }
             }
         }
@@ -915,6 +923,13 @@ impl Node {
                 c.seal = None;
                 self.seal(parent);
             }
+        }
+        if self
+            .chain
+            .as_ref()
+            .is_some_and(|c| c.vote_at.is_some_and(|at| at <= now))
+        {
+            self.after_chain();
         }
         while let Some(entry) = self.bans.first_entry() {
             if *entry.key() > now {
@@ -1117,6 +1132,33 @@ impl Node {
                 b.hash()
             );
         }
+        for (first, second) in c.chain.take_vote_evidence() {
+            warn!(
+                signer = %first.signer,
+                height = first.target.number,
+                "an authority voted twice for height {} (for {} and for {})",
+                first.target.number,
+                first.target.hash,
+                second.target.hash
+            );
+        }
+        // An authority votes for its head when it may (docs/chain.md,
+        // Finality); the vote is on disk before it is sent.
+        let now = ts(self.now);
+        match c.chain.vote(&self.keys.identity, now) {
+            Ok(Some(vote)) => {
+                if let Err(e) = c.sync.publish_vote(vote, &mut c.chain) {
+                    error!("the chain store failed while counting our own finality vote: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                error!(
+                    "the chain store failed to record our finality vote, so it was not sent: {e}"
+                )
+            }
+        }
+        c.vote_at = c.chain.vote_wait(now).map(|t| t.as_unix_millis());
         let head = c.chain.head();
         let mut moved = false;
         if head.hash != c.announced {

@@ -40,6 +40,8 @@ pub enum Wake {
     },
     /// Node `node`'s sync request may have timed out.
     Sync(usize),
+    /// Authority `node` may vote for its head now.
+    Vote(usize),
 }
 
 /// What the chain did over a run (deterministic).
@@ -81,6 +83,13 @@ pub struct ChainReport {
     pub txs_registered: u64,
     /// Sync messages that did not decode.
     pub bad_messages: u64,
+    /// Finality-vote messages sent between neighbours, and their bytes.
+    pub vote_messages: u64,
+    /// See `vote_messages`.
+    pub vote_bytes: u64,
+    /// Finality-vote bytes sent per node and simulated second, over the
+    /// whole run.
+    pub vote_bytes_per_node_s: f64,
     /// Every 10 s: [highest head, lowest head, highest finalized, lowest
     /// finalized] over running nodes.
     pub timeline: Vec<[u64; 4]>,
@@ -102,6 +111,8 @@ pub struct ChainNet {
     alternates: HashMap<BlockHash, Vec<u8>>,
     pools: HashMap<usize, TxPool>,
     sync_timer: Vec<Option<u64>>,
+    /// When each authority's vote wait ends (one wake-up per wait).
+    vote_timer: Vec<Option<u64>>,
     last_head: Vec<Head>,
     last_finalized: Vec<Head>,
     head_count: HashMap<BlockHash, usize>,
@@ -178,6 +189,7 @@ impl ChainNet {
             alternates: HashMap::new(),
             pools: HashMap::new(),
             sync_timer: vec![None; n],
+            vote_timer: vec![None; n],
             last_head: Vec::new(),
             last_finalized: Vec::new(),
             head_count: HashMap::new(),
@@ -236,6 +248,7 @@ impl ChainNet {
         let now_us = engine.now_us();
         match wake {
             Wake::Seal { node, parent } => self.seal(engine, node, parent),
+            Wake::Vote(node) => self.after(engine, node),
             Wake::Sync(node) => {
                 if self.sync_timer[node].is_some_and(|t| t <= now_us) {
                     self.sync_timer[node] = None;
@@ -337,6 +350,21 @@ impl ChainNet {
         if !chain.take_evidence().is_empty() {
             self.detected.insert(node);
         }
+        if self.authorities.contains(&node) && !self.equivocating[node] {
+            // An authority votes for its head when it may (counted here
+            // first, so its own finality below already includes it).
+            let now = ts(now_us);
+            if let Ok(Some(vote)) = chain.vote(&engine.nodes[node].identity, now) {
+                let _ = self.syncs[node].publish_vote(vote, chain);
+            }
+            if let Some(at) = chain.vote_wait(now) {
+                let at_us = at.as_unix_millis().saturating_mul(1_000);
+                if self.vote_timer[node] != Some(at_us) {
+                    self.vote_timer[node] = Some(at_us);
+                    self.wakes.push((at_us, Wake::Vote(node)));
+                }
+            }
+        }
         let head = chain.head();
         let finalized = chain.finalized();
         let status = Sync::<usize>::status(chain).to_bytes();
@@ -404,7 +432,14 @@ impl ChainNet {
                         .collect();
                     SyncMessage::Blocks(blocks).to_bytes()
                 }
-                other => other.to_bytes(),
+                other => {
+                    let bytes = other.to_bytes();
+                    if matches!(other, SyncMessage::Votes(_)) {
+                        self.report.vote_messages += 1;
+                        self.report.vote_bytes += bytes.len() as u64;
+                    }
+                    bytes
+                }
             };
             engine.send_side(l, bytes);
         }
@@ -537,12 +572,14 @@ impl ChainNet {
 
     /// The report, after checking every running node's canonical chain
     /// against every block finalized anywhere.
-    pub fn finish(mut self) -> ChainReport {
+    pub fn finish(mut self, simulated_s: f64) -> ChainReport {
         let period = self.period_ms as f64;
         let mut lags: Vec<f64> = self.lags_ms.iter().map(|l| *l as f64 / period).collect();
         lags.sort_by(f64::total_cmp);
         let mut report = std::mem::take(&mut self.report);
         report.authorities = self.authorities.len() as u64;
+        report.vote_bytes_per_node_s =
+            report.vote_bytes as f64 / self.chains.len().max(1) as f64 / simulated_s.max(1e-9);
         report.period_s = period / 1_000.0;
         report.finality_lag_periods = [
             percentile(&lags, 0.5),

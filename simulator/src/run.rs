@@ -1106,7 +1106,10 @@ pub fn run(
         restarts: collector.restarts,
         open_failures: collector.open_failures,
         timeline: collector.timeline.clone(),
-        chain: collector.chain.take().map(ChainNet::finish),
+        chain: collector
+            .chain
+            .take()
+            .map(|c| c.finish(engine.now_us().saturating_sub(EPOCH_MS * 1_000) as f64 / 1e6)),
         flood: (!collector.flood.flooders.is_empty()).then(|| {
             let config = engine.config();
             let f = &collector.flood;
