@@ -23,6 +23,8 @@ const VOTE_DOMAIN: &[u8] = b"lifeline/finality/v1";
 pub const MAX_VOTE_LEN: usize = 512;
 /// Most votes in one sync message.
 pub const MAX_VOTES_PER_MESSAGE: usize = MAX_SIGNERS;
+/// Most vote ids in one sync message.
+pub const MAX_VOTE_IDS_PER_MESSAGE: usize = 1024;
 
 /// A block named by height and hash: the two ends of a vote's link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,6 +71,7 @@ pub struct FinalityVote {
     pub signer: NodeId,
     body: Vec<u8>,
     signature: [u8; 64],
+    id: u64,
 }
 
 /// Why a vote was not counted.
@@ -114,6 +117,7 @@ impl FinalityVote {
         }
         .encode_to_vec();
         let signature = identity.sign(VOTE_DOMAIN, &body);
+        let id = short_id(&body, &signature);
         Self {
             genesis,
             source,
@@ -121,7 +125,15 @@ impl FinalityVote {
             signer: *identity.id(),
             body,
             signature,
+            id,
         }
+    }
+
+    /// The vote's short id, by which neighbours announce and ask for it:
+    /// the first 8 bytes of the blake3 hash of its wire bytes. Finding
+    /// another vote with a given id takes about 2^64 tries.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Checks the signature.
@@ -189,10 +201,22 @@ impl FinalityVote {
                 hash: BlockHash(fixed(WHAT, "target_hash", &raw.target_hash)?),
             },
             signer,
+            id: short_id(&signed.body, &signature),
             body: signed.body,
             signature,
         })
     }
+}
+
+fn short_id(body: &[u8], signature: &[u8; 64]) -> u64 {
+    let signed = pb::SignedFinalityVote {
+        body: body.to_vec(),
+        signature: signature.to_vec(),
+    };
+    let hash = blake3::hash(&signed.encode_to_vec());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 #[cfg(test)]
@@ -233,6 +257,14 @@ mod tests {
         assert_eq!(back.verify(), Ok(()));
         assert_eq!((back.source, back.target), link());
         assert!(vote.to_bytes().len() < MAX_VOTE_LEN);
+        // The id is the wire bytes' hash, the same after a round trip.
+        let hash = blake3::hash(&vote.to_bytes());
+        let first: [u8; 8] = hash.as_bytes()[..8].try_into().unwrap();
+        assert_eq!(
+            (back.id(), vote.id()),
+            (u64::from_le_bytes(first), back.id())
+        );
+        assert_ne!(vote.id(), vote_by("B").id());
     }
 
     #[test]

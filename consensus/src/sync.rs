@@ -7,15 +7,19 @@
 //! where both chains must meet. One request is in flight at a time; a request
 //! that gets no answer times out and another neighbour is tried.
 //!
-//! Finality votes travel the same way: a node that counts a new vote passes
-//! it on to its other neighbours, and an authority publishes its own with
-//! [`Sync::publish_vote`].
+//! Finality votes are announced and pulled: a node that counts a new vote
+//! tells its other neighbours its 8-byte id (`HaveVotes`), and a neighbour
+//! that lacks it asks for it (`GetVotes`), from another announcer if the
+//! first does not answer within [`VOTE_ASK_TIMEOUT`]. Each vote then crosses
+//! each link about once instead of once each way, at the cost of two more
+//! one-way delays per hop. An authority pushes its own votes to every
+//! neighbour ([`Sync::publish_vote`]): nobody has them yet.
 //!
 //! Inputs: `handle_message`, `handle_timeout`, `handle_peer_gone`,
 //! `publish_vote`. Outputs: `poll_transmit` (messages for neighbours). Time
 //! comes in as an argument.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -25,7 +29,7 @@ use prost::Message;
 
 use crate::block::{BlockHash, MAX_BLOCK_LEN, SealedBlock};
 use crate::chain::{Chain, ChainError, ImportError, Validation};
-use crate::finality::{FinalityVote, MAX_VOTES_PER_MESSAGE, VoteError};
+use crate::finality::{FinalityVote, MAX_VOTE_IDS_PER_MESSAGE, MAX_VOTES_PER_MESSAGE, VoteError};
 use crate::store::ChainStore;
 use crate::wire::pb;
 
@@ -70,6 +74,10 @@ pub enum SyncMessage {
     Blocks(Vec<Vec<u8>>),
     /// Finality votes (signatures not checked yet).
     Votes(Vec<FinalityVote>),
+    /// "I have the votes with these ids."
+    HaveVotes(Vec<u64>),
+    /// "Send me the votes with these ids."
+    GetVotes(Vec<u64>),
 }
 
 impl SyncMessage {
@@ -94,6 +102,8 @@ impl SyncMessage {
             Self::Votes(votes) => Kind::Votes(pb::FinalityVotes {
                 votes: votes.iter().map(FinalityVote::to_pb).collect(),
             }),
+            Self::HaveVotes(ids) => Kind::HaveVotes(pb::VoteIds { ids: ids.clone() }),
+            Self::GetVotes(ids) => Kind::GetVotes(pb::VoteIds { ids: ids.clone() }),
         };
         pb::SyncMessage { kind: Some(kind) }.encode_to_vec()
     }
@@ -147,8 +157,40 @@ impl SyncMessage {
                         .collect::<Result<_, _>>()?,
                 )
             }
+            Kind::HaveVotes(v) => Self::HaveVotes(vote_ids(v)?),
+            Kind::GetVotes(v) => Self::GetVotes(vote_ids(v)?),
         })
     }
+}
+
+fn vote_ids(v: pb::VoteIds) -> Result<Vec<u64>, DecodeError> {
+    if v.ids.len() > MAX_VOTE_IDS_PER_MESSAGE {
+        return Err(DecodeError::InvalidField {
+            what: "VoteIds",
+            field: "ids",
+            reason: "more ids than one message may carry",
+        });
+    }
+    Ok(v.ids)
+}
+
+/// How long a node waits for a vote it asked a neighbour for before it asks
+/// another neighbour that announced it.
+pub const VOTE_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most vote ids a node remembers having (oldest forgotten first): a vote
+/// announced again after that is fetched and found a duplicate.
+const MAX_KNOWN_VOTES: usize = 4096;
+/// Most votes a node waits for at once, and from one neighbour.
+const MAX_WANTED_VOTES: usize = 1024;
+const MAX_WANTED_PER_PEER: usize = 256;
+/// Most other announcers remembered per wanted vote.
+const MAX_ANNOUNCERS: usize = 8;
+
+/// A vote announced to this node that it does not have yet.
+struct Wanted<P> {
+    asked: P,
+    deadline: Timestamp,
+    others: Vec<P>,
 }
 
 /// What a neighbour did wrong, for the daemon's ban policy.
@@ -179,6 +221,12 @@ pub struct Sync<P> {
     outbox: VecDeque<(P, SyncMessage)>,
     /// Height to ask from next, when walking back to find where branches meet.
     restart_from: Option<u64>,
+    /// Ids of votes this node has seen (verified, or refused for a reason
+    /// other than forgery), so that it does not fetch them again.
+    known_votes: HashSet<u64>,
+    known_order: VecDeque<u64>,
+    /// Votes announced to this node that it asked for.
+    wanted: HashMap<u64, Wanted<P>>,
 }
 
 impl<P: Clone + Eq + Hash + Ord> Default for Sync<P> {
@@ -197,6 +245,9 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             in_flight: None,
             outbox: VecDeque::new(),
             restart_from: None,
+            known_votes: HashSet::new(),
+            known_order: VecDeque::new(),
+            wanted: HashMap::new(),
         }
     }
 
@@ -243,12 +294,12 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             } => {
                 if genesis == chain.genesis_hash() {
                     if self.neighbours.insert(peer.clone()) {
-                        // A new neighbour gets the votes it may have missed,
-                        // so that it can count the next ones at once.
-                        let votes = chain.votes();
-                        for chunk in votes.chunks(MAX_VOTES_PER_MESSAGE) {
+                        // A new neighbour hears of the votes it may have
+                        // missed, so that it can count the next ones at once.
+                        let ids: Vec<u64> = chain.votes().iter().map(FinalityVote::id).collect();
+                        for chunk in ids.chunks(MAX_VOTE_IDS_PER_MESSAGE) {
                             self.outbox
-                                .push_back((peer.clone(), SyncMessage::Votes(chunk.to_vec())));
+                                .push_back((peer.clone(), SyncMessage::HaveVotes(chunk.to_vec())));
                         }
                     }
                     self.peers.insert(peer, theirs);
@@ -260,6 +311,18 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             }
             SyncMessage::Blocks(blocks) => self.handle_blocks(peer, blocks, chain, now)?,
             SyncMessage::Votes(votes) => self.handle_votes(Some(peer), votes, chain)?,
+            SyncMessage::HaveVotes(ids) => self.handle_have_votes(peer, ids, now),
+            SyncMessage::GetVotes(ids) => {
+                let votes: Vec<FinalityVote> = chain
+                    .votes()
+                    .into_iter()
+                    .filter(|v| ids.contains(&v.id()))
+                    .take(MAX_VOTES_PER_MESSAGE)
+                    .collect();
+                if !votes.is_empty() {
+                    self.outbox.push_back((peer, SyncMessage::Votes(votes)));
+                }
+            }
         }
         self.maybe_request(chain, now);
         Ok(())
@@ -324,14 +387,61 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         Ok(())
     }
 
-    /// This node (an authority) votes: the vote is counted here and sent to
-    /// every neighbour. Make it with [`Chain::vote`] when the head moves.
+    /// This node (an authority) votes: the vote is counted here and sent,
+    /// whole, to every neighbour. Make it with [`Chain::vote`].
     pub fn publish_vote<S: ChainStore>(
         &mut self,
         vote: FinalityVote,
         chain: &mut Chain<S>,
     ) -> Result<(), ChainError<S::Error>> {
         self.handle_votes(None, vec![vote], chain)
+    }
+
+    /// A neighbour announced votes: ask it for those this node has not seen
+    /// and is not already waiting for (bounded per neighbour and in all).
+    fn handle_have_votes(&mut self, peer: P, ids: Vec<u64>, now: Timestamp) {
+        let mut asked_here = self.wanted.values().filter(|w| w.asked == peer).count();
+        let mut ask = Vec::new();
+        for id in ids {
+            if self.known_votes.contains(&id) {
+                continue;
+            }
+            if let Some(w) = self.wanted.get_mut(&id) {
+                if w.asked != peer && w.others.len() < MAX_ANNOUNCERS && !w.others.contains(&peer) {
+                    w.others.push(peer.clone());
+                }
+                continue;
+            }
+            if self.wanted.len() >= MAX_WANTED_VOTES || asked_here >= MAX_WANTED_PER_PEER {
+                continue;
+            }
+            self.wanted.insert(
+                id,
+                Wanted {
+                    asked: peer.clone(),
+                    deadline: now.saturating_add(VOTE_ASK_TIMEOUT),
+                    others: Vec::new(),
+                },
+            );
+            asked_here += 1;
+            ask.push(id);
+        }
+        if !ask.is_empty() {
+            self.outbox.push_back((peer, SyncMessage::GetVotes(ask)));
+        }
+    }
+
+    /// Remembers that this node has seen vote `id`.
+    fn know_vote(&mut self, id: u64) {
+        self.wanted.remove(&id);
+        if self.known_votes.insert(id) {
+            self.known_order.push_back(id);
+            if self.known_order.len() > MAX_KNOWN_VOTES
+                && let Some(old) = self.known_order.pop_front()
+            {
+                self.known_votes.remove(&old);
+            }
+        }
     }
 
     /// Counts `votes` (from `from`, or this node's own) and passes the new
@@ -344,9 +454,19 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
     ) -> Result<(), ChainError<S::Error>> {
         let mut fresh = Vec::new();
         for vote in votes {
+            let id = vote.id();
+            if self.known_votes.contains(&id) {
+                // Seen already: no signature check, nothing to pass on.
+                self.wanted.remove(&id);
+                continue;
+            }
             match chain.add_vote(&vote) {
-                Ok(true) => fresh.push(vote),
-                Ok(false) => {}
+                Ok(needed) => {
+                    self.know_vote(id);
+                    if needed {
+                        fresh.push(vote);
+                    }
+                }
                 Err(ChainError::Vote(VoteError::BadSignature)) => {
                     if let Some(peer) = &from {
                         self.misbehaviour
@@ -357,35 +477,67 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                 }
                 // Another chain, a signer this node does not know (yet), or
                 // an authority's second vote for one height (its fault, not
-                // the neighbour's): not passed on.
-                Err(ChainError::Vote(_)) => {}
+                // the neighbour's): not passed on, not fetched again.
+                Err(ChainError::Vote(_)) => self.know_vote(id),
                 Err(e) => return Err(e),
             }
         }
         if fresh.is_empty() {
             return Ok(());
         }
+        let ids: Vec<u64> = fresh.iter().map(FinalityVote::id).collect();
         for peer in &self.neighbours {
-            if from.as_ref() != Some(peer) {
-                self.outbox
-                    .push_back((peer.clone(), SyncMessage::Votes(fresh.clone())));
-            }
+            let message = match &from {
+                // Our own: every neighbour needs them.
+                None => SyncMessage::Votes(fresh.clone()),
+                Some(from) if from == peer => continue,
+                Some(_) => SyncMessage::HaveVotes(ids.clone()),
+            };
+            self.outbox.push_back((peer.clone(), message));
         }
         Ok(())
     }
 
-    /// Time passed: a request that got no answer is given up.
+    /// Time passed: a request that got no answer is given up, and votes
+    /// asked for in vain are asked of the next neighbour that announced
+    /// them (or forgotten, if none did).
     pub fn handle_timeout<S: ChainStore>(&mut self, chain: &Chain<S>, now: Timestamp) {
         if let Some(request) = self.in_flight.take_if(|r| r.deadline <= now) {
             // Try someone else next time.
             self.peers.remove(&request.peer);
+        }
+        let mut expired: Vec<u64> = self
+            .wanted
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        // In a fixed order, so that a simulation replays exactly.
+        expired.sort_unstable();
+        let mut ask: BTreeMap<P, Vec<u64>> = BTreeMap::new();
+        for id in expired {
+            let Some(w) = self.wanted.get_mut(&id) else {
+                continue;
+            };
+            if w.others.is_empty() {
+                self.wanted.remove(&id);
+                continue;
+            }
+            w.asked = w.others.remove(0);
+            w.deadline = now.saturating_add(VOTE_ASK_TIMEOUT);
+            ask.entry(w.asked.clone()).or_default().push(id);
+        }
+        for (peer, ids) in ask {
+            self.outbox.push_back((peer, SyncMessage::GetVotes(ids)));
         }
         self.maybe_request(chain, now);
     }
 
     /// When sync wants to be woken for its timeout.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.in_flight.as_ref().map(|r| r.deadline)
+        let request = self.in_flight.as_ref().map(|r| r.deadline);
+        let votes = self.wanted.values().map(|w| w.deadline).min();
+        request.into_iter().chain(votes).min()
     }
 
     /// The next message to send.

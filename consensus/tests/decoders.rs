@@ -94,6 +94,18 @@ fn a_sync_message_with_more_votes_than_signers_is_refused() {
     assert!(SyncMessage::from_bytes(&too_many.to_bytes()).is_err());
 }
 
+#[test]
+fn a_sync_message_with_more_than_1024_vote_ids_is_refused() {
+    use lifeline_consensus::finality::MAX_VOTE_IDS_PER_MESSAGE;
+    use lifeline_consensus::sync::SyncMessage;
+    for make in [SyncMessage::HaveVotes, SyncMessage::GetVotes] {
+        let most = make((0..MAX_VOTE_IDS_PER_MESSAGE as u64).collect());
+        assert_eq!(SyncMessage::from_bytes(&most.to_bytes()).unwrap(), most);
+        let too_many = make((0..=MAX_VOTE_IDS_PER_MESSAGE as u64).collect());
+        assert!(SyncMessage::from_bytes(&too_many.to_bytes()).is_err());
+    }
+}
+
 /// A's vote for the link from block 8 to block 9 of a made-up chain.
 fn sample_vote() -> lifeline_consensus::FinalityVote {
     let block = |number: u64, byte: u8| lifeline_consensus::BlockRef {

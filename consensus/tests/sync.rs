@@ -4,7 +4,7 @@
 
 use lifeline_consensus::chain::{ChainConfig, Genesis, Validation};
 use lifeline_consensus::conformance::{genesis_of, identity_of};
-use lifeline_consensus::sync::{Sync, SyncMessage};
+use lifeline_consensus::sync::{Sync, SyncMessage, VOTE_ASK_TIMEOUT};
 use lifeline_consensus::{BlockRef, Chain, FinalityVote, MemoryChainStore, SealedBlock};
 use lifeline_crypto::Timestamp;
 use prost::Message;
@@ -308,14 +308,16 @@ fn finality_votes_cross_a_line_of_nodes_once_and_finalize_at_the_far_end() {
             "every node saw block 1 final"
         );
     }
-    // Each vote went 0 → 1 → 2, never back.
+    // Votes went 0 → 1 → 2, never back. Node 1 announced all ten, but once
+    // block 1 was final there it served only the five above it: the links
+    // into block 1 no longer matter to anyone.
     let count = |hop: (usize, usize)| -> usize {
         sent.iter()
             .filter(|(f, t, _)| (*f, *t) == hop)
             .map(|(_, _, n)| n)
             .sum()
     };
-    assert_eq!((count((0, 1)), count((1, 2))), (10, 10));
+    assert_eq!((count((0, 1)), count((1, 2))), (10, 5));
     assert_eq!(count((1, 0)) + count((2, 1)), 0, "nothing went back");
     // A sixth vote for a link that has five already is kept, not passed on.
     let sixth = FinalityVote::sign(
@@ -377,12 +379,82 @@ fn a_forged_vote_is_counted_against_its_sender_and_not_passed_on() {
         syncs[0].poll_transmit().is_none(),
         "not passed on to node 1"
     );
-    // The genuine vote counts and is passed on.
+    // The genuine vote counts and is announced to node 1.
+    let id = vote.id();
     syncs[0]
         .handle_message(7, SyncMessage::Votes(vec![vote]), &mut chains[0], t)
         .unwrap();
-    assert!(matches!(
+    assert_eq!(
         syncs[0].poll_transmit(),
-        Some((1, SyncMessage::Votes(v))) if v.len() == 1
-    ));
+        Some((1, SyncMessage::HaveVotes(vec![id])))
+    );
+}
+
+#[test]
+fn an_announced_vote_is_fetched_once_and_from_another_neighbour_if_the_first_is_silent() {
+    // Node 0 between neighbours 1 and 2.
+    let (mut chains, mut syncs, [b1, b2], t) = voting_nodes(3, &[(0, 1), (0, 2)]);
+    let vote = FinalityVote::sign(
+        &identity_of("C").unwrap(),
+        chains[0].genesis_hash(),
+        at(&b1),
+        at(&b2),
+    );
+    let id = vote.id();
+    let have = SyncMessage::HaveVotes(vec![id]);
+    syncs[0]
+        .handle_message(1, wire(have.clone()), &mut chains[0], t)
+        .unwrap();
+    assert_eq!(
+        syncs[0].poll_transmit(),
+        Some((1, SyncMessage::GetVotes(vec![id])))
+    );
+    // Neighbour 2 announces it too: not asked while 1 may still answer.
+    syncs[0]
+        .handle_message(2, wire(have.clone()), &mut chains[0], t)
+        .unwrap();
+    assert_eq!(syncs[0].poll_transmit(), None);
+    let deadline = t.saturating_add(VOTE_ASK_TIMEOUT);
+    assert_eq!(syncs[0].poll_timeout(), Some(deadline));
+    // 1 stays silent: at the deadline 2 is asked.
+    syncs[0].handle_timeout(&chains[0], deadline);
+    assert_eq!(
+        syncs[0].poll_transmit(),
+        Some((2, SyncMessage::GetVotes(vec![id])))
+    );
+    syncs[0]
+        .handle_message(
+            2,
+            wire(SyncMessage::Votes(vec![vote])),
+            &mut chains[0],
+            deadline,
+        )
+        .unwrap();
+    // Counted, and announced to the other neighbour, not back to 2.
+    assert_eq!(chains[0].votes().len(), 1);
+    assert_eq!(syncs[0].poll_transmit(), Some((1, have.clone())));
+    assert_eq!(syncs[0].poll_transmit(), None);
+    // Announced again later: nothing is fetched, nothing is waited for.
+    syncs[0]
+        .handle_message(1, wire(have), &mut chains[0], deadline)
+        .unwrap();
+    assert_eq!(syncs[0].poll_transmit(), None);
+    assert_eq!(syncs[0].poll_timeout(), None);
+}
+
+#[test]
+fn one_neighbour_cannot_make_a_node_wait_for_more_than_256_votes() {
+    let (mut chains, mut syncs, _, t) = voting_nodes(2, &[(0, 1)]);
+    let ids: Vec<u64> = (0..1000).collect();
+    syncs[0]
+        .handle_message(1, wire(SyncMessage::HaveVotes(ids)), &mut chains[0], t)
+        .unwrap();
+    match syncs[0].poll_transmit() {
+        Some((1, SyncMessage::GetVotes(asked))) => assert_eq!(asked.len(), 256),
+        other => panic!("expected one request, got {other:?}"),
+    }
+    // Unanswered, they are forgotten at the deadline (nobody else has them).
+    syncs[0].handle_timeout(&chains[0], t.saturating_add(VOTE_ASK_TIMEOUT));
+    assert_eq!(syncs[0].poll_transmit(), None);
+    assert_eq!(syncs[0].poll_timeout(), None);
 }

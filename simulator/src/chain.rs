@@ -434,7 +434,12 @@ impl ChainNet {
                 }
                 other => {
                     let bytes = other.to_bytes();
-                    if matches!(other, SyncMessage::Votes(_)) {
+                    if matches!(
+                        other,
+                        SyncMessage::Votes(_)
+                            | SyncMessage::HaveVotes(_)
+                            | SyncMessage::GetVotes(_)
+                    ) {
                         self.report.vote_messages += 1;
                         self.report.vote_bytes += bytes.len() as u64;
                     }
