@@ -536,12 +536,9 @@ impl<S: MessageStore> Router<S> {
             .load_seen()
             .map_err(|e| RouterError::Store(e.to_string()))?;
         for r in seen {
-            let cache = if r.delivered {
-                &mut router.delivered
-            } else {
-                &mut router.seen
-            };
-            cache.insert(r.id, r.created_ms, r.expires_ms, now);
+            router
+                .seen_cache(r.delivered)
+                .insert(r.id, r.created_ms, r.expires_ms, now);
         }
         let mut restored: Vec<MessageId> = router.held.keys().copied().collect();
         restored.sort_unstable();
@@ -1325,18 +1322,25 @@ impl<S: MessageStore> Router<S> {
     /// handled; `true` the first time (see [`SeenCache::insert`]: ids live
     /// as long as their message). New ids go to the store with the next
     /// write.
+    /// The ids of messages delivered here (`true`), or of broadcasts and
+    /// floods handled here (`false`).
+    fn seen_cache(&mut self, delivered: bool) -> &mut SeenCache<MessageId> {
+        if delivered {
+            &mut self.delivered
+        } else {
+            &mut self.seen
+        }
+    }
+
     fn first_sight(&mut self, delivered: bool, m: &Message, now: u64) -> bool {
         self.first_sight_of(delivered, m.id, m, now)
     }
 
     fn first_sight_of(&mut self, delivered: bool, id: MessageId, m: &Message, now: u64) -> bool {
         let (created_ms, expires_ms) = (m.body.created_ms, m.body.expires_ms);
-        let cache = if delivered {
-            &mut self.delivered
-        } else {
-            &mut self.seen
-        };
-        let new = cache.insert(id, created_ms, expires_ms, now);
+        let new = self
+            .seen_cache(delivered)
+            .insert(id, created_ms, expires_ms, now);
         if new && expires_ms > now {
             self.seen_unsaved.push(SeenRecord {
                 expires_ms,

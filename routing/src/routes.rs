@@ -354,15 +354,15 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         // Destinations nobody here needed yet are asked for now, once a
         // refresh, so that every node still ends up with a route to every
         // node of its component.
-        let starving: Vec<N> = self
+        // In order (a set), so that a simulation replays exactly.
+        let starving: BTreeSet<N> = self
             .heard
             .values()
             .flat_map(|h| h.iter())
-            .filter(|(d, a)| a.metric != INFINITY && !self.selected.contains_key(*d))
+            .filter(|(d, a)| {
+                a.metric != INFINITY && **d != self.me && !self.selected.contains_key(*d)
+            })
             .map(|(d, _)| d.clone())
-            .collect::<BTreeSet<N>>()
-            .into_iter()
-            .filter(|d| *d != self.me)
             .collect();
         for destination in starving {
             let fd = self.feasibility.get(&destination).copied();
