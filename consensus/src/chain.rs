@@ -892,9 +892,9 @@ impl<S: ChainStore> Chain<S> {
     /// a link from the highest justified block below the head to the head.
     /// `None` if it is not a signer, if it should wait ([`Chain::vote_wait`]),
     /// or if the voting rule forbids the vote ([`VoteRecord::allows`]: it
-    /// already voted for this height or higher, or from a higher source). The vote is recorded in the store before
-    /// it is returned, so that no restart can make the node vote twice for
-    /// one height.
+    /// already voted for this height or higher, or from a higher source).
+    /// The vote is recorded in the store before it is returned, so that no
+    /// restart can make the node vote twice for one height.
     pub fn vote(
         &mut self,
         identity: &Identity,
@@ -985,25 +985,6 @@ impl<S: ChainStore> Chain<S> {
         Ok(needed)
     }
 
-    /// How many signers entitled to its target voted for `vote`'s link (0
-    /// if the target is not here).
-    fn link_count(&self, vote: &FinalityVote) -> usize {
-        let Some(entitled) = self
-            .tree
-            .get(&vote.target.hash)
-            .and_then(|t| self.get(&t.parent))
-            .map(|p| p.state.signers().signers())
-        else {
-            return 0;
-        };
-        self.votes
-            .iter()
-            .filter(|(signer, _)| entitled.contains(signer))
-            .filter_map(|(_, v)| v.get(&vote.target.number))
-            .filter(|v| v.source == vote.source && v.target == vote.target)
-            .count()
-    }
-
     /// Takes the pairs of finality votes seen from one signer for one
     /// height (at most 64 are kept): evidence that it broke the voting rule.
     pub fn take_vote_evidence(&mut self) -> Vec<(FinalityVote, FinalityVote)> {
@@ -1020,27 +1001,43 @@ impl<S: ChainStore> Chain<S> {
     }
 
     /// How many entitled signers voted for each link whose target the tree
-    /// has and whose source is an ancestor of the target. The signers
-    /// entitled to a target are those entitled to seal it.
+    /// has and whose source is an ancestor of the target.
     fn links(&self) -> HashMap<(BlockRef, BlockRef), usize> {
         let mut links = HashMap::new();
         for (signer, votes) in &self.votes {
             for vote in votes.values() {
-                let Some(target) = self.tree.get(&vote.target.hash) else {
-                    continue;
-                };
-                let entitled = self
-                    .get(&target.parent)
-                    .is_some_and(|p| p.state.signers().signers().contains(signer));
-                if entitled
-                    && target.head.number == vote.target.number
-                    && self.is_ancestor(&vote.source, &vote.target.hash)
-                {
+                if self.counts(signer, vote) {
                     *links.entry((vote.source, vote.target)).or_default() += 1;
                 }
             }
         }
         links
+    }
+
+    /// How many entitled signers voted for `vote`'s link: its entry in
+    /// [`Chain::links`], without counting every other link.
+    fn link_count(&self, vote: &FinalityVote) -> usize {
+        self.votes
+            .iter()
+            .filter_map(|(signer, votes)| Some((signer, votes.get(&vote.target.number)?)))
+            .filter(|(_, v)| v.source == vote.source && v.target == vote.target)
+            .filter(|(signer, v)| self.counts(signer, v))
+            .count()
+    }
+
+    /// Whether `signer`'s `vote` counts for its link: the tree has its
+    /// target, the signer is entitled to seal the target, and the source is
+    /// an ancestor of the target.
+    fn counts(&self, signer: &NodeId, vote: &FinalityVote) -> bool {
+        let Some(target) = self.tree.get(&vote.target.hash) else {
+            return false;
+        };
+        let entitled = self
+            .get(&target.parent)
+            .is_some_and(|p| p.state.signers().signers().contains(signer));
+        entitled
+            && target.head.number == vote.target.number
+            && self.is_ancestor(&vote.source, &vote.target.hash)
     }
 
     /// Whether `ancestor` is `hash` or below it on its branch (down to the

@@ -397,6 +397,22 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         self.handle_votes(None, vec![vote], chain)
     }
 
+    /// This node, if it is an authority, votes for the chain's head when
+    /// [`Chain::vote`] lets it (recorded in the store first) and publishes
+    /// the vote. Call it whenever the head may have moved, and again at
+    /// [`Chain::vote_wait`].
+    pub fn cast_vote<S: ChainStore>(
+        &mut self,
+        identity: &lifeline_crypto::Identity,
+        chain: &mut Chain<S>,
+        now: Timestamp,
+    ) -> Result<(), ChainError<S::Error>> {
+        match chain.vote(identity, now)? {
+            Some(vote) => self.publish_vote(vote, chain),
+            None => Ok(()),
+        }
+    }
+
     /// A neighbour announced votes: ask it for those this node has not seen
     /// and is not already waiting for (bounded per neighbour and in all).
     fn handle_have_votes(&mut self, peer: P, ids: Vec<u64>, now: Timestamp) {

@@ -1145,18 +1145,8 @@ impl Node {
         // An authority votes for its head when it may (docs/chain.md,
         // Finality); the vote is on disk before it is sent.
         let now = ts(self.now);
-        match c.chain.vote(&self.keys.identity, now) {
-            Ok(Some(vote)) => {
-                if let Err(e) = c.sync.publish_vote(vote, &mut c.chain) {
-                    error!("the chain store failed while counting our own finality vote: {e}");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                error!(
-                    "the chain store failed to record our finality vote, so it was not sent: {e}"
-                )
-            }
+        if let Err(e) = c.sync.cast_vote(&self.keys.identity, &mut c.chain, now) {
+            error!("the chain store failed while casting our finality vote: {e}");
         }
         c.vote_at = c.chain.vote_wait(now).map(|t| t.as_unix_millis());
         let head = c.chain.head();

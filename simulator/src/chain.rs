@@ -354,9 +354,8 @@ impl ChainNet {
             // An authority votes for its head when it may (counted here
             // first, so its own finality below already includes it).
             let now = ts(now_us);
-            if let Ok(Some(vote)) = chain.vote(&engine.nodes[node].identity, now) {
-                let _ = self.syncs[node].publish_vote(vote, chain);
-            }
+            // The memory store cannot fail.
+            let _ = self.syncs[node].cast_vote(&engine.nodes[node].identity, chain, now);
             if let Some(at) = chain.vote_wait(now) {
                 let at_us = at.as_unix_millis().saturating_mul(1_000);
                 if self.vote_timer[node] != Some(at_us) {
