@@ -47,6 +47,12 @@ pub struct Config {
     pub custody_max_messages: usize,
     /// Most megabytes held in custody for others.
     pub custody_max_mb: usize,
+    /// Scoped routing for very large meshes: how far this node's route
+    /// travels, in hops of a good link (0: everywhere, the default). Every
+    /// node of a mesh should use the same value; see docs/routing.md.
+    pub zone_hops: u32,
+    /// Scoped routing: one node in this many is a landmark.
+    pub landmark_one_in: u32,
     /// This node's position, `[latitude, longitude]` in degrees, for
     /// area-limited broadcasts.
     pub position: Option<[f64; 2]>,
@@ -89,6 +95,8 @@ impl Default for Config {
             ban_secs: 600,
             custody_max_messages: 10_000,
             custody_max_mb: 256,
+            zone_hops: 0,
+            landmark_one_in: 64,
             position: None,
             ping_interval_secs: 15,
             relay_max_reservations: 128,

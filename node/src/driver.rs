@@ -232,6 +232,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         custody_max_messages: config.custody_max_messages,
         custody_max_bytes: config.custody_max_mb.saturating_mul(1 << 20),
         misbehaviour_threshold: config.ban_threshold,
+        zone_hops: config.zone_hops,
+        landmark_one_in: config.landmark_one_in,
         ..lifeline_routing::Config::default()
     };
     if let Some([lat, lon]) = config.position {

@@ -54,6 +54,7 @@ impl Relay {
             destination,
             seqno: 1,
             metric: 300,
+            reach: 0,
         }]);
         router.handle_packet(0, &next_hop, &packet(1, route.encode()));
         while router.poll_link(0, &next_hop).is_some() {}

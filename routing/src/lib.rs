@@ -7,6 +7,8 @@
 //!   queueing by upstream);
 //! - [`limits`]: duplicate suppression and rate limits;
 //! - [`link`]: reassembly of fragments;
+//! - [`locate`]: zones, landmarks and location registrations of scoped
+//!   meshes;
 //! - [`store`]: the [`MessageStore`] trait for custody, and its in-memory
 //!   implementation;
 //! - [`wire`]: frames and their protobuf encoding.
@@ -15,6 +17,7 @@
 
 pub mod limits;
 pub mod link;
+pub mod locate;
 pub mod router;
 pub mod routes;
 pub mod schedule;

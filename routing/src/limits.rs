@@ -68,6 +68,12 @@ impl<K: Clone + Eq + Hash + Ord> SeenCache<K> {
         true
     }
 
+    /// Whether [`SeenCache::insert`] would call `id` (of a message created
+    /// at `created_ms`) not new, without recording it.
+    pub fn contains(&self, id: &K, created_ms: u64) -> bool {
+        self.seen.contains_key(id) || self.horizon_ms.is_some_and(|h| created_ms <= h)
+    }
+
     /// How many ids it holds.
     pub fn len(&self) -> usize {
         self.seen.len()

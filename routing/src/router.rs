@@ -21,11 +21,12 @@ use thiserror::Error;
 use crate::Class;
 use crate::limits::{RateLimiter, SeenCache};
 use crate::link::Reassembler;
+use crate::locate::{self, Registry};
 use crate::routes::{INFINITY, Metric, RoutingTable, Target};
 use crate::schedule::{LinkScheduler, Pushed, QueuedFrame};
 use crate::store::{MessageStore, SeenRecord, StoreBatch};
 use crate::wire::{
-    AckOutcome, Address, Area, Body, Frame, Kind, MAX_HOPS, MAX_NOTE, MAX_PAYLOAD,
+    AckOutcome, Address, Area, Body, Frame, Kind, Location, MAX_HOPS, MAX_NOTE, MAX_PAYLOAD,
     MAX_SUMMARY_ENTRIES, MAX_TTL_MS, Message, MessageId, Packet, Receipt, SummaryEntry,
 };
 
@@ -80,6 +81,15 @@ pub struct Config {
     pub recent_broadcasts: usize,
     /// Statuses of this node's own messages that are tracked.
     pub tracked_messages: usize,
+    /// How far a node's route travels, in hops of a good link (about
+    /// [`locate::HOP_METRIC`] each); farther nodes are reached through
+    /// landmarks (docs/routing.md, Scoped meshes). 0: everywhere, which
+    /// suits meshes of up to a few thousand nodes. Every node of a mesh
+    /// should use the same setting.
+    pub zone_hops: u32,
+    /// In a scoped mesh, one node in this many is a landmark, known
+    /// everywhere (chosen by a hash of its id).
+    pub landmark_one_in: u32,
 }
 
 impl Default for Config {
@@ -106,6 +116,8 @@ impl Default for Config {
             position: None,
             recent_broadcasts: 64,
             tracked_messages: 10_000,
+            zone_hops: 0,
+            landmark_one_in: 64,
         }
     }
 }
@@ -328,6 +340,11 @@ pub struct Stats {
     /// Frames without custody (broadcast copies, control) evicted from a
     /// full link queue by more important ones.
     pub link_dropped: u64,
+    /// Location registrations addressed here and refused (bad signature,
+    /// or issued too far in the future).
+    pub locations_refused: u64,
+    /// Receipts for this node whose signature was forged, dropped.
+    pub forged_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -459,6 +476,21 @@ pub struct Router<S> {
     nonce_seed: [u8; 32],
     nonce_counter: u64,
     stats: Stats,
+    /// Scoped meshes only (see [`locate`]).
+    scope: Option<Scope>,
+}
+
+/// A node's part in a scoped mesh.
+#[derive(Debug)]
+struct Scope {
+    landmark: bool,
+    zone: Metric,
+    /// As a landmark: where the nodes it is home for are.
+    registry: Registry,
+    /// The (home, landmark) this node last registered with, and when.
+    registered: Option<(Address, Address, u64)>,
+    /// When to check the nearest landmark and home again.
+    next_check: u64,
 }
 
 impl<S: MessageStore> Router<S> {
@@ -513,8 +545,21 @@ impl<S: MessageStore> Router<S> {
             nonce_seed: seed,
             nonce_counter: 0,
             stats: Stats::default(),
+            scope: (config.zone_hops > 0).then(|| Scope {
+                landmark: locate::is_landmark(&me, config.landmark_one_in),
+                zone: config.zone_hops.saturating_mul(locate::HOP_METRIC),
+                registry: Registry::default(),
+                registered: None,
+                next_check: now,
+            }),
             config,
         };
+        if let Some(scope) = &router.scope {
+            router.table.set_scoped(true);
+            if !scope.landmark {
+                router.table.set_reach(scope.zone);
+            }
+        }
         router.next_refresh = now.saturating_add(router.refresh_delay());
         let mut corrupt = 0;
         for (id, bytes) in records {
@@ -711,7 +756,7 @@ impl<S: MessageStore> Router<S> {
             Ok(None) => return,
             Err(_) => return self.misbehaved(from, |c| c.invalid += 1),
         };
-        let frame = match Frame::decode(&frame_bytes) {
+        let frame = match Frame::decode_deferred(&frame_bytes) {
             Ok(f) => f,
             Err(_) => return self.misbehaved(from, |c| c.invalid += 1),
         };
@@ -728,6 +773,7 @@ impl<S: MessageStore> Router<S> {
             Frame::Ack { id, outcome } => self.handle_ack(now, from, id, outcome),
             Frame::Summary(entries) => self.handle_summary(now, from, entries),
             Frame::Pull(ids) => self.handle_pull(now, from, ids),
+            Frame::Locate(location) => self.handle_locate(now, from, *location),
         }
     }
 
@@ -811,6 +857,9 @@ impl<S: MessageStore> Router<S> {
             self.drain_control();
             self.next_refresh = now.saturating_add(self.refresh_delay());
         }
+        if self.scope.as_ref().is_some_and(|s| s.next_check <= now) {
+            self.check_location(now);
+        }
         while let Some(&(at, id)) = self.expiries.first() {
             if at > now {
                 break;
@@ -879,6 +928,7 @@ impl<S: MessageStore> Router<S> {
             self.timers.first().map(|(t, _)| *t),
             self.tracked_order.first().map(|(t, _)| *t),
             self.sos_watch.first_key_value().map(|((t, _), _)| *t),
+            self.scope.as_ref().map(|s| s.next_check),
         ]
         .into_iter()
         .flatten()
@@ -1180,6 +1230,28 @@ impl<S: MessageStore> Router<S> {
         let Some(destination) = m.body.destination else {
             return self.handle_broadcast(now, from, m);
         };
+        // Relays act on the origin of P0 (rate limits) and P1 (authority)
+        // messages, so they check its signature; a receipt of class P2 or
+        // P3 is checked by its destination only (docs/routing.md, Messages).
+        let relay_checks = matches!(m.body.class, Class::P0 | Class::P1);
+        if (relay_checks || destination == self.me) && m.verify_origin().is_err() {
+            if relay_checks {
+                return self.misbehaved(&from, |c| c.invalid += 1);
+            }
+            // A forged receipt for us: an honest relay may have carried
+            // it, so it is not held against the neighbour; acknowledged so
+            // that nobody retries it, and dropped.
+            self.stats.forged_dropped += 1;
+            self.send_frame(
+                from,
+                Class::P0,
+                &Frame::Ack {
+                    id: m.id,
+                    outcome: AckOutcome::Delivered,
+                },
+            );
+            return;
+        }
         if m.flood {
             if !self.first_detour(&m, now) {
                 self.stats.duplicates += 1;
@@ -1226,9 +1298,44 @@ impl<S: MessageStore> Router<S> {
             self.stats.custody_frames += 1;
             return self.deliver_here(now, m);
         }
-        if self.held.contains_key(&m.id) {
+        if let Some(h) = self.held.get(&m.id) {
+            let returned = matches!(h.state, HeldState::Queued { to } | HeldState::InFlight { to, .. } if to == from);
             // A retry after a lost acknowledgement: we have it.
             self.pending_acks.push((from, m.id));
+            if returned {
+                // It came back from the neighbour we handed it to (routes
+                // disagreed on the way, as they may for a moment while a
+                // scoped mesh re-heads a message). Our acknowledgement
+                // makes that neighbour forget it, so its acknowledgement of
+                // our hand-over must not make us forget it too: we keep it,
+                // and send it on around that neighbour. If the only way
+                // is through it, we wait an acknowledgement timeout first,
+                // so that its stale acknowledgement finds the message
+                // not handed to it.
+                let destination = m.body.destination.unwrap_or(from);
+                let (target, _) = self.heading(&m, destination);
+                let only_through_it = self.table.next_hop(&target) == Some(&from)
+                    && self.table.alternative_hop(&target, &from).is_none();
+                // The copy that came back is the message's journey so far
+                // (the landmark it now heads for, its hops): keep that one.
+                let id = m.id;
+                let size = m.encoded_len();
+                if let Some(h) = self.held.get_mut(&id) {
+                    h.avoid = Some(from);
+                    self.held_bytes = self.held_bytes - h.size + size;
+                    h.size = size;
+                    h.message = m;
+                    let record = h.message.encode_held(h.accepted_ms, h.local);
+                    self.batch.insert(id, Some(record));
+                }
+                if only_through_it {
+                    let until = now.saturating_add(self.config.ack_timeout_ms);
+                    self.set_state(id, HeldState::Backoff { until });
+                } else {
+                    self.set_state(id, HeldState::Waiting);
+                    self.try_forward(now, id);
+                }
+            }
             return;
         }
         if !self.p0_allowed(now, from, &m) {
@@ -1365,6 +1472,17 @@ impl<S: MessageStore> Router<S> {
     }
 
     fn handle_broadcast(&mut self, now: u64, from: Address, m: Message) {
+        // A copy seen already is dropped before its signature is checked
+        // (each node hears a broadcast from most of its neighbours); a new
+        // one is checked before it is recorded as seen, so a forged copy
+        // cannot shut out the real one.
+        if self.seen.contains(&m.id, m.body.created_ms) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if m.verify_origin().is_err() {
+            return self.misbehaved(&from, |c| c.invalid += 1);
+        }
         if !self.first_sight(false, &m, now) {
             self.stats.duplicates += 1;
             return;
@@ -1774,10 +1892,11 @@ impl<S: MessageStore> Router<S> {
             return;
         };
         let avoid = h.avoid;
-        let hop = self.table.next_hop(&destination).copied().map(|hop| {
+        let (target, via) = self.heading(&h.message, destination);
+        let hop = self.table.next_hop(&target).copied().map(|hop| {
             if Some(hop) == avoid {
                 self.table
-                    .alternative_hop(&destination, &hop)
+                    .alternative_hop(&target, &hop)
                     .copied()
                     .unwrap_or(hop)
             } else {
@@ -1786,7 +1905,8 @@ impl<S: MessageStore> Router<S> {
         });
         match hop {
             Some(hop) => {
-                let message = h.message.clone();
+                let mut message = h.message.clone();
+                message.via = via;
                 let upstream = h.from;
                 // A P0 message (an SOS, or its receipt) whose next hop did
                 // not acknowledge it, or has not acknowledged anything
@@ -1991,6 +2111,138 @@ impl<S: MessageStore> Router<S> {
         }
     }
 
+    /// Where a unicast for `destination` heads from here, and the landmark
+    /// it carries as `via` (docs/routing.md, Scoped meshes): the
+    /// destination itself if this node has a route to it (or the mesh is
+    /// not scoped); otherwise the landmark it already heads for; otherwise
+    /// the landmark the destination registered with here; otherwise its
+    /// home, unless this node is where it was heading (it waits here).
+    fn heading(&self, m: &Message, destination: Address) -> (Address, Option<Address>) {
+        let Some(scope) = &self.scope else {
+            return (destination, None);
+        };
+        if self.table.next_hop(&destination).is_some() {
+            return (destination, None);
+        }
+        if let Some(via) = m
+            .via
+            .filter(|v| *v != self.me && self.table.next_hop(v).is_some())
+        {
+            return (via, Some(via));
+        }
+        if let Some(landmark) = scope
+            .registry
+            .landmark(&destination)
+            .filter(|l| *l != self.me)
+        {
+            return (landmark, Some(landmark));
+        }
+        if m.via != Some(self.me)
+            && let Some(home) = self.home_of(&destination).filter(|h| *h != self.me)
+        {
+            return (home, Some(home));
+        }
+        (destination, None)
+    }
+
+    /// The home landmark of `node` among the landmarks this node knows
+    /// (itself included, if it is one).
+    fn home_of(&self, node: &Address) -> Option<Address> {
+        let me = self
+            .scope
+            .as_ref()
+            .is_some_and(|s| s.landmark)
+            .then_some(&self.me);
+        locate::home(node, self.table.unlimited().map(|(l, _)| l).chain(me))
+    }
+
+    /// Scoped meshes: keeps this node's reach covering its nearest landmark,
+    /// and registers with its home when the nearest landmark or the home
+    /// changed, and once a refresh interval.
+    fn check_location(&mut self, now: u64) {
+        let refresh = self.config.refresh_interval_ms;
+        let Some(scope) = &mut self.scope else {
+            return;
+        };
+        scope.next_check = now.saturating_add(locate::CHECK_INTERVAL_MS);
+        if scope.landmark {
+            return;
+        }
+        let zone = scope.zone;
+        let registered = scope.registered;
+        let Some((metric, landmark)) = self.table.unlimited().map(|(d, m)| (m, *d)).min() else {
+            return;
+        };
+        self.table.set_reach(locate::reach(zone, metric));
+        self.drain_control();
+        let Some(home) = self.home_of(&self.me) else {
+            return;
+        };
+        let due = registered.is_none_or(|(h, l, at)| {
+            h != home || l != landmark || now >= at.saturating_add(refresh)
+        });
+        let Some(hop) = self.table.next_hop(&home).copied().filter(|_| due) else {
+            return;
+        };
+        let location = Location::new(&self.identity, home, landmark, now);
+        if self.send_locate(hop, location)
+            && let Some(scope) = &mut self.scope
+        {
+            scope.registered = Some((home, landmark, now));
+        }
+    }
+
+    /// A registration arrived: kept if it is for this node (and signed by
+    /// the node it registers), passed on towards its home otherwise.
+    fn handle_locate(&mut self, now: u64, from: Address, location: Location) {
+        if location.home != self.me {
+            if let Some(hop) = self
+                .table
+                .next_hop(&location.home)
+                .copied()
+                .filter(|h| *h != from)
+            {
+                self.send_locate(hop, location);
+            }
+            return;
+        }
+        let skew = self.config.max_clock_skew_ms;
+        let Some(scope) = &mut self.scope else {
+            return;
+        };
+        // Relays do not check signatures, so a bad one is not held against
+        // the neighbour that passed it on.
+        if location.issued_ms > now.saturating_add(skew) || !location.verify() {
+            self.stats.locations_refused += 1;
+            return;
+        }
+        if !scope.registry.insert(&location) {
+            return;
+        }
+        // Messages that waited here for it go on.
+        let ids: Vec<MessageId> = self
+            .waiting
+            .get(&location.node)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.try_forward(now, id);
+        }
+    }
+
+    /// Queues a registration for a neighbour (class P2, counted as
+    /// control traffic). Returns whether it was queued.
+    fn send_locate(&mut self, to: Address, location: Location) -> bool {
+        let bytes = Frame::Locate(Box::new(location)).encode();
+        let len = bytes.len() as u64;
+        let queued = self.queue_bytes(to, Class::P2, None, bytes).is_some();
+        if queued {
+            self.stats.control_frames += 1;
+            self.stats.control_bytes += len;
+        }
+        queued
+    }
+
     /// After routes may have changed: note lost routes and forward what waits.
     fn after_route_change(&mut self, now: u64) {
         for lost in self.table.take_lost() {
@@ -2005,9 +2257,19 @@ impl<S: MessageStore> Router<S> {
         }
         let reachable: Vec<Address> = self
             .waiting
-            .keys()
-            .filter(|d| self.table.next_hop(d).is_some())
-            .copied()
+            .iter()
+            .filter(|(d, ids)| {
+                self.table.next_hop(d).is_some()
+                    || (self.scope.is_some()
+                        && ids
+                            .first()
+                            .and_then(|id| self.held.get(id))
+                            .is_some_and(|h| {
+                                let (target, _) = self.heading(&h.message, **d);
+                                self.table.next_hop(&target).is_some()
+                            }))
+            })
+            .map(|(d, _)| *d)
             .collect();
         for d in reachable {
             let ids: Vec<MessageId> = self

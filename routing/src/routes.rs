@@ -52,6 +52,9 @@ pub enum RouteMessage<N> {
         seqno: u32,
         /// The sender's metric to it.
         metric: Metric,
+        /// How far the destination wants to be known: a node passes the
+        /// route on only while its own metric is at most this (0: no limit).
+        reach: Metric,
     },
     /// "Please announce `destination` with a seqno of at least `seqno`."
     SeqnoRequest {
@@ -77,6 +80,24 @@ pub enum Target<N> {
 struct Advertised {
     seqno: u32,
     metric: Metric,
+    /// The destination's reach (0: no limit).
+    reach: Metric,
+}
+
+impl Advertised {
+    /// Whether a node with this route passes it on.
+    fn passes(&self) -> bool {
+        self.reach == 0 || self.metric <= self.reach
+    }
+
+    fn update<N>(&self, destination: N) -> RouteMessage<N> {
+        RouteMessage::Update {
+            destination,
+            seqno: self.seqno,
+            metric: self.metric,
+            reach: self.reach,
+        }
+    }
 }
 
 /// The best (seqno, metric) this node advertised for a destination.
@@ -112,6 +133,11 @@ const REQUEST_RETRY_MAX_MS: u64 = 64_000;
 pub struct RoutingTable<N> {
     me: N,
     seqno: u32,
+    /// How far this node wants to be known (0: no limit).
+    reach: Metric,
+    /// Whether a seqno request that nobody here has a route for is passed
+    /// to every neighbour (see [`RoutingTable::set_scoped`]).
+    scoped: bool,
     links: HashMap<N, Metric>,
     /// What each neighbour advertised, per destination.
     heard: HashMap<N, HashMap<N, Advertised>>,
@@ -150,6 +176,8 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         Self {
             me,
             seqno: 0,
+            reach: 0,
+            scoped: false,
             links: HashMap::new(),
             heard: HashMap::new(),
             feasibility: HashMap::new(),
@@ -217,6 +245,39 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         self.selected.iter().map(|(d, (h, a))| (d, h, a.metric))
     }
 
+    /// Destinations known without a limit on their reach (the landmarks of
+    /// a scoped mesh, see docs/routing.md), with our metric to each.
+    pub fn unlimited(&self) -> impl Iterator<Item = (&N, Metric)> {
+        self.selected
+            .iter()
+            .filter(|(_, (_, a))| a.reach == 0)
+            .map(|(d, (_, a))| (d, a.metric))
+    }
+
+    /// Whether any neighbour has told us of `destination` (a route, or its
+    /// retraction).
+    pub fn heard_of(&self, destination: &N) -> bool {
+        self.heard.values().any(|h| h.contains_key(destination))
+    }
+
+    /// Sets how far this node wants to be known: nodes whose metric to it
+    /// is more than `reach` do not pass its route on (0: no limit).
+    /// Announces the change.
+    pub fn set_reach(&mut self, reach: Metric) {
+        if reach != self.reach {
+            self.reach = reach;
+            self.announce_self();
+        }
+    }
+
+    /// In a scoped mesh (`true`), where far destinations are reached
+    /// through landmarks, a seqno request for a destination nobody here has
+    /// heard of dies here instead of going to every neighbour, and a
+    /// destination never heard of is not asked for.
+    pub fn set_scoped(&mut self, scoped: bool) {
+        self.scoped = scoped;
+    }
+
     /// A link to `neighbour` came up, or its cost changed.
     pub fn handle_link(&mut self, neighbour: N, cost: Metric) {
         let fresh = self
@@ -260,6 +321,7 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                 destination,
                 seqno,
                 metric,
+                reach,
             } => {
                 if destination == self.me {
                     return;
@@ -270,7 +332,14 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                 if heard.get(&destination).is_some_and(|a| seqno < a.seqno) {
                     return;
                 }
-                heard.insert(destination.clone(), Advertised { seqno, metric });
+                heard.insert(
+                    destination.clone(),
+                    Advertised {
+                        seqno,
+                        metric,
+                        reach,
+                    },
+                );
                 self.reselect(&destination);
             }
             RouteMessage::SeqnoRequest {
@@ -290,13 +359,12 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                     .get(&destination)
                     .filter(|(_, a)| a.seqno >= seqno)
                 {
-                    // We already have it: tell the asker.
-                    let update = RouteMessage::Update {
-                        destination,
-                        seqno: a.seqno,
-                        metric: a.metric,
-                    };
-                    self.send(Target::Neighbour(from), update);
+                    // We already have it: tell the asker (if we pass it on
+                    // at all).
+                    if a.passes() {
+                        let update = a.update(destination);
+                        self.send(Target::Neighbour(from), update);
+                    }
                     return;
                 }
                 // Forward towards the destination over any route we heard, but
@@ -326,6 +394,7 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                 // most one message per link.
                 let targets: Vec<N> = match via {
                     Some(via) => vec![via],
+                    None if self.scoped => Vec::new(),
                     None => self.links.keys().filter(|n| **n != from).cloned().collect(),
                 };
                 if !targets.is_empty() && self.first_request(&destination, seqno) {
@@ -384,6 +453,9 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
             return;
         }
         if !self.wanted.insert(destination.clone()) || self.selected.contains_key(destination) {
+            return;
+        }
+        if self.scoped && !self.heard_of(destination) {
             return;
         }
         let fd = self.feasibility.get(destination).copied();
@@ -482,38 +554,31 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         self.outbox.push_back((target, message));
     }
 
-    fn announce_self(&mut self) {
-        let update = RouteMessage::Update {
+    fn own_route(&self) -> RouteMessage<N> {
+        RouteMessage::Update {
             destination: self.me.clone(),
             seqno: self.seqno,
             metric: 0,
-        };
+            reach: self.reach,
+        }
+    }
+
+    fn announce_self(&mut self) {
+        let update = self.own_route();
         self.send(Target::AllNeighbours, update);
     }
 
     fn full_dump(&mut self, target: Target<N>) {
-        self.send(
-            target.clone(),
-            RouteMessage::Update {
-                destination: self.me.clone(),
-                seqno: self.seqno,
-                metric: 0,
-            },
-        );
-        let routes: Vec<(N, Advertised)> = self
+        let own = self.own_route();
+        self.send(target.clone(), own);
+        let routes: Vec<RouteMessage<N>> = self
             .selected
             .iter()
-            .map(|(d, (_, a))| (d.clone(), *a))
+            .filter(|(_, (_, a))| a.passes())
+            .map(|(d, (_, a))| a.update(d.clone()))
             .collect();
-        for (destination, a) in routes {
-            self.send(
-                target.clone(),
-                RouteMessage::Update {
-                    destination,
-                    seqno: a.seqno,
-                    metric: a.metric,
-                },
-            );
+        for update in routes {
+            self.send(target.clone(), update);
         }
     }
 
@@ -533,6 +598,7 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                         Advertised {
                             seqno: a.seqno,
                             metric: a.metric.saturating_add(cost).min(INFINITY - 1),
+                            reach: a.reach,
                         },
                     )
                 })
@@ -561,13 +627,21 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                 } else if advertised.seqno == fd.seqno && advertised.metric < fd.metric {
                     fd.metric = advertised.metric;
                 }
-                if changed {
-                    let update = RouteMessage::Update {
-                        destination: destination.clone(),
-                        seqno: advertised.seqno,
-                        metric: advertised.metric,
-                    };
+                // Beyond the destination's reach the route is kept but not
+                // passed on; a route that stops passing is retracted.
+                let passed = current.as_ref().is_some_and(|(_, a)| a.passes());
+                if changed && advertised.passes() {
+                    let update = advertised.update(destination.clone());
                     self.send(Target::AllNeighbours, update);
+                } else if passed && !advertised.passes() {
+                    let retraction = Advertised {
+                        metric: INFINITY,
+                        ..advertised
+                    };
+                    self.send(
+                        Target::AllNeighbours,
+                        retraction.update(destination.clone()),
+                    );
                 }
             }
             None => {
@@ -576,13 +650,18 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                     if self.lost.len() < 65_536 {
                         self.lost.push(destination.clone());
                     }
-                    // Unreachable now: retract, and ask for a newer seqno.
-                    let retraction = RouteMessage::Update {
-                        destination: destination.clone(),
-                        seqno: old.seqno,
-                        metric: INFINITY,
-                    };
-                    self.send(Target::AllNeighbours, retraction);
+                    // Unreachable now: retract (if we passed it on), and
+                    // ask for a newer seqno.
+                    if old.passes() {
+                        let retraction = Advertised {
+                            metric: INFINITY,
+                            ..old
+                        };
+                        self.send(
+                            Target::AllNeighbours,
+                            retraction.update(destination.clone()),
+                        );
+                    }
                 }
                 if self.wanted.contains(destination) {
                     self.request(destination, fd);

@@ -24,6 +24,8 @@ pub mod pb {
 
 /// Domain of origin signatures over message bodies.
 pub const FRAME_DOMAIN: &[u8] = b"lifeline/frame/v1";
+/// Domain separation for location registrations ([`Location`]).
+pub const LOCATE_DOMAIN: &[u8] = b"lifeline/locate/v1";
 /// Largest message payload (a sealed envelope): 256 KiB.
 pub const MAX_PAYLOAD: usize = 256 * 1024;
 /// Largest encoded body.
@@ -36,7 +38,7 @@ pub const MAX_MTU: usize = 64 * 1024;
 /// Most fragments one frame may have.
 pub const MAX_FRAGMENTS: u32 = 4096;
 /// Most hops any message may travel.
-pub const MAX_HOPS: u32 = 64;
+pub const MAX_HOPS: u32 = 255;
 /// Longest lifetime of a message: 30 days.
 pub const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Most route updates and requests in one control frame.
@@ -382,6 +384,9 @@ pub struct Message {
     /// a detour flood, passed on only by nodes whose route metric to the
     /// destination is at most this.
     pub flood_bound: u32,
+    /// In a scoped mesh, the landmark the message heads for while no node
+    /// on its way has a route to its destination.
+    pub via: Option<Address>,
 }
 
 impl Message {
@@ -399,6 +404,7 @@ impl Message {
             hops_taken: 0,
             flood: false,
             flood_bound: 0,
+            via: None,
         }
     }
 
@@ -415,17 +421,18 @@ impl Message {
             hops_taken: self.hops_taken,
             flood: self.flood,
             flood_bound: self.flood_bound,
+            via: self.via.map(|v| v.0.to_vec()).unwrap_or_default(),
         }
     }
 
-    /// Decodes and checks a carried message, verifying the origin signature
-    /// if the body has an origin.
-    fn from_pb(c: pb::Carried) -> Result<Message, FrameError> {
+    /// Decodes and checks a carried message; with `verify`, also the origin
+    /// signature if the body has an origin.
+    fn from_pb(c: pb::Carried, verify: bool) -> Result<Message, FrameError> {
         const WHAT: &str = "Carried";
         let body_pb: pb::Body = decode_bounded("Body", &c.body, MAX_BODY)?;
         let body = Body::from_pb(body_pb)?;
         if c.hops_left > MAX_HOPS {
-            return Err(invalid(WHAT, "hops_left", "more than 64"));
+            return Err(invalid(WHAT, "hops_left", "more than 255"));
         }
         if c.hops_taken > 255 {
             return Err(invalid(WHAT, "hops_taken", "more than 255"));
@@ -436,6 +443,14 @@ impl Message {
         if c.flood_bound != 0 && !c.flood {
             return Err(invalid(WHAT, "flood_bound", "set on a message not flooded"));
         }
+        if !c.via.is_empty() && body.destination.is_none() {
+            return Err(invalid(WHAT, "via", "set on a broadcast"));
+        }
+        let via = if c.via.is_empty() {
+            None
+        } else {
+            Some(Address(fixed::<32>(WHAT, "via", &c.via)?))
+        };
         let signature = if c.signature.is_empty() {
             None
         } else {
@@ -448,11 +463,9 @@ impl Message {
                 }
             }
             (Some(origin), Some(signature)) => {
-                let origin =
-                    NodeId::from_public_key_bytes(&origin.0).map_err(|_| FrameError::BadOrigin)?;
-                origin
-                    .verify(FRAME_DOMAIN, &c.body, &signature)
-                    .map_err(|_| FrameError::BadSignature)?;
+                if verify {
+                    verify_origin(&origin, &c.body, &signature)?;
+                }
             }
             (Some(_), None) => return Err(FrameError::Unsigned("signed-origin")),
             (None, Some(_)) => return Err(invalid(WHAT, "signature", "no origin to check it")),
@@ -466,7 +479,19 @@ impl Message {
             hops_taken: c.hops_taken,
             flood: c.flood,
             flood_bound: c.flood_bound,
+            via,
         })
+    }
+
+    /// Checks the origin signature (nothing to check without an origin).
+    /// Messages from [`Frame::decode`] are checked already; the router
+    /// decodes with [`Frame::decode_deferred`] and checks here only where a
+    /// check is needed (docs/routing.md, Messages).
+    pub fn verify_origin(&self) -> Result<(), FrameError> {
+        match (self.body.origin, self.signature) {
+            (Some(origin), Some(signature)) => verify_origin(&origin, &self.body_bytes, &signature),
+            _ => Ok(()),
+        }
     }
 
     /// Encodes the message as kept in custody.
@@ -483,8 +508,19 @@ impl Message {
     pub fn decode_held(bytes: &[u8]) -> Result<(Message, u64, bool), FrameError> {
         let held: pb::Held = decode_bounded("Held", bytes, MAX_FRAME + 32)?;
         let carried = held.carried.ok_or(invalid("Held", "carried", "missing"))?;
-        Ok((Message::from_pb(carried)?, held.accepted_ms, held.local))
+        Ok((
+            Message::from_pb(carried, true)?,
+            held.accepted_ms,
+            held.local,
+        ))
     }
+}
+
+fn verify_origin(origin: &Address, body: &[u8], signature: &[u8; 64]) -> Result<(), FrameError> {
+    let origin = NodeId::from_public_key_bytes(&origin.0).map_err(|_| FrameError::BadOrigin)?;
+    origin
+        .verify(FRAME_DOMAIN, body, signature)
+        .map_err(|_| FrameError::BadSignature)
 }
 
 /// The content of a receipt or SOS acknowledgement.
@@ -570,6 +606,59 @@ pub struct SummaryEntry {
     pub last_route_age_ms: u64,
 }
 
+/// "Node `node` is near landmark `landmark`", signed by `node`: a
+/// registration travelling hop by hop to `home`, the landmark that answers
+/// for `node` in a scoped mesh (docs/routing.md, Scoped meshes). Relays only
+/// pass it on; `home` checks the signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The landmark it goes to.
+    pub home: Address,
+    /// The node registering, and the signer.
+    pub node: Address,
+    /// The landmark near `node`, whose zone includes it.
+    pub landmark: Address,
+    /// When `node` issued it (ms): a newer registration replaces an older.
+    pub issued_ms: u64,
+    signature: [u8; 64],
+}
+
+impl Location {
+    /// `identity`'s registration near `landmark`, for `home`.
+    pub fn new(identity: &Identity, home: Address, landmark: Address, issued_ms: u64) -> Location {
+        let node = Address::from(identity.id());
+        let signature = identity.sign(
+            LOCATE_DOMAIN,
+            &Self::signed_bytes(&home, &node, &landmark, issued_ms),
+        );
+        Location {
+            home,
+            node,
+            landmark,
+            issued_ms,
+            signature,
+        }
+    }
+
+    fn signed_bytes(home: &Address, node: &Address, landmark: &Address, issued_ms: u64) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(3 * 32 + 8);
+        bytes.extend_from_slice(&home.0);
+        bytes.extend_from_slice(&node.0);
+        bytes.extend_from_slice(&landmark.0);
+        bytes.extend_from_slice(&issued_ms.to_be_bytes());
+        bytes
+    }
+
+    /// Whether `node` signed it (a key that is not one is refused too).
+    pub fn verify(&self) -> bool {
+        let Ok(node) = NodeId::from_public_key_bytes(&self.node.0) else {
+            return false;
+        };
+        let bytes = Self::signed_bytes(&self.home, &self.node, &self.landmark, self.issued_ms);
+        node.verify(LOCATE_DOMAIN, &bytes, &self.signature).is_ok()
+    }
+}
+
 /// A reassembled frame between neighbours.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -588,6 +677,8 @@ pub enum Frame {
     Summary(Vec<SummaryEntry>),
     /// The messages the sender wants handed over.
     Pull(Vec<MessageId>),
+    /// A location registration on its way to its home landmark.
+    Locate(Box<Location>),
 }
 
 impl Frame {
@@ -603,10 +694,12 @@ impl Frame {
                             destination,
                             seqno,
                             metric,
+                            reach,
                         } => control.updates.push(pb::RouteUpdate {
                             destination: destination.0.to_vec(),
                             seqno: *seqno,
                             metric: *metric,
+                            reach: *reach,
                         }),
                         RouteMessage::SeqnoRequest {
                             destination,
@@ -641,12 +734,31 @@ impl Frame {
             Frame::Pull(ids) => K::Pull(pb::Pull {
                 ids: ids.iter().map(|id| id.0.to_vec()).collect(),
             }),
+            Frame::Locate(l) => K::Locate(pb::Locate {
+                home: l.home.0.to_vec(),
+                node: l.node.0.to_vec(),
+                landmark: l.landmark.0.to_vec(),
+                issued_ms: l.issued_ms,
+                signature: l.signature.to_vec(),
+            }),
         };
         pb::Frame { kind: Some(kind) }.encode_to_vec()
     }
 
-    /// Decodes and checks a frame from a neighbour.
+    /// Decodes and checks a frame from a neighbour, the origin signature of
+    /// a message included.
     pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
+        Self::decode_checked(bytes, true)
+    }
+
+    /// Like [`Frame::decode`], but a message's origin signature is left
+    /// for [`Message::verify_origin`]: a relay then checks it only when it
+    /// acts on the origin, and not for a copy it has seen already.
+    pub fn decode_deferred(bytes: &[u8]) -> Result<Frame, FrameError> {
+        Self::decode_checked(bytes, false)
+    }
+
+    fn decode_checked(bytes: &[u8], verify: bool) -> Result<Frame, FrameError> {
         use pb::frame::Kind as K;
         let frame: pb::Frame = decode_bounded("Frame", bytes, MAX_FRAME)?;
         match frame.kind.ok_or(invalid("Frame", "kind", "missing"))? {
@@ -664,6 +776,7 @@ impl Frame {
                         )?),
                         seqno: u.seqno,
                         metric: u.metric,
+                        reach: u.reach,
                     });
                 }
                 for r in c.requests {
@@ -681,7 +794,7 @@ impl Frame {
                 }
                 Ok(Frame::Control(messages))
             }
-            K::Message(c) => Ok(Frame::Message(Box::new(Message::from_pb(c)?))),
+            K::Message(c) => Ok(Frame::Message(Box::new(Message::from_pb(c, verify)?))),
             K::Ack(a) => Ok(Frame::Ack {
                 id: MessageId(fixed::<16>("CustodyAck", "id", &a.id)?),
                 outcome: AckOutcome::from_wire(a.outcome).ok_or(invalid(
@@ -727,6 +840,16 @@ impl Frame {
                     .map(|id| Ok(MessageId(fixed::<16>("Pull", "ids", id)?)))
                     .collect::<Result<Vec<_>, FrameError>>()?;
                 Ok(Frame::Pull(ids))
+            }
+            K::Locate(l) => {
+                const WHAT: &str = "Locate";
+                Ok(Frame::Locate(Box::new(Location {
+                    home: Address(fixed::<32>(WHAT, "home", &l.home)?),
+                    node: Address(fixed::<32>(WHAT, "node", &l.node)?),
+                    landmark: Address(fixed::<32>(WHAT, "landmark", &l.landmark)?),
+                    issued_ms: l.issued_ms,
+                    signature: fixed::<64>(WHAT, "signature", &l.signature)?,
+                })))
             }
         }
     }

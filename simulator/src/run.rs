@@ -519,6 +519,8 @@ pub fn run(
         refresh_interval_ms: scenario.router.refresh_s * 1_000,
         custody_max_messages: scenario.router.custody_max_messages,
         broadcast_hops: scenario.router.broadcast_hops,
+        zone_hops: scenario.router.zone_hops,
+        landmark_one_in: scenario.router.landmark_one_in,
         ..Config::default()
     };
     let start_us = EPOCH_MS * 1_000;

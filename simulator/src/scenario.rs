@@ -215,6 +215,11 @@ pub struct RouterSpec {
     pub custody_max_messages: usize,
     /// Hop limit of broadcasts.
     pub broadcast_hops: u32,
+    /// Scoped routing: how far a node's route travels, in good hops (0:
+    /// everywhere).
+    pub zone_hops: u32,
+    /// Scoped routing: one node in this many is a landmark.
+    pub landmark_one_in: u32,
 }
 
 impl Default for RouterSpec {
@@ -225,6 +230,8 @@ impl Default for RouterSpec {
             refresh_s: 300,
             custody_max_messages: 10_000,
             broadcast_hops: 16,
+            zone_hops: 0,
+            landmark_one_in: 64,
         }
     }
 }

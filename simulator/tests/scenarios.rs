@@ -466,3 +466,23 @@ fn mobility_without_positions_or_range_is_refused_with_the_reason() {
     let error = Scenario::parse(&slow, &scenarios().join("slow.toml")).unwrap_err();
     assert!(error.to_string().contains("speed_mps"), "{error}");
 }
+
+/// Scoped routing delivers everything with a fraction of the control
+/// traffic of the same mesh unscoped, where every node keeps a route to
+/// every other.
+#[test]
+fn scoped_routes_deliver_everything_for_a_fraction_of_the_control_traffic() {
+    let scoped = Scenario::load(&scenarios().join("scoped.toml")).unwrap();
+    let (report, _) = run(&scoped, scoped.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let mut flat = scoped.clone();
+    flat.router.zone_hops = 0;
+    let (unscoped, _) = run(&flat, flat.seed, None).unwrap();
+    assert!(unscoped.failures.is_empty(), "{:?}", unscoped.failures);
+    assert!(
+        report.control_bytes_per_node_s < 0.5 * unscoped.control_bytes_per_node_s,
+        "scoped {} B/s per node, unscoped {}",
+        report.control_bytes_per_node_s,
+        unscoped.control_bytes_per_node_s
+    );
+}
