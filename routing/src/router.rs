@@ -1242,14 +1242,7 @@ impl<S: MessageStore> Router<S> {
             // it, so it is not held against the neighbour; acknowledged so
             // that nobody retries it, and dropped.
             self.stats.forged_dropped += 1;
-            self.send_frame(
-                from,
-                Class::P0,
-                &Frame::Ack {
-                    id: m.id,
-                    outcome: AckOutcome::Delivered,
-                },
-            );
+            self.ack_delivered(from, m.id);
             return;
         }
         if m.flood {
@@ -1287,14 +1280,7 @@ impl<S: MessageStore> Router<S> {
             return;
         }
         if destination == self.me {
-            self.send_frame(
-                from,
-                Class::P0,
-                &Frame::Ack {
-                    id: m.id,
-                    outcome: AckOutcome::Delivered,
-                },
-            );
+            self.ack_delivered(from, m.id);
             self.stats.custody_frames += 1;
             return self.deliver_here(now, m);
         }
@@ -1352,6 +1338,15 @@ impl<S: MessageStore> Router<S> {
         if !self.accept_custody(now, m, Some(from), false, true) {
             self.refuse(from, id);
         }
+    }
+
+    /// Tells `to` that message `id` reached its destination here.
+    fn ack_delivered(&mut self, to: Address, id: MessageId) {
+        let ack = Frame::Ack {
+            id,
+            outcome: AckOutcome::Delivered,
+        };
+        self.send_frame(to, Class::P0, &ack);
     }
 
     /// Keeps a copy of a P0 message (an SOS, or a receipt or

@@ -98,6 +98,15 @@ impl Advertised {
             reach: self.reach,
         }
     }
+
+    /// The retraction of this route.
+    fn retraction<N>(&self, destination: N) -> RouteMessage<N> {
+        Advertised {
+            metric: INFINITY,
+            ..*self
+        }
+        .update(destination)
+    }
 }
 
 /// The best (seqno, metric) this node advertised for a destination.
@@ -634,14 +643,8 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                     let update = advertised.update(destination.clone());
                     self.send(Target::AllNeighbours, update);
                 } else if passed && !advertised.passes() {
-                    let retraction = Advertised {
-                        metric: INFINITY,
-                        ..advertised
-                    };
-                    self.send(
-                        Target::AllNeighbours,
-                        retraction.update(destination.clone()),
-                    );
+                    let retraction = advertised.retraction(destination.clone());
+                    self.send(Target::AllNeighbours, retraction);
                 }
             }
             None => {
@@ -653,14 +656,8 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                     // Unreachable now: retract (if we passed it on), and
                     // ask for a newer seqno.
                     if old.passes() {
-                        let retraction = Advertised {
-                            metric: INFINITY,
-                            ..old
-                        };
-                        self.send(
-                            Target::AllNeighbours,
-                            retraction.update(destination.clone()),
-                        );
+                        let retraction = old.retraction(destination.clone());
+                        self.send(Target::AllNeighbours, retraction);
                     }
                 }
                 if self.wanted.contains(destination) {
