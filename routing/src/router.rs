@@ -2215,14 +2215,7 @@ impl<S: MessageStore> Router<S> {
             return;
         }
         // Messages that waited here for it go on.
-        let ids: Vec<MessageId> = self
-            .waiting
-            .get(&location.node)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        for id in ids {
-            self.try_forward(now, id);
-        }
+        self.forward_waiting(now, &location.node);
     }
 
     /// Queues a registration for a neighbour (class P2, counted as
@@ -2250,31 +2243,37 @@ impl<S: MessageStore> Router<S> {
             let cut = times[times.len() / 2];
             self.last_route.retain(|_, t| *t > cut);
         }
+        // Messages for one destination all head the same way (see
+        // `heading`), so the first one tells for all.
         let reachable: Vec<Address> = self
             .waiting
             .iter()
             .filter(|(d, ids)| {
                 self.table.next_hop(d).is_some()
-                    || (self.scope.is_some()
-                        && ids
-                            .first()
-                            .and_then(|id| self.held.get(id))
-                            .is_some_and(|h| {
-                                let (target, _) = self.heading(&h.message, **d);
-                                self.table.next_hop(&target).is_some()
-                            }))
+                    || ids
+                        .first()
+                        .and_then(|id| self.held.get(id))
+                        .is_some_and(|h| {
+                            let (target, _) = self.heading(&h.message, **d);
+                            self.table.next_hop(&target).is_some()
+                        })
             })
             .map(|(d, _)| *d)
             .collect();
         for d in reachable {
-            let ids: Vec<MessageId> = self
-                .waiting
-                .get(&d)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default();
-            for id in ids {
-                self.try_forward(now, id);
-            }
+            self.forward_waiting(now, &d);
+        }
+    }
+
+    /// Tries again to forward the messages waiting for `destination`.
+    fn forward_waiting(&mut self, now: u64, destination: &Address) {
+        let ids: Vec<MessageId> = self
+            .waiting
+            .get(destination)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.try_forward(now, id);
         }
     }
 }

@@ -46,11 +46,25 @@ fn message(
     nonce: u64,
     created: u64,
 ) -> Vec<u8> {
+    signed(signer, signer, class, Kind::Data, to, nonce, created)
+}
+
+/// A frame whose body names `origin` and whose signature is `signer`'s
+/// (a forgery unless they are the same).
+fn signed(
+    origin: &Identity,
+    signer: &Identity,
+    class: Class,
+    kind: Kind,
+    to: Option<Address>,
+    nonce: u64,
+    created: u64,
+) -> Vec<u8> {
     let body = Body {
         class,
-        kind: Kind::Data,
+        kind,
         destination: to,
-        origin: Some(Address::from(signer.id())),
+        origin: Some(Address::from(origin.id())),
         created_ms: created,
         expires_ms: created + 3_600_000,
         area: None,
@@ -324,18 +338,7 @@ fn forged(
     kind: Kind,
     to: Option<Address>,
 ) -> Vec<u8> {
-    let body = Body {
-        class,
-        kind,
-        destination: to,
-        origin: Some(Address::from(origin.id())),
-        created_ms: NOW,
-        expires_ms: NOW + 3_600_000,
-        area: None,
-        nonce: 7u64.to_le_bytes(),
-        payload: b"SOS".to_vec(),
-    };
-    Frame::Message(Box::new(Message::new(body, Some(forger), 10))).encode()
+    signed(origin, forger, class, kind, to, 7, NOW)
 }
 
 /// Relays check a broadcast's signature only for a copy they have not seen
