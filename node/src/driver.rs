@@ -199,6 +199,7 @@ struct Node {
     started: Instant,
     now: u64,
     last_control_bytes: u64,
+    last_routes_refused: u64,
 }
 
 /// Runs the daemon until `shutdown` completes, then stops accepting, lets
@@ -375,6 +376,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         started: Instant::now(),
         now,
         last_control_bytes: 0,
+        last_routes_refused: 0,
     };
     info!(id = %node.keys.identity.id(), socket = %socket.display(), "lifeline node started");
     node.dial_bootstrap();
@@ -1286,6 +1288,12 @@ impl Node {
         m.control_bytes
             .inc_by(stats.control_bytes.saturating_sub(self.last_control_bytes));
         self.last_control_bytes = stats.control_bytes;
+        m.routes_refused.inc_by(
+            stats
+                .routes_refused
+                .saturating_sub(self.last_routes_refused),
+        );
+        self.last_routes_refused = stats.routes_refused;
         let queued: usize = self
             .by_address
             .keys()
@@ -1344,7 +1352,7 @@ impl Node {
                 let _ = reply.send(api::PeersReply { peers });
             }
             Command::Routes(reply) => {
-                let routes = self
+                let mut routes = self
                     .router
                     .routes()
                     .map(|(dest, hop, metric)| api::Route {
@@ -1352,7 +1360,8 @@ impl Node {
                         next_hop: node_id(hop).map_or_else(String::new, |i| i.to_string()),
                         metric,
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
+                routes.sort_by(|a, b| a.destination.cmp(&b.destination));
                 let _ = reply.send(api::RoutesReply { routes });
             }
             Command::Send(request, reply) => {

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub bans: Counter,
     /// Routing control bytes sent.
     pub control_bytes: Counter,
+    /// Route updates refused because the routing table was full.
+    pub routes_refused: Counter,
 }
 
 impl Metrics {
@@ -86,6 +88,7 @@ impl Metrics {
             misbehaviour: Counter::default(),
             bans: Counter::default(),
             control_bytes: Counter::default(),
+            routes_refused: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("lifeline");
         r.register(
@@ -136,6 +139,11 @@ impl Metrics {
             "control_bytes",
             "Routing control bytes queued for links",
             m.control_bytes.clone(),
+        );
+        r.register(
+            "routes_refused",
+            "Route updates for new destinations refused because the routing table was full",
+            m.routes_refused.clone(),
         );
         m
     }

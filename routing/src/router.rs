@@ -345,6 +345,10 @@ pub struct Stats {
     pub locations_refused: u64,
     /// Receipts for this node whose signature was forged, dropped.
     pub forged_dropped: u64,
+    /// Route updates for new destinations refused because the routing
+    /// table was full ([`MAX_DESTINATIONS`](crate::routes::MAX_DESTINATIONS)):
+    /// a neighbour is making destinations up.
+    pub routes_refused: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -605,7 +609,10 @@ impl<S: MessageStore> Router<S> {
 
     /// Counters so far.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            routes_refused: self.table.refused,
+            ..self.stats
+        }
     }
 
     /// Messages and bytes in custody.

@@ -16,7 +16,9 @@
 //! Sans-IO: inputs are `handle_link`, `handle_link_down`, `handle_message` and
 //! `handle_refresh`; outputs come from `poll_transmit`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use indexmap::IndexMap;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -137,7 +139,66 @@ const REQUEST_RETRY_MS: u64 = 2_000;
 /// The longest such wait.
 const REQUEST_RETRY_MAX_MS: u64 = 64_000;
 
+/// The most destinations a table keeps. Route updates are not signed, so a
+/// hostile neighbour could otherwise announce destinations until the node
+/// runs out of memory; beyond this, updates for new destinations are
+/// refused (and counted in [`RoutingTable::refused`]) until a refresh
+/// forgets destinations nobody advertises any more. A scoped mesh keeps a
+/// few hundred (docs/routing.md); an unscoped one, one per node.
+pub const MAX_DESTINATIONS: usize = 1 << 17;
+
+/// The hasher of the table's maps: fast, seeded at random per map (so a
+/// peer cannot choose addresses that collide), and never iterated (the
+/// tables iterate in insertion order, so that simulations replay).
+type Hasher = foldhash::fast::RandomState;
+
+/// A neighbour: its id and the cost of the link to it.
+#[derive(Clone, Debug)]
+struct Neighbour<N> {
+    id: N,
+    cost: Metric,
+}
+
+/// What one neighbour advertised for a destination.
+#[derive(Clone, Copy, Debug)]
+struct Heard {
+    /// The neighbour's slot in [`RoutingTable::neighbours`].
+    slot: u32,
+    route: Advertised,
+}
+
+/// Everything a table knows about one destination.
+#[derive(Clone, Debug, Default)]
+struct Destination {
+    /// What each neighbour advertised (a route or its retraction), one
+    /// entry per neighbour that did.
+    heard: Vec<Heard>,
+    /// The selected next hop (a slot) and our advertised (seqno, metric).
+    selected: Option<(u32, Advertised)>,
+    /// The feasibility distance.
+    feasibility: Option<Feasibility>,
+}
+
+impl Destination {
+    fn heard_from(&self, slot: u32) -> Option<&Advertised> {
+        self.heard.iter().find(|h| h.slot == slot).map(|h| &h.route)
+    }
+
+    /// Routes (not retractions) heard from neighbours, with their slots.
+    fn routes(&self) -> impl Iterator<Item = (u32, Advertised)> + '_ {
+        self.heard
+            .iter()
+            .filter(|h| h.route.metric != INFINITY)
+            .map(|h| (h.slot, h.route))
+    }
+}
+
 /// One node's routing table (`N` names nodes; neighbours are nodes too).
+///
+/// Laid out for thousands of simulated nodes: each destination is one
+/// entry holding what every neighbour advertised for it, the selected
+/// route and the feasibility distance, and neighbours are small slot
+/// numbers. Choosing a route is one lookup and a scan of a few entries.
 #[derive(Debug)]
 pub struct RoutingTable<N> {
     me: N,
@@ -147,13 +208,12 @@ pub struct RoutingTable<N> {
     /// Whether a seqno request that nobody here has a route for is passed
     /// to every neighbour (see [`RoutingTable::set_scoped`]).
     scoped: bool,
-    links: HashMap<N, Metric>,
-    /// What each neighbour advertised, per destination.
-    heard: HashMap<N, HashMap<N, Advertised>>,
-    /// Feasibility distances.
-    feasibility: HashMap<N, Feasibility>,
-    /// The selected next hop and our advertised (seqno, metric) per destination.
-    selected: BTreeMap<N, (N, Advertised)>,
+    /// Neighbours by slot; the slot of a link that went down is reused.
+    neighbours: Vec<Option<Neighbour<N>>>,
+    /// Slots by neighbour id.
+    slots: HashMap<N, u32, Hasher>,
+    /// Destinations, in the order first heard of.
+    destinations: IndexMap<N, Destination, Hasher>,
     outbox: VecDeque<(Target<N>, RouteMessage<N>)>,
     /// Destinations that became unreachable since `take_lost`.
     lost: Vec<N>,
@@ -166,7 +226,7 @@ pub struct RoutingTable<N> {
     /// the retry, a request that died on the way (no route yet, or hop
     /// limit) blocked the same request until the next full refresh, and a
     /// node could stay without a route that its neighbour had.
-    requested: HashMap<N, Asked>,
+    requested: HashMap<N, Asked, Hasher>,
     /// The time of the latest input (ms), from the caller.
     now_ms: u64,
     /// Destinations this node starves for (it heard of a route it cannot
@@ -177,6 +237,9 @@ pub struct RoutingTable<N> {
     wanted: BTreeSet<N>,
     /// Control messages sent so far.
     pub sent_messages: u64,
+    /// Updates for new destinations refused because the table was full
+    /// ([`MAX_DESTINATIONS`]).
+    pub refused: u64,
 }
 
 impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
@@ -187,18 +250,31 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
             seqno: 0,
             reach: 0,
             scoped: false,
-            links: HashMap::new(),
-            heard: HashMap::new(),
-            feasibility: HashMap::new(),
-            selected: BTreeMap::new(),
+            neighbours: Vec::new(),
+            slots: HashMap::default(),
+            destinations: IndexMap::default(),
             outbox: VecDeque::new(),
             lost: Vec::new(),
-            requested: HashMap::new(),
+            requested: HashMap::default(),
             now_ms: 0,
             retries: BTreeSet::new(),
             wanted: BTreeSet::new(),
             sent_messages: 0,
+            refused: 0,
         }
+    }
+
+    fn neighbour(&self, slot: u32) -> Option<&Neighbour<N>> {
+        self.neighbours.get(slot as usize)?.as_ref()
+    }
+
+    fn id(&self, slot: u32) -> Option<&N> {
+        self.neighbour(slot).map(|n| &n.id)
+    }
+
+    /// The cost through neighbour `slot` of a route it advertised.
+    fn through(&self, slot: u32, a: &Advertised) -> Option<Metric> {
+        Some(a.metric.saturating_add(self.neighbour(slot)?.cost))
     }
 
     /// The next hop towards `destination`, if it is reachable.
@@ -206,7 +282,8 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         if *destination == self.me {
             return None;
         }
-        self.selected.get(destination).map(|(hop, _)| hop)
+        let (slot, _) = self.destinations.get(destination)?.selected?;
+        self.id(slot)
     }
 
     /// The best next hop towards `destination` other than `avoid`, among
@@ -214,17 +291,16 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
     /// cannot loop back here): for going around a neighbour that did not
     /// acknowledge. `None` if there is no such neighbour.
     pub fn alternative_hop(&self, destination: &N, avoid: &N) -> Option<&N> {
-        let ours = self.selected.get(destination)?.1.metric;
-        self.heard
-            .iter()
-            .filter(|(n, _)| *n != avoid)
-            .filter_map(|(n, h)| {
-                let a = h.get(destination)?;
-                let cost = *self.links.get(n)?;
-                (a.metric < ours).then(|| (a.metric.saturating_add(cost), n))
+        let d = self.destinations.get(destination)?;
+        let ours = d.selected?.1.metric;
+        d.routes()
+            .filter(|(_, a)| a.metric < ours)
+            .filter_map(|(slot, a)| {
+                let id = self.id(slot).filter(|id| *id != avoid)?;
+                Some((self.through(slot, &a)?, id))
             })
             .min()
-            .map(|(_, n)| n)
+            .map(|(_, id)| id)
     }
 
     /// The metric `neighbour` last advertised for `destination` (0 for
@@ -234,10 +310,11 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         if destination == neighbour {
             return Some(0);
         }
+        let slot = *self.slots.get(neighbour)?;
         if *destination == self.me {
-            return self.links.get(neighbour).copied();
+            return self.neighbour(slot).map(|n| n.cost);
         }
-        let a = self.heard.get(neighbour)?.get(destination)?;
+        let a = self.destinations.get(destination)?.heard_from(slot)?;
         (a.metric != INFINITY).then_some(a.metric)
     }
 
@@ -246,27 +323,45 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         if *destination == self.me {
             return Some(0);
         }
-        self.selected.get(destination).map(|(_, a)| a.metric)
+        self.destinations
+            .get(destination)?
+            .selected
+            .map(|(_, a)| a.metric)
     }
 
-    /// Destinations we can reach, with next hop and metric.
+    /// Selected routes: destination, our advertised route, next hop.
+    fn selected(&self) -> impl Iterator<Item = (&N, Advertised, &N)> {
+        self.destinations.iter().filter_map(|(d, e)| {
+            let (slot, a) = e.selected?;
+            Some((d, a, self.id(slot)?))
+        })
+    }
+
+    /// Destinations we can reach, with next hop and metric, in the order
+    /// first heard of.
     pub fn routes(&self) -> impl Iterator<Item = (&N, &N, Metric)> {
-        self.selected.iter().map(|(d, (h, a))| (d, h, a.metric))
+        self.selected().map(|(d, a, hop)| (d, hop, a.metric))
     }
 
     /// Destinations known without a limit on their reach (the landmarks of
     /// a scoped mesh, see docs/routing.md), with our metric to each.
     pub fn unlimited(&self) -> impl Iterator<Item = (&N, Metric)> {
-        self.selected
-            .iter()
-            .filter(|(_, (_, a))| a.reach == 0)
-            .map(|(d, (_, a))| (d, a.metric))
+        self.selected()
+            .filter(|(_, a, _)| a.reach == 0)
+            .map(|(d, a, _)| (d, a.metric))
     }
 
     /// Whether any neighbour has told us of `destination` (a route, or its
     /// retraction).
     pub fn heard_of(&self, destination: &N) -> bool {
-        self.heard.values().any(|h| h.contains_key(destination))
+        self.destinations
+            .get(destination)
+            .is_some_and(|d| !d.heard.is_empty())
+    }
+
+    /// How many destinations the table keeps (see [`MAX_DESTINATIONS`]).
+    pub fn destinations(&self) -> usize {
+        self.destinations.len()
     }
 
     /// Sets how far this node wants to be known: nodes whose metric to it
@@ -287,44 +382,99 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         self.scoped = scoped;
     }
 
+    /// Destinations (by index) that neighbour `slot` advertised.
+    fn heard_via(&self, slot: u32) -> Vec<usize> {
+        self.destinations
+            .values()
+            .enumerate()
+            .filter(|(_, d)| d.heard.iter().any(|h| h.slot == slot))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// A link to `neighbour` came up, or its cost changed.
     pub fn handle_link(&mut self, neighbour: N, cost: Metric) {
-        let fresh = self
-            .links
-            .insert(neighbour.clone(), cost.clamp(1, INFINITY - 1))
-            .is_none();
-        if fresh {
-            // Tell the new neighbour everything we know.
-            self.full_dump(Target::Neighbour(neighbour.clone()));
+        let cost = cost.clamp(1, INFINITY - 1);
+        if let Some(&slot) = self.slots.get(&neighbour) {
+            let Some(n) = self
+                .neighbours
+                .get_mut(slot as usize)
+                .and_then(Option::as_mut)
+            else {
+                return;
+            };
+            if n.cost == cost {
+                return;
+            }
+            n.cost = cost;
+            for i in self.heard_via(slot) {
+                self.reselect(i);
+            }
+            return;
         }
-        let destinations: Vec<N> = self
-            .heard
-            .get(&neighbour)
-            .map(|h| h.keys().cloned().collect())
-            .unwrap_or_default();
-        for d in destinations {
-            self.reselect(&d);
+        let Ok(slot) = u32::try_from(
+            self.neighbours
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or(self.neighbours.len()),
+        ) else {
+            return; // Four billion neighbours: not a mesh we can serve.
+        };
+        let entry = Some(Neighbour {
+            id: neighbour.clone(),
+            cost,
+        });
+        match self.neighbours.get_mut(slot as usize) {
+            Some(free) => *free = entry,
+            None => self.neighbours.push(entry),
         }
+        self.slots.insert(neighbour.clone(), slot);
+        // Tell the new neighbour everything we know.
+        self.full_dump(Target::Neighbour(neighbour));
     }
 
     /// The link to `neighbour` went down: its routes are gone.
     pub fn handle_link_down(&mut self, neighbour: &N) {
-        self.links.remove(neighbour);
-        let destinations: Vec<N> = self
-            .heard
-            .remove(neighbour)
-            .map(|h| h.into_keys().collect())
-            .unwrap_or_default();
-        for d in destinations {
-            self.reselect(&d);
+        let Some(slot) = self.slots.remove(neighbour) else {
+            return;
+        };
+        let affected = self.heard_via(slot);
+        for &i in &affected {
+            if let Some((_, d)) = self.destinations.get_index_mut(i) {
+                d.heard.retain(|h| h.slot != slot);
+            }
         }
+        // Free the slot only now: routes through it still name it until
+        // they are reselected, and nothing reselects before this.
+        if let Some(n) = self.neighbours.get_mut(slot as usize) {
+            *n = None;
+        }
+        for i in affected {
+            self.reselect(i);
+        }
+    }
+
+    /// The index of `destination`'s entry, made if new and there is room.
+    fn entry(&mut self, destination: N) -> Option<usize> {
+        if let Some(i) = self.destinations.get_index_of(&destination) {
+            return Some(i);
+        }
+        if self.destinations.len() >= MAX_DESTINATIONS {
+            self.refused += 1;
+            return None;
+        }
+        Some(
+            self.destinations
+                .insert_full(destination, Destination::default())
+                .0,
+        )
     }
 
     /// A routing message from `from` (a neighbour) arrived.
     pub fn handle_message(&mut self, from: N, message: RouteMessage<N>) {
-        if !self.links.contains_key(&from) {
+        let Some(&slot) = self.slots.get(&from) else {
             return; // Not (or no longer) a neighbour.
-        }
+        };
         match message {
             RouteMessage::Update {
                 destination,
@@ -335,21 +485,26 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                 if destination == self.me {
                     return;
                 }
-                let heard = self.heard.entry(from).or_default();
-                // A neighbour's seqno for a destination never goes down (it
-                // only selects feasible routes): an older one is a stale update.
-                if heard.get(&destination).is_some_and(|a| seqno < a.seqno) {
+                let Some(i) = self.entry(destination) else {
                     return;
+                };
+                let Some((_, d)) = self.destinations.get_index_mut(i) else {
+                    return;
+                };
+                let route = Advertised {
+                    seqno,
+                    metric,
+                    reach,
+                };
+                match d.heard.iter_mut().find(|h| h.slot == slot) {
+                    // A neighbour's seqno for a destination never goes down
+                    // (it only selects feasible routes): an older one is a
+                    // stale update.
+                    Some(h) if seqno < h.route.seqno => return,
+                    Some(h) => h.route = route,
+                    None => d.heard.push(Heard { slot, route }),
                 }
-                heard.insert(
-                    destination.clone(),
-                    Advertised {
-                        seqno,
-                        metric,
-                        reach,
-                    },
-                );
-                self.reselect(&destination);
+                self.reselect(i);
             }
             RouteMessage::SeqnoRequest {
                 destination,
@@ -363,9 +518,9 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                     }
                     return;
                 }
-                if let Some((_, a)) = self
-                    .selected
-                    .get(&destination)
+                let entry = self.destinations.get(&destination);
+                if let Some((_, a)) = entry
+                    .and_then(|d| d.selected)
                     .filter(|(_, a)| a.seqno >= seqno)
                 {
                     // We already have it: tell the asker (if we pass it on
@@ -381,21 +536,14 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                 let Some(hops) = hops.checked_sub(1).filter(|h| *h > 0) else {
                     return;
                 };
-                let via = self
-                    .heard
-                    .iter()
-                    .filter(|(n, h)| {
-                        **n != from && h.get(&destination).is_some_and(|a| a.metric != INFINITY)
-                    })
-                    .min_by_key(|(n, h)| {
-                        let a = h.get(&destination).map_or(INFINITY, |a| a.metric);
-                        // Ties go to the lowest id, whatever the hash order.
-                        (
-                            a.saturating_add(self.links.get(*n).copied().unwrap_or(INFINITY)),
-                            *n,
-                        )
-                    })
-                    .map(|(n, _)| n.clone());
+                let via = entry.and_then(|d| {
+                    d.routes()
+                        .filter(|(s, _)| *s != slot)
+                        .filter_map(|(s, a)| Some((self.through(s, &a)?, self.id(s)?)))
+                        // Ties go to the lowest id.
+                        .min()
+                        .map(|(_, id)| id.clone())
+                });
                 // Nobody here heard of a way: ask every other neighbour, so
                 // that a request from a node with messages waiting crosses
                 // a region where every route was retracted. Each node passes
@@ -404,7 +552,13 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                 let targets: Vec<N> = match via {
                     Some(via) => vec![via],
                     None if self.scoped => Vec::new(),
-                    None => self.links.keys().filter(|n| **n != from).cloned().collect(),
+                    None => self
+                        .neighbours
+                        .iter()
+                        .flatten()
+                        .filter(|n| n.id != from)
+                        .map(|n| n.id.clone())
+                        .collect(),
                 };
                 if !targets.is_empty() && self.first_request(&destination, seqno) {
                     for n in targets {
@@ -425,6 +579,13 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
     /// The slow periodic refresh: announce everything again (covers lost
     /// updates). The caller decides the interval.
     pub fn handle_refresh(&mut self) {
+        // Destinations nobody advertises any more (their links went down)
+        // and that we have no route to are forgotten, so that the table
+        // does not grow with every node ever heard of.
+        let wanted = &self.wanted;
+        self.destinations.retain(|destination, d| {
+            !d.heard.is_empty() || d.selected.is_some() || wanted.contains(destination)
+        });
         self.full_dump(Target::AllNeighbours);
         // A request that was lost may be sent again from now on.
         self.requested.clear();
@@ -432,18 +593,13 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         // Destinations nobody here needed yet are asked for now, once a
         // refresh, so that every node still ends up with a route to every
         // node of its component.
-        // In order (a set), so that a simulation replays exactly.
-        let starving: BTreeSet<N> = self
-            .heard
-            .values()
-            .flat_map(|h| h.iter())
-            .filter(|(d, a)| {
-                a.metric != INFINITY && **d != self.me && !self.selected.contains_key(*d)
-            })
-            .map(|(d, _)| d.clone())
+        let starving: Vec<(N, Option<Feasibility>)> = self
+            .destinations
+            .iter()
+            .filter(|(_, d)| d.selected.is_none() && d.routes().next().is_some())
+            .map(|(destination, d)| (destination.clone(), d.feasibility))
             .collect();
-        for destination in starving {
-            let fd = self.feasibility.get(&destination).copied();
+        for (destination, fd) in starving {
             self.request(&destination, fd);
         }
     }
@@ -461,13 +617,17 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
             self.wanted.remove(destination);
             return;
         }
-        if !self.wanted.insert(destination.clone()) || self.selected.contains_key(destination) {
+        if !self.wanted.insert(destination.clone()) {
+            return;
+        }
+        let entry = self.destinations.get(destination);
+        if entry.is_some_and(|d| d.selected.is_some()) {
             return;
         }
         if self.scoped && !self.heard_of(destination) {
             return;
         }
-        let fd = self.feasibility.get(destination).copied();
+        let fd = entry.and_then(|d| d.feasibility);
         self.request(destination, fd);
     }
 
@@ -506,10 +666,11 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
             let Some((_, destination)) = self.retries.pop_first() else {
                 break;
             };
+            let entry = self.destinations.get(&destination);
             let starving =
-                self.wanted.contains(&destination) && !self.selected.contains_key(&destination);
+                self.wanted.contains(&destination) && entry.is_none_or(|d| d.selected.is_none());
             if starving {
-                let fd = self.feasibility.get(&destination).copied();
+                let fd = entry.and_then(|d| d.feasibility);
                 self.request(&destination, fd);
             }
         }
@@ -581,53 +742,49 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
         let own = self.own_route();
         self.send(target.clone(), own);
         let routes: Vec<RouteMessage<N>> = self
-            .selected
-            .iter()
-            .filter(|(_, (_, a))| a.passes())
-            .map(|(d, (_, a))| a.update(d.clone()))
+            .selected()
+            .filter(|(_, a, _)| a.passes())
+            .map(|(d, a, _)| a.update(d.clone()))
             .collect();
         for update in routes {
             self.send(target.clone(), update);
         }
     }
 
-    /// Chooses the best feasible route to `destination` and announces any change.
-    fn reselect(&mut self, destination: &N) {
-        let fd = self.feasibility.get(destination).copied();
-        let current = self.selected.get(destination).cloned();
-        let best = self
-            .heard
-            .iter()
-            .filter_map(|(n, h)| {
-                let a = *h.get(destination)?;
-                let cost = *self.links.get(n)?;
-                (a.metric != INFINITY && fd.is_none_or(|fd| fd.admits(a))).then(|| {
-                    (
-                        n.clone(),
-                        Advertised {
-                            seqno: a.seqno,
-                            metric: a.metric.saturating_add(cost).min(INFINITY - 1),
-                            reach: a.reach,
-                        },
-                    )
-                })
+    /// Chooses the best feasible route to the destination at `index` and
+    /// announces any change.
+    fn reselect(&mut self, index: usize) {
+        let Some((destination, d)) = self.destinations.get_index(index) else {
+            return;
+        };
+        let fd = d.feasibility;
+        let current = d.selected;
+        let stay = |slot: u32| current.is_none_or(|(s, _)| s != slot);
+        let best = d
+            .routes()
+            .filter(|(_, a)| fd.is_none_or(|fd| fd.admits(*a)))
+            .filter_map(|(slot, a)| {
+                let id = self.id(slot)?;
+                let metric = self.through(slot, &a)?.min(INFINITY - 1);
+                Some((slot, id, Advertised { metric, ..a }))
             })
             // Lowest metric; ties go to the current next hop, then the lowest id.
-            .min_by(|(n1, a1), (n2, a2)| {
-                let stay = |n: &N| current.as_ref().is_none_or(|(h, _)| h != n);
-                (a1.metric, stay(n1), n1).cmp(&(a2.metric, stay(n2), n2))
-            });
+            .min_by(|(s1, n1, a1), (s2, n2, a2)| {
+                (a1.metric, stay(*s1), n1).cmp(&(a2.metric, stay(*s2), n2))
+            })
+            .map(|(slot, _, a)| (slot, a));
+        let destination = destination.clone();
+        let Some((_, d)) = self.destinations.get_index_mut(index) else {
+            return;
+        };
         match best {
-            Some((hop, advertised)) => {
-                let changed = current.as_ref() != Some(&(hop.clone(), advertised));
-                self.selected.insert(destination.clone(), (hop, advertised));
-                let fd = self
-                    .feasibility
-                    .entry(destination.clone())
-                    .or_insert(Feasibility {
-                        seqno: advertised.seqno,
-                        metric: advertised.metric,
-                    });
+            Some((slot, advertised)) => {
+                let changed = current != Some((slot, advertised));
+                d.selected = Some((slot, advertised));
+                let fd = d.feasibility.get_or_insert(Feasibility {
+                    seqno: advertised.seqno,
+                    metric: advertised.metric,
+                });
                 if advertised.seqno > fd.seqno {
                     *fd = Feasibility {
                         seqno: advertised.seqno,
@@ -638,17 +795,17 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                 }
                 // Beyond the destination's reach the route is kept but not
                 // passed on; a route that stops passing is retracted.
-                let passed = current.as_ref().is_some_and(|(_, a)| a.passes());
+                let passed = current.is_some_and(|(_, a)| a.passes());
                 if changed && advertised.passes() {
-                    let update = advertised.update(destination.clone());
+                    let update = advertised.update(destination);
                     self.send(Target::AllNeighbours, update);
                 } else if passed && !advertised.passes() {
-                    let retraction = advertised.retraction(destination.clone());
+                    let retraction = advertised.retraction(destination);
                     self.send(Target::AllNeighbours, retraction);
                 }
             }
             None => {
-                if let Some((_, old)) = self.selected.remove(destination) {
+                if let Some((_, old)) = d.selected.take() {
                     // Bounded for callers that never drain it.
                     if self.lost.len() < 65_536 {
                         self.lost.push(destination.clone());
@@ -660,8 +817,8 @@ impl<N: Clone + Eq + Hash + Ord> RoutingTable<N> {
                         self.send(Target::AllNeighbours, retraction);
                     }
                 }
-                if self.wanted.contains(destination) {
-                    self.request(destination, fd);
+                if self.wanted.contains(&destination) {
+                    self.request(&destination, fd);
                 }
             }
         }

@@ -306,6 +306,77 @@ fn a_partition_asks_for_each_lost_destination_once_per_node() {
 }
 
 #[test]
+fn a_neighbour_announcing_endless_destinations_fills_the_table_only_to_its_limit() {
+    use lifeline_routing::routes::MAX_DESTINATIONS;
+    // Route updates are not signed: a hostile neighbour (1) can make up
+    // destinations. The table stops at its limit, keeps serving the
+    // destinations it knows, and forgets the made-up ones once their only
+    // source is gone.
+    let mut t = RoutingTable::new(0u32);
+    t.handle_link(1, 10);
+    t.handle_link(2, 10);
+    let update = |destination, seqno, metric| RouteMessage::Update {
+        destination,
+        seqno,
+        metric,
+        reach: 0,
+    };
+    t.handle_message(2, update(7, 1, 100));
+    let fakes = u32::try_from(MAX_DESTINATIONS).unwrap() + 10;
+    for d in 1_000..1_000 + fakes {
+        t.handle_message(1, update(d, 1, 100));
+    }
+    assert_eq!(t.destinations(), MAX_DESTINATIONS);
+    assert_eq!(t.refused, 11, "the made-up destinations past the limit");
+    // A known destination still takes updates.
+    t.handle_message(2, update(7, 2, 50));
+    assert_eq!(t.metric(&7), Some(60));
+    assert_eq!(t.next_hop(&7), Some(&2));
+    // The hostile link goes down: its destinations are unreachable, and
+    // the next refresh forgets them, which makes room again.
+    t.handle_link_down(&1);
+    assert_eq!(t.destinations(), MAX_DESTINATIONS);
+    t.handle_refresh();
+    assert_eq!(t.destinations(), 1);
+    t.handle_message(2, update(8, 1, 100));
+    assert_eq!(t.next_hop(&8), Some(&2));
+    assert_eq!(t.refused, 11);
+}
+
+#[test]
+fn a_link_slot_freed_by_one_neighbour_serves_the_next_without_mixing_their_routes() {
+    // Neighbours are kept by slot; a slot freed when a link goes down is
+    // given to the next neighbour. Nothing heard from the old one may
+    // count as heard from the new one.
+    let mut t = RoutingTable::new(0u8);
+    t.handle_link(1, 10);
+    t.handle_link(2, 10);
+    let update = |destination, seqno, metric| RouteMessage::Update {
+        destination,
+        seqno,
+        metric,
+        reach: 0,
+    };
+    t.handle_message(1, update(9, 1, 20));
+    t.handle_message(2, update(9, 1, 40));
+    assert_eq!(t.next_hop(&9), Some(&1));
+    t.handle_link_down(&1);
+    // 2's route is longer than the one we advertised: not feasible until
+    // 9 raises its seqno.
+    assert_eq!(t.next_hop(&9), None);
+    t.handle_message(2, update(9, 2, 40));
+    assert_eq!(t.next_hop(&9), Some(&2));
+    assert_eq!(t.metric(&9), Some(50));
+    t.handle_link(3, 10);
+    assert_eq!(t.advertised(&3, &9), None, "3 said nothing of 9");
+    assert_eq!(t.next_hop(&9), Some(&2));
+    assert_eq!(t.advertised(&1, &9), None, "1 is gone");
+    t.handle_message(3, update(9, 2, 5));
+    assert_eq!(t.next_hop(&9), Some(&3));
+    assert_eq!(t.metric(&9), Some(15));
+}
+
+#[test]
 fn link_cost_reflects_loss_and_delay() {
     use lifeline_routing::routes::link_cost;
     use std::time::Duration;
