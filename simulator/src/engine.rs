@@ -476,17 +476,44 @@ impl Engine {
         self.nodes[i].router.as_mut().map(|r| f(r, now))
     }
 
-    /// Drains node `i`'s events into `observer` and fills its idle links.
+    /// Drains node `i`'s events into `observer` and fills the links its
+    /// router said have something to send ([`Event::LinkReady`]; a busy
+    /// link is filled again when it frees up). Polling every link of the
+    /// node after every event instead was a fifth of a 10,000-node run.
     pub fn flush(&mut self, i: usize, observer: &mut dyn Observer) {
         let now = self.now_us;
-        while let Some(event) = self.nodes[i].router.as_mut().and_then(|r| r.poll_event()) {
-            if !matches!(event, Event::LinkReady(_)) {
-                observer.event(self, i, now, &event);
+        let mut ready: Vec<usize> = Vec::new();
+        loop {
+            while let Some(event) = self.nodes[i].router.as_mut().and_then(|r| r.poll_event()) {
+                match event {
+                    Event::LinkReady(to) => {
+                        let out = &self.out[i];
+                        if let Some(k) = out
+                            .iter()
+                            .position(|&l| self.nodes[self.links[l].to].address == to)
+                        {
+                            ready.push(k);
+                        }
+                    }
+                    event => observer.event(self, i, now, &event),
+                }
+            }
+            if ready.is_empty() {
+                break;
+            }
+            // In link order, as polling every link did. Sending can make
+            // more to send (a batch written releases acknowledgements).
+            ready.sort_unstable();
+            ready.dedup();
+            for k in std::mem::take(&mut ready) {
+                self.fill(self.out[i][k]);
             }
         }
-        self.pump(i);
+        self.arm_timer(i);
     }
 
+    /// Fills every idle link of node `i` (after links or the node itself
+    /// came up or went down) and sets its timer.
     fn pump(&mut self, i: usize) {
         if self.nodes[i].router.is_none() {
             return;
@@ -495,6 +522,11 @@ impl Engine {
             let l = self.out[i][k];
             self.fill(l);
         }
+        self.arm_timer(i);
+    }
+
+    /// Schedules node `i`'s next timer, if it is earlier than the one set.
+    fn arm_timer(&mut self, i: usize) {
         if let Some(t) = self.nodes[i].router.as_ref().and_then(|r| r.poll_timeout()) {
             let t = t.saturating_mul(1_000).max(self.now_us);
             if self.timer_at[i].is_none_or(|s| t < s) {
