@@ -132,8 +132,10 @@ pub fn run(command: SimCommand) -> Result<ExitCode> {
             }
             writeln!(
                 out,
-                "control {:.1} B/s per node; custody peak {} (evicted {}); {} events in {:.1} s wall ({:.0}/s), peak memory {:.0} MiB",
+                "control {:.1} B/s per node ({:.0} B per node to build {:.0} routes each); custody peak {} (evicted {}); {} events in {:.1} s wall ({:.0}/s), peak memory {:.0} MiB",
                 report.control_bytes_per_node_s,
+                report.warmup_control_bytes_per_node,
+                report.routes_per_node,
                 report.custody_peak,
                 report.custody_evictions,
                 report.engine.events,

@@ -195,8 +195,10 @@ pub fn render(report: &Report, host: &HostReport, map: &MapData) -> String {
     }
     let _ = write!(
         page,
-        "</table><p>Control {:.1} B/s per node; custody peak {} messages, {} evicted, {} expired; {} duplicates; {} envelopes failed to open.</p>",
+        "</table><p>Control {:.1} B/s per node ({:.0} bytes per node in the warm-up to build routing tables of {:.0} routes); custody peak {} messages, {} evicted, {} expired; {} duplicates; {} envelopes failed to open.</p>",
         report.control_bytes_per_node_s,
+        report.warmup_control_bytes_per_node,
+        report.routes_per_node,
         report.custody_peak,
         report.custody_evictions,
         report.custody_expired,

@@ -84,6 +84,12 @@ pub struct Report {
     pub classes: Vec<ClassReport>,
     /// Routing control bytes per node per second after the warm-up.
     pub control_bytes_per_node_s: f64,
+    /// Routing control bytes per node during the warm-up: what building
+    /// the routing tables cost.
+    pub warmup_control_bytes_per_node: f64,
+    /// Destinations a node has a route to at the end, on average: the size
+    /// of its routing table.
+    pub routes_per_node: f64,
     /// Most messages one node held in custody (sampled every 10 s).
     pub custody_peak: u64,
     /// Custody evictions.

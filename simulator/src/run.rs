@@ -950,6 +950,12 @@ pub fn run(
     let traffic_bytes = engine.bytes - bytes_at_warmup;
     engine.run_until(end_us, &mut collector);
     let control = control_bytes(&engine).saturating_sub(control_at_warmup);
+    let routes: usize = engine
+        .nodes
+        .iter()
+        .filter_map(|n| n.router.as_ref())
+        .map(|r| r.routes().count())
+        .sum();
     let measured_s = (end_us - warmup_us) as f64 / 1e6;
 
     // Shortest paths for a sample of unicast messages.
@@ -1101,6 +1107,8 @@ pub fn run(
         components: components.iter().map(|c| c.len() as u64).collect(),
         classes: per_class,
         control_bytes_per_node_s: control as f64 / n.max(1) as f64 / measured_s.max(1e-9),
+        warmup_control_bytes_per_node: control_at_warmup as f64 / n.max(1) as f64,
+        routes_per_node: routes as f64 / n.max(1) as f64,
         custody_peak: collector.custody_peak as u64,
         custody_evictions: collector.evicted,
         custody_expired: collector.expired,
