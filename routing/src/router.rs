@@ -412,7 +412,8 @@ struct PendingControl {
     /// 2,000-node simulation's warm-up.
     all: PendingUpdates,
     /// Per neighbour: updates for it alone (newer than those in `all` for
-    /// the same destination), and seqno requests.
+    /// the same destination), and the other messages (seqno requests,
+    /// digests, dump requests).
     one: BTreeMap<Address, (PendingUpdates, Vec<RouteMessage<Address>>)>,
 }
 
@@ -2086,22 +2087,26 @@ impl<S: MessageStore> Router<S> {
                     let (updates, _) = pending.one.entry(n).or_default();
                     updates.insert(*destination, message);
                 }
-                (Target::AllNeighbours, RouteMessage::SeqnoRequest { .. }) => {
+                // Requests, digests and dump requests go after the updates.
+                (Target::AllNeighbours, _) => {
                     for n in self.neighbours.keys() {
-                        let (_, requests) = pending.one.entry(*n).or_default();
-                        requests.push(message.clone());
+                        let (_, others) = pending.one.entry(*n).or_default();
+                        others.push(message.clone());
                     }
                 }
-                (Target::Neighbour(n), RouteMessage::SeqnoRequest { .. }) => {
+                (Target::Neighbour(n), _) => {
                     pending.one.entry(n).or_default().1.push(message);
                 }
             }
         }
-        let asking = self
-            .pending_control
-            .one
-            .values()
-            .any(|(_, r)| !r.is_empty());
+        let asking = self.pending_control.one.values().any(|(_, others)| {
+            others.iter().any(|m| {
+                matches!(
+                    m,
+                    RouteMessage::SeqnoRequest { .. } | RouteMessage::DumpRequest
+                )
+            })
+        });
         if any && self.control_due.is_none() {
             self.control_due = Some(self.now.saturating_add(self.config.control_delay_ms));
             if self.config.control_delay_ms == 0 {

@@ -80,6 +80,12 @@ fn invalid(what: &'static str, field: &'static str, reason: &'static str) -> Fra
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Address(pub [u8; 32]);
 
+impl crate::routes::Name for Address {
+    fn digest_into(&self, hasher: &mut blake3::Hasher) {
+        hasher.update(&self.0);
+    }
+}
+
 impl From<NodeId> for Address {
     fn from(id: NodeId) -> Self {
         Address(*id.as_bytes())
@@ -710,6 +716,8 @@ impl Frame {
                             seqno: *seqno,
                             hops: u32::from(*hops),
                         }),
+                        RouteMessage::Digest { digest } => control.digest = digest.to_vec(),
+                        RouteMessage::DumpRequest => control.dump = true,
                     }
                 }
                 K::Control(control)
@@ -791,6 +799,14 @@ impl Frame {
                         seqno: r.seqno,
                         hops,
                     });
+                }
+                if !c.digest.is_empty() {
+                    messages.push(RouteMessage::Digest {
+                        digest: fixed::<16>("Control", "digest", &c.digest)?,
+                    });
+                }
+                if c.dump {
+                    messages.push(RouteMessage::DumpRequest);
                 }
                 Ok(Frame::Control(messages))
             }

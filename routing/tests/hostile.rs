@@ -237,7 +237,11 @@ proptest! {
         use lifeline_routing::MessageId;
         let pull = Frame::Pull(ids.iter().map(|i| MessageId(*i)).collect());
         prop_assert_eq!(Frame::decode(&pull.encode()).unwrap(), pull);
-        let control = Frame::Control(vec![RouteMessage::Update { destination: Address(dest), seqno, metric, reach }]);
+        let control = Frame::Control(vec![
+            RouteMessage::Update { destination: Address(dest), seqno, metric, reach },
+            RouteMessage::Digest { digest: ids.first().copied().unwrap_or([7; 16]) },
+            RouteMessage::DumpRequest,
+        ]);
         prop_assert_eq!(Frame::decode(&control.encode()).unwrap(), control);
         let location = Location::new(&identity("someone"), Address(dest), Address(landmark), issued);
         let locate = Frame::Locate(Box::new(location));

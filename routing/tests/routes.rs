@@ -377,6 +377,116 @@ fn a_link_slot_freed_by_one_neighbour_serves_the_next_without_mixing_their_route
 }
 
 #[test]
+fn a_refresh_sends_digests_and_a_lost_update_is_repaired_by_a_dump() {
+    // A 3 x 3 grid: once converged, a refresh costs one digest per
+    // neighbour and nothing else. An update lost on the way shows as a
+    // digest that does not match; the neighbour then asks for, and gets,
+    // every route.
+    let mut net = Net::new(9);
+    for y in 0..3u8 {
+        for x in 0..3u8 {
+            let v = y * 3 + x;
+            if x < 2 {
+                net.link_up(v, v + 1, 10);
+            }
+            if y < 2 {
+                net.link_up(v, v + 3, 10);
+            }
+        }
+    }
+    net.converged().unwrap();
+    let refresh = |net: &mut Net| {
+        for t in net.tables.values_mut() {
+            t.handle_refresh();
+        }
+        net.collect();
+    };
+    refresh(&mut net);
+    let digests = net
+        .in_flight
+        .iter()
+        .filter(|(_, _, m)| matches!(m, RouteMessage::Digest { .. }))
+        .count();
+    assert_eq!(digests, 24, "one per neighbour: 12 links, both ways");
+    assert_eq!(net.in_flight.len(), 24, "nothing but digests");
+    net.run_to_quiet().unwrap();
+    assert!(net.tables.values().all(|t| t.digest_mismatches == 0));
+
+    // Node 8 moves off to a new link: its new seqno reaches 5, but the
+    // update from 5 to 4 is lost.
+    net.tables.get_mut(&8).unwrap().handle_message(
+        5,
+        RouteMessage::SeqnoRequest {
+            destination: 8,
+            seqno: 7,
+            hops: 1,
+        },
+    );
+    net.collect();
+    let mut lost = false;
+    while !net.in_flight.is_empty() {
+        let (from, to, m) = &net.in_flight[0];
+        let drop = !lost
+            && (*from, *to) == (5, 4)
+            && matches!(m, RouteMessage::Update { destination: 8, .. });
+        if drop {
+            net.in_flight.remove(0);
+            lost = true;
+        } else {
+            net.deliver(0);
+        }
+    }
+    assert!(lost);
+    // 4 still believes 5's older route to 8.
+    refresh(&mut net);
+    net.run_to_quiet().unwrap();
+    assert_eq!(net.tables[&4].digest_mismatches, 1, "4 noticed, once");
+    let others: u64 = net
+        .tables
+        .iter()
+        .filter(|(n, _)| **n != 4)
+        .map(|(_, t)| t.digest_mismatches)
+        .sum();
+    assert_eq!(others, 0);
+    // The dump repaired it: the next refresh matches everywhere.
+    refresh(&mut net);
+    net.run_to_quiet().unwrap();
+    assert_eq!(net.tables[&4].digest_mismatches, 1);
+    net.converged().unwrap();
+}
+
+#[test]
+fn a_neighbour_asking_for_dumps_without_end_gets_one_per_ten_seconds() {
+    let mut t = RoutingTable::new(0u8);
+    t.handle_link(1, 10);
+    t.handle_link(2, 10);
+    t.handle_message(
+        2,
+        RouteMessage::Update {
+            destination: 9,
+            seqno: 1,
+            metric: 5,
+            reach: 0,
+        },
+    );
+    while t.poll_transmit().is_some() {}
+    let dumps = |t: &mut RoutingTable<u8>| {
+        std::iter::from_fn(|| t.poll_transmit())
+            .filter(|(target, _)| *target == Target::Neighbour(1))
+            .count()
+    };
+    t.set_time(1_000);
+    t.handle_message(1, RouteMessage::DumpRequest);
+    assert_eq!(dumps(&mut t), 2, "its own route and the one to 9");
+    t.set_time(5_000);
+    t.handle_message(1, RouteMessage::DumpRequest);
+    assert_eq!(dumps(&mut t), 0, "too soon");
+    t.set_time(11_000);
+    t.handle_message(1, RouteMessage::DumpRequest);
+    assert_eq!(dumps(&mut t), 2);
+}
+
+#[test]
 fn link_cost_reflects_loss_and_delay() {
     use lifeline_routing::routes::link_cost;
     use std::time::Duration;
