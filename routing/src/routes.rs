@@ -336,6 +336,10 @@ impl<N: Name> RoutingTable<N> {
         self.neighbours.get(slot as usize)?.as_ref()
     }
 
+    fn neighbour_mut(&mut self, slot: u32) -> Option<&mut Neighbour<N>> {
+        self.neighbours.get_mut(slot as usize)?.as_mut()
+    }
+
     fn id(&self, slot: u32) -> Option<&N> {
         self.neighbour(slot).map(|n| &n.id)
     }
@@ -464,11 +468,7 @@ impl<N: Name> RoutingTable<N> {
     pub fn handle_link(&mut self, neighbour: N, cost: Metric) {
         let cost = cost.clamp(1, INFINITY - 1);
         if let Some(&slot) = self.slots.get(&neighbour) {
-            let Some(n) = self
-                .neighbours
-                .get_mut(slot as usize)
-                .and_then(Option::as_mut)
-            else {
+            let Some(n) = self.neighbour_mut(slot) else {
                 return;
             };
             if n.cost == cost {
@@ -650,11 +650,7 @@ impl<N: Name> RoutingTable<N> {
             }
             RouteMessage::DumpRequest => {
                 let now = self.now_ms;
-                let Some(n) = self
-                    .neighbours
-                    .get_mut(slot as usize)
-                    .and_then(Option::as_mut)
-                else {
+                let Some(n) = self.neighbour_mut(slot) else {
                     return;
                 };
                 if n.dumped_ms

@@ -25,6 +25,23 @@ impl Net {
         }
     }
 
+    /// A `side` x `side` grid, every link of cost 10.
+    fn grid(side: u8) -> Self {
+        let mut net = Self::new(side * side);
+        for y in 0..side {
+            for x in 0..side {
+                let v = y * side + x;
+                if x + 1 < side {
+                    net.link_up(v, v + 1, 10);
+                }
+                if y + 1 < side {
+                    net.link_up(v, v + side, 10);
+                }
+            }
+        }
+        net
+    }
+
     fn neighbours(&self, n: u8) -> Vec<u8> {
         self.links
             .keys()
@@ -275,18 +292,7 @@ fn a_request_for_a_destination_nobody_here_heard_of_goes_to_every_other_neighbou
 fn a_partition_asks_for_each_lost_destination_once_per_node() {
     // A 6 x 6 grid cut between its third and fourth columns: every node
     // starves for the 18 nodes on the other side at once.
-    let mut net = Net::new(36);
-    for y in 0..6u8 {
-        for x in 0..6u8 {
-            let v = y * 6 + x;
-            if x < 5 {
-                net.link_up(v, v + 1, 10);
-            }
-            if y < 5 {
-                net.link_up(v, v + 6, 10);
-            }
-        }
-    }
+    let mut net = Net::grid(6);
     net.converged().unwrap();
     net.requests = 0;
     for y in 0..6u8 {
@@ -305,6 +311,16 @@ fn a_partition_asks_for_each_lost_destination_once_per_node() {
     net.loop_free().unwrap();
 }
 
+/// A route update without a limit on its reach.
+fn update<N>(destination: N, seqno: u32, metric: u32) -> RouteMessage<N> {
+    RouteMessage::Update {
+        destination,
+        seqno,
+        metric,
+        reach: 0,
+    }
+}
+
 #[test]
 fn a_neighbour_announcing_endless_destinations_fills_the_table_only_to_its_limit() {
     use lifeline_routing::routes::MAX_DESTINATIONS;
@@ -315,12 +331,6 @@ fn a_neighbour_announcing_endless_destinations_fills_the_table_only_to_its_limit
     let mut t = RoutingTable::new(0u32);
     t.handle_link(1, 10);
     t.handle_link(2, 10);
-    let update = |destination, seqno, metric| RouteMessage::Update {
-        destination,
-        seqno,
-        metric,
-        reach: 0,
-    };
     t.handle_message(2, update(7, 1, 100));
     let fakes = u32::try_from(MAX_DESTINATIONS).unwrap() + 10;
     for d in 1_000..1_000 + fakes {
@@ -351,12 +361,6 @@ fn a_link_slot_freed_by_one_neighbour_serves_the_next_without_mixing_their_route
     let mut t = RoutingTable::new(0u8);
     t.handle_link(1, 10);
     t.handle_link(2, 10);
-    let update = |destination, seqno, metric| RouteMessage::Update {
-        destination,
-        seqno,
-        metric,
-        reach: 0,
-    };
     t.handle_message(1, update(9, 1, 20));
     t.handle_message(2, update(9, 1, 40));
     assert_eq!(t.next_hop(&9), Some(&1));
@@ -382,18 +386,7 @@ fn a_refresh_sends_digests_and_a_lost_update_is_repaired_by_a_dump() {
     // neighbour and nothing else. An update lost on the way shows as a
     // digest that does not match; the neighbour then asks for, and gets,
     // every route.
-    let mut net = Net::new(9);
-    for y in 0..3u8 {
-        for x in 0..3u8 {
-            let v = y * 3 + x;
-            if x < 2 {
-                net.link_up(v, v + 1, 10);
-            }
-            if y < 2 {
-                net.link_up(v, v + 3, 10);
-            }
-        }
-    }
+    let mut net = Net::grid(3);
     net.converged().unwrap();
     let refresh = |net: &mut Net| {
         for t in net.tables.values_mut() {
@@ -460,15 +453,7 @@ fn a_neighbour_asking_for_dumps_without_end_gets_one_per_ten_seconds() {
     let mut t = RoutingTable::new(0u8);
     t.handle_link(1, 10);
     t.handle_link(2, 10);
-    t.handle_message(
-        2,
-        RouteMessage::Update {
-            destination: 9,
-            seqno: 1,
-            metric: 5,
-            reach: 0,
-        },
-    );
+    t.handle_message(2, update(9, 1, 5));
     while t.poll_transmit().is_some() {}
     let dumps = |t: &mut RoutingTable<u8>| {
         std::iter::from_fn(|| t.poll_transmit())
