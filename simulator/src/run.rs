@@ -950,12 +950,7 @@ pub fn run(
     let traffic_bytes = engine.bytes - bytes_at_warmup;
     engine.run_until(end_us, &mut collector);
     let control = control_bytes(&engine).saturating_sub(control_at_warmup);
-    let routes: usize = engine
-        .nodes
-        .iter()
-        .filter_map(|n| n.router.as_ref())
-        .map(|r| r.routes().count())
-        .sum();
+    let routes = per_router(&engine, |r| r.routes().count() as u64);
     let measured_s = (end_us - warmup_us) as f64 / 1e6;
 
     // Shortest paths for a sample of unicast messages.
@@ -1315,11 +1310,19 @@ fn pick(rng: &mut StdRng, n: usize, fraction: f64, spare: &[usize]) -> Vec<usize
 }
 
 fn control_bytes(engine: &Engine) -> u64 {
+    per_router(engine, |r| r.stats().control_bytes)
+}
+
+/// The sum of `f` over the routers running.
+fn per_router(
+    engine: &Engine,
+    f: impl Fn(&lifeline_routing::Router<lifeline_routing::store::MemoryMessageStore>) -> u64,
+) -> u64 {
     engine
         .nodes
         .iter()
         .filter_map(|n| n.router.as_ref())
-        .map(|r| r.stats().control_bytes)
+        .map(f)
         .sum()
 }
 
