@@ -504,6 +504,8 @@ struct Scope {
     registered: Option<(Address, Address, u64)>,
     /// When to check the nearest landmark and home again.
     next_check: u64,
+    /// This node's home among the landmarks it knew when it last picked.
+    home: Option<(locate::LandmarkSet, Option<Address>)>,
 }
 
 impl<S: MessageStore> Router<S> {
@@ -564,6 +566,7 @@ impl<S: MessageStore> Router<S> {
                 registry: Registry::default(),
                 registered: None,
                 next_check: now,
+                home: None,
             }),
             config,
         };
@@ -652,6 +655,12 @@ impl<S: MessageStore> Router<S> {
     /// Routes: destination, next hop, metric.
     pub fn routes(&self) -> impl Iterator<Item = (&Address, &Address, Metric)> {
         self.table.routes()
+    }
+
+    /// Scoped meshes: the landmark `node` last registered with here, if
+    /// this node is a landmark and is `node`'s home.
+    pub fn registered(&self, node: &Address) -> Option<Address> {
+        self.scope.as_ref()?.registry.landmark(node)
     }
 
     /// The next hop towards `destination`.
@@ -2212,12 +2221,30 @@ impl<S: MessageStore> Router<S> {
         }
         let zone = scope.zone;
         let registered = scope.registered;
-        let Some((metric, landmark)) = self.table.unlimited().map(|(d, m)| (m, *d)).min() else {
+        let mut landmarks = locate::LandmarkSet::default();
+        let mut nearest: Option<(Metric, Address)> = None;
+        for (l, metric) in self.table.unlimited() {
+            landmarks.add(l);
+            if nearest.is_none_or(|n| (metric, *l) < n) {
+                nearest = Some((metric, *l));
+            }
+        }
+        let Some((metric, landmark)) = nearest else {
             return;
+        };
+        let home = match scope.home.filter(|(set, _)| *set == landmarks) {
+            Some((_, home)) => home,
+            None => {
+                let home = self.home_of(&self.me);
+                if let Some(scope) = &mut self.scope {
+                    scope.home = Some((landmarks, home));
+                }
+                home
+            }
         };
         self.table.set_reach(locate::reach(zone, metric));
         self.drain_control();
-        let Some(home) = self.home_of(&self.me) else {
+        let Some(home) = home else {
             return;
         };
         let due = registered.is_none_or(|(h, l, at)| {

@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use indexmap::IndexMap;
 use std::hash::Hash;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// A route metric; [`INFINITY`] means unreachable.
@@ -82,37 +83,47 @@ pub enum RouteMessage<N> {
 /// A name a routing table can put in a route digest: the same bytes on
 /// every node.
 pub trait Name: Clone + Eq + Hash + Ord {
-    /// Feeds the name's bytes to `hasher`.
-    fn digest_into(&self, hasher: &mut blake3::Hasher);
+    /// The name's bytes, zero-padded to 32 (an address is its 32 bytes).
+    fn digest_name(&self) -> [u8; 32];
 }
 
 macro_rules! name_for_integers {
     ($($t:ty),*) => {$(
         impl Name for $t {
-            fn digest_into(&self, hasher: &mut blake3::Hasher) {
-                hasher.update(&self.to_le_bytes());
+            fn digest_name(&self) -> [u8; 32] {
+                let bytes = self.to_le_bytes();
+                let mut name = [0u8; 32];
+                name[..bytes.len()].copy_from_slice(&bytes);
+                name
             }
         }
     )*};
 }
 name_for_integers!(u8, u16, u32, u64);
 
+/// The BLAKE3 key of [`route_digest`], derived from its context string.
+static ROUTE_DIGEST_KEY: LazyLock<[u8; 32]> =
+    LazyLock::new(|| blake3::derive_key("lifeline 2026-11 route digest v2", &[]));
+
 /// The digest of one advertised route; a table's digest is the XOR of
-/// these, so it does not depend on order.
+/// these, so it does not depend on order. A keyed hash of 44 bytes is one
+/// BLAKE3 compression: a refresh digests every route of the table, and
+/// with the domain string in the input (two compressions and five
+/// updates) that was a fifth of a 10,000-node simulation.
 pub fn route_digest<N: Name>(
     destination: &N,
     seqno: u32,
     metric: Metric,
     reach: Metric,
 ) -> [u8; 16] {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"lifeline/route-digest/v1");
-    destination.digest_into(&mut hasher);
-    hasher.update(&seqno.to_le_bytes());
-    hasher.update(&metric.to_le_bytes());
-    hasher.update(&reach.to_le_bytes());
+    let mut input = [0u8; 44];
+    input[..32].copy_from_slice(&destination.digest_name());
+    input[32..36].copy_from_slice(&seqno.to_le_bytes());
+    input[36..40].copy_from_slice(&metric.to_le_bytes());
+    input[40..44].copy_from_slice(&reach.to_le_bytes());
+    let hash = blake3::keyed_hash(&ROUTE_DIGEST_KEY, &input);
     let mut digest = [0u8; 16];
-    digest.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    digest.copy_from_slice(&hash.as_bytes()[..16]);
     digest
 }
 

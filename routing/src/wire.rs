@@ -81,8 +81,8 @@ fn invalid(what: &'static str, field: &'static str, reason: &'static str) -> Fra
 pub struct Address(pub [u8; 32]);
 
 impl crate::routes::Name for Address {
-    fn digest_into(&self, hasher: &mut blake3::Hasher) {
-        hasher.update(&self.0);
+    fn digest_name(&self) -> [u8; 32] {
+        self.0
     }
 }
 

@@ -725,3 +725,45 @@ fn an_sos_sent_with_no_neighbours_is_flooded_when_one_appears() {
         "the SOS took {latency} ms: it waited for a route"
     );
 }
+
+/// A node picks its home again when the landmarks it knows change (it
+/// scores them only then, not at every check) and registers there.
+#[test]
+fn a_node_that_loses_its_home_registers_with_the_landmark_that_becomes_home() {
+    use lifeline_routing::locate;
+    let config = Config {
+        zone_hops: 1,
+        landmark_one_in: 2,
+        ..Config::default()
+    };
+    let probe = Net::new(12, config.clone(), 29);
+    let landmarks: Vec<usize> = (0..12)
+        .filter(|&i| locate::is_landmark(&probe.addr(i), 2))
+        .collect();
+    let node = (0..12)
+        .find(|&i| !landmarks.contains(&i))
+        .expect("a node that is not a landmark");
+    let (l1, l2) = (landmarks[0], landmarks[1]);
+    let mut net = Net::new(12, config, 29);
+    net.connect(node, l1, 5, 1_000, 0.0);
+    net.connect(node, l2, 5, 1_000, 0.0);
+    net.run_for(30_000);
+    let home_of = |net: &Net, candidates: &[usize]| {
+        let addrs: Vec<_> = candidates.iter().map(|&i| net.addr(i)).collect();
+        net.index_of(&locate::home(&net.addr(node), addrs.iter()).unwrap())
+    };
+    let home = home_of(&net, &[l1, l2]);
+    let other = if home == l1 { l2 } else { l1 };
+    let me = net.addr(node);
+    assert!(net.nodes[home].router().registered(&me).is_some());
+    assert_eq!(net.nodes[other].router().registered(&me), None);
+    // The home goes out of reach: the other landmark is the only one left.
+    net.disconnect(node, home);
+    net.run_for(30_000);
+    assert_eq!(home_of(&net, &[other]), other);
+    assert_eq!(
+        net.nodes[other].router().registered(&me),
+        Some(net.addr(other)),
+        "the node did not register with its new home"
+    );
+}
