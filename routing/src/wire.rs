@@ -766,6 +766,27 @@ impl Frame {
         Self::decode_checked(bytes, false)
     }
 
+    /// The body of a message frame, for an observer that only looks (the
+    /// simulator counts frames by class): checked field by field like
+    /// [`Frame::decode`], but without the message id (a hash of the body),
+    /// the canonical-encoding check or the signature. `None` for other
+    /// frames and for anything that does not decode. Not for a node to act
+    /// on.
+    pub fn peek_body(bytes: &[u8]) -> Option<Body> {
+        use prost::Message as _;
+        if bytes.len() > MAX_FRAME {
+            return None;
+        }
+        let frame = pb::Frame::decode(bytes).ok()?;
+        let Some(pb::frame::Kind::Message(c)) = frame.kind else {
+            return None;
+        };
+        if c.body.len() > MAX_BODY {
+            return None;
+        }
+        Body::from_pb(pb::Body::decode(c.body.as_slice()).ok()?).ok()
+    }
+
     fn decode_checked(bytes: &[u8], verify: bool) -> Result<Frame, FrameError> {
         use pb::frame::Kind as K;
         let frame: pb::Frame = decode_bounded("Frame", bytes, MAX_FRAME)?;

@@ -390,3 +390,20 @@ fn a_forged_receipt_is_dropped_by_its_destination_without_blaming_the_relay() {
     assert_eq!(router.stats().forged_dropped, 1);
     assert_eq!(counts(&router, &neighbour).invalid, 0);
 }
+
+/// The simulator's peek at a message frame sees the body the router
+/// decodes, and nothing in frames that are not messages.
+#[test]
+fn a_peek_at_a_message_frame_sees_the_decoded_body() {
+    let sender = identity("sender");
+    let far = Address::from(identity("far").id());
+    let bytes = message(&sender, Class::P2, Some(far), 1, NOW);
+    let Ok(Frame::Message(m)) = Frame::decode(&bytes) else {
+        panic!("our own frame decodes")
+    };
+    assert_eq!(Frame::peek_body(&bytes), Some(m.body));
+    let control =
+        Frame::Control(vec![lifeline_routing::routes::RouteMessage::DumpRequest]).encode();
+    assert_eq!(Frame::peek_body(&control), None);
+    assert_eq!(Frame::peek_body(&bytes[..bytes.len() / 2]), None);
+}

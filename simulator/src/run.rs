@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use lifeline_crypto::envelope::{self, OpenPolicy, ReplayGuard};
 use lifeline_crypto::{Identity, PrekeyRing, Timestamp};
-use lifeline_routing::wire::{Frame, Kind};
+use lifeline_routing::wire::{Body, Kind};
 use lifeline_routing::{Class, Config, Destination, Event, MessageId, SendRequest};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -293,16 +293,14 @@ impl Observer for Collector {
         }
     }
 
-    fn message_frame(&mut self, frame: &Frame, _from: usize, _to: usize) {
-        if let Frame::Message(m) = frame
-            && m.body.kind == Kind::Data
-        {
-            if m.body.payload.starts_with(BACKGROUND_MARK) {
+    fn message_frame(&mut self, body: &Body, _from: usize, _to: usize) {
+        if body.kind == Kind::Data {
+            if body.payload.starts_with(BACKGROUND_MARK) {
                 self.background.frames += 1;
                 return;
             }
-            let c = m.body.class as usize;
-            if m.body.destination.is_some() {
+            let c = body.class as usize;
+            if body.destination.is_some() {
                 self.unicast_frames[c] += 1;
             } else {
                 self.broadcast_frames[c] += 1;
