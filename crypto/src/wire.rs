@@ -87,10 +87,23 @@ pub fn decode_bounded<M: Message + Default>(
     })?;
     // Same length first (cheap), then the same bytes: fields out of order
     // re-encode to the same length but are another encoding of the value.
-    if message.encoded_len() != bytes.len() || message.encode_to_vec() != bytes {
+    if message.encoded_len() != bytes.len() || !encodes_to(&message, bytes) {
         return Err(DecodeError::NonCanonical { what });
     }
     Ok(message)
+}
+
+/// Whether `message` encodes to exactly `bytes` (already known to be its
+/// encoded length). Small messages (every packet and route update a relay
+/// decodes) are encoded on the stack rather than into a new allocation.
+fn encodes_to<M: Message>(message: &M, bytes: &[u8]) -> bool {
+    const ON_STACK: usize = 2048;
+    if bytes.len() > ON_STACK {
+        return message.encode_to_vec() == bytes;
+    }
+    let mut buf = [0u8; ON_STACK];
+    let mut out = &mut buf[..bytes.len()];
+    message.encode(&mut out).is_ok() && out.is_empty() && buf[..bytes.len()] == *bytes
 }
 
 /// Copies a field that must be exactly `N` bytes long.
@@ -153,6 +166,39 @@ mod tests {
         let twice = [one.clone(), one].concat();
         let err = decode_bounded::<pb::Envelope>("Envelope", &twice, 100).unwrap_err();
         assert_eq!(err, DecodeError::NonCanonical { what: "Envelope" });
+    }
+
+    /// Fields out of order re-encode to the same length, so only the byte
+    /// comparison catches them: on the stack (small) and on the heap.
+    #[test]
+    fn fields_out_of_order_are_non_canonical_at_every_size() {
+        for len in [1usize, 2_000, 2_047, 2_048, 5_000] {
+            let header = vec![7u8; 3];
+            let ciphertext = vec![9u8; len];
+            let canonical = pb::Envelope {
+                header: header.clone(),
+                ciphertext: ciphertext.clone(),
+            }
+            .encode_to_vec();
+            let decoded = decode_bounded::<pb::Envelope>("Envelope", &canonical, 10_000);
+            assert_eq!(decoded.map(|e| e.ciphertext.len()), Ok(len));
+            let swapped = [
+                pb::Envelope {
+                    header: vec![],
+                    ciphertext,
+                }
+                .encode_to_vec(),
+                pb::Envelope {
+                    header,
+                    ciphertext: vec![],
+                }
+                .encode_to_vec(),
+            ]
+            .concat();
+            assert_eq!(swapped.len(), canonical.len());
+            let err = decode_bounded::<pb::Envelope>("Envelope", &swapped, 10_000).unwrap_err();
+            assert_eq!(err, DecodeError::NonCanonical { what: "Envelope" }, "{len}");
+        }
     }
 
     #[test]
