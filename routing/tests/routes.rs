@@ -537,3 +537,25 @@ proptest! {
         prop_assert!(check.is_ok(), "{}", check.unwrap_err());
     }
 }
+
+/// The route digest is what docs/protocol.md says: XXH3-128 of the
+/// destination and the three numbers (4 bytes little-endian each), seeded
+/// with "lifeline", little-endian. Every node must compute it alike.
+#[test]
+fn a_route_digest_is_the_documented_hash_of_the_route() {
+    use lifeline_routing::Address;
+    use lifeline_routing::routes::route_digest;
+    let destination = Address([0xab; 32]);
+    let mut input = vec![0xab; 32];
+    for n in [7u32, 300, 1_800] {
+        input.extend_from_slice(&n.to_le_bytes());
+    }
+    let seed = u64::from_be_bytes(*b"lifeline");
+    let expected = xxhash_rust::xxh3::xxh3_128_with_seed(&input, seed).to_le_bytes();
+    assert_eq!(route_digest(&destination, 7, 300, 1_800), expected);
+    // Each field counts.
+    assert_ne!(route_digest(&destination, 8, 300, 1_800), expected);
+    assert_ne!(route_digest(&destination, 7, 301, 1_800), expected);
+    assert_ne!(route_digest(&destination, 7, 300, 0), expected);
+    assert_ne!(route_digest(&Address([0xac; 32]), 7, 300, 1_800), expected);
+}
