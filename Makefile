@@ -63,3 +63,4 @@ bench:
 	$(CARGO) bench --locked -p lifeline-routing --bench forwarding
 	$(CARGO) bench --locked -p lifeline-node --bench daemons
 	$(CARGO) bench --locked -p lifeline --bench line_latency
+	$(CARGO) bench --locked -p lifeline-simulator --bench scale

@@ -219,6 +219,121 @@ pub fn histogram(values: &[f64]) -> Vec<(f64, u64)> {
     buckets
 }
 
+/// Writes the summary `lifeline sim run` prints: the graph, a line per
+/// class, then engine, chain, flood, background, mobility and replay
+/// figures where the scenario has them.
+pub fn write_summary(
+    report: &Report,
+    host: &HostReport,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} nodes, {} links, components {:?}",
+        report.nodes,
+        report.edges,
+        &report.components[..report.components.len().min(5)]
+    )?;
+    writeln!(
+        out,
+        "class  sent  delivered  ratio    p50 ms   p90 ms   p99 ms  stretch p99  tx/msg"
+    )?;
+    for c in &report.classes {
+        writeln!(
+            out,
+            "{:<5} {:>5} {:>10}  {:.4} {:>8.1} {:>8.1} {:>8.1} {:>12.2} {:>7.2}{}",
+            c.class,
+            c.sent,
+            c.delivered,
+            c.delivery_ratio,
+            c.latency_ms[0],
+            c.latency_ms[1],
+            c.latency_ms[2],
+            c.stretch[1],
+            c.transmissions_per_message,
+            if c.broadcast { "  (broadcast)" } else { "" }
+        )?;
+    }
+    let waiting: Vec<String> = report
+        .classes
+        .iter()
+        .filter(|c| c.held_at_end + c.lost > 0)
+        .map(|c| format!("{} {} held, {} lost", c.class, c.held_at_end, c.lost))
+        .collect();
+    if !waiting.is_empty() {
+        writeln!(
+            out,
+            "undelivered at the end: {} (held: still in a node's custody, waiting for a path)",
+            waiting.join("; ")
+        )?;
+    }
+    writeln!(
+        out,
+        "control {:.1} B/s per node ({:.0} B per node to build {:.0} routes each); custody peak {} (evicted {}); {} events in {:.1} s wall ({:.0}/s), peak memory {:.0} MiB",
+        report.control_bytes_per_node_s,
+        report.warmup_control_bytes_per_node,
+        report.routes_per_node,
+        report.custody_peak,
+        report.custody_evictions,
+        report.engine.events,
+        host.wall_s,
+        host.events_per_s,
+        host.peak_memory_mib
+    )?;
+    if let Some(c) = &report.chain {
+        writeln!(
+            out,
+            "chain: {} authorities, {} blocks, head {}, finalized >= {} everywhere; finality lag p50 {:.2} p99 {:.2} periods (votes {:.0} B/s per node); {} reorgs; {} finalized conflicts; {} equivocations caught by {} nodes; registrations {}/{}",
+            c.authorities,
+            c.blocks_sealed,
+            c.head_max,
+            c.finalized_min,
+            c.finality_lag_periods[0],
+            c.finality_lag_periods[1],
+            c.vote_bytes_per_node_s,
+            c.reorgs,
+            c.finalized_conflicts,
+            c.equivocations_sealed,
+            c.equivocation_detected_nodes,
+            c.txs_registered,
+            c.txs_submitted
+        )?;
+    }
+    if let Some(f) = &report.flood {
+        writeln!(
+            out,
+            "flood: {} flooders sent {} SOS; honest nodes received {}, {:.3} of what the per-origin limit allows",
+            f.flooders, f.sent, f.delivered_to_honest, f.admitted_ratio
+        )?;
+    }
+    if let Some(b) = &report.background {
+        writeln!(
+            out,
+            "background: {} bulk messages at {:.0}% of link capacity ({} refused, {} delivered); links {:.0}% busy while traffic ran",
+            b.sent,
+            b.load * 100.0,
+            b.refused,
+            b.delivered,
+            b.link_utilisation * 100.0
+        )?;
+    }
+    if let Some(m) = &report.mobility {
+        writeln!(
+            out,
+            "mobility: {} walkers made {} new links; links came up {} times again and went down {} times",
+            m.walkers, m.links_made, m.links_up, m.links_down
+        )?;
+    }
+    if let Some(r) = &report.replay {
+        writeln!(
+            out,
+            "replay: {} replayers sent {} recorded frames again; {} messages delivered twice",
+            r.replayers, r.frames_replayed, report.duplicates_delivered
+        )?;
+    }
+    Ok(())
+}
+
 impl Report {
     /// The scenario's assertions that this run misses, each a sentence.
     pub fn check(&self, assertions: &Assertions) -> Vec<String> {
