@@ -225,6 +225,10 @@ struct Neighbour<N> {
     cost: Metric,
     /// When it was last sent all our routes because it asked (ms).
     dumped_ms: Option<u64>,
+    /// The digest of the routes (not retractions) it advertised to us,
+    /// kept up to date with each update: recomputing it over the whole
+    /// table for each neighbour's refresh digest was most of a refresh.
+    heard_digest: [u8; 16],
 }
 
 /// How long a neighbour waits between two dumps it asks for: a request is
@@ -501,6 +505,7 @@ impl<N: Name> RoutingTable<N> {
             id: neighbour.clone(),
             cost,
             dumped_ms: None,
+            heard_digest: [0; 16],
         });
         match self.neighbours.get_mut(slot as usize) {
             Some(free) => *free = entry,
@@ -566,7 +571,7 @@ impl<N: Name> RoutingTable<N> {
                 let Some(i) = self.entry(destination) else {
                     return;
                 };
-                let Some((_, d)) = self.destinations.get_index_mut(i) else {
+                let Some((destination, d)) = self.destinations.get_index_mut(i) else {
                     return;
                 };
                 let route = Advertised {
@@ -574,13 +579,27 @@ impl<N: Name> RoutingTable<N> {
                     metric,
                     reach,
                 };
-                match d.heard.iter_mut().find(|h| h.slot == slot) {
+                let old = match d.heard.iter_mut().find(|h| h.slot == slot) {
                     // A neighbour's seqno for a destination never goes down
                     // (it only selects feasible routes): an older one is a
                     // stale update.
                     Some(h) if seqno < h.route.seqno => return,
-                    Some(h) => h.route = route,
-                    None => d.heard.push(Heard { slot, route }),
+                    Some(h) => Some(std::mem::replace(&mut h.route, route)),
+                    None => {
+                        d.heard.push(Heard { slot, route });
+                        None
+                    }
+                };
+                if old != Some(route) {
+                    let mut change = [0u8; 16];
+                    for a in old.iter().chain([&route]) {
+                        if a.metric != INFINITY {
+                            xor_into(&mut change, a.digest(destination));
+                        }
+                    }
+                    if let Some(n) = self.neighbour_mut(slot) {
+                        xor_into(&mut n.heard_digest, change);
+                    }
                 }
                 self.reselect(i);
             }
@@ -652,7 +671,9 @@ impl<N: Name> RoutingTable<N> {
                 }
             }
             RouteMessage::Digest { digest } => {
-                if self.heard_digest(slot) != digest {
+                let heard = self.neighbour_mut(slot).map(|n| n.heard_digest);
+                debug_assert_eq!(heard, Some(self.heard_digest(slot)));
+                if heard != Some(digest) {
                     self.digest_mismatches += 1;
                     self.send(Target::Neighbour(from), RouteMessage::DumpRequest);
                 }
@@ -675,7 +696,8 @@ impl<N: Name> RoutingTable<N> {
 
     /// The digest of the routes (not retractions) neighbour `slot`
     /// advertised to us: equal to the digest it sends us at a refresh when
-    /// we heard everything it said.
+    /// we heard everything it said. Kept up to date in the neighbour's
+    /// entry; computed from scratch here to check that (debug builds).
     fn heard_digest(&self, slot: u32) -> [u8; 16] {
         let mut digest = [0u8; 16];
         for (destination, d) in &self.destinations {
