@@ -14,7 +14,10 @@ use lifeline_storage::Database;
 use lifeline_tests::custody::{message_id, relay_identity, to_relay, upstream, wire_message};
 use rand::{RngExt, SeedableRng};
 
-const PER_RUN: u64 = 1_000;
+/// Messages offered per run: enough that the helper is still at work when
+/// it is killed, 5 to 60 ms in, even where a synced write is nearly free
+/// (1,000 took 50 ms in all on one machine, and most kills came too late).
+const PER_RUN: u64 = 20_000;
 const KILLS: u64 = 8;
 
 #[test]
@@ -37,11 +40,14 @@ fn killed_relays_keep_every_message_they_acknowledged() {
             .lines()
             .map_while(Result::ok);
         assert_eq!(lines.next().as_deref(), Some("ready"));
+        // Read while it works, so that it never waits on a full pipe: the
+        // kill must find it writing to RocksDB, not blocked on stdout.
+        let reader = std::thread::spawn(move || lines.collect::<Vec<String>>());
         std::thread::sleep(Duration::from_millis(rng.random_range(5..60)));
         child.kill().unwrap();
         let status = child.wait().unwrap();
         let mut this_run = 0;
-        for line in lines {
+        for line in reader.join().unwrap() {
             if let Some(id) = line.strip_prefix("acked ") {
                 acknowledged.insert(id.parse().unwrap());
                 this_run += 1;
