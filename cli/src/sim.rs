@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -48,19 +47,7 @@ pub fn run(command: SimCommand) -> Result<ExitCode> {
             };
             let seed = seed.unwrap_or(loaded.seed);
             eprintln!("sim: {} (seed {seed})", loaded.name);
-            let started = Instant::now();
-            let mut last = -1i64;
-            let progress = Box::new(move |done: f64| {
-                let tenth = (done * 10.0).floor() as i64;
-                if tenth > last && tenth <= 10 {
-                    last = tenth;
-                    eprintln!(
-                        "sim: {:>3}% simulated after {:.1} s",
-                        tenth * 10,
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-            });
+            let progress = lifeline_simulator::run::progress_to_stderr("sim: ");
             let (report, host) = match lifeline_simulator::run::run(&loaded, seed, Some(progress)) {
                 Ok(r) => r,
                 Err(e) => {

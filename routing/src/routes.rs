@@ -671,7 +671,7 @@ impl<N: Name> RoutingTable<N> {
                 }
             }
             RouteMessage::Digest { digest } => {
-                let heard = self.neighbour_mut(slot).map(|n| n.heard_digest);
+                let heard = self.neighbour(slot).map(|n| n.heard_digest);
                 debug_assert_eq!(heard, Some(self.heard_digest(slot)));
                 if heard != Some(digest) {
                     self.digest_mismatches += 1;

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use lifeline_crypto::Identity;
 use lifeline_simulator::report::write_summary;
-use lifeline_simulator::run::run;
+use lifeline_simulator::run::{progress_to_stderr, run};
 use lifeline_simulator::scenario::Scenario;
 
 /// Seconds for 2,000 strict ed25519 verifications.
@@ -45,25 +45,15 @@ fn main() {
     };
     let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let before = baseline_s();
-    let started = Instant::now();
-    let mut last = -1i64;
-    let progress = Box::new(move |done: f64| {
-        let tenth = (done * 10.0).floor() as i64;
-        if tenth > last {
-            last = tenth;
-            eprintln!(
-                "{:>3}% simulated after {:.1} s",
-                tenth * 10,
-                started.elapsed().as_secs_f64()
-            );
-        }
-    });
+    let progress = progress_to_stderr("");
     let (report, host) = run(&scenario, scenario.seed, Some(progress)).unwrap();
     let baseline = (before + baseline_s()) / 2.0;
-    println!(
-        "{} (seed {}), release profile",
-        scenario.name, scenario.seed
-    );
+    let profile = if cfg!(debug_assertions) {
+        "debug assertions on"
+    } else {
+        "release profile"
+    };
+    println!("{} (seed {}), {profile}", scenario.name, scenario.seed);
     write_summary(&report, &host, &mut std::io::stdout().lock()).unwrap();
     println!(
         "baseline: 2,000 ed25519 verifications took {:.3} s (mean of before and after); \

@@ -544,7 +544,7 @@ impl Engine {
     /// Links of node `i` that are up and idle, with no `LinkFree` pending,
     /// while its router has bytes waiting for them: bytes nobody would
     /// send. Always 0 (checked after every flush in debug builds).
-    pub fn stalled_links(&self, i: usize) -> usize {
+    fn stalled_links(&self, i: usize) -> usize {
         let Some(router) = self.nodes[i].router.as_ref() else {
             return 0;
         };
@@ -585,6 +585,17 @@ impl Engine {
         }
     }
 
+    /// Schedules a `LinkFree` event for when link `l` is free again,
+    /// unless one is pending.
+    fn free_later(&mut self, l: usize) {
+        let link = &mut self.links[l];
+        if !link.free_pending {
+            link.free_pending = true;
+            let at = link.busy_until;
+            self.push(at, Ev::LinkFree { link: l });
+        }
+    }
+
     fn fill(&mut self, l: usize) {
         let now = self.now_us;
         let link = &mut self.links[l];
@@ -593,11 +604,7 @@ impl Engine {
         }
         if link.busy_until > now {
             // Sent when the link frees up.
-            if !link.free_pending {
-                link.free_pending = true;
-                let at = link.busy_until;
-                self.push(at, Ev::LinkFree { link: l });
-            }
+            self.free_later(l);
             return;
         }
         let (from, to) = (link.from, link.to);
@@ -626,9 +633,8 @@ impl Engine {
         let arrive = (now + transmit + link.latency_us + jitter).max(link.last_arrival);
         link.last_arrival = arrive;
         let generation = link.generation;
-        if more && !link.free_pending {
-            link.free_pending = true;
-            self.push(now + transmit, Ev::LinkFree { link: l });
+        if more {
+            self.free_later(l);
         }
         if !lost {
             self.push(

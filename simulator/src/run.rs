@@ -483,6 +483,25 @@ fn build_topology(scenario: &Scenario, rng: &mut StdRng) -> Result<Topology, Sce
     })
 }
 
+/// A progress callback for [`run`] that prints to stderr, after `prefix`,
+/// each tenth of the simulated time as it is reached and the wall time
+/// taken so far.
+pub fn progress_to_stderr(prefix: &'static str) -> Box<dyn FnMut(f64)> {
+    let started = Instant::now();
+    let mut last = -1i64;
+    Box::new(move |done: f64| {
+        let tenth = (done * 10.0).floor() as i64;
+        if tenth > last && tenth <= 10 {
+            last = tenth;
+            eprintln!(
+                "{prefix}{:>3}% simulated after {:.1} s",
+                tenth * 10,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    })
+}
+
 /// Runs `scenario` with `seed`; `progress` hears the fraction done now and then.
 pub fn run(
     scenario: &Scenario,
