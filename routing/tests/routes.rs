@@ -380,6 +380,39 @@ fn a_link_slot_freed_by_one_neighbour_serves_the_next_without_mixing_their_route
     assert_eq!(t.metric(&9), Some(15));
 }
 
+
+#[test]
+fn forgetting_destinations_keeps_what_each_neighbour_said_of_the_others() {
+    // The table keeps what neighbours advertised in rows that follow the
+    // destinations' order; forgetting some destinations moves the rows of
+    // the others, and a neighbour that comes later widens every row.
+    let mut t = RoutingTable::new(0u8);
+    t.handle_link(1, 10);
+    for d in [20, 21, 22, 23, 24] {
+        t.handle_message(1, update(d, 1, u32::from(d)));
+    }
+    t.handle_link(2, 10);
+    t.handle_link(3, 10);
+    t.handle_message(3, update(22, 1, 5));
+    t.handle_message(2, update(24, 1, 100));
+    // 1 goes: 20, 21 and 23 were only its, and a refresh forgets them.
+    t.handle_link_down(&1);
+    t.handle_refresh();
+    assert_eq!(t.destinations(), 2);
+    assert_eq!(t.advertised(&3, &22), Some(5));
+    assert_eq!(t.advertised(&2, &22), None, "2 said nothing of 22");
+    assert_eq!(t.advertised(&2, &24), Some(100));
+    assert_eq!(t.advertised(&3, &24), None, "3 said nothing of 24");
+    for gone in [20, 21, 23] {
+        assert!(!t.heard_of(&gone));
+        assert_eq!(t.metric(&gone), None);
+    }
+    // The rows still take updates for the right neighbour.
+    t.handle_message(3, update(24, 2, 1));
+    assert_eq!(t.next_hop(&24), Some(&3));
+    assert_eq!(t.metric(&24), Some(11));
+    assert_eq!(t.advertised(&2, &24), Some(100));
+}
 #[test]
 fn a_refresh_sends_digests_and_a_lost_update_is_repaired_by_a_dump() {
     // A 3 x 3 grid: once converged, a refresh costs one digest per
