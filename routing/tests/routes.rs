@@ -380,7 +380,6 @@ fn a_link_slot_freed_by_one_neighbour_serves_the_next_without_mixing_their_route
     assert_eq!(t.metric(&9), Some(15));
 }
 
-
 #[test]
 fn forgetting_destinations_keeps_what_each_neighbour_said_of_the_others() {
     // The table keeps what neighbours advertised in rows that follow the
