@@ -380,6 +380,25 @@ impl Report {
                 ));
             }
         }
+        for (name, max) in &assertions.transmissions_max {
+            match class(name) {
+                Some(c) if c.broadcast => failures.push(format!(
+                    "{name} is broadcast: transmissions_max is for unicast classes"
+                )),
+                Some(c) if c.transmissions_per_message > max * c.shortest_hops_mean => failures
+                    .push(format!(
+                        "{name} took {:.2} transmissions per delivered message, {:.3} times the \
+                         mean shortest path of {:.2} hops; at most {max} times is allowed",
+                        c.transmissions_per_message,
+                        c.transmissions_per_message / c.shortest_hops_mean,
+                        c.shortest_hops_mean
+                    )),
+                None => failures.push(format!(
+                    "{name} transmissions are asserted but no {name} traffic was sent"
+                )),
+                _ => {}
+            }
+        }
         if let Some(max) = assertions.control_bytes_per_node_s_max
             && self.control_bytes_per_node_s > max
         {

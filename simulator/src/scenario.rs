@@ -485,6 +485,10 @@ pub struct Assertions {
     /// Largest p99 stretch (latency over shortest-path latency) per class.
     #[serde(default)]
     pub p99_stretch_max: BTreeMap<String, f64>,
+    /// Largest unicast transmissions per delivered message, as a multiple
+    /// of the mean shortest-path hop count, per class.
+    #[serde(default)]
+    pub transmissions_max: BTreeMap<String, f64>,
     /// Largest control traffic, bytes per node per second.
     pub control_bytes_per_node_s_max: Option<f64>,
     /// Largest p99 finality lag, block periods.

@@ -58,6 +58,21 @@ fn the_smoke_scenario_delivers_everything_with_real_crypto() {
         }
     }
     assert_eq!(report.duplicates_delivered, 0);
+    // The same bound as a scenario assertion: met here, and a bound the
+    // run misses fails it, saying by how much.
+    let mut bounds = scenario.assertions.clone();
+    bounds.transmissions_max = [("P2".to_string(), 1.2)].into();
+    assert!(
+        report.check(&bounds).is_empty(),
+        "{:?}",
+        report.check(&bounds)
+    );
+    bounds.transmissions_max = [("P2".to_string(), 0.5)].into();
+    let failures = report.check(&bounds);
+    assert!(
+        failures.len() == 1 && failures[0].contains("at most 0.5 times is allowed"),
+        "{failures:?}"
+    );
     // The chain ran beside the traffic and kept finalizing everywhere.
     let chain = report.chain.as_ref().expect("smoke runs the chain");
     assert!(chain.finalized_min >= 40 && chain.finalized_conflicts == 0);
