@@ -693,6 +693,19 @@ impl<N: Name> RoutingTable<N> {
                         xor_into(&mut n.heard_digest, change);
                     }
                 }
+                // An update from a neighbour other than the selected next
+                // hop, no better than the selected route, cannot change the
+                // selection: the selected route stays feasible (its
+                // neighbour advertised less than our feasibility distance).
+                // That is most updates while a mesh forms.
+                let selected = self.destinations.get_index(i).and_then(|(_, d)| d.selected);
+                if let Some((next, ours)) = selected
+                    && next != slot
+                    && self.through(slot, &route).is_none_or(|m| m >= ours.metric)
+                {
+                    debug_assert_eq!(self.best(i), selected);
+                    return;
+                }
                 self.reselect(i);
             }
             RouteMessage::SeqnoRequest {
@@ -1026,16 +1039,14 @@ impl<N: Name> RoutingTable<N> {
         }
     }
 
-    /// Chooses the best feasible route to the destination at `index` and
-    /// announces any change.
-    fn reselect(&mut self, index: usize) {
-        let Some((destination, d)) = self.destinations.get_index(index) else {
-            return;
-        };
+    /// The best feasible route to the destination at `index`: its next hop
+    /// (a slot) and the route we would advertise.
+    fn best(&self, index: usize) -> Option<(u32, Advertised)> {
+        let d = self.destinations.get_index(index)?.1;
         let fd = d.feasibility;
         let current = d.selected;
         let stay = |slot: u32| current.is_none_or(|(s, _)| s != slot);
-        let best = routes_in(self.heard.row(index))
+        routes_in(self.heard.row(index))
             .filter(|(_, a)| fd.is_none_or(|fd| fd.admits(*a)))
             .filter_map(|(slot, a)| {
                 let id = self.id(slot)?;
@@ -1046,7 +1057,18 @@ impl<N: Name> RoutingTable<N> {
             .min_by(|(s1, n1, a1), (s2, n2, a2)| {
                 (a1.metric, stay(*s1), n1).cmp(&(a2.metric, stay(*s2), n2))
             })
-            .map(|(slot, _, a)| (slot, a));
+            .map(|(slot, _, a)| (slot, a))
+    }
+
+    /// Chooses the best feasible route to the destination at `index` and
+    /// announces any change.
+    fn reselect(&mut self, index: usize) {
+        let Some((destination, d)) = self.destinations.get_index(index) else {
+            return;
+        };
+        let fd = d.feasibility;
+        let current = d.selected;
+        let best = self.best(index);
         let destination = destination.clone();
         let Some((_, d)) = self.destinations.get_index_mut(index) else {
             return;
