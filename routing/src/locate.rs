@@ -17,6 +17,12 @@
 //! destination's home; the home sends it on towards the landmark the
 //! destination registered with, inside whose zone the destination is; the
 //! first node on the way with a route to the destination takes it there.
+//!
+//! Going by way of the home nearly doubles a path (the home is anywhere in
+//! the mesh), so a source first **looks up** the destination: it asks the
+//! home ([`crate::wire::Lookup`]), which answers with the destination's own
+//! signed registration ([`crate::wire::Found`]), and the source's messages
+//! head for the landmark the destination is near instead ([`Lookups`]).
 //! See docs/routing.md (Scoped meshes).
 
 use std::collections::{BTreeSet, HashMap};
@@ -32,6 +38,21 @@ pub const HOP_METRIC: Metric = 300;
 pub const CHECK_INTERVAL_MS: u64 = 10_000;
 /// Registrations a landmark keeps (the oldest goes first when full).
 pub const MAX_REGISTRATIONS: usize = 65_536;
+/// How long a source's messages wait for the answer to its lookup before
+/// they head for the destination's home instead. An SOS never waits.
+pub const LOOKUP_WAIT_MS: u64 = 2_000;
+/// How long a source that got no answer waits before it looks the same
+/// node up again.
+pub const LOOKUP_RETRY_MS: u64 = 30_000;
+/// How long a source uses a location it learned: a node registers again
+/// within [`CHECK_INTERVAL_MS`] of its nearest landmark changing.
+pub const LEARNED_TTL_MS: u64 = 60_000;
+/// Locations a source keeps (the oldest learned goes first when full).
+pub const MAX_LEARNED: usize = 4_096;
+/// Lookups a source keeps track of, answered or not; when full it looks
+/// nothing more up until some time out, and its messages go by way of the
+/// homes.
+pub const MAX_LOOKUPS: usize = 1_024;
 
 const LANDMARK_DOMAIN: &[u8] = b"lifeline/landmark/v1";
 
@@ -108,10 +129,11 @@ pub fn reach(zone: Metric, nearest_landmark: Metric) -> Metric {
     zone.max(needed).clamp(1, Metric::MAX - 1)
 }
 
-/// The registrations a landmark holds: node → (landmark, issued).
+/// The registrations a landmark holds, signatures included (it answers
+/// lookups with them).
 #[derive(Debug, Default)]
 pub struct Registry {
-    by_node: HashMap<Address, (Address, u64)>,
+    by_node: HashMap<Address, Location>,
     /// By issue time, to drop the oldest when full.
     order: BTreeSet<(u64, Address)>,
 }
@@ -120,14 +142,13 @@ impl Registry {
     /// Keeps `location` (already verified) if it is newer than what is
     /// held for its node. Returns whether it was kept.
     pub fn insert(&mut self, location: &Location) -> bool {
-        if let Some((_, issued)) = self.by_node.get(&location.node) {
-            if *issued >= location.issued_ms {
+        if let Some(held) = self.by_node.get(&location.node) {
+            if held.issued_ms >= location.issued_ms {
                 return false;
             }
-            self.order.remove(&(*issued, location.node));
+            self.order.remove(&(held.issued_ms, location.node));
         }
-        self.by_node
-            .insert(location.node, (location.landmark, location.issued_ms));
+        self.by_node.insert(location.node, location.clone());
         self.order.insert((location.issued_ms, location.node));
         while self.by_node.len() > MAX_REGISTRATIONS {
             let Some((_, oldest)) = self.order.pop_first() else {
@@ -140,7 +161,12 @@ impl Registry {
 
     /// The landmark `node` last registered with.
     pub fn landmark(&self, node: &Address) -> Option<Address> {
-        self.by_node.get(node).map(|(l, _)| *l)
+        self.by_node.get(node).map(|l| l.landmark)
+    }
+
+    /// `node`'s registration.
+    pub fn get(&self, node: &Address) -> Option<&Location> {
+        self.by_node.get(node)
     }
 
     /// How many nodes are registered.
@@ -151,6 +177,120 @@ impl Registry {
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.by_node.is_empty()
+    }
+}
+
+/// A source's lookups: what it asked its destinations' homes, and the
+/// locations it learned from their answers. Bounded: [`MAX_LOOKUPS`] and
+/// [`MAX_LEARNED`].
+#[derive(Debug, Default)]
+pub struct Lookups {
+    asked: HashMap<Address, Asked>,
+    /// When each entry of `asked` times out.
+    deadlines: BTreeSet<(u64, Address)>,
+    /// node → (landmark, when learned).
+    learned: HashMap<Address, (Address, u64)>,
+    /// By when learned, to drop the oldest when full.
+    learned_order: BTreeSet<(u64, Address)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    /// Asked, and messages wait for the answer until then.
+    Pending { until: u64 },
+    /// Not answered in time: no new lookup until then.
+    Unanswered { until: u64 },
+}
+
+impl Asked {
+    fn until(self) -> u64 {
+        match self {
+            Asked::Pending { until } | Asked::Unanswered { until } => until,
+        }
+    }
+}
+
+impl Lookups {
+    /// The landmark `node` is near, if learned less than
+    /// [`LEARNED_TTL_MS`] ago.
+    pub fn landmark(&self, node: &Address, now: u64) -> Option<Address> {
+        self.learned
+            .get(node)
+            .filter(|(_, at)| now < at.saturating_add(LEARNED_TTL_MS))
+            .map(|(l, _)| *l)
+    }
+
+    /// Whether messages for `node` wait for an answer.
+    pub fn pending(&self, node: &Address) -> bool {
+        matches!(self.asked.get(node), Some(Asked::Pending { .. }))
+    }
+
+    /// Whether to look `node` up now: nothing is learned of it, no lookup
+    /// for it is under way or went unanswered lately, and there is room.
+    /// Notes the lookup as sent.
+    pub fn start(&mut self, node: &Address, now: u64) -> bool {
+        if self.landmark(node, now).is_some()
+            || self.asked.contains_key(node)
+            || self.asked.len() >= MAX_LOOKUPS
+        {
+            return false;
+        }
+        let until = now.saturating_add(LOOKUP_WAIT_MS);
+        self.asked.insert(*node, Asked::Pending { until });
+        self.deadlines.insert((until, *node));
+        true
+    }
+
+    /// An answer arrived (its signature already checked): learned if this
+    /// node asked for it, pending or not. Returns whether it was learned.
+    pub fn answer(&mut self, location: &Location, now: u64) -> bool {
+        let node = location.node;
+        let Some(asked) = self.asked.remove(&node) else {
+            return false;
+        };
+        self.deadlines.remove(&(asked.until(), node));
+        if let Some((_, at)) = self.learned.remove(&node) {
+            self.learned_order.remove(&(at, node));
+        }
+        self.learned.insert(node, (location.landmark, now));
+        self.learned_order.insert((now, node));
+        while self.learned.len() > MAX_LEARNED {
+            let Some((_, oldest)) = self.learned_order.pop_first() else {
+                break;
+            };
+            self.learned.remove(&oldest);
+        }
+        true
+    }
+
+    /// When [`Self::expire`] has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Times out lookups due by `now`. Returns the nodes whose messages
+    /// waited for an answer and now head for the home.
+    pub fn expire(&mut self, now: u64) -> Vec<Address> {
+        let mut unanswered = Vec::new();
+        while let Some(&(at, node)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            match self.asked.get(&node) {
+                Some(Asked::Pending { until }) if *until == at => {
+                    let until = at.saturating_add(LOOKUP_RETRY_MS);
+                    self.asked.insert(node, Asked::Unanswered { until });
+                    self.deadlines.insert((until, node));
+                    unanswered.push(node);
+                }
+                Some(Asked::Unanswered { until }) if *until == at => {
+                    self.asked.remove(&node);
+                }
+                _ => {}
+            }
+        }
+        unanswered
     }
 }
 
@@ -240,5 +380,64 @@ mod tests {
             None,
             "the oldest went first"
         );
+    }
+
+    #[test]
+    fn a_lookup_waits_then_gives_up_and_learned_locations_age_out() {
+        let node = Identity::from_secret_bytes(&[8; 32]).expect("any 32 bytes are a key");
+        let location = Location::new(&node, addr(1), addr(2), 5);
+        let d = location.node;
+        let mut lookups = Lookups::default();
+        // An answer nobody asked for teaches nothing.
+        assert!(!lookups.answer(&location, 0));
+        assert_eq!(lookups.landmark(&d, 0), None);
+        // Asked: messages wait, and the same lookup is not sent twice.
+        assert!(lookups.start(&d, 1_000));
+        assert!(lookups.pending(&d));
+        assert!(!lookups.start(&d, 1_001));
+        assert_eq!(lookups.next_deadline(), Some(1_000 + LOOKUP_WAIT_MS));
+        // No answer in time: the messages go, and no new lookup for a while.
+        assert!(lookups.expire(1_000 + LOOKUP_WAIT_MS - 1).is_empty());
+        assert_eq!(lookups.expire(1_000 + LOOKUP_WAIT_MS), vec![d]);
+        assert!(!lookups.pending(&d));
+        assert!(!lookups.start(&d, 2_000 + LOOKUP_WAIT_MS));
+        // A late answer is still learned.
+        assert!(lookups.answer(&location, 4_000));
+        assert_eq!(lookups.landmark(&d, 4_000), Some(addr(2)));
+        assert_eq!(lookups.next_deadline(), None, "nothing left to time out");
+        assert!(!lookups.start(&d, 5_000), "known: nothing to ask");
+        // Learned locations age out, and the node can be asked for again.
+        assert_eq!(lookups.landmark(&d, 4_000 + LEARNED_TTL_MS), None);
+        assert!(lookups.start(&d, 4_000 + LEARNED_TTL_MS));
+    }
+
+    #[test]
+    fn lookups_and_learned_locations_are_bounded() {
+        let node = Identity::from_secret_bytes(&[9; 32]).expect("any 32 bytes are a key");
+        let mut lookups = Lookups::default();
+        let nth = |i: usize| {
+            let mut a = [0u8; 32];
+            a[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            Address(a)
+        };
+        for i in 0..MAX_LOOKUPS {
+            assert!(lookups.start(&nth(i), 0));
+        }
+        assert!(!lookups.start(&nth(MAX_LOOKUPS), 0), "full");
+        // Timed-out lookups leave once their retry wait is over.
+        assert_eq!(lookups.expire(LOOKUP_WAIT_MS).len(), MAX_LOOKUPS);
+        assert!(!lookups.start(&nth(MAX_LOOKUPS), LOOKUP_WAIT_MS));
+        assert!(lookups.expire(LOOKUP_WAIT_MS + LOOKUP_RETRY_MS).is_empty());
+        // Learned locations: the oldest learned goes first.
+        let mut location = Location::new(&node, addr(1), addr(2), 5);
+        for i in 0..MAX_LEARNED + 1 {
+            location.node = nth(i);
+            let now = 100_000 + i as u64;
+            assert!(lookups.start(&location.node, now));
+            assert!(lookups.answer(&location, now));
+        }
+        assert_eq!(lookups.landmark(&nth(0), 110_000), None);
+        assert_eq!(lookups.landmark(&nth(1), 110_000), Some(addr(2)));
+        assert_eq!(lookups.landmark(&nth(MAX_LEARNED), 110_000), Some(addr(2)));
     }
 }

@@ -26,8 +26,9 @@ use crate::routes::{INFINITY, Metric, RouteMessage, RoutingTable, Target};
 use crate::schedule::{LinkScheduler, Pushed, QueuedFrame};
 use crate::store::{MessageStore, SeenRecord, StoreBatch};
 use crate::wire::{
-    AckOutcome, Address, Area, Body, Frame, Kind, Location, MAX_HOPS, MAX_NOTE, MAX_PAYLOAD,
-    MAX_SUMMARY_ENTRIES, MAX_TTL_MS, Message, MessageId, Packet, Receipt, SummaryEntry,
+    AckOutcome, Address, Area, Body, Found, Frame, Kind, Location, Lookup, MAX_HOPS, MAX_NOTE,
+    MAX_PAYLOAD, MAX_SUMMARY_ENTRIES, MAX_TTL_MS, Message, MessageId, Packet, Receipt,
+    SummaryEntry,
 };
 
 /// The router's settings. The defaults suit a phone or a Raspberry Pi.
@@ -341,8 +342,14 @@ pub struct Stats {
     /// full link queue by more important ones.
     pub link_dropped: u64,
     /// Location registrations addressed here and refused (bad signature,
-    /// or issued too far in the future).
+    /// or issued too far in the future), and answers to our lookups
+    /// refused for the same reasons.
     pub locations_refused: u64,
+    /// Lookups this node sent for destinations of its messages (scoped
+    /// meshes).
+    pub lookups_sent: u64,
+    /// Answers to them learned.
+    pub lookups_answered: u64,
     /// Receipts for this node whose signature was forged, dropped.
     pub forged_dropped: u64,
     /// Route updates for new destinations refused because the routing
@@ -506,6 +513,8 @@ struct Scope {
     next_check: u64,
     /// This node's home among the landmarks it knew when it last picked.
     home: Option<(locate::LandmarkSet, Option<Address>)>,
+    /// As a source: what it looked up, and where those nodes are.
+    lookups: locate::Lookups,
 }
 
 impl<S: MessageStore> Router<S> {
@@ -567,6 +576,7 @@ impl<S: MessageStore> Router<S> {
                 registered: None,
                 next_check: now,
                 home: None,
+                lookups: locate::Lookups::default(),
             }),
             config,
         };
@@ -799,6 +809,8 @@ impl<S: MessageStore> Router<S> {
             Frame::Summary(entries) => self.handle_summary(now, from, entries),
             Frame::Pull(ids) => self.handle_pull(now, from, ids),
             Frame::Locate(location) => self.handle_locate(now, from, *location),
+            Frame::Lookup(lookup) => self.handle_lookup(from, *lookup),
+            Frame::Found(found) => self.handle_found(now, from, *found),
         }
     }
 
@@ -885,6 +897,13 @@ impl<S: MessageStore> Router<S> {
         if self.scope.as_ref().is_some_and(|s| s.next_check <= now) {
             self.check_location(now);
         }
+        let unanswered = match &mut self.scope {
+            Some(scope) => scope.lookups.expire(now),
+            None => Vec::new(),
+        };
+        for node in unanswered {
+            self.forward_waiting(now, &node);
+        }
         while let Some(&(at, id)) = self.expiries.first() {
             if at > now {
                 break;
@@ -954,6 +973,7 @@ impl<S: MessageStore> Router<S> {
             self.tracked_order.first().map(|(t, _)| *t),
             self.sos_watch.first_key_value().map(|((t, _), _)| *t),
             self.scope.as_ref().map(|s| s.next_check),
+            self.scope.as_ref().and_then(|s| s.lookups.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -1911,6 +1931,12 @@ impl<S: MessageStore> Router<S> {
         let Some(destination) = h.message.body.destination else {
             return;
         };
+        if h.local && h.message.via.is_none() {
+            self.look_up(now, destination);
+        }
+        let Some(h) = self.held.get(&id) else {
+            return;
+        };
         let avoid = h.avoid;
         let (target, via) = self.heading(&h.message, destination);
         let hop = self.table.next_hop(&target).copied().map(|hop| {
@@ -2166,8 +2192,10 @@ impl<S: MessageStore> Router<S> {
     /// it carries as `via` (docs/routing.md, Scoped meshes): the
     /// destination itself if this node has a route to it (or the mesh is
     /// not scoped); otherwise the landmark it already heads for; otherwise
-    /// the landmark the destination registered with here; otherwise its
-    /// home, unless this node is where it was heading (it waits here).
+    /// the landmark the destination registered with here, or that this
+    /// node learned from a lookup; otherwise nowhere yet while a lookup for
+    /// it is under way (an SOS does not wait); otherwise its home, unless
+    /// this node is where it was heading (it waits here).
     fn heading(&self, m: &Message, destination: Address) -> (Address, Option<Address>) {
         let Some(scope) = &self.scope else {
             return (destination, None);
@@ -2184,9 +2212,18 @@ impl<S: MessageStore> Router<S> {
         if let Some(landmark) = scope
             .registry
             .landmark(&destination)
+            .or_else(|| {
+                scope
+                    .lookups
+                    .landmark(&destination, self.now)
+                    .filter(|l| self.table.next_hop(l).is_some())
+            })
             .filter(|l| *l != self.me)
         {
             return (landmark, Some(landmark));
+        }
+        if m.via.is_none() && m.body.class != Class::P0 && scope.lookups.pending(&destination) {
+            return (destination, None);
         }
         if m.via != Some(self.me)
             && let Some(home) = self.home_of(&destination).filter(|h| *h != self.me)
@@ -2292,10 +2329,128 @@ impl<S: MessageStore> Router<S> {
         self.forward_waiting(now, &location.node);
     }
 
+    /// A source in a scoped mesh with a message for `destination` and no
+    /// route to it asks the destination's home where it is, once (see
+    /// [`locate::Lookups`]). The answer comes back by way of the landmark
+    /// this node registered with (or this node, if it is a landmark).
+    fn look_up(&mut self, now: u64, destination: Address) {
+        let Some(scope) = &self.scope else {
+            return;
+        };
+        if self.table.next_hop(&destination).is_some()
+            || scope.registry.landmark(&destination).is_some()
+        {
+            return;
+        }
+        let asker_landmark = if scope.landmark {
+            Some(self.me)
+        } else {
+            scope.registered.map(|(_, landmark, _)| landmark)
+        };
+        let Some(asker_landmark) = asker_landmark else {
+            return; // Not registered yet: an answer could not find us.
+        };
+        let Some(home) = self.home_of(&destination).filter(|h| *h != self.me) else {
+            return;
+        };
+        let Some(hop) = self.table.next_hop(&home).copied() else {
+            return;
+        };
+        let Some(scope) = &mut self.scope else {
+            return;
+        };
+        if !scope.lookups.start(&destination, now) {
+            return;
+        }
+        let lookup = Lookup {
+            home,
+            node: destination,
+            asker: self.me,
+            asker_landmark,
+        };
+        if self.send_scoped(hop, Frame::Lookup(Box::new(lookup))) {
+            self.stats.lookups_sent += 1;
+        }
+    }
+
+    /// A lookup arrived: answered with the registration if it is for this
+    /// node (as a home), passed on towards its home otherwise.
+    fn handle_lookup(&mut self, from: Address, lookup: Lookup) {
+        if lookup.home != self.me {
+            if let Some(hop) = self
+                .table
+                .next_hop(&lookup.home)
+                .copied()
+                .filter(|h| *h != from)
+            {
+                self.send_scoped(hop, Frame::Lookup(Box::new(lookup)));
+            }
+            return;
+        }
+        let Some(location) = self
+            .scope
+            .as_ref()
+            .and_then(|s| s.registry.get(&lookup.node))
+            .cloned()
+        else {
+            return; // Not registered here (yet): the asker times out.
+        };
+        let found = Found {
+            asker: lookup.asker,
+            asker_landmark: lookup.asker_landmark,
+            location,
+        };
+        self.pass_found(None, found);
+    }
+
+    /// Sends an answer on towards its asker, by way of the asker's
+    /// landmark until a route to the asker is known; never back to the
+    /// neighbour it came `from` (it starts at the home, which answers
+    /// whichever way the lookup came).
+    fn pass_found(&mut self, from: Option<Address>, found: Found) {
+        let hop = self.table.next_hop(&found.asker).or_else(|| {
+            (found.asker_landmark != self.me)
+                .then(|| self.table.next_hop(&found.asker_landmark))
+                .flatten()
+        });
+        if let Some(hop) = hop.copied().filter(|h| Some(*h) != from) {
+            self.send_scoped(hop, Frame::Found(Box::new(found)));
+        }
+    }
+
+    /// An answer arrived: learned if it is for this node and signed by the
+    /// node it locates, passed on otherwise. Messages that waited for it go.
+    fn handle_found(&mut self, now: u64, from: Address, found: Found) {
+        if found.asker != self.me {
+            self.pass_found(Some(from), found);
+            return;
+        }
+        let skew = self.config.max_clock_skew_ms;
+        let location = found.location;
+        if location.issued_ms > now.saturating_add(skew) || !location.verify() {
+            self.stats.locations_refused += 1;
+            return;
+        }
+        let Some(scope) = &mut self.scope else {
+            return;
+        };
+        if scope.lookups.answer(&location, now) {
+            self.stats.lookups_answered += 1;
+            self.forward_waiting(now, &location.node);
+        }
+    }
+
     /// Queues a registration for a neighbour (class P2, counted as
     /// control traffic). Returns whether it was queued.
     fn send_locate(&mut self, to: Address, location: Location) -> bool {
-        let bytes = Frame::Locate(Box::new(location)).encode();
+        self.send_scoped(to, Frame::Locate(Box::new(location)))
+    }
+
+    /// Queues a scoped mesh's frame (registration, lookup, answer) for a
+    /// neighbour (class P2, counted as control traffic). Returns whether it
+    /// was queued.
+    fn send_scoped(&mut self, to: Address, frame: Frame) -> bool {
+        let bytes = frame.encode();
         let len = bytes.len() as u64;
         let queued = self.queue_bytes(to, Class::P2, None, bytes).is_some();
         if queued {

@@ -665,6 +665,56 @@ impl Location {
     }
 }
 
+/// "Where is `node`?": a lookup on its way to `home`, `node`'s home
+/// landmark, from a source with messages for `node` and no route to it
+/// (docs/routing.md, Scoped meshes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    /// The landmark it goes to.
+    pub home: Address,
+    /// The node looked up.
+    pub node: Address,
+    /// The node asking.
+    pub asker: Address,
+    /// The landmark nearest `asker`: the answer goes by way of it.
+    pub asker_landmark: Address,
+}
+
+/// A home's answer to a [`Lookup`]: the node's own registration, on its way
+/// to `asker` by way of `asker_landmark`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The node that asked.
+    pub asker: Address,
+    /// The landmark nearest `asker`.
+    pub asker_landmark: Address,
+    /// The registration, signed by the node looked up.
+    pub location: Location,
+}
+
+impl Location {
+    fn to_pb(&self) -> pb::Locate {
+        pb::Locate {
+            home: self.home.0.to_vec(),
+            node: self.node.0.to_vec(),
+            landmark: self.landmark.0.to_vec(),
+            issued_ms: self.issued_ms,
+            signature: self.signature.to_vec(),
+        }
+    }
+
+    fn from_pb(l: &pb::Locate) -> Result<Location, FrameError> {
+        const WHAT: &str = "Locate";
+        Ok(Location {
+            home: Address(fixed::<32>(WHAT, "home", &l.home)?),
+            node: Address(fixed::<32>(WHAT, "node", &l.node)?),
+            landmark: Address(fixed::<32>(WHAT, "landmark", &l.landmark)?),
+            issued_ms: l.issued_ms,
+            signature: fixed::<64>(WHAT, "signature", &l.signature)?,
+        })
+    }
+}
+
 /// A reassembled frame between neighbours.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -685,6 +735,10 @@ pub enum Frame {
     Pull(Vec<MessageId>),
     /// A location registration on its way to its home landmark.
     Locate(Box<Location>),
+    /// A lookup on its way to a node's home landmark.
+    Lookup(Box<Lookup>),
+    /// A home's answer to a lookup, on its way to the asker.
+    Found(Box<Found>),
 }
 
 impl Frame {
@@ -742,12 +796,17 @@ impl Frame {
             Frame::Pull(ids) => K::Pull(pb::Pull {
                 ids: ids.iter().map(|id| id.0.to_vec()).collect(),
             }),
-            Frame::Locate(l) => K::Locate(pb::Locate {
+            Frame::Locate(l) => K::Locate(l.to_pb()),
+            Frame::Lookup(l) => K::Lookup(pb::Lookup {
                 home: l.home.0.to_vec(),
                 node: l.node.0.to_vec(),
-                landmark: l.landmark.0.to_vec(),
-                issued_ms: l.issued_ms,
-                signature: l.signature.to_vec(),
+                asker: l.asker.0.to_vec(),
+                asker_landmark: l.asker_landmark.0.to_vec(),
+            }),
+            Frame::Found(f) => K::Found(pb::Found {
+                asker: f.asker.0.to_vec(),
+                asker_landmark: f.asker_landmark.0.to_vec(),
+                location: Some(f.location.to_pb()),
             }),
         };
         pb::Frame { kind: Some(kind) }.encode_to_vec()
@@ -878,14 +937,34 @@ impl Frame {
                     .collect::<Result<Vec<_>, FrameError>>()?;
                 Ok(Frame::Pull(ids))
             }
-            K::Locate(l) => {
-                const WHAT: &str = "Locate";
-                Ok(Frame::Locate(Box::new(Location {
+            K::Locate(l) => Ok(Frame::Locate(Box::new(Location::from_pb(&l)?))),
+            K::Lookup(l) => {
+                const WHAT: &str = "Lookup";
+                Ok(Frame::Lookup(Box::new(Lookup {
                     home: Address(fixed::<32>(WHAT, "home", &l.home)?),
                     node: Address(fixed::<32>(WHAT, "node", &l.node)?),
-                    landmark: Address(fixed::<32>(WHAT, "landmark", &l.landmark)?),
-                    issued_ms: l.issued_ms,
-                    signature: fixed::<64>(WHAT, "signature", &l.signature)?,
+                    asker: Address(fixed::<32>(WHAT, "asker", &l.asker)?),
+                    asker_landmark: Address(fixed::<32>(
+                        WHAT,
+                        "asker_landmark",
+                        &l.asker_landmark,
+                    )?),
+                })))
+            }
+            K::Found(f) => {
+                const WHAT: &str = "Found";
+                let location = f
+                    .location
+                    .as_ref()
+                    .ok_or(invalid(WHAT, "location", "missing"))?;
+                Ok(Frame::Found(Box::new(Found {
+                    asker: Address(fixed::<32>(WHAT, "asker", &f.asker)?),
+                    asker_landmark: Address(fixed::<32>(
+                        WHAT,
+                        "asker_landmark",
+                        &f.asker_landmark,
+                    )?),
+                    location: Location::from_pb(location)?,
                 })))
             }
         }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lifeline_crypto::Identity;
-use lifeline_routing::wire::{Body, Frame, Message, Packet};
+use lifeline_routing::wire::{Body, Found, Frame, Lookup, Message, Packet};
 use lifeline_routing::{
     Address, Class, Config, Event, Kind, MemoryMessageStore, Misbehaviour, Router,
 };
@@ -249,7 +249,79 @@ proptest! {
         prop_assert_eq!(&decoded, &locate);
         let Frame::Locate(decoded) = decoded else { unreachable!() };
         prop_assert!(decoded.verify());
+        let lookup = Frame::Lookup(Box::new(Lookup {
+            home: Address(landmark),
+            node: Address(dest),
+            asker: Address(landmark.map(|b| b ^ 1)),
+            asker_landmark: Address(dest.map(|b| b ^ 1)),
+        }));
+        prop_assert_eq!(Frame::decode(&lookup.encode()).unwrap(), lookup);
+        let found = Frame::Found(Box::new(Found {
+            asker: Address(landmark),
+            asker_landmark: Address(dest),
+            location: *decoded,
+        }));
+        let decoded = Frame::decode(&found.encode()).unwrap();
+        prop_assert_eq!(&decoded, &found);
+        let Frame::Found(decoded) = decoded else { unreachable!() };
+        prop_assert!(decoded.location.verify());
     }
+}
+
+#[test]
+fn an_answer_without_a_registration_or_with_a_short_address_is_refused() {
+    use lifeline_routing::wire::FrameError;
+    // Hand-made frames a decoder could meet: a Found without its Locate,
+    // and a Lookup whose asker is one byte short.
+    let mut found = Vec::new();
+    prost::encoding::encode_key(8, prost::encoding::WireType::LengthDelimited, &mut found);
+    let body = [&[0x0a, 32][..], &[1; 32], &[0x12, 32], &[2; 32]].concat();
+    prost::encoding::encode_varint(body.len() as u64, &mut found);
+    found.extend_from_slice(&body);
+    let err = Frame::decode(&found).unwrap_err();
+    assert!(matches!(err, FrameError::Decode(_)), "{err:?}");
+    assert!(err.to_string().contains("location"), "{err}");
+    let mut lookup = Vec::new();
+    prost::encoding::encode_key(7, prost::encoding::WireType::LengthDelimited, &mut lookup);
+    let body = [
+        &[0x0a, 32][..],
+        &[1; 32],
+        &[0x12, 32],
+        &[2; 32],
+        &[0x1a, 31],
+        &[3; 31],
+        &[0x22, 32],
+        &[4; 32],
+    ]
+    .concat();
+    prost::encoding::encode_varint(body.len() as u64, &mut lookup);
+    lookup.extend_from_slice(&body);
+    let err = Frame::decode(&lookup).unwrap_err();
+    assert!(err.to_string().contains("asker"), "{err}");
+}
+
+#[test]
+fn a_forged_answer_to_a_lookup_is_refused_and_teaches_nothing() {
+    use lifeline_routing::wire::Location;
+    let config = Config {
+        zone_hops: 2,
+        ..Config::default()
+    };
+    let (mut router, attacker, _) = relay(config);
+    let me = Address::from(identity("relay").id());
+    let someone = identity("someone");
+    let mut location = Location::new(&someone, Address([1; 32]), Address([2; 32]), NOW);
+    // A neighbour sends us the "answer" to a lookup with the landmark
+    // swapped for one it likes: the signature no longer holds.
+    location.landmark = Address([3; 32]);
+    let found = Frame::Found(Box::new(Found {
+        asker: me,
+        asker_landmark: Address([4; 32]),
+        location,
+    }));
+    router.handle_packet(NOW, &attacker, &packet(1, found.encode()));
+    let stats = router.stats();
+    assert_eq!((stats.locations_refused, stats.lookups_answered), (1, 0));
 }
 
 #[test]

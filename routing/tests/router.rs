@@ -767,3 +767,62 @@ fn a_node_that_loses_its_home_registers_with_the_landmark_that_becomes_home() {
         "the node did not register with its new home"
     );
 }
+
+/// In a scoped mesh a source looks up a far destination at its home and
+/// sends its message straight for the landmark the destination is near,
+/// instead of by way of the home (docs/routing.md, Scoped meshes). On a
+/// line, the pair is chosen so that the home lies far off the way.
+#[test]
+fn a_source_looks_up_a_far_destination_and_skips_the_detour_by_its_home() {
+    use lifeline_routing::locate;
+    let n = 40;
+    let config = Config {
+        zone_hops: 1,
+        landmark_one_in: 4,
+        ..Config::default()
+    };
+    let probe = Net::new(n, config.clone(), 1);
+    let landmarks: Vec<usize> = (0..n)
+        .filter(|&i| locate::is_landmark(&probe.addr(i), 4))
+        .collect();
+    let addrs: Vec<_> = landmarks.iter().map(|&i| probe.addr(i)).collect();
+    let home = |d: usize| probe.index_of(&locate::home(&probe.addr(d), addrs.iter()).unwrap());
+    // Source and destination at least 12 hops apart (outside each other's
+    // zones), with the destination's home at least 6 hops behind the
+    // source: the way by the home doubles back.
+    let (s, d) = (0..n)
+        .flat_map(|s| (0..n).map(move |d| (s, d)))
+        .filter(|&(s, d)| !landmarks.contains(&s) && !landmarks.contains(&d))
+        .find(|&(s, d)| {
+            let h = home(d);
+            s.abs_diff(d) >= 12
+                && h.abs_diff(s) >= 6
+                && h.abs_diff(d) == h.abs_diff(s) + s.abs_diff(d)
+        })
+        .expect("the landmarks of this line leave such a pair");
+    let mut net = Net::line(n, 5, config);
+    net.run_for(60_000);
+    assert_eq!(
+        net.nodes[s].router().next_hop(&net.addr(d)),
+        None,
+        "d is out of s's zone"
+    );
+    let to = net.addr(d);
+    let id = net.send(s, unicast(Class::P2, to, b"water at the school"));
+    net.run_for(10_000);
+    let (_, delivery) = net.delivered(d, id).expect("delivered");
+    assert!(
+        delivery.hops <= s.abs_diff(d) as u32 + 2,
+        "{} hops for a {}-hop way (by the home: {})",
+        delivery.hops,
+        s.abs_diff(d),
+        s.abs_diff(home(d)) + home(d).abs_diff(d)
+    );
+    let stats = net.nodes[s].router().stats();
+    assert_eq!((stats.lookups_sent, stats.lookups_answered), (1, 1));
+    // A second message needs no second lookup.
+    let id = net.send(s, unicast(Class::P2, to, b"and blankets"));
+    net.run_for(10_000);
+    assert!(net.delivered(d, id).is_some());
+    assert_eq!(net.nodes[s].router().stats().lookups_sent, 1);
+}

@@ -90,6 +90,11 @@ pub struct Report {
     /// Destinations a node has a route to at the end, on average: the size
     /// of its routing table.
     pub routes_per_node: f64,
+    /// Scoped meshes: lookups sources sent for their messages'
+    /// destinations, and answers they learned (docs/routing.md).
+    pub lookups_sent: u64,
+    /// See `lookups_sent`.
+    pub lookups_answered: u64,
     /// Most messages one node held in custody (sampled every 10 s).
     pub custody_peak: u64,
     /// Custody evictions.
@@ -280,6 +285,13 @@ pub fn write_summary(
         host.events_per_s,
         host.peak_memory_mib
     )?;
+    if report.lookups_sent > 0 {
+        writeln!(
+            out,
+            "lookups: {} sent by sources, {} answered by the destinations' homes",
+            report.lookups_sent, report.lookups_answered
+        )?;
+    }
     if let Some(c) = &report.chain {
         writeln!(
             out,

@@ -1121,6 +1121,8 @@ pub fn run(
         control_bytes_per_node_s: control as f64 / n.max(1) as f64 / measured_s.max(1e-9),
         warmup_control_bytes_per_node: control_at_warmup as f64 / n.max(1) as f64,
         routes_per_node: routes as f64 / n.max(1) as f64,
+        lookups_sent: per_router(&engine, |r| r.stats().lookups_sent),
+        lookups_answered: per_router(&engine, |r| r.stats().lookups_answered),
         custody_peak: collector.custody_peak as u64,
         custody_evictions: collector.evicted,
         custody_expired: collector.expired,

@@ -491,6 +491,10 @@ fn scoped_routes_deliver_everything_for_a_fraction_of_the_control_traffic() {
     let scoped = Scenario::load(&scenarios().join("scoped.toml")).unwrap();
     let (report, _) = run(&scoped, scoped.seed, None).unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
+    // Sources looked their far destinations up, and every lookup was
+    // answered (nothing fails in this run).
+    assert!(report.lookups_sent > 100, "{} lookups", report.lookups_sent);
+    assert_eq!(report.lookups_answered, report.lookups_sent);
     let mut flat = scoped.clone();
     flat.router.zone_hops = 0;
     let (unscoped, _) = run(&flat, flat.seed, None).unwrap();
