@@ -236,8 +236,8 @@ struct Neighbour<N> {
 /// to ask without end.
 const DUMP_REQUEST_MIN_MS: u64 = 10_000;
 
-/// What neighbours advertised, one row per destination (in the order of
-/// [`RoutingTable::destinations`]) and one cell per neighbour slot, in one
+/// What neighbours advertised, one row per destination (in the order of the
+/// table's destination map) and one cell per neighbour slot, in one
 /// allocation.
 ///
 /// A vector per destination, as before, cost a header, an allocation and
@@ -364,7 +364,7 @@ struct Destination {
 /// Laid out for thousands of simulated nodes: each destination is one
 /// entry holding the selected route and the feasibility distance, with a
 /// row of what every neighbour advertised for it at the same index in
-/// [`HeardRows`], and neighbours are small slot numbers. Choosing a route
+/// `HeardRows`, and neighbours are small slot numbers. Choosing a route
 /// is one lookup and a scan of a few cells.
 #[derive(Debug)]
 pub struct RoutingTable<N> {
