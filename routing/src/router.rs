@@ -2302,14 +2302,8 @@ impl<S: MessageStore> Router<S> {
     /// the node it registers), passed on towards its home otherwise.
     fn handle_locate(&mut self, now: u64, from: Address, location: Location) {
         if location.home != self.me {
-            if let Some(hop) = self
-                .table
-                .next_hop(&location.home)
-                .copied()
-                .filter(|h| *h != from)
-            {
-                self.send_locate(hop, location);
-            }
+            let home = location.home;
+            self.pass_on(&home, from, Frame::Locate(Box::new(location)));
             return;
         }
         let skew = self.config.max_clock_skew_ms;
@@ -2377,14 +2371,8 @@ impl<S: MessageStore> Router<S> {
     /// node (as a home), passed on towards its home otherwise.
     fn handle_lookup(&mut self, from: Address, lookup: Lookup) {
         if lookup.home != self.me {
-            if let Some(hop) = self
-                .table
-                .next_hop(&lookup.home)
-                .copied()
-                .filter(|h| *h != from)
-            {
-                self.send_scoped(hop, Frame::Lookup(Box::new(lookup)));
-            }
+            let home = lookup.home;
+            self.pass_on(&home, from, Frame::Lookup(Box::new(lookup)));
             return;
         }
         let Some(location) = self
@@ -2444,6 +2432,14 @@ impl<S: MessageStore> Router<S> {
     /// control traffic). Returns whether it was queued.
     fn send_locate(&mut self, to: Address, location: Location) -> bool {
         self.send_scoped(to, Frame::Locate(Box::new(location)))
+    }
+
+    /// Passes a registration or lookup on towards `to`, never back to the
+    /// neighbour it came `from`.
+    fn pass_on(&mut self, to: &Address, from: Address, frame: Frame) {
+        if let Some(hop) = self.table.next_hop(to).copied().filter(|h| *h != from) {
+            self.send_scoped(hop, frame);
+        }
     }
 
     /// Queues a scoped mesh's frame (registration, lookup, answer) for a
