@@ -99,6 +99,21 @@ fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
         "{finalized_metric}"
     );
     assert!(body.contains("lifeline_peers 2"), "{body}");
+    // The router's counters reach the metrics (copied as deltas).
+    let counter = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    assert!(
+        counter("lifeline_control_bytes_total").is_some_and(|v| v > 0),
+        "{body}"
+    );
+    assert_eq!(
+        counter("lifeline_lookups_sent_total"),
+        Some(0),
+        "an unscoped mesh looks nothing up:\n{body}"
+    );
     assert!(body.contains("libp2p_"), "libp2p's own metrics are missing");
 
     let genesis_hashes: Vec<String> = nodes

@@ -198,8 +198,8 @@ struct Node {
     relays: HashMap<PeerId, libp2p::core::transport::ListenerId>,
     started: Instant,
     now: u64,
-    last_control_bytes: u64,
-    last_routes_refused: u64,
+    /// The router's counters when last copied into the metrics.
+    last_stats: lifeline_routing::router::Stats,
 }
 
 /// Runs the daemon until `shutdown` completes, then stops accepting, lets
@@ -375,8 +375,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         relays: HashMap::new(),
         started: Instant::now(),
         now,
-        last_control_bytes: 0,
-        last_routes_refused: 0,
+        last_stats: Default::default(),
     };
     info!(id = %node.keys.identity.id(), socket = %socket.display(), "lifeline node started");
     node.dial_bootstrap();
@@ -1285,15 +1284,19 @@ impl Node {
         m.neighbours
             .set(i64::try_from(self.by_address.len()).unwrap_or(i64::MAX));
         let stats = self.router.stats();
-        m.control_bytes
-            .inc_by(stats.control_bytes.saturating_sub(self.last_control_bytes));
-        self.last_control_bytes = stats.control_bytes;
-        m.routes_refused.inc_by(
-            stats
-                .routes_refused
-                .saturating_sub(self.last_routes_refused),
-        );
-        self.last_routes_refused = stats.routes_refused;
+        let last = std::mem::replace(&mut self.last_stats, stats);
+        for (counter, now, before) in [
+            (&m.control_bytes, stats.control_bytes, last.control_bytes),
+            (&m.routes_refused, stats.routes_refused, last.routes_refused),
+            (&m.lookups_sent, stats.lookups_sent, last.lookups_sent),
+            (
+                &m.lookups_answered,
+                stats.lookups_answered,
+                last.lookups_answered,
+            ),
+        ] {
+            counter.inc_by(now.saturating_sub(before));
+        }
         let queued: usize = self
             .by_address
             .keys()

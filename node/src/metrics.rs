@@ -65,6 +65,10 @@ pub struct Metrics {
     pub control_bytes: Counter,
     /// Route updates refused because the routing table was full.
     pub routes_refused: Counter,
+    /// Scoped meshes: lookups sent for far destinations.
+    pub lookups_sent: Counter,
+    /// Scoped meshes: answers to them learned.
+    pub lookups_answered: Counter,
 }
 
 impl Metrics {
@@ -89,6 +93,8 @@ impl Metrics {
             bans: Counter::default(),
             control_bytes: Counter::default(),
             routes_refused: Counter::default(),
+            lookups_sent: Counter::default(),
+            lookups_answered: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("lifeline");
         r.register(
@@ -144,6 +150,16 @@ impl Metrics {
             "routes_refused",
             "Route updates for new destinations refused because the routing table was full",
             m.routes_refused.clone(),
+        );
+        r.register(
+            "lookups_sent",
+            "Scoped meshes: lookups sent to far destinations' home landmarks",
+            m.lookups_sent.clone(),
+        );
+        r.register(
+            "lookups_answered",
+            "Scoped meshes: answers to lookups learned (the rest waited 2 s, then went by way of the home)",
+            m.lookups_answered.clone(),
         );
         m
     }
