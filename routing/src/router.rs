@@ -1952,6 +1952,15 @@ impl<S: MessageStore> Router<S> {
         match hop {
             Some(hop) => {
                 let mut message = h.message.clone();
+                // A home re-heads a message for the landmark its
+                // destination is near: a new leg, with a fresh hop budget.
+                // In a mesh hundreds of hops across, the way to the home
+                // may have used most of it (at 50,000 simulated nodes, one
+                // SOS in ten stopped at the hop limit). Each message has
+                // one home, and every leg follows loop-free routes.
+                if via.is_some() && via != message.via && self.registered(&destination) == via {
+                    message.hops_left = MAX_HOPS;
+                }
                 message.via = via;
                 let upstream = h.from;
                 // A P0 message (an SOS, or its receipt) whose next hop did

@@ -826,3 +826,46 @@ fn a_source_looks_up_a_far_destination_and_skips_the_detour_by_its_home() {
     assert!(net.delivered(d, id).is_some());
     assert_eq!(net.nodes[s].router().stats().lookups_sent, 1);
 }
+
+/// A home that re-heads a message gives it a fresh hop budget: on a line
+/// of 300 nodes, an SOS (which does not wait for a lookup) whose way by
+/// the destination's home is longer than the 255-hop limit still arrives.
+#[test]
+fn an_sos_whose_way_by_the_home_is_longer_than_the_hop_limit_arrives() {
+    use lifeline_routing::locate;
+    let n = 300;
+    let config = Config {
+        zone_hops: 1,
+        landmark_one_in: 4,
+        ..Config::default()
+    };
+    let probe = Net::new(n, config.clone(), 1);
+    let landmarks: Vec<usize> = (0..n)
+        .filter(|&i| locate::is_landmark(&probe.addr(i), 4))
+        .collect();
+    let addrs: Vec<_> = landmarks.iter().map(|&i| probe.addr(i)).collect();
+    let home = |d: usize| probe.index_of(&locate::home(&probe.addr(d), addrs.iter()).unwrap());
+    let mut net = Net::line(n, 2, config);
+    net.run_for(60_000);
+    // A pair out of each other's zones, less than 60 hops apart, with the
+    // destination's home behind the source: the way by the home is longer
+    // than 280 hops, and each of its legs shorter than 255.
+    let (s, d) = (0..n)
+        .flat_map(|s| (0..n).map(move |d| (s, d)))
+        .filter(|&(s, d)| !landmarks.contains(&s) && !landmarks.contains(&d))
+        .find(|&(s, d)| {
+            let h = home(d);
+            (12..60).contains(&s.abs_diff(d))
+                && h.abs_diff(d) == h.abs_diff(s) + s.abs_diff(d)
+                && s.abs_diff(h) + h.abs_diff(d) > 280
+                && h.abs_diff(d) < 240
+                && net.nodes[s].router().next_hop(&net.addr(d)).is_none()
+        })
+        .expect("the landmarks of this line leave such a pair");
+    let to = net.addr(d);
+    let id = net.send(s, unicast(Class::P0, to, b"SOS: trapped, second floor"));
+    net.run_for(20_000);
+    let (_, delivery) = net.delivered(d, id).expect("the SOS arrived");
+    // The count of hops taken stops at 255 on the wire.
+    assert_eq!(delivery.hops, 255);
+}
