@@ -241,9 +241,14 @@ pub fn write_summary(
     )?;
     writeln!(
         out,
-        "class  sent  delivered  ratio    p50 ms   p90 ms   p99 ms  stretch p99  tx/msg"
+        "class  sent  delivered  ratio    p50 ms   p90 ms   p99 ms  stretch p99  tx/msg  shortest hops"
     )?;
     for c in &report.classes {
+        let shortest = if c.broadcast {
+            "  (broadcast)".to_string()
+        } else {
+            format!(" {:>14.2}", c.shortest_hops_mean)
+        };
         writeln!(
             out,
             "{:<5} {:>5} {:>10}  {:.4} {:>8.1} {:>8.1} {:>8.1} {:>12.2} {:>7.2}{}",
@@ -256,7 +261,7 @@ pub fn write_summary(
             c.latency_ms[2],
             c.stretch[1],
             c.transmissions_per_message,
-            if c.broadcast { "  (broadcast)" } else { "" }
+            shortest
         )?;
     }
     let waiting: Vec<String> = report

@@ -146,6 +146,23 @@ fn the_shared_topologies_load_with_their_published_sizes() {
 }
 
 #[test]
+fn every_shipped_scenario_loads() {
+    // The long ones (scale-10k, scale-50k) are not run by `make test`; a
+    // mistake in them must still show here.
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(scenarios()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            names.push(scenario.name);
+        }
+    }
+    names.sort();
+    assert!(names.len() >= 15, "{names:?}");
+    assert!(names.contains(&"scale-50k".to_string()), "{names:?}");
+}
+
+#[test]
 fn a_bad_scenario_says_where_and_what() {
     let err = Scenario::parse(
         "name = \"x\"\nduration_s = \"long\"\n[topology]\nkind = \"line\"\nnodes = 3\n",
