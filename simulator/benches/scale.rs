@@ -7,7 +7,10 @@
 //!
 //! `cargo bench -p lifeline-simulator --bench scale` runs
 //! `simulator/scenarios/scale-10k.toml` (about two minutes);
-//! `LIFELINE_SIM_SCENARIO=FILE` runs another. Under `cargo test` (no
+//! `LIFELINE_SIM_SCENARIO=FILE` runs another (cargo runs a bench in its
+//! package's folder; a relative path not found there is taken from the
+//! workspace root, where the command was most likely typed). Under
+//! `cargo test` (no
 //! `--bench`) it runs `smoke.toml` and fails if an assertion of it fails,
 //! to keep it working. Unlike `lifeline sim run` (the dev profile, with
 //! debug assertions and overflow checks), it needs no RocksDB build.
@@ -39,7 +42,15 @@ fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let scenarios = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let path = match std::env::var_os("LIFELINE_SIM_SCENARIO") {
-        Some(file) => PathBuf::from(file),
+        Some(file) => {
+            let file = PathBuf::from(file);
+            let from_root = scenarios.join("../..").join(&file);
+            if file.is_relative() && !file.exists() && from_root.exists() {
+                from_root
+            } else {
+                file
+            }
+        }
         None if bench => scenarios.join("scale-10k.toml"),
         None => scenarios.join("smoke.toml"),
     };
