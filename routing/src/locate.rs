@@ -225,14 +225,19 @@ impl Lookups {
         matches!(self.asked.get(node), Some(Asked::Pending { .. }))
     }
 
-    /// Whether to look `node` up now: nothing is learned of it, no lookup
-    /// for it is under way or went unanswered lately, and there is room.
-    /// Notes the lookup as sent.
+    /// Whether `node` may be looked up now: nothing is learned of it, no
+    /// lookup for it is under way or went unanswered lately, and there is
+    /// room.
+    pub fn may_start(&self, node: &Address, now: u64) -> bool {
+        self.landmark(node, now).is_none()
+            && !self.asked.contains_key(node)
+            && self.asked.len() < MAX_LOOKUPS
+    }
+
+    /// Whether to look `node` up now ([`Self::may_start`]); if so, notes
+    /// the lookup as sent.
     pub fn start(&mut self, node: &Address, now: u64) -> bool {
-        if self.landmark(node, now).is_some()
-            || self.asked.contains_key(node)
-            || self.asked.len() >= MAX_LOOKUPS
-        {
+        if !self.may_start(node, now) {
             return false;
         }
         let until = now.saturating_add(LOOKUP_WAIT_MS);

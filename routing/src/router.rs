@@ -2340,8 +2340,10 @@ impl<S: MessageStore> Router<S> {
         let Some(scope) = &self.scope else {
             return;
         };
+        // Cheap checks first: finding the home scores every landmark.
         if self.table.next_hop(&destination).is_some()
             || scope.registry.landmark(&destination).is_some()
+            || !scope.lookups.may_start(&destination, now)
         {
             return;
         }
