@@ -129,44 +129,79 @@ pub fn reach(zone: Metric, nearest_landmark: Metric) -> Metric {
     zone.max(needed).clamp(1, Metric::MAX - 1)
 }
 
+/// Values by node, each with a time, at most `MAX` of them: past that the
+/// one with the oldest time goes.
+#[derive(Debug)]
+struct OldestFirst<V, const MAX: usize> {
+    by_node: HashMap<Address, (u64, V)>,
+    order: BTreeSet<(u64, Address)>,
+}
+
+impl<V, const MAX: usize> Default for OldestFirst<V, MAX> {
+    fn default() -> Self {
+        Self {
+            by_node: HashMap::new(),
+            order: BTreeSet::new(),
+        }
+    }
+}
+
+impl<V, const MAX: usize> OldestFirst<V, MAX> {
+    fn get(&self, node: &Address) -> Option<&(u64, V)> {
+        self.by_node.get(node)
+    }
+
+    /// Keeps `value` for `node` at time `at`, replacing what was held.
+    fn insert(&mut self, node: Address, at: u64, value: V) {
+        if let Some((held, _)) = self.by_node.insert(node, (at, value)) {
+            self.order.remove(&(held, node));
+        }
+        self.order.insert((at, node));
+        while self.by_node.len() > MAX {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.by_node.remove(&oldest);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_node.len()
+    }
+}
+
 /// The registrations a landmark holds, signatures included (it answers
 /// lookups with them).
 #[derive(Debug, Default)]
 pub struct Registry {
-    by_node: HashMap<Address, Location>,
     /// By issue time, to drop the oldest when full.
-    order: BTreeSet<(u64, Address)>,
+    by_node: OldestFirst<Location, MAX_REGISTRATIONS>,
 }
 
 impl Registry {
     /// Keeps `location` (already verified) if it is newer than what is
     /// held for its node. Returns whether it was kept.
     pub fn insert(&mut self, location: &Location) -> bool {
-        if let Some(held) = self.by_node.get(&location.node) {
-            if held.issued_ms >= location.issued_ms {
-                return false;
-            }
-            self.order.remove(&(held.issued_ms, location.node));
+        if self
+            .by_node
+            .get(&location.node)
+            .is_some_and(|(issued, _)| *issued >= location.issued_ms)
+        {
+            return false;
         }
-        self.by_node.insert(location.node, location.clone());
-        self.order.insert((location.issued_ms, location.node));
-        while self.by_node.len() > MAX_REGISTRATIONS {
-            let Some((_, oldest)) = self.order.pop_first() else {
-                break;
-            };
-            self.by_node.remove(&oldest);
-        }
+        self.by_node
+            .insert(location.node, location.issued_ms, location.clone());
         true
     }
 
     /// The landmark `node` last registered with.
     pub fn landmark(&self, node: &Address) -> Option<Address> {
-        self.by_node.get(node).map(|l| l.landmark)
+        self.get(node).map(|l| l.landmark)
     }
 
     /// `node`'s registration.
     pub fn get(&self, node: &Address) -> Option<&Location> {
-        self.by_node.get(node)
+        self.by_node.get(node).map(|(_, l)| l)
     }
 
     /// How many nodes are registered.
@@ -176,7 +211,7 @@ impl Registry {
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
-        self.by_node.is_empty()
+        self.by_node.len() == 0
     }
 }
 
@@ -188,10 +223,8 @@ pub struct Lookups {
     asked: HashMap<Address, Asked>,
     /// When each entry of `asked` times out.
     deadlines: BTreeSet<(u64, Address)>,
-    /// node → (landmark, when learned).
-    learned: HashMap<Address, (Address, u64)>,
-    /// By when learned, to drop the oldest when full.
-    learned_order: BTreeSet<(u64, Address)>,
+    /// node → landmark, by when learned (the oldest goes when full).
+    learned: OldestFirst<Address, MAX_LEARNED>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,8 +249,8 @@ impl Lookups {
     pub fn landmark(&self, node: &Address, now: u64) -> Option<Address> {
         self.learned
             .get(node)
-            .filter(|(_, at)| now < at.saturating_add(LEARNED_TTL_MS))
-            .map(|(l, _)| *l)
+            .filter(|(at, _)| now < at.saturating_add(LEARNED_TTL_MS))
+            .map(|(_, l)| *l)
     }
 
     /// Whether messages for `node` wait for an answer.
@@ -254,17 +287,7 @@ impl Lookups {
             return false;
         };
         self.deadlines.remove(&(asked.until(), node));
-        if let Some((_, at)) = self.learned.remove(&node) {
-            self.learned_order.remove(&(at, node));
-        }
-        self.learned.insert(node, (location.landmark, now));
-        self.learned_order.insert((now, node));
-        while self.learned.len() > MAX_LEARNED {
-            let Some((_, oldest)) = self.learned_order.pop_first() else {
-                break;
-            };
-            self.learned.remove(&oldest);
-        }
+        self.learned.insert(node, now, location.landmark);
         true
     }
 

@@ -268,6 +268,11 @@ impl HeardRows {
             .unwrap_or(&[])
     }
 
+    /// Whether any neighbour advertised something in row `i`.
+    fn any_in(&self, i: usize) -> bool {
+        self.row(i).iter().any(|a| *a != UNHEARD)
+    }
+
     fn cell_mut(&mut self, i: usize, slot: u32) -> Option<&mut Advertised> {
         if slot as usize >= self.stride {
             return None;
@@ -535,7 +540,7 @@ impl<N: Name> RoutingTable<N> {
     pub fn heard_of(&self, destination: &N) -> bool {
         self.destinations
             .get_index_of(destination)
-            .is_some_and(|i| self.heard.row(i).iter().any(|a| *a != UNHEARD))
+            .is_some_and(|i| self.heard.any_in(i))
     }
 
     /// How many destinations the table keeps (see [`MAX_DESTINATIONS`]).
@@ -826,9 +831,7 @@ impl<N: Name> RoutingTable<N> {
             .iter()
             .enumerate()
             .map(|(i, (destination, d))| {
-                self.heard.row(i).iter().any(|a| *a != UNHEARD)
-                    || d.selected.is_some()
-                    || self.wanted.contains(destination)
+                self.heard.any_in(i) || d.selected.is_some() || self.wanted.contains(destination)
             })
             .collect();
         if keep.contains(&false) {

@@ -768,14 +768,10 @@ fn a_node_that_loses_its_home_registers_with_the_landmark_that_becomes_home() {
     );
 }
 
-/// In a scoped mesh a source looks up a far destination at its home and
-/// sends its message straight for the landmark the destination is near,
-/// instead of by way of the home (docs/routing.md, Scoped meshes). On a
-/// line, the pair is chosen so that the home lies far off the way.
-#[test]
-fn a_source_looks_up_a_far_destination_and_skips_the_detour_by_its_home() {
+/// Scoped settings for a line of `n` nodes (zones of one hop, one
+/// landmark in 4), the line's landmarks, and each node's home among them.
+fn scoped_line(n: usize) -> (Config, Vec<usize>, Vec<usize>) {
     use lifeline_routing::locate;
-    let n = 40;
     let config = Config {
         zone_hops: 1,
         landmark_one_in: 4,
@@ -786,7 +782,21 @@ fn a_source_looks_up_a_far_destination_and_skips_the_detour_by_its_home() {
         .filter(|&i| locate::is_landmark(&probe.addr(i), 4))
         .collect();
     let addrs: Vec<_> = landmarks.iter().map(|&i| probe.addr(i)).collect();
-    let home = |d: usize| probe.index_of(&locate::home(&probe.addr(d), addrs.iter()).unwrap());
+    let homes = (0..n)
+        .map(|d| probe.index_of(&locate::home(&probe.addr(d), addrs.iter()).unwrap()))
+        .collect();
+    (config, landmarks, homes)
+}
+
+/// In a scoped mesh a source looks up a far destination at its home and
+/// sends its message straight for the landmark the destination is near,
+/// instead of by way of the home (docs/routing.md, Scoped meshes). On a
+/// line, the pair is chosen so that the home lies far off the way.
+#[test]
+fn a_source_looks_up_a_far_destination_and_skips_the_detour_by_its_home() {
+    let n = 40;
+    let (config, landmarks, homes) = scoped_line(n);
+    let home = |d: usize| homes[d];
     // Source and destination at least 12 hops apart (outside each other's
     // zones), with the destination's home at least 6 hops behind the
     // source: the way by the home doubles back.
@@ -832,19 +842,9 @@ fn a_source_looks_up_a_far_destination_and_skips_the_detour_by_its_home() {
 /// the destination's home is longer than the 255-hop limit still arrives.
 #[test]
 fn an_sos_whose_way_by_the_home_is_longer_than_the_hop_limit_arrives() {
-    use lifeline_routing::locate;
     let n = 300;
-    let config = Config {
-        zone_hops: 1,
-        landmark_one_in: 4,
-        ..Config::default()
-    };
-    let probe = Net::new(n, config.clone(), 1);
-    let landmarks: Vec<usize> = (0..n)
-        .filter(|&i| locate::is_landmark(&probe.addr(i), 4))
-        .collect();
-    let addrs: Vec<_> = landmarks.iter().map(|&i| probe.addr(i)).collect();
-    let home = |d: usize| probe.index_of(&locate::home(&probe.addr(d), addrs.iter()).unwrap());
+    let (config, landmarks, homes) = scoped_line(n);
+    let home = |d: usize| homes[d];
     let mut net = Net::line(n, 2, config);
     net.run_for(60_000);
     // A pair out of each other's zones, less than 60 hops apart, with the
