@@ -9,7 +9,7 @@ use lifeline_crypto::{NodeId, Timestamp};
 use prost::Message;
 use thiserror::Error;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use lifeline_crypto::Identity;
 
@@ -242,12 +242,9 @@ pub struct Imported {
 struct Node {
     head: Head,
     parent: BlockHash,
-    signer: Option<NodeId>,
     /// The most recent block number at or before this one where its signer was
     /// in turn (EIP-3436's third tie-break); `None` for the genesis/snapshot root.
     last_in_turn: Option<u64>,
-    /// The signer set entitled to seal this block (its parent's).
-    entitled: usize,
     block: Option<SealedBlock>,
     state: ChainState,
 }
@@ -272,6 +269,9 @@ pub struct Chain<S: ChainStore> {
     /// The blocks above the finalized block, on every branch.
     tree: HashMap<BlockHash, Node>,
     head: BlockHash,
+    /// The highest justified block this node knows (the finalized block if
+    /// none above it is): the head always descends from it.
+    justified: BlockHash,
     evidence: VecDeque<(SealedHeader, SealedHeader)>,
     /// Each signer's finality votes for targets above the finalized block,
     /// by target height (at most [`MAX_VOTES_PER_SIGNER`] each).
@@ -356,9 +356,7 @@ impl<S: ChainStore> Chain<S> {
                 total_weight: point.total_weight,
             },
             parent: BlockHash::default(),
-            signer: None,
             last_in_turn: None,
-            entitled: state.signers().signers().len(),
             block: None,
             state,
         };
@@ -369,6 +367,7 @@ impl<S: ChainStore> Chain<S> {
             root,
             tree: HashMap::new(),
             head: point.hash,
+            justified: point.hash,
             evidence: VecDeque::new(),
             votes: BTreeMap::new(),
             last_vote: VoteRecord::default(),
@@ -416,16 +415,14 @@ impl<S: ChainStore> Chain<S> {
                 .0;
             chain.tree.insert(hash, node);
             chain.head = hash;
-            if let Some(f) = chain.finality_candidate() {
-                chain.finalize(f);
-            }
         }
         if chain.head().hash != stored_head.hash {
             return Err(corrupt(
                 "the canonical index does not reach the head".into(),
             ));
         }
-        // Finality that votes brought is not in the blocks: the store has it.
+        // Finality comes from votes, which are not in the blocks: the store
+        // has it. (Seals never make a block final, not even on restart.)
         if let Some(f) = chain.store.finalized().map_err(ChainError::Store)?
             && f.number > chain.finalized().number
         {
@@ -686,7 +683,6 @@ impl<S: ChainStore> Chain<S> {
             });
         }
         let last_in_turn = last_in_turn_slot(signers, &h.signer, h.number);
-        let entitled = signers.signers().len();
         let mut state = parent.state.clone();
         let change =
             state
@@ -704,9 +700,7 @@ impl<S: ChainStore> Chain<S> {
                 total_weight: parent.head.total_weight.saturating_add(u64::from(h.weight)),
             },
             parent: h.parent_hash,
-            signer: Some(h.signer),
             last_in_turn,
-            entitled,
             block: Some(block.clone()),
             state,
         };
@@ -714,8 +708,8 @@ impl<S: ChainStore> Chain<S> {
     }
 
     /// Validates `block` and adds it to the chain. If fork choice prefers it,
-    /// it becomes the head; finality advances when it can. Everything that
-    /// changes is committed to the store in one atomic batch before this
+    /// it becomes the head; finality advances when votes make it. Everything
+    /// that changes is committed to the store in one atomic batch before this
     /// returns. A block the chain already has is reported with `new: false`.
     pub fn import(
         &mut self,
@@ -729,8 +723,10 @@ impl<S: ChainStore> Chain<S> {
         let (node, signer_change) = self.validate(block, validation)?;
         let equivocation = self.find_equivocation(block.sealed_header());
         let old_head = self.head;
-        let old_finalized = self.finalized().number;
-        let becomes_head = prefer(&node, self.head_node());
+        // Fork choice: the head descends from the highest justified block,
+        // and EIP-3436 decides among those blocks.
+        let becomes_head =
+            prefer(&node, self.head_node()) && self.descends_from(&node.parent, &self.justified);
         let block_head = node.head;
 
         // Work out everything in memory first, commit, and only then change
@@ -740,18 +736,9 @@ impl<S: ChainStore> Chain<S> {
             ..ChainBatch::default()
         };
         self.tree.insert(hash, node);
-        let mut reorg = false;
-        let mut finality = None;
         if becomes_head {
-            reorg = !self.descends_from(&hash, &old_head);
             self.head_batch(&hash, &mut batch)
                 .map_err(ChainError::Store)?;
-            self.head = hash;
-            finality = self.finality_candidate();
-            self.head = old_head;
-        }
-        if let Some(f) = finality {
-            self.finality_batch(&f, old_finalized, &mut batch);
         }
         if let Err(e) = self.store.commit(batch) {
             // Nothing was stored: forget the block again.
@@ -761,17 +748,15 @@ impl<S: ChainStore> Chain<S> {
         if becomes_head {
             self.head = hash;
         }
-        if let Some(f) = finality {
-            self.finalize(f);
-        }
         // Votes that came before this block may count now.
-        self.apply_vote_finality()?;
+        self.settle()?;
         if let Some(proof) = &equivocation {
             if self.evidence.len() >= MAX_EVIDENCE {
                 self.evidence.pop_front();
             }
             self.evidence.push_back(proof.clone());
         }
+        let reorg = self.head != old_head && !self.descends_from(&self.head, &old_head);
         Ok(self.outcome(block_head, true, reorg, signer_change, equivocation))
     }
 
@@ -809,6 +794,10 @@ impl<S: ChainStore> Chain<S> {
     }
 
     fn descends_from(&self, hash: &BlockHash, ancestor: &BlockHash) -> bool {
+        if *ancestor == self.root.head.hash {
+            // The tree holds only blocks above the finalized block.
+            return self.get(hash).is_some();
+        }
         let mut cursor = *hash;
         loop {
             if cursor == *ancestor {
@@ -900,7 +889,7 @@ impl<S: ChainStore> Chain<S> {
         identity: &Identity,
         now: Timestamp,
     ) -> Result<Option<FinalityVote>, ChainError<S::Error>> {
-        if !self.signer_state().signers().contains(identity.id()) || self.vote_wait(now).is_some() {
+        if !self.voters().contains(identity.id()) || self.vote_wait(now).is_some() {
             return Ok(None);
         }
         let head = self.head();
@@ -940,13 +929,14 @@ impl<S: ChainStore> Chain<S> {
     /// nothing), or if its link already had more than two thirds of the
     /// signers here (it is kept, but nobody needs it: a quarter less vote
     /// traffic with 7 authorities). Votes for blocks the chain does not have
-    /// yet are kept until they come. If the vote makes a block final, that
-    /// is committed to the store before this returns.
+    /// yet are kept until they come. If the vote makes a block final or
+    /// justified, that (and the head it leads to) is committed to the store
+    /// before this returns.
     pub fn add_vote(&mut self, vote: &FinalityVote) -> Result<bool, ChainError<S::Error>> {
         if vote.genesis != self.genesis_hash {
             return Err(VoteError::OtherChain.into());
         }
-        if !self.signer_state().signers().contains(&vote.signer) {
+        if !self.voters().contains(&vote.signer) {
             return Err(VoteError::NotASigner(vote.signer).into());
         }
         if vote.target.number <= self.finalized().number {
@@ -972,21 +962,54 @@ impl<S: ChainStore> Chain<S> {
             }
             .into());
         }
+        let surrounds = |outer: &FinalityVote, inner: &FinalityVote| {
+            outer.source.number < inner.source.number && inner.target.number < outer.target.number
+        };
+        if let Some(kept) = self.votes.get(&vote.signer).and_then(|v| {
+            v.values()
+                .find(|kept| surrounds(kept, vote) || surrounds(vote, kept))
+        }) {
+            // Casper FFG's second slashing condition, on the votes kept.
+            vote.verify()?;
+            let (outer, inner) = if surrounds(kept, vote) {
+                (kept, vote)
+            } else {
+                (vote, kept)
+            };
+            let error = VoteError::SurroundVote {
+                signer: vote.signer,
+                outer: (outer.source.number, outer.target.number),
+                inner: (inner.source.number, inner.target.number),
+            };
+            if self.vote_evidence.len() >= MAX_EVIDENCE {
+                self.vote_evidence.pop_front();
+            }
+            self.vote_evidence.push_back((kept.clone(), vote.clone()));
+            return Err(error.into());
+        }
         vote.verify()?;
         let needed = !self.supermajority(&vote.target.hash, self.link_count(vote));
         let mine = self.votes.entry(vote.signer).or_default();
         mine.insert(vote.target.number, vote.clone());
-        if mine.len() > MAX_VOTES_PER_SIGNER {
+        if let Err(e) = self.settle() {
+            // What it would have changed was not stored: the vote is not
+            // counted, so that it counts when it comes again.
+            if let Some(mine) = self.votes.get_mut(&vote.signer) {
+                mine.remove(&vote.target.number);
+            }
+            return Err(e);
+        }
+        if let Some(mine) = self.votes.get_mut(&vote.signer)
+            && mine.len() > MAX_VOTES_PER_SIGNER
+        {
             mine.pop_first();
         }
-        let signers = self.signer_state().signers().clone();
-        self.votes.retain(|s, _| signers.contains(s));
-        self.apply_vote_finality()?;
         Ok(needed)
     }
 
-    /// Takes the pairs of finality votes seen from one signer for one
-    /// height (at most 64 are kept): evidence that it broke the voting rule.
+    /// Takes the pairs of finality votes by one signer that break the voting
+    /// rule (at most 64 are kept): two for one height, or one whose link
+    /// surrounds the other's. The first of each pair is the one kept.
     pub fn take_vote_evidence(&mut self) -> Vec<(FinalityVote, FinalityVote)> {
         self.vote_evidence.drain(..).collect()
     }
@@ -1000,8 +1023,24 @@ impl<S: ChainStore> Chain<S> {
             .collect()
     }
 
-    /// How many entitled signers voted for each link whose target the tree
-    /// has and whose source is an ancestor of the target.
+    /// The signers whose finality votes count: the signer set of the
+    /// finalized block. Every branch above it counts votes against this one
+    /// set, so the two thirds on one branch and the two thirds on another
+    /// overlap in more than a third of the same keys; a signer-set change
+    /// enters the count only once the block that enacts it is final.
+    pub fn voters(&self) -> &BTreeSet<NodeId> {
+        self.root.state.signers().signers()
+    }
+
+    /// The highest justified block this node knows (the finalized block if
+    /// none above it is). The head descends from it; neighbours announce it
+    /// so that a node fetches a lighter branch that carries it.
+    pub fn justified(&self) -> Head {
+        self.get(&self.justified).map_or(self.root.head, |n| n.head)
+    }
+
+    /// How many voters voted for each link whose target the tree has and
+    /// whose source is an ancestor of the target.
     fn links(&self) -> HashMap<(BlockRef, BlockRef), usize> {
         let mut links = HashMap::new();
         for (signer, votes) in &self.votes {
@@ -1014,7 +1053,7 @@ impl<S: ChainStore> Chain<S> {
         links
     }
 
-    /// How many entitled signers voted for `vote`'s link: its entry in
+    /// How many voters voted for `vote`'s link: its entry in
     /// [`Chain::links`], without counting every other link.
     fn link_count(&self, vote: &FinalityVote) -> usize {
         self.votes
@@ -1026,16 +1065,13 @@ impl<S: ChainStore> Chain<S> {
     }
 
     /// Whether `signer`'s `vote` counts for its link: the tree has its
-    /// target, the signer is entitled to seal the target, and the source is
+    /// target, the signer is a voter ([`Chain::voters`]), and the source is
     /// an ancestor of the target.
     fn counts(&self, signer: &NodeId, vote: &FinalityVote) -> bool {
         let Some(target) = self.tree.get(&vote.target.hash) else {
             return false;
         };
-        let entitled = self
-            .get(&target.parent)
-            .is_some_and(|p| p.state.signers().signers().contains(signer));
-        entitled
+        self.voters().contains(signer)
             && target.head.number == vote.target.number
             && self.is_ancestor(&vote.source, &vote.target.hash)
     }
@@ -1049,21 +1085,32 @@ impl<S: ChainStore> Chain<S> {
         self.descends_from(hash, &ancestor.hash)
     }
 
+    /// The blocks of the tree that are justified here: more than two thirds
+    /// of the voters voted for one link into each.
+    fn justified_blocks(
+        links: &HashMap<(BlockRef, BlockRef), usize>,
+        voters: usize,
+    ) -> BTreeSet<BlockRef> {
+        links
+            .iter()
+            .filter(|(_, count)| **count * 3 > voters * 2)
+            .map(|((_, target), _)| *target)
+            .collect()
+    }
+
     /// The highest block strictly below `hash` on its branch that is
-    /// justified here: more than two thirds of its entitled signers voted
-    /// for one link into it. The finalized block counts as justified.
+    /// justified here. The finalized block counts as justified.
     ///
     /// A node need not have seen the source of that link justified: honest
     /// authorities only vote from sources they saw justified, and more than
     /// two thirds of the signers include at least one honest one, as long
     /// as fewer than a third break the voting rule (docs/chain.md).
     fn justified_below(&self, hash: &BlockHash) -> BlockRef {
-        let justified: BTreeSet<BlockHash> = self
-            .links()
-            .into_iter()
-            .filter(|((_, target), count)| self.supermajority(&target.hash, *count))
-            .map(|((_, target), _)| target.hash)
-            .collect();
+        let justified: BTreeSet<BlockHash> =
+            Self::justified_blocks(&self.links(), self.voters().len())
+                .into_iter()
+                .map(|b| b.hash)
+                .collect();
         let mut cursor = self.tree.get(hash).map(|n| n.parent);
         while let Some(c) = cursor {
             let Some(n) = self.tree.get(&c) else { break };
@@ -1081,82 +1128,97 @@ impl<S: ChainStore> Chain<S> {
         }
     }
 
-    /// Whether `count` signers are more than two thirds of those entitled to
-    /// seal the block `hash`.
+    /// Whether `count` voters are more than two thirds of them, for a
+    /// target the tree has.
     fn supermajority(&self, hash: &BlockHash, count: usize) -> bool {
-        self.tree
-            .get(hash)
-            .is_some_and(|n| count * 3 > n.entitled * 2)
+        self.tree.contains_key(hash) && count * 3 > self.voters().len() * 2
     }
 
     /// The highest block that votes make final: the source of a link to its
-    /// own child that more than two thirds of the child's entitled signers
-    /// voted for. `None` if that is not above the finalized block.
-    fn vote_finality_candidate(&self) -> Option<BlockHash> {
-        self.links()
-            .into_iter()
+    /// own child that more than two thirds of the voters voted for. `None`
+    /// if that is not above the finalized block.
+    fn vote_finality_candidate(
+        &self,
+        links: &HashMap<(BlockRef, BlockRef), usize>,
+    ) -> Option<BlockHash> {
+        let voters = self.voters().len();
+        links
+            .iter()
             .filter(|((source, target), count)| {
                 target.number == source.number + 1
                     && source.number > self.root.head.number
-                    && self.supermajority(&target.hash, *count)
+                    && **count * 3 > voters * 2
             })
-            .map(|((source, _), _)| source)
+            .map(|((source, _), _)| *source)
             .max()
             .map(|source| source.hash)
     }
 
-    /// Finalizes what the votes make final, if that is above the finalized
-    /// block: committed to the store first, with the head moved onto the
-    /// final block's branch if it was on another one.
-    fn apply_vote_finality(&mut self) -> Result<(), ChainError<S::Error>> {
-        let Some(f) = self.vote_finality_candidate() else {
+    /// Brings finality, the justified block and the head up to date with
+    /// the votes and blocks the chain has: what votes make final becomes
+    /// final, the highest justified block above it becomes the anchor, and
+    /// the head moves to the best block above the anchor if it is not there
+    /// already. Committed to the store before anything changes here.
+    fn settle(&mut self) -> Result<(), ChainError<S::Error>> {
+        let links = self.links();
+        let finality = self.vote_finality_candidate(&links);
+        let base = finality.unwrap_or(self.root.head.hash);
+        let justified = Self::justified_blocks(&links, self.voters().len())
+            .into_iter()
+            .filter(|b| b.hash != base && self.descends_from(&b.hash, &base))
+            .filter_map(|b| self.tree.get(&b.hash).map(|n| (b.hash, n)))
+            .fold(None::<(BlockHash, &Node)>, |best, (h, n)| match best {
+                // The highest; EIP-3436 between two at one height (which
+                // takes more than a third of the signers voting twice).
+                Some((_, b))
+                    if n.head.number < b.head.number
+                        || (n.head.number == b.head.number && !prefer(n, b)) =>
+                {
+                    best
+                }
+                _ => Some((h, n)),
+            })
+            .map_or(base, |(h, _)| h);
+        if finality.is_none() && justified == self.justified {
             return Ok(());
+        }
+        let head = if self.descends_from(&self.head, &justified) {
+            // The head is above the anchor, and was the best block there.
+            self.head
+        } else {
+            self.best_above(&justified)
         };
         let mut batch = ChainBatch::default();
-        self.finality_batch(&f, self.finalized().number, &mut batch);
-        let new_head = if self.descends_from(&self.head, &f) {
-            None
-        } else {
-            // The best block of the final block's branch.
-            let best = self
-                .tree
-                .iter()
-                .filter(|(h, _)| self.descends_from(h, &f))
-                .fold(None::<(&BlockHash, &Node)>, |best, (h, n)| match best {
-                    Some((_, b)) if !prefer(n, b) => best,
-                    _ => Some((h, n)),
-                })
-                .map(|(h, _)| *h)
-                .unwrap_or(f);
-            self.head_batch(&best, &mut batch)
-                .map_err(ChainError::Store)?;
-            Some(best)
-        };
-        self.store.commit(batch).map_err(ChainError::Store)?;
-        if let Some(head) = new_head {
-            self.head = head;
+        if let Some(f) = &finality {
+            self.finality_batch(f, self.finalized().number, &mut batch);
         }
-        self.finalize(f);
+        if head != self.head {
+            self.head_batch(&head, &mut batch)
+                .map_err(ChainError::Store)?;
+        }
+        if batch != ChainBatch::default() {
+            self.store.commit(batch).map_err(ChainError::Store)?;
+        }
+        self.head = head;
+        self.justified = justified;
+        if let Some(f) = finality {
+            self.finalize(f);
+            let voters = self.voters().clone();
+            self.votes.retain(|s, _| voters.contains(s));
+        }
         Ok(())
     }
 
-    /// The block that would be final given the head: the highest block on
-    /// the head's branch that signers making up more than two thirds of the
-    /// set entitled to seal it have sealed, it or its descendants. `None` if
-    /// that is still the finalized block.
-    fn finality_candidate(&self) -> Option<BlockHash> {
-        let mut sealers = BTreeSet::new();
-        let mut cursor = self.head;
-        while let Some(n) = self.tree.get(&cursor) {
-            if let Some(signer) = n.signer {
-                sealers.insert(signer);
-            }
-            if sealers.len() * 3 > n.entitled * 2 {
-                return Some(cursor);
-            }
-            cursor = n.parent;
-        }
-        None
+    /// The block EIP-3436 prefers among `anchor` and the blocks above it.
+    fn best_above(&self, anchor: &BlockHash) -> BlockHash {
+        self.tree
+            .iter()
+            .filter(|(h, _)| self.descends_from(h, anchor))
+            .fold(None::<(&BlockHash, &Node)>, |best, (h, n)| match best {
+                Some((_, b)) if !prefer(n, b) => best,
+                _ => Some((h, n)),
+            })
+            .map_or(*anchor, |(h, _)| *h)
     }
 
     /// Makes `f` the finalized block: it becomes the root, and every block
@@ -1165,16 +1227,18 @@ impl<S: ChainStore> Chain<S> {
         let Some(mut new_root) = self.tree.remove(&f) else {
             return;
         };
-        // Its own block and parent are history now.
-        new_root.block = None;
-        self.root = new_root;
-        let keep: Vec<BlockHash> = self
+        // Found before `f` becomes the root (above which the whole tree
+        // counts as descending).
+        let keep: HashSet<BlockHash> = self
             .tree
             .keys()
             .copied()
             .filter(|h| self.descends_from(h, &f))
             .collect();
         self.tree.retain(|h, _| keep.contains(h));
+        // Its own block and parent are history now.
+        new_root.block = None;
+        self.root = new_root;
         let number = self.root.head.number;
         for votes in self.votes.values_mut() {
             votes.retain(|target, _| *target > number);

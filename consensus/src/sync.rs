@@ -51,6 +51,9 @@ pub struct PeerChain {
     pub total_weight: u64,
     /// Its finalized height.
     pub finalized_number: u64,
+    /// The height of the highest justified block it knows: its head
+    /// descends from that block.
+    pub justified_number: u64,
 }
 
 /// A message between neighbours.
@@ -91,6 +94,7 @@ impl SyncMessage {
                 head_hash: chain.head_hash.0.to_vec(),
                 total_weight: chain.total_weight,
                 finalized_number: chain.finalized_number,
+                justified_number: chain.justified_number,
             }),
             Self::GetBlocks { from, max } => Kind::GetBlocks(pb::GetBlocks {
                 from: *from,
@@ -126,6 +130,7 @@ impl SyncMessage {
                     head_hash: BlockHash(fixed("ChainStatus", "head_hash", &s.head_hash)?),
                     total_weight: s.total_weight,
                     finalized_number: s.finalized_number,
+                    justified_number: s.justified_number,
                 },
             },
             Kind::GetBlocks(g) => Self::GetBlocks {
@@ -221,6 +226,10 @@ pub struct Sync<P> {
     outbox: VecDeque<(P, SyncMessage)>,
     /// Height to ask from next, when walking back to find where branches meet.
     restart_from: Option<u64>,
+    /// Where a neighbour's branch goes on: the height after the last block
+    /// it sent that connected, when that did not make it the head (its
+    /// branch is longer than one answer, and not preferred yet).
+    continue_from: Option<(P, u64)>,
     /// Ids of votes this node has seen (verified, or refused for a reason
     /// other than forgery), so that it does not fetch them again.
     known_votes: HashSet<u64>,
@@ -245,6 +254,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             in_flight: None,
             outbox: VecDeque::new(),
             restart_from: None,
+            continue_from: None,
             known_votes: HashSet::new(),
             known_order: VecDeque::new(),
             wanted: HashMap::new(),
@@ -261,6 +271,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                 head_hash: head.hash,
                 total_weight: head.total_weight,
                 finalized_number: chain.finalized().number,
+                justified_number: chain.justified().number,
             },
         }
     }
@@ -343,6 +354,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             // It has nothing from there (its chain moved): wait for its next status.
             self.peers.remove(&peer);
         }
+        let count = blocks.len();
         for (i, bytes) in blocks.iter().enumerate() {
             let block = match SealedBlock::from_bytes(bytes) {
                 Ok(block) => block,
@@ -357,7 +369,13 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                 }
             };
             match chain.import(&block, Validation::Full { now }) {
-                Ok(_) => {}
+                Ok(imported) => {
+                    if i + 1 == count && count == MAX_BLOCKS_PER_MESSAGE as usize {
+                        // A full answer: its branch may go on above.
+                        let next = imported.block.number.saturating_add(1);
+                        self.continue_from = Some((peer.clone(), next));
+                    }
+                }
                 Err(ChainError::Import(ImportError::UnknownParent { .. })) if i == 0 => {
                     // Another branch: ask again from where both must meet.
                     let floor = chain.finalized().number.saturating_add(1);
@@ -561,10 +579,10 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         self.outbox.pop_front()
     }
 
-    /// Whether a neighbour's chain is heavier than ours (sync is not done).
+    /// Whether a neighbour has a chain this node would prefer and lacks
+    /// (sync is not done).
     pub fn behind<S: ChainStore>(&self, chain: &Chain<S>) -> bool {
-        let ours = chain.head().total_weight;
-        self.peers.values().any(|p| p.total_weight > ours)
+        self.peers.values().any(|p| worth_asking(chain, p))
     }
 
     fn maybe_request<S: ChainStore>(&mut self, chain: &Chain<S>, now: Timestamp) {
@@ -572,28 +590,24 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             return;
         }
         let head = chain.head();
-        // A heavier chain, or one as heavy whose head this node lacks: fork
-        // choice breaks the tie the same way everywhere, but only for nodes
-        // that have both heads. Without fetching it, two signers that sealed
-        // competing blocks at one height can each wait on the other forever
-        // (each may only seal on the branch the other is on). The lowest
-        // peer wins a tie, so the choice never depends on hashing order.
+        // The best chain this node lacks; the lowest peer wins a tie, so the
+        // choice never depends on hashing order.
         let best = self
             .peers
             .iter()
-            .filter(|(_, p)| {
-                p.head_hash != head.hash
-                    && (p.total_weight > head.total_weight
-                        || (p.total_weight == head.total_weight
-                            && !chain.contains(&p.head_hash).unwrap_or(true)))
-            })
-            .max_by_key(|(peer, p)| (p.total_weight, std::cmp::Reverse(*peer)));
+            .filter(|(_, p)| worth_asking(chain, p))
+            .max_by_key(|(peer, p)| (p.justified_number, p.total_weight, std::cmp::Reverse(*peer)));
         let Some((peer, theirs)) = best else {
             return;
         };
+        let go_on = self
+            .continue_from
+            .take()
+            .and_then(|(p, from)| (&p == peer).then_some(from));
         let from = self
             .restart_from
             .take()
+            .or(go_on)
             .unwrap_or(head.number.saturating_add(1))
             .min(theirs.head_number);
         let peer = peer.clone();
@@ -610,6 +624,26 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             },
         ));
     }
+}
+
+/// Whether a neighbour's announced chain is worth asking for: this node
+/// lacks its head, and fork choice may prefer it. That is a chain above a
+/// higher justified block (however light: the head follows justification),
+/// or one at least as heavy. A heavier chain with a lower justified height
+/// is asked for too: it is most often this node's own branch, grown by a
+/// neighbour that has not heard the latest votes yet. Heads as heavy as
+/// this node's are fetched because fork choice breaks that tie the same way
+/// everywhere, but only on nodes that hold both heads: without it, two
+/// signers that sealed competing blocks at one height can each wait on the
+/// other forever (each may only seal on the branch the other is on). Once
+/// the node holds a neighbour's head it does not ask again, whatever fork
+/// choice made of it.
+fn worth_asking<S: ChainStore>(chain: &Chain<S>, theirs: &PeerChain) -> bool {
+    let head = chain.head();
+    if theirs.head_hash == head.hash || chain.contains(&theirs.head_hash).unwrap_or(true) {
+        return false;
+    }
+    theirs.justified_number > chain.justified().number || theirs.total_weight >= head.total_weight
 }
 
 /// Canonical blocks from `from`, at most `max` (capped) and at most

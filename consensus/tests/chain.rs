@@ -386,22 +386,33 @@ fn revocation_by_owner_or_authority_and_revoked_senders_are_refused() {
 }
 
 #[test]
-fn finality_needs_more_than_two_thirds_of_the_signers() {
+fn seals_alone_never_make_a_block_final() {
     let mut c = chain(&["A", "B", "C"]);
+    let genesis = root(&c);
     let b1 = block(&c, "A", vec![]);
     import(&mut c, &b1).unwrap();
     add(&mut c, "B", vec![]).unwrap();
+    let third = add(&mut c, "C", vec![]).unwrap();
+    // Every signer sealed block 1 or a descendant: seal finality (which
+    // honest signers moving between branches could make conflict, see
+    // tests/finality.rs) would call it final. Only votes do.
+    assert_eq!(third.finalized.number, 0);
+    let b2 = c.store().canonical(2).unwrap().unwrap();
+    let b2 = BlockRef {
+        number: 2,
+        hash: b2,
+    };
+    for by in ["A", "B"] {
+        c.add_vote(&link(&c, by, genesis, at(&b1))).unwrap();
+        c.add_vote(&link(&c, by, at(&b1), b2)).unwrap();
+    }
     assert_eq!(
         c.finalized().number,
         0,
         "two of three signers are not more than two thirds"
     );
-    let third = add(&mut c, "C", vec![]).unwrap();
-    assert_eq!(
-        third.finalized.hash,
-        b1.hash(),
-        "A, B and C have now sealed block 1 or its descendants"
-    );
+    c.add_vote(&link(&c, "C", at(&b1), b2)).unwrap();
+    assert_eq!(c.finalized().hash, b1.hash());
 }
 
 #[test]
@@ -439,8 +450,12 @@ fn heavier_branch_wins_and_finalized_blocks_are_never_reverted() {
     let outcome = import(&mut c, &y3).unwrap();
     assert_eq!(outcome.head.hash, y3.hash());
     assert!(outcome.reorg);
-    // All three signers sealed y1 or its descendants: y1 is final.
-    assert_eq!(outcome.finalized.hash, y1.hash());
+    assert_eq!(outcome.finalized.number, 0, "seals make nothing final");
+    // All three signers link y1 to its child: y1 is final.
+    for by in names {
+        c.add_vote(&link(&c, by, at(&y1), at(&y2))).unwrap();
+    }
+    assert_eq!(c.finalized().hash, y1.hash());
     // x1 conflicts with the finalized block: it can never come back.
     assert!(matches!(
         import(&mut c, &x1),
@@ -513,6 +528,7 @@ fn a_restart_restores_state_from_the_latest_snapshot() {
     let g = genesis(&["A", "B", "C"]);
     let mut c = Chain::open(MemoryChainStore::new(), &g).unwrap();
     let signers = ["A", "B", "C"];
+    let mut parent = root(&c);
     for i in 0..20u64 {
         let who = id(&format!("person{i}"));
         let b = block(
@@ -521,12 +537,14 @@ fn a_restart_restores_state_from_the_latest_snapshot() {
             vec![register(&who, &format!("Person {i}"), 0)],
         );
         import(&mut c, &b).unwrap();
+        // Every signer links the parent to the block: the parent is final.
+        for by in signers {
+            c.add_vote(&link(&c, by, parent, at(&b))).unwrap();
+        }
+        parent = at(&b);
     }
     let (head, finalized, root) = (c.head(), c.finalized(), c.state().root());
-    assert!(
-        finalized.number >= 16,
-        "finality follows three blocks behind"
-    );
+    assert_eq!(finalized.number, 19, "final one block behind the head");
     let reopened = Chain::open(c.into_store(), &g).unwrap();
     assert_eq!(reopened.head(), head);
     assert_eq!(reopened.finalized(), finalized);
@@ -658,16 +676,17 @@ impl ChainStore for FailingStore {
 fn a_failed_commit_changes_nothing_the_node_sees() {
     let g = genesis(&["A", "B", "C"]);
     let mut c = Chain::open(FailingStore::default(), &g).unwrap();
+    let mut blocks = Vec::new();
     for by in ["A", "B"] {
         let t = c.head().timestamp.saturating_add(c.config().heartbeat);
         let b = c.propose(&id(by), t, None, vec![]).unwrap();
         c.import(&b, Validation::Full { now: t }).unwrap();
+        blocks.push(at(&b));
     }
-    // The third block would make block 1 final; the disk refuses it.
+    // A block the disk refuses is not taken.
     let t = c.head().timestamp.saturating_add(c.config().heartbeat);
     let third = c.propose(&id("C"), t, None, vec![]).unwrap();
     let (head, finalized) = (c.head(), c.finalized());
-    assert_eq!(finalized.number, 0);
     let mut store = c.into_store();
     store.fail_next = true;
     let mut c = Chain::open(store, &g).unwrap();
@@ -679,7 +698,23 @@ fn a_failed_commit_changes_nothing_the_node_sees() {
     // The same block goes in once the disk works again.
     let outcome = c.import(&third, Validation::Full { now: t }).unwrap();
     assert_eq!(outcome.head.hash, third.hash());
-    assert_eq!(outcome.finalized.number, 1);
+    // A vote whose finality the disk refuses is not counted: sent again,
+    // it finalizes.
+    let vote = |by: &str, s: BlockRef, t: BlockRef| FinalityVote::sign(&id(by), g.hash(), s, t);
+    let mut store = c.into_store();
+    store.fail_next = true;
+    let mut c = Chain::open(store, &g).unwrap();
+    for by in ["A", "B"] {
+        c.add_vote(&vote(by, blocks[0], blocks[1])).unwrap();
+    }
+    let last = vote("C", blocks[0], blocks[1]);
+    assert!(matches!(
+        c.add_vote(&last),
+        Err(ChainError::Store(DiskFull))
+    ));
+    assert_eq!(c.finalized().number, 0);
+    assert!(c.add_vote(&last).unwrap(), "counted now, and passed on");
+    assert_eq!(c.finalized().hash, blocks[0].hash);
 }
 
 const SEVEN: [&str; 7] = ["A", "B", "C", "D", "E", "F", "G"];
@@ -1058,4 +1093,50 @@ fn a_vote_whose_record_cannot_be_stored_is_not_cast() {
     let vote = c.vote(&id("B"), t).unwrap().unwrap();
     assert_eq!(vote.target.hash, b1.hash());
     assert_eq!(c.store().last_vote().unwrap().unwrap().target, 1);
+}
+
+#[test]
+fn a_vote_around_or_inside_another_of_the_same_signer_is_evidence() {
+    let mut c = chain(&SEVEN);
+    let genesis = root(&c);
+    let mut b = Vec::new();
+    for by in ["A", "B", "C", "D"] {
+        let next = block(&c, by, vec![]);
+        import(&mut c, &next).unwrap();
+        b.push(at(&next));
+    }
+    let refused = |c: &mut Chain<MemoryChainStore>, v: &FinalityVote| match c.add_vote(v) {
+        Err(ChainError::Vote(e)) => e,
+        other => panic!("expected a refused vote, got {other:?}"),
+    };
+    // Votes that follow the rule: sources never fall, targets rise.
+    c.add_vote(&link(&c, "A", genesis, b[0])).unwrap();
+    c.add_vote(&link(&c, "A", b[0], b[1])).unwrap();
+    c.add_vote(&link(&c, "A", b[0], b[3])).unwrap();
+    assert!(c.take_vote_evidence().is_empty());
+    // D links genesis to block 4, then block 2 to block 3: inside it.
+    let outer = link(&c, "D", genesis, b[3]);
+    c.add_vote(&outer).unwrap();
+    let inner = link(&c, "D", b[1], b[2]);
+    assert_eq!(
+        refused(&mut c, &inner),
+        VoteError::SurroundVote {
+            signer: *id("D").id(),
+            outer: (0, 4),
+            inner: (2, 3)
+        }
+    );
+    // E the other way round: the second vote surrounds the first.
+    c.add_vote(&link(&c, "E", b[1], b[2])).unwrap();
+    let around = link(&c, "E", genesis, b[3]);
+    assert!(matches!(
+        refused(&mut c, &around),
+        VoteError::SurroundVote { outer: (0, 4), inner: (2, 3), .. }
+    ));
+    let evidence = c.take_vote_evidence();
+    assert_eq!(evidence.len(), 2);
+    assert_eq!((&evidence[0].0, &evidence[0].1), (&outer, &inner));
+    assert_eq!(evidence[1].1, around);
+    // Neither second vote counts: D's and E's first votes are what is kept.
+    assert_eq!(c.votes().len(), 5);
 }

@@ -159,8 +159,8 @@ struct ChainDriver {
     pool: TxPool,
     /// When to seal, on which parent.
     seal: Option<(u64, BlockHash)>,
-    /// The head last announced.
-    announced: BlockHash,
+    /// The head and the highest justified block last announced.
+    announced: (BlockHash, BlockHash),
     heartbeat_ms: u64,
     /// A vote this authority puts in its next block.
     vote: Option<Vote>,
@@ -508,7 +508,7 @@ fn open_chain(path: &Path, db: &Database) -> Result<ChainDriver, NodeError> {
         "chain opened"
     );
     Ok(ChainDriver {
-        announced: head.hash,
+        announced: (head.hash, chain.justified().hash),
         chain,
         sync: Sync::new(),
         pool: TxPool::new(MAX_POOL),
@@ -1138,11 +1138,11 @@ impl Node {
         for (first, second) in c.chain.take_vote_evidence() {
             warn!(
                 signer = %first.signer,
-                height = first.target.number,
-                "an authority voted twice for height {} (for {} and for {})",
+                "an authority broke the finality voting rule: it voted for {} -> {} and for {} -> {} (two votes for one height, or one link around another)",
+                first.source.number,
                 first.target.number,
-                first.target.hash,
-                second.target.hash
+                second.source.number,
+                second.target.number,
             );
         }
         // An authority votes for its head when it may (docs/chain.md,
@@ -1154,8 +1154,11 @@ impl Node {
         c.vote_at = c.chain.vote_wait(now).map(|t| t.as_unix_millis());
         let head = c.chain.head();
         let mut moved = false;
-        if head.hash != c.announced {
-            c.announced = head.hash;
+        // A new justified block is announced too: a neighbour on a heavier
+        // branch below it fetches this one.
+        let announce = (head.hash, c.chain.justified().hash);
+        if announce != c.announced {
+            c.announced = announce;
             moved = true;
         }
         let mut out: Vec<(PeerId, Vec<u8>)> = Vec::new();

@@ -114,6 +114,8 @@ pub struct ChainNet {
     /// When each authority's vote wait ends (one wake-up per wait).
     vote_timer: Vec<Option<u64>>,
     last_head: Vec<Head>,
+    /// The highest justified block each node last announced.
+    last_justified: Vec<BlockHash>,
     last_finalized: Vec<Head>,
     head_count: HashMap<BlockHash, usize>,
     running: usize,
@@ -191,6 +193,7 @@ impl ChainNet {
             sync_timer: vec![None; n],
             vote_timer: vec![None; n],
             last_head: Vec::new(),
+            last_justified: Vec::new(),
             last_finalized: Vec::new(),
             head_count: HashMap::new(),
             running: counted.iter().filter(|c| **c).count(),
@@ -208,6 +211,7 @@ impl ChainNet {
         };
         if let Some(head) = genesis_head {
             net.last_head = vec![head; n];
+            net.last_justified = vec![head.hash; n];
             net.last_finalized = vec![head; n];
             net.head_count.insert(head.hash, net.running);
         }
@@ -402,16 +406,23 @@ impl ChainNet {
         if conflict {
             self.report.finalized_conflicts += 1;
         }
+        // A new justified block is announced too: a neighbour on a heavier
+        // branch below it fetches this one.
+        let justified = chain.justified().hash;
+        let announce = moved || justified != self.last_justified[node];
+        self.last_justified[node] = justified;
         if moved {
             self.set_head(node, head, now_us);
+        }
+        if announce {
             for &l in engine.out_links(node).to_vec().iter() {
                 if engine.link_up(l) {
                     engine.send_side(l, status.clone());
                 }
             }
-            if self.authorities.contains(&node) {
-                self.plan_seal(node, now_us);
-            }
+        }
+        if moved && self.authorities.contains(&node) {
+            self.plan_seal(node, now_us);
         }
         while let Some((peer, message)) = self.syncs[node].poll_transmit() {
             let Some(l) = engine.link_between(node, peer) else {
