@@ -249,6 +249,18 @@ struct Node {
     state: ChainState,
 }
 
+/// A kept vote's place: its target height, then its link.
+type VoteKey = (u64, BlockRef, BlockRef);
+
+fn vote_key(vote: &FinalityVote) -> VoteKey {
+    (vote.target.number, vote.source, vote.target)
+}
+
+/// Whether `outer`'s link surrounds `inner`'s: source below and target above.
+fn surrounds(outer: &FinalityVote, inner: &FinalityVote) -> bool {
+    outer.source.number < inner.source.number && inner.target.number < outer.target.number
+}
+
 /// How many equivocation proofs are kept for the node to publish.
 const MAX_EVIDENCE: usize = 64;
 
@@ -274,8 +286,14 @@ pub struct Chain<S: ChainStore> {
     justified: BlockHash,
     evidence: VecDeque<(SealedHeader, SealedHeader)>,
     /// Each signer's finality votes for targets above the finalized block,
-    /// by target height (at most [`MAX_VOTES_PER_SIGNER`] each).
-    votes: BTreeMap<NodeId, BTreeMap<u64, FinalityVote>>,
+    /// by target height and link (at most [`MAX_VOTES_PER_SIGNER`] each).
+    /// A signer that broke the voting rule has more than one at a height,
+    /// or one around another: all of them are kept and counted, so that
+    /// every node that heard the same votes counts the same (keeping only
+    /// the first would let nodes disagree for good on what is justified,
+    /// and the honest authorities' votes split; the simulator's clones
+    /// found this).
+    votes: BTreeMap<NodeId, BTreeMap<VoteKey, FinalityVote>>,
     /// This node's own latest finality vote, as stored.
     last_vote: VoteRecord,
     /// Pairs of votes by one signer for one height, not yet taken.
@@ -779,7 +797,11 @@ impl<S: ChainStore> Chain<S> {
         }
     }
 
-    /// Another block by the same signer at the same height, if the tree has one.
+    /// Another block by the same signer on the same parent, if the tree has
+    /// one. Two blocks at one height on different parents are not reported:
+    /// an honest authority that moved to another branch seals again at a
+    /// height it sealed on the one it left (the simulator's reshuffled
+    /// splits named honest movers that way).
     fn find_equivocation(&self, header: &SealedHeader) -> Option<(SealedHeader, SealedHeader)> {
         let h = header.header();
         self.tree
@@ -787,7 +809,7 @@ impl<S: ChainStore> Chain<S> {
             .filter_map(|n| n.block.as_ref())
             .find(|b| {
                 b.header().signer == h.signer
-                    && b.header().number == h.number
+                    && b.header().parent_hash == h.parent_hash
                     && b.hash() != header.hash()
             })
             .map(|other| (other.sealed_header().clone(), header.clone()))
@@ -932,6 +954,12 @@ impl<S: ChainStore> Chain<S> {
     /// yet are kept until they come. If the vote makes a block final or
     /// justified, that (and the head it leads to) is committed to the store
     /// before this returns.
+    ///
+    /// A vote that breaks the voting rule together with a kept vote of the
+    /// same signer (a second one for a height, or one around or inside
+    /// another) is kept, counted and passed on like any other, and the pair
+    /// is evidence ([`Chain::take_vote_evidence`]): every node then counts
+    /// the same votes, as Casper FFG's safety and liveness arguments assume.
     pub fn add_vote(&mut self, vote: &FinalityVote) -> Result<bool, ChainError<S::Error>> {
         if vote.genesis != self.genesis_hash {
             return Err(VoteError::OtherChain.into());
@@ -942,60 +970,33 @@ impl<S: ChainStore> Chain<S> {
         if vote.target.number <= self.finalized().number {
             return Ok(false);
         }
-        if let Some(kept) = self
-            .votes
-            .get(&vote.signer)
-            .and_then(|v| v.get(&vote.target.number))
-        {
-            if kept.same_link(vote) {
-                return Ok(false);
-            }
-            // Only a genuine second vote is evidence.
-            vote.verify()?;
-            if self.vote_evidence.len() >= MAX_EVIDENCE {
-                self.vote_evidence.pop_front();
-            }
-            self.vote_evidence.push_back((kept.clone(), vote.clone()));
-            return Err(VoteError::DoubleVote {
-                signer: vote.signer,
-                height: vote.target.number,
-            }
-            .into());
+        let key = vote_key(vote);
+        let kept = self.votes.get(&vote.signer);
+        if kept.is_some_and(|v| v.contains_key(&key)) {
+            return Ok(false);
         }
-        let surrounds = |outer: &FinalityVote, inner: &FinalityVote| {
-            outer.source.number < inner.source.number && inner.target.number < outer.target.number
-        };
-        if let Some(kept) = self.votes.get(&vote.signer).and_then(|v| {
-            v.values()
-                .find(|kept| surrounds(kept, vote) || surrounds(vote, kept))
-        }) {
-            // Casper FFG's second slashing condition, on the votes kept.
-            vote.verify()?;
-            let (outer, inner) = if surrounds(kept, vote) {
-                (kept, vote)
-            } else {
-                (vote, kept)
-            };
-            let error = VoteError::SurroundVote {
-                signer: vote.signer,
-                outer: (outer.source.number, outer.target.number),
-                inner: (inner.source.number, inner.target.number),
-            };
-            if self.vote_evidence.len() >= MAX_EVIDENCE {
-                self.vote_evidence.pop_front();
-            }
-            self.vote_evidence.push_back((kept.clone(), vote.clone()));
-            return Err(error.into());
-        }
+        let conflict = kept
+            .and_then(|v| {
+                v.values().find(|k| {
+                    k.target.number == vote.target.number
+                        || surrounds(k, vote)
+                        || surrounds(vote, k)
+                })
+            })
+            .cloned();
         vote.verify()?;
-        let needed = !self.supermajority(&vote.target.hash, self.link_count(vote));
-        let mine = self.votes.entry(vote.signer).or_default();
-        mine.insert(vote.target.number, vote.clone());
+        // A rule-breaker's second vote travels everywhere, as evidence.
+        let needed =
+            conflict.is_some() || !self.supermajority(&vote.target.hash, self.link_count(vote));
+        self.votes
+            .entry(vote.signer)
+            .or_default()
+            .insert(key, vote.clone());
         if let Err(e) = self.settle() {
             // What it would have changed was not stored: the vote is not
             // counted, so that it counts when it comes again.
             if let Some(mine) = self.votes.get_mut(&vote.signer) {
-                mine.remove(&vote.target.number);
+                mine.remove(&key);
             }
             return Err(e);
         }
@@ -1004,12 +1005,18 @@ impl<S: ChainStore> Chain<S> {
         {
             mine.pop_first();
         }
+        if let Some(kept) = conflict {
+            if self.vote_evidence.len() >= MAX_EVIDENCE {
+                self.vote_evidence.pop_front();
+            }
+            self.vote_evidence.push_back((kept, vote.clone()));
+        }
         Ok(needed)
     }
 
     /// Takes the pairs of finality votes by one signer that break the voting
     /// rule (at most 64 are kept): two for one height, or one whose link
-    /// surrounds the other's. The first of each pair is the one kept.
+    /// surrounds the other's; the vote that came first is first.
     pub fn take_vote_evidence(&mut self) -> Vec<(FinalityVote, FinalityVote)> {
         self.vote_evidence.drain(..).collect()
     }
@@ -1056,10 +1063,10 @@ impl<S: ChainStore> Chain<S> {
     /// How many voters voted for `vote`'s link: its entry in
     /// [`Chain::links`], without counting every other link.
     fn link_count(&self, vote: &FinalityVote) -> usize {
+        let key = vote_key(vote);
         self.votes
             .iter()
-            .filter_map(|(signer, votes)| Some((signer, votes.get(&vote.target.number)?)))
-            .filter(|(_, v)| v.source == vote.source && v.target == vote.target)
+            .filter_map(|(signer, votes)| Some((signer, votes.get(&key)?)))
             .filter(|(signer, v)| self.counts(signer, v))
             .count()
     }
@@ -1241,7 +1248,7 @@ impl<S: ChainStore> Chain<S> {
         self.root = new_root;
         let number = self.root.head.number;
         for votes in self.votes.values_mut() {
-            votes.retain(|target, _| *target > number);
+            votes.retain(|(target, _, _), _| *target > number);
         }
         self.votes.retain(|_, v| !v.is_empty());
     }

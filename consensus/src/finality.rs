@@ -87,30 +87,6 @@ pub enum VoteError {
     /// The signer is not an authority of this chain (at its head).
     #[error("{0} voted on finality but is not a signer")]
     NotASigner(NodeId),
-    /// The signer already voted for another link to a block at this height:
-    /// it broke the voting rule (the first vote is the one kept).
-    #[error("{signer} voted twice for height {height}")]
-    DoubleVote {
-        /// The authority that voted twice.
-        signer: NodeId,
-        /// The target height of both votes.
-        height: u64,
-    },
-    /// The signer voted for a link that surrounds another of its links (or
-    /// lies inside one): it broke the voting rule (the first vote is the
-    /// one kept).
-    #[error(
-        "{signer} voted for a link from {} to {} around its link from {} to {}",
-        outer.0, outer.1, inner.0, inner.1
-    )]
-    SurroundVote {
-        /// The authority.
-        signer: NodeId,
-        /// Source and target heights of the surrounding link.
-        outer: (u64, u64),
-        /// Source and target heights of the link inside it.
-        inner: (u64, u64),
-    },
 }
 
 impl FinalityVote {

@@ -509,9 +509,10 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                             .forged_votes += 1;
                     }
                 }
-                // Another chain, a signer this node does not know (yet), or
-                // an authority's second vote for one height (its fault, not
-                // the neighbour's): not passed on, not fetched again.
+                // Another chain, or a signer this node does not count (yet):
+                // not passed on, not fetched again, and not the neighbour's
+                // fault. (A vote that breaks the voting rule is kept and
+                // passed on, as evidence: `Chain::add_vote`.)
                 Err(ChainError::Vote(_)) => self.know_vote(id),
                 Err(e) => return Err(e),
             }

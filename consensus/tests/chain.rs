@@ -837,7 +837,7 @@ fn a_vote_for_a_block_not_yet_seen_counts_when_the_block_arrives() {
 }
 
 #[test]
-fn votes_from_outsiders_other_chains_double_voters_or_forgers_are_refused() {
+fn votes_from_outsiders_other_chains_or_forgers_are_refused_and_double_votes_are_evidence() {
     let mut c = chain(&SEVEN);
     let genesis = root(&c);
     let b1 = block(&c, "A", vec![]);
@@ -869,22 +869,18 @@ fn votes_from_outsiders_other_chains_double_voters_or_forgers_are_refused() {
     forged.body = body.encode_to_vec();
     let forged = FinalityVote::from_bytes(&forged.encode_to_vec()).unwrap();
     assert_eq!(refused(&mut c, &forged), VoteError::BadSignature);
-    // D votes for height 2 twice: the second is refused as evidence.
-    c.add_vote(&link(&c, "D", at(&b1), at(&b2))).unwrap();
+    // D votes for height 2 twice: the second is evidence, and passed on
+    // (every node must count the same votes); each counts for its own link.
+    let first = link(&c, "D", at(&b1), at(&b2));
+    assert!(c.add_vote(&first).unwrap());
     let second = link(&c, "D", genesis, at(&b2));
-    assert_eq!(
-        refused(&mut c, &second),
-        VoteError::DoubleVote {
-            signer: *id("D").id(),
-            height: 2
-        }
-    );
+    assert!(c.add_vote(&second).unwrap(), "passed on as evidence");
+    assert!(!c.add_vote(&second).unwrap(), "known now");
     let evidence = c.take_vote_evidence();
-    assert_eq!(evidence.len(), 1);
-    assert_eq!(evidence[0].1, second);
+    assert_eq!(evidence, vec![(first, second)]);
     assert!(c.take_vote_evidence().is_empty());
-    // Only D's first vote was kept: with B, E and F it makes four, and
-    // C's (forged above) and D's second do not count.
+    // With B, E and F, D makes four on the link from block 1; C's (forged
+    // above) does not count.
     for by in ["B", "E", "F"] {
         c.add_vote(&link(&c, by, at(&b1), at(&b2))).unwrap();
     }
@@ -1105,10 +1101,6 @@ fn a_vote_around_or_inside_another_of_the_same_signer_is_evidence() {
         import(&mut c, &next).unwrap();
         b.push(at(&next));
     }
-    let refused = |c: &mut Chain<MemoryChainStore>, v: &FinalityVote| match c.add_vote(v) {
-        Err(ChainError::Vote(e)) => e,
-        other => panic!("expected a refused vote, got {other:?}"),
-    };
     // Votes that follow the rule: sources never fall, targets rise.
     c.add_vote(&link(&c, "A", genesis, b[0])).unwrap();
     c.add_vote(&link(&c, "A", b[0], b[1])).unwrap();
@@ -1118,25 +1110,16 @@ fn a_vote_around_or_inside_another_of_the_same_signer_is_evidence() {
     let outer = link(&c, "D", genesis, b[3]);
     c.add_vote(&outer).unwrap();
     let inner = link(&c, "D", b[1], b[2]);
-    assert_eq!(
-        refused(&mut c, &inner),
-        VoteError::SurroundVote {
-            signer: *id("D").id(),
-            outer: (0, 4),
-            inner: (2, 3)
-        }
-    );
+    assert!(c.add_vote(&inner).unwrap(), "passed on as evidence");
     // E the other way round: the second vote surrounds the first.
-    c.add_vote(&link(&c, "E", b[1], b[2])).unwrap();
+    let first = link(&c, "E", b[1], b[2]);
+    c.add_vote(&first).unwrap();
     let around = link(&c, "E", genesis, b[3]);
-    assert!(matches!(
-        refused(&mut c, &around),
-        VoteError::SurroundVote { outer: (0, 4), inner: (2, 3), .. }
-    ));
-    let evidence = c.take_vote_evidence();
-    assert_eq!(evidence.len(), 2);
-    assert_eq!((&evidence[0].0, &evidence[0].1), (&outer, &inner));
-    assert_eq!(evidence[1].1, around);
-    // Neither second vote counts: D's and E's first votes are what is kept.
-    assert_eq!(c.votes().len(), 5);
+    c.add_vote(&around).unwrap();
+    assert_eq!(
+        c.take_vote_evidence(),
+        vec![(outer, inner), (first, around)]
+    );
+    // All of them are kept (and count for their own links).
+    assert_eq!(c.votes().len(), 7);
 }

@@ -72,6 +72,15 @@ pub struct ChainReport {
     pub equivocations_sealed: u64,
     /// Nodes that hold proof of an equivocation.
     pub equivocation_detected_nodes: u64,
+    /// Nodes that hold proof of a broken voting rule (a double or surround
+    /// finality vote).
+    pub vote_evidence_nodes: u64,
+    /// The signers named in block evidence anywhere, as PeerIds.
+    pub block_evidence_signers: Vec<String>,
+    /// The signers named in vote evidence anywhere, as PeerIds.
+    pub vote_evidence_signers: Vec<String>,
+    /// The keys that run on two nodes (`clones`), as PeerIds.
+    pub cloned_signers: Vec<String>,
     /// After the last heal: time until every running node of the
     /// authorities' component had the same head,
     /// in block periods (`None` without a heal, or if they never agreed).
@@ -103,9 +112,13 @@ pub struct ChainNet {
     chains: Vec<Option<Chain<MemoryChainStore>>>,
     stored: Vec<Option<MemoryChainStore>>,
     syncs: Vec<Sync<usize>>,
-    /// The authorities' node indices.
+    /// The authorities' node indices (clones included).
     pub authorities: Vec<usize>,
+    /// The key each of `authorities` seals and votes with.
     authority_ids: Vec<NodeId>,
+    /// The node whose identity a node seals and votes with: itself, or for
+    /// a clone the authority it copies.
+    signs_as: Vec<usize>,
     equivocating: Vec<bool>,
     /// An equivocator's canonical block → the other block it sealed at that height.
     alternates: HashMap<BlockHash, Vec<u8>>,
@@ -127,6 +140,9 @@ pub struct ChainNet {
     /// Each sealed block's timestamp, to time its finality.
     sealed_ms: HashMap<BlockHash, u64>,
     detected: HashSet<usize>,
+    vote_detected: HashSet<usize>,
+    block_evidence_signers: std::collections::BTreeSet<NodeId>,
+    vote_evidence_signers: std::collections::BTreeSet<NodeId>,
     submitted: Vec<NodeId>,
     rng: StdRng,
     wakes: Vec<(u64, Wake)>,
@@ -143,22 +159,39 @@ fn ts(us: u64) -> Timestamp {
 
 impl ChainNet {
     /// Every node at genesis; `authorities` seal, `equivocators` (a subset)
-    /// seal two blocks at each of their heights. Agreement and the lowest
-    /// finalized height are measured over the nodes `counted` marks (the
-    /// component the authorities are in: an isolated node cannot sync).
+    /// seal two blocks at each of their heights, and each `(clone, of)` in
+    /// `clones` runs authority `of`'s key a second time on node `clone`,
+    /// with a store of its own. Agreement and the lowest finalized height
+    /// are measured over the nodes `counted` marks (the component the
+    /// authorities are in: an isolated node cannot sync).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         engine: &Engine,
         counted: Vec<bool>,
-        authorities: Vec<usize>,
+        mut authorities: Vec<usize>,
         equivocators: &[usize],
+        clones: &[(usize, usize)],
         period: Duration,
         heartbeat: Duration,
         seed: u64,
     ) -> ChainNet {
         let n = engine.nodes.len();
-        let authority_ids: Vec<NodeId> = authorities
+        let mut signs_as: Vec<usize> = (0..n).collect();
+        let signers: Vec<NodeId> = authorities
             .iter()
             .map(|&a| *engine.nodes[a].identity.id())
+            .collect();
+        let mut report = ChainReport::default();
+        for &(clone, of) in clones {
+            signs_as[clone] = of;
+            authorities.push(clone);
+            report
+                .cloned_signers
+                .push(engine.nodes[of].identity.id().to_string());
+        }
+        let authority_ids: Vec<NodeId> = authorities
+            .iter()
+            .map(|&a| *engine.nodes[signs_as[a]].identity.id())
             .collect();
         let genesis = Genesis {
             config: ChainConfig {
@@ -167,7 +200,7 @@ impl ChainNet {
                 ..ChainConfig::default()
             },
             timestamp: ts(engine.now_us()),
-            signers: authority_ids.clone(),
+            signers,
         };
         let mut chains = Vec::with_capacity(n);
         for _ in 0..n {
@@ -187,6 +220,7 @@ impl ChainNet {
             syncs: (0..n).map(|_| Sync::new()).collect(),
             authorities,
             authority_ids,
+            signs_as,
             equivocating,
             alternates: HashMap::new(),
             pools: HashMap::new(),
@@ -204,10 +238,13 @@ impl ChainNet {
             lags_ms: Vec::new(),
             sealed_ms: HashMap::new(),
             detected: HashSet::new(),
+            vote_detected: HashSet::new(),
+            block_evidence_signers: Default::default(),
+            vote_evidence_signers: Default::default(),
             submitted: Vec::new(),
             rng: StdRng::seed_from_u64(seed ^ 0xc4a1),
             wakes: Vec::new(),
-            report: ChainReport::default(),
+            report,
         };
         if let Some(head) = genesis_head {
             net.last_head = vec![head; n];
@@ -304,7 +341,7 @@ impl ChainNet {
             .get_mut(&node)
             .map(|p| p.select(chain.state(), number, ts(now_us)))
             .unwrap_or_default();
-        let identity = engine.nodes[node].identity.clone();
+        let identity = engine.nodes[self.signs_as[node]].identity.clone();
         let Ok(block) = chain.propose(&identity, ts(now_us), None, txs) else {
             // Not allowed yet (sealed too recently, or too early for an empty
             // block): the next head change plans again.
@@ -351,15 +388,22 @@ impl ChainNet {
         let Some(chain) = self.chains[node].as_mut() else {
             return;
         };
-        if !chain.take_evidence().is_empty() {
+        for (a, _) in chain.take_evidence() {
             self.detected.insert(node);
+            self.block_evidence_signers.insert(a.header().signer);
         }
-        if self.authorities.contains(&node) && !self.equivocating[node] {
+        for (a, _) in chain.take_vote_evidence() {
+            self.vote_detected.insert(node);
+            self.vote_evidence_signers.insert(a.signer);
+        }
+        if self.authorities.contains(&node) {
             // An authority votes for its head when it may (counted here
             // first, so its own finality below already includes it).
+            // Equivocators vote too.
             let now = ts(now_us);
+            let identity = &engine.nodes[self.signs_as[node]].identity;
             // The memory store cannot fail.
-            let _ = self.syncs[node].cast_vote(&engine.nodes[node].identity, chain, now);
+            let _ = self.syncs[node].cast_vote(identity, chain, now);
             if let Some(at) = chain.vote_wait(now) {
                 let at_us = at.as_unix_millis().saturating_mul(1_000);
                 if self.vote_timer[node] != Some(at_us) {
@@ -619,6 +663,12 @@ impl ChainNet {
             report.finalized_min = 0;
         }
         report.equivocation_detected_nodes = self.detected.len() as u64;
+        report.vote_evidence_nodes = self.vote_detected.len() as u64;
+        let names = |ids: &std::collections::BTreeSet<NodeId>| -> Vec<String> {
+            ids.iter().map(ToString::to_string).collect()
+        };
+        report.block_evidence_signers = names(&self.block_evidence_signers);
+        report.vote_evidence_signers = names(&self.vote_evidence_signers);
         report.heal_agreement_periods = match (self.healed_at_us, self.agreed_at_us) {
             (Some(h), Some(a)) => Some(ms(a.saturating_sub(h)) as f64 / period),
             _ => None,

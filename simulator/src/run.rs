@@ -734,6 +734,46 @@ pub fn run(
                 let cut = cut_between(&topology, &edge_links, &side);
                 partition(&mut schedule, &mut actions, cut, s(*at_s), heal_s.map(s));
             }
+            FaultSpec::AuthorityShuffle {
+                at_s,
+                every_s,
+                heal_s,
+                sides,
+            } => {
+                // Each split cuts what crosses it and mends what crossed
+                // only the one before.
+                let order = authorities_west_to_east(&topology, &authorities);
+                let mut cut: Vec<usize> = Vec::new();
+                for (k, first) in sides.iter().enumerate() {
+                    let side: Vec<bool> = nearest(&topology, &order)
+                        .into_iter()
+                        .map(|k| k.is_some_and(|k| first.contains(&k)))
+                        .collect();
+                    let next = cut_between(&topology, &edge_links, &side);
+                    let at = s(at_s + every_s * k as u64);
+                    let mended: Vec<usize> =
+                        cut.iter().copied().filter(|l| !next.contains(l)).collect();
+                    let cuts: Vec<usize> =
+                        next.iter().copied().filter(|l| !cut.contains(l)).collect();
+                    for (links, up) in [(mended, true), (cuts, false)] {
+                        schedule.push((at, actions.len()));
+                        actions.push(Action::Links {
+                            links,
+                            up,
+                            heal: false,
+                        });
+                    }
+                    cut = next;
+                }
+                if let Some(heal) = heal_s {
+                    schedule.push((s(*heal), actions.len()));
+                    actions.push(Action::Links {
+                        links: cut,
+                        up: true,
+                        heal: true,
+                    });
+                }
+            }
             FaultSpec::AuthoritySplit { at_s, heal_s, side } => {
                 let side = split_by_authorities(&topology, &authorities, *side);
                 let cut = cut_between(&topology, &edge_links, &side);
@@ -762,10 +802,17 @@ pub fn run(
             }
             FaultSpec::Crash {
                 fraction,
+                authorities: hit_authorities,
                 at_s,
                 down_s,
             } => {
-                let victims = pick(&mut rng, n, *fraction, &authorities);
+                let victims = if *hit_authorities {
+                    let spare: Vec<usize> = (0..n).filter(|v| !authorities.contains(v)).collect();
+                    let want = ((authorities.len() as f64) * fraction.clamp(0.0, 1.0)).round();
+                    pick(&mut rng, n, want / n.max(1) as f64, &spare)
+                } else {
+                    pick(&mut rng, n, *fraction, &authorities)
+                };
                 schedule.push((s(*at_s), actions.len()));
                 actions.push(Action::Crash(victims.clone()));
                 schedule.push((s(at_s + down_s), actions.len()));
@@ -909,11 +956,25 @@ pub fn run(
             .collect();
         let home = authorities.first().map_or(0, |&a| component_of[a]);
         let counted = (0..n).map(|v| component_of[v] == home).collect();
+        // Each clone runs on the node furthest from its authority.
+        let adjacency = topology.adjacency();
+        let clones: Vec<(usize, usize)> = authorities
+            .iter()
+            .take(spec.clones)
+            .filter_map(|&a| {
+                let hops = hops_from(&adjacency, a);
+                (0..n)
+                    .filter(|v| !authorities.contains(v) && hops[*v].is_some())
+                    .max_by_key(|v| (hops[*v], std::cmp::Reverse(*v)))
+                    .map(|clone| (clone, a))
+            })
+            .collect();
         ChainNet::new(
             &engine,
             counted,
             authorities.clone(),
             &equivocators,
+            &clones,
             period,
             heartbeat,
             seed,
@@ -1266,16 +1327,22 @@ fn partition(
 /// authorities furthest west (or the first by index without positions),
 /// and every node joins the side of its nearest authority in hops.
 fn split_by_authorities(topology: &Topology, authorities: &[usize], side: usize) -> Vec<bool> {
+    let order = authorities_west_to_east(topology, authorities);
+    nearest(topology, &order)
+        .into_iter()
+        .map(|k| k.is_some_and(|k| k < side))
+        .collect()
+}
+
+/// The authorities from west to east (by index without positions).
+fn authorities_west_to_east(topology: &Topology, authorities: &[usize]) -> Vec<usize> {
     let x = |v: usize| match topology.nodes[v].position {
         Some(Position::Plane { x, .. }) => x,
         _ => v as f64,
     };
     let mut order = authorities.to_vec();
     order.sort_by(|a, b| x(*a).total_cmp(&x(*b)).then(a.cmp(b)));
-    nearest(topology, &order)
-        .into_iter()
-        .map(|k| k.is_some_and(|k| k < side))
-        .collect()
+    order
 }
 
 /// For each node, which of `sources` (its index there) is nearest in hops
@@ -1299,6 +1366,23 @@ fn nearest(topology: &Topology, sources: &[usize]) -> Vec<Option<usize>> {
         }
     }
     first
+}
+
+/// Hops from `from` to every node (`None` where it cannot reach).
+fn hops_from(adjacency: &[Vec<usize>], from: usize) -> Vec<Option<usize>> {
+    let mut hops = vec![None; adjacency.len()];
+    hops[from] = Some(0);
+    let mut queue = std::collections::VecDeque::from([from]);
+    while let Some(v) = queue.pop_front() {
+        let next = hops[v].map(|h| h + 1);
+        for &w in &adjacency[v] {
+            if hops[w].is_none() {
+                hops[w] = next;
+                queue.push_back(w);
+            }
+        }
+    }
+    hops
 }
 
 /// A random node of `component` other than `from`; `None` if it has no other.

@@ -381,8 +381,12 @@ pub struct ChainSpec {
     /// a node not yet registered, routed as a P2 message to an authority.
     pub tx_rate_per_s: f64,
     /// Authorities that seal two blocks at each of their heights and show
-    /// each to half of their neighbours.
+    /// each to half of their neighbours (they vote as well).
     pub equivocators: usize,
+    /// Authorities whose key also runs on a second node, with a store of
+    /// its own (the node furthest from them in hops): two operators
+    /// restored one backup, or a clone set up on purpose.
+    pub clones: usize,
 }
 
 impl Default for ChainSpec {
@@ -393,6 +397,7 @@ impl Default for ChainSpec {
             heartbeat_s: None,
             tx_rate_per_s: 0.0,
             equivocators: 0,
+            clones: 0,
         }
     }
 }
@@ -423,6 +428,11 @@ pub enum FaultSpec {
     Crash {
         /// Fraction of nodes.
         fraction: f64,
+        /// The fraction is of the authorities, and only they crash (by
+        /// default authorities are spared): each comes back with its vote
+        /// record from its store.
+        #[serde(default)]
+        authorities: bool,
         /// When, seconds after the warm-up.
         at_s: u64,
         /// How long they stay down, seconds.
@@ -432,6 +442,23 @@ pub enum FaultSpec {
     Blackhole {
         /// Fraction of nodes.
         fraction: f64,
+    },
+    /// Splits the network in two several times over, with other
+    /// authorities on each side each time: authorities (and the nodes near
+    /// them) move between the halves while the split lasts, and then it
+    /// heals. `sides[k]` names the authorities on the first side from
+    /// `at_s + k * every_s` on, by their index from west to east (as
+    /// `authority_split` orders them); each node joins the side of its
+    /// nearest authority in hops.
+    AuthorityShuffle {
+        /// When the first split starts, seconds after the warm-up.
+        at_s: u64,
+        /// Seconds between one split and the next.
+        every_s: u64,
+        /// When it heals (seconds after the warm-up); never if absent.
+        heal_s: Option<u64>,
+        /// The authorities on the first side of each split.
+        sides: Vec<Vec<usize>>,
     },
     /// Splits the network in two, with `side` of the authorities on one
     /// side (each node joins the side of its nearest authority in hops),

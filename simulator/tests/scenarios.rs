@@ -188,12 +188,12 @@ fn control_traffic_on_the_leipzig_mesh_stays_under_budget() {
     assert!(report.control_bytes_per_node_s > 0.0 && report.control_bytes_per_node_s < 200.0);
 }
 
-/// A small chain mesh: 7 authorities on 60 nodes, a block every 2 s, split
-/// 4/3 after 30 s for 60 s, then healed.
-fn chain_split(equivocators: usize) -> Scenario {
+/// A small chain mesh: 7 authorities on 60 nodes, a block every 2 s, with
+/// `chain` added to its `[chain]` table and the faults `faults`.
+fn chain_mesh(chain: &str, faults: &str) -> Scenario {
     let text = format!(
         r#"
-name = "chain-split-small"
+name = "chain-small"
 warmup_s = 10
 duration_s = 120
 drain_s = 20
@@ -206,27 +206,33 @@ range_m = 260
 authorities = 7
 period_s = 2
 tx_rate_per_s = 0.2
-equivocators = {equivocators}
+{chain}
+{faults}
+"#
+    );
+    Scenario::parse(&text, Path::new("chain-small.toml")).unwrap()
+}
+
+/// A 4/3 split of the authorities after 30 s for 60 s, then healed.
+const SPLIT_4_3: &str = r#"
 [[faults]]
 kind = "authority_split"
 at_s = 30
 heal_s = 90
 side = 4
-"#
-    );
-    Scenario::parse(&text, Path::new("chain-split-small.toml")).unwrap()
+"#;
+
+fn chain_split(equivocators: usize) -> Scenario {
+    chain_mesh(&format!("equivocators = {equivocators}"), SPLIT_4_3)
 }
 
-#[test]
-fn a_four_three_split_of_the_authorities_never_reverts_finality_over_100_seeds() {
-    let scenario = chain_split(0);
-    let mut worst_agreement: f64 = 0.0;
-    // Both cores: the seeds are independent runs.
-    let reports: Vec<_> = std::thread::scope(|s| {
-        let halves: Vec<_> = [1..=50u64, 51..=100]
+/// Runs `scenario` with seeds 1 to `seeds` on both cores (the seeds are
+/// independent runs), in seed order.
+fn over_seeds(scenario: &Scenario, seeds: u64) -> Vec<(u64, lifeline_simulator::report::Report)> {
+    std::thread::scope(|s| {
+        let halves: Vec<_> = [1..=seeds / 2, seeds / 2 + 1..=seeds]
             .into_iter()
             .map(|seeds| {
-                let scenario = &scenario;
                 s.spawn(move || {
                     seeds
                         .map(|seed| (seed, run(scenario, seed, None).unwrap().0))
@@ -235,27 +241,40 @@ fn a_four_three_split_of_the_authorities_never_reverts_finality_over_100_seeds()
             })
             .collect();
         halves.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    for (seed, report) in reports {
+    })
+}
+
+/// What every chain fault must leave: no two nodes ever finalized different
+/// blocks at one height, finality went on after the heal (150 s at one
+/// block per 2 s), and every node was on one head within 2 periods of the
+/// last heal. Returns the periods to agree.
+fn safe_and_agreed(seed: u64, chain: &lifeline_simulator::chain::ChainReport) -> f64 {
+    assert_eq!(
+        chain.finalized_conflicts, 0,
+        "seed {seed}: two nodes finalized different blocks"
+    );
+    assert!(
+        chain.finalized_min >= 50,
+        "seed {seed}: a node finalized only up to {}",
+        chain.finalized_min
+    );
+    let agreed = chain
+        .heal_agreement_periods
+        .unwrap_or_else(|| panic!("seed {seed}: nodes never agreed after the heal"));
+    assert!(
+        agreed <= 2.0,
+        "seed {seed}: {agreed} periods to agree after the heal"
+    );
+    agreed
+}
+
+#[test]
+fn a_four_three_split_of_the_authorities_never_reverts_finality_over_100_seeds() {
+    let scenario = chain_split(0);
+    let mut worst_agreement: f64 = 0.0;
+    for (seed, report) in over_seeds(&scenario, 100) {
         let chain = report.chain.as_ref().expect("the scenario runs a chain");
-        assert_eq!(
-            chain.finalized_conflicts, 0,
-            "seed {seed}: finality reverted"
-        );
-        // 150 s at one block per 2 s: finality must have gone on after the heal.
-        assert!(
-            chain.finalized_min >= 50,
-            "seed {seed}: a node finalized only up to {}",
-            chain.finalized_min
-        );
-        let agreed = chain
-            .heal_agreement_periods
-            .unwrap_or_else(|| panic!("seed {seed}: nodes never agreed after the heal"));
-        assert!(
-            agreed <= 2.0,
-            "seed {seed}: {agreed} periods to agree after the heal"
-        );
-        worst_agreement = worst_agreement.max(agreed);
+        worst_agreement = worst_agreement.max(safe_and_agreed(seed, chain));
         // During the split neither side has the 5 signers finality needs:
         // only blocks sealed before it (up to the head at the split, the
         // sample at 40 s) may still become final.
@@ -273,6 +292,118 @@ fn a_four_three_split_of_the_authorities_never_reverts_finality_over_100_seeds()
         );
     }
     eprintln!("worst agreement after the heal: {worst_agreement:.2} periods");
+}
+
+/// Issue 22: authorities (and the nodes near them) move between the halves
+/// of a split while it lasts, so that signers switch branches with a stale
+/// view: {0,1,2,3} | {4,5,6}, then {0,1,4,5} | {2,3,6} three periods
+/// later, then {2,3,4,6} | {0,1,5}, then healed. With finality by seals,
+/// movers could give two branches five sealers each.
+#[test]
+fn splits_that_reshuffle_their_authorities_never_finalize_two_blocks_over_100_seeds() {
+    let scenario = chain_mesh(
+        "",
+        r#"
+[[faults]]
+kind = "authority_shuffle"
+at_s = 30
+every_s = 6
+heal_s = 90
+sides = [[0, 1, 2, 3], [0, 1, 4, 5], [2, 3, 4, 6], [0, 1, 2, 3], [0, 1, 4, 5]]
+"#,
+    );
+    for (seed, report) in over_seeds(&scenario, 100) {
+        let chain = report.chain.as_ref().unwrap();
+        safe_and_agreed(seed, chain);
+    }
+}
+
+/// Issue 22: a 5/2 split of 7. The side with five keeps finalizing while
+/// the split lasts, the side with two does not, and after the heal both
+/// agree on one head (the two come over to the five's final blocks).
+#[test]
+fn in_a_five_two_split_the_five_finalize_and_the_two_wait() {
+    let faults = SPLIT_4_3.replace("side = 4", "side = 5");
+    let scenario = chain_mesh("", &faults);
+    for (seed, report) in over_seeds(&scenario, 20) {
+        let chain = report.chain.as_ref().unwrap();
+        safe_and_agreed(seed, chain);
+        // Samples every 10 s from the warm-up: the split lasts from 40 s to
+        // 100 s (rows 4 to 10).
+        let at_split = chain.timeline[4];
+        let before_heal = chain.timeline[9];
+        assert!(
+            before_heal[2] >= at_split[0] + 15,
+            "seed {seed}: the five finalized only up to {} during the split (head {} at its start)",
+            before_heal[2],
+            at_split[0]
+        );
+        assert!(
+            before_heal[3] <= at_split[0],
+            "seed {seed}: the two finalized block {} sealed during the split",
+            before_heal[3]
+        );
+    }
+}
+
+/// Issue 22: two of seven authorities each run twice, with one key and two
+/// stores, on nodes far apart, while the sides of a split reshuffle so that
+/// honest authorities move between them. Nothing conflicts, and the
+/// evidence names only the cloned keys.
+#[test]
+fn cloned_authorities_and_a_mover_never_finalize_two_blocks_and_are_named() {
+    let scenario = chain_mesh(
+        "clones = 2",
+        r#"
+[[faults]]
+kind = "authority_shuffle"
+at_s = 30
+every_s = 6
+heal_s = 90
+sides = [[0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 2, 3]]
+"#,
+    );
+    let mut named = 0;
+    for (seed, report) in over_seeds(&scenario, 100) {
+        let chain = report.chain.as_ref().unwrap();
+        safe_and_agreed(seed, chain);
+        assert_eq!(chain.cloned_signers.len(), 2);
+        for named in [&chain.vote_evidence_signers, &chain.block_evidence_signers] {
+            assert!(
+                named.iter().all(|s| chain.cloned_signers.contains(s)),
+                "seed {seed}: evidence names {named:?}, the clones are {:?}",
+                chain.cloned_signers
+            );
+        }
+        named += usize::from(!chain.vote_evidence_signers.is_empty());
+    }
+    assert!(
+        named >= 90,
+        "the clones were caught in only {named} of 100 runs"
+    );
+}
+
+/// Issue 22: crashes that hit authorities; each comes back with its vote
+/// record from its store, so that it never votes twice for one height.
+#[test]
+fn authorities_that_crash_and_restart_never_finalize_two_blocks_over_100_seeds() {
+    let faults = format!(
+        "{SPLIT_4_3}{}",
+        r#"
+[[faults]]
+kind = "crash"
+fraction = 0.3
+authorities = true
+at_s = 20
+down_s = 40
+"#
+    );
+    let scenario = chain_mesh("", &faults);
+    for (seed, report) in over_seeds(&scenario, 100) {
+        let chain = report.chain.as_ref().unwrap();
+        safe_and_agreed(seed, chain);
+        assert_eq!(report.restarts, 2, "seed {seed}: two of seven authorities");
+    }
 }
 
 #[test]
