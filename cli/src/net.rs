@@ -220,8 +220,10 @@ pub(crate) fn chain_json(c: &api::ChainStatusReply) -> serde_json::Value {
     json!({
         "head": {"number": c.head_number, "hash": c.head_hash, "time_ms": c.head_time_ms},
         "finalized": {"number": c.finalized_number, "hash": c.finalized_hash},
+        "justified": {"number": c.justified_number},
         "authorities": c.authorities, "is_authority": c.is_authority,
         "genesis": c.genesis_hash, "identities": c.identities,
+        "halted": (!c.halted.is_empty()).then_some(&c.halted),
     })
 }
 
@@ -245,6 +247,9 @@ pub(crate) fn print_chain(c: &api::ChainStatusReply) {
             ""
         }
     );
+    if !c.halted.is_empty() {
+        println!("STOPPED:     {}", c.halted);
+    }
 }
 
 /// `lifeline peers`.

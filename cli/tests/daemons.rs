@@ -251,6 +251,47 @@ fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
             |d| finalized(d) >= before + 3,
         );
     }
+
+    // A second node starts with a copy of a's key (issue 22's clone): it
+    // listens first, hears a's blocks or votes, and stops sealing and voting
+    // with guidance, while a and the chain go on. (Without clone protection
+    // its status has no "halted" and this times out.)
+    // It reaches the mesh through a fourth node, d: b would take the
+    // clone's connection for another one of a's (one PeerId).
+    let mut d = Daemon::new(root.path(), "d");
+    std::fs::copy(&genesis, d.dir.join("genesis.toml")).unwrap();
+    d.bootstrap = vec![nodes[1].addr()];
+    d.start();
+    d.wait_for("the chain", Duration::from_secs(30), |d| {
+        finalized(d) >= before
+    });
+    let mut clone = nodes[0].clone_key(root.path(), "a-clone");
+    clone.bootstrap = vec![d.addr()];
+    clone.start();
+    let halted = clone.wait_for_value("stopping as a clone", Duration::from_secs(60), |d| {
+        d.status()["chain"]["halted"].as_str().map(String::from)
+    });
+    assert!(
+        halted.contains("another node is using this authority's key")
+            && halted.contains("Stop every other node that runs this key"),
+        "{halted}"
+    );
+    assert!(
+        clone
+            .log()
+            .contains("another node is using this authority's key"),
+        "the clone's log says nothing"
+    );
+    let now = finalized(&nodes[1]);
+    nodes[1].wait_for(
+        "finality going on beside the clone",
+        Duration::from_secs(60),
+        |d| finalized(d) >= now + 3,
+    );
+    assert!(
+        nodes[0].status()["chain"]["halted"].is_null(),
+        "a itself goes on"
+    );
 }
 
 #[test]

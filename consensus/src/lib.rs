@@ -28,4 +28,5 @@ pub use pool::TxPool;
 pub use signers::{SignerChange, SignerError, SignerState};
 pub use state::ChainState;
 pub use store::{ChainStore, MemoryChainStore};
+pub use sync::KeyInUse;
 pub use tx::{Action, Transaction};

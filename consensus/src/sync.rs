@@ -209,6 +209,28 @@ pub struct Misbehaviour {
     pub forged_votes: u32,
 }
 
+/// This node's own key, used by another node: what [`Sync::watch_key`]
+/// saw. An authority that sees it must not seal or vote (docs/chain.md,
+/// Clones): two nodes acting with one key are what makes finality conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyInUse {
+    /// A block this node did not seal, sealed with its key.
+    Block {
+        /// Its height.
+        number: u64,
+        /// Its hash.
+        hash: BlockHash,
+    },
+    /// A finality vote this node did not cast: signed with its key, for a
+    /// height above its own latest vote.
+    Vote {
+        /// The source's height.
+        source: u64,
+        /// The target's height.
+        target: u64,
+    },
+}
+
 struct Request<P> {
     peer: P,
     from: u64,
@@ -236,6 +258,11 @@ pub struct Sync<P> {
     known_order: VecDeque<u64>,
     /// Votes announced to this node that it asked for.
     wanted: HashMap<u64, Wanted<P>>,
+    /// This node's own key, if it watches for another node using it, and
+    /// since when.
+    watch: Option<(lifeline_crypto::NodeId, Timestamp)>,
+    /// The first sign of another node using it, and who brought it.
+    key_in_use: Option<(P, KeyInUse)>,
 }
 
 impl<P: Clone + Eq + Hash + Ord> Default for Sync<P> {
@@ -258,6 +285,32 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             known_votes: HashSet::new(),
             known_order: VecDeque::new(),
             wanted: HashMap::new(),
+            watch: None,
+            key_in_use: None,
+        }
+    }
+
+    /// Watches for blocks and finality votes signed with `key` (this
+    /// authority's own) that this node did not make: a block new to the
+    /// chain that a neighbour sent, with a timestamp at or after `since`
+    /// (when this node started: older blocks may be its own from before,
+    /// if its store was lost), or a vote whose target is above the node's
+    /// own latest vote ([`Chain::last_vote`]). This node's own blocks and
+    /// votes coming back from neighbours are neither: the chain has the
+    /// blocks, and its vote record covers the votes, across restarts too.
+    pub fn watch_key(&mut self, key: lifeline_crypto::NodeId, since: Timestamp) {
+        self.watch = Some((key, since));
+    }
+
+    /// The first block or vote by the watched key that this node did not
+    /// make, and the neighbour that sent it ([`Sync::watch_key`]).
+    pub fn key_in_use(&self) -> Option<&(P, KeyInUse)> {
+        self.key_in_use.as_ref()
+    }
+
+    fn saw_key_in_use(&mut self, peer: &P, what: KeyInUse) {
+        if self.key_in_use.is_none() {
+            self.key_in_use = Some((peer.clone(), what));
         }
     }
 
@@ -370,6 +423,19 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             };
             match chain.import(&block, Validation::Full { now }) {
                 Ok(imported) => {
+                    // Validated, so the signature is the key's own.
+                    let h = block.header();
+                    if imported.new
+                        && self
+                            .watch
+                            .is_some_and(|(key, since)| key == h.signer && h.timestamp >= since)
+                    {
+                        let what = KeyInUse::Block {
+                            number: imported.block.number,
+                            hash: imported.block.hash,
+                        };
+                        self.saw_key_in_use(&peer, what);
+                    }
                     if i + 1 == count && count == MAX_BLOCKS_PER_MESSAGE as usize {
                         // A full answer: its branch may go on above.
                         let next = imported.block.number.saturating_add(1);
@@ -493,6 +559,18 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                 // Seen already: no signature check, nothing to pass on.
                 self.wanted.remove(&id);
                 continue;
+            }
+            if let Some(peer) = &from
+                && self.watch.is_some_and(|(key, _)| key == vote.signer)
+                && vote.target.number > chain.last_vote().target
+                && vote.genesis == chain.genesis_hash()
+                && vote.verify().is_ok()
+            {
+                let what = KeyInUse::Vote {
+                    source: vote.source.number,
+                    target: vote.target.number,
+                };
+                self.saw_key_in_use(&peer.clone(), what);
             }
             match chain.add_vote(&vote) {
                 Ok(needed) => {

@@ -478,3 +478,115 @@ fn one_neighbour_cannot_make_a_node_wait_for_more_than_256_votes() {
     assert_eq!(syncs[0].poll_transmit(), None);
     assert_eq!(syncs[0].poll_timeout(), None);
 }
+
+/// Issue 22's clone protection: an authority whose key also runs on
+/// another node sees that node's blocks and votes, and not its own coming
+/// back.
+#[test]
+fn an_authority_notices_another_node_sealing_or_voting_with_its_key() {
+    use lifeline_consensus::KeyInUse;
+    let g = genesis();
+    let (a_id, b_id) = (identity_of("A").unwrap(), identity_of("B").unwrap());
+    let open = || Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let (mut ours, mut theirs) = (open(), open());
+    let mut sync = Sync::<u8>::new();
+    sync.watch_key(*a_id.id(), g.timestamp);
+    let seal = |c: &mut Chain<MemoryChainStore>, by: &lifeline_crypto::Identity| {
+        let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+        let b = c.propose(by, t, None, vec![]).unwrap();
+        c.import(&b, Validation::Full { now: t }).unwrap();
+        b
+    };
+    // Feeds `theirs`'s chain to `ours` the way a neighbour would.
+    let feed = |sync: &mut Sync<u8>,
+                ours: &mut Chain<MemoryChainStore>,
+                theirs: &mut Chain<MemoryChainStore>| {
+        let now = theirs.head().timestamp;
+        let mut serving = Sync::<u8>::new();
+        sync.handle_message(1, wire(Sync::<u8>::status(theirs)), ours, now)
+            .unwrap();
+        while let Some((_, m)) = sync.poll_transmit() {
+            serving.handle_message(0, wire(m), theirs, now).unwrap();
+            while let Some((_, answer)) = serving.poll_transmit() {
+                sync.handle_message(1, wire(answer), ours, now).unwrap();
+            }
+        }
+    };
+    // Our own block, and our own vote, coming back: not a clone.
+    let x1 = seal(&mut ours, &a_id);
+    theirs.import(&x1, Validation::IgnoreTiming).unwrap();
+    let now = x1.header().timestamp.saturating_add(g.config.period);
+    sync.cast_vote(&a_id, &mut ours, now).unwrap();
+    let mine = ours.votes().pop().unwrap();
+    seal(&mut theirs, &b_id);
+    feed(&mut sync, &mut ours, &mut theirs);
+    sync.handle_message(1, SyncMessage::Votes(vec![mine]), &mut ours, now)
+        .unwrap();
+    assert_eq!(ours.head(), theirs.head());
+    assert_eq!(sync.key_in_use(), None);
+    // A vote that claims our key but does not verify is a forgery, not a
+    // clone: a neighbour cannot make an authority stop that way.
+    let clone_vote = FinalityVote::sign(
+        &a_id,
+        g.hash(),
+        BlockRef {
+            number: 1,
+            hash: x1.hash(),
+        },
+        BlockRef {
+            number: 2,
+            hash: theirs.head().hash,
+        },
+    );
+    let mut forged =
+        lifeline_consensus::wire::pb::SignedFinalityVote::decode(clone_vote.to_bytes().as_slice())
+            .unwrap();
+    forged.signature[0] ^= 1;
+    let forged = FinalityVote::from_bytes(&forged.encode_to_vec()).unwrap();
+    sync.handle_message(1, SyncMessage::Votes(vec![forged]), &mut ours, now)
+        .unwrap();
+    assert_eq!(sync.key_in_use(), None);
+    // The clone votes for height 2, above our own latest vote.
+    sync.handle_message(
+        1,
+        wire(SyncMessage::Votes(vec![clone_vote])),
+        &mut ours,
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        sync.key_in_use(),
+        Some(&(
+            1,
+            KeyInUse::Vote {
+                source: 1,
+                target: 2
+            }
+        ))
+    );
+    // On a fresh sync, a block the clone sealed with our key: not if it
+    // is older than our start (it may be our own from before a lost
+    // store), but one sealed since.
+    seal(&mut theirs, &identity_of("C").unwrap());
+    let x4 = seal(&mut theirs, &a_id);
+    let mut sync = Sync::<u8>::new();
+    let after_x4 = x4.header().timestamp.saturating_add(g.config.period);
+    sync.watch_key(*a_id.id(), after_x4);
+    let mut old = open();
+    feed(&mut sync, &mut old, &mut theirs);
+    assert_eq!(old.head(), theirs.head());
+    assert_eq!(sync.key_in_use(), None);
+    let mut sync = Sync::<u8>::new();
+    sync.watch_key(*a_id.id(), x4.header().timestamp);
+    feed(&mut sync, &mut ours, &mut theirs);
+    assert_eq!(
+        sync.key_in_use(),
+        Some(&(
+            1,
+            KeyInUse::Block {
+                number: 4,
+                hash: x4.hash()
+            }
+        ))
+    );
+}

@@ -18,10 +18,10 @@ use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, kad, mdns, ping
 use lifeline_consensus::genesis::GenesisFile;
 use lifeline_consensus::sync::{Sync, SyncMessage};
 use lifeline_consensus::{
-    BlockHash, Chain, ChainError, SealedBlock, Transaction, TxPool, Validation, Vote,
+    BlockHash, Chain, ChainError, KeyInUse, SealedBlock, Transaction, TxPool, Validation, Vote,
 };
 use lifeline_crypto::envelope::{self, OpenPolicy, ReplayGuard};
-use lifeline_crypto::{KeyBundle, NodeId, PublicPrekey, Timestamp};
+use lifeline_crypto::{Identity, KeyBundle, NodeId, PublicPrekey, Timestamp};
 use lifeline_routing::routes::link_cost;
 use lifeline_routing::{
     Address, Class, Delivery, Destination, Event, MessageId, Router, SendError, SendRequest, Status,
@@ -168,7 +168,18 @@ struct ChainDriver {
     vote_at: Option<u64>,
     /// Transactions this node signed that no block carries yet.
     own_pending: VecDeque<requests::OwnTx>,
+    /// Until when (ms) an authority only listens after it starts: it seals
+    /// and votes only if no other node has used its key meanwhile.
+    listen_until: u64,
+    /// Why this authority stopped sealing and voting: another node uses
+    /// its key (docs/chain.md, Clones). It stays stopped until restarted.
+    halted: Option<String>,
 }
+
+/// How many block periods an authority listens after it starts before it
+/// seals or votes: long enough to hear a block or vote of another node
+/// running its key, if one is active.
+const LISTEN_PERIODS: u32 = 3;
 
 /// The daemon's state, owned by its one task.
 struct Node {
@@ -219,7 +230,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         .clone()
         .or_else(|| Some(data_dir.join("genesis.toml")).filter(|p| p.exists()));
     let chain = match &genesis_path {
-        Some(path) => Some(open_chain(path, &db)?),
+        Some(path) => Some(open_chain(path, &db, &keys.identity)?),
         None => {
             warn!(
                 "no genesis file (genesis.toml in the data folder, or `genesis` in the config): \
@@ -485,7 +496,7 @@ fn probe_port(addr: &Multiaddr) -> std::io::Result<()> {
     }
 }
 
-fn open_chain(path: &Path, db: &Database) -> Result<ChainDriver, NodeError> {
+fn open_chain(path: &Path, db: &Database, me: &Identity) -> Result<ChainDriver, NodeError> {
     let bad = |reason: String| NodeError::Genesis {
         path: path.to_path_buf(),
         reason,
@@ -507,16 +518,28 @@ fn open_chain(path: &Path, db: &Database) -> Result<ChainDriver, NodeError> {
         finalized = chain.finalized().number,
         "chain opened"
     );
+    let mut sync = Sync::new();
+    sync.watch_key(*me.id(), ts(wall_ms()));
+    let listen = genesis.config.period * LISTEN_PERIODS;
+    let listen_until = wall_ms().saturating_add(u64::try_from(listen.as_millis()).unwrap_or(0));
+    if chain.signer_state().is_signer(me.id()) {
+        info!(
+            "this node is an authority: it listens for {} s before it seals or votes, in case another node uses its key",
+            listen.as_secs()
+        );
+    }
     Ok(ChainDriver {
         announced: (head.hash, chain.justified().hash),
         chain,
-        sync: Sync::new(),
+        sync,
         pool: TxPool::new(MAX_POOL),
         seal: None,
         heartbeat_ms,
         vote: None,
         vote_at: None,
         own_pending: VecDeque::new(),
+        listen_until,
+        halted: None,
     })
 }
 
@@ -1145,13 +1168,41 @@ impl Node {
                 second.target.number,
             );
         }
-        // An authority votes for its head when it may (docs/chain.md,
-        // Finality); the vote is on disk before it is sent.
-        let now = ts(self.now);
-        if let Err(e) = c.sync.cast_vote(&self.keys.identity, &mut c.chain, now) {
-            error!("the chain store failed while casting our finality vote: {e}");
+        if c.halted.is_none()
+            && let Some((peer, what)) = c.sync.key_in_use()
+        {
+            let seen = match what {
+                KeyInUse::Block { number, hash } => format!("block {number} ({hash})"),
+                KeyInUse::Vote { source, target } => {
+                    format!("a finality vote from height {source} to {target}")
+                }
+            };
+            let why = format!(
+                "another node is using this authority's key: {peer} sent {seen}, which this node did not make. \
+                 Two nodes acting with one key can make the chain finalize two branches, so this node \
+                 no longer seals or votes. Stop every other node that runs this key (a copy of this \
+                 data folder or of its key file), then restart this one; if this data folder was \
+                 restored from a backup, keep it stopped until the node that ran the key since has \
+                 been stopped for good."
+            );
+            error!("{why}");
+            c.halted = Some(why);
+            c.seal = None;
         }
-        c.vote_at = c.chain.vote_wait(now).map(|t| t.as_unix_millis());
+        // An authority votes for its head when it may (docs/chain.md,
+        // Finality); the vote is on disk before it is sent. Not while it
+        // listens after starting, and never once another node used its key.
+        let now = ts(self.now);
+        if c.halted.is_none() && self.now >= c.listen_until {
+            if let Err(e) = c.sync.cast_vote(&self.keys.identity, &mut c.chain, now) {
+                error!("the chain store failed while casting our finality vote: {e}");
+            }
+            c.vote_at = c.chain.vote_wait(now).map(|t| t.as_unix_millis());
+        } else if c.halted.is_none() {
+            c.vote_at = Some(c.listen_until);
+        } else {
+            c.vote_at = None;
+        }
         let head = c.chain.head();
         let mut moved = false;
         // A new justified block is announced too: a neighbour on a heavier
@@ -1228,6 +1279,9 @@ impl Node {
     fn plan_seal(&mut self) {
         let Some(c) = &mut self.chain else { return };
         c.seal = None;
+        if c.halted.is_some() {
+            return;
+        }
         let id = *self.keys.identity.id();
         let Some(delay) = c.chain.sealing_delay(&id, &mut self.rng) else {
             return;
@@ -1238,6 +1292,9 @@ impl Node {
         if !c.pool.has_pending(c.chain.state()) && c.vote.is_none() {
             at = at.max(base.saturating_add(c.heartbeat_ms));
         }
+        // Not while it listens after starting (the head may move meanwhile:
+        // then this is planned again).
+        at = at.max(c.listen_until);
         c.seal = Some((at, head.hash));
     }
 
@@ -1458,6 +1515,8 @@ impl Node {
             genesis_hash: c.chain.genesis_hash().to_string(),
             identities: c.chain.state().identity_count() as u64,
             head_time_ms: head.timestamp.as_unix_millis(),
+            justified_number: c.chain.justified().number,
+            halted: c.halted.clone().unwrap_or_default(),
         }
     }
 

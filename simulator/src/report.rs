@@ -300,7 +300,7 @@ pub fn write_summary(
     if let Some(c) = &report.chain {
         writeln!(
             out,
-            "chain: {} authorities, {} blocks, head {}, finalized >= {} everywhere; finality lag p50 {:.2} p99 {:.2} periods (votes {:.0} B/s per node); {} reorgs; {} finalized conflicts; {} equivocations caught by {} nodes; registrations {}/{}",
+            "chain: {} authorities, {} blocks, head {}, finalized >= {} everywhere; finality lag p50 {:.2} p99 {:.2} periods (votes {:.0} B/s per node); {} reorgs; {} finalized conflicts; {} equivocations caught by {} nodes; vote evidence at {} nodes; registrations {}/{}",
             c.authorities,
             c.blocks_sealed,
             c.head_max,
@@ -312,6 +312,7 @@ pub fn write_summary(
             c.finalized_conflicts,
             c.equivocations_sealed,
             c.equivocation_detected_nodes,
+            c.vote_evidence_nodes,
             c.txs_registered,
             c.txs_submitted
         )?;

@@ -115,6 +115,28 @@ impl Daemon {
         }
     }
 
+    /// A second node that runs this node's key (its data folder copied
+    /// before this one started: the key and nothing else), in `root/name`.
+    pub fn clone_key(&self, root: &Path, name: &str) -> Self {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&self.dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() && entry.file_name() != "node.log" {
+                std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+            }
+        }
+        Self {
+            dir,
+            id: self.id.clone(),
+            port: free_port(),
+            bootstrap: Vec::new(),
+            args: Vec::new(),
+            netns: None,
+            child: None,
+        }
+    }
+
     pub fn addr(&self) -> String {
         format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.port, self.id)
     }
