@@ -738,7 +738,18 @@ impl<S: ChainStore> Chain<S> {
         if let Some(known) = self.get(&hash) {
             return Ok(self.outcome(known.head, false, false, None, None));
         }
-        let (node, signer_change) = self.validate(block, validation)?;
+        let (node, signer_change) = match self.validate(block, validation) {
+            Ok(validated) => validated,
+            Err(e @ ImportError::BelowFinality { .. }) => {
+                // A block that can no longer be imported may still prove
+                // that its signer sealed two blocks on one parent.
+                if let Some(proof) = self.find_final_equivocation(block.sealed_header())? {
+                    self.keep_evidence(proof);
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let equivocation = self.find_equivocation(block.sealed_header());
         let old_head = self.head;
         // Fork choice: the head descends from the highest justified block,
@@ -769,10 +780,7 @@ impl<S: ChainStore> Chain<S> {
         // Votes that came before this block may count now.
         self.settle()?;
         if let Some(proof) = &equivocation {
-            if self.evidence.len() >= MAX_EVIDENCE {
-                self.evidence.pop_front();
-            }
-            self.evidence.push_back(proof.clone());
+            self.keep_evidence(proof.clone());
         }
         let reorg = self.head != old_head && !self.descends_from(&self.head, &old_head);
         Ok(self.outcome(block_head, true, reorg, signer_change, equivocation))
@@ -813,6 +821,38 @@ impl<S: ChainStore> Chain<S> {
                     && b.hash() != header.hash()
             })
             .map(|other| (other.sealed_header().clone(), header.clone()))
+    }
+
+    /// The canonical block at `header`'s height, if its signer sealed it on
+    /// the same parent: `header` is then a second block by that signer on
+    /// a branch that finality dropped (or that never got in).
+    fn find_final_equivocation(
+        &self,
+        header: &SealedHeader,
+    ) -> Result<Option<(SealedHeader, SealedHeader)>, ChainError<S::Error>> {
+        let h = header.header();
+        let Some(hash) = self.store.canonical(h.number).map_err(ChainError::Store)? else {
+            return Ok(None);
+        };
+        if hash == header.hash() {
+            return Ok(None);
+        }
+        let Some(bytes) = self.store.block(&hash).map_err(ChainError::Store)? else {
+            return Ok(None);
+        };
+        let Ok(canonical) = SealedBlock::from_bytes(&bytes) else {
+            return Ok(None);
+        };
+        let c = canonical.header();
+        Ok((c.signer == h.signer && c.parent_hash == h.parent_hash)
+            .then(|| (canonical.sealed_header().clone(), header.clone())))
+    }
+
+    fn keep_evidence(&mut self, proof: (SealedHeader, SealedHeader)) {
+        if self.evidence.len() >= MAX_EVIDENCE {
+            self.evidence.pop_front();
+        }
+        self.evidence.push_back(proof);
     }
 
     fn descends_from(&self, hash: &BlockHash, ancestor: &BlockHash) -> bool {

@@ -1123,3 +1123,41 @@ fn a_vote_around_or_inside_another_of_the_same_signer_is_evidence() {
     // All of them are kept (and count for their own links).
     assert_eq!(c.votes().len(), 7);
 }
+
+#[test]
+fn a_second_block_on_a_branch_finality_dropped_is_still_evidence() {
+    let mut c = chain(&["A", "B", "C"]);
+    let first = block(&c, "A", vec![]);
+    let t = first
+        .header()
+        .timestamp
+        .saturating_add(Duration::from_secs(1));
+    let second = c.propose(&id("A"), t, None, vec![]).unwrap();
+    // Another block at height 1, by B: sealed on genesis like both of A's.
+    let t = first
+        .header()
+        .timestamp
+        .saturating_add(Duration::from_secs(2));
+    let other = c.propose(&id("B"), t, None, vec![]).unwrap();
+    import(&mut c, &first).unwrap();
+    let child = block(&c, "B", vec![]);
+    import(&mut c, &child).unwrap();
+    for by in ["A", "B", "C"] {
+        c.add_vote(&link(&c, by, at(&first), at(&child))).unwrap();
+    }
+    assert_eq!(c.finalized().hash, first.hash());
+    // A's second block comes after block 1 is final: refused, but evidence.
+    assert!(matches!(
+        import(&mut c, &second),
+        Err(ImportError::BelowFinality { .. })
+    ));
+    let evidence = c.take_evidence();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(
+        (evidence[0].0.hash(), evidence[0].1.hash()),
+        (first.hash(), second.hash())
+    );
+    // B's block at that height is no evidence: B sealed nothing else there.
+    assert!(import(&mut c, &other).is_err());
+    assert!(c.take_evidence().is_empty());
+}
