@@ -407,8 +407,8 @@ impl<S: ChainStore> Chain<S> {
             .latest_snapshot()
             .map_err(ChainError::Store)?
             .ok_or_else(|| corrupt("no snapshot".into()))?;
-        let (state, point) =
-            ChainState::from_snapshot(&snapshot).map_err(|e| corrupt(e.to_string()))?;
+        let (state, point) = ChainState::from_snapshot(&snapshot, &genesis_hash)
+            .map_err(|e| corrupt(e.to_string()))?;
         if point.number > stored_head.number {
             return Err(corrupt("the snapshot is above the head".into()));
         }

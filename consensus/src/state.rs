@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::alert::{Alert, AlertMsgType, Point};
 use crate::block::{BlockHash, Header};
+use crate::finality::FinalityVote;
 use crate::signers::SignerState;
 use crate::tx::{Action, Transaction};
 
@@ -63,6 +64,19 @@ pub struct AlertRecord {
     pub block: u64,
     /// The identifier of the Update or Cancel that replaced it, if any.
     pub superseded_by: Option<String>,
+}
+
+/// A broken finality-voting rule on record: the heights of the two links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteEquivocation {
+    /// The signer that voted both.
+    pub signer: NodeId,
+    /// Source and target heights of one vote.
+    pub a: (u64, u64),
+    /// Source and target heights of the other.
+    pub b: (u64, u64),
+    /// The block that recorded the evidence.
+    pub recorded_in: u64,
 }
 
 /// Equivocation on record.
@@ -193,6 +207,10 @@ pub struct ChainState {
     alerts: OrdMap<String, AlertRecord>,
     nonces: OrdMap<NodeId, u64>,
     equivocations: OrdMap<(NodeId, u64), Equivocation>,
+    /// One record per signer: one proof is enough to vote it out.
+    vote_equivocations: OrdMap<NodeId, VoteEquivocation>,
+    /// The chain's genesis hash: vote evidence must be from this chain.
+    genesis: BlockHash,
     root: [u8; 32],
 }
 
@@ -202,11 +220,11 @@ impl ChainState {
         let mut hasher = blake3::Hasher::new_derive_key("lifeline 2026-11 state root v1");
         hasher.update(b"genesis");
         hasher.update(&genesis_hash.0);
-        Self::empty(signers, *hasher.finalize().as_bytes())
+        Self::empty(signers, *genesis_hash, *hasher.finalize().as_bytes())
     }
 
     /// Only signers, with a given root.
-    fn empty(signers: SignerState, root: [u8; 32]) -> Self {
+    fn empty(signers: SignerState, genesis: BlockHash, root: [u8; 32]) -> Self {
         Self {
             signers,
             identities: OrdMap::new(),
@@ -216,6 +234,8 @@ impl ChainState {
             alerts: OrdMap::new(),
             nonces: OrdMap::new(),
             equivocations: OrdMap::new(),
+            vote_equivocations: OrdMap::new(),
+            genesis,
             root,
         }
     }
@@ -310,6 +330,11 @@ impl ChainState {
     /// Equivocations on record.
     pub fn equivocations(&self) -> impl Iterator<Item = &Equivocation> {
         self.equivocations.values()
+    }
+
+    /// Broken finality-voting rules on record (one per signer).
+    pub fn vote_equivocations(&self) -> impl Iterator<Item = &VoteEquivocation> {
+        self.vote_equivocations.values()
     }
 
     /// Applies a block's transactions (after its header's signer rules were
@@ -573,6 +598,52 @@ impl ChainState {
                     },
                 );
             }
+            Action::RecordVoteEquivocation { a, b } => {
+                let not = |why| Err(TxRejected::NotEquivocation(why));
+                if a.signer != b.signer {
+                    return not("the votes have different signers");
+                }
+                if a.genesis != self.genesis || b.genesis != self.genesis {
+                    return not("a vote is for another chain");
+                }
+                if a.same_link(b) {
+                    return not("the votes are for the same link");
+                }
+                let surrounds = |o: &FinalityVote, i: &FinalityVote| {
+                    o.source.number < i.source.number && i.target.number < o.target.number
+                };
+                if a.target.number != b.target.number && !surrounds(a, b) && !surrounds(b, a) {
+                    return not("the votes keep the voting rule");
+                }
+                if a.verify().is_err() || b.verify().is_err() {
+                    return not("a vote's signature does not verify");
+                }
+                if self.vote_equivocations.contains_key(&a.signer) {
+                    return Err(TxRejected::DuplicateEvidence);
+                }
+                // In a fixed order, whichever way round it was sent.
+                let (x, y) = if a.id() < b.id() { (a, b) } else { (b, a) };
+                let heights = |v: &FinalityVote| (v.source.number, v.target.number);
+                diff.write(
+                    9,
+                    a.signer.as_bytes(),
+                    &[
+                        &x.source.number.to_le_bytes(),
+                        &x.target.number.to_le_bytes(),
+                        &y.source.number.to_le_bytes(),
+                        &y.target.number.to_le_bytes(),
+                    ],
+                );
+                self.vote_equivocations.insert(
+                    a.signer,
+                    VoteEquivocation {
+                        signer: a.signer,
+                        a: heights(x),
+                        b: heights(y),
+                        recorded_in: number,
+                    },
+                );
+            }
         }
         diff.write(8, sender.as_bytes(), &[&(expected + 1).to_le_bytes()]);
         self.nonces.insert(sender, expected + 1);
@@ -683,12 +754,28 @@ impl ChainState {
                     recorded_in: e.recorded_in,
                 })
                 .collect(),
+            vote_equivocations: self
+                .vote_equivocations
+                .values()
+                .map(|e| pb::VoteEquivocationEntry {
+                    signer: e.signer.as_bytes().to_vec(),
+                    source_a: e.a.0,
+                    target_a: e.a.1,
+                    source_b: e.b.0,
+                    target_b: e.b.1,
+                    recorded_in: e.recorded_in,
+                })
+                .collect(),
         };
         prost::Message::encode_to_vec(&snapshot)
     }
 
-    /// Decodes a snapshot made by [`Self::to_snapshot`].
-    pub fn from_snapshot(bytes: &[u8]) -> Result<(Self, SnapshotPoint), StateSnapshotError> {
+    /// Decodes a snapshot made by [`Self::to_snapshot`], of the chain with
+    /// genesis hash `genesis`.
+    pub fn from_snapshot(
+        bytes: &[u8],
+        genesis: &BlockHash,
+    ) -> Result<(Self, SnapshotPoint), StateSnapshotError> {
         use crate::wire::pb;
         use lifeline_crypto::wire::{decode_bounded, fixed};
         const WHAT: &str = "StateSnapshot";
@@ -702,7 +789,7 @@ impl ChainState {
             prost::Message::encode_to_vec(&raw.signers.ok_or_else(|| invalid("no signers"))?);
         let (signers, _, _) = SignerState::from_snapshot(&signer_bytes)
             .map_err(|e| StateSnapshotError::Invalid(e.to_string()))?;
-        let mut state = Self::empty(signers, fixed(WHAT, "root", &raw.root)?);
+        let mut state = Self::empty(signers, *genesis, fixed(WHAT, "root", &raw.root)?);
         for e in raw.identities {
             let record = IdentityRecord {
                 id: id("identities.id", &e.id)?,
@@ -772,6 +859,18 @@ impl ChainState {
                         BlockHash(fixed(WHAT, "hash_a", &e.hash_a)?),
                         BlockHash(fixed(WHAT, "hash_b", &e.hash_b)?),
                     ),
+                    recorded_in: e.recorded_in,
+                },
+            );
+        }
+        for e in raw.vote_equivocations {
+            let signer = id("vote_equivocations.signer", &e.signer)?;
+            state.vote_equivocations.insert(
+                signer,
+                VoteEquivocation {
+                    signer,
+                    a: (e.source_a, e.target_a),
+                    b: (e.source_b, e.target_b),
                     recorded_in: e.recorded_in,
                 },
             );

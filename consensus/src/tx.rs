@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::alert::{Alert, AlertError};
 use crate::block::{HeaderError, SealedHeader};
+use crate::finality::FinalityVote;
 use crate::wire::pb;
 
 /// Domain string of transaction signatures.
@@ -97,6 +98,15 @@ pub enum Action {
         a: Box<SealedHeader>,
         /// The other.
         b: Box<SealedHeader>,
+    },
+    /// Evidence that one signer broke the finality voting rule: two votes
+    /// for one height, or one whose link surrounds the other's
+    /// (`Chain::take_vote_evidence` gives such pairs).
+    RecordVoteEquivocation {
+        /// One vote.
+        a: Box<FinalityVote>,
+        /// The other.
+        b: Box<FinalityVote>,
     },
 }
 
@@ -218,6 +228,12 @@ impl Action {
                 header_a: a.to_bytes().to_vec(),
                 header_b: b.to_bytes().to_vec(),
             }),
+            Self::RecordVoteEquivocation { a, b } => {
+                A::RecordVoteEquivocation(pb::RecordVoteEquivocation {
+                    vote_a: a.to_bytes(),
+                    vote_b: b.to_bytes(),
+                })
+            }
         }
     }
 
@@ -258,6 +274,10 @@ impl Action {
             A::RecordEquivocation(r) => Self::RecordEquivocation {
                 a: Box::new(SealedHeader::from_bytes(&r.header_a)?),
                 b: Box::new(SealedHeader::from_bytes(&r.header_b)?),
+            },
+            A::RecordVoteEquivocation(r) => Self::RecordVoteEquivocation {
+                a: Box::new(FinalityVote::from_bytes(&r.vote_a)?),
+                b: Box::new(FinalityVote::from_bytes(&r.vote_b)?),
             },
         })
     }

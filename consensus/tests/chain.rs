@@ -1161,3 +1161,95 @@ fn a_second_block_on_a_branch_finality_dropped_is_still_evidence() {
     assert!(import(&mut c, &other).is_err());
     assert!(c.take_evidence().is_empty());
 }
+
+#[test]
+fn a_broken_voting_rule_can_be_recorded_once_per_signer_and_survives_a_restart() {
+    let g = genesis(&SEVEN);
+    let mut c = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let genesis = root(&c);
+    let mut b = Vec::new();
+    for by in ["A", "B", "C"] {
+        let next = block(&c, by, vec![]);
+        import(&mut c, &next).unwrap();
+        b.push(at(&next));
+    }
+    let record = |by: &str, nonce, x: &FinalityVote, y: &FinalityVote| {
+        Transaction::sign(
+            &id(by),
+            nonce,
+            Action::RecordVoteEquivocation {
+                a: Box::new(x.clone()),
+                b: Box::new(y.clone()),
+            },
+        )
+    };
+    let not = |why| TxRejected::NotEquivocation(why);
+    // D voted twice for height 2 (a clone, say); the chain takes the pair.
+    let (d1, d2) = (link(&c, "D", b[0], b[1]), link(&c, "D", genesis, b[1]));
+    c.add_vote(&d1).unwrap();
+    c.add_vote(&d2).unwrap();
+    let (x, y) = c.take_vote_evidence().pop().unwrap();
+    // Votes that keep the rule, or by two signers, or for another chain,
+    // or the same vote twice, are not evidence.
+    let fine = link(&c, "D", b[1], b[2]);
+    assert_eq!(
+        tx_error(&mut c, "G", record("G", 0, &x, &fine)),
+        not("the votes keep the voting rule")
+    );
+    let other_signer = link(&c, "E", genesis, b[1]);
+    assert_eq!(
+        tx_error(&mut c, "G", record("G", 0, &x, &other_signer)),
+        not("the votes have different signers")
+    );
+    let elsewhere = FinalityVote::sign(
+        &id("D"),
+        lifeline_consensus::BlockHash([9; 32]),
+        genesis,
+        b[1],
+    );
+    assert_eq!(
+        tx_error(&mut c, "G", record("G", 0, &x, &elsewhere)),
+        not("a vote is for another chain")
+    );
+    assert_eq!(
+        tx_error(&mut c, "G", record("G", 0, &x, &x)),
+        not("the votes are for the same link")
+    );
+    add(&mut c, "D", vec![record("G", 0, &x, &y)]).unwrap();
+    let on_record: Vec<_> = c.state().vote_equivocations().cloned().collect();
+    assert_eq!(on_record.len(), 1);
+    assert_eq!(on_record[0].signer, *id("D").id());
+    let mut heights = [on_record[0].a, on_record[0].b];
+    heights.sort();
+    assert_eq!(heights, [(0, 2), (1, 2)]);
+    // A surround vote by D is evidence too, but D is on record already.
+    let around = link(&c, "D", genesis, b[2]);
+    let inside = link(&c, "D", b[0], b[1]);
+    assert_eq!(
+        tx_error(&mut c, "G", record("G", 1, &around, &inside)),
+        TxRejected::DuplicateEvidence
+    );
+    // E's surround pair goes on record.
+    let (e_out, e_in) = (link(&c, "E", genesis, b[2]), link(&c, "E", b[0], b[1]));
+    add(&mut c, "E", vec![record("G", 1, &e_in, &e_out)]).unwrap();
+    assert_eq!(c.state().vote_equivocations().count(), 2);
+    // The records come back from a snapshot: finalize past the snapshot
+    // interval (4) and reopen.
+    for _ in 0..4 {
+        let by = in_turn(&c, c.head().number + 1);
+        let next = block(&c, by, vec![]);
+        let parent = BlockRef {
+            number: c.head().number,
+            hash: c.head().hash,
+        };
+        import(&mut c, &next).unwrap();
+        for v in SEVEN {
+            c.add_vote(&link(&c, v, parent, at(&next))).unwrap();
+        }
+    }
+    assert!(c.finalized().number >= 4);
+    let root_before = c.state().root();
+    let reopened = Chain::open(c.into_store(), &g).unwrap();
+    assert_eq!(reopened.state().root(), root_before);
+    assert_eq!(reopened.state().vote_equivocations().count(), 2);
+}

@@ -35,7 +35,7 @@ proptest! {
         let _ = SignerState::from_snapshot(&bytes);
         let _ = lifeline_consensus::SealedBlock::from_bytes(&bytes);
         let _ = lifeline_consensus::Transaction::from_bytes(&bytes);
-        let _ = lifeline_consensus::ChainState::from_snapshot(&bytes);
+        let _ = lifeline_consensus::ChainState::from_snapshot(&bytes, &lifeline_consensus::BlockHash([0; 32]));
         let _ = lifeline_consensus::sync::SyncMessage::from_bytes(&bytes);
         if let Ok(vote) = lifeline_consensus::FinalityVote::from_bytes(&bytes) {
             let _ = vote.verify();
