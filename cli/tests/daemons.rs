@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, fails, free_port, http_get, json, lifeline, ok};
+use common::{Daemon, fails, free_port, genesis_of, http_get, json, lifeline, ok};
 
 fn finalized(d: &Daemon) -> u64 {
     d.status()["chain"]["finalized"]["number"]
@@ -25,25 +25,7 @@ fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
         .collect();
 
     // A fresh chain with all three as authorities, one block a second.
-    let genesis = root.path().join("genesis.toml");
-    let mut cmd = lifeline(root.path());
-    cmd.args([
-        "chain",
-        "genesis",
-        "--period-secs",
-        "1",
-        "--heartbeat-secs",
-        "1",
-        "--out",
-    ])
-    .arg(&genesis);
-    for n in &nodes {
-        cmd.arg("--authority").arg(&n.id);
-    }
-    ok(cmd.output().unwrap(), "chain genesis");
-    for n in &nodes {
-        std::fs::copy(&genesis, n.dir.join("genesis.toml")).unwrap();
-    }
+    let genesis = genesis_of(root.path(), &nodes);
 
     // b is the hub: a and c know only b, and accept only b (otherwise the
     // DHT can introduce them, and a's message to c below would not need b:

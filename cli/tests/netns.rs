@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, Line, json, lifeline, ok};
+use common::{Daemon, Line, genesis_of, json, lifeline, ok};
 
 const NODES: usize = 5;
 
@@ -164,24 +164,8 @@ fn four_authorities_split_reshuffled_and_healed_agree_on_one_finalized_chain() {
             d
         })
         .collect();
-    let genesis = root.path().join("genesis.toml");
-    let mut cmd = lifeline(root.path());
-    cmd.args([
-        "chain",
-        "genesis",
-        "--period-secs",
-        "1",
-        "--heartbeat-secs",
-        "1",
-        "--out",
-    ])
-    .arg(&genesis);
-    for n in &nodes {
-        cmd.arg("--authority").arg(&n.id);
-    }
-    ok(cmd.output().unwrap(), "chain genesis");
+    genesis_of(root.path(), &nodes);
     for n in &mut nodes {
-        std::fs::copy(&genesis, n.dir.join("genesis.toml")).unwrap();
         n.start();
     }
     let chain = |d: &Daemon| json(&d.dir, &["chain", "status"]);

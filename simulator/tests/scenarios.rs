@@ -224,6 +224,21 @@ fn small_chain_mesh(chain: &str, faults: &str) -> Scenario {
     chain_mesh_of(30, 566, chain, faults)
 }
 
+/// A split after 30 s whose first side has the authorities `sides[k]` from
+/// 30 + 6k s on (three periods each), healed at 90 s.
+fn shuffle(sides: &str) -> String {
+    format!(
+        r#"
+[[faults]]
+kind = "authority_shuffle"
+at_s = 30
+every_s = 6
+heal_s = 90
+sides = {sides}
+"#
+    )
+}
+
 /// A 4/3 split of the authorities after 30 s for 60 s, then healed.
 const SPLIT_4_3: &str = r#"
 [[faults]]
@@ -314,14 +329,7 @@ fn a_four_three_split_of_the_authorities_never_reverts_finality_over_100_seeds()
 fn splits_that_reshuffle_their_authorities_never_finalize_two_blocks_over_100_seeds() {
     let scenario = small_chain_mesh(
         "",
-        r#"
-[[faults]]
-kind = "authority_shuffle"
-at_s = 30
-every_s = 6
-heal_s = 90
-sides = [[0, 1, 2, 3], [0, 1, 4, 5], [2, 3, 4, 6], [0, 1, 2, 3], [0, 1, 4, 5]]
-"#,
+        &shuffle("[[0, 1, 2, 3], [0, 1, 4, 5], [2, 3, 4, 6], [0, 1, 2, 3], [0, 1, 4, 5]]"),
     );
     for (seed, report) in over_seeds(&scenario, 100) {
         let chain = report.chain.as_ref().unwrap();
@@ -365,14 +373,7 @@ fn in_a_five_two_split_the_five_finalize_and_the_two_wait() {
 fn cloned_authorities_and_a_mover_never_finalize_two_blocks_and_are_named() {
     let scenario = small_chain_mesh(
         "clones = 2",
-        r#"
-[[faults]]
-kind = "authority_shuffle"
-at_s = 30
-every_s = 6
-heal_s = 90
-sides = [[0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 2, 3]]
-"#,
+        &shuffle("[[0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 2, 3]]"),
     );
     let mut named = 0;
     for (seed, report) in over_seeds(&scenario, 100) {

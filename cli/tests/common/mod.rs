@@ -307,6 +307,31 @@ impl Drop for Daemon {
     }
 }
 
+/// Writes a genesis for a chain whose authorities are `nodes`, one block a
+/// second, into `root` and into each node's data folder; its path in `root`.
+pub fn genesis_of(root: &Path, nodes: &[Daemon]) -> PathBuf {
+    let genesis = root.join("genesis.toml");
+    let mut cmd = lifeline(root);
+    cmd.args([
+        "chain",
+        "genesis",
+        "--period-secs",
+        "1",
+        "--heartbeat-secs",
+        "1",
+        "--out",
+    ])
+    .arg(&genesis);
+    for n in nodes {
+        cmd.arg("--authority").arg(&n.id);
+    }
+    ok(cmd.output().unwrap(), "chain genesis");
+    for n in nodes {
+        std::fs::copy(&genesis, n.dir.join("genesis.toml")).unwrap();
+    }
+    genesis
+}
+
 /// The namespaces and links, removed when dropped.
 pub struct Line {
     pub names: Vec<String>,
