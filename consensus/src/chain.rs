@@ -1229,8 +1229,11 @@ impl<S: ChainStore> Chain<S> {
         if finality.is_none() && justified == self.justified {
             return Ok(());
         }
-        let head = if self.descends_from(&self.head, &justified) {
-            // The head is above the anchor, and was the best block there.
+        let head = if self.descends_from(&justified, &self.justified)
+            && self.descends_from(&self.head, &justified)
+        {
+            // The anchor rose along the head's branch: the head, the best
+            // block above the old anchor, is the best above the new one.
             self.head
         } else {
             self.best_above(&justified)
