@@ -81,6 +81,8 @@ pub struct ChainReport {
     pub vote_evidence_signers: Vec<String>,
     /// The keys that run on two nodes (`clones`), as PeerIds.
     pub cloned_signers: Vec<String>,
+    /// The equivocators' keys, as PeerIds.
+    pub equivocator_signers: Vec<String>,
     /// After the last heal: time until every running node of the
     /// authorities' component had the same head,
     /// in block periods (`None` without a heal, or if they never agreed).
@@ -210,6 +212,9 @@ impl ChainNet {
         let mut equivocating = vec![false; n];
         for &e in equivocators {
             equivocating[e] = true;
+            report
+                .equivocator_signers
+                .push(engine.nodes[e].identity.id().to_string());
         }
         let mut net = ChainNet {
             period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1),

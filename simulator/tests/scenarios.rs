@@ -433,6 +433,35 @@ fn nodes_catch_an_authority_that_seals_two_blocks_at_one_height() {
     assert!(chain.finalized_min >= 50, "{}", chain.finalized_min);
 }
 
+/// Issue 22: two equivocators that vote as well as seal (each shows half
+/// its neighbours its other blocks), through a 4/3 split, over 100 seeds:
+/// nothing conflicts, all agree after the heal, and the block evidence
+/// names only them.
+#[test]
+fn equivocators_that_vote_never_finalize_two_blocks_over_100_seeds() {
+    let scenario = small_chain_mesh("equivocators = 2", SPLIT_4_3);
+    for (seed, report) in over_seeds(&scenario, 100) {
+        let chain = report.chain.as_ref().unwrap();
+        safe_and_agreed(seed, chain);
+        assert!(chain.equivocations_sealed > 0, "seed {seed}");
+        assert!(
+            !chain.block_evidence_signers.is_empty()
+                && chain
+                    .block_evidence_signers
+                    .iter()
+                    .all(|s| chain.equivocator_signers.contains(s)),
+            "seed {seed}: block evidence names {:?}, the equivocators are {:?}",
+            chain.block_evidence_signers,
+            chain.equivocator_signers
+        );
+        assert!(
+            chain.vote_evidence_signers.is_empty(),
+            "seed {seed}: an equivocator's votes keep the rule, yet {:?} are named",
+            chain.vote_evidence_signers
+        );
+    }
+}
+
 #[test]
 fn an_sos_goes_around_blackholes() {
     let scenario = Scenario::load(&scenarios().join("blackholes.toml")).unwrap();
