@@ -54,9 +54,8 @@ fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
             finalized(d) >= 3
         });
     }
-    // With finality votes a block is final once the votes for its child are
-    // in: one block behind the head. By seals alone, with three
-    // authorities, it is never closer than two (all three must seal on it).
+    // A block is final once the votes for its child are in: one block
+    // behind the head (seals make nothing final).
     for n in &nodes {
         n.wait_for(
             "finality one block behind the head",
