@@ -8,25 +8,22 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, kad, mdns, ping};
-use lifeline_consensus::genesis::GenesisFile;
+use lifeline_consensus::Transaction;
 use lifeline_consensus::sync::{Sync, SyncMessage};
-use lifeline_consensus::{
-    BlockHash, Chain, ChainError, KeyInUse, SealedBlock, Transaction, TxPool, Validation, Vote,
-};
 use lifeline_crypto::envelope::{self, OpenPolicy, ReplayGuard};
-use lifeline_crypto::{Identity, KeyBundle, NodeId, PublicPrekey, Timestamp};
+use lifeline_crypto::{KeyBundle, NodeId, PublicPrekey, Timestamp};
 use lifeline_routing::routes::link_cost;
 use lifeline_routing::{
     Address, Class, Delivery, Destination, Event, MessageId, Router, SendError, SendRequest, Status,
 };
-use lifeline_storage::{Database, Inbox, RocksChainStore, RocksMessageStore, StorageError};
+use lifeline_storage::{Database, Inbox, RocksMessageStore, StorageError};
 use prometheus_client::registry::Registry;
 use prost::Message as _;
 use rand::rngs::StdRng;
@@ -43,7 +40,10 @@ use crate::pb::control as api;
 use crate::pb::mesh::{AppPayload, Sos, app_payload};
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmError};
 
+mod chain_driver;
 mod requests;
+
+use chain_driver::{ChainDriver, open_chain};
 
 /// Inbox entries kept on disk (the oldest go first).
 pub const INBOX_KEEP: usize = 10_000;
@@ -151,35 +151,6 @@ struct Peer {
     /// Misbehaviour seen on the mesh stream (garbage frames).
     garbage: u64,
 }
-
-/// The chain and what drives it.
-struct ChainDriver {
-    chain: Chain<RocksChainStore>,
-    sync: Sync<PeerId>,
-    pool: TxPool,
-    /// When to seal, on which parent.
-    seal: Option<(u64, BlockHash)>,
-    /// The head and the highest justified block last announced.
-    announced: (BlockHash, BlockHash),
-    heartbeat_ms: u64,
-    /// A vote this authority puts in its next block.
-    vote: Option<Vote>,
-    /// When this authority may cast its finality vote for the head.
-    vote_at: Option<u64>,
-    /// Transactions this node signed that no block carries yet.
-    own_pending: VecDeque<requests::OwnTx>,
-    /// Until when (ms) an authority only listens after it starts: it seals
-    /// and votes only if no other node has used its key meanwhile.
-    listen_until: u64,
-    /// Why this authority stopped sealing and voting: another node uses
-    /// its key (docs/chain.md, Clones). It stays stopped until restarted.
-    halted: Option<String>,
-}
-
-/// How many block periods an authority listens after it starts before it
-/// seals or votes: long enough to hear a block or vote of another node
-/// running its key, if one is active.
-const LISTEN_PERIODS: u32 = 3;
 
 /// The daemon's state, owned by its one task.
 struct Node {
@@ -494,53 +465,6 @@ fn probe_port(addr: &Multiaddr) -> std::io::Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-fn open_chain(path: &Path, db: &Database, me: &Identity) -> Result<ChainDriver, NodeError> {
-    let bad = |reason: String| NodeError::Genesis {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let genesis = GenesisFile::from_toml(&text)
-        .and_then(|g| g.to_genesis())
-        .map_err(|e| bad(e.to_string()))?;
-    let heartbeat_ms = u64::try_from(genesis.config.heartbeat.as_millis()).unwrap_or(u64::MAX);
-    let chain = Chain::open(db.chain_store(), &genesis).map_err(|e| match e {
-        ChainError::Store(e) => NodeError::Chain(e.to_string()),
-        other => NodeError::Chain(format!(
-            "{other} (was this database made with another genesis file? use an empty --data-dir)"
-        )),
-    })?;
-    let head = chain.head();
-    info!(
-        head = head.number,
-        finalized = chain.finalized().number,
-        "chain opened"
-    );
-    let mut sync = Sync::new();
-    sync.watch_key(*me.id(), ts(wall_ms()));
-    let listen = genesis.config.period * LISTEN_PERIODS;
-    let listen_until = wall_ms().saturating_add(u64::try_from(listen.as_millis()).unwrap_or(0));
-    if chain.signer_state().is_signer(me.id()) {
-        info!(
-            "this node is an authority: it listens for {} s before it seals or votes, in case another node uses its key",
-            listen.as_secs()
-        );
-    }
-    Ok(ChainDriver {
-        announced: (head.hash, chain.justified().hash),
-        chain,
-        sync,
-        pool: TxPool::new(MAX_POOL),
-        seal: None,
-        heartbeat_ms,
-        vote: None,
-        vote_at: None,
-        own_pending: VecDeque::new(),
-        listen_until,
-        halted: None,
-    })
 }
 
 fn degrees_to_micro(degrees: f64) -> i32 {
@@ -1135,106 +1059,6 @@ impl Node {
         true
     }
 
-    fn pool(&mut self, tx: Transaction) {
-        let Some(c) = &mut self.chain else { return };
-        if !c.chain.signer_state().is_signer(self.keys.identity.id()) {
-            return;
-        }
-        if c.pool.insert(tx, c.chain.state()) {
-            // A transaction waits a period, not a heartbeat.
-            self.plan_seal();
-        }
-    }
-
-    /// Announces a new head, plans sealing, and sends what sync wants sent.
-    fn after_chain(&mut self) {
-        let Some(c) = &mut self.chain else { return };
-        for (a, b) in c.chain.take_evidence() {
-            warn!(
-                signer = %a.header().signer,
-                number = a.header().number,
-                "an authority sealed two blocks at one height ({} and {})",
-                a.hash(),
-                b.hash()
-            );
-        }
-        for (first, second) in c.chain.take_vote_evidence() {
-            warn!(
-                signer = %first.signer,
-                "an authority broke the finality voting rule: it voted for {} -> {} and for {} -> {} (two votes for one height, or one link around another)",
-                first.source.number,
-                first.target.number,
-                second.source.number,
-                second.target.number,
-            );
-        }
-        if c.halted.is_none()
-            && let Some((peer, what)) = c.sync.key_in_use()
-        {
-            let seen = match what {
-                KeyInUse::Block { number, hash } => format!("block {number} ({hash})"),
-                KeyInUse::Vote { source, target } => {
-                    format!("a finality vote from height {source} to {target}")
-                }
-            };
-            let why = format!(
-                "another node is using this authority's key: {peer} sent {seen}, which this node did not make. \
-                 Two nodes acting with one key can make the chain finalize two branches, so this node \
-                 no longer seals or votes. Stop every other node that runs this key (a copy of this \
-                 data folder or of its key file), then restart this one; if this data folder was \
-                 restored from a backup, keep it stopped until the node that ran the key since has \
-                 been stopped for good."
-            );
-            error!("{why}");
-            c.halted = Some(why);
-            c.seal = None;
-        }
-        // An authority votes for its head when it may (docs/chain.md,
-        // Finality); the vote is on disk before it is sent. Not while it
-        // listens after starting, and never once another node used its key.
-        let now = ts(self.now);
-        if c.halted.is_none() && self.now >= c.listen_until {
-            if let Err(e) = c.sync.cast_vote(&self.keys.identity, &mut c.chain, now) {
-                error!("the chain store failed while casting our finality vote: {e}");
-            }
-            c.vote_at = c.chain.vote_wait(now).map(|t| t.as_unix_millis());
-        } else if c.halted.is_none() {
-            c.vote_at = Some(c.listen_until);
-        } else {
-            c.vote_at = None;
-        }
-        let head = c.chain.head();
-        let mut moved = false;
-        // A new justified block is announced too: a neighbour on a heavier
-        // branch below it fetches this one.
-        let announce = (head.hash, c.chain.justified().hash);
-        if announce != c.announced {
-            c.announced = announce;
-            moved = true;
-        }
-        let mut out: Vec<(PeerId, Vec<u8>)> = Vec::new();
-        if moved {
-            debug!(number = head.number, hash = %head.hash, "new head");
-            let status = Sync::<PeerId>::status(&c.chain).to_bytes();
-            for (peer, p) in &self.peers {
-                if p.writer.is_some() {
-                    out.push((*peer, status.clone()));
-                }
-            }
-            self.router
-                .set_authorities(c.chain.signer_state().signers().iter().map(Address::from));
-        }
-        while let Some((peer, message)) = c.sync.poll_transmit() {
-            out.push((peer, message.to_bytes()));
-        }
-        for (peer, bytes) in out {
-            self.send_frame(peer, Frame::Sync(bytes));
-        }
-        if moved {
-            self.plan_seal();
-        }
-    }
-
     fn send_frame(&mut self, peer: PeerId, frame: Frame) {
         let Some(writer) = self.peers.get(&peer).and_then(|p| p.writer.as_ref()) else {
             return;
@@ -1274,63 +1098,7 @@ impl Node {
         self.peer_gone(peer);
     }
 
-    // ----- the chain -----
-
-    fn plan_seal(&mut self) {
-        let Some(c) = &mut self.chain else { return };
-        c.seal = None;
-        if c.halted.is_some() {
-            return;
-        }
-        let id = *self.keys.identity.id();
-        let Some(delay) = c.chain.sealing_delay(&id, &mut self.rng) else {
-            return;
-        };
-        let head = c.chain.head();
-        let base = head.timestamp.as_unix_millis();
-        let mut at = base.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-        if !c.pool.has_pending(c.chain.state()) && c.vote.is_none() {
-            at = at.max(base.saturating_add(c.heartbeat_ms));
-        }
-        // Not while it listens after starting (the head may move meanwhile:
-        // then this is planned again).
-        at = at.max(c.listen_until);
-        c.seal = Some((at, head.hash));
-    }
-
-    fn seal(&mut self, parent: BlockHash) {
-        let now = self.clock();
-        let Some(c) = &mut self.chain else { return };
-        if c.chain.head().hash != parent {
-            return self.plan_seal();
-        }
-        // What the block carries stays pooled: a reorganisation may drop it.
-        let number = c.chain.head().number + 1;
-        let txs = c.pool.select(c.chain.state(), number, ts(now));
-        let block = match c.chain.propose(&self.keys.identity, ts(now), c.vote, txs) {
-            Ok(b) => b,
-            Err(e) => {
-                debug!("not sealing now: {e}");
-                return self.plan_seal();
-            }
-        };
-        match c.chain.import(&block, Validation::Full { now: ts(now) }) {
-            Ok(_) => {
-                info!(
-                    number = block.header().number,
-                    txs = block.transactions().len(),
-                    "sealed a block"
-                );
-                if let Some(v) = c.vote
-                    && block.header().vote == Some(v)
-                {
-                    c.vote = None;
-                }
-            }
-            Err(e) => error!("a block sealed here did not import: {e}"),
-        }
-        self.plan_seal();
-    }
+    // ----- metrics -----
 
     fn update_gauges(&mut self) {
         let (held, bytes) = self.router.custody();
@@ -1495,60 +1263,6 @@ impl Node {
                 let _ = reply.send(self.alert_detail(&identifier));
             }
         }
-    }
-
-    fn chain_status(&self) -> api::ChainStatusReply {
-        let Some(c) = &self.chain else {
-            return api::ChainStatusReply::default();
-        };
-        let head = c.chain.head();
-        let finalized = c.chain.finalized();
-        let signers = c.chain.signer_state().signers();
-        api::ChainStatusReply {
-            enabled: true,
-            head_number: head.number,
-            head_hash: head.hash.to_string(),
-            finalized_number: finalized.number,
-            finalized_hash: finalized.hash.to_string(),
-            authorities: signers.iter().map(ToString::to_string).collect(),
-            is_authority: signers.contains(self.keys.identity.id()),
-            genesis_hash: c.chain.genesis_hash().to_string(),
-            identities: c.chain.state().identity_count() as u64,
-            head_time_ms: head.timestamp.as_unix_millis(),
-            justified_number: c.chain.justified().number,
-            halted: c.halted.clone().unwrap_or_default(),
-        }
-    }
-
-    fn block(&self, number: u64) -> Result<api::BlockReply, CommandError> {
-        let c = self.chain.as_ref().ok_or(CommandError::NoChain)?;
-        let bytes = c
-            .chain
-            .canonical_block(number)
-            .map_err(|e| CommandError::Internal(e.to_string()))?;
-        let Some(bytes) = bytes else {
-            return Ok(api::BlockReply::default());
-        };
-        let block = SealedBlock::from_bytes(&bytes)
-            .map_err(|e| CommandError::Internal(format!("a stored block is unreadable: {e}")))?;
-        let h = block.header();
-        Ok(api::BlockReply {
-            found: true,
-            number: h.number,
-            hash: block.hash().to_string(),
-            signer: h.signer.to_string(),
-            timestamp_ms: h.timestamp.as_unix_millis(),
-            transactions: u32::try_from(block.transactions().len()).unwrap_or(u32::MAX),
-            encoded: bytes,
-            vote_target: h.vote.map(|v| v.target.to_string()).unwrap_or_default(),
-            vote_authorize: h.vote.is_some_and(|v| v.authorize),
-            transaction_hashes: block
-                .transactions()
-                .iter()
-                .map(|t| t.hash().to_string())
-                .collect(),
-            finalized: h.number <= c.chain.finalized().number,
-        })
     }
 
     fn originate(
