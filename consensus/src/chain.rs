@@ -256,9 +256,17 @@ fn vote_key(vote: &FinalityVote) -> VoteKey {
     (vote.target.number, vote.source, vote.target)
 }
 
-/// Whether `outer`'s link surrounds `inner`'s: source below and target above.
-fn surrounds(outer: &FinalityVote, inner: &FinalityVote) -> bool {
-    outer.source.number < inner.source.number && inner.target.number < outer.target.number
+/// Whether `count` voters are more than two thirds of `voters`.
+fn supermajority_of(count: usize, voters: usize) -> bool {
+    count * 3 > voters * 2
+}
+
+/// Adds `item` to a queue of at most [`MAX_EVIDENCE`], the oldest going first.
+fn push_bounded<T>(queue: &mut VecDeque<T>, item: T) {
+    if queue.len() >= MAX_EVIDENCE {
+        queue.pop_front();
+    }
+    queue.push_back(item);
 }
 
 /// How many equivocation proofs are kept for the node to publish.
@@ -296,7 +304,7 @@ pub struct Chain<S: ChainStore> {
     votes: BTreeMap<NodeId, BTreeMap<VoteKey, FinalityVote>>,
     /// This node's own latest finality vote, as stored.
     last_vote: VoteRecord,
-    /// Pairs of votes by one signer for one height, not yet taken.
+    /// Pairs of votes by one signer that break the voting rule, not yet taken.
     vote_evidence: VecDeque<(FinalityVote, FinalityVote)>,
 }
 
@@ -744,7 +752,7 @@ impl<S: ChainStore> Chain<S> {
                 // A block that can no longer be imported may still prove
                 // that its signer sealed two blocks on one parent.
                 if let Some(proof) = self.find_final_equivocation(block.sealed_header())? {
-                    self.keep_evidence(proof);
+                    push_bounded(&mut self.evidence, proof);
                 }
                 return Err(e.into());
             }
@@ -780,7 +788,7 @@ impl<S: ChainStore> Chain<S> {
         // Votes that came before this block may count now.
         self.settle()?;
         if let Some(proof) = &equivocation {
-            self.keep_evidence(proof.clone());
+            push_bounded(&mut self.evidence, proof.clone());
         }
         let reorg = self.head != old_head && !self.descends_from(&self.head, &old_head);
         Ok(self.outcome(block_head, true, reorg, signer_change, equivocation))
@@ -846,13 +854,6 @@ impl<S: ChainStore> Chain<S> {
         let c = canonical.header();
         Ok((c.signer == h.signer && c.parent_hash == h.parent_hash)
             .then(|| (canonical.sealed_header().clone(), header.clone())))
-    }
-
-    fn keep_evidence(&mut self, proof: (SealedHeader, SealedHeader)) {
-        if self.evidence.len() >= MAX_EVIDENCE {
-            self.evidence.pop_front();
-        }
-        self.evidence.push_back(proof);
     }
 
     fn descends_from(&self, hash: &BlockHash, ancestor: &BlockHash) -> bool {
@@ -1016,13 +1017,7 @@ impl<S: ChainStore> Chain<S> {
             return Ok(false);
         }
         let conflict = kept
-            .and_then(|v| {
-                v.values().find(|k| {
-                    k.target.number == vote.target.number
-                        || surrounds(k, vote)
-                        || surrounds(vote, k)
-                })
-            })
+            .and_then(|v| v.values().find(|k| k.conflicts_with(vote)))
             .cloned();
         vote.verify()?;
         // A rule-breaker's second vote travels everywhere, as evidence.
@@ -1046,10 +1041,7 @@ impl<S: ChainStore> Chain<S> {
             mine.pop_first();
         }
         if let Some(kept) = conflict {
-            if self.vote_evidence.len() >= MAX_EVIDENCE {
-                self.vote_evidence.pop_front();
-            }
-            self.vote_evidence.push_back((kept, vote.clone()));
+            push_bounded(&mut self.vote_evidence, (kept, vote.clone()));
         }
         Ok(needed)
     }
@@ -1140,7 +1132,7 @@ impl<S: ChainStore> Chain<S> {
     ) -> BTreeSet<BlockRef> {
         links
             .iter()
-            .filter(|(_, count)| **count * 3 > voters * 2)
+            .filter(|(_, count)| supermajority_of(**count, voters))
             .map(|((_, target), _)| *target)
             .collect()
     }
@@ -1178,7 +1170,7 @@ impl<S: ChainStore> Chain<S> {
     /// Whether `count` voters are more than two thirds of them, for a
     /// target the tree has.
     fn supermajority(&self, hash: &BlockHash, count: usize) -> bool {
-        self.tree.contains_key(hash) && count * 3 > self.voters().len() * 2
+        self.tree.contains_key(hash) && supermajority_of(count, self.voters().len())
     }
 
     /// The highest block that votes make final: the source of a link to its
@@ -1194,7 +1186,7 @@ impl<S: ChainStore> Chain<S> {
             .filter(|((source, target), count)| {
                 target.number == source.number + 1
                     && source.number > self.root.head.number
-                    && **count * 3 > voters * 2
+                    && supermajority_of(**count, voters)
             })
             .map(|((source, _), _)| *source)
             .max()

@@ -139,6 +139,21 @@ impl FinalityVote {
         (self.signer, self.source, self.target) == (other.signer, other.source, other.target)
     }
 
+    /// Whether this vote and `other`, by the same signer, break the voting
+    /// rule together (Casper FFG's slashing conditions): two different
+    /// links to one height, or one link around the other. Honest votes,
+    /// made under [`VoteRecord::allows`], never do.
+    pub fn conflicts_with(&self, other: &Self) -> bool {
+        let surrounds = |outer: &Self, inner: &Self| {
+            outer.source.number < inner.source.number && inner.target.number < outer.target.number
+        };
+        self.signer == other.signer
+            && !self.same_link(other)
+            && (self.target.number == other.target.number
+                || surrounds(self, other)
+                || surrounds(other, self))
+    }
+
     /// Decodes a signed vote (bounded; the signature is not checked yet).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         Self::from_pb(decode_bounded("SignedFinalityVote", bytes, MAX_VOTE_LEN)?)
@@ -325,5 +340,57 @@ mod tests {
         assert!(!last.allows(4, 12), "surrounds 5 -> 9");
         assert!(!last.allows(12, 12), "not a link upwards");
         assert!(VoteRecord::default().allows(0, 1));
+    }
+
+    #[test]
+    fn votes_conflict_when_they_break_the_voting_rule_together() {
+        let a = identity_of("A").unwrap();
+        let vote = |s: u64, t: u64| {
+            let at = |n: u64| BlockRef {
+                number: n,
+                hash: BlockHash([u8::try_from(n).unwrap(); 32]),
+            };
+            FinalityVote::sign(&a, BlockHash([1; 32]), at(s), at(t))
+        };
+        let first = vote(5, 9);
+        let record = VoteRecord {
+            source: 5,
+            target: 9,
+        };
+        for (s, t, conflicts, why) in [
+            (5, 10, false, "the next vote"),
+            (9, 12, false, "from its target on"),
+            (2, 4, false, "below it, not around it"),
+            (4, 9, true, "another link to height 9"),
+            (4, 12, true, "around it"),
+            (6, 8, true, "inside it"),
+        ] {
+            let second = vote(s, t);
+            assert_eq!(
+                first.conflicts_with(&second),
+                conflicts,
+                "{s} -> {t}: {why}"
+            );
+            assert_eq!(
+                second.conflicts_with(&first),
+                conflicts,
+                "{s} -> {t}, reversed"
+            );
+            // What the rule lets an honest authority vote next never conflicts.
+            if record.allows(s, t) {
+                assert!(!conflicts, "{s} -> {t}");
+            }
+        }
+        assert!(!first.conflicts_with(&vote(5, 9)), "the same link");
+        let other = FinalityVote::sign(
+            &identity_of("B").unwrap(),
+            BlockHash([1; 32]),
+            first.source,
+            BlockRef {
+                number: 9,
+                hash: BlockHash([7; 32]),
+            },
+        );
+        assert!(!first.conflicts_with(&other), "another signer");
     }
 }

@@ -609,10 +609,7 @@ impl ChainState {
                 if a.same_link(b) {
                     return not("the votes are for the same link");
                 }
-                let surrounds = |o: &FinalityVote, i: &FinalityVote| {
-                    o.source.number < i.source.number && i.target.number < o.target.number
-                };
-                if a.target.number != b.target.number && !surrounds(a, b) && !surrounds(b, a) {
+                if !a.conflicts_with(b) {
                     return not("the votes keep the voting rule");
                 }
                 if a.verify().is_err() || b.verify().is_err() {

@@ -570,7 +570,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                     source: vote.source.number,
                     target: vote.target.number,
                 };
-                self.saw_key_in_use(&peer.clone(), what);
+                self.saw_key_in_use(peer, what);
             }
             match chain.add_vote(&vote) {
                 Ok(needed) => {
