@@ -1,0 +1,323 @@
+//! Custody: what this node holds for others, summaries and pulls between
+//! neighbours, and forwarding of what waits for a route.
+
+use super::{DETOUR_SLACK, Event, Held, HeldState, MessageStore, Router, Status, eviction_key};
+use crate::Class;
+use crate::routes::INFINITY;
+use crate::wire::{
+    Address, Frame, Kind, MAX_HOPS, MAX_SUMMARY_ENTRIES, Message, MessageId, SummaryEntry,
+};
+
+impl<S: MessageStore> Router<S> {
+    pub(super) fn handle_summary(&mut self, now: u64, from: Address, entries: Vec<SummaryEntry>) {
+        let mut wanted = Vec::new();
+        for e in entries {
+            if self.held.contains_key(&e.id) {
+                continue;
+            }
+            let closer = if e.destination == self.me {
+                true
+            } else {
+                match self.table.metric(&e.destination) {
+                    Some(mine) => {
+                        mine < e.metric && self.table.next_hop(&e.destination) != Some(&from)
+                    }
+                    None => {
+                        let mine = self.last_route_age(now, &e.destination);
+                        mine < e.last_route_age_ms
+                    }
+                }
+            };
+            if closer {
+                wanted.push(e.id);
+            }
+        }
+        if !wanted.is_empty() {
+            self.send_frame(from, Class::P0, &Frame::Pull(wanted));
+            self.stats.custody_frames += 1;
+        }
+    }
+
+    pub(super) fn handle_pull(&mut self, now: u64, from: Address, ids: Vec<MessageId>) {
+        for id in ids {
+            let Some(h) = self.held.get(&id) else {
+                continue;
+            };
+            if !matches!(h.state, HeldState::Waiting | HeldState::Backoff { .. }) {
+                continue;
+            }
+            let message = h.message.clone();
+            let upstream = h.from;
+            self.remove_from_waiting(id);
+            self.enqueue_message(now, from, &message, upstream, true);
+        }
+    }
+
+    pub(super) fn last_route_age(&self, now: u64, destination: &Address) -> u64 {
+        if self.table.next_hop(destination).is_some() {
+            return 0;
+        }
+        self.last_route
+            .get(destination)
+            .map_or(u64::MAX, |at| now.saturating_sub(*at))
+    }
+
+    pub(super) fn send_summary(&mut self, now: u64, to: Address) {
+        let mut waiting: Vec<&Held> = self
+            .held
+            .values()
+            .filter(|h| matches!(h.state, HeldState::Waiting | HeldState::Backoff { .. }))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        waiting.sort_by_key(|h| (h.message.body.class, h.accepted_ms, h.message.id));
+        let entries: Vec<SummaryEntry> = waiting
+            .iter()
+            .take(MAX_SUMMARY_ENTRIES)
+            .filter_map(|h| {
+                let destination = h.message.body.destination?;
+                Some(SummaryEntry {
+                    id: h.message.id,
+                    destination,
+                    class: h.message.body.class,
+                    metric: self.table.metric(&destination).unwrap_or(INFINITY),
+                    last_route_age_ms: self.last_route_age(now, &destination),
+                })
+            })
+            .collect();
+        self.send_frame(to, Class::P0, &Frame::Summary(entries));
+        self.stats.custody_frames += 1;
+    }
+
+    /// Takes `m` into custody (durable at the next flush). `ack_from`: the
+    /// neighbour to acknowledge once it is durable. Returns false if custody
+    /// is full of more important messages.
+    pub(super) fn accept_custody(
+        &mut self,
+        now: u64,
+        m: Message,
+        from: Option<Address>,
+        local: bool,
+        ack: bool,
+    ) -> bool {
+        let size = m.encoded_len();
+        let class = m.body.class;
+        while self.held.len() + 1 > self.config.custody_max_messages
+            || self.held_bytes + size > self.config.custody_max_bytes
+        {
+            let Some(&(rank, _, victim)) = self.eviction.first() else {
+                break;
+            };
+            if 3 - rank < class as u8 {
+                break; // Everything held matters more than this message.
+            }
+            let victim_class = self
+                .held
+                .get(&victim)
+                .map_or(class, |h| h.message.body.class);
+            self.remove_held(victim);
+            self.stats.evicted += 1;
+            self.events.push_back(Event::Evicted {
+                id: victim,
+                class: victim_class,
+            });
+            self.set_status(victim, Status::Evicted);
+        }
+        if self.held.len() + 1 > self.config.custody_max_messages
+            || self.held_bytes + size > self.config.custody_max_bytes
+        {
+            return false;
+        }
+        let id = m.id;
+        self.batch.insert(id, Some(m.encode_held(now, local)));
+        self.insert_held(m, from, local, now);
+        if let Some(from) = from.filter(|_| ack) {
+            // Acknowledged once the next flush made it durable.
+            self.pending_acks.push((from, id));
+        }
+        self.try_forward(now, id);
+        true
+    }
+
+    pub(super) fn insert_held(
+        &mut self,
+        message: Message,
+        from: Option<Address>,
+        local: bool,
+        accepted_ms: u64,
+    ) {
+        let id = message.id;
+        let size = message.encoded_len();
+        self.eviction
+            .insert(eviction_key(message.body.class, accepted_ms, id));
+        self.expiries.insert((message.body.expires_ms, id));
+        self.held_bytes += size;
+        self.held.insert(
+            id,
+            Held {
+                message,
+                from,
+                local,
+                accepted_ms,
+                size,
+                state: HeldState::Waiting,
+                retries: 0,
+                flooded: false,
+                avoid: None,
+            },
+        );
+    }
+
+    pub(super) fn remove_held(&mut self, id: MessageId) {
+        self.remove_from_waiting(id);
+        if let Some(h) = self.held.remove(&id) {
+            self.held_bytes -= h.size;
+            self.eviction
+                .remove(&eviction_key(h.message.body.class, h.accepted_ms, id));
+            self.expiries.remove(&(h.message.body.expires_ms, id));
+            self.batch.insert(id, None);
+        }
+    }
+
+    pub(super) fn remove_from_waiting(&mut self, id: MessageId) {
+        let Some(h) = self.held.get(&id) else {
+            return;
+        };
+        if let Some(d) = h.message.body.destination
+            && let Some(set) = self.waiting.get_mut(&d)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.waiting.remove(&d);
+                self.table.set_wanted(&d, false);
+            }
+        }
+    }
+
+    pub(super) fn set_state(&mut self, id: MessageId, state: HeldState) {
+        self.remove_from_waiting(id);
+        let Some(h) = self.held.get_mut(&id) else {
+            return;
+        };
+        h.state = state;
+        match state {
+            HeldState::Waiting => {
+                if let Some(d) = h.message.body.destination {
+                    let set = self.waiting.entry(d).or_default();
+                    let first = set.is_empty();
+                    set.insert(id);
+                    if first {
+                        // Starving for it? Ask now, not at the next refresh.
+                        self.table.set_wanted(&d, true);
+                        self.drain_control();
+                    }
+                }
+            }
+            HeldState::InFlight { deadline: at, .. } | HeldState::Backoff { until: at } => {
+                self.timers.insert((at, id));
+            }
+            HeldState::Queued { .. } => {}
+        }
+    }
+
+    /// Forwards a waiting message if there is a route; otherwise it waits
+    /// (and a P0 message is flooded once from here).
+    pub(super) fn try_forward(&mut self, now: u64, id: MessageId) {
+        let Some(h) = self.held.get(&id) else {
+            return;
+        };
+        if !matches!(h.state, HeldState::Waiting) {
+            return;
+        }
+        let Some(destination) = h.message.body.destination else {
+            return;
+        };
+        if h.local && h.message.via.is_none() {
+            self.look_up(now, destination);
+        }
+        let Some(h) = self.held.get(&id) else {
+            return;
+        };
+        let avoid = h.avoid;
+        let (target, via) = self.heading(&h.message, destination);
+        let hop = self.table.next_hop(&target).copied().map(|hop| {
+            if Some(hop) == avoid {
+                self.table
+                    .alternative_hop(&target, &hop)
+                    .copied()
+                    .unwrap_or(hop)
+            } else {
+                hop
+            }
+        });
+        match hop {
+            Some(hop) => {
+                let mut message = h.message.clone();
+                // A home re-heads a message for the landmark its
+                // destination is near: a new leg, with a fresh hop budget.
+                // In a mesh hundreds of hops across, the way to the home
+                // may have used most of it (at 50,000 simulated nodes, one
+                // SOS in ten stopped at the hop limit). Each message has
+                // one home, and every leg follows loop-free routes.
+                if via.is_some() && via != message.via && self.registered(&destination) == via {
+                    message.hops_left = MAX_HOPS;
+                }
+                message.via = via;
+                let upstream = h.from;
+                // A P0 message (an SOS, or its receipt) whose next hop did
+                // not acknowledge it, or has not acknowledged anything
+                // since an earlier timeout, also goes out once as a detour
+                // flood through the nodes near its way: around neighbours
+                // that swallow messages. The destination drops duplicates.
+                let silent = self.neighbours.get(&hop).is_some_and(|n| n.silent);
+                let bound =
+                    (message.body.class == Class::P0 && (avoid.is_some() || silent) && !h.flooded)
+                        .then(|| self.detour_metric(&message))
+                        .flatten()
+                        .map(|d| d.saturating_add(DETOUR_SLACK).min(INFINITY - 1));
+                self.enqueue_message(now, hop, &message, upstream, true);
+                if let Some(bound) = bound {
+                    let mut copy = message;
+                    copy.flood = true;
+                    copy.flood_bound = bound;
+                    self.first_detour(&copy, now);
+                    self.detour_flood(now, &copy, Some(hop));
+                    if let Some(h) = self.held.get_mut(&id) {
+                        h.flooded = true;
+                    }
+                }
+            }
+            None => {
+                let flood = h.message.body.class == Class::P0
+                    && h.message.body.kind == Kind::Data
+                    && !h.flooded
+                    && !self.neighbours.is_empty();
+                let from = h.from;
+                let copy = flood.then(|| h.message.clone());
+                self.set_state(id, HeldState::Waiting);
+                if let Some(mut copy) = copy {
+                    copy.flood = true;
+                    copy.hops_left = copy.hops_left.min(self.config.flood_hops);
+                    self.first_sight(false, &copy, now);
+                    self.flood(now, &copy, from);
+                    if let Some(h) = self.held.get_mut(&id) {
+                        h.flooded = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tries again to forward the messages waiting for `destination`.
+    pub(super) fn forward_waiting(&mut self, now: u64, destination: &Address) {
+        let ids: Vec<MessageId> = self
+            .waiting
+            .get(destination)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.try_forward(now, id);
+        }
+    }
+}
