@@ -24,7 +24,7 @@ pub mod wire;
 pub use block::{BlockHash, Header, SealedBlock, SealedHeader, Vote};
 pub use chain::{Chain, ChainConfig, ChainError, Genesis, Head, ImportError, Imported, Validation};
 pub use finality::{BlockRef, FinalityVote, VoteError, VoteRecord};
-pub use pool::TxPool;
+pub use pool::{MAX_PER_SENDER, PoolRefused, TxPool};
 pub use signers::{SignerChange, SignerError, SignerState};
 pub use state::ChainState;
 pub use store::{ChainStore, MemoryChainStore};

@@ -1,13 +1,20 @@
 //! An authority's pool of transactions waiting for a block.
 //!
-//! Transactions stay in the pool after a block carries them, until the pool
-//! is full: that block may yet be reorganised away, and then they must go
-//! into another. When the pool is full, transactions the head already
-//! carries go first, then the oldest.
+//! Transactions stay in the pool after a block carries them, until room is
+//! needed: that block may yet be reorganised away, and then they must go
+//! into another.
+//!
+//! Anyone can send transactions, with as many keys as they like, so the pool
+//! bounds what each sender can make it hold: no nonce more than
+//! [`MAX_PER_SENDER`] ahead of the sender's next, so at most that many
+//! waiting transactions per sender. When the pool is full, what can never go into a
+//! block goes first (carried already, or waiting behind a nonce nobody
+//! sent), then the oldest of whichever sender holds the most.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use lifeline_crypto::Timestamp;
+use lifeline_crypto::{NodeId, Timestamp};
+use thiserror::Error;
 
 use crate::state::{ChainState, TxRejected};
 use crate::tx::{Transaction, TxHash};
@@ -15,11 +22,45 @@ use crate::tx::{Transaction, TxHash};
 /// Most transactions one block carries.
 pub const MAX_BLOCK_TXS: usize = 256;
 
+/// How far ahead of its sender's next nonce a transaction may be: so at most
+/// this many of one sender's transactions wait for a block.
+pub const MAX_PER_SENDER: u64 = 16;
+
+/// Why the pool did not take a transaction.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum PoolRefused {
+    /// It is held already.
+    #[error("the pool holds this transaction already")]
+    Duplicate,
+    /// The chain carries its nonce already.
+    #[error("nonce {got} is used already (the sender's next is {next})")]
+    Used {
+        /// The transaction's nonce.
+        got: u64,
+        /// The sender's next nonce.
+        next: u64,
+    },
+    /// Its nonce is too far ahead of the sender's next.
+    #[error(
+        "nonce {got} is more than {MAX_PER_SENDER} ahead of the sender's next nonce {next}; \
+         send the earlier ones first"
+    )]
+    TooFarAhead {
+        /// The transaction's nonce.
+        got: u64,
+        /// The sender's next nonce.
+        next: u64,
+    },
+}
+
 /// A bounded pool of transactions.
 #[derive(Clone, Debug)]
 pub struct TxPool {
+    /// In arrival order.
     txs: Vec<Transaction>,
     hashes: HashSet<TxHash>,
+    /// Each sender's nonces held.
+    nonces: HashMap<NodeId, BTreeSet<u64>>,
     capacity: usize,
 }
 
@@ -29,6 +70,7 @@ impl TxPool {
         Self {
             txs: Vec::new(),
             hashes: HashSet::new(),
+            nonces: HashMap::new(),
             capacity: capacity.max(1),
         }
     }
@@ -48,57 +90,132 @@ impl TxPool {
         self.hashes.contains(hash)
     }
 
-    /// Whether any transaction still applies on `state` (a block would carry it).
-    pub fn has_pending(&self, state: &ChainState) -> bool {
-        self.txs
+    /// Whether a block on `state` could carry something from the pool: a
+    /// transaction with its sender's next nonce. (One that waits for an
+    /// earlier nonce cannot, so it is no reason to seal.)
+    pub fn has_selectable(&self, state: &ChainState) -> bool {
+        self.nonces
             .iter()
-            .any(|t| state.next_nonce(&t.sender) <= t.nonce)
+            .any(|(sender, nonces)| nonces.contains(&state.next_nonce(sender)))
     }
 
-    /// Adds `tx` unless it is already held; when full, first drops what
-    /// `state` already carries, then the oldest. Returns whether it was added.
-    pub fn insert(&mut self, tx: Transaction, state: &ChainState) -> bool {
+    /// Adds `tx`, making room if the pool is full (see the module's
+    /// documentation for what goes first).
+    pub fn insert(&mut self, tx: Transaction, state: &ChainState) -> Result<(), PoolRefused> {
         let hash = tx.hash();
         if self.hashes.contains(&hash) {
-            return false;
+            return Err(PoolRefused::Duplicate);
+        }
+        let next = state.next_nonce(&tx.sender);
+        if tx.nonce < next {
+            return Err(PoolRefused::Used {
+                got: tx.nonce,
+                next,
+            });
+        }
+        if tx.nonce - next >= MAX_PER_SENDER {
+            return Err(PoolRefused::TooFarAhead {
+                got: tx.nonce,
+                next,
+            });
         }
         if self.txs.len() >= self.capacity {
-            let hashes = &mut self.hashes;
-            self.txs.retain(|t| {
-                let keep = state.next_nonce(&t.sender) <= t.nonce;
-                if !keep {
-                    hashes.remove(&t.hash());
-                }
-                keep
-            });
-            if self.txs.len() >= self.capacity {
-                let oldest = self.txs.remove(0);
-                self.hashes.remove(&oldest.hash());
-            }
+            self.make_room(state);
         }
         self.hashes.insert(hash);
+        self.nonces.entry(tx.sender).or_default().insert(tx.nonce);
         self.txs.push(tx);
-        true
+        Ok(())
+    }
+
+    /// Frees at least one place: what can never be carried, else the oldest
+    /// transaction of the sender holding the most.
+    fn make_room(&mut self, state: &ChainState) {
+        // Carried already, or behind a gap no transaction in the pool fills.
+        let reachable: HashMap<NodeId, u64> = self
+            .nonces
+            .iter()
+            .map(|(sender, nonces)| {
+                let mut next = state.next_nonce(sender);
+                while nonces.contains(&next) {
+                    next += 1;
+                }
+                (*sender, next)
+            })
+            .collect();
+        let next_nonce = |t: &Transaction| state.next_nonce(&t.sender);
+        self.remove_where(|t| {
+            t.nonce < next_nonce(t) || reachable.get(&t.sender).is_some_and(|&r| t.nonce > r)
+        });
+        if self.txs.len() < self.capacity {
+            return;
+        }
+        // The sender holding the most; among equals, the one that came first.
+        let most = self.nonces.values().map(BTreeSet::len).max().unwrap_or(0);
+        let Some(busiest) = self
+            .txs
+            .iter()
+            .map(|t| t.sender)
+            .find(|s| self.nonces.get(s).is_some_and(|n| n.len() == most))
+        else {
+            return;
+        };
+        // Its highest nonce: the lower ones stay selectable.
+        let highest = self.nonces.get(&busiest).and_then(|n| n.last().copied());
+        self.remove_where(|t| t.sender == busiest && Some(t.nonce) == highest);
+    }
+
+    fn remove_where(&mut self, mut drop: impl FnMut(&Transaction) -> bool) {
+        let (hashes, nonces) = (&mut self.hashes, &mut self.nonces);
+        self.txs.retain(|t| {
+            if !drop(t) {
+                return true;
+            }
+            hashes.remove(&t.hash());
+            if let Some(n) = nonces.get_mut(&t.sender) {
+                n.remove(&t.nonce);
+                if n.is_empty() {
+                    nonces.remove(&t.sender);
+                }
+            }
+            false
+        });
     }
 
     /// What the next block on `state`, at `number` and `timestamp`, carries:
-    /// each transaction that applies there, in arrival order, at most
-    /// [`MAX_BLOCK_TXS`]. A transaction that can never apply as it stands
-    /// (a certification by someone who is not an authority, say) is dropped
-    /// from the pool, so that it cannot hold back every block after it.
+    /// each transaction that applies there, in arrival order (a sender's in
+    /// nonce order), at most [`MAX_BLOCK_TXS`]. A transaction that can never
+    /// apply as it stands (a certification by someone who is not an
+    /// authority, say) is dropped from the pool, so that it cannot hold back
+    /// every block after it.
     pub fn select(
         &mut self,
         state: &ChainState,
         number: u64,
         timestamp: Timestamp,
     ) -> Vec<Transaction> {
+        // Arrival order, but each sender's transactions in nonce order: its
+        // k-th arrival takes the place of its k-th lowest nonce.
+        let mut by_sender: HashMap<NodeId, Vec<usize>> = HashMap::new();
+        for (i, tx) in self.txs.iter().enumerate() {
+            by_sender.entry(tx.sender).or_default().push(i);
+        }
+        let mut order = vec![0; self.txs.len()];
+        for places in by_sender.values() {
+            let mut sorted = places.clone();
+            sorted.sort_by_key(|&i| self.txs[i].nonce);
+            for (&place, &i) in places.iter().zip(&sorted) {
+                order[place] = i;
+            }
+        }
         let mut working = state.clone();
         let mut chosen = Vec::new();
-        let mut refused = Vec::new();
-        for tx in &self.txs {
+        let mut refused = HashSet::new();
+        for i in order {
             if chosen.len() >= MAX_BLOCK_TXS {
                 break;
             }
+            let tx = &self.txs[i];
             if working.next_nonce(&tx.sender) != tx.nonce {
                 // Already carried, or waiting for an earlier one.
                 continue;
@@ -106,14 +223,13 @@ impl TxPool {
             match working.preview(tx, number, timestamp) {
                 Ok(()) => chosen.push(tx.clone()),
                 Err(TxRejected::BadNonce { .. }) => {}
-                Err(_) => refused.push(tx.hash()),
+                Err(_) => {
+                    refused.insert(tx.hash());
+                }
             }
         }
         if !refused.is_empty() {
-            self.txs.retain(|t| !refused.contains(&t.hash()));
-            for hash in &refused {
-                self.hashes.remove(hash);
-            }
+            self.remove_where(|t| refused.contains(&t.hash()));
         }
         chosen
     }
@@ -126,7 +242,7 @@ mod tests {
     use crate::block::BlockHash;
     use crate::signers::SignerState;
     use crate::tx::Action;
-    use lifeline_crypto::Identity;
+    use lifeline_crypto::{Identity, PrekeyRing};
 
     fn tx(sender: &Identity, nonce: u64) -> Transaction {
         Transaction::sign(
@@ -149,16 +265,17 @@ mod tests {
         let (a, b) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
         let mut pool = TxPool::new(10);
         let s = state();
-        assert!(pool.insert(tx(&a, 0), &s));
-        assert!(!pool.insert(tx(&a, 0), &s));
-        assert!(pool.insert(tx(&a, 1), &s));
-        assert!(pool.insert(tx(&b, 0), &s));
+        assert!(pool.insert(tx(&a, 0), &s).is_ok());
+        assert_eq!(pool.insert(tx(&a, 0), &s), Err(PoolRefused::Duplicate));
+        assert!(pool.insert(tx(&a, 1), &s).is_ok());
+        assert!(pool.insert(tx(&b, 0), &s).is_ok());
         let selected = pool.select(&s, 1, Timestamp::from_unix_millis(1));
         // a's two revocations: the second no longer applies once the first
         // has, so it is dropped; b's goes in.
         assert_eq!(selected.len(), 2);
         assert!(selected.iter().all(|t| t.nonce == 0));
-        assert!(pool.has_pending(&s));
+        // The block is not imported yet: what it carries stays selectable.
+        assert!(pool.has_selectable(&s));
     }
 
     #[test]
@@ -168,7 +285,7 @@ mod tests {
         let mut pool = TxPool::new(3);
         let s = state();
         for id in &ids {
-            pool.insert(tx(id, 0), &s);
+            pool.insert(tx(id, 0), &s).unwrap();
         }
         assert_eq!(pool.len(), 3);
         let senders: Vec<_> = pool
@@ -196,16 +313,112 @@ mod tests {
                 expires_at: Timestamp::from_unix_millis(u64::MAX / 2),
             },
         );
-        assert!(pool.insert(bad, &s));
-        assert!(pool.insert(tx(&b, 0), &s));
+        assert!(pool.insert(bad, &s).is_ok());
+        assert!(pool.insert(tx(&b, 0), &s).is_ok());
         let at = Timestamp::from_unix_millis(1);
         let selected = pool.select(&s, 1, at);
         assert_eq!(selected.len(), 1);
         assert_eq!(selected[0].sender, *b.id());
         assert_eq!(pool.len(), 1, "the certification that cannot apply is gone");
         // Several nonces of one sender go into one block, in order.
-        assert!(pool.insert(tx(&a, 0), &s));
+        assert!(pool.insert(tx(&a, 0), &s).is_ok());
         let selected = pool.select(&s, 1, at);
         assert_eq!(selected.len(), 2);
+    }
+
+    #[test]
+    fn a_future_nonce_is_held_but_is_no_reason_to_seal() {
+        let mut rng = rand::rng();
+        let a = Identity::generate(&mut rng);
+        let mut pool = TxPool::new(10);
+        let s = state();
+        // Nonce 5 while the chain expects 0: it waits, and sealing for it
+        // would propose an empty block again and again (issue 23, item 6).
+        assert!(pool.insert(tx(&a, 5), &s).is_ok());
+        assert!(!pool.has_selectable(&s));
+        assert!(
+            pool.select(&s, 1, Timestamp::from_unix_millis(1))
+                .is_empty()
+        );
+        // Too far ahead is refused outright.
+        assert!(matches!(
+            pool.insert(tx(&a, MAX_PER_SENDER), &s),
+            Err(PoolRefused::TooFarAhead { .. })
+        ));
+        // Once the gap is filled, everything goes into one block in order,
+        // whatever order it arrived in.
+        for nonce in (0..5).rev() {
+            pool.insert(tx(&a, nonce), &s).unwrap();
+        }
+        assert!(pool.has_selectable(&s));
+        let nonces: Vec<u64> = pool
+            .select(&s, 1, Timestamp::from_unix_millis(1))
+            .iter()
+            .map(|t| t.nonce)
+            .collect();
+        // Revocations of one's own key: the first applies, the second no
+        // longer does and is dropped; the rest wait behind it.
+        assert_eq!(nonces, vec![0]);
+    }
+
+    fn register(sender: &Identity, nonce: u64) -> Transaction {
+        let ring = PrekeyRing::new(sender, Timestamp::from_unix_millis(1), &mut rand::rng());
+        Transaction::sign(
+            sender,
+            nonce,
+            Action::RegisterIdentity {
+                display_name: format!("n{nonce}"),
+                prekey: ring.current().clone(),
+            },
+        )
+    }
+
+    #[test]
+    fn one_sender_holds_a_bounded_share_and_junk_goes_before_real_work() {
+        let mut rng = rand::rng();
+        let junk = Identity::generate(&mut rng);
+        let mut pool = TxPool::new(64);
+        let s = state();
+        // One sender cannot hold more than its share, however it tries.
+        for nonce in 1..MAX_PER_SENDER {
+            pool.insert(tx(&junk, nonce), &s).unwrap();
+        }
+        assert!(matches!(
+            pool.insert(tx(&junk, MAX_PER_SENDER), &s),
+            Err(PoolRefused::TooFarAhead { .. })
+        ));
+        // Many throwaway senders, each with a transaction behind a gap:
+        // none can ever be carried.
+        let throwaway: Vec<Identity> = (0..49).map(|_| Identity::generate(&mut rng)).collect();
+        for id in &throwaway {
+            pool.insert(tx(id, 3), &s).unwrap();
+        }
+        assert_eq!(pool.len(), 64);
+        // Real work still gets in, and all of it is carried.
+        let real: Vec<Identity> = (0..20).map(|_| Identity::generate(&mut rng)).collect();
+        for id in &real {
+            pool.insert(register(id, 0), &s).unwrap();
+        }
+        let carried: HashSet<NodeId> = pool
+            .select(&s, 1, Timestamp::from_unix_millis(1))
+            .iter()
+            .map(|t| t.sender)
+            .collect();
+        assert!(real.iter().all(|id| carried.contains(id.id())));
+        assert!(pool.len() <= 64);
+        // With no junk left, the sender holding the most gives way first.
+        let mut full = TxPool::new(MAX_PER_SENDER as usize + 1);
+        for nonce in 0..MAX_PER_SENDER {
+            full.insert(register(&junk, nonce), &s).unwrap();
+        }
+        full.insert(register(&real[0], 0), &s).unwrap();
+        full.insert(register(&real[1], 0), &s).unwrap();
+        assert!(full.has_selectable(&s));
+        let senders: HashSet<NodeId> = full
+            .select(&s, 1, Timestamp::from_unix_millis(1))
+            .iter()
+            .map(|t| t.sender)
+            .collect();
+        assert!(senders.contains(real[0].id()) && senders.contains(real[1].id()));
     }
 }

@@ -278,7 +278,10 @@ impl ChainNet {
         let Some(chain) = self.chains[node].as_ref() else {
             return;
         };
-        self.pools
+        // A refusal (a duplicate, a nonce used or too far ahead) is the
+        // pool's business: the sender learns nothing either way.
+        let _ = self
+            .pools
             .entry(node)
             .or_insert_with(|| TxPool::new(MAX_POOL))
             .insert(tx, chain.state());
@@ -319,7 +322,11 @@ impl ChainNet {
         let head = chain.head();
         let base = head.timestamp.as_unix_millis();
         let mut at_ms = base.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-        if self.pools.get(&node).is_none_or(TxPool::is_empty) {
+        if !self
+            .pools
+            .get(&node)
+            .is_some_and(|p| p.has_selectable(chain.state()))
+        {
             at_ms = at_ms.max(base.saturating_add(self.heartbeat_ms));
         }
         let at_us = at_ms.saturating_mul(1_000).max(now_us);

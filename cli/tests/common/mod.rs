@@ -189,6 +189,22 @@ impl Daemon {
         child.wait().unwrap();
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// CPU time (user and system) the running daemon has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // After the command name in parentheses: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // In USER_HZ, which Linux fixes at 100 for what /proc reports.
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Sends `signal` (STOP, CONT, ...) to the running daemon.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id();
@@ -310,6 +326,11 @@ impl Drop for Daemon {
 /// Writes a genesis for a chain whose authorities are `nodes`, one block a
 /// second, into `root` and into each node's data folder; its path in `root`.
 pub fn genesis_of(root: &Path, nodes: &[Daemon]) -> PathBuf {
+    genesis_with_heartbeat(root, nodes, 1)
+}
+
+/// As [`genesis_of`], with an empty block at most every `heartbeat_secs`.
+pub fn genesis_with_heartbeat(root: &Path, nodes: &[Daemon], heartbeat_secs: u32) -> PathBuf {
     let genesis = root.join("genesis.toml");
     let mut cmd = lifeline(root);
     cmd.args([
@@ -318,7 +339,7 @@ pub fn genesis_of(root: &Path, nodes: &[Daemon]) -> PathBuf {
         "--period-secs",
         "1",
         "--heartbeat-secs",
-        "1",
+        &heartbeat_secs.to_string(),
         "--out",
     ])
     .arg(&genesis);

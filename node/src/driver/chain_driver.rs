@@ -27,6 +27,8 @@ pub(super) struct ChainDriver {
     pub(super) pool: TxPool,
     /// When to seal, on which parent.
     pub(super) seal: Option<(u64, BlockHash)>,
+    /// The head on which a proposal was last refused.
+    pub(super) refused_on: Option<BlockHash>,
     /// The head and the highest justified block last announced.
     pub(super) announced: (BlockHash, BlockHash),
     pub(super) heartbeat_ms: u64,
@@ -48,6 +50,9 @@ pub(super) struct ChainDriver {
 /// seals or votes: long enough to hear a block or vote of another node
 /// running its key, if one is active.
 const LISTEN_PERIODS: u32 = 3;
+
+/// How long after a refused proposal the next try on the same head waits.
+const RETRY_MS: u64 = 250;
 
 pub(super) fn open_chain(
     path: &Path,
@@ -97,6 +102,7 @@ pub(super) fn open_chain(
         own_pending: VecDeque::new(),
         listen_until,
         halted: None,
+        refused_on: None,
     })
 }
 
@@ -106,9 +112,14 @@ impl Node {
         if !c.chain.signer_state().is_signer(self.keys.identity.id()) {
             return;
         }
-        if c.pool.insert(tx, c.chain.state()) {
-            // A transaction waits a period, not a heartbeat.
-            self.plan_seal();
+        let hash = tx.hash();
+        match c.pool.insert(tx, c.chain.state()) {
+            Ok(()) => {
+                debug!(%hash, "pooled a transaction");
+                // A transaction waits a period, not a heartbeat.
+                self.plan_seal();
+            }
+            Err(e) => debug!("a transaction was not pooled: {e}"),
         }
     }
 
@@ -202,6 +213,7 @@ impl Node {
     }
 
     pub(super) fn plan_seal(&mut self) {
+        let now = self.clock();
         let Some(c) = &mut self.chain else { return };
         c.seal = None;
         if c.halted.is_some() {
@@ -214,8 +226,14 @@ impl Node {
         let head = c.chain.head();
         let base = head.timestamp.as_unix_millis();
         let mut at = base.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-        if !c.pool.has_pending(c.chain.state()) && c.vote.is_none() {
+        if !c.pool.has_selectable(c.chain.state()) && c.vote.is_none() {
             at = at.max(base.saturating_add(c.heartbeat_ms));
+        }
+        // A proposal on this head failed already: what made it fail (sealed
+        // too recently, nothing to carry yet) does not pass at once, and
+        // trying again at once would spin.
+        if c.refused_on == Some(head.hash) {
+            at = at.max(now.saturating_add(RETRY_MS));
         }
         // Not while it listens after starting (the head may move meanwhile:
         // then this is planned again).
@@ -236,6 +254,7 @@ impl Node {
             Ok(b) => b,
             Err(e) => {
                 debug!("not sealing now: {e}");
+                c.refused_on = Some(parent);
                 return self.plan_seal();
             }
         };
@@ -252,7 +271,10 @@ impl Node {
                     c.vote = None;
                 }
             }
-            Err(e) => error!("a block sealed here did not import: {e}"),
+            Err(e) => {
+                error!("a block sealed here did not import: {e}");
+                c.refused_on = Some(parent);
+            }
         }
         self.plan_seal();
     }
