@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -148,8 +149,15 @@ struct Peer {
     addrs: Vec<Multiaddr>,
     /// Established connections.
     connections: u32,
-    /// Misbehaviour seen on the mesh stream (garbage frames).
+    /// Misbehaviour seen on the mesh stream (garbage, stalled frames,
+    /// streams beyond the limit).
     garbage: u64,
+}
+
+/// A neighbour's streams to us, and the memory budget they share.
+struct Inbound {
+    streams: usize,
+    budget: mesh::Budget,
 }
 
 /// The daemon's state, owned by its one task.
@@ -157,6 +165,10 @@ struct Node {
     swarm: Swarm<Behaviour>,
     streams: libp2p_stream::Control,
     mesh_events: mpsc::Sender<MeshEvent>,
+    /// Each neighbour's mesh streams to us.
+    inbound: HashMap<PeerId, Inbound>,
+    /// The memory all neighbours' large frames share.
+    large_frames: Arc<tokio::sync::Semaphore>,
     router: Router<RocksMessageStore>,
     chain: Option<ChainDriver>,
     keys: KeyBundle,
@@ -336,6 +348,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         swarm,
         streams,
         mesh_events,
+        inbound: HashMap::new(),
+        large_frames: mesh::Budget::shared_large(),
         router,
         chain,
         keys,
@@ -390,9 +404,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             }
             Some(event) = mesh_rx.recv() => node.on_mesh(event),
             Some(command) = commands.recv() => node.on_command(command),
-            Some((peer, stream)) = incoming.next() => {
-                tokio::spawn(mesh::run_reader(stream, peer, node.mesh_events.clone()));
-            }
+            Some((peer, stream)) = incoming.next() => node.accept_stream(peer, stream),
             () = sleep => node.on_timer(),
         }
         node.after_input();
@@ -793,7 +805,11 @@ impl Node {
                 }
                 debug!(%peer, "no mesh stream: {reason}");
             }
-            MeshEvent::Frame { peer, frame } => self.on_frame(peer, frame),
+            MeshEvent::Frame { peer, frame, held } => {
+                self.on_frame(peer, frame);
+                // Its memory goes back to the budget only now.
+                drop(held);
+            }
             MeshEvent::Drained(peer) => self.pump(peer),
             MeshEvent::Closed {
                 peer,
@@ -801,6 +817,9 @@ impl Node {
                 error,
             } => {
                 debug!(%peer, outbound, ?error, "mesh stream closed");
+                if !outbound {
+                    self.stream_ended(peer);
+                }
                 if outbound && let Some(p) = self.peers.get_mut(&peer) {
                     p.writer = None;
                     p.costed_rtt = None;
@@ -813,15 +832,53 @@ impl Node {
             }
             MeshEvent::Garbage { peer, error } => {
                 warn!(%peer, "closed a mesh stream that carried garbage: {error}");
-                self.metrics.misbehaviour.inc();
-                let garbage = self.peers.get_mut(&peer).map(|p| {
-                    p.garbage += 1;
-                    p.garbage
-                });
-                if garbage.is_some_and(|g| g >= 3) {
-                    self.ban(peer, "sent garbage on the mesh protocol");
-                }
+                self.stream_ended(peer);
+                self.mesh_abuse(peer, "sent garbage on the mesh protocol");
             }
+        }
+    }
+
+    /// Reads a neighbour's new mesh stream, unless it has too many open.
+    fn accept_stream(&mut self, peer: PeerId, stream: libp2p::Stream) {
+        let large = &self.large_frames;
+        let inbound = self.inbound.entry(peer).or_insert_with(|| Inbound {
+            streams: 0,
+            budget: mesh::Budget::for_peer(large),
+        });
+        if inbound.streams >= mesh::MAX_INBOUND_STREAMS {
+            drop(stream);
+            warn!(%peer, "refused a mesh stream: {} are open already", inbound.streams);
+            self.mesh_abuse(peer, "opened more mesh streams than allowed");
+            return;
+        }
+        inbound.streams += 1;
+        let reader = mesh::run_reader(
+            stream,
+            peer,
+            inbound.budget.clone(),
+            self.mesh_events.clone(),
+        );
+        tokio::spawn(reader);
+    }
+
+    fn stream_ended(&mut self, peer: PeerId) {
+        if let Some(inbound) = self.inbound.get_mut(&peer) {
+            inbound.streams = inbound.streams.saturating_sub(1);
+            if inbound.streams == 0 {
+                self.inbound.remove(&peer);
+            }
+        }
+    }
+
+    /// Counts misbehaviour on the mesh protocol; the third time, a ban.
+    fn mesh_abuse(&mut self, peer: PeerId, why: &str) {
+        self.metrics.misbehaviour.inc();
+        let count = self.peers.get_mut(&peer).map(|p| {
+            p.garbage += 1;
+            p.garbage
+        });
+        if count.is_some_and(|g| g >= 3) {
+            self.ban(peer, why);
         }
     }
 

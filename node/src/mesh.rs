@@ -3,18 +3,26 @@
 //! [`MeshFrame`](crate::pb::mesh::MeshFrame)s: routing packets and chain sync messages.
 //!
 //! Each frame is preceded by its length as 4 big-endian bytes. A reader
-//! checks the length against [`MAX_FRAME`] before it allocates, and a frame
-//! that does not decode closes the stream (the peer is counted, never
-//! trusted). Writers take frames from a bounded channel, so a slow neighbour
-//! pushes back on the router instead of growing a buffer.
+//! checks the length against [`MAX_FRAME`], then reads the body a chunk at a
+//! time, each chunk paid for from a memory [`Budget`] before it is
+//! allocated: small frames (every routing packet) from the sender's own
+//! budget, large ones (block answers) from one budget all neighbours share.
+//! A frame holds its share until the driver has handled it, so the same
+//! budget bounds what waits for the driver and keeps one neighbour's
+//! backlog from delaying everyone else's frames. A partial frame that stops
+//! making progress, a frame that does not decode, and streams beyond
+//! [`MAX_INBOUND_STREAMS`] are counted against the peer (never trusted).
+//! Writers take frames from a bounded channel, so a slow neighbour pushes
+//! back on the router instead of growing a buffer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 mod codec;
 
@@ -30,6 +38,66 @@ pub const WRITER_QUEUE: usize = 64;
 /// that arrives behind bulk data waits for at most this much, not for 64
 /// frames of it. (At 20 Mbit/s, 64 KiB is 26 ms.)
 pub const WRITER_BYTES: usize = 64 * 1024;
+
+/// Mesh streams one neighbour may have open to this node at once. An honest
+/// node has one (its writer); a new one may overlap the old briefly. More
+/// are closed at once and counted.
+pub const MAX_INBOUND_STREAMS: usize = 4;
+/// Frames up to this size (every routing packet, chain status and votes)
+/// are paid for from their sender's own budget.
+pub const SMALL_FRAME: usize = 64 * 1024;
+/// Bytes of small frames one neighbour may have read but not yet handled.
+pub const PEER_BUDGET: usize = 256 * 1024;
+/// Bytes of large frames (block answers) all neighbours together may have
+/// read but not yet handled.
+pub const LARGE_BUDGET: usize = 32 * 1024 * 1024;
+/// How long a started frame may go without a byte before it is abandoned
+/// and its sender counted.
+pub const STALL: Duration = Duration::from_secs(20);
+/// Bytes read (and paid for) at a time.
+const CHUNK: usize = 16 * 1024;
+
+/// Where the memory for frames read from one neighbour comes from.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    /// The neighbour's own, for small frames (in KiB).
+    peer: Arc<Semaphore>,
+    /// Everyone's, for large frames (in KiB).
+    large: Arc<Semaphore>,
+}
+
+impl Budget {
+    /// The budget all neighbours share for large frames.
+    pub fn shared_large() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(kib(LARGE_BUDGET)))
+    }
+
+    /// A neighbour's budget: its own for small frames, `large` for large ones.
+    pub fn for_peer(large: &Arc<Semaphore>) -> Self {
+        Self {
+            peer: Arc::new(Semaphore::new(kib(PEER_BUDGET))),
+            large: large.clone(),
+        }
+    }
+
+    /// KiB of small frames this neighbour may still have read.
+    pub fn peer_available_kib(&self) -> usize {
+        self.peer.available_permits()
+    }
+
+    /// KiB of large frames all neighbours together may still have read.
+    pub fn large_available_kib(&self) -> usize {
+        self.large.available_permits()
+    }
+}
+
+/// The memory a frame holds; dropping it returns the memory to its budget.
+#[derive(Debug, Default)]
+pub struct Held(Vec<OwnedSemaphorePermit>);
+
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024)
+}
 
 /// One neighbour's writer: its queue, and the bytes waiting in it.
 #[derive(Clone, Debug)]
@@ -73,22 +141,75 @@ pub enum MeshError {
     /// The peer sent a frame that is refused.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// A frame the peer started stopped making progress.
+    #[error(
+        "a frame of {len} bytes stalled after {read} bytes or more (nothing for {} s)",
+        STALL.as_secs()
+    )]
+    Stalled {
+        /// What the frame announced.
+        len: usize,
+        /// What arrived.
+        read: usize,
+    },
 }
 
-/// Reads one frame, or `None` at a clean end of stream.
+impl MeshError {
+    /// Whether the peer is to blame (it broke the protocol, or stalled).
+    pub fn is_misbehaviour(&self) -> bool {
+        matches!(self, Self::Frame(_) | Self::Stalled { .. })
+    }
+}
+
+/// Reads one frame, or `None` at a clean end of stream. Between frames the
+/// stream may idle for as long as it likes; once a frame has started, each
+/// chunk must arrive within [`STALL`]. Each chunk is paid for from `budget`
+/// before it is allocated (waiting while the budget is spent: that is the
+/// backpressure), and the frame returns with what it holds.
 pub async fn read_frame<R: futures::AsyncRead + Unpin>(
     reader: &mut R,
-) -> Result<Option<Frame>, MeshError> {
-    let mut len = [0u8; 4];
-    match reader.read_exact(&mut len).await {
-        Ok(()) => {}
+    budget: &Budget,
+) -> Result<Option<(Frame, Held)>, MeshError> {
+    let mut prefix = [0u8; 4];
+    match reader.read(&mut prefix[..1]).await {
+        Ok(0) => return Ok(None),
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = frame_len(len)?;
-    let mut bytes = vec![0u8; len];
-    reader.read_exact(&mut bytes).await?;
-    Ok(Some(Frame::decode(&bytes)?))
+    let stalled = |len, read| MeshError::Stalled { len, read };
+    tokio::time::timeout(STALL, reader.read_exact(&mut prefix[1..]))
+        .await
+        .map_err(|_| stalled(0, 1))??;
+    let len = frame_len(prefix)?;
+    let pool = if len <= SMALL_FRAME {
+        &budget.peer
+    } else {
+        &budget.large
+    };
+    let mut held = Held::default();
+    let mut bytes = Vec::new();
+    while bytes.len() < len {
+        let start = bytes.len();
+        let chunk = (len - start).min(CHUNK);
+        // The end of the chunk rounded up to a KiB, minus what is paid.
+        let paid = held.0.iter().map(|p| p.num_permits()).sum::<usize>();
+        let owed = kib(start + chunk).saturating_sub(paid);
+        if owed > 0 {
+            let owed = u32::try_from(owed).unwrap_or(u32::MAX);
+            let permit = pool
+                .clone()
+                .acquire_many_owned(owed)
+                .await
+                .map_err(|_| std::io::Error::other("the node is shutting down"))?;
+            held.0.push(permit);
+        }
+        bytes.resize(start + chunk, 0);
+        tokio::time::timeout(STALL, reader.read_exact(&mut bytes[start..]))
+            .await
+            .map_err(|_| stalled(len, start))??;
+    }
+    Ok(Some((Frame::decode(&bytes)?, held)))
 }
 
 /// Writes one frame with its length prefix.
@@ -129,6 +250,9 @@ pub enum MeshEvent {
         peer: PeerId,
         /// The frame.
         frame: Frame,
+        /// Its memory, returned to the budget when this is dropped (after
+        /// the frame is handled).
+        held: Held,
     },
     /// `peer`'s writer sent everything it had queued.
     Drained(PeerId),
@@ -207,47 +331,49 @@ pub async fn run_writer(
         .await;
 }
 
-/// Reads a neighbour's stream to us until it ends. Sending into the bounded
-/// `events` channel waits while the driver is busy: that is the backpressure.
-pub async fn run_reader(mut stream: Stream, peer: PeerId, events: mpsc::Sender<MeshEvent>) {
-    loop {
-        match read_frame(&mut stream).await {
-            Ok(Some(frame)) => {
-                if events.send(MeshEvent::Frame { peer, frame }).await.is_err() {
+/// Reads a neighbour's stream to us until it ends, against `budget`.
+/// Sending into the bounded `events` channel waits while the driver is
+/// busy, and so does the budget once the frames waiting have spent it: that
+/// is the backpressure.
+pub async fn run_reader(
+    mut stream: Stream,
+    peer: PeerId,
+    budget: Budget,
+    events: mpsc::Sender<MeshEvent>,
+) {
+    let end = loop {
+        match read_frame(&mut stream, &budget).await {
+            Ok(Some((frame, held))) => {
+                let event = MeshEvent::Frame { peer, frame, held };
+                if events.send(event).await.is_err() {
                     return;
                 }
             }
             Ok(None) => {
-                let _ = events
-                    .send(MeshEvent::Closed {
-                        peer,
-                        outbound: false,
-                        error: None,
-                    })
-                    .await;
-                return;
+                break MeshEvent::Closed {
+                    peer,
+                    outbound: false,
+                    error: None,
+                };
             }
-            Err(e @ MeshError::Frame(_)) => {
-                let _ = events
-                    .send(MeshEvent::Garbage {
-                        peer,
-                        error: e.to_string(),
-                    })
-                    .await;
-                return;
+            Err(e) if e.is_misbehaviour() => {
+                break MeshEvent::Garbage {
+                    peer,
+                    error: e.to_string(),
+                };
             }
             Err(e) => {
-                let _ = events
-                    .send(MeshEvent::Closed {
-                        peer,
-                        outbound: false,
-                        error: Some(e.to_string()),
-                    })
-                    .await;
-                return;
+                break MeshEvent::Closed {
+                    peer,
+                    outbound: false,
+                    error: Some(e.to_string()),
+                };
             }
         }
-    }
+    };
+    // Reset rather than wait for the peer to read a close.
+    drop(stream);
+    let _ = events.send(end).await;
 }
 
 #[cfg(test)]
@@ -300,34 +426,108 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_length_over_the_limit_is_refused_before_allocating() {
+    fn budget() -> Budget {
+        Budget::for_peer(&Budget::shared_large())
+    }
+
+    #[tokio::test]
+    async fn a_length_over_the_limit_is_refused_before_allocating() {
         let mut bytes = u32::MAX.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0; 16]);
         let mut reader = futures::io::Cursor::new(bytes);
-        let result = futures::executor::block_on(read_frame(&mut reader));
+        let result = read_frame(&mut reader, &budget()).await;
         assert!(matches!(
             result,
             Err(MeshError::Frame(FrameError::TooLarge(_)))
         ));
     }
 
-    #[test]
-    fn streams_carry_frames_in_order_and_end_cleanly() {
+    /// Issue 23, item 1: a peer announces the largest frame, sends a little
+    /// of it and stalls. The old reader allocated all 8 MiB at once and
+    /// waited forever; this one holds only what arrived, gives up after
+    /// [`STALL`], and returns the memory.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_frame_holds_only_what_arrived_and_is_given_up() {
+        use futures::{SinkExt, TryStreamExt};
+        let (mut wire, incoming) = futures::channel::mpsc::unbounded::<std::io::Result<Vec<u8>>>();
+        let mut reader = incoming.into_async_read();
+        let budget = budget();
+        let full = budget.large_available_kib();
+        let len = u32::try_from(MAX_FRAME).unwrap();
+        wire.send(Ok(len.to_be_bytes().to_vec())).await.unwrap();
+        wire.send(Ok(vec![0; 100 * 1024])).await.unwrap();
+        let read = tokio::spawn({
+            let budget = budget.clone();
+            async move { read_frame(&mut reader, &budget).await }
+        });
+        // Let it read what was sent (no timer fires while it can read).
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let spent = full - budget.large_available_kib();
+        assert!(
+            (100..=100 + CHUNK / 1024).contains(&spent),
+            "{spent} KiB held for 100 KiB received"
+        );
+        let result = read.await.unwrap();
+        assert!(
+            matches!(result, Err(MeshError::Stalled { read, .. }) if read >= 100 * 1024 - CHUNK),
+            "{result:?}"
+        );
+        assert_eq!(budget.large_available_kib(), full, "the memory came back");
+        drop(wire);
+    }
+
+    #[tokio::test]
+    async fn small_frames_are_paid_by_their_sender_and_held_until_handled() {
+        let budget = budget();
+        let mut stream = Vec::new();
+        let mut w = futures::io::Cursor::new(&mut stream);
+        for i in 0..5 {
+            let frame = Frame::Packet(vec![i; 60 * 1024]).encode();
+            write_frame(&mut w, &frame).await.unwrap();
+        }
+        let mut reader = futures::io::Cursor::new(stream);
+        let mut held = Vec::new();
+        // 256 KiB of budget: four 60 KiB frames fit, a fifth waits.
+        for _ in 0..4 {
+            let (_, h) = read_frame(&mut reader, &budget).await.unwrap().unwrap();
+            held.push(h);
+        }
+        assert!(budget.peer_available_kib() < 61);
+        assert_eq!(budget.large_available_kib(), kib(LARGE_BUDGET));
+        let fifth = tokio::spawn({
+            let budget = budget.clone();
+            async move { read_frame(&mut reader, &budget).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !fifth.is_finished(),
+            "a fifth frame was read beyond the budget"
+        );
+        // Once the driver has handled one, the next one is read.
+        held.pop();
+        assert!(fifth.await.unwrap().unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn streams_carry_frames_in_order_and_end_cleanly() {
         let mut wire = Vec::new();
-        let frames = [Frame::Packet(vec![7; 5000]), Frame::Sync(vec![1])];
-        futures::executor::block_on(async {
-            let mut w = futures::io::Cursor::new(&mut wire);
-            for f in &frames {
-                write_frame(&mut w, &f.encode()).await.unwrap();
-            }
-        });
+        let frames = [
+            Frame::Packet(vec![7; 5000]),
+            Frame::Sync(vec![1]),
+            Frame::Sync(vec![2; 200_000]),
+        ];
+        let mut w = futures::io::Cursor::new(&mut wire);
+        for f in &frames {
+            write_frame(&mut w, &f.encode()).await.unwrap();
+        }
         let mut r = futures::io::Cursor::new(wire);
-        futures::executor::block_on(async {
-            for f in &frames {
-                assert_eq!(read_frame(&mut r).await.unwrap().as_ref(), Some(f));
-            }
-            assert_eq!(read_frame(&mut r).await.unwrap(), None);
-        });
+        let budget = budget();
+        for f in &frames {
+            let (got, _) = read_frame(&mut r, &budget).await.unwrap().unwrap();
+            assert_eq!(&got, f);
+        }
+        assert!(read_frame(&mut r, &budget).await.unwrap().is_none());
     }
 }

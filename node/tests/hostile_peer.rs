@@ -1,6 +1,9 @@
-//! A peer that sends garbage on lifeline's mesh protocol: the node closes
-//! each such stream, bans the peer after the third, refuses it while the ban
-//! lasts, and keeps serving everyone else.
+//! Hostile peers on lifeline's mesh protocol, against a real node: one that
+//! sends garbage (the node closes each such stream, bans the peer after the
+//! third, refuses it while the ban lasts, and keeps serving everyone else),
+//! peers that start the largest frames and stall (memory stays bounded and
+//! an honest neighbour's message still arrives), and one that opens stream
+//! after stream (refused beyond the limit, then banned).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -8,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
+use libp2p::Stream;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, noise, tcp, yamux};
 use lifeline_node::pb::control as api;
@@ -114,4 +118,195 @@ async fn garbage_on_the_mesh_protocol_gets_a_peer_banned_and_nothing_else() {
 
     node.stop().await;
     assert!(!socket.exists(), "the control socket was left behind");
+}
+
+/// A plain libp2p peer with the stream behaviour, connected to `addr`.
+async fn attacker(addr: &Multiaddr) -> libp2p_stream::Control {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    let control = swarm.behaviour().new_control();
+    swarm.dial(addr.clone()).unwrap();
+    let (up_tx, mut up) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
+                let _ = up_tx.send(());
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), up.recv())
+        .await
+        .expect("the attacker connected");
+    control
+}
+
+/// This process's resident memory.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Issue 23, item 1. Six peers, each with four streams (the most the node
+/// allows one peer), announce the largest frame on each and send as much of
+/// it as the node takes, then hold on. The old reader allocated each frame
+/// whole as soon as its length arrived and read all that was sent: about
+/// 190 MiB here, and more with every peer. Now large frames share one
+/// budget, so the node's memory stays within 64 MiB of idle, and an honest
+/// neighbour's message still arrives meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_start_the_largest_frames_pin_bounded_memory() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = LocalNode::start(dir_a.path(), Vec::new()).await;
+    let honest = LocalNode::start(dir_b.path(), vec![node.addr.clone()]).await;
+    let node_id: PeerId = node.id.parse().unwrap();
+    let addr: Multiaddr = node.addr.parse().unwrap();
+    let mut honest_control = honest.control.clone();
+    for _ in 0..200 {
+        let routes = honest_control
+            .routes(api::RoutesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if routes.routes.iter().any(|r| r.destination == node.id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_bytes();
+
+    let body: &'static [u8] = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
+    let mut held: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    for _ in 0..6 {
+        let mut control = attacker(&addr).await;
+        for _ in 0..lifeline_node::mesh::MAX_INBOUND_STREAMS {
+            let mut stream: Stream = control
+                .open_stream(node_id, lifeline_node::mesh::PROTOCOL)
+                .await
+                .expect("a mesh stream to the node");
+            held.push(tokio::spawn(async move {
+                let len = u32::try_from(lifeline_node::mesh::MAX_FRAME).unwrap();
+                let _ = stream.write_all(&len.to_be_bytes()).await;
+                // All but the last chunk, as fast as the node reads, then hold.
+                let chunks = lifeline_node::mesh::MAX_FRAME / body.len() - 1;
+                for _ in 0..chunks {
+                    if stream.write_all(body).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }));
+        }
+    }
+    let mut peak = idle;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_bytes());
+    }
+    let above = peak.saturating_sub(idle) / (1024 * 1024);
+    eprintln!("memory above idle while 24 streams held large frames: {above} MiB");
+    assert!(
+        above < 64,
+        "the node's process grew by {above} MiB while peers held large frames open"
+    );
+
+    // An honest neighbour's message still gets through.
+    honest_control
+        .send(api::SendRequest {
+            to: node.id.clone(),
+            text: b"still here?".to_vec(),
+            priority: api::Priority::Normal.into(),
+            prekey: node.card.clone(),
+            ttl_secs: 0,
+        })
+        .await
+        .unwrap();
+    let mut control = node.control.clone();
+    let mut arrived = false;
+    for _ in 0..100 {
+        let mut inbox = control
+            .inbox(api::InboxRequest { watch: false })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(m) = inbox.message().await.unwrap() {
+            arrived |= m.text == b"still here?";
+        }
+        if arrived {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(arrived, "an honest message did not arrive during the attack");
+    for task in held {
+        task.abort();
+    }
+    honest.stop().await;
+    node.stop().await;
+}
+
+/// Issue 23, item 1: a peer may have only a few mesh streams open; one that
+/// opens more is refused each time, counted, and banned. (The old node took
+/// every stream it was given.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_opens_stream_after_stream_is_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = LocalNode::start(dir.path(), Vec::new()).await;
+    let node_id: PeerId = node.id.parse().unwrap();
+    let addr: Multiaddr = node.addr.parse().unwrap();
+    let mut control = attacker(&addr).await;
+    let mut open = Vec::new();
+    let mut refused = false;
+    for _ in 0..20 {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            control.open_stream(node_id, lifeline_node::mesh::PROTOCOL),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => open.push(stream),
+            _ => {
+                refused = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Banned: the connection is gone, and the node lists no such peer.
+    let mut node_control = node.control.clone();
+    let mut gone = false;
+    for _ in 0..100 {
+        let peers = node_control
+            .peers(api::PeersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if peers.peers.is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused && gone,
+        "{} streams opened; refused: {refused}; disconnected: {gone}",
+        open.len()
+    );
+    node.stop().await;
 }
