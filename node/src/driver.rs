@@ -1074,7 +1074,10 @@ impl Node {
                     Err(e) => warn!(id = %d.id, "a message for this node did not open: {e}"),
                 }
             }
-            Some(app_payload::Kind::Sos(sos)) => {
+            // An SOS is one only as P0, under P0's limits: the same payload
+            // in another class (a P3 broadcast from a throwaway key, say) is
+            // not shown to anyone as an SOS.
+            Some(app_payload::Kind::Sos(sos)) if d.class == Class::P0 => {
                 let Some(origin) = d.origin.as_ref().and_then(node_id) else {
                     return;
                 };
@@ -1096,6 +1099,9 @@ impl Node {
                 Ok(tx) => self.pool(tx),
                 Err(e) => debug!("a broadcast transaction is invalid: {e}"),
             },
+            Some(app_payload::Kind::Sos(_)) => {
+                debug!(id = %d.id, class = ?d.class, "an SOS payload that did not come as P0 is ignored");
+            }
             _ => {}
         }
     }

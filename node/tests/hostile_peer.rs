@@ -253,7 +253,10 @@ async fn peers_that_start_the_largest_frames_pin_bounded_memory() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(arrived, "an honest message did not arrive during the attack");
+    assert!(
+        arrived,
+        "an honest message did not arrive during the attack"
+    );
     for task in held {
         task.abort();
     }
@@ -307,6 +310,113 @@ async fn a_peer_that_opens_stream_after_stream_is_banned() {
         refused && gone,
         "{} streams opened; refused: {refused}; disconnected: {gone}",
         open.len()
+    );
+    node.stop().await;
+}
+
+/// Issue 23, item 4: an SOS payload in a P3 broadcast, from a throwaway key.
+/// The old node put it in the inbox as an SOS, like the real one (the test
+/// then finds two SOS entries). Now only the P0 one is an SOS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sos_payload_in_a_bulk_broadcast_is_not_an_sos() {
+    use lifeline_node::mesh::{Frame as MeshFrame, write_frame};
+    use lifeline_node::pb::mesh::{AppPayload, Sos, app_payload};
+    use lifeline_routing::wire::{Body, Frame, Message, Packet};
+    use lifeline_routing::{Address, Class, Kind};
+    use prost::Message as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = LocalNode::start(dir.path(), Vec::new()).await;
+    let node_id: PeerId = node.id.parse().unwrap();
+    let addr: Multiaddr = node.addr.parse().unwrap();
+    let mut control = attacker(&addr).await;
+    // Take the node's stream to us, so that it counts us as a neighbour.
+    let mut incoming = control.accept(lifeline_node::mesh::PROTOCOL).unwrap();
+    tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Some((_, stream)) = incoming.next().await {
+            kept.push(stream);
+        }
+    });
+    let mut stream = control
+        .open_stream(node_id, lifeline_node::mesh::PROTOCOL)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let throwaway = lifeline_crypto::Identity::generate(&mut rand::rng());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let payload = AppPayload {
+        kind: Some(app_payload::Kind::Sos(Sos {
+            text: "fake emergency".into(),
+            lat_micro: None,
+            lon_micro: None,
+        })),
+    }
+    .encode_to_vec();
+    for (n, class) in [(1u64, Class::P3), (2, Class::P0)] {
+        let body = Body {
+            class,
+            kind: Kind::Data,
+            destination: None,
+            origin: Some(Address::from(throwaway.id())),
+            created_ms: now,
+            expires_ms: now + 3_600_000,
+            area: None,
+            nonce: n.to_le_bytes(),
+            payload: payload.clone(),
+        };
+        let message = Message::new(body, Some(&throwaway), 16);
+        let packet = Packet {
+            frame: n,
+            index: 0,
+            count: 1,
+            class,
+            data: Frame::Message(Box::new(message)).encode(),
+        }
+        .encode();
+        write_frame(&mut stream, &MeshFrame::Packet(packet).encode())
+            .await
+            .unwrap();
+    }
+
+    // The P0 one arrives as an SOS; the P3 one never does.
+    let mut node_control = node.control.clone();
+    let mut sos = 0;
+    for _ in 0..50 {
+        let mut inbox = node_control
+            .inbox(api::InboxRequest { watch: false })
+            .await
+            .unwrap()
+            .into_inner();
+        sos = 0;
+        while let Some(m) = inbox.message().await.unwrap() {
+            sos += usize::from(m.kind == "sos");
+        }
+        if sos >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time for the P3 one too, had it been taken for an SOS.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut inbox = node_control
+        .inbox(api::InboxRequest { watch: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kinds = Vec::new();
+    while let Some(m) = inbox.message().await.unwrap() {
+        kinds.push(m.kind);
+    }
+    assert!(sos >= 1, "the real SOS did not arrive: {kinds:?}");
+    assert_eq!(
+        kinds,
+        vec!["sos".to_string()],
+        "a bulk broadcast became an SOS"
     );
     node.stop().await;
 }

@@ -60,7 +60,8 @@ pub struct Config {
     pub ack_timeout_ms: u64,
     /// Default lifetime of a message.
     pub default_ttl_ms: u64,
-    /// Hop limit of broadcasts sent from here.
+    /// Hop limit of broadcasts sent from here, and the most hops a
+    /// broadcast travels on from here, whatever its sender asked for.
     pub broadcast_hops: u32,
     /// Hop limit of the flood used for P0 messages without a route.
     pub flood_hops: u32,
@@ -78,8 +79,22 @@ pub struct Config {
     pub neighbour_p0_burst: u32,
     /// See `neighbour_p0_burst`.
     pub neighbour_p0_interval_ms: u64,
+    /// Broadcasts of classes P1 to P3 per origin (all neighbours together):
+    /// a burst, then one per interval.
+    pub broadcast_burst: u32,
+    /// See `broadcast_burst`.
+    pub broadcast_interval_ms: u64,
+    /// Broadcasts of classes P1 to P3 per neighbour (all origins together):
+    /// a burst (room for the recent broadcasts handed to a new neighbour),
+    /// then one per interval.
+    pub neighbour_broadcast_burst: u32,
+    /// See `neighbour_broadcast_burst`.
+    pub neighbour_broadcast_interval_ms: u64,
     /// Misbehaviour count at which a neighbour is reported.
     pub misbehaviour_threshold: u64,
+    /// Counts against a neighbour halve after this long, so that old
+    /// mistakes do not add up to a ban.
+    pub misbehaviour_half_life_ms: u64,
     /// This node's position (microdegrees), for area-limited broadcasts.
     pub position: Option<(i32, i32)>,
     /// Recent broadcasts kept to hand to neighbours that come up later.
@@ -117,7 +132,12 @@ impl Default for Config {
             sos_interval_ms: 20_000,
             neighbour_p0_burst: 60,
             neighbour_p0_interval_ms: 250,
+            broadcast_burst: 20,
+            broadcast_interval_ms: 3_000,
+            neighbour_broadcast_burst: 256,
+            neighbour_broadcast_interval_ms: 50,
             misbehaviour_threshold: 100,
+            misbehaviour_half_life_ms: 600_000,
             position: None,
             recent_broadcasts: 64,
             tracked_messages: 10_000,
@@ -221,9 +241,10 @@ impl Status {
 pub struct Misbehaviour {
     /// Packets or frames that did not decode or check.
     pub invalid: u64,
-    /// P0 frames over the per-origin or per-neighbour limit.
+    /// Messages the neighbour originated itself over a rate limit. (What it
+    /// only relays is dropped over a limit but never counted against it.)
     pub rate_limited: u64,
-    /// Messages that arrived already expired.
+    /// Messages the neighbour originated itself that arrived expired.
     pub replays: u64,
     /// P1 messages not signed by an authority.
     pub unauthorized: u64,
@@ -360,6 +381,12 @@ pub struct Stats {
     /// table was full ([`MAX_DESTINATIONS`](crate::routes::MAX_DESTINATIONS)):
     /// a neighbour is making destinations up.
     pub routes_refused: u64,
+    /// Messages dropped over a rate limit (per origin or per neighbour).
+    pub rate_limited: u64,
+    /// Messages that arrived expired, dropped.
+    pub expired_arrivals: u64,
+    /// Unsigned broadcasts that had travelled more than one hop, dropped.
+    pub unsigned_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,6 +432,8 @@ struct Neighbour {
     /// Frames in the queue that carry messages in custody.
     custody_frames: HashMap<u64, MessageId>,
     counts: Misbehaviour,
+    /// When `counts` last halved (or began).
+    counted_ms: u64,
     reported: bool,
     /// A custody acknowledgement from it timed out, and none came since: an
     /// SOS sent through it also goes out as a detour flood at once.
@@ -478,6 +507,8 @@ pub struct Router<S> {
     seen_purged_ms: u64,
     sos_limit: RateLimiter<Address>,
     neighbour_p0: RateLimiter<Address>,
+    broadcast_origin: RateLimiter<Address>,
+    neighbour_broadcast: RateLimiter<Address>,
     last_route: HashMap<Address, u64>,
     tracked: HashMap<MessageId, Tracked>,
     /// Tracked messages by expiry.
@@ -555,6 +586,16 @@ impl<S: MessageStore> Router<S> {
             neighbour_p0: RateLimiter::new(
                 config.neighbour_p0_burst,
                 config.neighbour_p0_interval_ms,
+                4_096,
+            ),
+            broadcast_origin: RateLimiter::new(
+                config.broadcast_burst,
+                config.broadcast_interval_ms,
+                10_000,
+            ),
+            neighbour_broadcast: RateLimiter::new(
+                config.neighbour_broadcast_burst,
+                config.neighbour_broadcast_interval_ms,
                 4_096,
             ),
             last_route: HashMap::new(),
@@ -716,6 +757,7 @@ impl<S: MessageStore> Router<S> {
                     next_frame: 0,
                     custody_frames: HashMap::new(),
                     counts: Misbehaviour::default(),
+                    counted_ms: now,
                     reported: false,
                     silent: false,
                 },
@@ -788,16 +830,16 @@ impl<S: MessageStore> Router<S> {
         };
         let packet = match Packet::decode(bytes) {
             Ok(p) => p,
-            Err(_) => return self.misbehaved(from, |c| c.invalid += 1),
+            Err(_) => return self.misbehaved(now, from, |c| c.invalid += 1),
         };
         let frame_bytes = match neighbour.reassembler.push(packet) {
             Ok(Some((_, bytes))) => bytes,
             Ok(None) => return,
-            Err(_) => return self.misbehaved(from, |c| c.invalid += 1),
+            Err(_) => return self.misbehaved(now, from, |c| c.invalid += 1),
         };
         let frame = match Frame::decode_deferred(&frame_bytes) {
             Ok(f) => f,
-            Err(_) => return self.misbehaved(from, |c| c.invalid += 1),
+            Err(_) => return self.misbehaved(now, from, |c| c.invalid += 1),
         };
         let from = *from;
         match frame {
@@ -1114,7 +1156,12 @@ impl<S: MessageStore> Router<S> {
         if ttl == 0 || ttl > MAX_TTL_MS {
             return Err(SendError::BadTtl);
         }
-        let signed = matches!(class, Class::P0 | Class::P1) || kind != Kind::Data;
+        // Unicast data of P2 and P3 goes unsigned, so relays do not learn
+        // who writes to whom. Everything else is signed: relays act on its
+        // origin (rate limits, authority), and broadcasts are public anyway.
+        let signed = matches!(class, Class::P0 | Class::P1)
+            || kind != Kind::Data
+            || matches!(destination, Destination::Broadcast { .. });
         let (dest, hops, area) = match destination {
             Destination::Node(d) if d == self.me => return Err(SendError::ToSelf),
             Destination::Node(d) => (Some(d), MAX_HOPS, None),
@@ -1223,9 +1270,31 @@ impl<S: MessageStore> Router<S> {
         }
     }
 
-    fn misbehaved(&mut self, from: &Address, count: impl FnOnce(&mut Misbehaviour)) {
+    /// Counts what `from` is to blame for (never what it only relayed),
+    /// halving older counts every `misbehaviour_half_life_ms`.
+    fn misbehaved(&mut self, now: u64, from: &Address, count: impl FnOnce(&mut Misbehaviour)) {
         let threshold = self.config.misbehaviour_threshold;
+        let half_life = self.config.misbehaviour_half_life_ms.max(1);
         if let Some(n) = self.neighbours.get_mut(from) {
+            let halvings = now.saturating_sub(n.counted_ms) / half_life;
+            if halvings > 0 {
+                let shift = u32::try_from(halvings.min(63)).unwrap_or(63);
+                let c = &mut n.counts;
+                for v in [
+                    &mut c.invalid,
+                    &mut c.rate_limited,
+                    &mut c.replays,
+                    &mut c.unauthorized,
+                ] {
+                    *v >>= shift;
+                }
+                n.counted_ms = n
+                    .counted_ms
+                    .saturating_add(halvings.saturating_mul(half_life));
+                if n.counts.total() < threshold {
+                    n.reported = false;
+                }
+            }
             count(&mut n.counts);
             if !n.reported && n.counts.total() >= threshold {
                 n.reported = true;
@@ -1256,11 +1325,37 @@ impl<S: MessageStore> Router<S> {
             (Kind::Data, Some(origin)) => self.sos_limit.allow(&origin, now),
             _ => true,
         };
-        if !origin_ok || !self.neighbour_p0.allow(&from, now) {
-            self.misbehaved(&from, |c| c.rate_limited += 1);
-            return false;
+        let allowed = origin_ok && self.neighbour_p0.allow(&from, now);
+        if !allowed {
+            self.over_limit(now, from, m);
         }
-        true
+        allowed
+    }
+
+    /// Checks the broadcast limits of classes P1 to P3 (per origin, and per
+    /// neighbour for all origins together). An unsigned broadcast counts
+    /// against the neighbour that sent it, as its origin.
+    fn broadcast_allowed(&mut self, now: u64, from: Address, m: &Message) -> bool {
+        if m.body.class == Class::P0 {
+            return true;
+        }
+        let origin = m.body.origin.unwrap_or(from);
+        let allowed =
+            self.broadcast_origin.allow(&origin, now) && self.neighbour_broadcast.allow(&from, now);
+        if !allowed {
+            self.over_limit(now, from, m);
+        }
+        allowed
+    }
+
+    /// A message over a rate limit: dropped, and counted against the
+    /// neighbour only if it is the message's origin (a relay cannot stop
+    /// what others send through it).
+    fn over_limit(&mut self, now: u64, from: Address, m: &Message) {
+        self.stats.rate_limited += 1;
+        if m.body.origin == Some(from) {
+            self.misbehaved(now, &from, |c| c.rate_limited += 1);
+        }
     }
 
     /// After routes may have changed: note lost routes and forward what waits.

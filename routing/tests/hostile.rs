@@ -1,6 +1,8 @@
 //! What a hostile neighbour can do to a router: garbage, forged classes,
-//! SOS floods from one key or many, replays. None of it may panic the
-//! router, and all of it is counted against the neighbour.
+//! SOS and broadcast floods from one key or many, replays, broadcasts that
+//! ask for too many hops. None of it may panic the router. What the
+//! neighbour did itself is counted against it; what it only relayed is
+//! dropped over the limits but never blamed on it (issue 23, item 3).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -105,8 +107,12 @@ fn an_sos_flood_from_one_key_is_cut_to_the_rate_limit() {
     );
 }
 
+/// Issue 23, item 3: Sybil origins behind an honest relay. The old router
+/// counted every SOS over the neighbour's budget against the relay (440 of
+/// 500 here, past the threshold of 100), so every neighbour of the relay
+/// banned it and the mesh split.
 #[test]
-fn an_sos_flood_from_many_fresh_keys_hits_the_neighbour_budget() {
+fn an_sos_flood_from_many_fresh_keys_hits_the_neighbour_budget_without_blaming_the_relay() {
     let (mut router, attacker, destination) = relay(Config::default());
     // 500 Sybil identities, one SOS each, all through the same neighbour.
     for i in 0..500u64 {
@@ -119,7 +125,12 @@ fn an_sos_flood_from_many_fresh_keys_hits_the_neighbour_budget() {
     }
     let budget = u64::from(Config::default().neighbour_p0_burst);
     assert_eq!(router.stats().message_transmissions, budget);
-    assert_eq!(counts(&router, &attacker).rate_limited, 500 - budget);
+    assert_eq!(router.stats().rate_limited, 500 - budget);
+    assert_eq!(counts(&router, &attacker).total(), 0);
+    assert!(
+        !std::iter::from_fn(|| router.poll_event()).any(|e| matches!(e, Event::Misbehaving { .. })),
+        "the relay was reported for what it only passed on"
+    );
 }
 
 #[test]
@@ -156,8 +167,9 @@ fn a_relay_cannot_change_a_signed_message() {
 }
 
 #[test]
-fn expired_messages_are_counted_as_replays_and_dropped() {
+fn expired_messages_are_dropped_and_only_their_origin_is_blamed() {
     let (mut router, attacker, destination) = relay(Config::default());
+    // Someone else's: it may have expired on its way through the relay.
     let old = message(
         &identity("someone"),
         Class::P0,
@@ -167,7 +179,128 @@ fn expired_messages_are_counted_as_replays_and_dropped() {
     );
     router.handle_packet(NOW, &attacker, &packet(1, old));
     assert_eq!(router.stats().message_transmissions, 0);
+    assert_eq!(router.stats().expired_arrivals, 1);
+    assert_eq!(counts(&router, &attacker).replays, 0);
+    // The neighbour's own.
+    let own = message(
+        &identity("attacker"),
+        Class::P0,
+        Some(destination),
+        2,
+        NOW - 7_200_000,
+    );
+    router.handle_packet(NOW, &attacker, &packet(2, own));
     assert_eq!(counts(&router, &attacker).replays, 1);
+}
+
+#[test]
+fn counts_against_a_neighbour_fade_and_it_can_be_reported_again() {
+    let config = Config {
+        misbehaviour_threshold: 4,
+        ..Config::default()
+    };
+    let half_life = config.misbehaviour_half_life_ms;
+    let (mut router, attacker, _) = relay(config);
+    let garbage = |router: &mut Router<MemoryMessageStore>, t: u64, n: u64| {
+        for i in 0..n {
+            router.handle_packet(t, &attacker, &packet(t + i, vec![0xff; 9]));
+        }
+    };
+    let reports = |router: &mut Router<MemoryMessageStore>| {
+        std::iter::from_fn(|| router.poll_event())
+            .filter(|e| matches!(e, Event::Misbehaving { .. }))
+            .count()
+    };
+    // Three mistakes, then three more an hour later: never four at once.
+    garbage(&mut router, NOW, 3);
+    garbage(&mut router, NOW + 6 * half_life, 3);
+    assert_eq!(counts(&router, &attacker).invalid, 3);
+    assert_eq!(reports(&mut router), 0);
+    // A burst is reported; once it has faded, the next burst is again.
+    garbage(&mut router, NOW + 6 * half_life, 1);
+    assert_eq!(reports(&mut router), 1);
+    garbage(&mut router, NOW + 12 * half_life, 4);
+    assert_eq!(reports(&mut router), 1);
+}
+
+/// A P3 broadcast (with an SOS as its payload, say) from one key.
+fn broadcast(signer: Option<&Identity>, nonce: u64, hops: u32, hops_taken: u32) -> Vec<u8> {
+    let body = Body {
+        class: Class::P3,
+        kind: Kind::Data,
+        destination: None,
+        origin: signer.map(|s| Address::from(s.id())),
+        created_ms: NOW,
+        expires_ms: NOW + 3_600_000,
+        area: None,
+        nonce: nonce.to_le_bytes(),
+        payload: b"SOS".to_vec(),
+    };
+    let mut m = Message::new(body, signer, hops);
+    m.hops_taken = hops_taken;
+    Frame::Message(Box::new(m)).encode()
+}
+
+/// Issue 23, item 4: only P0 was limited, so one key could flood the mesh
+/// with P3 broadcasts of up to 255 hops. The old router passed on all 200
+/// of these, each with the 254 hops it was given.
+#[test]
+fn broadcasts_of_every_class_are_limited_per_origin_and_per_neighbour_and_in_hops() {
+    let config = Config::default();
+    let (mut router, attacker, destination) = relay(config.clone());
+    let flooder = identity("flooder");
+    for i in 0..200u64 {
+        router.handle_packet(
+            NOW,
+            &attacker,
+            &packet(i + 1, broadcast(Some(&flooder), i, 255, 1)),
+        );
+    }
+    let burst = u64::from(config.broadcast_burst);
+    assert_eq!(router.stats().message_transmissions, burst);
+    assert_eq!(router.stats().rate_limited, 200 - burst);
+    // Passed on with this node's hop limit, not the 254 left.
+    let mut hops = Vec::new();
+    while let Some(bytes) = router.poll_link(NOW, &destination) {
+        if let Ok(p) = Packet::decode(&bytes)
+            && let Ok(Frame::Message(m)) = Frame::decode(&p.data)
+        {
+            hops.push(m.hops_left);
+        }
+    }
+    assert!(
+        !hops.is_empty() && hops.iter().all(|&h| h < config.broadcast_hops),
+        "{hops:?}"
+    );
+    // Many fresh keys through one neighbour: cut at the neighbour's budget,
+    // and the neighbour (a relay, for all this node knows) is not blamed.
+    let (mut router, attacker, _) = relay(config.clone());
+    for i in 0..1_000u64 {
+        let sybil = identity(&format!("sybil {i}"));
+        router.handle_packet(
+            NOW,
+            &attacker,
+            &packet(i + 1, broadcast(Some(&sybil), i, 16, 1)),
+        );
+    }
+    let budget = u64::from(config.neighbour_broadcast_burst);
+    assert_eq!(router.stats().message_transmissions, budget);
+    assert_eq!(counts(&router, &attacker).total(), 0);
+}
+
+#[test]
+fn an_unsigned_broadcast_goes_no_farther_than_one_hop() {
+    let (mut router, attacker, _) = relay(Config::default());
+    // From a neighbour: delivered here, passed on to nobody.
+    router.handle_packet(NOW, &attacker, &packet(1, broadcast(None, 1, 16, 1)));
+    // From farther away: dropped.
+    router.handle_packet(NOW, &attacker, &packet(2, broadcast(None, 2, 16, 2)));
+    let delivered = std::iter::from_fn(|| router.poll_event())
+        .filter(|e| matches!(e, Event::Delivered(_)))
+        .count();
+    assert_eq!(delivered, 1);
+    assert_eq!(router.stats().message_transmissions, 0);
+    assert_eq!(router.stats().unsigned_dropped, 1);
 }
 
 #[test]

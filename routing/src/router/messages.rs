@@ -14,16 +14,21 @@ use crate::wire::{AckOutcome, Address, Frame, Kind, Message, MessageId, Receipt}
 impl<S: MessageStore> Router<S> {
     pub(super) fn handle_message(&mut self, now: u64, from: Address, m: Message) {
         if m.body.expires_ms <= now {
-            return self.misbehaved(&from, |c| c.replays += 1);
+            // It may have expired on its way; only its origin is to blame.
+            self.stats.expired_arrivals += 1;
+            if m.body.origin == Some(from) {
+                self.misbehaved(now, &from, |c| c.replays += 1);
+            }
+            return;
         }
         if m.body.created_ms > now.saturating_add(self.config.max_clock_skew_ms) {
-            return self.misbehaved(&from, |c| c.invalid += 1);
+            return self.misbehaved(now, &from, |c| c.invalid += 1);
         }
         if m.body.class == Class::P1
             && m.body.kind == Kind::Data
             && !m.body.origin.is_some_and(|o| self.authorities.contains(&o))
         {
-            return self.misbehaved(&from, |c| c.unauthorized += 1);
+            return self.misbehaved(now, &from, |c| c.unauthorized += 1);
         }
         let Some(destination) = m.body.destination else {
             return self.handle_broadcast(now, from, m);
@@ -34,7 +39,7 @@ impl<S: MessageStore> Router<S> {
         let relay_checks = matches!(m.body.class, Class::P0 | Class::P1);
         if (relay_checks || destination == self.me) && m.verify_origin().is_err() {
             if relay_checks {
-                return self.misbehaved(&from, |c| c.invalid += 1);
+                return self.misbehaved(now, &from, |c| c.invalid += 1);
             }
             // A forged receipt for us: an honest relay may have carried
             // it, so it is not held against the neighbour; acknowledged so
@@ -280,15 +285,27 @@ impl<S: MessageStore> Router<S> {
             return;
         }
         if m.verify_origin().is_err() {
-            return self.misbehaved(&from, |c| c.invalid += 1);
+            return self.misbehaved(now, &from, |c| c.invalid += 1);
         }
         if !self.first_sight(false, &m, now) {
             self.stats.duplicates += 1;
             return;
         }
-        if !self.p0_allowed(now, from, &m) {
+        if !self.p0_allowed(now, from, &m) || !self.broadcast_allowed(now, from, &m) {
             return;
         }
+        // Unsigned, nobody can be held to it: it may come from a neighbour,
+        // no farther. (This node signs every broadcast it sends.)
+        if m.body.origin.is_none() && m.hops_taken > 1 {
+            self.stats.unsigned_dropped += 1;
+            return;
+        }
+        let mut m = m;
+        if m.body.origin.is_none() {
+            m.hops_left = 0;
+        }
+        // This node's hop limit, whatever the sender asked for.
+        m.hops_left = m.hops_left.min(self.config.broadcast_hops);
         let inside = match (m.body.area, self.config.position) {
             (Some(area), Some((lat, lon))) => area.contains(lat, lon),
             _ => true,
