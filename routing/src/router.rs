@@ -415,7 +415,13 @@ struct Held {
     /// another way if there is one (a neighbour that swallows messages, or
     /// a dead path behind it, is routed around, message by message).
     avoid: Option<Address>,
+    /// Neighbours that pulled a copy without taking custody (bounded by
+    /// [`MAX_PULLED_COPIES`]).
+    copied_to: Vec<Address>,
 }
+
+/// Copies of one held message that pulls may take without custody.
+const MAX_PULLED_COPIES: usize = 4;
 
 #[derive(Debug)]
 struct Tracked {

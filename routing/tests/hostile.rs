@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lifeline_crypto::Identity;
-use lifeline_routing::wire::{Body, Found, Frame, Lookup, Message, Packet};
+use lifeline_routing::wire::{AckOutcome, Body, Found, Frame, Lookup, Message, Packet};
 use lifeline_routing::{
     Address, Class, Config, Event, Kind, MemoryMessageStore, Misbehaviour, Router,
 };
@@ -611,4 +611,58 @@ fn a_peek_at_a_message_frame_sees_the_decoded_body() {
         Frame::Control(vec![lifeline_routing::routes::RouteMessage::DumpRequest]).encode();
     assert_eq!(Frame::peek_body(&control), None);
     assert_eq!(Frame::peek_body(&bytes[..bytes.len() / 2]), None);
+}
+
+/// Issue 23, item 5: a neighbour that sees a summary pulls every waiting
+/// message, acknowledges it, and drops it. The old router handed custody to
+/// any puller, so the message was gone from the relay; now a puller that
+/// is not closer by the relay's own table gets a copy, and custody stays.
+#[test]
+fn a_neighbour_that_pulls_and_drops_takes_no_custody_away() {
+    let (mut router, attacker, _) = relay(Config::default());
+    let far = Address::from(identity("far away").id());
+    let body = Body {
+        class: Class::P2,
+        kind: Kind::Data,
+        destination: Some(far),
+        origin: None,
+        created_ms: NOW,
+        expires_ms: NOW + 3_600_000,
+        area: None,
+        nonce: [9; 8],
+        payload: b"for someone out of reach".to_vec(),
+    };
+    let m = Message::new(body, None, 64);
+    let id = m.id;
+    let mut p = Packet {
+        frame: 1,
+        index: 0,
+        count: 1,
+        class: Class::P2,
+        data: Frame::Message(Box::new(m)).encode(),
+    };
+    router.handle_packet(NOW, &attacker, &p.encode());
+    router.flush();
+    assert!(router.holds(&id), "the relay took custody");
+    // The attacker pulls it, twice, and acknowledges custody each time.
+    for n in 2..6u64 {
+        p.frame = n;
+        p.data = if n % 2 == 0 {
+            Frame::Pull(vec![id]).encode()
+        } else {
+            Frame::Ack {
+                id,
+                outcome: AckOutcome::Holding,
+            }
+            .encode()
+        };
+        router.handle_packet(NOW + n, &attacker, &p.encode());
+        while router.poll_link(NOW + n, &attacker).is_some() {}
+    }
+    assert!(router.holds(&id), "a pull took the message out of custody");
+    assert_eq!(
+        router.stats().message_transmissions,
+        1,
+        "one copy, not one per pull"
+    );
 }

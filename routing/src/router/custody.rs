@@ -1,7 +1,10 @@
 //! Custody: what this node holds for others, summaries and pulls between
 //! neighbours, and forwarding of what waits for a route.
 
-use super::{DETOUR_SLACK, Event, Held, HeldState, MessageStore, Router, Status, eviction_key};
+use super::{
+    DETOUR_SLACK, Event, Held, HeldState, MAX_PULLED_COPIES, MessageStore, Router, Status,
+    eviction_key,
+};
 use crate::Class;
 use crate::routes::INFINITY;
 use crate::wire::{
@@ -38,6 +41,10 @@ impl<S: MessageStore> Router<S> {
         }
     }
 
+    /// A neighbour asks for messages it saw in this node's summary. Custody
+    /// goes to it only if it is closer to the destination by this node's
+    /// own routing table; otherwise it gets a copy (once) and custody stays
+    /// here, so that a neighbour that pulls and drops takes nothing away.
     pub(super) fn handle_pull(&mut self, now: u64, from: Address, ids: Vec<MessageId>) {
         for id in ids {
             let Some(h) = self.held.get(&id) else {
@@ -48,8 +55,33 @@ impl<S: MessageStore> Router<S> {
             }
             let message = h.message.clone();
             let upstream = h.from;
-            self.remove_from_waiting(id);
-            self.enqueue_message(now, from, &message, upstream, true);
+            if self.known_closer(&from, &message) {
+                self.remove_from_waiting(id);
+                self.enqueue_message(now, from, &message, upstream, true);
+                continue;
+            }
+            let Some(h) = self.held.get_mut(&id) else {
+                continue;
+            };
+            if h.copied_to.contains(&from) || h.copied_to.len() >= MAX_PULLED_COPIES {
+                continue;
+            }
+            h.copied_to.push(from);
+            self.enqueue_message(now, from, &message, upstream, false);
+        }
+    }
+
+    /// Whether `neighbour` is closer to `m`'s destination than this node,
+    /// by what it advertised to this node.
+    fn known_closer(&self, neighbour: &Address, m: &Message) -> bool {
+        let Some(destination) = m.body.destination else {
+            return false;
+        };
+        let theirs = self.table.advertised(neighbour, &destination);
+        match (theirs, self.table.metric(&destination)) {
+            (Some(theirs), Some(mine)) => theirs < mine,
+            (Some(_), None) => true,
+            (None, _) => false,
         }
     }
 
@@ -165,6 +197,7 @@ impl<S: MessageStore> Router<S> {
                 retries: 0,
                 flooded: false,
                 avoid: None,
+                copied_to: Vec::new(),
             },
         );
     }
