@@ -196,6 +196,20 @@ struct Node {
     last_stats: lifeline_routing::router::Stats,
 }
 
+/// Makes `dir` (created if need be) readable by its owner only; a failure
+/// is logged, not fatal (a folder the operator set up otherwise, say).
+fn owner_only(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let done = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)));
+    if let Err(e) = done {
+        warn!(
+            "cannot make {} readable by its owner only: {e}; other local users may read messages",
+            dir.display()
+        );
+    }
+}
+
 /// Runs the daemon until `shutdown` completes, then stops accepting, lets
 /// the router write what it holds, and closes the database.
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
@@ -204,7 +218,10 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         data_dir,
         keys,
     } = options;
+    // The inbox holds decrypted messages: no other local user may read it.
+    owner_only(&data_dir);
     let db = Database::open(&data_dir.join("db"))?;
+    owner_only(&data_dir.join("db"));
     let now = wall_ms();
 
     // The chain, if this node has a genesis.

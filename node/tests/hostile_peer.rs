@@ -420,3 +420,21 @@ async fn an_sos_payload_in_a_bulk_broadcast_is_not_an_sos() {
     );
     node.stop().await;
 }
+
+/// Issue 23, item 13: the data folder holds the inbox, decrypted. The old
+/// node left it, and RocksDB's folder inside it, as the umask made them
+/// (0755 here): readable by every local user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_folder_is_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let node = LocalNode::start(&dir, Vec::new()).await;
+    for d in [dir.clone(), dir.join("db")] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} has mode {mode:o}", d.display());
+    }
+    node.stop().await;
+}
