@@ -19,8 +19,12 @@ use tokio::sync::mpsc;
 
 use common::LocalNode;
 
+/// One test at a time: the memory test measures this whole process.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_mesh_protocol_gets_a_peer_banned_and_nothing_else() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let node = LocalNode::start(dir.path(), Vec::new()).await;
     let socket = node.socket.clone();
@@ -122,6 +126,18 @@ async fn garbage_on_the_mesh_protocol_gets_a_peer_banned_and_nothing_else() {
 
 /// A plain libp2p peer with the stream behaviour, connected to `addr`.
 async fn attacker(addr: &Multiaddr) -> libp2p_stream::Control {
+    attacker_accepting(addr, false).await.0
+}
+
+/// As [`attacker`]; with `accept`, it takes mesh streams too (taken before
+/// it dials, so that the node's stream to it cannot come first).
+async fn attacker_accepting(
+    addr: &Multiaddr,
+    accept: bool,
+) -> (
+    libp2p_stream::Control,
+    Option<libp2p_stream::IncomingStreams>,
+) {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -134,7 +150,8 @@ async fn attacker(addr: &Multiaddr) -> libp2p_stream::Control {
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
-    let control = swarm.behaviour().new_control();
+    let mut control = swarm.behaviour().new_control();
+    let incoming = accept.then(|| control.accept(lifeline_node::mesh::PROTOCOL).unwrap());
     swarm.dial(addr.clone()).unwrap();
     let (up_tx, mut up) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -147,7 +164,7 @@ async fn attacker(addr: &Multiaddr) -> libp2p_stream::Control {
     tokio::time::timeout(Duration::from_secs(10), up.recv())
         .await
         .expect("the attacker connected");
-    control
+    (control, incoming)
 }
 
 /// This process's resident memory.
@@ -170,6 +187,7 @@ fn rss_bytes() -> u64 {
 /// neighbour's message still arrives meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_start_the_largest_frames_pin_bounded_memory() {
+    let _serial = SERIAL.lock().await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let node = LocalNode::start(dir_a.path(), Vec::new()).await;
     let honest = LocalNode::start(dir_b.path(), vec![node.addr.clone()]).await;
@@ -269,6 +287,7 @@ async fn peers_that_start_the_largest_frames_pin_bounded_memory() {
 /// every stream it was given.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_opens_stream_after_stream_is_banned() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let node = LocalNode::start(dir.path(), Vec::new()).await;
     let node_id: PeerId = node.id.parse().unwrap();
@@ -319,6 +338,7 @@ async fn a_peer_that_opens_stream_after_stream_is_banned() {
 /// then finds two SOS entries). Now only the P0 one is an SOS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sos_payload_in_a_bulk_broadcast_is_not_an_sos() {
+    let _serial = SERIAL.lock().await;
     use lifeline_node::mesh::{Frame as MeshFrame, write_frame};
     use lifeline_node::pb::mesh::{AppPayload, Sos, app_payload};
     use lifeline_routing::wire::{Body, Frame, Message, Packet};
@@ -329,20 +349,27 @@ async fn an_sos_payload_in_a_bulk_broadcast_is_not_an_sos() {
     let node = LocalNode::start(dir.path(), Vec::new()).await;
     let node_id: PeerId = node.id.parse().unwrap();
     let addr: Multiaddr = node.addr.parse().unwrap();
-    let mut control = attacker(&addr).await;
-    // Take the node's stream to us, so that it counts us as a neighbour.
-    let mut incoming = control.accept(lifeline_node::mesh::PROTOCOL).unwrap();
+    // It takes the node's stream to it, so that the node counts it as a
+    // neighbour.
+    let (mut control, incoming) = attacker_accepting(&addr, true).await;
+    let mut incoming = incoming.unwrap();
+    let (linked_tx, mut linked) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut kept = Vec::new();
         while let Some((_, stream)) = incoming.next().await {
             kept.push(stream);
+            let _ = linked_tx.send(());
         }
     });
     let mut stream = control
         .open_stream(node_id, lifeline_node::mesh::PROTOCOL)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The node is a neighbour of ours once its stream to us is open.
+    tokio::time::timeout(Duration::from_secs(30), linked.recv())
+        .await
+        .expect("the node opened its mesh stream to the attacker");
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let throwaway = lifeline_crypto::Identity::generate(&mut rand::rng());
     let now = std::time::SystemTime::now()
@@ -386,7 +413,7 @@ async fn an_sos_payload_in_a_bulk_broadcast_is_not_an_sos() {
     // The P0 one arrives as an SOS; the P3 one never does.
     let mut node_control = node.control.clone();
     let mut sos = 0;
-    for _ in 0..50 {
+    for _ in 0..150 {
         let mut inbox = node_control
             .inbox(api::InboxRequest { watch: false })
             .await
@@ -426,6 +453,7 @@ async fn an_sos_payload_in_a_bulk_broadcast_is_not_an_sos() {
 /// (0755 here): readable by every local user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_folder_is_for_its_owner_only() {
+    let _serial = SERIAL.lock().await;
     use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("data");
