@@ -207,6 +207,17 @@ pub struct Misbehaviour {
     pub unsolicited: u32,
     /// Finality votes whose signature did not verify.
     pub forged_votes: u32,
+    /// Answers that brought no block this node did not have: a neighbour
+    /// that claims a chain it does not deliver.
+    pub useless: u32,
+}
+
+/// A neighbour whose answers brought nothing new: how many in a row, and
+/// until when it is not asked (doubling with each).
+#[derive(Clone, Copy, Debug)]
+struct Strikes {
+    count: u32,
+    not_before: Option<Timestamp>,
 }
 
 /// This node's own key, used by another node: what [`Sync::watch_key`]
@@ -244,6 +255,9 @@ pub struct Sync<P> {
     /// Neighbours' chains worth asking for blocks.
     peers: HashMap<P, PeerChain>,
     misbehaviour: HashMap<P, Misbehaviour>,
+    /// Neighbours whose last answers brought nothing new: asked after every
+    /// other, and not at all for a while.
+    strikes: HashMap<P, Strikes>,
     in_flight: Option<Request<P>>,
     outbox: VecDeque<(P, SyncMessage)>,
     /// Height to ask from next, when walking back to find where branches meet.
@@ -278,6 +292,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             neighbours: BTreeSet::new(),
             peers: HashMap::new(),
             misbehaviour: HashMap::new(),
+            strikes: HashMap::new(),
             in_flight: None,
             outbox: VecDeque::new(),
             restart_from: None,
@@ -338,6 +353,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
     pub fn handle_peer_gone(&mut self, peer: &P) {
         self.neighbours.remove(peer);
         self.peers.remove(peer);
+        self.strikes.remove(peer);
         if self.in_flight.as_ref().is_some_and(|r| &r.peer == peer) {
             self.in_flight = None;
         }
@@ -408,6 +424,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             self.peers.remove(&peer);
         }
         let count = blocks.len();
+        let (mut new, mut elsewhere) = (0, false);
         for (i, bytes) in blocks.iter().enumerate() {
             let block = match SealedBlock::from_bytes(bytes) {
                 Ok(block) => block,
@@ -423,6 +440,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             };
             match chain.import(&block, Validation::Full { now }) {
                 Ok(imported) => {
+                    new += usize::from(imported.new);
                     // Validated, so the signature is the key's own.
                     let h = block.header();
                     if imported.new
@@ -443,6 +461,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                     }
                 }
                 Err(ChainError::Import(ImportError::UnknownParent { .. })) if i == 0 => {
+                    elsewhere = true;
                     // Another branch: ask again from where both must meet.
                     let floor = chain.finalized().number.saturating_add(1);
                     if request.from > floor {
@@ -466,6 +485,25 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                     break;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+        if new > 0 {
+            self.strikes.remove(&peer);
+        } else if count > 0 && !elsewhere {
+            // Its claim did not hold (or it raced another neighbour): the
+            // others go first, and it waits, longer each time.
+            self.misbehaviour.entry(peer.clone()).or_default().useless += 1;
+            let s = self.strikes.entry(peer).or_insert(Strikes {
+                count: 0,
+                not_before: None,
+            });
+            s.count = s.count.saturating_add(1);
+            // Once may be a race with another neighbour's answer: only the
+            // second in a row makes it wait, 10 s, then twice as long each
+            // time up to about 5 minutes.
+            if s.count >= 2 {
+                let wait = REQUEST_TIMEOUT.saturating_mul(1 << (s.count - 2).min(5));
+                s.not_before = Some(now.saturating_add(wait));
             }
         }
         Ok(())
@@ -619,6 +657,9 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             // Try someone else next time.
             self.peers.remove(&request.peer);
         }
+        for s in self.strikes.values_mut() {
+            s.not_before = s.not_before.filter(|t| *t > now);
+        }
         let mut expired: Vec<u64> = self
             .wanted
             .iter()
@@ -650,7 +691,8 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let request = self.in_flight.as_ref().map(|r| r.deadline);
         let votes = self.wanted.values().map(|w| w.deadline).min();
-        request.into_iter().chain(votes).min()
+        let waiting = self.strikes.values().filter_map(|s| s.not_before).min();
+        request.into_iter().chain(votes).chain(waiting).min()
     }
 
     /// The next message to send.
@@ -669,13 +711,28 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             return;
         }
         let head = chain.head();
-        // The best chain this node lacks; the lowest peer wins a tie, so the
-        // choice never depends on hashing order.
+        // The best chain this node lacks, from those whose answers have
+        // brought something (a claim is only a claim); the lowest peer wins
+        // a tie, so the choice never depends on hashing order.
+        let strikes = &self.strikes;
         let best = self
             .peers
             .iter()
-            .filter(|(_, p)| worth_asking(chain, p))
-            .max_by_key(|(peer, p)| (p.justified_number, p.total_weight, std::cmp::Reverse(*peer)));
+            .filter(|(peer, p)| {
+                let waiting = strikes
+                    .get(*peer)
+                    .is_some_and(|s| s.not_before.is_some_and(|t| t > now));
+                !waiting && worth_asking(chain, p)
+            })
+            .max_by_key(|(peer, p)| {
+                let struck = strikes.get(*peer).map_or(0, |s| s.count);
+                (
+                    std::cmp::Reverse(struck),
+                    p.justified_number,
+                    p.total_weight,
+                    std::cmp::Reverse(*peer),
+                )
+            });
         let Some((peer, theirs)) = best else {
             return;
         };

@@ -590,3 +590,103 @@ fn an_authority_notices_another_node_sealing_or_voting_with_its_key() {
         ))
     );
 }
+
+/// One node behind, two honest neighbours sharing `honest`'s chain, and
+/// with `with_liar` a third that lies (see below). Whether the node caught
+/// up, the messages it took, and what the liar's answers were counted as.
+fn catch_up(
+    g: &Genesis,
+    honest: &mut Chain<MemoryChainStore>,
+    with_liar: bool,
+) -> (bool, usize, u32) {
+    use lifeline_consensus::sync::PeerChain;
+    let mut behind = Chain::open(MemoryChainStore::new(), g).unwrap();
+    let mut sync = Sync::<&str>::new();
+    let (mut sync_h1, mut sync_h2) = (Sync::<&str>::new(), Sync::<&str>::new());
+    let now = honest.head().timestamp;
+    let lie = SyncMessage::Status {
+        genesis: honest.genesis_hash(),
+        chain: PeerChain {
+            head_number: 5_000,
+            head_hash: lifeline_consensus::BlockHash([7; 32]),
+            total_weight: u64::MAX,
+            finalized_number: 4_000,
+            justified_number: 4_999,
+        },
+    };
+    for (name, s) in [("h1", &mut sync_h1), ("h2", &mut sync_h2)] {
+        sync.handle_message(name, wire(Sync::<&str>::status(honest)), &mut behind, now)
+            .unwrap();
+        s.handle_message("x", wire(Sync::<&str>::status(&behind)), honest, now)
+            .unwrap();
+    }
+    if with_liar {
+        sync.handle_message("liar", wire(lie.clone()), &mut behind, now)
+            .unwrap();
+    }
+    let mut messages = 0;
+    let mut later = now;
+    while messages < 2_000 && behind.head() != honest.head() {
+        let Some((to, m)) = sync.poll_transmit() else {
+            // Nothing to send: time passes to the next timeout.
+            let Some(t) = sync.poll_timeout() else { break };
+            later = later.max(t);
+            sync.handle_timeout(&behind, later);
+            continue;
+        };
+        messages += 1;
+        let answer = match to {
+            "liar" => {
+                // A block the node has (its head), then the lie again.
+                let mine = behind.canonical_block(behind.head().number).unwrap();
+                let blocks = SyncMessage::Blocks(mine.into_iter().collect());
+                sync.handle_message("liar", wire(blocks), &mut behind, later)
+                    .unwrap();
+                sync.handle_message("liar", wire(lie.clone()), &mut behind, later)
+                    .unwrap();
+                continue;
+            }
+            "h1" => {
+                sync_h1.handle_message("x", wire(m), honest, later).unwrap();
+                sync_h1.poll_transmit()
+            }
+            _ => {
+                sync_h2.handle_message("x", wire(m), honest, later).unwrap();
+                sync_h2.poll_transmit()
+            }
+        };
+        if let Some((_, answer)) = answer {
+            messages += 1;
+            sync.handle_message(to, wire(answer), &mut behind, later)
+                .unwrap();
+        }
+    }
+    (
+        behind.head() == honest.head(),
+        messages,
+        sync.misbehaviour(&"liar").useless,
+    )
+}
+
+/// Issue 23, item 2: one liar among three neighbours. It claims the
+/// heaviest chain there can be, and answers every request with a block the
+/// node has already. The old sync believed the claim every time: it asked
+/// the liar again after each useless answer, and never the honest two (the
+/// node stayed at height 0 after 2,000 messages here). Now a claim that
+/// brings nothing puts the liar behind the others, and the node catches up
+/// with about as many messages as without it.
+#[test]
+fn a_node_behind_catches_up_whatever_one_liar_claims() {
+    let g = genesis();
+    let mut honest = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    grow(&mut honest, 1_000, 0);
+    let (caught_up, honest_only, _) = catch_up(&g, &mut honest, false);
+    assert!(caught_up);
+    let (caught_up, with_liar, useless) = catch_up(&g, &mut honest, true);
+    assert!(caught_up, "stuck behind a liar after {with_liar} messages");
+    assert!(
+        with_liar <= honest_only + 4,
+        "{with_liar} messages with the liar, {honest_only} without"
+    );
+    assert!(useless >= 1);
+}
