@@ -258,6 +258,9 @@ pub struct Sync<P> {
     /// Neighbours whose last answers brought nothing new: asked after every
     /// other, and not at all for a while.
     strikes: HashMap<P, Strikes>,
+    /// Neighbours whose request timed out: their late answer is still
+    /// welcome, and not unsolicited (a slow link is no offence).
+    late: HashSet<P>,
     in_flight: Option<Request<P>>,
     outbox: VecDeque<(P, SyncMessage)>,
     /// Height to ask from next, when walking back to find where branches meet.
@@ -293,6 +296,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             peers: HashMap::new(),
             misbehaviour: HashMap::new(),
             strikes: HashMap::new(),
+            late: HashSet::new(),
             in_flight: None,
             outbox: VecDeque::new(),
             restart_from: None,
@@ -354,6 +358,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         self.neighbours.remove(peer);
         self.peers.remove(peer);
         self.strikes.remove(peer);
+        self.late.remove(peer);
         if self.in_flight.as_ref().is_some_and(|r| &r.peer == peer) {
             self.in_flight = None;
         }
@@ -415,9 +420,19 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         chain: &mut Chain<S>,
         now: Timestamp,
     ) -> Result<(), ChainError<S::Error>> {
-        let Some(request) = self.in_flight.take_if(|r| r.peer == peer) else {
-            self.misbehaviour.entry(peer).or_default().unsolicited += 1;
-            return Ok(());
+        let request = match self.in_flight.take_if(|r| r.peer == peer) {
+            Some(request) => request,
+            // An answer after its request timed out: as welcome as in time
+            // (the blocks are checked all the same).
+            None if self.late.remove(&peer) => Request {
+                peer: peer.clone(),
+                from: chain.head().number.saturating_add(1),
+                deadline: now,
+            },
+            None => {
+                self.misbehaviour.entry(peer).or_default().unsolicited += 1;
+                return Ok(());
+            }
         };
         if blocks.is_empty() {
             // It has nothing from there (its chain moved): wait for its next status.
@@ -656,6 +671,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         if let Some(request) = self.in_flight.take_if(|r| r.deadline <= now) {
             // Try someone else next time.
             self.peers.remove(&request.peer);
+            self.late.insert(request.peer);
         }
         for s in self.strikes.values_mut() {
             s.not_before = s.not_before.filter(|t| *t > now);

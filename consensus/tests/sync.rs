@@ -690,3 +690,34 @@ fn a_node_behind_catches_up_whatever_one_liar_claims() {
     );
     assert!(useless >= 1);
 }
+
+/// Issue 23, item 9: a slow honest neighbour answers after the request
+/// timed out. The old sync counted the answer as unsolicited and threw it
+/// away (three such answers got the neighbour banned); now it is used and
+/// not held against anyone.
+#[test]
+fn a_late_answer_is_used_and_not_held_against_a_slow_neighbour() {
+    use lifeline_consensus::sync::REQUEST_TIMEOUT;
+    let g = genesis();
+    let mut slow = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    grow(&mut slow, 20, 0);
+    let mut behind = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let (mut sync, mut sync_slow) = (Sync::<&str>::new(), Sync::<&str>::new());
+    let now = slow.head().timestamp;
+    sync.handle_message("slow", wire(Sync::<&str>::status(&slow)), &mut behind, now)
+        .unwrap();
+    let (_, request) = sync.poll_transmit().unwrap();
+    sync_slow
+        .handle_message("x", wire(request), &mut slow, now)
+        .unwrap();
+    let (_, answer) = sync_slow.poll_transmit().unwrap();
+    // The answer takes longer than the timeout.
+    let later = now
+        .saturating_add(REQUEST_TIMEOUT)
+        .saturating_add(REQUEST_TIMEOUT);
+    sync.handle_timeout(&behind, later);
+    sync.handle_message("slow", wire(answer), &mut behind, later)
+        .unwrap();
+    assert_eq!(sync.misbehaviour(&"slow").unsolicited, 0);
+    assert_eq!(behind.head(), slow.head());
+}
