@@ -359,6 +359,10 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         self.peers.remove(peer);
         self.strikes.remove(peer);
         self.late.remove(peer);
+        // Counts go with the neighbour: what it did is the daemon's to act
+        // on (a ban) while it is here, and this map stays as small as the
+        // neighbourhood.
+        self.misbehaviour.remove(peer);
         if self.in_flight.as_ref().is_some_and(|r| &r.peer == peer) {
             self.in_flight = None;
         }

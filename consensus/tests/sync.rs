@@ -720,4 +720,15 @@ fn a_late_answer_is_used_and_not_held_against_a_slow_neighbour() {
         .unwrap();
     assert_eq!(sync.misbehaviour(&"slow").unsolicited, 0);
     assert_eq!(behind.head(), slow.head());
+    // Unasked, it is counted; and forgotten when the neighbour goes.
+    sync.handle_message(
+        "slow",
+        wire(SyncMessage::Blocks(vec![])),
+        &mut behind,
+        later,
+    )
+    .unwrap();
+    assert_eq!(sync.misbehaviour(&"slow").unsolicited, 1);
+    sync.handle_peer_gone(&"slow");
+    assert_eq!(sync.misbehaviour(&"slow").unsolicited, 0);
 }
