@@ -172,7 +172,11 @@ fn daemons_connect_finalize_exchange_messages_and_survive_kill_9() {
     );
     nodes[2].wait_for("the SOS acknowledged", Duration::from_secs(20), |d| {
         let v = json(&d.dir, &["message", "status", &sos_id]);
-        v["status"] == "acknowledged" && v["receipts"].to_string().contains("Team 4, 15 minutes")
+        let receipts = v["receipts"].to_string();
+        // Who acknowledged, by the chain: a is an authority.
+        v["status"] == "acknowledged"
+            && receipts.contains("Team 4, 15 minutes")
+            && receipts.contains(&format!("{} (authority)", nodes[0].id))
     });
 
     // A relay holding a message in custody is killed with SIGKILL: c is

@@ -208,8 +208,10 @@ fn the_lifeline_command_against_a_devnet() {
         Duration::from_secs(20),
         || {
             let s = json(&ana, &["message", "status", &sos]);
+            // Who acknowledged, by the chain: the fire brigade is an authority.
             (s["status"] == "acknowledged"
-                && s["receipts"].to_string().contains("Team 3 on the way"))
+                && s["receipts"].to_string().contains("Team 3 on the way")
+                && s["receipts"].to_string().contains("authority"))
             .then_some(())
         },
     );

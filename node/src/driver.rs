@@ -996,7 +996,9 @@ impl Node {
                 kind,
                 note,
             } => {
-                let who = node_id(&from).map_or_else(|| "?".into(), |id| id.to_string());
+                // Anyone can acknowledge: say who it is by the chain, so
+                // that an uncertified "help is coming" looks different.
+                let who = node_id(&from).map_or_else(|| "?".into(), |id| self.who_is(&id, now));
                 let text = if note.is_empty() {
                     format!("{kind:?} from {who}")
                 } else {

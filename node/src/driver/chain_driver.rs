@@ -10,7 +10,7 @@ use lifeline_consensus::sync::Sync;
 use lifeline_consensus::{
     BlockHash, Chain, ChainError, KeyInUse, SealedBlock, Transaction, TxPool, Validation, Vote,
 };
-use lifeline_crypto::Identity;
+use lifeline_crypto::{Identity, NodeId};
 use lifeline_routing::Address;
 use lifeline_storage::{Database, RocksChainStore};
 use tracing::{debug, error, info, warn};
@@ -277,6 +277,39 @@ impl Node {
             }
         }
         self.plan_seal();
+    }
+
+    /// Who `id` is by the chain, for a person deciding whether to trust what
+    /// it says ("help is coming"): its registered name, whether it is an
+    /// authority, its certified roles, a revoked key; or that the chain
+    /// knows nothing of it.
+    pub(super) fn who_is(&self, id: &NodeId, now: u64) -> String {
+        let Some(c) = &self.chain else {
+            return id.to_string();
+        };
+        let state = c.chain.state();
+        if state.is_revoked(id) {
+            return format!("{id} (its key is REVOKED on the chain: do not trust it)");
+        }
+        let name = state.identity(id).map(|r| r.display_name.clone());
+        let mut what: Vec<String> = Vec::new();
+        if state.is_authority(id) {
+            what.push("authority".into());
+        }
+        what.extend(
+            state
+                .roles_of(id, ts(now))
+                .iter()
+                .map(|g| format!("certified {}", g.role)),
+        );
+        match (name, what.is_empty()) {
+            (None, true) => {
+                format!("{id} (not on the chain: no registered name, no certified role)")
+            }
+            (Some(name), true) => format!("{name} ({id}; registered, no certified role)"),
+            (Some(name), false) => format!("{name} ({id}; {})", what.join(", ")),
+            (None, false) => format!("{id} ({})", what.join(", ")),
+        }
     }
 
     pub(super) fn chain_status(&self) -> api::ChainStatusReply {
