@@ -38,18 +38,7 @@ async fn garbage_on_the_mesh_protocol_gets_a_peer_banned_and_nothing_else() {
     let addr: Multiaddr = status.listen_addrs[0].parse().unwrap();
 
     // The attacker: a plain libp2p peer with the stream behaviour.
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = attacker_swarm();
     let mut streams = swarm.behaviour().new_control();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     swarm.dial(addr.clone()).unwrap();
@@ -124,6 +113,22 @@ async fn garbage_on_the_mesh_protocol_gets_a_peer_banned_and_nothing_else() {
     assert!(!socket.exists(), "the control socket was left behind");
 }
 
+/// A plain libp2p peer with a new identity and the stream behaviour.
+fn attacker_swarm() -> libp2p::Swarm<libp2p_stream::Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build()
+}
+
 /// A plain libp2p peer with the stream behaviour, connected to `addr`.
 async fn attacker(addr: &Multiaddr) -> libp2p_stream::Control {
     attacker_accepting(addr, false).await.0
@@ -138,18 +143,7 @@ async fn attacker_accepting(
     libp2p_stream::Control,
     Option<libp2p_stream::IncomingStreams>,
 ) {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-        .build();
+    let mut swarm = attacker_swarm();
     let mut control = swarm.behaviour().new_control();
     let incoming = accept.then(|| control.accept(lifeline_node::mesh::PROTOCOL).unwrap());
     swarm.dial(addr.clone()).unwrap();
@@ -338,12 +332,13 @@ async fn a_peer_that_opens_stream_after_stream_is_banned() {
 /// then finds two SOS entries). Now only the P0 one is an SOS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sos_payload_in_a_bulk_broadcast_is_not_an_sos() {
-    let _serial = SERIAL.lock().await;
     use lifeline_node::mesh::{Frame as MeshFrame, write_frame};
     use lifeline_node::pb::mesh::{AppPayload, Sos, app_payload};
     use lifeline_routing::wire::{Body, Frame, Message, Packet};
     use lifeline_routing::{Address, Class, Kind};
     use prost::Message as _;
+
+    let _serial = SERIAL.lock().await;
 
     let dir = tempfile::tempdir().unwrap();
     let node = LocalNode::start(dir.path(), Vec::new()).await;
@@ -453,8 +448,9 @@ async fn an_sos_payload_in_a_bulk_broadcast_is_not_an_sos() {
 /// (0755 here): readable by every local user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_folder_is_for_its_owner_only() {
-    let _serial = SERIAL.lock().await;
     use std::os::unix::fs::PermissionsExt;
+
+    let _serial = SERIAL.lock().await;
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("data");
     std::fs::create_dir(&dir).unwrap();
