@@ -143,7 +143,7 @@ pub enum MeshError {
     Frame(#[from] FrameError),
     /// A frame the peer started stopped making progress.
     #[error(
-        "a frame of {len} bytes stalled after {read} bytes or more (nothing for {} s)",
+        "a frame stalled after {read} of {len} bytes (nothing for {} s)",
         STALL.as_secs()
     )]
     Stalled {
@@ -180,7 +180,8 @@ pub async fn read_frame<R: futures::AsyncRead + Unpin>(
     let stalled = |len, read| MeshError::Stalled { len, read };
     tokio::time::timeout(STALL, reader.read_exact(&mut prefix[1..]))
         .await
-        .map_err(|_| stalled(0, 1))??;
+        // (its length prefix: 4 bytes)
+        .map_err(|_| stalled(4, 1))??;
     let len = frame_len(prefix)?;
     let pool = if len <= SMALL_FRAME {
         &budget.peer
@@ -205,9 +206,16 @@ pub async fn read_frame<R: futures::AsyncRead + Unpin>(
             held.0.push(permit);
         }
         bytes.resize(start + chunk, 0);
-        tokio::time::timeout(STALL, reader.read_exact(&mut bytes[start..]))
-            .await
-            .map_err(|_| stalled(len, start))??;
+        let mut filled = start;
+        while filled < bytes.len() {
+            let n = tokio::time::timeout(STALL, reader.read(&mut bytes[filled..]))
+                .await
+                .map_err(|_| stalled(len, filled))??;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            filled += n;
+        }
     }
     Ok(Some((Frame::decode(&bytes)?, held)))
 }
@@ -471,7 +479,7 @@ mod tests {
         );
         let result = read.await.unwrap();
         assert!(
-            matches!(result, Err(MeshError::Stalled { read, .. }) if read >= 100 * 1024 - CHUNK),
+            matches!(result, Err(MeshError::Stalled { read, .. }) if read == 100 * 1024),
             "{result:?}"
         );
         assert_eq!(budget.large_available_kib(), full, "the memory came back");
