@@ -489,6 +489,9 @@ fn eviction_key(class: Class, accepted_ms: u64, id: MessageId) -> EvictionKey {
     (3 - class as u8, accepted_ms, id)
 }
 
+/// A class rank (as in [`EvictionKey`]) and who handed messages over.
+type ShareKey = (u8, Option<Address>);
+
 /// One node's router.
 #[derive(Debug)]
 pub struct Router<S> {
@@ -502,6 +505,9 @@ pub struct Router<S> {
     held_bytes: usize,
     waiting: BTreeMap<Address, BTreeSet<MessageId>>,
     eviction: BTreeSet<EvictionKey>,
+    /// What each neighbour handed over (`None`: sent from here), per class
+    /// rank, oldest first: custody is shared out among them when full.
+    shares: BTreeMap<ShareKey, BTreeSet<(u64, MessageId)>>,
     expiries: BTreeSet<(u64, MessageId)>,
     timers: BTreeSet<(u64, MessageId)>,
     seen: SeenCache<MessageId>,
@@ -582,6 +588,7 @@ impl<S: MessageStore> Router<S> {
             held_bytes: 0,
             waiting: BTreeMap::new(),
             eviction: BTreeSet::new(),
+            shares: BTreeMap::new(),
             expiries: BTreeSet::new(),
             timers: BTreeSet::new(),
             seen: SeenCache::new(config.seen_capacity),

@@ -666,3 +666,61 @@ fn a_neighbour_that_pulls_and_drops_takes_no_custody_away() {
         "one copy, not one per pull"
     );
 }
+
+/// Issue 23, item 7: one neighbour's P2 flood fills custody. The old router
+/// evicted the oldest messages first, whoever handed them over: all ten of
+/// the honest neighbour's messages went. Now the neighbour that handed over
+/// the most gives way first, so the flood evicts its own.
+#[test]
+fn one_neighbours_flood_evicts_its_own_messages_not_everyone_elses() {
+    let (mut router, attacker, _) = relay(Config {
+        custody_max_messages: 40,
+        ..Config::default()
+    });
+    let honest = Address::from(identity("honest").id());
+    router.handle_link_up(NOW, honest, 300);
+    let far = Address::from(identity("far away").id());
+    let held = |n: u64| {
+        let body = Body {
+            class: Class::P2,
+            kind: Kind::Data,
+            destination: Some(far),
+            origin: None,
+            created_ms: NOW,
+            expires_ms: NOW + 3_600_000,
+            area: None,
+            nonce: n.to_le_bytes(),
+            payload: vec![1; 64],
+        };
+        Message::new(body, None, 64)
+    };
+    let mut honest_ids = Vec::new();
+    for n in 0..10u64 {
+        let m = held(n);
+        honest_ids.push(m.id);
+        let frame = Frame::Message(Box::new(m)).encode();
+        let p = Packet {
+            frame: n + 1,
+            index: 0,
+            count: 1,
+            class: Class::P2,
+            data: frame,
+        };
+        router.handle_packet(NOW + n, &honest, &p.encode());
+    }
+    for n in 0..500u64 {
+        let frame = Frame::Message(Box::new(held(1_000 + n))).encode();
+        let p = Packet {
+            frame: n + 1,
+            index: 0,
+            count: 1,
+            class: Class::P2,
+            data: frame,
+        };
+        router.handle_packet(NOW + 100 + n, &attacker, &p.encode());
+    }
+    router.flush();
+    let kept = honest_ids.iter().filter(|id| router.holds(id)).count();
+    assert_eq!(kept, 10, "the flood evicted honest messages");
+    assert_eq!(router.custody().0, 40);
+}

@@ -138,12 +138,28 @@ impl<S: MessageStore> Router<S> {
         while self.held.len() + 1 > self.config.custody_max_messages
             || self.held_bytes + size > self.config.custody_max_bytes
         {
-            let Some(&(rank, _, victim)) = self.eviction.first() else {
+            let Some(&(rank, _, _)) = self.eviction.first() else {
                 break;
             };
             if 3 - rank < class as u8 {
                 break; // Everything held matters more than this message.
             }
+            // In the least important class held, the neighbour that handed
+            // over the most gives way first (its oldest): one neighbour's
+            // flood evicts its own messages, not everyone else's.
+            let victim = self
+                .shares
+                .range((rank, None)..)
+                .take_while(|((r, _), _)| *r == rank)
+                .max_by(|a, b| {
+                    a.1.len()
+                        .cmp(&b.1.len())
+                        .then(b.1.first().cmp(&a.1.first()))
+                })
+                .and_then(|(_, held)| held.first().map(|&(_, id)| id));
+            let Some(victim) = victim else {
+                break;
+            };
             let victim_class = self
                 .held
                 .get(&victim)
@@ -181,8 +197,12 @@ impl<S: MessageStore> Router<S> {
     ) {
         let id = message.id;
         let size = message.encoded_len();
-        self.eviction
-            .insert(eviction_key(message.body.class, accepted_ms, id));
+        let key = eviction_key(message.body.class, accepted_ms, id);
+        self.eviction.insert(key);
+        self.shares
+            .entry((key.0, from))
+            .or_default()
+            .insert((accepted_ms, id));
         self.expiries.insert((message.body.expires_ms, id));
         self.held_bytes += size;
         self.held.insert(
@@ -206,8 +226,14 @@ impl<S: MessageStore> Router<S> {
         self.remove_from_waiting(id);
         if let Some(h) = self.held.remove(&id) {
             self.held_bytes -= h.size;
-            self.eviction
-                .remove(&eviction_key(h.message.body.class, h.accepted_ms, id));
+            let key = eviction_key(h.message.body.class, h.accepted_ms, id);
+            self.eviction.remove(&key);
+            if let Some(held) = self.shares.get_mut(&(key.0, h.from)) {
+                held.remove(&(h.accepted_ms, id));
+                if held.is_empty() {
+                    self.shares.remove(&(key.0, h.from));
+                }
+            }
             self.expiries.remove(&(h.message.body.expires_ms, id));
             self.batch.insert(id, None);
         }
