@@ -169,28 +169,21 @@ fn a_relay_cannot_change_a_signed_message() {
 #[test]
 fn expired_messages_are_dropped_and_only_their_origin_is_blamed() {
     let (mut router, attacker, destination) = relay(Config::default());
-    // Someone else's: it may have expired on its way through the relay.
-    let old = message(
-        &identity("someone"),
-        Class::P0,
-        Some(destination),
-        1,
-        NOW - 7_200_000,
-    );
-    router.handle_packet(NOW, &attacker, &packet(1, old));
+    // Someone else's (it may have expired on its way through the relay),
+    // then the neighbour's own: only the second is blamed on it.
+    for (n, origin, blamed) in [(1, "someone", 0), (2, "attacker", 1)] {
+        let old = message(
+            &identity(origin),
+            Class::P0,
+            Some(destination),
+            n,
+            NOW - 7_200_000,
+        );
+        router.handle_packet(NOW, &attacker, &packet(n, old));
+        assert_eq!(router.stats().expired_arrivals, n);
+        assert_eq!(counts(&router, &attacker).replays, blamed);
+    }
     assert_eq!(router.stats().message_transmissions, 0);
-    assert_eq!(router.stats().expired_arrivals, 1);
-    assert_eq!(counts(&router, &attacker).replays, 0);
-    // The neighbour's own.
-    let own = message(
-        &identity("attacker"),
-        Class::P0,
-        Some(destination),
-        2,
-        NOW - 7_200_000,
-    );
-    router.handle_packet(NOW, &attacker, &packet(2, own));
-    assert_eq!(counts(&router, &attacker).replays, 1);
 }
 
 #[test]

@@ -207,7 +207,7 @@ impl Daemon {
 
     /// Sends `signal` (STOP, CONT, ...) to the running daemon.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id();
+        let pid = self.pid();
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(pid.to_string())
