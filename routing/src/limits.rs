@@ -8,6 +8,19 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
+/// What a [`SeenCache`] knows of an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sighting {
+    /// Not seen while its message lived (and now recorded, by `insert`).
+    New,
+    /// Seen before: held in the cache.
+    Seen,
+    /// Not held, but created at or before the horizon: it may have been
+    /// forgotten for room. Only the durable record can tell (the router asks
+    /// its store), and nothing is recorded until it has.
+    MaybeForgotten,
+}
+
 /// Remembers the ids of messages handled (broadcasts, floods, deliveries)
 /// for as long as each message lives, so that a frame recorded and sent
 /// again later (a replay) is recognised however late it comes.
@@ -15,9 +28,10 @@ use std::hash::Hash;
 /// Bounded: at most `capacity` ids. When full, the id seen longest ago is
 /// forgotten, and the cache remembers when that id was seen: its
 /// *horizon*. A message created at or before the horizon and not in the
-/// cache may have been forgotten, so it counts as seen. An honest message
-/// is refused that way only if it was created before the cache had to
-/// forget for room and reaches this node for the first time after that.
+/// cache may have been forgotten: [`Sighting::MaybeForgotten`]. The cache
+/// is only the fast front of the record the router keeps in its store, so
+/// the router asks the store about those; an honest message is never taken
+/// for seen because an attacker filled the cache (issue 23, item 8).
 #[derive(Debug)]
 pub struct SeenCache<K> {
     /// Per id: when it was seen and when its message expires.
@@ -41,17 +55,25 @@ impl<K: Clone + Eq + Hash + Ord> SeenCache<K> {
     }
 
     /// Records `id` of a message created at `created_ms` that expires at
-    /// `expires_ms`, seen at `now_ms`. `true` if it is new: not seen before
-    /// (while its message lived), and not possibly forgotten (created after
-    /// the horizon). A repeated id is not re-recorded.
-    pub fn insert(&mut self, id: K, created_ms: u64, expires_ms: u64, now_ms: u64) -> bool {
+    /// `expires_ms`, seen at `now_ms`, if it is [`Sighting::New`]: not seen
+    /// before (while its message lived), and not possibly forgotten
+    /// (created after the horizon). A repeated id is not re-recorded.
+    pub fn insert(&mut self, id: K, created_ms: u64, expires_ms: u64, now_ms: u64) -> Sighting {
         self.expire(now_ms);
-        if self.seen.contains_key(&id) || self.horizon_ms.is_some_and(|h| created_ms <= h) {
-            return false;
+        let sighting = self.check(&id, created_ms);
+        if sighting == Sighting::New {
+            self.record(id, expires_ms, now_ms);
         }
-        if expires_ms <= now_ms {
+        sighting
+    }
+
+    /// Records `id` whatever the horizon says (the caller knows it is new,
+    /// or is loading what it recorded before), forgetting the id seen
+    /// longest ago when full.
+    pub fn record(&mut self, id: K, expires_ms: u64, now_ms: u64) {
+        if expires_ms <= now_ms || self.seen.contains_key(&id) {
             // Nothing to remember: an expired message is refused anyway.
-            return true;
+            return;
         }
         while self.seen.len() >= self.capacity {
             let Some((at, old)) = self.by_seen.pop_first() else {
@@ -65,13 +87,18 @@ impl<K: Clone + Eq + Hash + Ord> SeenCache<K> {
         self.seen.insert(id.clone(), (now_ms, expires_ms));
         self.by_seen.insert((now_ms, id.clone()));
         self.by_expiry.insert((expires_ms, id));
-        true
     }
 
-    /// Whether [`SeenCache::insert`] would call `id` (of a message created
-    /// at `created_ms`) not new, without recording it.
-    pub fn contains(&self, id: &K, created_ms: u64) -> bool {
-        self.seen.contains_key(id) || self.horizon_ms.is_some_and(|h| created_ms <= h)
+    /// What [`SeenCache::insert`] would say of `id` (of a message created
+    /// at `created_ms`), without recording it.
+    pub fn check(&self, id: &K, created_ms: u64) -> Sighting {
+        if self.seen.contains_key(id) {
+            Sighting::Seen
+        } else if self.horizon_ms.is_some_and(|h| created_ms <= h) {
+            Sighting::MaybeForgotten
+        } else {
+            Sighting::New
+        }
     }
 
     /// How many ids it holds.
@@ -84,8 +111,8 @@ impl<K: Clone + Eq + Hash + Ord> SeenCache<K> {
         self.seen.is_empty()
     }
 
-    /// The horizon: messages created at or before it and not held count as
-    /// seen. `None` while the cache never had to forget for room.
+    /// The horizon: messages created at or before it and not held may have
+    /// been forgotten. `None` while the cache never had to forget for room.
     pub fn horizon_ms(&self) -> Option<u64> {
         self.horizon_ms
     }
@@ -181,44 +208,58 @@ mod tests {
     fn an_id_is_remembered_until_its_message_expires() {
         let mut seen = SeenCache::new(100);
         // Created at 0, lives a day.
-        assert!(seen.insert("a", 0, 86_400_000, 0));
-        assert!(!seen.insert("a", 0, 86_400_000, 1));
-        assert!(
-            !seen.insert("a", 0, 86_400_000, 86_399_999),
+        assert_eq!(Sighting::New, seen.insert("a", 0, 86_400_000, 0));
+        assert_eq!(Sighting::Seen, seen.insert("a", 0, 86_400_000, 1));
+        assert_eq!(
+            Sighting::Seen,
+            seen.insert("a", 0, 86_400_000, 86_399_999),
             "a replay within the message's life is caught, however late"
         );
         assert_eq!(seen.len(), 1);
-        assert!(seen.insert("b", 100, 200, 150));
-        assert!(!seen.insert("b", 100, 200, 199));
+        assert_eq!(Sighting::New, seen.insert("b", 100, 200, 150));
+        assert_eq!(Sighting::Seen, seen.insert("b", 100, 200, 199));
         // Once the message expired its id is dropped (the router refuses
         // expired messages before it asks).
-        assert!(seen.insert("c", 300, 400, 300));
+        assert_eq!(Sighting::New, seen.insert("c", 300, 400, 300));
         assert_eq!(seen.len(), 2, "b is gone at 300");
     }
 
     #[test]
-    fn the_cache_is_bounded_and_what_it_forgot_still_counts_as_seen() {
+    fn the_cache_is_bounded_and_says_what_it_may_have_forgotten() {
         let mut seen = SeenCache::new(3);
         for id in 0..10u64 {
             // Created at id, seen at id + 1.
-            assert!(seen.insert(id, id, u64::MAX, id + 1));
+            assert_eq!(Sighting::New, seen.insert(id, id, u64::MAX, id + 1));
         }
         assert_eq!(seen.len(), 3);
         // 0..=6 were forgotten for room; the last of them was seen at 7.
         assert_eq!(seen.horizon_ms(), Some(7));
-        assert!(!seen.insert(9, 9, u64::MAX, 20), "held");
-        assert!(
-            !seen.insert(0, 0, u64::MAX, 20),
+        assert_eq!(Sighting::Seen, seen.insert(9, 9, u64::MAX, 20), "held");
+        assert_eq!(
+            Sighting::MaybeForgotten,
+            seen.insert(0, 0, u64::MAX, 20),
             "forgotten, but created before the horizon: may be a replay"
         );
-        assert!(seen.insert(100, 20, u64::MAX, 20), "a new message is new");
+        assert_eq!(
+            Sighting::MaybeForgotten,
+            seen.insert(50, 5, u64::MAX, 20),
+            "never seen, but only the store can tell"
+        );
+        assert_eq!(seen.len(), 3, "neither is recorded until the store told");
+        seen.record(50, u64::MAX, 20);
+        assert_eq!(Sighting::Seen, seen.check(&50, 5));
+        assert_eq!(
+            Sighting::New,
+            seen.insert(100, 20, u64::MAX, 20),
+            "a new message is new"
+        );
         assert_eq!(seen.len(), 3);
     }
 
     #[test]
     fn an_expired_message_is_not_remembered() {
         let mut seen = SeenCache::new(3);
-        assert!(seen.insert(1u8, 0, 10, 10));
+        assert_eq!(Sighting::New, seen.insert(1u8, 0, 10, 10));
         assert!(seen.is_empty());
     }
 

@@ -355,6 +355,9 @@ pub struct Stats {
     pub custody_frames: u64,
     /// Broadcast or flood frames seen again and dropped.
     pub duplicates: u64,
+    /// Ids the seen cache may have forgotten for room, looked up in the
+    /// store (a flood of new ids makes these common; each is one read).
+    pub seen_lookups: u64,
     /// Messages delivered here.
     pub delivered: u64,
     /// Messages evicted from custody.
@@ -664,10 +667,19 @@ impl<S: MessageStore> Router<S> {
             .store
             .load_seen()
             .map_err(|e| RouterError::Store(e.to_string()))?;
+        // Oldest first, each as seen when it was created: if there are more
+        // than the cache holds, the horizon rises only to the newest one
+        // left out, not to now, and what it leaves out stays in the store.
+        let mut seen: Vec<SeenRecord> = seen.into_iter().filter(|r| r.expires_ms > now).collect();
+        seen.sort_unstable_by_key(|r| (r.created_ms, r.id));
         for r in seen {
-            router
-                .seen_cache(r.delivered)
-                .insert(r.id, r.created_ms, r.expires_ms, now);
+            let at = r.created_ms.min(now);
+            // A delivered record stands for the broadcast or flood that
+            // brought it as well (RocksDB keeps one record per id).
+            router.seen.record(r.id, r.expires_ms, at);
+            if r.delivered {
+                router.delivered.record(r.id, r.expires_ms, at);
+            }
         }
         let mut restored: Vec<MessageId> = router.held.keys().copied().collect();
         restored.sort_unstable();

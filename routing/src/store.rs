@@ -65,6 +65,13 @@ pub trait MessageStore {
     /// Every seen id kept (expired ones may be among them).
     fn load_seen(&mut self) -> Result<Vec<SeenRecord>, Self::Error>;
 
+    /// Whether a seen id with this expiry is kept, and if so whether it was
+    /// delivered here (`Some(true)`) or only passed on (`Some(false)`; a
+    /// store that keeps one record per id keeps the delivered one). The
+    /// router asks when its bounded cache may have forgotten an id.
+    fn seen_before(&mut self, id: &MessageId, expires_ms: u64)
+    -> Result<Option<bool>, Self::Error>;
+
     /// Applies `batch` atomically and durably: puts first, then deletes (a
     /// message both put and deleted in one batch is gone).
     fn write(&mut self, batch: &StoreBatch) -> Result<(), Self::Error>;
@@ -119,6 +126,23 @@ impl MessageStore for MemoryMessageStore {
 
     fn load_seen(&mut self) -> Result<Vec<SeenRecord>, Infallible> {
         Ok(self.seen.iter().copied().collect())
+    }
+
+    fn seen_before(&mut self, id: &MessageId, expires_ms: u64) -> Result<Option<bool>, Infallible> {
+        let from = SeenRecord {
+            expires_ms,
+            id: *id,
+            delivered: false,
+            created_ms: 0,
+        };
+        let mut kept = None;
+        for r in self.seen.range(from..) {
+            if (r.expires_ms, r.id) != (expires_ms, *id) {
+                break;
+            }
+            kept = Some(kept.unwrap_or(false) || r.delivered);
+        }
+        Ok(kept)
     }
 
     fn write(&mut self, batch: &StoreBatch) -> Result<(), Infallible> {

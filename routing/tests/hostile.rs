@@ -717,3 +717,72 @@ fn one_neighbours_flood_evicts_its_own_messages_not_everyone_elses() {
     assert_eq!(kept, 10, "the flood evicted honest messages");
     assert_eq!(router.custody().0, 40);
 }
+
+fn delivered_ids(router: &mut Router<MemoryMessageStore>) -> Vec<Option<Address>> {
+    std::iter::from_fn(|| router.poll_event())
+        .filter_map(|e| match e {
+            Event::Delivered(d) => Some(d.origin),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 23, item 8: a neighbour fills the bounded cache of delivered ids
+/// with fresh messages, which moves its horizon to now. The old router then
+/// took any message created before that and not in the cache for a replay:
+/// an honest letter that spent a minute on its way was acknowledged as
+/// delivered and dropped (and so was one arriving after a restart with more
+/// stored ids than the cache holds). Now the store, which keeps every id
+/// until its message expires, decides those.
+#[test]
+fn a_flood_of_fresh_ids_does_not_make_a_late_letter_look_like_a_replay() {
+    let config = Config {
+        seen_capacity: 8,
+        ..Config::default()
+    };
+    let (mut router, attacker, _) = relay(config.clone());
+    let me = Address::from(identity("relay").id());
+    let flood: Vec<Vec<u8>> = (0..40u64)
+        .map(|i| {
+            let sybil = identity(&format!("sybil {i}"));
+            message(&sybil, Class::P2, Some(me), i, NOW)
+        })
+        .collect();
+    for (i, m) in flood.iter().enumerate() {
+        router.handle_packet(NOW, &attacker, &packet(i as u64 + 1, m.clone()));
+        router.flush();
+    }
+    assert_eq!(delivered_ids(&mut router).len(), 40);
+    // A letter written a minute ago, held up on its way, arrives now.
+    let friend = identity("friend");
+    let late = message(&friend, Class::P2, Some(me), 1, NOW - 60_000);
+    router.handle_packet(NOW + 1, &attacker, &packet(100, late.clone()));
+    assert_eq!(
+        delivered_ids(&mut router),
+        vec![Some(Address::from(friend.id()))],
+        "the late letter was taken for a replay"
+    );
+    // What the cache forgot is still refused: a replay of the first.
+    router.handle_packet(NOW + 2, &attacker, &packet(101, flood[0].clone()));
+    router.handle_packet(NOW + 2, &attacker, &packet(102, late.clone()));
+    assert!(
+        delivered_ids(&mut router).is_empty(),
+        "a replay was delivered"
+    );
+    assert!(router.stats().seen_lookups >= 2);
+
+    // A restart with 41 stored ids and room for 8.
+    let later = NOW + 120_000;
+    let store = router.into_store();
+    let mut router = Router::new(identity("relay"), config, store, [1; 32], later).unwrap();
+    router.handle_link_up(later, attacker, 300);
+    let another = message(&friend, Class::P2, Some(me), 2, NOW + 30_000);
+    router.handle_packet(later, &attacker, &packet(1, late));
+    router.handle_packet(later, &attacker, &packet(2, flood[5].clone()));
+    router.handle_packet(later, &attacker, &packet(3, another));
+    assert_eq!(
+        delivered_ids(&mut router),
+        vec![Some(Address::from(friend.id()))],
+        "after a restart: the replays refused, the late letter delivered"
+    );
+}

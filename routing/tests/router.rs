@@ -587,6 +587,18 @@ impl lifeline_routing::MessageStore for SharedStore {
         Ok(self.inner.borrow_mut().load_seen().unwrap_or_default())
     }
 
+    fn seen_before(
+        &mut self,
+        id: &lifeline_routing::MessageId,
+        expires_ms: u64,
+    ) -> Result<Option<bool>, DiskFull> {
+        Ok(self
+            .inner
+            .borrow_mut()
+            .seen_before(id, expires_ms)
+            .unwrap_or_default())
+    }
+
     fn write(&mut self, batch: &lifeline_routing::StoreBatch) -> Result<(), DiskFull> {
         if self.fail.get() {
             return Err(DiskFull);

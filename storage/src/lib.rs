@@ -331,6 +331,15 @@ pub struct RocksMessageStore {
     db: Database,
 }
 
+/// A seen id's key: its message's expiry first, so that expired ids are
+/// forgotten with one range delete.
+fn seen_key(expires_ms: u64, id: &MessageId) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&expires_ms.to_be_bytes());
+    key[8..].copy_from_slice(&id.0);
+    key
+}
+
 impl MessageStore for RocksMessageStore {
     type Error = StorageError;
 
@@ -372,6 +381,19 @@ impl MessageStore for RocksMessageStore {
         Ok(seen)
     }
 
+    fn seen_before(
+        &mut self,
+        id: &MessageId,
+        expires_ms: u64,
+    ) -> Result<Option<bool>, StorageError> {
+        let db = &self.db;
+        let value = db
+            .db
+            .get_pinned_cf(db.cf(CF_SEEN)?, seen_key(expires_ms, id))
+            .map_err(|e| db.rocks(e))?;
+        Ok(value.map(|v| v.first() == Some(&1)))
+    }
+
     fn write(&mut self, batch: &StoreBatch) -> Result<(), StorageError> {
         let family = self.db.cf(CF_MESSAGES)?;
         let seen = self.db.cf(CF_SEEN)?;
@@ -383,9 +405,7 @@ impl MessageStore for RocksMessageStore {
             write.delete_cf(family, id.0);
         }
         for r in &batch.seen {
-            let mut key = [0u8; 24];
-            key[..8].copy_from_slice(&r.expires_ms.to_be_bytes());
-            key[8..].copy_from_slice(&r.id.0);
+            let key = seen_key(r.expires_ms, &r.id);
             let mut value = [0u8; 9];
             value[0] = u8::from(r.delivered);
             value[1..].copy_from_slice(&r.created_ms.to_be_bytes());
@@ -726,10 +746,26 @@ mod tests {
                 .unwrap();
         }
         let db = Database::open(dir.path()).unwrap();
+        let mut store = db.message_store();
         assert_eq!(
-            db.message_store().load_seen().unwrap(),
+            store.load_seen().unwrap(),
             vec![record(7_000, 3, true), record(9_000, 2, false)]
         );
+        // One at a time, as the router asks when its cache may have forgotten.
+        assert_eq!(
+            store.seen_before(&MessageId([3; 16]), 7_000).unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            store.seen_before(&MessageId([2; 16]), 9_000).unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            store.seen_before(&MessageId([1; 16]), 5_000).unwrap(),
+            None,
+            "expired"
+        );
+        assert_eq!(store.seen_before(&MessageId([2; 16]), 9_001).unwrap(), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{
     Status, WIDE_DETOUR_AFTER,
 };
 use crate::Class;
-use crate::limits::SeenCache;
+use crate::limits::{SeenCache, Sighting};
 use crate::routes::{INFINITY, Metric};
 use crate::store::SeenRecord;
 use crate::wire::{AckOutcome, Address, Frame, Kind, Message, MessageId, Receipt};
@@ -249,9 +249,20 @@ impl<S: MessageStore> Router<S> {
         now: u64,
     ) -> bool {
         let (created_ms, expires_ms) = (m.body.created_ms, m.body.expires_ms);
-        let new = self
+        let new = match self
             .seen_cache(delivered)
-            .insert(id, created_ms, expires_ms, now);
+            .insert(id, created_ms, expires_ms, now)
+        {
+            Sighting::New => true,
+            Sighting::Seen => false,
+            Sighting::MaybeForgotten => {
+                let new = !self.stored_sighting(delivered, id, expires_ms);
+                if new {
+                    self.seen_cache(delivered).record(id, expires_ms, now);
+                }
+                new
+            }
+        };
         if new && expires_ms > now {
             self.seen_unsaved.push(SeenRecord {
                 expires_ms,
@@ -261,6 +272,31 @@ impl<S: MessageStore> Router<S> {
             });
         }
         new
+    }
+
+    /// Whether the durable record (written, or waiting for the next write)
+    /// holds `id`: asked when the bounded cache may have forgotten it. A
+    /// store that cannot answer counts as "not seen": a message delivered
+    /// twice is better than one lost.
+    fn stored_sighting(&mut self, delivered: bool, id: MessageId, expires_ms: u64) -> bool {
+        self.stats.seen_lookups += 1;
+        let unsaved = self
+            .seen_unsaved
+            .iter()
+            .any(|r| r.id == id && (r.delivered || !delivered));
+        if unsaved {
+            return true;
+        }
+        match self.store.seen_before(&id, expires_ms) {
+            // A delivered record also stands for the broadcast or flood
+            // that brought it (one record per id in RocksDB).
+            Ok(Some(was_delivered)) => was_delivered || !delivered,
+            Ok(None) => false,
+            Err(e) => {
+                self.events.push_back(Event::StoreFailed(e.to_string()));
+                false
+            }
+        }
     }
 
     pub(super) fn refuse(&mut self, to: Address, id: MessageId) {
@@ -280,7 +316,7 @@ impl<S: MessageStore> Router<S> {
         // (each node hears a broadcast from most of its neighbours); a new
         // one is checked before it is recorded as seen, so a forged copy
         // cannot shut out the real one.
-        if self.seen.contains(&m.id, m.body.created_ms) {
+        if self.seen.check(&m.id, m.body.created_ms) == Sighting::Seen {
             self.stats.duplicates += 1;
             return;
         }
