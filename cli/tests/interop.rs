@@ -1,7 +1,8 @@
 //! Another libp2p implementation talks to lifeline: a js-libp2p peer
 //! (`interop/lookup.mjs`) dials a lifeline node, pings it, reads its identify
 //! record, and finds a second lifeline node through the first one's Kademlia
-//! DHT (`/lifeline/kad/1.0.0`).
+//! DHT (`/lifeline/kad/1.0.0`). Then it writes 8 MiB on one mesh stream
+//! and pings again on the same connection.
 //!
 //! Needs Node.js and npm (installed on the CI machines; `npm ci` runs once per
 //! change of `interop/package-lock.json`, into the cargo target folder). Where
@@ -132,6 +133,19 @@ fn a_js_libp2p_peer_pings_identifies_and_looks_up_lifeline_nodes() {
         seen["found"],
         b.id.as_str(),
         "the DHT lookup found someone else"
+    );
+    // Issue 23, item 14: the node's yamux grew a stream's window past 1 MiB
+    // but refused frames over 1 MiB, and js-libp2p sends frames as large as
+    // the window: the old node dropped the connection within a second
+    // (`Decode(FrameTooLarge(2097140))`), so there was no ping after.
+    assert_eq!(seen["bulk_bytes"], 4 * (2 * 1024 * 1024 + 9), "{seen}");
+    assert_eq!(
+        seen["connection_lost"], false,
+        "the node dropped the js peer's connection during a large transfer: {seen}"
+    );
+    assert!(
+        seen["after_bulk_rtt_ms"].as_f64().is_some(),
+        "no ping after the large transfer: {seen}"
     );
     let port = format!("/tcp/{}/", b.port);
     assert!(

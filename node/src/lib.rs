@@ -10,6 +10,7 @@ pub mod control;
 mod driver;
 pub mod mesh;
 pub mod metrics;
+pub mod muxer;
 pub mod swarm;
 
 pub use config::{Config, ConfigError};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use libp2p::{
     StreamProtocol, Swarm, allow_block_list, autonat, connection_limits, dcutr, identify, kad,
-    mdns, noise, ping, relay, tcp, yamux,
+    mdns, noise, ping, relay, tcp,
 };
 use prometheus_client::registry::Registry;
 use thiserror::Error;
@@ -87,11 +87,11 @@ pub fn build(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            crate::muxer::Yamux::default,
         )
         .map_err(|e| transport(&e))?
         .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(noise::Config::new, crate::muxer::Yamux::default)
         .map_err(|e| transport(&e))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {

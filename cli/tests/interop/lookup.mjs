@@ -1,7 +1,9 @@
 // A js-libp2p peer, another implementation of libp2p than lifeline's: it
 // dials a lifeline node, pings it, reads its identify record, and looks up a
-// second lifeline node through the first one's Kademlia DHT. Prints one JSON
-// line: what it saw. Used by cli/tests/interop.rs.
+// second lifeline node through the first one's Kademlia DHT. Then it writes
+// 8 MiB on one mesh stream, as a peer carrying chain blocks would, and pings
+// again on the same connection. Prints one JSON line: what it saw. Used by
+// cli/tests/interop.rs.
 //
 //   node lookup.mjs /ip4/127.0.0.1/tcp/PORT/p2p/ID_OF_A ID_OF_B
 
@@ -62,7 +64,43 @@ const agent = record.metadata.get('AgentVersion')
 const found = await peer.peerRouting.findPeer(peerIdFromString(wanted), {
   signal: AbortSignal.timeout(15000),
 })
+// A large transfer on one stream: js-libp2p's yamux sends data frames as
+// large as the window the node grants (issue 23, item 14).
+const MIB = 1024 * 1024
+const stream = await connection.newStream('/lifeline/mesh/1')
+const closed = new Promise(resolve => connection.addEventListener('close', () => resolve(true), { once: true }))
+let sent = 0
+for (let i = 0; i < 4; i++) {
+  // A mesh frame (4-byte length, then protobuf field 1, a routing packet)
+  // of 2 MiB of junk the node reads and then ignores: we are no neighbour.
+  const body = 2 * MIB
+  const varint = []
+  for (let n = body; ; n = Math.floor(n / 128)) {
+    if (n < 128) { varint.push(n); break }
+    varint.push((n % 128) | 128)
+  }
+  const frame = new Uint8Array(4 + 1 + varint.length + body)
+  new DataView(frame.buffer).setUint32(0, frame.length - 4)
+  frame[4] = 0x0a
+  frame.set(varint, 5)
+  frame.fill(i + 1, 5 + varint.length)
+  for (let at = 0; at < frame.length; at += 256 * 1024) {
+    if (!stream.send(frame.subarray(at, Math.min(at + 256 * 1024, frame.length)))) {
+      await Promise.race([stream.onDrain(), closed])
+    }
+  }
+  sent += frame.length
+}
+await Promise.race([stream.close(), closed])
+const lost = await Promise.race([closed, new Promise(resolve => setTimeout(() => resolve(false), 1000))])
+let after_bulk_rtt_ms = null
+if (!lost) {
+  after_bulk_rtt_ms = await peer.services.ping.ping(address)
+}
 console.log(JSON.stringify({
+  bulk_bytes: sent,
+  connection_lost: lost,
+  after_bulk_rtt_ms,
   rtt_ms: rtt,
   agent: agent ? new TextDecoder().decode(agent) : '',
   protocols: record.protocols,
