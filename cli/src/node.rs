@@ -94,6 +94,9 @@ pub struct Tuning {
     /// Most connections with one peer
     #[arg(long, env = "LIFELINE_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
     max_connections_per_peer: Option<u32>,
+    /// Most inbound connections from one IP address
+    #[arg(long, env = "LIFELINE_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    max_connections_per_ip: Option<u32>,
     /// Misbehaviour count at which a peer is disconnected and banned
     #[arg(long, env = "LIFELINE_BAN_THRESHOLD", value_name = "N")]
     ban_threshold: Option<u64>,
@@ -142,6 +145,10 @@ impl Tuning {
         set(
             &self.max_connections_per_peer,
             &mut config.max_connections_per_peer,
+        );
+        set(
+            &self.max_connections_per_ip,
+            &mut config.max_connections_per_ip,
         );
         set(&self.ban_threshold, &mut config.ban_threshold);
         set(&self.ban_secs, &mut config.ban_secs);
@@ -316,6 +323,8 @@ mod tests {
             "7",
             "--max-connections-per-peer",
             "3",
+            "--max-connections-per-ip",
+            "2",
             "--ban-threshold",
             "5",
             "--ban-secs",
@@ -344,8 +353,12 @@ mod tests {
         let mut config = Config::default();
         args.tuning.apply(&mut config).unwrap();
         assert_eq!(
-            (config.max_connections, config.max_connections_per_peer),
-            (7, 3)
+            (
+                config.max_connections,
+                config.max_connections_per_peer,
+                config.max_connections_per_ip
+            ),
+            (7, 3, 2)
         );
         assert_eq!((config.ban_threshold, config.ban_secs), (5, 60));
         assert_eq!(

@@ -38,6 +38,10 @@ pub struct Config {
     pub max_connections: u32,
     /// Most connections with one peer.
     pub max_connections_per_peer: u32,
+    /// Most inbound connections from one IP address (relayed ones count
+    /// against their relay's limits instead). A quarter of
+    /// `max_connections` is kept for this node's own dials.
+    pub max_connections_per_ip: u32,
     /// Misbehaviour count (from routing and chain sync) at which a peer is
     /// disconnected and banned for `ban_secs`.
     pub ban_threshold: u64,
@@ -91,6 +95,7 @@ impl Default for Config {
             genesis: None,
             max_connections: 256,
             max_connections_per_peer: 4,
+            max_connections_per_ip: 16,
             ban_threshold: 100,
             ban_secs: 600,
             custody_max_messages: 10_000,
@@ -206,7 +211,10 @@ impl Config {
                 ),
             );
         }
-        if self.max_connections == 0 || self.max_connections_per_peer == 0 {
+        if self.max_connections == 0
+            || self.max_connections_per_peer == 0
+            || self.max_connections_per_ip == 0
+        {
             return value(
                 "max_connections",
                 "connection limits must be at least 1".into(),

@@ -55,6 +55,8 @@ const MAX_RECEIPTS: usize = 10_000;
 const SYNC_BAN_THRESHOLD: u32 = 3;
 /// Relays this node keeps a reservation on at once.
 const MAX_RELAYS: usize = 2;
+/// Most addresses of one peer given to Kademlia from its identify record.
+const MAX_KAD_ADDRESSES: usize = 8;
 /// How long open control calls may run on at shutdown.
 const CONTROL_GRACE: Duration = Duration::from_secs(2);
 /// Routing cost assumed for a new neighbour before its first ping.
@@ -698,8 +700,15 @@ impl Node {
                     self.reserve_on_relay(peer_id, &info.listen_addrs);
                 }
                 if info.protocols.contains(&swarm::KAD_PROTOCOL) {
-                    for addr in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    // The peer's latest record replaces what it said before,
+                    // and only its first few addresses count: Kademlia keeps
+                    // every address it is given, so a peer pushing record
+                    // after record of new addresses grew the list without
+                    // bound (issue 23, item 10).
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    kad.remove_peer(&peer_id);
+                    for addr in info.listen_addrs.into_iter().take(MAX_KAD_ADDRESSES) {
+                        kad.add_address(&peer_id, addr);
                     }
                 }
             }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 mod driver;
+pub mod ip_limit;
 pub mod mesh;
 pub mod metrics;
 pub mod muxer;

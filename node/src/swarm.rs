@@ -37,6 +37,8 @@ mod behaviour {
         pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
         /// A closed mesh: only these peers (`allow_peers`).
         pub allowed: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
+        /// Inbound connections per IP address.
+        pub ip_limit: crate::ip_limit::Behaviour,
         /// Connection limits.
         pub limits: connection_limits::Behaviour,
         /// Reaching and being reached through relays.
@@ -58,6 +60,12 @@ mod behaviour {
         /// lifeline's mesh protocol streams.
         pub stream: libp2p_stream::Behaviour,
     }
+}
+
+/// Most inbound connections: `max_connections` less a quarter kept for
+/// this node's own dials (at least one inbound).
+pub fn max_inbound(max_connections: u32) -> u32 {
+    max_connections.saturating_sub(max_connections / 4).max(1)
 }
 
 /// Why the swarm could not be built.
@@ -145,9 +153,13 @@ pub fn build(
             Behaviour {
                 blocked: allow_block_list::Behaviour::default(),
                 allowed: allowed.into(),
+                ip_limit: crate::ip_limit::Behaviour::new(config.max_connections_per_ip),
                 limits: connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
                         .with_max_established(Some(config.max_connections))
+                        // A quarter stays free for this node's own dials,
+                        // however many peers dial it.
+                        .with_max_established_incoming(Some(max_inbound(config.max_connections)))
                         .with_max_established_per_peer(Some(config.max_connections_per_peer))
                         .with_max_pending_incoming(Some(64)),
                 ),

@@ -462,3 +462,87 @@ async fn the_data_folder_is_for_its_owner_only() {
     }
     node.stop().await;
 }
+
+/// Issue 23, item 10: one host with many free identities. The old node let
+/// inbound connections take all of `max_connections`, with no limit per
+/// address, so eight identities from one host took all eight slots here and
+/// an honest neighbour could no longer connect. Now one address gets
+/// `max_connections_per_ip` and a quarter of the slots stay for the node's
+/// own dials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_with_many_identities_cannot_take_every_connection() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = LocalNode::start_with(dir.path(), Vec::new(), |c| {
+        c.listen.push("/ip6/::1/tcp/0".into());
+        c.max_connections = 8;
+        c.max_connections_per_ip = 3;
+    })
+    .await;
+    let status = node
+        .control
+        .clone()
+        .status(api::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let on = |family: &str| -> String {
+        let listen = status.listen_addrs.iter().find(|a| a.starts_with(family));
+        format!("{}/p2p/{}", listen.expect("listening on loopback"), node.id)
+    };
+    // Eight identities on one host: they come over IPv6 loopback (::1),
+    // the honest node over IPv4 (127.0.0.1), so they are two addresses.
+    let addr: Multiaddr = on("/ip6/").parse().unwrap();
+    let (up_tx, mut up) = mpsc::unbounded_channel::<bool>();
+    for _ in 0..8 {
+        let mut swarm = attacker_swarm();
+        let up_tx = up_tx.clone();
+        swarm.dial(addr.clone()).unwrap();
+        tokio::spawn(async move {
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => {
+                        let _ = up_tx.send(true);
+                    }
+                    SwarmEvent::OutgoingConnectionError { .. } => {
+                        let _ = up_tx.send(false);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let mut connected = 0;
+    for _ in 0..8 {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), up.recv())
+            .await
+            .expect("every attacker's dial ends one way or the other");
+        connected += usize::from(outcome == Some(true));
+    }
+
+    // An honest neighbour still gets in.
+    let honest_dir = tempfile::tempdir().unwrap();
+    let honest = LocalNode::start(honest_dir.path(), vec![on("/ip4/")]).await;
+    let mut control = node.control.clone();
+    let mut neighbours = Vec::new();
+    for _ in 0..100 {
+        neighbours = control
+            .peers(api::PeersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        if neighbours.iter().any(|p| p.id == honest.id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("attackers from one host connected: {connected} of 8");
+    assert!(
+        neighbours.iter().any(|p| p.id == honest.id),
+        "the honest neighbour could not connect; {connected} of 8 attackers from one host did; neighbours: {neighbours:?}"
+    );
+    assert!(connected <= 3, "{connected} connections from one address");
+    honest.stop().await;
+    node.stop().await;
+}

@@ -30,18 +30,28 @@ impl LocalNode {
     /// Starts a node in `dir` (no mDNS, no metrics) that dials `bootstrap`,
     /// and waits until it answers and listens.
     pub async fn start(dir: &Path, bootstrap: Vec<String>) -> Self {
+        Self::start_with(dir, bootstrap, |_| {}).await
+    }
+
+    /// As [`LocalNode::start`], with `tweak` applied to the config.
+    pub async fn start_with(
+        dir: &Path,
+        bootstrap: Vec<String>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let keys = KeyBundle::generate(
             Timestamp::from_unix_millis(1_800_000_000_000),
             &mut rand::rng(),
         );
         let card = keys.prekeys.current().to_bytes().to_vec();
-        let config = Config {
+        let mut config = Config {
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             bootstrap,
             mdns: false,
             metrics: "off".into(),
             ..Config::default()
         };
+        tweak(&mut config);
         let options = Options {
             config,
             data_dir: dir.to_path_buf(),
