@@ -909,7 +909,12 @@ impl<S: ChainStore> Chain<S> {
             }
             cursor = n.parent;
         }
-        batch.truncate_canonical_above = Some(top.head.number);
+        // Only a head lower than the stored one leaves index entries above
+        // it. (A range delete per block made every later read of the index
+        // sort them all: importing 2,000 blocks took 16 s, most of it there.)
+        if self.head_node().head.number > top.head.number {
+            batch.truncate_canonical_above = Some(top.head.number);
+        }
         batch.head = Some(StoredHead {
             number: top.head.number,
             hash: *head,
