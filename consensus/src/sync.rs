@@ -248,6 +248,23 @@ struct Request<P> {
     deadline: Timestamp,
 }
 
+/// An answer with blocks, being imported a few blocks at a time.
+struct Importing<P> {
+    peer: P,
+    /// The height the request asked from.
+    from: u64,
+    /// Blocks in the answer.
+    count: usize,
+    /// Those not imported yet.
+    blocks: VecDeque<Vec<u8>>,
+    /// New blocks so far.
+    new: usize,
+    /// Its first block is on another branch.
+    elsewhere: bool,
+    /// The neighbour went away meanwhile: nothing is counted against it.
+    gone: bool,
+}
+
 /// Sync with the node's neighbours (`P` names a neighbour).
 pub struct Sync<P> {
     /// Neighbours on this chain: where votes go.
@@ -280,6 +297,10 @@ pub struct Sync<P> {
     watch: Option<(lifeline_crypto::NodeId, Timestamp)>,
     /// The first sign of another node using it, and who brought it.
     key_in_use: Option<(P, KeyInUse)>,
+    /// The answer being imported.
+    importing: Option<Importing<P>>,
+    /// Blocks imported per step (see [`Sync::set_import_step`]).
+    import_step: usize,
 }
 
 impl<P: Clone + Eq + Hash + Ord> Default for Sync<P> {
@@ -306,6 +327,8 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             wanted: HashMap::new(),
             watch: None,
             key_in_use: None,
+            importing: None,
+            import_step: usize::MAX,
         }
     }
 
@@ -365,6 +388,10 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         self.misbehaviour.remove(peer);
         if self.in_flight.as_ref().is_some_and(|r| &r.peer == peer) {
             self.in_flight = None;
+        }
+        if let Some(job) = self.importing.as_mut().filter(|j| &j.peer == peer) {
+            // Its blocks are checked like anyone's; only nothing is counted.
+            job.gone = true;
         }
     }
 
@@ -442,69 +469,172 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             // It has nothing from there (its chain moved): wait for its next status.
             self.peers.remove(&peer);
         }
-        let count = blocks.len();
-        let (mut new, mut elsewhere) = (0, false);
-        for (i, bytes) in blocks.iter().enumerate() {
-            let block = match SealedBlock::from_bytes(bytes) {
-                Ok(block) => block,
-                Err(_) => {
-                    self.misbehaviour
-                        .entry(peer.clone())
-                        .or_default()
-                        .invalid_blocks += 1;
-                    // Not asked again until it announces another chain.
-                    self.peers.remove(&peer);
-                    break;
-                }
+        // One answer at a time: an earlier one still importing finishes first.
+        self.import_all(chain, now)?;
+        self.importing = Some(Importing {
+            peer,
+            from: request.from,
+            count: blocks.len(),
+            blocks: blocks.into(),
+            new: 0,
+            elsewhere: false,
+            gone: false,
+        });
+        self.import_some(chain, now, self.import_step)
+    }
+
+    /// Whether blocks of an answer wait to be imported: call
+    /// [`Sync::continue_import`] (see [`Sync::set_import_step`]).
+    pub fn importing(&self) -> bool {
+        self.importing.is_some()
+    }
+
+    /// How many blocks of an answer [`Sync::handle_message`] and each
+    /// [`Sync::continue_import`] import (at least 1; all of them unless
+    /// set). Each import is a signature check and a synced write, so a
+    /// daemon imports a few at a time and handles its other work in
+    /// between: a neighbour sending blocks must not hold up an SOS.
+    pub fn set_import_step(&mut self, blocks: usize) {
+        self.import_step = blocks.max(1);
+    }
+
+    /// Imports the next blocks of the answer being imported, if any.
+    pub fn continue_import<S: ChainStore>(
+        &mut self,
+        chain: &mut Chain<S>,
+        now: Timestamp,
+    ) -> Result<(), ChainError<S::Error>> {
+        self.import_some(chain, now, self.import_step)?;
+        self.maybe_request(chain, now);
+        Ok(())
+    }
+
+    fn import_all<S: ChainStore>(
+        &mut self,
+        chain: &mut Chain<S>,
+        now: Timestamp,
+    ) -> Result<(), ChainError<S::Error>> {
+        self.import_some(chain, now, usize::MAX)
+    }
+
+    /// Imports up to `budget` blocks of the answer being imported; after its
+    /// last one, weighs what the answer was worth.
+    fn import_some<S: ChainStore>(
+        &mut self,
+        chain: &mut Chain<S>,
+        now: Timestamp,
+        budget: usize,
+    ) -> Result<(), ChainError<S::Error>> {
+        let Some(mut job) = self.importing.take() else {
+            return Ok(());
+        };
+        let mut done = false;
+        for _ in 0..budget {
+            let Some(bytes) = job.blocks.pop_front() else {
+                done = true;
+                break;
             };
-            match chain.import(&block, Validation::Full { now }) {
-                Ok(imported) => {
-                    new += usize::from(imported.new);
-                    // Validated, so the signature is the key's own.
-                    let h = block.header();
-                    if imported.new
-                        && self
-                            .watch
-                            .is_some_and(|(key, since)| key == h.signer && h.timestamp >= since)
-                    {
-                        let what = KeyInUse::Block {
-                            number: imported.block.number,
-                            hash: imported.block.hash,
-                        };
-                        self.saw_key_in_use(&peer, what);
-                    }
-                    if i + 1 == count && count == MAX_BLOCKS_PER_MESSAGE as usize {
-                        // A full answer: its branch may go on above.
-                        let next = imported.block.number.saturating_add(1);
-                        self.continue_from = Some((peer.clone(), next));
-                    }
-                }
-                Err(ChainError::Import(ImportError::UnknownParent { .. })) if i == 0 => {
-                    elsewhere = true;
-                    // Another branch: ask again from where both must meet.
-                    let floor = chain.finalized().number.saturating_add(1);
-                    if request.from > floor {
-                        self.restart_from = Some(floor);
-                    } else {
-                        // Not even from just above the finalized block: its
-                        // chain left this one below finality, and asking
-                        // again would get the same blocks for ever. Not
-                        // asked again until it announces another chain.
-                        self.peers.remove(&peer);
-                    }
-                    break;
-                }
-                Err(ChainError::Import(_)) => {
-                    self.misbehaviour
-                        .entry(peer.clone())
-                        .or_default()
-                        .invalid_blocks += 1;
-                    // Not asked again until it announces another chain.
-                    self.peers.remove(&peer);
-                    break;
-                }
-                Err(e) => return Err(e),
+            let i = job.count - job.blocks.len() - 1;
+            if !self.import_one(&mut job, i, &bytes, chain, now)? {
+                done = true;
+                break;
             }
+        }
+        if done || job.blocks.is_empty() {
+            self.weigh(job, now);
+        } else {
+            self.importing = Some(job);
+        }
+        Ok(())
+    }
+
+    /// Imports block `i` of an answer; `false` if the rest of the answer is
+    /// not worth importing.
+    fn import_one<S: ChainStore>(
+        &mut self,
+        job: &mut Importing<P>,
+        i: usize,
+        bytes: &[u8],
+        chain: &mut Chain<S>,
+        now: Timestamp,
+    ) -> Result<bool, ChainError<S::Error>> {
+        let peer = job.peer.clone();
+        let block = match SealedBlock::from_bytes(bytes) {
+            Ok(block) => block,
+            Err(_) => {
+                self.blame_invalid(job);
+                return Ok(false);
+            }
+        };
+        match chain.import(&block, Validation::Full { now }) {
+            Ok(imported) => {
+                job.new += usize::from(imported.new);
+                // Validated, so the signature is the key's own.
+                let h = block.header();
+                if imported.new
+                    && self
+                        .watch
+                        .is_some_and(|(key, since)| key == h.signer && h.timestamp >= since)
+                {
+                    let what = KeyInUse::Block {
+                        number: imported.block.number,
+                        hash: imported.block.hash,
+                    };
+                    self.saw_key_in_use(&peer, what);
+                }
+                if i + 1 == job.count && job.count == MAX_BLOCKS_PER_MESSAGE as usize {
+                    // A full answer: its branch may go on above.
+                    let next = imported.block.number.saturating_add(1);
+                    self.continue_from = Some((peer, next));
+                }
+                Ok(true)
+            }
+            Err(ChainError::Import(ImportError::UnknownParent { .. })) if i == 0 => {
+                job.elsewhere = true;
+                // Another branch: ask again from where both must meet.
+                let floor = chain.finalized().number.saturating_add(1);
+                if job.from > floor {
+                    self.restart_from = Some(floor);
+                } else {
+                    // Not even from just above the finalized block: its
+                    // chain left this one below finality, and asking
+                    // again would get the same blocks for ever. Not
+                    // asked again until it announces another chain.
+                    self.peers.remove(&peer);
+                }
+                Ok(false)
+            }
+            Err(ChainError::Import(_)) => {
+                self.blame_invalid(job);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn blame_invalid(&mut self, job: &Importing<P>) {
+        if !job.gone {
+            self.misbehaviour
+                .entry(job.peer.clone())
+                .or_default()
+                .invalid_blocks += 1;
+        }
+        // Not asked again until it announces another chain.
+        self.peers.remove(&job.peer);
+    }
+
+    /// What an answer was worth, once imported.
+    fn weigh(&mut self, job: Importing<P>, now: Timestamp) {
+        let Importing {
+            peer,
+            count,
+            new,
+            elsewhere,
+            gone,
+            ..
+        } = job;
+        if gone {
+            return;
         }
         if new > 0 {
             self.strikes.remove(&peer);
@@ -512,20 +642,24 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             // Its claim did not hold (or it raced another neighbour): the
             // others go first, and it waits, longer each time.
             self.misbehaviour.entry(peer.clone()).or_default().useless += 1;
-            let s = self.strikes.entry(peer).or_insert(Strikes {
-                count: 0,
-                not_before: None,
-            });
-            s.count = s.count.saturating_add(1);
-            // Once may be a race with another neighbour's answer: only the
-            // second in a row makes it wait, 10 s, then twice as long each
-            // time up to about 5 minutes.
-            if s.count >= 2 {
-                let wait = REQUEST_TIMEOUT.saturating_mul(1 << (s.count - 2).min(5));
-                s.not_before = Some(now.saturating_add(wait));
-            }
+            self.strike(peer, now);
         }
-        Ok(())
+    }
+
+    /// A neighbour's request brought nothing: the others go first, and from
+    /// the second time in a row it waits (one may be a race with another
+    /// neighbour's answer, or a request lost), 10 s, then twice as long each
+    /// time up to about 5 minutes.
+    fn strike(&mut self, peer: P, now: Timestamp) {
+        let s = self.strikes.entry(peer).or_insert(Strikes {
+            count: 0,
+            not_before: None,
+        });
+        s.count = s.count.saturating_add(1);
+        if s.count >= 2 {
+            let wait = REQUEST_TIMEOUT.saturating_mul(1 << (s.count - 2).min(5));
+            s.not_before = Some(now.saturating_add(wait));
+        }
     }
 
     /// This node (an authority) votes: the vote is counted here and sent,
@@ -673,9 +807,13 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
     /// them (or forgotten, if none did).
     pub fn handle_timeout<S: ChainStore>(&mut self, chain: &Chain<S>, now: Timestamp) {
         if let Some(request) = self.in_flight.take_if(|r| r.deadline <= now) {
-            // Try someone else next time.
-            self.peers.remove(&request.peer);
-            self.late.insert(request.peer);
+            // Someone else goes first next time, and it is asked again
+            // after a wait, longer each time. Its chain is not forgotten: a
+            // request lost on the way (sent before the link was up, say)
+            // left a node that had heard a neighbour's only status waiting
+            // for a new head that, with no authority sealing, never came.
+            self.late.insert(request.peer.clone());
+            self.strike(request.peer, now);
         }
         for s in self.strikes.values_mut() {
             s.not_before = s.not_before.filter(|t| *t > now);
@@ -727,7 +865,8 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
     }
 
     fn maybe_request<S: ChainStore>(&mut self, chain: &Chain<S>, now: Timestamp) {
-        if self.in_flight.is_some() {
+        // While an answer is imported, what to ask next is not known yet.
+        if self.in_flight.is_some() || self.importing.is_some() {
             return;
         }
         let head = chain.head();
