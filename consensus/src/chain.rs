@@ -513,6 +513,16 @@ impl<S: ChainStore> Chain<S> {
         self.store
     }
 
+    /// See [`ChainStore::set_synced`]: whether imports wait for the disk.
+    pub fn set_synced_writes(&mut self, synced: bool) {
+        self.store.set_synced(synced);
+    }
+
+    /// Makes everything imported so far durable ([`ChainStore::flush`]).
+    pub fn flush(&mut self) -> Result<(), ChainError<S::Error>> {
+        self.store.flush().map_err(ChainError::Store)
+    }
+
     /// The store.
     pub fn store(&self) -> &S {
         &self.store

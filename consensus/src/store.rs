@@ -61,6 +61,20 @@ pub trait ChainStore {
     fn last_vote(&self) -> Result<Option<VoteRecord>, Self::Error>;
     /// Applies `batch` atomically and durably.
     fn commit(&mut self, batch: ChainBatch) -> Result<(), Self::Error>;
+    /// With `false`, [`ChainStore::commit`] may return before a batch is on
+    /// disk, as long as batches reach the disk in order and a batch with
+    /// this node's own vote is durable at once. For blocks imported from a
+    /// neighbour, which a crash may lose (they are fetched again) but never
+    /// out of order. [`ChainStore::flush`] makes everything committed
+    /// durable. A store that is always durable (or never, in memory) keeps
+    /// the default, which does nothing.
+    fn set_synced(&mut self, synced: bool) {
+        let _ = synced;
+    }
+    /// Makes everything committed so far durable.
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// A chain store in memory: for tests and the simulator.

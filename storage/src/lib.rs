@@ -243,7 +243,10 @@ impl Database {
 
     /// The chain store in this database.
     pub fn chain_store(&self) -> RocksChainStore {
-        RocksChainStore { db: self.clone() }
+        RocksChainStore {
+            db: self.clone(),
+            synced: true,
+        }
     }
 
     /// The router's custody store in this database.
@@ -422,6 +425,8 @@ impl MessageStore for RocksMessageStore {
 #[derive(Clone, Debug)]
 pub struct RocksChainStore {
     db: Database,
+    /// Whether commits wait for the disk (see `ChainStore::set_synced`).
+    synced: bool,
 }
 
 fn encode_head(head: &StoredHead) -> Vec<u8> {
@@ -548,7 +553,22 @@ impl ChainStore for RocksChainStore {
             let record = (u128::from(vote.source) << 64) | u128::from(vote.target);
             write.put_cf(meta, KEY_LAST_VOTE, record.to_be_bytes());
         }
-        db.write_synced(write)
+        // This node's own vote is on disk before it is sent, always.
+        if self.synced || batch.last_vote.is_some() {
+            db.write_synced(write)
+        } else {
+            // In the write-ahead log, in order: the next synced write (or
+            // `flush`) makes it durable with everything before it.
+            db.db.write(write).map_err(|e| db.rocks(e))
+        }
+    }
+
+    fn set_synced(&mut self, synced: bool) {
+        self.synced = synced;
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.db.db.flush_wal(true).map_err(|e| self.db.rocks(e))
     }
 }
 
