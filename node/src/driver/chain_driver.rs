@@ -54,6 +54,11 @@ const LISTEN_PERIODS: u32 = 3;
 /// How long after a refused proposal the next try on the same head waits.
 const RETRY_MS: u64 = 250;
 
+/// Blocks of a sync answer imported between two turns of the driver's
+/// other work: each is a signature check and a synced write (about 1 to
+/// 5 ms), so an SOS waits for a few of them at most, not for 256.
+const IMPORT_STEP: usize = 4;
+
 pub(super) fn open_chain(
     path: &Path,
     db: &Database,
@@ -81,6 +86,7 @@ pub(super) fn open_chain(
         "chain opened"
     );
     let mut sync = Sync::new();
+    sync.set_import_step(IMPORT_STEP);
     sync.watch_key(*me.id(), ts(wall_ms()));
     let listen = genesis.config.period * LISTEN_PERIODS;
     let listen_until = wall_ms().saturating_add(u64::try_from(listen.as_millis()).unwrap_or(0));
@@ -185,7 +191,9 @@ impl Node {
         // A new justified block is announced too: a neighbour on a heavier
         // branch below it fetches this one.
         let announce = (head.hash, c.chain.justified().hash);
-        if announce != c.announced {
+        // Not in the middle of an answer being imported (a few blocks at a
+        // time): neighbours hear of the head it ends at.
+        if announce != c.announced && !c.sync.importing() {
             c.announced = announce;
             moved = true;
         }
