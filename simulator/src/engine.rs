@@ -431,6 +431,16 @@ impl Engine {
         let Some(frames) = self.recorded.get(&v).cloned() else {
             return 0;
         };
+        let sent = self.inject(v, &frames);
+        self.replayed += sent;
+        sent
+    }
+
+    /// Hostile node `v` sends these message frames (already encoded, of
+    /// their class) to each neighbour, as packets of its own at once: a
+    /// hostile node need not be fair, nor use its own router. Returns the
+    /// frames sent.
+    pub fn inject(&mut self, v: usize, frames: &[(Class, Vec<u8>)]) -> u64 {
         let mut sent = 0;
         for l in self.out[v].clone() {
             let link = &self.links[l];
@@ -438,7 +448,7 @@ impl Engine {
                 continue;
             }
             let mut at = self.now_us;
-            for (class, frame) in &frames {
+            for (class, frame) in frames {
                 self.replay_seq += 1;
                 let packet = Packet {
                     frame: (1 << 40) + self.replay_seq,
@@ -466,7 +476,6 @@ impl Engine {
                 );
             }
         }
-        self.replayed += sent;
         sent
     }
 

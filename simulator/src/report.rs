@@ -115,6 +115,12 @@ pub struct Report {
     pub chain: Option<crate::chain::ChainReport>,
     /// SOS flooders, if the scenario has any.
     pub flood: Option<FloodReport>,
+    /// Sybil attackers, if the scenario has any.
+    pub sybil: Option<SybilReport>,
+    /// Times an honest node reported an honest neighbour as misbehaving
+    /// (the daemon bans a neighbour on such reports): what a relay only
+    /// passed on must never count.
+    pub honest_reported: u64,
     /// Replayers, if the scenario has any.
     pub replay: Option<ReplayReport>,
     /// Background bulk load, if the scenario has any.
@@ -128,6 +134,20 @@ pub struct Report {
     /// What the HTML report draws on its map (not in the JSON).
     #[serde(skip)]
     pub map: crate::html::MapData,
+}
+
+/// What Sybil attackers sent (each broadcast from a fresh key), and what
+/// reached honest nodes.
+#[derive(Clone, Debug, Serialize)]
+pub struct SybilReport {
+    /// Attacking nodes.
+    pub sybils: u64,
+    /// Broadcasts they sent.
+    pub sent: u64,
+    /// Deliveries of those at honest nodes.
+    pub delivered_to_honest: u64,
+    /// `delivered_to_honest` per honest node.
+    pub per_honest_node: f64,
 }
 
 /// What SOS flooders sent, and what honest nodes let through.
@@ -342,6 +362,18 @@ pub fn write_summary(
             m.walkers, m.links_made, m.links_up, m.links_down
         )?;
     }
+    if let Some(y) = &report.sybil {
+        writeln!(
+            out,
+            "sybils: {} attackers sent {} broadcasts from fresh keys; {} reached honest nodes ({:.1} per node)",
+            y.sybils, y.sent, y.delivered_to_honest, y.per_honest_node
+        )?;
+    }
+    writeln!(
+        out,
+        "honest neighbours reported as misbehaving by honest nodes: {}",
+        report.honest_reported
+    )?;
     if let Some(r) = &report.replay {
         writeln!(
             out,
@@ -436,6 +468,15 @@ impl Report {
                     .push("flood_admitted_max is asserted but the scenario has no flooders".into()),
                 _ => {}
             }
+        }
+        if let Some(max) = assertions.honest_reported_max
+            && self.honest_reported > max
+        {
+            failures.push(format!(
+                "honest nodes reported honest neighbours as misbehaving {} times; at most {max} \
+                 may (a relay was blamed for what it only passed on)",
+                self.honest_reported
+            ));
         }
         if let Some(max) = assertions.duplicates_max
             && self.duplicates_delivered > max

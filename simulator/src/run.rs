@@ -17,13 +17,14 @@ use crate::html::MapData;
 use crate::mobility::{Mobility, NewLink};
 use crate::report::{
     BackgroundReport, ClassReport, EngineReport, FloodReport, HostReport, MobilityReport,
-    ReplayReport, Report, percentile,
+    ReplayReport, Report, SybilReport, percentile,
 };
 use crate::scenario::{FaultSpec, Scenario, ScenarioError, TopologySpec};
 use crate::topology::{Position, Topology};
 use crate::{class_name, class_of};
 
 mod faults;
+mod sybil;
 
 use faults::{
     authorities_west_to_east, cut_between, hops_from, nearest, partition, pick,
@@ -52,6 +53,12 @@ enum Action {
     Flood(usize),
     /// A replayer sends what it recorded again.
     Replay(usize),
+    /// A Sybil attacker sends one more broadcast from a fresh key.
+    Sybil {
+        node: usize,
+        class: Class,
+        hops: u32,
+    },
     /// One more bulk message over this directed link (then the next is
     /// scheduled).
     Background(usize),
@@ -124,6 +131,9 @@ struct Collector {
     end_us: u64,
     chain: Option<ChainNet>,
     flood: Flood,
+    sybils: sybil::Sybils,
+    /// Times an honest node reported an honest neighbour as misbehaving.
+    honest_reported: u64,
     /// (message, node) pairs a broadcast reached, to catch second deliveries.
     reached: HashSet<(usize, usize)>,
     replayers: Vec<usize>,
@@ -244,6 +254,12 @@ impl Observer for Collector {
                     }
                     return;
                 }
+                if self.sybils.ids.contains(&d.id) {
+                    if !self.sybils.nodes.contains(&node) {
+                        self.sybils.delivered_to_honest += 1;
+                    }
+                    return;
+                }
                 let Some(&k) = self.by_id.get(&d.id) else {
                     return;
                 };
@@ -292,6 +308,20 @@ impl Observer for Collector {
                     }
                 } else {
                     self.outcomes[k].opened = true;
+                }
+            }
+            Event::Misbehaving { neighbour, .. } => {
+                let hostile = |v: usize| {
+                    self.flood.flooders.contains(&v)
+                        || self.replayers.contains(&v)
+                        || self.sybils.nodes.contains(&v)
+                        || !matches!(engine.nodes[v].behaviour, Behaviour::Honest)
+                };
+                if let Some(n) = engine.node_of(neighbour)
+                    && !hostile(node)
+                    && !hostile(n)
+                {
+                    self.honest_reported += 1;
                 }
             }
             Event::Evicted { .. } => self.evicted += 1,
@@ -388,6 +418,10 @@ impl Collector {
             }
             Action::Replay(v) => {
                 engine.replay(v);
+            }
+            Action::Sybil { node, class, hops } => {
+                let frame = self.sybils.broadcast(class, hops, engine.now_us() / 1_000);
+                engine.inject(node, &[frame]);
             }
             Action::Move => {
                 let Some(mobility) = self.mobility.as_mut() else {
@@ -717,6 +751,7 @@ pub fn run(
     let mut schedule: Vec<(u64, usize)> = Vec::new();
     let mut flooders: Vec<usize> = Vec::new();
     let mut replayers: Vec<usize> = Vec::new();
+    let mut sybils: Vec<usize> = Vec::new();
     for (k, p) in planned.iter().enumerate() {
         schedule.push((p.at_us, actions.len()));
         actions.push(Action::Send(k));
@@ -860,6 +895,28 @@ pub fn run(
                     for &at in at_s {
                         schedule.push((s(at), actions.len()));
                         actions.push(Action::Replay(v));
+                    }
+                }
+            }
+            FaultSpec::Sybil {
+                fraction,
+                rate_per_s,
+                class,
+                hops,
+            } => {
+                let class = class_of(class).unwrap_or(Class::P0);
+                let every_us = (1e6 / rate_per_s.max(1e-3)) as u64;
+                for v in pick(&mut rng, n, *fraction, &authorities) {
+                    sybils.push(v);
+                    let mut t = warmup_us;
+                    while t < traffic_end_us {
+                        schedule.push((t, actions.len()));
+                        actions.push(Action::Sybil {
+                            node: v,
+                            class,
+                            hops: *hops,
+                        });
+                        t += every_us.max(1);
                     }
                 }
             }
@@ -1018,6 +1075,8 @@ pub fn run(
         },
         reached: HashSet::new(),
         replayers,
+        sybils: sybil::Sybils::new(sybils),
+        honest_reported: 0,
         background,
         mobility,
     };
@@ -1219,6 +1278,17 @@ pub fn run(
                 admitted_ratio: f.delivered_to_honest as f64 / allowed.max(1) as f64,
             }
         }),
+        sybil: (!collector.sybils.nodes.is_empty()).then(|| {
+            let y = &collector.sybils;
+            let honest = (n as u64).saturating_sub(y.nodes.len() as u64).max(1);
+            SybilReport {
+                sybils: y.nodes.len() as u64,
+                sent: y.sent,
+                delivered_to_honest: y.delivered_to_honest,
+                per_honest_node: y.delivered_to_honest as f64 / honest as f64,
+            }
+        }),
+        honest_reported: collector.honest_reported,
         replay: (!collector.replayers.is_empty()).then_some(ReplayReport {
             replayers: collector.replayers.len() as u64,
             frames_replayed: engine.replayed,

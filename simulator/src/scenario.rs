@@ -362,6 +362,10 @@ fn default_flood_multiple() -> u32 {
     100
 }
 
+fn default_sybil_hops() -> u32 {
+    255
+}
+
 fn default_size() -> usize {
     200
 }
@@ -490,6 +494,22 @@ pub enum FaultSpec {
         /// When to replay, seconds after the warm-up.
         at_s: Vec<u64>,
     },
+    /// Nodes that forward normally and send broadcasts of `class`, each
+    /// signed by a fresh key (Sybil origins, so per-origin limits never
+    /// bite), with an SOS payload, asking for `hops` hops, at `rate_per_s`
+    /// each.
+    Sybil {
+        /// Fraction of nodes.
+        fraction: f64,
+        /// Broadcasts per second, per attacker.
+        rate_per_s: f64,
+        /// Their class: `P0` (SOS from many keys) or `P3` (an SOS payload
+        /// as bulk).
+        class: String,
+        /// The hop limit they ask for.
+        #[serde(default = "default_sybil_hops")]
+        hops: u32,
+    },
     /// Nodes that drop the messages of one class.
     Grayhole {
         /// Fraction of nodes.
@@ -534,6 +554,9 @@ pub struct Assertions {
     pub flood_admitted_max: Option<f64>,
     /// Most messages delivered twice to one node (replays let through).
     pub duplicates_max: Option<u64>,
+    /// Most times an honest node may report an honest neighbour as
+    /// misbehaving (a report leads to a ban in the daemon).
+    pub honest_reported_max: Option<u64>,
     /// Most unicast messages neither delivered nor held in custody at the
     /// end (lost).
     pub lost_max: Option<u64>,
