@@ -1102,6 +1102,11 @@ impl Node {
             }
             Event::StoreFailed(e) => {
                 error!("the message store failed; custody was not acknowledged: {e}");
+                self.heartbeat.write_failed(e);
+            }
+            Event::StoreRecovered => {
+                info!("the message store writes again");
+                self.heartbeat.write_succeeded();
             }
             Event::CorruptRecords(n) => {
                 warn!("{n} records in the message store could not be read and were skipped");
@@ -1210,8 +1215,10 @@ impl Node {
         key.extend_from_slice(&id.0);
         if let Err(e) = self.inbox.put(&key, &entry.encode_to_vec()) {
             error!("cannot write the inbox: {e}");
+            self.heartbeat.write_failed(e.to_string());
             return false;
         }
+        self.heartbeat.write_succeeded();
         let _ = self.inbox_watch.send(entry.clone());
         if self.rng.random_ratio(1, 256) {
             let _ = self.inbox.trim(INBOX_KEEP);

@@ -185,18 +185,41 @@ pub fn class_name(class: lifeline_routing::Class) -> &'static str {
     }
 }
 
-/// The driver's heartbeat: the last time (unix seconds) its loop ran.
+/// The driver's heartbeat: the last time (unix seconds) its loop ran, and
+/// whether its last write to the database failed (a full disk, say).
 #[derive(Clone, Debug, Default)]
-pub struct Heartbeat(Arc<AtomicU64>);
+pub struct Heartbeat {
+    last: Arc<AtomicU64>,
+    write_error: Arc<std::sync::Mutex<Option<String>>>,
+}
 
 impl Heartbeat {
     /// Records that the loop ran now.
     pub fn beat(&self) {
-        self.0.store(unix_secs(), Ordering::Relaxed);
+        self.last.store(unix_secs(), Ordering::Relaxed);
+    }
+
+    /// Records that a write to the database failed: `/healthz` fails until
+    /// one succeeds again.
+    pub fn write_failed(&self, error: String) {
+        if let Ok(mut e) = self.write_error.lock() {
+            *e = Some(error);
+        }
+    }
+
+    /// Records that a write to the database succeeded.
+    pub fn write_succeeded(&self) {
+        if let Ok(mut e) = self.write_error.lock() {
+            *e = None;
+        }
     }
 
     fn age_secs(&self) -> u64 {
-        unix_secs().saturating_sub(self.0.load(Ordering::Relaxed))
+        unix_secs().saturating_sub(self.last.load(Ordering::Relaxed))
+    }
+
+    fn write_error(&self) -> Option<String> {
+        self.write_error.lock().ok().and_then(|e| e.clone())
     }
 }
 
@@ -254,13 +277,47 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let age = state.heartbeat.age_secs();
-    if age <= HEALTHY_WITHIN_SECS {
-        (StatusCode::OK, "ok\n".to_string())
-    } else {
-        (
+    health(&state.heartbeat)
+}
+
+fn health(heartbeat: &Heartbeat) -> (StatusCode, String) {
+    let age = heartbeat.age_secs();
+    if age > HEALTHY_WITHIN_SECS {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the node's event loop has not run for {age} s\n"),
-        )
+        );
+    }
+    if let Some(e) = heartbeat.write_error() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the node cannot write to its database ({e}): it takes nothing into custody and \
+                 keeps no new inbox entries; free space in the data folder (a full disk is the \
+                 usual cause), then restart the node if this does not clear\n"
+            ),
+        );
+    }
+    (StatusCode::OK, "ok\n".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_write_makes_the_node_unhealthy_until_one_succeeds() {
+        let heartbeat = Heartbeat::default();
+        heartbeat.beat();
+        assert_eq!(health(&heartbeat).0, StatusCode::OK);
+        heartbeat.write_failed("IO error: No space left on device".into());
+        let (status, text) = health(&heartbeat);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            text.contains("No space left") && text.contains("free space"),
+            "{text}"
+        );
+        heartbeat.write_succeeded();
+        assert_eq!(health(&heartbeat).0, StatusCode::OK);
     }
 }

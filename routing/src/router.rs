@@ -338,6 +338,8 @@ pub enum Event {
     LinkReady(Address),
     /// The message store failed; custody acknowledgements were withheld.
     StoreFailed(String),
+    /// A write to the store succeeded again after [`Event::StoreFailed`].
+    StoreRecovered,
     /// Records in the store that could not be read at start-up (kept, not used).
     CorruptRecords(usize),
 }
@@ -518,6 +520,8 @@ pub struct Router<S> {
     /// Ids newly seen, for the next store write (so that a restart keeps
     /// refusing them).
     seen_unsaved: Vec<SeenRecord>,
+    /// The last store write failed.
+    store_failing: bool,
     /// When expired seen ids were last dropped from the store.
     seen_purged_ms: u64,
     sos_limit: RateLimiter<Address>,
@@ -597,6 +601,7 @@ impl<S: MessageStore> Router<S> {
             seen: SeenCache::new(config.seen_capacity),
             delivered: SeenCache::new(config.seen_capacity),
             seen_unsaved: Vec::new(),
+            store_failing: false,
             seen_purged_ms: now,
             sos_limit: RateLimiter::new(config.sos_burst, config.sos_interval_ms, 10_000),
             neighbour_p0: RateLimiter::new(
@@ -1129,6 +1134,9 @@ impl<S: MessageStore> Router<S> {
         }
         match self.store.write(&batch) {
             Ok(()) => {
+                if std::mem::take(&mut self.store_failing) {
+                    self.events.push_back(Event::StoreRecovered);
+                }
                 self.release_acks();
                 Ok(())
             }
@@ -1136,6 +1144,7 @@ impl<S: MessageStore> Router<S> {
                 // Not durable: take nothing into custody that was not written.
                 // The previous hops still hold those messages and will retry.
                 let e = e.to_string();
+                self.store_failing = true;
                 self.events.push_back(Event::StoreFailed(e.clone()));
                 for (_, id) in std::mem::take(&mut self.pending_acks) {
                     if self.held.get(&id).is_some_and(|h| !h.local) {

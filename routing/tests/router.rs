@@ -658,6 +658,8 @@ fn custody_is_acknowledged_only_once_it_is_in_the_store() {
     );
     let got = acks(&mut router);
     assert!(store.inner.borrow().contains(&id));
+    // The daemon reports itself unhealthy from the failure to this.
+    assert!(std::iter::from_fn(|| router.poll_event()).any(|e| matches!(e, Event::StoreRecovered)));
     assert_eq!(
         got,
         vec![Frame::Ack {
