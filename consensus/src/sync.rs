@@ -210,6 +210,24 @@ pub struct Misbehaviour {
     /// Answers that brought no block this node did not have: a neighbour
     /// that claims a chain it does not deliver.
     pub useless: u32,
+    /// Requests for blocks beyond what a neighbour may ask
+    /// ([`REQUEST_BURST`], then one per [`REQUEST_INTERVAL`]): not served.
+    pub excess_requests: u32,
+}
+
+/// Requests for blocks a neighbour may make at once. Each costs this node up
+/// to 256 reads and an answer of up to 8 MiB for a frame of a dozen bytes;
+/// an honest neighbour has one in flight at a time.
+pub const REQUEST_BURST: u32 = 16;
+/// Then one per this long (50 a second, up to 12,800 blocks a second: more
+/// than a node imports; each costs the node about a millisecond).
+pub const REQUEST_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A neighbour's allowance of requests for blocks.
+#[derive(Clone, Copy, Debug)]
+struct Allowance {
+    tokens: u32,
+    refilled: Timestamp,
 }
 
 /// A neighbour whose answers brought nothing new: how many in a row, and
@@ -301,6 +319,8 @@ pub struct Sync<P> {
     importing: Option<Importing<P>>,
     /// Blocks imported per step (see [`Sync::set_import_step`]).
     import_step: usize,
+    /// Requests for blocks each neighbour may still make.
+    allowances: HashMap<P, Allowance>,
 }
 
 impl<P: Clone + Eq + Hash + Ord> Default for Sync<P> {
@@ -329,6 +349,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             key_in_use: None,
             importing: None,
             import_step: usize::MAX,
+            allowances: HashMap::new(),
         }
     }
 
@@ -376,8 +397,37 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         self.misbehaviour.get(peer).copied().unwrap_or_default()
     }
 
+    /// Whether `peer` may have another request for blocks served now; takes
+    /// one from its allowance if so.
+    fn allow_request(&mut self, peer: &P, now: Timestamp) -> bool {
+        let a = self.allowances.entry(peer.clone()).or_insert(Allowance {
+            tokens: REQUEST_BURST,
+            refilled: now,
+        });
+        let interval = REQUEST_INTERVAL.as_millis().max(1) as u64;
+        let earned = now
+            .as_unix_millis()
+            .saturating_sub(a.refilled.as_unix_millis())
+            / interval;
+        if earned > 0 {
+            a.tokens = a
+                .tokens
+                .saturating_add(u32::try_from(earned).unwrap_or(u32::MAX))
+                .min(REQUEST_BURST);
+            a.refilled = a
+                .refilled
+                .saturating_add(Duration::from_millis(earned.saturating_mul(interval)));
+        }
+        if a.tokens == 0 {
+            return false;
+        }
+        a.tokens -= 1;
+        true
+    }
+
     /// A neighbour went away.
     pub fn handle_peer_gone(&mut self, peer: &P) {
+        self.allowances.remove(peer);
         self.neighbours.remove(peer);
         self.peers.remove(peer);
         self.strikes.remove(peer);
@@ -422,8 +472,12 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                 }
             }
             SyncMessage::GetBlocks { from, max } => {
-                let blocks = serve(chain, from, max)?;
-                self.outbox.push_back((peer, SyncMessage::Blocks(blocks)));
+                if self.allow_request(&peer, now) {
+                    let blocks = serve(chain, from, max)?;
+                    self.outbox.push_back((peer, SyncMessage::Blocks(blocks)));
+                } else {
+                    self.misbehaviour.entry(peer).or_default().excess_requests += 1;
+                }
             }
             SyncMessage::Blocks(blocks) => self.handle_blocks(peer, blocks, chain, now)?,
             SyncMessage::Votes(votes) => self.handle_votes(Some(peer), votes, chain)?,

@@ -812,3 +812,39 @@ fn a_lost_request_is_asked_again_without_a_new_status() {
         .unwrap();
     assert_eq!(behind.head(), ahead.head());
 }
+
+/// Issue 23, item 9: a request for blocks is a dozen bytes and costs the
+/// node up to 256 reads and an 8 MiB answer. The old sync served every one:
+/// a neighbour sending a hundred at once got a hundred answers, each up to
+/// 8 MiB for the node to queue. Now each neighbour gets a burst
+/// and then one every 20 ms; the rest are counted, not served.
+#[test]
+fn a_neighbour_asking_for_blocks_again_and_again_is_served_at_a_bounded_rate() {
+    use lifeline_consensus::sync::{REQUEST_BURST, REQUEST_INTERVAL};
+    let g = genesis();
+    let mut chain = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    grow(&mut chain, 300, 0);
+    let mut sync = Sync::<&str>::new();
+    let now = chain.head().timestamp;
+    let ask = |sync: &mut Sync<&str>, chain: &mut Chain<MemoryChainStore>, who, at| {
+        for _ in 0..100 {
+            let request = SyncMessage::GetBlocks { from: 1, max: 256 };
+            sync.handle_message(who, wire(request), chain, at).unwrap();
+        }
+        std::iter::from_fn(|| sync.poll_transmit()).count()
+    };
+    let burst = REQUEST_BURST as usize;
+    assert_eq!(ask(&mut sync, &mut chain, "greedy", now), burst);
+    assert_eq!(
+        sync.misbehaviour(&"greedy").excess_requests,
+        100 - REQUEST_BURST
+    );
+    // Another neighbour is not affected.
+    assert_eq!(ask(&mut sync, &mut chain, "other", now), burst);
+    // A second later: the allowance is back, no more than a burst.
+    let later = now.saturating_add(std::time::Duration::from_secs(1));
+    assert_eq!(ask(&mut sync, &mut chain, "greedy", later), burst);
+    // One interval: one more.
+    let next = later.saturating_add(REQUEST_INTERVAL);
+    assert_eq!(ask(&mut sync, &mut chain, "greedy", next), 1);
+}

@@ -39,6 +39,12 @@ pub const WRITER_QUEUE: usize = 64;
 /// frames of it. (At 20 Mbit/s, 64 KiB is 26 ms.)
 pub const WRITER_BYTES: usize = 64 * 1024;
 
+/// Bytes that may wait for one neighbour's writer in all: two of the
+/// largest chain sync answers. Before, the queue was bounded in frames only,
+/// and 64 answers of 8 MiB could wait for a neighbour that asked and did
+/// not read.
+pub const WRITER_SYNC_BYTES: usize = 2 * MAX_FRAME + WRITER_BYTES;
+
 /// Mesh streams one neighbour may have open to this node at once. An honest
 /// node has one (its writer); a new one may overlap the old briefly. More
 /// are closed at once and counted.
@@ -107,9 +113,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Queues `frame` unless the queue is full (sync messages: they recover).
+    /// Queues `frame` unless the queue is full, in frames or in bytes
+    /// ([`WRITER_SYNC_BYTES`]; sync messages: they recover).
     pub fn try_send(&self, frame: Vec<u8>) -> bool {
         let len = frame.len();
+        if self.queued.load(Ordering::Relaxed).saturating_add(len) > WRITER_SYNC_BYTES {
+            return false;
+        }
         self.queued.fetch_add(len, Ordering::Relaxed);
         if self.sender.try_send(frame).is_err() {
             self.queued.fetch_sub(len, Ordering::Relaxed);
@@ -429,6 +439,23 @@ mod tests {
         assert!(!small.try_send(vec![2]));
         assert_eq!(small.queued.load(Ordering::Relaxed), WRITER_QUEUE);
         assert_eq!(queue.try_recv().unwrap().len(), 20 * 1024);
+    }
+
+    #[test]
+    fn sync_answers_wait_for_a_neighbour_up_to_a_byte_bound_not_64_of_them() {
+        let (sender, _queue) = mpsc::channel(WRITER_QUEUE);
+        let writer = Writer {
+            sender,
+            queued: Arc::new(AtomicUsize::new(0)),
+        };
+        // A neighbour asks for blocks again and again and reads nothing.
+        let answers = (0..WRITER_QUEUE)
+            .take_while(|_| writer.try_send(vec![0; MAX_FRAME]))
+            .count();
+        assert_eq!(answers, 2, "before: all 64, 512 MiB");
+        assert!(writer.queued.load(Ordering::Relaxed) <= WRITER_SYNC_BYTES);
+        // Small ones still fit beside them, up to the bound.
+        assert!(writer.try_send(vec![0; 1024]));
     }
 
     #[test]
