@@ -321,6 +321,8 @@ pub struct Sync<P> {
     import_step: usize,
     /// Requests for blocks each neighbour may still make.
     allowances: HashMap<P, Allowance>,
+    /// A request per neighbour waiting for its allowance.
+    deferred: BTreeMap<P, (u64, u32)>,
 }
 
 impl<P: Clone + Eq + Hash + Ord> Default for Sync<P> {
@@ -350,6 +352,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             importing: None,
             import_step: usize::MAX,
             allowances: HashMap::new(),
+            deferred: BTreeMap::new(),
         }
     }
 
@@ -428,6 +431,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
     /// A neighbour went away.
     pub fn handle_peer_gone(&mut self, peer: &P) {
         self.allowances.remove(peer);
+        self.deferred.remove(peer);
         self.neighbours.remove(peer);
         self.peers.remove(peer);
         self.strikes.remove(peer);
@@ -475,7 +479,9 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                 if self.allow_request(&peer, now) {
                     let blocks = serve(chain, from, max)?;
                     self.outbox.push_back((peer, SyncMessage::Blocks(blocks)));
-                } else {
+                } else if self.deferred.insert(peer.clone(), (from, max)).is_some() {
+                    // One request waits for the allowance (an honest
+                    // neighbour has one in flight); one more replaces it.
                     self.misbehaviour.entry(peer).or_default().excess_requests += 1;
                 }
             }
@@ -872,6 +878,17 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         for s in self.strikes.values_mut() {
             s.not_before = s.not_before.filter(|t| *t > now);
         }
+        let waiting: Vec<P> = self.deferred.keys().cloned().collect();
+        for peer in waiting {
+            if !self.allow_request(&peer, now) {
+                continue;
+            }
+            if let Some((from, max)) = self.deferred.remove(&peer)
+                && let Ok(blocks) = serve(chain, from, max)
+            {
+                self.outbox.push_back((peer, SyncMessage::Blocks(blocks)));
+            }
+        }
         let mut expired: Vec<u64> = self
             .wanted
             .iter()
@@ -904,7 +921,18 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         let request = self.in_flight.as_ref().map(|r| r.deadline);
         let votes = self.wanted.values().map(|w| w.deadline).min();
         let waiting = self.strikes.values().filter_map(|s| s.not_before).min();
-        request.into_iter().chain(votes).chain(waiting).min()
+        let serve = self
+            .deferred
+            .keys()
+            .filter_map(|p| self.allowances.get(p))
+            .map(|a| a.refilled.saturating_add(REQUEST_INTERVAL))
+            .min();
+        request
+            .into_iter()
+            .chain(votes)
+            .chain(waiting)
+            .chain(serve)
+            .min()
     }
 
     /// The next message to send.
