@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::pb::control as api;
@@ -406,6 +406,9 @@ impl tonic::service::Interceptor for CheckToken {
     }
 }
 
+/// Connections the control API on loopback TCP serves at once; more wait.
+pub const MAX_TCP_CONNECTIONS: usize = 32;
+
 /// Binds the control socket at `path` with owner-only permissions, and the
 /// loopback TCP endpoint if there is one. A socket left by a node that died
 /// is replaced; one that answers belongs to a running node and is an error.
@@ -461,12 +464,18 @@ pub async fn serve(
                 };
                 tonic::transport::Server::builder()
                     .add_service(ControlServer::with_interceptor(service, check))
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
-                        let mut stopped = stopped.clone();
-                        async move {
-                            let _ = stopped.wait_for(|s| *s).await;
-                        }
-                    })
+                    // Capped in connections; not in time, as watchers
+                    // (`lifeline inbox --watch`) stay open for good.
+                    .serve_with_incoming_shutdown(
+                        crate::capped::Capped::new(listener, MAX_TCP_CONNECTIONS, None)
+                            .into_stream(),
+                        {
+                            let mut stopped = stopped.clone();
+                            async move {
+                                let _ = stopped.wait_for(|s| *s).await;
+                            }
+                        },
+                    )
                     .await
             };
             let signal = async move {

@@ -4,6 +4,7 @@
 //!
 //! [`run`] starts a node and runs it until its shutdown future completes.
 
+pub mod capped;
 pub mod client;
 pub mod config;
 pub mod control;

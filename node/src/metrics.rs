@@ -235,6 +235,11 @@ struct AppState {
     heartbeat: Heartbeat,
 }
 
+/// Connections the metrics endpoint serves at once; more wait their turn.
+pub const MAX_CONNECTIONS: usize = 16;
+/// How long one connection may stay open (a scrape takes milliseconds).
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long the driver may go without running before `/healthz` fails.
 pub const HEALTHY_WITHIN_SECS: u64 = 10;
 
@@ -245,7 +250,11 @@ pub async fn serve(
     registry: Registry,
     heartbeat: Heartbeat,
 ) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = crate::capped::Capped::new(
+        tokio::net::TcpListener::bind(addr).await?,
+        MAX_CONNECTIONS,
+        Some(CONNECTION_LIFETIME),
+    );
     let state = AppState {
         registry: Arc::new(registry),
         heartbeat,

@@ -1,0 +1,214 @@
+//! A TCP listener with a cap on open connections and, optionally, on how
+//! long each may stay open: for the metrics endpoint and the control API on
+//! loopback TCP, which had neither (issue 23, item 13). A client that opens
+//! connections and holds them then waits its turn instead of exhausting the
+//! node's file descriptors.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+
+/// A listener that accepts at most `max` connections at once.
+#[derive(Debug)]
+pub struct Capped {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    lifetime: Option<Duration>,
+}
+
+impl Capped {
+    /// At most `max` open connections (at least 1), each closed after
+    /// `lifetime` if one is given.
+    pub fn new(listener: TcpListener, max: usize, lifetime: Option<Duration>) -> Self {
+        Self {
+            listener,
+            permits: Arc::new(Semaphore::new(max.max(1))),
+            lifetime,
+        }
+    }
+
+    /// Waits for a free slot, then for a connection.
+    pub async fn accept(&self) -> io::Result<(CappedStream, SocketAddr)> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| io::Error::other("the listener's slots are closed"))?;
+        let (stream, addr) = self.listener.accept().await?;
+        let deadline = self.lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
+        Ok((
+            CappedStream {
+                stream,
+                _permit: permit,
+                deadline,
+            },
+            addr,
+        ))
+    }
+
+    /// The connections, for servers that take a stream of them (tonic).
+    pub fn into_stream(self) -> impl Stream<Item = io::Result<CappedStream>> {
+        futures::stream::unfold(self, |listener| async move {
+            let next = listener.accept().await.map(|(s, _)| s);
+            Some((next, listener))
+        })
+    }
+}
+
+impl axum::serve::Listener for Capped {
+    type Io = CappedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CappedStream, SocketAddr) {
+        loop {
+            match Capped::accept(self).await {
+                Ok(accepted) => return accepted,
+                Err(e) => {
+                    // As axum does: a failed accept (out of descriptors,
+                    // say) is retried after a pause.
+                    tracing::debug!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection that holds its slot until it is dropped.
+#[derive(Debug)]
+pub struct CappedStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl CappedStream {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the connection stayed open too long",
+    )
+}
+
+impl AsyncRead for CappedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(timed_out()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CappedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(timed_out()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for CappedStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Before, a client could hold as many connections as it liked.
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_and_old_ones_are_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let capped = Capped::new(listener, 2, Some(Duration::from_secs(2)));
+        // An echo server on it.
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = capped.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        async fn echo(c: &mut TcpStream, wait: Duration) -> bool {
+            c.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            tokio::time::timeout(wait, c.read_exact(&mut b))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        }
+        let long = Duration::from_secs(5);
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        assert!(echo(&mut a, long).await, "the first is served");
+        assert!(echo(&mut b, long).await, "the second is served");
+        // A third waits while the first two are open (uncapped, it would be
+        // answered within a millisecond)...
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            !echo(&mut c, Duration::from_millis(150)).await,
+            "a third connection was served beside two"
+        );
+        // ...and is served once one of them closes.
+        drop(a);
+        let mut one = [0u8; 1];
+        tokio::time::timeout(long, c.read_exact(&mut one))
+            .await
+            .unwrap()
+            .unwrap();
+        // A connection held open is closed at the end of its lifetime.
+        let closed = tokio::time::timeout(long, b.read(&mut one)).await.unwrap();
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+}
