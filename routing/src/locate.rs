@@ -174,23 +174,24 @@ impl<V, const MAX: usize> OldestFirst<V, MAX> {
 /// lookups with them).
 #[derive(Debug, Default)]
 pub struct Registry {
-    /// By issue time, to drop the oldest when full.
+    /// By when this landmark took each in, to drop the oldest when full.
+    /// (By issue time, which the signer chooses, a flood of registrations
+    /// issued a little ahead outlived every honest one: issue 23, item 13.)
     by_node: OldestFirst<Location, MAX_REGISTRATIONS>,
 }
 
 impl Registry {
-    /// Keeps `location` (already verified) if it is newer than what is
-    /// held for its node. Returns whether it was kept.
-    pub fn insert(&mut self, location: &Location) -> bool {
+    /// Keeps `location` (already verified), taken in at `now_ms`, if it is
+    /// newer than what is held for its node. Returns whether it was kept.
+    pub fn insert(&mut self, location: &Location, now_ms: u64) -> bool {
         if self
             .by_node
             .get(&location.node)
-            .is_some_and(|(issued, _)| *issued >= location.issued_ms)
+            .is_some_and(|(_, held)| held.issued_ms >= location.issued_ms)
         {
             return false;
         }
-        self.by_node
-            .insert(location.node, location.issued_ms, location.clone());
+        self.by_node.insert(location.node, now_ms, location.clone());
         true
     }
 
@@ -384,8 +385,8 @@ mod tests {
         let mut registry = Registry::default();
         let newer = Location::new(&node, addr(1), addr(2), 2_000);
         let older = Location::new(&node, addr(1), addr(3), 1_000);
-        assert!(registry.insert(&newer));
-        assert!(!registry.insert(&older));
+        assert!(registry.insert(&newer, 1));
+        assert!(!registry.insert(&older, 2));
         assert_eq!(registry.landmark(&newer.node), Some(addr(2)));
         assert!(newer.verify());
         let mut forged = newer.clone();
@@ -400,7 +401,7 @@ mod tests {
             a[..8].copy_from_slice(&i.to_le_bytes());
             l.node = Address(a);
             l.issued_ms = 10_000 + i;
-            registry.insert(&l);
+            registry.insert(&l, 10 + i);
         }
         assert_eq!(registry.len(), MAX_REGISTRATIONS);
         assert_eq!(
@@ -408,6 +409,37 @@ mod tests {
             None,
             "the oldest went first"
         );
+    }
+
+    #[test]
+    fn a_registry_forgets_by_arrival_not_by_the_time_a_signer_claims() {
+        let mut registry = Registry::default();
+        let someone = Identity::from_secret_bytes(&[8; 32]).expect("any 32 bytes are a key");
+        let registration = |node: Address, issued_ms: u64| {
+            let mut l = Location::new(&someone, addr(1), addr(2), issued_ms);
+            l.node = node;
+            l
+        };
+        let sybil = |i: u64| {
+            let mut a = [0u8; 32];
+            a[..8].copy_from_slice(&i.to_le_bytes());
+            a[31] = 0xaa;
+            Address(a)
+        };
+        // A flood of registrations claiming to be issued ahead of time...
+        let full = MAX_REGISTRATIONS as u64;
+        for i in 0..full - 1 {
+            registry.insert(&registration(sybil(i), 1_000_000), 100);
+        }
+        // ...then an honest one, issued now...
+        let honest = addr(77);
+        assert!(registry.insert(&registration(honest, 200), 200));
+        // ...then more of the flood: the flood's oldest go, not the honest one.
+        for i in full..full + 10 {
+            registry.insert(&registration(sybil(i), 1_000_000), 300);
+        }
+        assert_eq!(registry.len(), MAX_REGISTRATIONS);
+        assert_eq!(registry.landmark(&honest), Some(addr(2)));
     }
 
     #[test]

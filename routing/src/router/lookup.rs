@@ -135,7 +135,7 @@ impl<S: MessageStore> Router<S> {
             self.stats.locations_refused += 1;
             return;
         }
-        if !scope.registry.insert(&location) {
+        if !scope.registry.insert(&location, now) {
             return;
         }
         // Messages that waited here for it go on.
