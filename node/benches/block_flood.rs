@@ -69,23 +69,6 @@ async fn head(node: &LocalNode) -> u64 {
         .head_number
 }
 
-async fn wait_mesh(node: &LocalNode, with: &str) {
-    for _ in 0..400 {
-        let peers = node
-            .control
-            .clone()
-            .peers(api::PeersRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if peers.peers.iter().any(|p| p.id == with && p.mesh) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no mesh link to {with}");
-}
-
 /// Sends one SOS and `messages` messages from `s` to `b`, 20 ms apart;
 /// returns their ids, SOS first.
 async fn send_round(
@@ -182,7 +165,8 @@ async fn main() {
         with_genesis(dir_s.path()),
     )
     .await;
-    wait_mesh(&b, &s.id).await;
+    let (linked, _) = b.wait_for_peer(&s.id, true, Duration::from_secs(20)).await;
+    assert!(linked, "no mesh link to the sender");
     let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
     let mut watch = b
         .control

@@ -158,20 +158,6 @@ struct Peer {
     early_sync: Vec<Vec<u8>>,
 }
 
-/// After a step of importing a neighbour's blocks: writes wait for the disk
-/// again, and once the whole answer is in, one sync makes it durable, before
-/// the new head is announced (blocks from a neighbour go to the log unsynced
-/// meanwhile: a synced write per block cost about 8 ms of the driver's time
-/// each, and a crash can lose only a tail of them, fetched again).
-fn imported(c: &mut chain_driver::ChainDriver) {
-    c.chain.set_synced_writes(true);
-    if !c.sync.importing()
-        && let Err(e) = c.chain.flush()
-    {
-        error!("the chain store failed to write imported blocks: {e}");
-    }
-}
-
 /// Chain sync messages kept for a neighbour until our stream to it opens.
 const MAX_EARLY_SYNC: usize = 8;
 
@@ -965,7 +951,7 @@ impl Node {
                     error!("the chain store failed during sync: {e}");
                 }
                 if blocks {
-                    imported(c);
+                    c.imported();
                 }
                 self.sync_bans();
             }
@@ -1005,7 +991,7 @@ impl Node {
         if let Err(e) = c.sync.continue_import(&mut c.chain, ts(now)) {
             error!("the chain store failed during sync: {e}");
         }
-        imported(c);
+        c.imported();
         self.sync_bans();
     }
 

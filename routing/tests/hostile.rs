@@ -216,6 +216,22 @@ fn counts_against_a_neighbour_fade_and_it_can_be_reported_again() {
     assert_eq!(reports(&mut router), 1);
 }
 
+/// A sealed (unsigned) P2 message for `to`, created now, good for an hour.
+fn sealed_for(to: Address, nonce: u64, payload: Vec<u8>) -> Message {
+    let body = Body {
+        class: Class::P2,
+        kind: Kind::Data,
+        destination: Some(to),
+        origin: None,
+        created_ms: NOW,
+        expires_ms: NOW + 3_600_000,
+        area: None,
+        nonce: nonce.to_le_bytes(),
+        payload,
+    };
+    Message::new(body, None, 64)
+}
+
 /// A P3 broadcast (with an SOS as its payload, say) from one key.
 fn broadcast(signer: Option<&Identity>, nonce: u64, hops: u32, hops_taken: u32) -> Vec<u8> {
     let body = Body {
@@ -614,18 +630,7 @@ fn a_peek_at_a_message_frame_sees_the_decoded_body() {
 fn a_neighbour_that_pulls_and_drops_takes_no_custody_away() {
     let (mut router, attacker, _) = relay(Config::default());
     let far = Address::from(identity("far away").id());
-    let body = Body {
-        class: Class::P2,
-        kind: Kind::Data,
-        destination: Some(far),
-        origin: None,
-        created_ms: NOW,
-        expires_ms: NOW + 3_600_000,
-        area: None,
-        nonce: [9; 8],
-        payload: b"for someone out of reach".to_vec(),
-    };
-    let m = Message::new(body, None, 64);
+    let m = sealed_for(far, 9, b"for someone out of reach".to_vec());
     let id = m.id;
     let mut p = Packet {
         frame: 1,
@@ -673,20 +678,7 @@ fn one_neighbours_flood_evicts_its_own_messages_not_everyone_elses() {
     let honest = Address::from(identity("honest").id());
     router.handle_link_up(NOW, honest, 300);
     let far = Address::from(identity("far away").id());
-    let held = |n: u64| {
-        let body = Body {
-            class: Class::P2,
-            kind: Kind::Data,
-            destination: Some(far),
-            origin: None,
-            created_ms: NOW,
-            expires_ms: NOW + 3_600_000,
-            area: None,
-            nonce: n.to_le_bytes(),
-            payload: vec![1; 64],
-        };
-        Message::new(body, None, 64)
-    };
+    let held = |n: u64| sealed_for(far, n, vec![1; 64]);
     let mut honest_ids = Vec::new();
     for n in 0..10u64 {
         let m = held(n);
@@ -718,7 +710,7 @@ fn one_neighbours_flood_evicts_its_own_messages_not_everyone_elses() {
     assert_eq!(router.custody().0, 40);
 }
 
-fn delivered_ids(router: &mut Router<MemoryMessageStore>) -> Vec<Option<Address>> {
+fn delivered_origins(router: &mut Router<MemoryMessageStore>) -> Vec<Option<Address>> {
     std::iter::from_fn(|| router.poll_event())
         .filter_map(|e| match e {
             Event::Delivered(d) => Some(d.origin),
@@ -752,13 +744,13 @@ fn a_flood_of_fresh_ids_does_not_make_a_late_letter_look_like_a_replay() {
         router.handle_packet(NOW, &attacker, &packet(i as u64 + 1, m.clone()));
         router.flush();
     }
-    assert_eq!(delivered_ids(&mut router).len(), 40);
+    assert_eq!(delivered_origins(&mut router).len(), 40);
     // A letter written a minute ago, held up on its way, arrives now.
     let friend = identity("friend");
     let late = message(&friend, Class::P2, Some(me), 1, NOW - 60_000);
     router.handle_packet(NOW + 1, &attacker, &packet(100, late.clone()));
     assert_eq!(
-        delivered_ids(&mut router),
+        delivered_origins(&mut router),
         vec![Some(Address::from(friend.id()))],
         "the late letter was taken for a replay"
     );
@@ -766,7 +758,7 @@ fn a_flood_of_fresh_ids_does_not_make_a_late_letter_look_like_a_replay() {
     router.handle_packet(NOW + 2, &attacker, &packet(101, flood[0].clone()));
     router.handle_packet(NOW + 2, &attacker, &packet(102, late.clone()));
     assert!(
-        delivered_ids(&mut router).is_empty(),
+        delivered_origins(&mut router).is_empty(),
         "a replay was delivered"
     );
     assert!(router.stats().seen_lookups >= 2);
@@ -781,7 +773,7 @@ fn a_flood_of_fresh_ids_does_not_make_a_late_letter_look_like_a_replay() {
     router.handle_packet(later, &attacker, &packet(2, flood[5].clone()));
     router.handle_packet(later, &attacker, &packet(3, another));
     assert_eq!(
-        delivered_ids(&mut router),
+        delivered_origins(&mut router),
         vec![Some(Address::from(friend.id()))],
         "after a restart: the replays refused, the late letter delivered"
     );

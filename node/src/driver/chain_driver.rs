@@ -112,6 +112,22 @@ pub(super) fn open_chain(
     })
 }
 
+impl ChainDriver {
+    /// After a step of importing a neighbour's blocks: writes wait for the
+    /// disk again, and once the whole answer is in, one sync makes it
+    /// durable, before the new head is announced (blocks from a neighbour
+    /// go to the log unsynced meanwhile: a crash can lose only a tail of
+    /// them, fetched again).
+    pub(super) fn imported(&mut self) {
+        self.chain.set_synced_writes(true);
+        if !self.sync.importing()
+            && let Err(e) = self.chain.flush()
+        {
+            error!("the chain store failed to write imported blocks: {e}");
+        }
+    }
+}
+
 impl Node {
     pub(super) fn pool(&mut self, tx: Transaction) {
         let Some(c) = &mut self.chain else { return };

@@ -97,6 +97,34 @@ impl LocalNode {
         }
     }
 
+    /// Waits (at most `limit`) until `peer` is a neighbour, with a mesh
+    /// link too if `mesh`; the neighbours last seen, and whether it came.
+    pub async fn wait_for_peer(
+        &self,
+        peer: &str,
+        mesh: bool,
+        limit: Duration,
+    ) -> (bool, Vec<api::Peer>) {
+        let started = std::time::Instant::now();
+        loop {
+            let peers = self
+                .control
+                .clone()
+                .peers(api::PeersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .peers;
+            if peers.iter().any(|p| p.id == peer && (p.mesh || !mesh)) {
+                return (true, peers);
+            }
+            if started.elapsed() > limit {
+                return (false, peers);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends the shutdown signal and waits (at most 10 s) for the node to stop.
     pub async fn stop(self) {
         self.stop.send(()).unwrap();
