@@ -16,17 +16,15 @@ use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, kad, mdns, ping};
-use lifeline_consensus::Transaction;
 use lifeline_consensus::sync::{Sync, SyncMessage};
-use lifeline_crypto::envelope::{self, OpenPolicy, ReplayGuard};
+use lifeline_crypto::envelope::ReplayGuard;
 use lifeline_crypto::{KeyBundle, NodeId, Timestamp};
 use lifeline_routing::routes::link_cost;
-use lifeline_routing::{Address, Class, Delivery, Event, MessageId, Router, Status};
+use lifeline_routing::{Address, Event, MessageId, Router, Status};
 use lifeline_storage::{Database, Inbox, RocksMessageStore, StorageError};
 use prometheus_client::registry::Registry;
-use prost::Message as _;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -34,13 +32,13 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, peer_of};
 use crate::control::Command;
 use crate::mesh::{self, Frame, MeshEvent};
-use crate::metrics::{self, Heartbeat, Metrics, class_name};
+use crate::metrics::{self, Heartbeat, Metrics};
 use crate::pb::control as api;
-use crate::pb::mesh::{AppPayload, app_payload};
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmError};
 
 mod chain_driver;
 mod commands;
+mod inbox;
 mod requests;
 
 use chain_driver::{ChainDriver, open_chain};
@@ -1110,106 +1108,6 @@ impl Node {
             }
         }
         self.receipts.entry(message).or_default().push(text);
-    }
-
-    fn on_delivered(&mut self, now: u64, d: Delivery) {
-        self.metrics.message(d.class, "delivered");
-        self.metrics
-            .delivery_latency
-            .get_or_create(&metrics::ClassLabel {
-                class: class_name(d.class).into(),
-            })
-            .observe(now.saturating_sub(d.created_ms) as f64 / 1000.0);
-        let payload: AppPayload = match mesh::decode_payload(&d.payload) {
-            Ok(p) => p,
-            Err(e) => {
-                debug!(id = %d.id, "a delivered payload did not decode: {e}");
-                return;
-            }
-        };
-        match payload.kind {
-            Some(app_payload::Kind::Envelope(bytes)) if !d.broadcast => {
-                let opened = envelope::open(
-                    &bytes,
-                    &self.keys.identity,
-                    &self.keys.prekeys,
-                    &mut self.replay,
-                    ts(now),
-                    &OpenPolicy::default(),
-                );
-                match opened {
-                    Ok(message) => {
-                        let entry = api::InboxMessage {
-                            id: d.id.to_string(),
-                            from: message.sender.to_string(),
-                            text: message.content,
-                            kind: "message".into(),
-                            received_ms: now,
-                            sent_ms: message.created_at.as_unix_millis(),
-                            hops: d.hops,
-                            lat_micro: None,
-                            lon_micro: None,
-                        };
-                        // On disk before the receipt says it arrived.
-                        if self.keep(&entry, &d.id)
-                            && let Err(e) =
-                                self.router
-                                    .send_receipt(now, Address::from(message.sender), d.id)
-                        {
-                            warn!(id = %d.id, "cannot send the receipt: {e}");
-                        }
-                    }
-                    Err(e) => warn!(id = %d.id, "a message for this node did not open: {e}"),
-                }
-            }
-            // An SOS is one only as P0, under P0's limits: the same payload
-            // in another class (a P3 broadcast from a throwaway key, say) is
-            // not shown to anyone as an SOS.
-            Some(app_payload::Kind::Sos(sos)) if d.class == Class::P0 => {
-                let Some(origin) = d.origin.as_ref().and_then(node_id) else {
-                    return;
-                };
-                let entry = api::InboxMessage {
-                    id: d.id.to_string(),
-                    from: origin.to_string(),
-                    text: sos.text.into_bytes(),
-                    kind: "sos".into(),
-                    received_ms: now,
-                    sent_ms: d.created_ms,
-                    hops: d.hops,
-                    lat_micro: sos.lat_micro,
-                    lon_micro: sos.lon_micro,
-                };
-                warn!(from = %origin, id = %d.id, "SOS received");
-                self.keep(&entry, &d.id);
-            }
-            Some(app_payload::Kind::Transaction(bytes)) => match Transaction::from_bytes(&bytes) {
-                Ok(tx) => self.pool(tx),
-                Err(e) => debug!("a broadcast transaction is invalid: {e}"),
-            },
-            Some(app_payload::Kind::Sos(_)) => {
-                debug!(id = %d.id, class = ?d.class, "an SOS payload that did not come as P0 is ignored");
-            }
-            _ => {}
-        }
-    }
-
-    /// Writes an inbox entry (synced) and tells watchers; false if it could
-    /// not be written.
-    fn keep(&mut self, entry: &api::InboxMessage, id: &MessageId) -> bool {
-        let mut key = entry.received_ms.to_be_bytes().to_vec();
-        key.extend_from_slice(&id.0);
-        if let Err(e) = self.inbox.put(&key, &entry.encode_to_vec()) {
-            error!("cannot write the inbox: {e}");
-            self.heartbeat.write_failed(e.to_string());
-            return false;
-        }
-        self.heartbeat.write_succeeded();
-        let _ = self.inbox_watch.send(entry.clone());
-        if self.rng.random_ratio(1, 256) {
-            let _ = self.inbox.trim(INBOX_KEEP);
-        }
-        true
     }
 
     fn send_frame(&mut self, peer: PeerId, frame: Frame) {
