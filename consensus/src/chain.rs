@@ -9,7 +9,7 @@ use lifeline_crypto::{NodeId, Timestamp};
 use prost::Message;
 use thiserror::Error;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use lifeline_crypto::Identity;
 
@@ -18,10 +18,13 @@ use crate::block::{
 };
 use crate::finality::{BlockRef, FinalityVote, VoteError, VoteRecord};
 use crate::signers::{SignerChange, SignerError, SignerState};
-use crate::state::{BlockTxError, ChainState, SnapshotPoint};
+use crate::state::{BlockTxError, ChainState, RegistrationLimits, SnapshotPoint};
 use crate::store::{ChainBatch, ChainStore, StoredHead};
 use crate::tx::{Transaction, transactions_root};
 use crate::wire::pb;
+
+mod tree;
+use tree::{Node, Tree};
 
 /// Chain parameters, fixed at genesis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +39,10 @@ pub struct ChainConfig {
     pub max_clock_skew: Duration,
     /// Blocks between snapshots of chain state (a restart replays at most this many).
     pub snapshot_interval: u64,
+    /// How fast new identities may join (a consensus rule: the genesis
+    /// hash commits to it). `None` on a chain whose genesis predates the
+    /// limits: unlimited, and the genesis hash it always had.
+    pub registrations: Option<RegistrationLimits>,
 }
 
 impl Default for ChainConfig {
@@ -46,6 +53,7 @@ impl Default for ChainConfig {
             heartbeat: Duration::from_secs(60),
             max_clock_skew: Duration::from_secs(15),
             snapshot_interval: 1024,
+            registrations: Some(RegistrationLimits::default()),
         }
     }
 }
@@ -88,6 +96,18 @@ impl Genesis {
             duration_ms(self.config.max_clock_skew),
         ] {
             hasher.update(&value.to_le_bytes());
+        }
+        // Only when set, so that a genesis from before the limits keeps
+        // its hash (and its databases keep opening).
+        if let Some(r) = self.config.registrations {
+            hasher.update(b"registrations");
+            for value in [
+                u64::from(r.per_block),
+                u64::from(r.per_window),
+                r.window_blocks,
+            ] {
+                hasher.update(&value.to_le_bytes());
+            }
         }
         BlockHash(*hasher.finalize().as_bytes())
     }
@@ -175,6 +195,18 @@ pub enum ImportError {
     /// The header's state root is not the state the block leads to.
     #[error("the header's state root does not match the state after the block")]
     StateRoot,
+    /// Its signer sealed other blocks on the same parent, and fork choice
+    /// prefers those: the signer equivocated (not whoever passed it on).
+    #[error(
+        "block {number}'s signer sealed {kept} other blocks on the same parent, which are kept \
+         instead (equivocation)"
+    )]
+    TooManySiblings {
+        /// The block's number.
+        number: u64,
+        /// How many of the signer's blocks on that parent are kept.
+        kept: usize,
+    },
 }
 
 /// Why a chain could not be opened or a block stored.
@@ -237,18 +269,6 @@ pub struct Imported {
     pub equivocation: Option<(SealedHeader, SealedHeader)>,
 }
 
-/// One block of the tree of blocks that are not final yet (and the finalized block).
-#[derive(Clone)]
-struct Node {
-    head: Head,
-    parent: BlockHash,
-    /// The most recent block number at or before this one where its signer was
-    /// in turn (EIP-3436's third tie-break); `None` for the genesis/snapshot root.
-    last_in_turn: Option<u64>,
-    block: Option<SealedBlock>,
-    state: ChainState,
-}
-
 /// A kept vote's place: its target height, then its link.
 type VoteKey = (u64, BlockRef, BlockRef);
 
@@ -269,6 +289,24 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T) {
     queue.push_back(item);
 }
 
+/// How many blocks one signer may have on one parent in the tree. An honest
+/// signer seals one; two are an equivocation (recorded as evidence). Each
+/// more only costs every node memory and disk (a block may be 8 MiB), so
+/// beyond four the least preferred that nothing was built on goes. Which
+/// four a node keeps depends only on the blocks it saw, not their order,
+/// as long as nothing is built on a fifth.
+pub const MAX_SIBLINGS_PER_SIGNER: usize = 4;
+
+/// What keeping a signer's siblings bounded takes, for one import.
+enum Evict {
+    /// Nothing: there is room.
+    Nothing,
+    /// The block being imported: the others are preferred.
+    This,
+    /// The branch from this block.
+    Other(BlockHash),
+}
+
 /// How many equivocation proofs are kept for the node to publish.
 const MAX_EVIDENCE: usize = 64;
 
@@ -287,7 +325,7 @@ pub struct Chain<S: ChainStore> {
     /// The finalized block: the root of the tree.
     root: Node,
     /// The blocks above the finalized block, on every branch.
-    tree: HashMap<BlockHash, Node>,
+    tree: Tree,
     head: BlockHash,
     /// The highest justified block this node knows (the finalized block if
     /// none above it is): the head always descends from it.
@@ -325,7 +363,8 @@ impl<S: ChainStore> Chain<S> {
                 let state = ChainState::genesis(
                     SignerState::genesis(genesis.signers.iter().copied()),
                     &genesis_hash,
-                );
+                )
+                .with_registration_limits(genesis.config.registrations);
                 let point = SnapshotPoint {
                     number: 0,
                     hash: genesis_hash,
@@ -391,7 +430,7 @@ impl<S: ChainStore> Chain<S> {
             config,
             genesis_hash,
             root,
-            tree: HashMap::new(),
+            tree: Tree::default(),
             head: point.hash,
             justified: point.hash,
             evidence: VecDeque::new(),
@@ -417,6 +456,7 @@ impl<S: ChainStore> Chain<S> {
             .ok_or_else(|| corrupt("no snapshot".into()))?;
         let (state, point) = ChainState::from_snapshot(&snapshot, &genesis_hash)
             .map_err(|e| corrupt(e.to_string()))?;
+        let state = state.with_registration_limits(config.registrations);
         if point.number > stored_head.number {
             return Err(corrupt("the snapshot is above the head".into()));
         }
@@ -769,6 +809,23 @@ impl<S: ChainStore> Chain<S> {
             Err(e) => return Err(e.into()),
         };
         let equivocation = self.find_equivocation(block.sealed_header());
+        // A signer's blocks on one parent, beyond the first, are
+        // equivocation: at most MAX_SIBLINGS_PER_SIGNER are kept, the ones
+        // fork choice prefers most among those nothing was built on.
+        let evicted = match self.sibling_to_evict(&node) {
+            Evict::Nothing => Vec::new(),
+            Evict::This => {
+                if let Some(proof) = equivocation {
+                    push_bounded(&mut self.evidence, proof);
+                }
+                return Err(ImportError::TooManySiblings {
+                    number: block.header().number,
+                    kept: MAX_SIBLINGS_PER_SIGNER,
+                }
+                .into());
+            }
+            Evict::Other(other) => vec![other],
+        };
         let old_head = self.head;
         // Fork choice: the head descends from the highest justified block,
         // and EIP-3436 decides among those blocks.
@@ -780,6 +837,7 @@ impl<S: ChainStore> Chain<S> {
         // what the node sees: a failed commit leaves the chain as it was.
         let mut batch = ChainBatch {
             blocks: vec![(hash, block.to_bytes())],
+            forget_blocks: evicted.clone(),
             ..ChainBatch::default()
         };
         self.tree.insert(hash, node);
@@ -789,8 +847,11 @@ impl<S: ChainStore> Chain<S> {
         }
         if let Err(e) = self.store.commit(batch) {
             // Nothing was stored: forget the block again.
-            self.tree.remove(&hash);
+            self.tree.remove_subtree(&hash);
             return Err(ChainError::Store(e));
+        }
+        if let Some(first) = evicted.first() {
+            self.tree.remove_subtree(first);
         }
         if becomes_head {
             self.head = hash;
@@ -831,14 +892,56 @@ impl<S: ChainStore> Chain<S> {
     fn find_equivocation(&self, header: &SealedHeader) -> Option<(SealedHeader, SealedHeader)> {
         let h = header.header();
         self.tree
-            .values()
-            .filter_map(|n| n.block.as_ref())
-            .find(|b| {
-                b.header().signer == h.signer
-                    && b.header().parent_hash == h.parent_hash
-                    && b.hash() != header.hash()
-            })
+            .children(&h.parent_hash)
+            .iter()
+            .filter_map(|c| self.tree.get(c)?.block.as_ref())
+            .find(|b| b.header().signer == h.signer && b.hash() != header.hash())
             .map(|other| (other.sealed_header().clone(), header.clone()))
+    }
+
+    /// What importing `node` (not in the tree yet) must drop to keep at most
+    /// [`MAX_SIBLINGS_PER_SIGNER`] blocks of its signer on its parent: the
+    /// one fork choice likes least among `node` and those of them that
+    /// nothing was built on yet (and that are not the head).
+    fn sibling_to_evict(&self, node: &Node) -> Evict {
+        let Some(signer) = node.block.as_ref().map(|b| b.header().signer) else {
+            return Evict::Nothing;
+        };
+        let rivals: Vec<BlockHash> = self
+            .tree
+            .children(&node.parent)
+            .iter()
+            .filter(|c| {
+                self.tree
+                    .get(c)
+                    .and_then(|n| n.block.as_ref())
+                    .is_some_and(|b| b.header().signer == signer)
+            })
+            .copied()
+            .collect();
+        if rivals.len() < MAX_SIBLINGS_PER_SIGNER {
+            return Evict::Nothing;
+        }
+        let mut worst: (Option<BlockHash>, &Node) = (None, node);
+        for rival in rivals {
+            // A block someone built on may be the branch the network
+            // follows: never dropped for a newcomer.
+            if rival == self.head
+                || rival == self.justified
+                || !self.tree.children(&rival).is_empty()
+            {
+                continue;
+            }
+            if let Some(n) = self.tree.get(&rival)
+                && prefer(worst.1, n)
+            {
+                worst = (Some(rival), n);
+            }
+        }
+        match worst.0 {
+            Some(rival) => Evict::Other(rival),
+            None => Evict::This,
+        }
     }
 
     /// The canonical block at `header`'s height, if its signer sealed it on
@@ -886,6 +989,7 @@ impl<S: ChainStore> Chain<S> {
     /// Adds the finalized block `f` (and a snapshot, if finality crosses a
     /// multiple of the snapshot interval) to `batch`.
     fn finality_batch(&self, f: &BlockHash, old_finalized: u64, batch: &mut ChainBatch) {
+        batch.forget_blocks.extend(self.tree.forks_left_by(f));
         let Some(f) = self.get(f) else { return };
         batch.finalized = Some(StoredHead {
             number: f.head.number,
@@ -1268,31 +1372,27 @@ impl<S: ChainStore> Chain<S> {
 
     /// The block EIP-3436 prefers among `anchor` and the blocks above it.
     fn best_above(&self, anchor: &BlockHash) -> BlockHash {
-        self.tree
+        self.best_in(&self.tree.subtree(anchor)).unwrap_or(*anchor)
+    }
+
+    /// The block EIP-3436 prefers among `hashes`.
+    fn best_in(&self, hashes: &[BlockHash]) -> Option<BlockHash> {
+        hashes
             .iter()
-            .filter(|(h, _)| self.descends_from(h, anchor))
+            .filter_map(|h| Some((h, self.tree.get(h)?)))
             .fold(None::<(&BlockHash, &Node)>, |best, (h, n)| match best {
                 Some((_, b)) if !prefer(n, b) => best,
                 _ => Some((h, n)),
             })
-            .map_or(*anchor, |(h, _)| *h)
+            .map(|(h, _)| *h)
     }
 
     /// Makes `f` the finalized block: it becomes the root, and every block
     /// that does not descend from it is dropped.
     fn finalize(&mut self, f: BlockHash) {
-        let Some(mut new_root) = self.tree.remove(&f) else {
+        let Some((mut new_root, _)) = self.tree.reroot(&f) else {
             return;
         };
-        // Found before `f` becomes the root (above which the whole tree
-        // counts as descending).
-        let keep: HashSet<BlockHash> = self
-            .tree
-            .keys()
-            .copied()
-            .filter(|h| self.descends_from(h, &f))
-            .collect();
-        self.tree.retain(|h, _| keep.contains(h));
         // Its own block and parent are history now.
         new_root.block = None;
         self.root = new_root;

@@ -118,6 +118,7 @@ pub fn error_name(error: &ImportError) -> &'static str {
         ImportError::WrongWeight { .. } => "wrong_weight",
         ImportError::Transaction(_) => "invalid_transaction",
         ImportError::StateRoot => "bad_state_root",
+        ImportError::TooManySiblings { .. } => "too_many_siblings",
     }
 }
 

@@ -9,6 +9,9 @@
 //! heartbeat_secs = 60
 //! max_clock_skew_secs = 15
 //! snapshot_interval = 1024
+//! registrations_per_block = 64
+//! registrations_per_window = 4096
+//! registration_window_blocks = 720
 //! ```
 //!
 //! Every node of one network must use the same file: the genesis hash commits
@@ -22,6 +25,7 @@ use thiserror::Error;
 
 use crate::block::MAX_SIGNERS;
 use crate::chain::{ChainConfig, Genesis};
+use crate::state::RegistrationLimits;
 
 /// Largest genesis file read.
 pub const MAX_GENESIS_FILE: usize = 256 * 1024;
@@ -49,6 +53,18 @@ pub struct GenesisFile {
     /// Blocks between state snapshots.
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: u64,
+    /// Most new identities one block may register. The three registration
+    /// fields are written by `lifeline chain genesis`; a file with none of
+    /// them is from before the limits, and its chain has none (a missing
+    /// one of the three takes its default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registrations_per_block: Option<u32>,
+    /// Most new identities one window of blocks may register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registrations_per_window: Option<u32>,
+    /// Blocks per registration window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_window_blocks: Option<u64>,
 }
 
 fn default_epoch() -> u64 {
@@ -100,6 +116,9 @@ impl GenesisFile {
             heartbeat_secs: default_heartbeat(),
             max_clock_skew_secs: default_skew(),
             snapshot_interval: default_snapshot_interval(),
+            registrations_per_block: Some(RegistrationLimits::default().per_block),
+            registrations_per_window: Some(RegistrationLimits::default().per_window),
+            registration_window_blocks: Some(RegistrationLimits::default().window_blocks),
         }
     }
 
@@ -155,6 +174,15 @@ impl GenesisFile {
                 "period_secs must be at least 1 and heartbeat_secs at least period_secs",
             ));
         }
+        let registrations = self.registration_limits();
+        if registrations
+            .is_some_and(|r| r.per_block == 0 || r.per_window < r.per_block || r.window_blocks == 0)
+        {
+            return Err(GenesisError::Parameter(
+                "registrations_per_block and registration_window_blocks must be at least 1, \
+                 and registrations_per_window at least registrations_per_block",
+            ));
+        }
         Ok(Genesis {
             config: ChainConfig {
                 epoch: self.epoch,
@@ -162,9 +190,27 @@ impl GenesisFile {
                 heartbeat: Duration::from_secs(self.heartbeat_secs),
                 max_clock_skew: Duration::from_secs(self.max_clock_skew_secs),
                 snapshot_interval: self.snapshot_interval,
+                registrations,
             },
             timestamp,
             signers,
+        })
+    }
+}
+
+impl GenesisFile {
+    /// The registration limits the file sets: none if it names none of
+    /// the three fields (a file from before the limits), else each one it
+    /// names and the defaults for the others.
+    fn registration_limits(&self) -> Option<RegistrationLimits> {
+        let d = RegistrationLimits::default();
+        (self.registrations_per_block.is_some()
+            || self.registrations_per_window.is_some()
+            || self.registration_window_blocks.is_some())
+        .then(|| RegistrationLimits {
+            per_block: self.registrations_per_block.unwrap_or(d.per_block),
+            per_window: self.registrations_per_window.unwrap_or(d.per_window),
+            window_blocks: self.registration_window_blocks.unwrap_or(d.window_blocks),
         })
     }
 }

@@ -17,7 +17,7 @@ use lifeline_crypto::{NodeId, Timestamp};
 use thiserror::Error;
 
 use crate::state::{ChainState, TxRejected};
-use crate::tx::{Transaction, TxHash};
+use crate::tx::{Action, Transaction, TxHash};
 
 /// Most transactions one block carries.
 pub const MAX_BLOCK_TXS: usize = 256;
@@ -90,13 +90,17 @@ impl TxPool {
         self.hashes.contains(hash)
     }
 
-    /// Whether a block on `state` could carry something from the pool: a
-    /// transaction with its sender's next nonce. (One that waits for an
-    /// earlier nonce cannot, so it is no reason to seal.)
-    pub fn has_selectable(&self, state: &ChainState) -> bool {
-        self.nonces
-            .iter()
-            .any(|(sender, nonces)| nonces.contains(&state.next_nonce(sender)))
+    /// Whether block `number` on `state` could carry something from the
+    /// pool: a transaction with its sender's next nonce, and room for it if
+    /// it registers an identity. (One that waits for an earlier nonce, or
+    /// for a registration window with room, cannot, so it is no reason to
+    /// seal.)
+    pub fn has_selectable(&self, state: &ChainState, number: u64) -> bool {
+        let room = state.registration_room(number);
+        self.txs.iter().any(|t| {
+            t.nonce == state.next_nonce(&t.sender)
+                && (room || !matches!(t.action, Action::RegisterIdentity { .. }))
+        })
     }
 
     /// Adds `tx`, making room if the pool is full (see the module's
@@ -222,7 +226,8 @@ impl TxPool {
             }
             match working.preview(tx, number, timestamp) {
                 Ok(()) => chosen.push(tx.clone()),
-                Err(TxRejected::BadNonce { .. }) => {}
+                // Waits: for an earlier nonce, or for a block with room.
+                Err(TxRejected::BadNonce { .. } | TxRejected::RegistrationLimit { .. }) => {}
                 Err(_) => {
                     refused.insert(tx.hash());
                 }
@@ -241,7 +246,6 @@ mod tests {
     use super::*;
     use crate::block::BlockHash;
     use crate::signers::SignerState;
-    use crate::tx::Action;
     use lifeline_crypto::{Identity, PrekeyRing};
 
     fn tx(sender: &Identity, nonce: u64) -> Transaction {
@@ -275,7 +279,7 @@ mod tests {
         assert_eq!(selected.len(), 2);
         assert!(selected.iter().all(|t| t.nonce == 0));
         // The block is not imported yet: what it carries stays selectable.
-        assert!(pool.has_selectable(&s));
+        assert!(pool.has_selectable(&s, 1));
     }
 
     #[test]
@@ -335,7 +339,7 @@ mod tests {
         // Nonce 5 while the chain expects 0: it waits, and sealing for it
         // would propose an empty block again and again (issue 23, item 6).
         assert!(pool.insert(tx(&a, 5), &s).is_ok());
-        assert!(!pool.has_selectable(&s));
+        assert!(!pool.has_selectable(&s, 1));
         assert!(
             pool.select(&s, 1, Timestamp::from_unix_millis(1))
                 .is_empty()
@@ -350,7 +354,7 @@ mod tests {
         for nonce in (0..5).rev() {
             pool.insert(tx(&a, nonce), &s).unwrap();
         }
-        assert!(pool.has_selectable(&s));
+        assert!(pool.has_selectable(&s, 1));
         let nonces: Vec<u64> = pool
             .select(&s, 1, Timestamp::from_unix_millis(1))
             .iter()
@@ -413,7 +417,7 @@ mod tests {
         }
         full.insert(register(&real[0], 0), &s).unwrap();
         full.insert(register(&real[1], 0), &s).unwrap();
-        assert!(full.has_selectable(&s));
+        assert!(full.has_selectable(&s, 1));
         let senders: HashSet<NodeId> = full
             .select(&s, 1, Timestamp::from_unix_millis(1))
             .iter()

@@ -148,6 +148,58 @@ pub enum TxRejected {
     /// This equivocation is already on record.
     #[error("this equivocation is already on record")]
     DuplicateEvidence,
+    /// The block, or the window of blocks it is in, already carries as many
+    /// registrations as the genesis allows. Not the transaction's fault: it
+    /// waits for a later block.
+    #[error(
+        "the chain takes at most {per_block} registrations per block and {per_window} per \
+         {window_blocks} blocks, and this block is full; it waits for a later one"
+    )]
+    RegistrationLimit {
+        /// Per block.
+        per_block: u32,
+        /// Per window.
+        per_window: u32,
+        /// Blocks per window.
+        window_blocks: u64,
+    },
+}
+
+/// How fast new identities may join the chain: each one is kept by every
+/// node for good, in memory and in every state snapshot, and registering
+/// costs nothing but a fresh key. Fixed at genesis, so the authorities
+/// choose them for their network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistrationLimits {
+    /// At most this many registrations in one block.
+    pub per_block: u32,
+    /// At most this many in one window of blocks.
+    pub per_window: u32,
+    /// Blocks per window: windows are the block numbers `k * window_blocks`
+    /// to `(k + 1) * window_blocks - 1`.
+    pub window_blocks: u64,
+}
+
+impl Default for RegistrationLimits {
+    /// 64 per block, 4,096 per 720 blocks (an hour or more at the default
+    /// 5 s period): a shelter of hundreds registers within minutes, and a
+    /// flood of fresh keys adds at most about 0.8 MiB of state an hour.
+    fn default() -> Self {
+        Self {
+            per_block: 64,
+            per_window: 4096,
+            window_blocks: 720,
+        }
+    }
+}
+
+/// Registrations counted against [`RegistrationLimits`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RegistrationCount {
+    /// The block being counted, and how many it carries so far.
+    block: (u64, u32),
+    /// The window being counted (its index), and how many it holds so far.
+    window: (u64, u32),
 }
 
 /// A transaction's refusal within a block.
@@ -212,6 +264,10 @@ pub struct ChainState {
     /// The chain's genesis hash: vote evidence must be from this chain.
     genesis: BlockHash,
     root: [u8; 32],
+    /// The genesis's limits on registrations (none on a chain whose
+    /// genesis predates them), and the count against them.
+    registration_limits: Option<RegistrationLimits>,
+    registrations: RegistrationCount,
 }
 
 impl ChainState {
@@ -237,7 +293,49 @@ impl ChainState {
             vote_equivocations: OrdMap::new(),
             genesis,
             root,
+            registration_limits: Some(RegistrationLimits::default()),
+            registrations: RegistrationCount::default(),
         }
+    }
+
+    /// The same state under the genesis's registration limits (the
+    /// defaults until this is called; `None`: unlimited, as chains whose
+    /// genesis predates the limits).
+    pub fn with_registration_limits(mut self, limits: Option<RegistrationLimits>) -> Self {
+        self.registration_limits = limits;
+        self
+    }
+
+    /// Whether a block at `number` on this state may carry one more
+    /// registration. A pool asks this before it plans a block for one.
+    pub fn registration_room(&self, number: u64) -> bool {
+        self.count_registration(number).is_ok()
+    }
+
+    /// The count with one more registration in a block at `number`, or the
+    /// refusal if a limit is reached.
+    fn count_registration(&self, number: u64) -> Result<RegistrationCount, TxRejected> {
+        let Some(limits) = self.registration_limits else {
+            return Ok(self.registrations);
+        };
+        let window = number / limits.window_blocks.max(1);
+        let mut count = self.registrations;
+        if count.block.0 != number {
+            count.block = (number, 0);
+        }
+        if count.window.0 != window {
+            count.window = (window, 0);
+        }
+        if count.block.1 >= limits.per_block || count.window.1 >= limits.per_window {
+            return Err(TxRejected::RegistrationLimit {
+                per_block: limits.per_block,
+                per_window: limits.per_window,
+                window_blocks: limits.window_blocks,
+            });
+        }
+        count.block.1 += 1;
+        count.window.1 += 1;
+        Ok(count)
     }
 
     /// The state root: commits to the genesis and every block's writes since.
@@ -297,6 +395,11 @@ impl ChainState {
     /// The revocation of `id`, if it is revoked.
     pub fn revocation(&self, id: &NodeId) -> Option<&Revocation> {
         self.revocations.get(id)
+    }
+
+    /// How many keys are revoked.
+    pub fn revocation_count(&self) -> usize {
+        self.revocations.len()
     }
 
     /// Whether `id` is revoked.
@@ -391,6 +494,8 @@ impl ChainState {
     ) -> Result<(), TxRejected> {
         let mut trial = self.clone();
         trial.nonces.insert(tx.sender, tx.nonce);
+        // A full block or window only makes a registration wait.
+        trial.registrations = RegistrationCount::default();
         trial.apply_tx(number, timestamp, tx, &mut Diff::new())
     }
 
@@ -423,6 +528,7 @@ impl ChainState {
                 if prekey.owner() != &sender {
                     return Err(TxRejected::ForeignPrekey);
                 }
+                self.registrations = self.count_registration(number)?;
                 let record = IdentityRecord {
                     id: sender,
                     display_name: display_name.clone(),
@@ -648,10 +754,6 @@ impl ChainState {
     }
 }
 
-/// Largest state snapshot read back (it comes from our own disk, but is
-/// bounded all the same).
-pub const MAX_SNAPSHOT_LEN: usize = 512 * 1024 * 1024;
-
 /// Why a stored state snapshot could not be read.
 #[derive(Debug, Error, PartialEq)]
 pub enum StateSnapshotError {
@@ -763,6 +865,8 @@ impl ChainState {
                     recorded_in: e.recorded_in,
                 })
                 .collect(),
+            registration_window: self.registrations.window.0,
+            registrations_in_window: self.registrations.window.1,
         };
         prost::Message::encode_to_vec(&snapshot)
     }
@@ -776,7 +880,12 @@ impl ChainState {
         use crate::wire::pb;
         use lifeline_crypto::wire::{decode_bounded, fixed};
         const WHAT: &str = "StateSnapshot";
-        let raw: pb::StateSnapshot = decode_bounded(WHAT, bytes, MAX_SNAPSHOT_LEN)?;
+        // No cap of its own: a snapshot comes from this node's own disk,
+        // written by `to_snapshot`, and how large a valid one grows is
+        // bounded by the chain's rules (the registration limits), not by a
+        // size here. Any cap would be a size at which a valid database
+        // stopped opening (it was 512 MiB).
+        let raw: pb::StateSnapshot = decode_bounded(WHAT, bytes, bytes.len())?;
         let invalid = |what: &str| StateSnapshotError::Invalid(what.to_string());
         let id = |field: &'static str, b: &[u8]| -> Result<NodeId, StateSnapshotError> {
             NodeId::from_public_key_bytes(&fixed(WHAT, field, b)?)
@@ -787,6 +896,7 @@ impl ChainState {
         let (signers, _, _) = SignerState::from_snapshot(&signer_bytes)
             .map_err(|e| StateSnapshotError::Invalid(e.to_string()))?;
         let mut state = Self::empty(signers, *genesis, fixed(WHAT, "root", &raw.root)?);
+        state.registrations.window = (raw.registration_window, raw.registrations_in_window);
         for e in raw.identities {
             let record = IdentityRecord {
                 id: id("identities.id", &e.id)?,

@@ -25,6 +25,9 @@ pub struct ChainBatch {
     pub genesis: Option<BlockHash>,
     /// New blocks: hash and exact signed header bytes.
     pub blocks: Vec<(BlockHash, Vec<u8>)>,
+    /// Blocks no branch needs any more (forks that finality left behind, or
+    /// a signer's surplus siblings): to delete.
+    pub forget_blocks: Vec<BlockHash>,
     /// Canonical index entries to set.
     pub canonical: Vec<(u64, BlockHash)>,
     /// Remove canonical index entries above this height (after the head
@@ -132,6 +135,9 @@ impl ChainStore for MemoryChainStore {
             self.genesis = Some(genesis);
         }
         self.blocks.extend(batch.blocks);
+        for hash in &batch.forget_blocks {
+            self.blocks.remove(hash);
+        }
         if let Some(above) = batch.truncate_canonical_above {
             self.canonical.split_off(&above.saturating_add(1));
         }

@@ -664,6 +664,8 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
                 }
                 Ok(false)
             }
+            // Its signer's fault, not the neighbour's that passed it on.
+            Err(ChainError::Import(ImportError::TooManySiblings { .. })) => Ok(false),
             Err(ChainError::Import(_)) => {
                 self.blame_invalid(job);
                 Ok(false)

@@ -465,8 +465,10 @@ fn heavier_branch_wins_and_finalized_blocks_are_never_reverted() {
         })
     ));
     assert_eq!(c.head().hash, y3.hash());
-    // Blocks of abandoned branches stay in the store.
-    assert!(c.store().block(&x1.hash()).unwrap().is_some());
+    // Blocks of abandoned branches are gone from the store; the final
+    // branch's stay.
+    assert!(c.store().block(&x1.hash()).unwrap().is_none());
+    assert!(c.store().block(&y1.hash()).unwrap().is_some());
 }
 
 #[test]
@@ -1252,4 +1254,188 @@ fn a_broken_voting_rule_can_be_recorded_once_per_signer_and_survives_a_restart()
     let reopened = Chain::open(c.into_store(), &g).unwrap();
     assert_eq!(reopened.state().root(), root_before);
     assert_eq!(reopened.state().vote_equivocations().count(), 2);
+}
+
+/// Attack 11: a signer that seals block after block on one parent (each
+/// valid on its own) made every node keep all of them, in memory and on
+/// disk. With the old code all 40 were kept here.
+#[test]
+fn a_signer_sealing_many_blocks_on_one_parent_costs_every_node_only_four() {
+    let g = genesis(&SEVEN);
+    let (mut a, mut b) = (
+        Chain::open(MemoryChainStore::new(), &g).unwrap(),
+        Chain::open(MemoryChainStore::new(), &g).unwrap(),
+    );
+    let t = a.head().timestamp.saturating_add(a.config().heartbeat);
+    let siblings: Vec<SealedBlock> = (0..40)
+        .map(|i| {
+            a.propose(
+                &id("C"),
+                t.saturating_add(Duration::from_millis(i)),
+                None,
+                vec![],
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut refused = 0;
+    for s in &siblings {
+        match import(&mut a, s) {
+            Ok(_) => {}
+            Err(ImportError::TooManySiblings { kept: 4, .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    for s in siblings.iter().rev() {
+        let _ = import(&mut b, s);
+    }
+    let kept = |c: &Chain<MemoryChainStore>| -> Vec<_> {
+        siblings
+            .iter()
+            .map(SealedBlock::hash)
+            .filter(|h| c.contains(h).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        kept(&a).len(),
+        4,
+        "only four of the signer's blocks are kept"
+    );
+    // The ones fork choice prefers, whatever order they came in.
+    assert_eq!(kept(&a), kept(&b));
+    assert!(kept(&a).contains(&a.head().hash));
+    assert!(refused > 0, "some were refused outright");
+    assert!(
+        !a.take_evidence().is_empty(),
+        "the equivocation is evidence"
+    );
+    // A block on a forgotten sibling is one this node does not have.
+    let gone = siblings
+        .iter()
+        .find(|s| !a.contains(&s.hash()).unwrap())
+        .unwrap();
+    let on_gone = a
+        .propose_on(
+            &a.head().hash,
+            &id("D"),
+            t.saturating_add(a.config().heartbeat),
+            None,
+            vec![],
+        )
+        .map(|_| ());
+    assert!(on_gone.is_ok());
+    assert!(matches!(
+        a.propose_on(&gone.hash(), &id("D"), t, None, vec![]),
+        Err(ImportError::UnknownParent { .. })
+    ));
+}
+
+/// Attack 11: forks that finality left behind stayed on disk for good.
+#[test]
+fn finality_forgets_the_forks_it_leaves_behind() {
+    let g = genesis(&SEVEN);
+    let mut c = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let genesis = root(&c);
+    let x = block(&c, "A", vec![]);
+    let y = block(&c, "B", vec![]);
+    import(&mut c, &x).unwrap();
+    import(&mut c, &y).unwrap();
+    let (kept, left) = if c.head().hash == x.hash() {
+        (x, y)
+    } else {
+        (y, x)
+    };
+    let child = block(&c, "C", vec![]);
+    import(&mut c, &child).unwrap();
+    for by in ["A", "B", "C", "D", "E"] {
+        c.add_vote(&link(&c, by, genesis, at(&kept))).unwrap();
+    }
+    for by in ["A", "B", "C", "D", "E"] {
+        c.add_vote(&link(&c, by, at(&kept), at(&child))).unwrap();
+    }
+    assert_eq!(c.finalized().hash, kept.hash());
+    assert!(c.contains(&kept.hash()).unwrap());
+    assert!(
+        !c.contains(&left.hash()).unwrap(),
+        "the branch finality left is gone from memory and disk"
+    );
+    let store = c.into_store();
+    assert!(store.block(&left.hash()).unwrap().is_none());
+    assert!(store.block(&kept.hash()).unwrap().is_some());
+}
+
+/// Attack 11: registration is free, and each identity is kept by every node
+/// for good. The genesis bounds how many join per block and per window;
+/// the rest wait in the pool (and are no reason to seal), and the count
+/// survives a restart. With the old code all 12 went into the first block.
+#[test]
+fn registrations_beyond_the_genesis_limits_wait_for_later_blocks() {
+    use lifeline_consensus::TxPool;
+    use lifeline_consensus::state::RegistrationLimits;
+    let g = genesis_of(
+        &["A"],
+        ChainConfig {
+            snapshot_interval: 1,
+            registrations: Some(RegistrationLimits {
+                per_block: 3,
+                per_window: 5,
+                window_blocks: 4,
+            }),
+            ..ChainConfig::default()
+        },
+    )
+    .unwrap();
+    let mut c = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let people: Vec<Identity> = (0..12).map(|i| id(&format!("person {i}"))).collect();
+    let mut pool = TxPool::new(100);
+    for (i, p) in people.iter().enumerate() {
+        pool.insert(register(p, &format!("P{i}"), 0), c.state())
+            .unwrap();
+    }
+    // Too many for one block: refused, naming the rule.
+    let four: Vec<Transaction> = (0..4).map(|i| register(&people[i], "x", 0)).collect();
+    assert!(matches!(
+        tx_error_all(&mut c, four),
+        TxRejected::RegistrationLimit { per_block: 3, .. }
+    ));
+    let mut per_window = std::collections::BTreeMap::<u64, usize>::new();
+    let mut idle = 0;
+    while c.state().identity_count() < people.len() {
+        let number = c.head().number + 1;
+        let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+        if !pool.has_selectable(c.state(), number) {
+            // Nothing may go in: an empty heartbeat block moves on.
+            idle += 1;
+        }
+        let txs = pool.select(c.state(), number, t);
+        assert!(txs.len() <= 3, "block {number} carries {}", txs.len());
+        *per_window.entry(number / 4).or_default() += txs.len();
+        let b = c.propose(&id("A"), t, None, txs).unwrap();
+        import(&mut c, &b).unwrap();
+        // One voter: a link to the child finalizes (and snapshots) each block.
+        if number >= 2 {
+            let parent = c.store().canonical(number - 1).unwrap().unwrap();
+            let source = BlockRef {
+                number: number - 1,
+                hash: parent,
+            };
+            c.add_vote(&link(&c, "A", source, at(&b))).unwrap();
+            // A restart in the middle of a window keeps its count.
+            let before = c.state().registration_room(number + 1);
+            c = Chain::open(c.into_store(), &g).unwrap();
+            assert_eq!(c.state().registration_room(number + 1), before);
+        }
+        assert!(number < 40, "registrations stopped");
+    }
+    assert!(per_window.values().all(|&n| n <= 5), "{per_window:?}");
+    assert!(idle > 0, "a full window was no reason to seal");
+}
+
+/// Like `tx_error`, for a block carrying all of `txs`.
+fn tx_error_all(c: &mut Chain<MemoryChainStore>, txs: Vec<Transaction>) -> TxRejected {
+    let t = c.head().timestamp.saturating_add(c.config().heartbeat);
+    match c.propose(&id("A"), t, None, txs) {
+        Err(ImportError::Transaction(e)) => e.reason,
+        other => panic!("expected a transaction error, got {other:?}"),
+    }
 }

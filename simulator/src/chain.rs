@@ -325,7 +325,7 @@ impl ChainNet {
         if !self
             .pools
             .get(&node)
-            .is_some_and(|p| p.has_selectable(chain.state()))
+            .is_some_and(|p| p.has_selectable(chain.state(), head.number + 1))
         {
             at_ms = at_ms.max(base.saturating_add(self.heartbeat_ms));
         }

@@ -530,6 +530,9 @@ impl ChainStore for RocksChainStore {
         for (hash, bytes) in &batch.blocks {
             write.put_cf(blocks, hash.0, bytes);
         }
+        for hash in &batch.forget_blocks {
+            write.delete_cf(blocks, hash.0);
+        }
         if let Some(from) = batch
             .truncate_canonical_above
             .and_then(|above| above.checked_add(1))

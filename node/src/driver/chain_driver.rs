@@ -250,7 +250,7 @@ impl Node {
         let head = c.chain.head();
         let base = head.timestamp.as_unix_millis();
         let mut at = base.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-        if !c.pool.has_selectable(c.chain.state()) && c.vote.is_none() {
+        if !c.pool.has_selectable(c.chain.state(), head.number + 1) && c.vote.is_none() {
             at = at.max(base.saturating_add(c.heartbeat_ms));
         }
         // A proposal on this head failed already: what made it fail (sealed
