@@ -234,7 +234,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         .genesis
         .clone()
         .or_else(|| Some(data_dir.join("genesis.toml")).filter(|p| p.exists()));
-    let chain = match &genesis_path {
+    let mut chain = match &genesis_path {
         Some(path) => Some(open_chain(path, &db, &keys.identity)?),
         None => {
             warn!(
@@ -264,8 +264,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         now,
     )
     .map_err(|e| NodeError::Router(e.to_string()))?;
-    if let Some(c) = &chain {
+    if let Some(c) = &mut chain {
         router.set_authorities(c.chain.signer_state().signers().iter().map(Address::from));
+        c.share_registered(&mut router);
     }
     let (held, held_bytes) = router.custody();
     if held > 0 {

@@ -76,6 +76,9 @@ pub struct Config {
     pub sos_interval_ms: u64,
     /// P0 frames per neighbour (all origins together): a burst, then one per
     /// interval. This is what stops a Sybil SOS flood from many fresh keys.
+    /// SOS from origins the chain vouches for (registered identities and
+    /// authorities) count against a second budget of the same size, which
+    /// a flood from fresh keys cannot use up: see [`Router::set_registered`].
     pub neighbour_p0_burst: u32,
     /// See `neighbour_p0_burst`.
     pub neighbour_p0_interval_ms: u64,
@@ -423,6 +426,8 @@ struct Held {
     /// Neighbours that pulled a copy without taking custody (bounded by
     /// [`MAX_PULLED_COPIES`]).
     copied_to: Vec<Address>,
+    /// Its share of custody, as counted when it was taken in.
+    share: ShareKey,
 }
 
 /// Copies of one held message that pulls may take without custody.
@@ -494,8 +499,10 @@ fn eviction_key(class: Class, accepted_ms: u64, id: MessageId) -> EvictionKey {
     (3 - class as u8, accepted_ms, id)
 }
 
-/// A class rank (as in [`EvictionKey`]) and who handed messages over.
-type ShareKey = (u8, Option<Address>);
+/// A class rank (as in [`EvictionKey`]), whether the chain vouches for the
+/// origin (`false` sorts first: keys nobody knows give way before
+/// registered identities and authorities), and who handed messages over.
+type ShareKey = (u8, bool, Option<Address>);
 
 /// One node's router.
 #[derive(Debug)]
@@ -511,7 +518,8 @@ pub struct Router<S> {
     waiting: BTreeMap<Address, BTreeSet<MessageId>>,
     eviction: BTreeSet<EvictionKey>,
     /// What each neighbour handed over (`None`: sent from here), per class
-    /// rank, oldest first: custody is shared out among them when full.
+    /// rank and vouched origin or not, oldest first: custody is shared out
+    /// among them when full.
     shares: BTreeMap<ShareKey, BTreeSet<(u64, MessageId)>>,
     expiries: BTreeSet<(u64, MessageId)>,
     timers: BTreeSet<(u64, MessageId)>,
@@ -526,6 +534,8 @@ pub struct Router<S> {
     seen_purged_ms: u64,
     sos_limit: RateLimiter<Address>,
     neighbour_p0: RateLimiter<Address>,
+    /// Each neighbour's P0 budget for origins the chain vouches for.
+    neighbour_p0_vouched: RateLimiter<Address>,
     broadcast_origin: RateLimiter<Address>,
     neighbour_broadcast: RateLimiter<Address>,
     last_route: HashMap<Address, u64>,
@@ -537,6 +547,9 @@ pub struct Router<S> {
     sos_watch: BTreeMap<(u64, MessageId), Message>,
     recent: VecDeque<Message>,
     authorities: HashSet<Address>,
+    /// Identities registered on the chain (not revoked): their SOS do not
+    /// share a neighbour's P0 budget with keys nobody knows.
+    registered: HashSet<Address>,
     batch: BTreeMap<MessageId, Option<Vec<u8>>>,
     pending_acks: Vec<(Address, MessageId)>,
     events: VecDeque<Event>,
@@ -609,6 +622,11 @@ impl<S: MessageStore> Router<S> {
                 config.neighbour_p0_interval_ms,
                 4_096,
             ),
+            neighbour_p0_vouched: RateLimiter::new(
+                config.neighbour_p0_burst,
+                config.neighbour_p0_interval_ms,
+                4_096,
+            ),
             broadcast_origin: RateLimiter::new(
                 config.broadcast_burst,
                 config.broadcast_interval_ms,
@@ -625,6 +643,7 @@ impl<S: MessageStore> Router<S> {
             sos_watch: BTreeMap::new(),
             recent: VecDeque::new(),
             authorities: HashSet::new(),
+            registered: HashSet::new(),
             batch: BTreeMap::new(),
             pending_acks: Vec::new(),
             events: VecDeque::new(),
@@ -702,6 +721,35 @@ impl<S: MessageStore> Router<S> {
     /// The authorities whose P1 messages are accepted (from the chain).
     pub fn set_authorities(&mut self, authorities: impl IntoIterator<Item = Address>) {
         self.authorities = authorities.into_iter().collect();
+    }
+
+    /// The identities registered on the chain and not revoked. Their SOS
+    /// (and the authorities') pass each neighbour's P0 limit in a budget of
+    /// their own, so that a flood of SOS signed by fresh keys, which shares
+    /// the other one, cannot hold them back. The chain bounds how fast
+    /// identities register, so an attacker cannot mint these.
+    pub fn set_registered(&mut self, registered: impl IntoIterator<Item = Address>) {
+        self.registered = registered.into_iter().collect();
+    }
+
+    /// Whether the chain vouches for `m`'s origin: a registered identity or
+    /// an authority. Only for P0 and P1, whose origin signature every relay
+    /// checks; a P2 or P3 origin could be anyone's claim.
+    fn vouched_for(&self, m: &Message) -> bool {
+        matches!(m.body.class, Class::P0 | Class::P1)
+            && m.body
+                .origin
+                .is_some_and(|o| self.registered.contains(&o) || self.authorities.contains(&o))
+    }
+
+    /// One identity more (`true`) or less (`false`) in the set of
+    /// [`Router::set_registered`].
+    pub fn note_registered(&mut self, id: Address, registered: bool) {
+        if registered {
+            self.registered.insert(id);
+        } else {
+            self.registered.remove(&id);
+        }
     }
 
     /// Counters so far.
@@ -1359,7 +1407,12 @@ impl<S: MessageStore> Router<S> {
             (Kind::Data, Some(origin)) => self.sos_limit.allow(&origin, now),
             _ => true,
         };
-        let allowed = origin_ok && self.neighbour_p0.allow(&from, now);
+        let neighbour = if self.vouched_for(m) {
+            &mut self.neighbour_p0_vouched
+        } else {
+            &mut self.neighbour_p0
+        };
+        let allowed = origin_ok && neighbour.allow(&from, now);
         if !allowed {
             self.over_limit(now, from, m);
         }

@@ -778,3 +778,82 @@ fn a_flood_of_fresh_ids_does_not_make_a_late_letter_look_like_a_replay() {
         "after a restart: the replays refused, the late letter delivered"
     );
 }
+
+/// Issue 23, items 3 and 7: once a neighbour's P0 budget is spent on SOS
+/// signed by fresh keys, a registered person's SOS through the same
+/// neighbour still goes through: origins the chain vouches for have a
+/// budget of their own. With the old router it was refused like the flood.
+#[test]
+fn a_registered_persons_sos_passes_a_flood_from_fresh_keys() {
+    let (mut router, attacker, destination) = relay(Config::default());
+    let person = identity("registered person");
+    router.set_registered([Address::from(person.id())]);
+    for i in 0..200u64 {
+        let sybil = identity(&format!("sybil {i}"));
+        router.handle_packet(
+            NOW,
+            &attacker,
+            &packet(i + 1, message(&sybil, Class::P0, Some(destination), i, NOW)),
+        );
+    }
+    let budget = u64::from(Config::default().neighbour_p0_burst);
+    assert_eq!(router.stats().message_transmissions, budget);
+    router.handle_packet(
+        NOW,
+        &attacker,
+        &packet(
+            1_000,
+            message(&person, Class::P0, Some(destination), 7, NOW),
+        ),
+    );
+    assert_eq!(
+        router.stats().message_transmissions,
+        budget + 1,
+        "the registered person's SOS was held back by the flood"
+    );
+    // Not registered: refused like the rest.
+    router.note_registered(Address::from(person.id()), false);
+    router.handle_packet(
+        NOW,
+        &attacker,
+        &packet(
+            1_001,
+            message(&person, Class::P0, Some(destination), 8, NOW),
+        ),
+    );
+    assert_eq!(router.stats().message_transmissions, budget + 1);
+}
+
+/// Issue 23, item 7: custody full of SOS from fresh keys. A registered
+/// person's SOS takes the place of one of those, and a flood of more fresh
+/// keys evicts its own kind, never the registered SOS. With the old router
+/// the flood's neighbour share gave way oldest first, the registered SOS
+/// among them.
+#[test]
+fn sos_from_fresh_keys_cannot_evict_a_registered_persons_sos_from_custody() {
+    let (mut router, attacker, _) = relay(Config {
+        custody_max_messages: 20,
+        neighbour_p0_burst: 10_000,
+        ..Config::default()
+    });
+    // Custody: the destination is unreachable, so everything waits.
+    let far = Address::from(identity("far away").id());
+    let person = identity("registered person");
+    router.set_registered([Address::from(person.id())]);
+    let sos = |who: &Identity, n: u64| {
+        let bytes = message(who, Class::P0, Some(far), n, NOW);
+        let Frame::Message(m) = Frame::decode(&bytes).unwrap() else {
+            unreachable!()
+        };
+        (m.id, bytes)
+    };
+    let (mine, bytes) = sos(&person, 0);
+    router.handle_packet(NOW, &attacker, &packet(1, bytes));
+    for i in 0..200u64 {
+        let (_, bytes) = sos(&identity(&format!("sybil {i}")), i);
+        router.handle_packet(NOW + 1 + i, &attacker, &packet(i + 2, bytes));
+    }
+    router.flush();
+    assert_eq!(router.custody().0, 20);
+    assert!(router.holds(&mine), "the flood evicted the registered SOS");
+}

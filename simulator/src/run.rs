@@ -514,6 +514,19 @@ pub fn run(
             }
         }
     }
+    // Identities on the chain before the run: every router knows them, as
+    // a daemon learns them from its chain (their SOS get a neighbour budget
+    // that fresh keys cannot use up). Own generator: other draws unchanged.
+    if scenario.router.registered > 0.0 {
+        let mut pick_rng = StdRng::seed_from_u64(seed ^ 0x7e61_57e2);
+        let registered: Vec<_> = faults::pick(&mut pick_rng, n, scenario.router.registered, &[])
+            .into_iter()
+            .map(|v| engine.nodes[v].address)
+            .collect();
+        for i in 0..n {
+            engine.with_router(i, |r, _| r.set_registered(registered.iter().copied()));
+        }
+    }
     // Background bulk load: one-hop P3 messages over every directed link,
     // spaced so their bytes fill `load` of its capacity.
     let mut background = Background {

@@ -220,6 +220,10 @@ pub struct RouterSpec {
     pub zone_hops: u32,
     /// Scoped routing: one node in this many is a landmark.
     pub landmark_one_in: u32,
+    /// The fraction of nodes whose identities the chain holds from the
+    /// start (every router knows them): their SOS do not share a
+    /// neighbour's P0 budget with keys nobody knows. 0 by default.
+    pub registered: f64,
 }
 
 impl Default for RouterSpec {
@@ -232,6 +236,7 @@ impl Default for RouterSpec {
             broadcast_hops: 16,
             zone_hops: 0,
             landmark_one_in: 64,
+            registered: 0.0,
         }
     }
 }

@@ -44,6 +44,9 @@ pub(super) struct ChainDriver {
     /// Why this authority stopped sealing and voting: another node uses
     /// its key (docs/chain.md, Clones). It stays stopped until restarted.
     pub(super) halted: Option<String>,
+    /// How many identities and revocations the router's set of registered
+    /// identities was last built from.
+    pub(super) registered_from: (usize, usize),
 }
 
 /// How many block periods an authority listens after it starts before it
@@ -109,10 +112,32 @@ pub(super) fn open_chain(
         listen_until,
         halted: None,
         refused_on: None,
+        registered_from: (usize::MAX, usize::MAX),
     })
 }
 
 impl ChainDriver {
+    /// Gives `router` the identities registered and not revoked on the
+    /// head's branch (their SOS get a neighbour budget of their own), if
+    /// they changed since the last time: the chain bounds how often.
+    pub(super) fn share_registered<S: lifeline_routing::MessageStore>(
+        &mut self,
+        router: &mut lifeline_routing::Router<S>,
+    ) {
+        let state = self.chain.state();
+        let counts = (state.identity_count(), state.revocation_count());
+        if counts == self.registered_from {
+            return;
+        }
+        self.registered_from = counts;
+        router.set_registered(
+            state
+                .identities()
+                .filter(|r| !state.is_revoked(&r.id))
+                .map(|r| Address::from(&r.id)),
+        );
+    }
+
     /// After a step of importing a neighbour's blocks: writes wait for the
     /// disk again, and once the whole answer is in, one sync makes it
     /// durable, before the new head is announced (blocks from a neighbour
@@ -224,6 +249,7 @@ impl Node {
             }
             self.router
                 .set_authorities(c.chain.signer_state().signers().iter().map(Address::from));
+            c.share_registered(&mut self.router);
         }
         while let Some((peer, message)) = c.sync.poll_transmit() {
             out.push((peer, message.to_bytes()));

@@ -144,19 +144,23 @@ impl<S: MessageStore> Router<S> {
             if 3 - rank < class as u8 {
                 break; // Everything held matters more than this message.
             }
-            // In the least important class held, the neighbour that handed
-            // over the most gives way first (its oldest): one neighbour's
-            // flood evicts its own messages, not everyone else's.
-            let victim = self
-                .shares
-                .range((rank, None)..)
-                .take_while(|((r, _), _)| *r == rank)
-                .max_by(|a, b| {
-                    a.1.len()
-                        .cmp(&b.1.len())
-                        .then(b.1.first().cmp(&a.1.first()))
-                })
-                .and_then(|(_, held)| held.first().map(|&(_, id)| id));
+            // In the least important class held, messages from origins the
+            // chain does not vouch for go first (a flood from fresh keys
+            // evicts its own kind, not registered people's SOS); among
+            // them, the neighbour that handed over the most gives way
+            // first (its oldest): one neighbour's flood evicts its own
+            // messages, not everyone else's.
+            let victim = [false, true].into_iter().find_map(|vouched| {
+                self.shares
+                    .range((rank, vouched, None)..)
+                    .take_while(|((r, v, _), _)| *r == rank && *v == vouched)
+                    .max_by(|a, b| {
+                        a.1.len()
+                            .cmp(&b.1.len())
+                            .then(b.1.first().cmp(&a.1.first()))
+                    })
+                    .and_then(|(_, held)| held.first().map(|&(_, id)| id))
+            });
             let Some(victim) = victim else {
                 break;
             };
@@ -199,8 +203,9 @@ impl<S: MessageStore> Router<S> {
         let size = message.encoded_len();
         let key = eviction_key(message.body.class, accepted_ms, id);
         self.eviction.insert(key);
+        let share = (key.0, self.vouched_for(&message), from);
         self.shares
-            .entry((key.0, from))
+            .entry(share)
             .or_default()
             .insert((accepted_ms, id));
         self.expiries.insert((message.body.expires_ms, id));
@@ -218,6 +223,7 @@ impl<S: MessageStore> Router<S> {
                 flooded: false,
                 avoid: None,
                 copied_to: Vec::new(),
+                share,
             },
         );
     }
@@ -228,10 +234,10 @@ impl<S: MessageStore> Router<S> {
             self.held_bytes -= h.size;
             let key = eviction_key(h.message.body.class, h.accepted_ms, id);
             self.eviction.remove(&key);
-            if let Some(held) = self.shares.get_mut(&(key.0, h.from)) {
+            if let Some(held) = self.shares.get_mut(&h.share) {
                 held.remove(&(h.accepted_ms, id));
                 if held.is_empty() {
-                    self.shares.remove(&(key.0, h.from));
+                    self.shares.remove(&h.share);
                 }
             }
             self.expiries.remove(&(h.message.body.expires_ms, id));
