@@ -429,8 +429,11 @@ pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 /// creation time: anything created at or before the floor is refused as
 /// [`OpenError::BeyondReplayWindow`], so forgetting never lets a replay through.
 ///
-/// The daemon persists the guard with the keystore's state; a fresh guard
-/// after a restart only protects from that point on.
+/// The guard lives in memory. A node that must refuse replays across
+/// restarts, or below the floor, keeps its own record of opened envelopes:
+/// it loads them with [`ReplayGuard::remember`], and on
+/// [`OpenError::BeyondReplayWindow`] looks the id up there, and opens with a
+/// fresh guard if it was never opened (the daemon does, in its database).
 #[derive(Clone, Debug)]
 pub struct ReplayGuard {
     seen: HashMap<MessageId, ([u8; 32], Timestamp)>,
@@ -486,6 +489,14 @@ impl ReplayGuard {
         }
         self.seen.insert(id, (prekey, created_at));
         self.by_age.insert((created_at, id));
+    }
+
+    /// Remembers an envelope opened before (one a node recorded itself),
+    /// as a successful [`open`] does.
+    pub fn remember(&mut self, id: MessageId, prekey: [u8; 32], created_at: Timestamp) {
+        if !self.seen.contains_key(&id) {
+            self.record(id, prekey, created_at);
+        }
     }
 
     /// Forgets the ids of messages sealed to these prekeys: their secrets are

@@ -376,7 +376,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         router,
         chain,
         keys,
-        replay: ReplayGuard::with_capacity(100_000),
+        replay: inbox::load_opened(&db.inbox(), now)?,
         inbox: db.inbox(),
         inbox_watch,
         peers: HashMap::new(),

@@ -161,6 +161,31 @@ async fn attacker_accepting(
     (control, incoming)
 }
 
+/// An attacker that is the node's neighbour: it takes the node's mesh
+/// stream to it, so that the node counts it as one, and opens its own.
+async fn neighbour_of(addr: &Multiaddr, node_id: PeerId) -> Stream {
+    let (mut control, incoming) = attacker_accepting(addr, true).await;
+    let mut incoming = incoming.unwrap();
+    let (linked_tx, mut linked) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Some((_, stream)) = incoming.next().await {
+            kept.push(stream);
+            let _ = linked_tx.send(());
+        }
+    });
+    let stream = control
+        .open_stream(node_id, lifeline_node::mesh::PROTOCOL)
+        .await
+        .unwrap();
+    // The node is a neighbour of ours once its stream to us is open.
+    tokio::time::timeout(Duration::from_secs(30), linked.recv())
+        .await
+        .expect("the node opened its mesh stream to the attacker");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream
+}
+
 /// This process's resident memory.
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -346,25 +371,7 @@ async fn an_sos_payload_in_a_bulk_broadcast_is_not_an_sos() {
     let addr: Multiaddr = node.addr.parse().unwrap();
     // It takes the node's stream to it, so that the node counts it as a
     // neighbour.
-    let (mut control, incoming) = attacker_accepting(&addr, true).await;
-    let mut incoming = incoming.unwrap();
-    let (linked_tx, mut linked) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut kept = Vec::new();
-        while let Some((_, stream)) = incoming.next().await {
-            kept.push(stream);
-            let _ = linked_tx.send(());
-        }
-    });
-    let mut stream = control
-        .open_stream(node_id, lifeline_node::mesh::PROTOCOL)
-        .await
-        .unwrap();
-    // The node is a neighbour of ours once its stream to us is open.
-    tokio::time::timeout(Duration::from_secs(30), linked.recv())
-        .await
-        .expect("the node opened its mesh stream to the attacker");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut stream = neighbour_of(&addr, node_id).await;
 
     let throwaway = lifeline_crypto::Identity::generate(&mut rand::rng());
     let now = std::time::SystemTime::now()
@@ -533,5 +540,112 @@ async fn one_host_with_many_identities_cannot_take_every_connection() {
     );
     assert!(connected <= 3, "{connected} connections from one address");
     honest.stop().await;
+    node.stop().await;
+}
+
+/// Issue 23, item 13: a letter to the node, copied off the air, is sent
+/// again in a new routing message after the node restarted (and, in the
+/// same way, below the memory guard's floor). The old node kept the
+/// envelope replay guard in memory only: the copy opened again and the
+/// inbox showed the letter twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_replayed_after_a_restart_is_refused() {
+    use lifeline_node::mesh::{Frame as MeshFrame, write_frame};
+    use lifeline_node::pb::mesh::{AppPayload, app_payload};
+    use lifeline_routing::wire::{Body, Frame, Message, Packet};
+    use lifeline_routing::{Address, Class, Kind};
+    use prost::Message as _;
+
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = LocalNode::keys();
+    let copy = |k: &lifeline_crypto::KeyBundle| {
+        lifeline_crypto::KeyBundle::from_bytes(&k.to_bytes()).unwrap()
+    };
+    let node = LocalNode::start_keys(dir.path(), Vec::new(), |_| {}, copy(&keys)).await;
+    let node_id: PeerId = node.id.parse().unwrap();
+    let me = Address::from(keys.identity.id());
+    let prekey = lifeline_crypto::PublicPrekey::from_bytes(&node.card).unwrap();
+    let sender = lifeline_crypto::Identity::generate(&mut rand::rng());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let sealed = lifeline_crypto::envelope::seal(
+        &sender,
+        &prekey,
+        b"meet at the school",
+        lifeline_crypto::Timestamp::from_unix_millis(now),
+        &mut rand::rng(),
+    )
+    .unwrap();
+    let payload = AppPayload {
+        kind: Some(app_payload::Kind::Envelope(sealed.bytes.to_vec())),
+    }
+    .encode_to_vec();
+    // The same envelope in a new routing message each time (a new nonce:
+    // the router has not seen it).
+    let wrapped = |n: u64| {
+        let body = Body {
+            class: Class::P2,
+            kind: Kind::Data,
+            destination: Some(me),
+            origin: Some(Address::from(sender.id())),
+            created_ms: now,
+            expires_ms: now + 3_600_000,
+            area: None,
+            nonce: n.to_le_bytes(),
+            payload: payload.clone(),
+        };
+        let packet = Packet {
+            frame: n,
+            index: 0,
+            count: 1,
+            class: Class::P2,
+            data: Frame::Message(Box::new(Message::new(body, Some(&sender), 16))).encode(),
+        };
+        MeshFrame::Packet(packet.encode()).encode()
+    };
+    let letters = |node: &LocalNode| {
+        let mut control = node.control.clone();
+        async move {
+            let mut inbox = control
+                .inbox(api::InboxRequest { watch: false })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut n = 0;
+            while let Some(m) = inbox.message().await.unwrap() {
+                n += usize::from(m.kind == "message");
+            }
+            n
+        }
+    };
+    let mut stream = neighbour_of(&node.addr.parse().unwrap(), node_id).await;
+    write_frame(&mut stream, &wrapped(1)).await.unwrap();
+    let mut arrived = 0;
+    for _ in 0..100 {
+        arrived = letters(&node).await;
+        if arrived > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(arrived, 1, "the letter did not arrive");
+    // A copy at once: the memory guard refuses it.
+    write_frame(&mut stream, &wrapped(2)).await.unwrap();
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.stop().await;
+
+    let node = LocalNode::start_keys(dir.path(), Vec::new(), |_| {}, keys).await;
+    let mut stream = neighbour_of(&node.addr.parse().unwrap(), node_id).await;
+    write_frame(&mut stream, &wrapped(3)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        letters(&node).await,
+        1,
+        "the replayed letter was opened again after the restart"
+    );
     node.stop().await;
 }

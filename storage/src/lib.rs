@@ -7,7 +7,7 @@
 //! | `blocks` | block hash | encoded block |
 //! | `canonical` | height (u64, big-endian) | block hash |
 //! | `state` | `latest` | encoded state snapshot |
-//! | `meta` | `schema_version`, `genesis`, `head`, `finalized` | see below |
+//! | `meta` | `schema_version`, `genesis`, `head`, `finalized`, `opened/` + envelope id | see below |
 //! | `messages` | message id (16 bytes) | a message in custody (`Held`, see `routing/proto`) |
 //!
 //! Every logical change is one `WriteBatch`, written with `sync` so that it is
@@ -271,6 +271,24 @@ impl Database {
 /// One inbox entry: its key and its bytes.
 pub type InboxEntry = (Vec<u8>, Vec<u8>);
 
+/// Envelopes this node opened, in `meta` under this prefix and the
+/// envelope's message id (16 bytes); value: its creation time (8 bytes,
+/// big-endian) and the prekey it was sealed to (32). New keys only, so no
+/// schema change.
+const PREFIX_OPENED: &[u8] = b"opened/";
+
+/// An envelope this node opened: a replay of it is refused, also after a
+/// restart, for as long as the prekey it was sealed to can open it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenedRecord {
+    /// The envelope's message id.
+    pub id: [u8; 16],
+    /// When its sender says it sealed it (ms since the epoch).
+    pub created_ms: u64,
+    /// The prekey it was sealed to.
+    pub prekey: [u8; 32],
+}
+
 /// Messages delivered to this node, in arrival order. Each entry is one
 /// synced write, so a message is on disk before its receipt goes out.
 #[derive(Clone, Debug)]
@@ -284,6 +302,78 @@ impl Inbox {
     pub fn put(&self, key: &[u8], entry: &[u8]) -> Result<(), StorageError> {
         let mut write = WriteBatch::default();
         write.put_cf(self.db.cf(CF_INBOX)?, key, entry);
+        self.db.write_synced(write)
+    }
+
+    /// Keeps `entry` under `key` and records `opened`, the envelope it came
+    /// in, in the same synced write: an entry is never on disk without the
+    /// record that refuses its replay.
+    pub fn put_opened(
+        &self,
+        key: &[u8],
+        entry: &[u8],
+        opened: &OpenedRecord,
+    ) -> Result<(), StorageError> {
+        let mut write = WriteBatch::default();
+        write.put_cf(self.db.cf(CF_INBOX)?, key, entry);
+        let mut value = Vec::with_capacity(40);
+        value.extend_from_slice(&opened.created_ms.to_be_bytes());
+        value.extend_from_slice(&opened.prekey);
+        write.put_cf(self.db.cf(CF_META)?, opened_key(&opened.id), value);
+        self.db.write_synced(write)
+    }
+
+    /// Whether this node opened the envelope with message id `id` (and has
+    /// not forgotten it).
+    pub fn was_opened(&self, id: &[u8; 16]) -> Result<bool, StorageError> {
+        let db = &self.db;
+        Ok(db
+            .db
+            .get_pinned_cf(db.cf(CF_META)?, opened_key(id))
+            .map_err(|e| db.rocks(e))?
+            .is_some())
+    }
+
+    /// Every envelope this node opened, as recorded.
+    pub fn opened(&self) -> Result<Vec<OpenedRecord>, StorageError> {
+        let db = &self.db;
+        let family = db.cf(CF_META)?;
+        let mut found = Vec::new();
+        let mode = rocksdb::IteratorMode::From(PREFIX_OPENED, rocksdb::Direction::Forward);
+        for item in db.db.iterator_cf(family, mode) {
+            let (key, value) = item.map_err(|e| db.rocks(e))?;
+            let Some(id) = key.strip_prefix(PREFIX_OPENED) else {
+                break;
+            };
+            // Written only by `put_opened`; anything else is skipped.
+            let (Ok(id), Some((created, prekey))) =
+                (<[u8; 16]>::try_from(id), value.split_first_chunk::<8>())
+            else {
+                continue;
+            };
+            let Ok(prekey) = <[u8; 32]>::try_from(prekey) else {
+                continue;
+            };
+            found.push(OpenedRecord {
+                id,
+                created_ms: u64::from_be_bytes(*created),
+                prekey,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Forgets these opened envelopes (their prekeys are gone: they can no
+    /// longer be opened anyway).
+    pub fn forget_opened(&self, ids: &[[u8; 16]]) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let family = self.db.cf(CF_META)?;
+        let mut write = WriteBatch::default();
+        for id in ids {
+            write.delete_cf(family, opened_key(id));
+        }
         self.db.write_synced(write)
     }
 
@@ -325,6 +415,10 @@ impl Inbox {
         }
         Ok(deleted)
     }
+}
+
+fn opened_key(id: &[u8; 16]) -> Vec<u8> {
+    [PREFIX_OPENED, id].concat()
 }
 
 /// Messages in the router's custody, in RocksDB. Each batch is one synced

@@ -2,8 +2,12 @@
 //! SOS calls that came as P0, each on disk before a receipt goes out.
 
 use lifeline_consensus::Transaction;
-use lifeline_crypto::envelope::{self, OpenPolicy};
+use lifeline_crypto::Timestamp;
+use lifeline_crypto::envelope::{
+    self, Envelope, MessageId as EnvelopeId, OpenError, OpenPolicy, OpenedMessage, ReplayGuard,
+};
 use lifeline_routing::{Address, Class, Delivery, MessageId};
+use lifeline_storage::{Inbox, OpenedRecord, StorageError};
 use prost::Message as _;
 use rand::RngExt;
 use tracing::{debug, error, warn};
@@ -32,16 +36,8 @@ impl Node {
         };
         match payload.kind {
             Some(app_payload::Kind::Envelope(bytes)) if !d.broadcast => {
-                let opened = envelope::open(
-                    &bytes,
-                    &self.keys.identity,
-                    &self.keys.prekeys,
-                    &mut self.replay,
-                    ts(now),
-                    &OpenPolicy::default(),
-                );
-                match opened {
-                    Ok(message) => {
+                match self.open_envelope(now, &bytes) {
+                    Ok((message, record)) => {
                         let entry = api::InboxMessage {
                             id: d.id.to_string(),
                             from: message.sender.to_string(),
@@ -53,8 +49,9 @@ impl Node {
                             lat_micro: None,
                             lon_micro: None,
                         };
-                        // On disk before the receipt says it arrived.
-                        if self.keep(&entry, &d.id)
+                        // On disk (with the record that refuses its
+                        // replay) before the receipt says it arrived.
+                        if self.keep(&entry, &d.id, Some(&record))
                             && let Err(e) =
                                 self.router
                                     .send_receipt(now, Address::from(message.sender), d.id)
@@ -84,7 +81,7 @@ impl Node {
                     lon_micro: sos.lon_micro,
                 };
                 warn!(from = %origin, id = %d.id, "SOS received");
-                self.keep(&entry, &d.id);
+                self.keep(&entry, &d.id, None);
             }
             Some(app_payload::Kind::Transaction(bytes)) => match Transaction::from_bytes(&bytes) {
                 Ok(tx) => self.pool(tx),
@@ -99,10 +96,19 @@ impl Node {
 
     /// Writes an inbox entry (synced) and tells watchers; false if it could
     /// not be written.
-    fn keep(&mut self, entry: &api::InboxMessage, id: &MessageId) -> bool {
+    fn keep(
+        &mut self,
+        entry: &api::InboxMessage,
+        id: &MessageId,
+        opened: Option<&OpenedRecord>,
+    ) -> bool {
         let mut key = entry.received_ms.to_be_bytes().to_vec();
         key.extend_from_slice(&id.0);
-        if let Err(e) = self.inbox.put(&key, &entry.encode_to_vec()) {
+        let written = match opened {
+            Some(record) => self.inbox.put_opened(&key, &entry.encode_to_vec(), record),
+            None => self.inbox.put(&key, &entry.encode_to_vec()),
+        };
+        if let Err(e) = written {
             error!("cannot write the inbox: {e}");
             self.heartbeat.write_failed(e.to_string());
             return false;
@@ -111,7 +117,96 @@ impl Node {
         let _ = self.inbox_watch.send(entry.clone());
         if self.rng.random_ratio(1, 256) {
             let _ = self.inbox.trim(INBOX_KEEP);
+            forget_old_envelopes(&self.inbox, entry.received_ms);
         }
         true
+    }
+
+    /// Opens an envelope for this node, refusing replays: those the memory
+    /// guard remembers, and below its floor (it forgets the oldest when
+    /// full) or after a restart, those the database recorded. An envelope
+    /// older than any message may live is refused too, so that the record
+    /// can forget it.
+    fn open_envelope(
+        &mut self,
+        now: u64,
+        bytes: &[u8],
+    ) -> Result<(OpenedMessage, OpenedRecord), OpenError> {
+        let open = |replay: &mut ReplayGuard| {
+            envelope::open(
+                bytes,
+                &self.keys.identity,
+                &self.keys.prekeys,
+                replay,
+                ts(now),
+                &OpenPolicy::default(),
+            )
+        };
+        let message = match open(&mut self.replay) {
+            Err(OpenError::BeyondReplayWindow(id)) => match self.inbox.was_opened(&id.0) {
+                Ok(true) => return Err(OpenError::Replayed(id)),
+                // Below the window, not a replay: opened on its own (a
+                // store error counts as "not opened": a duplicate in the
+                // inbox is better than a lost message).
+                Ok(false) | Err(_) => open(&mut ReplayGuard::with_capacity(1))?,
+            },
+            other => other?,
+        };
+        if message.created_at.as_unix_millis() < now.saturating_sub(OPENED_KEEP_MS) {
+            return Err(OpenError::BeyondReplayWindow(message.message_id));
+        }
+        let prekey = Envelope::from_bytes(bytes)?.header().prekey;
+        self.replay
+            .remember(message.message_id, prekey, message.created_at);
+        let record = OpenedRecord {
+            id: message.message_id.0,
+            created_ms: message.created_at.as_unix_millis(),
+            prekey,
+        };
+        Ok((message, record))
+    }
+}
+
+/// How long an opened envelope is remembered: as long as any message may
+/// live in the mesh, and the clock skew allowed. An envelope created
+/// earlier is refused, so a replay of one forgotten gets nowhere.
+const OPENED_KEEP_MS: u64 = lifeline_routing::wire::MAX_TTL_MS + 10 * 60 * 1000;
+
+/// The memory guard of replays, from the envelopes the database recorded
+/// (oldest first: when it is full, the oldest are forgotten first, and
+/// the database still knows them).
+pub(super) fn load_opened(inbox: &Inbox, now: u64) -> Result<ReplayGuard, StorageError> {
+    forget_old_envelopes(inbox, now);
+    let mut records = inbox.opened()?;
+    records.sort_by_key(|r| r.created_ms);
+    let mut replay = ReplayGuard::with_capacity(REPLAY_CAPACITY);
+    for r in &records {
+        replay.remember(
+            EnvelopeId(r.id),
+            r.prekey,
+            Timestamp::from_unix_millis(r.created_ms),
+        );
+    }
+    Ok(replay)
+}
+
+/// Ids of opened envelopes kept in memory (the database keeps the rest).
+const REPLAY_CAPACITY: usize = 100_000;
+
+/// Deletes the records of envelopes too old to be opened again.
+fn forget_old_envelopes(inbox: &Inbox, now: u64) {
+    let cutoff = now.saturating_sub(OPENED_KEEP_MS);
+    match inbox.opened() {
+        Ok(records) => {
+            let old: Vec<[u8; 16]> = records
+                .iter()
+                .filter(|r| r.created_ms < cutoff)
+                .map(|r| r.id)
+                .collect();
+            if let Err(e) = inbox.forget_opened(&old) {
+                warn!("cannot forget old envelope records: {e}");
+            }
+        }
+        Err(e) => warn!("cannot read the envelope records: {e}"),
     }
 }

@@ -39,10 +39,24 @@ impl LocalNode {
         bootstrap: Vec<String>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
-        let keys = KeyBundle::generate(
+        Self::start_keys(dir, bootstrap, tweak, Self::keys()).await
+    }
+
+    /// Fresh keys for a node.
+    pub fn keys() -> KeyBundle {
+        KeyBundle::generate(
             Timestamp::from_unix_millis(1_800_000_000_000),
             &mut rand::rng(),
-        );
+        )
+    }
+
+    /// As [`LocalNode::start_with`], with these keys (a restart keeps them).
+    pub async fn start_keys(
+        dir: &Path,
+        bootstrap: Vec<String>,
+        tweak: impl FnOnce(&mut Config),
+        keys: KeyBundle,
+    ) -> Self {
         let card = keys.prekeys.current().to_bytes().to_vec();
         let mut config = Config {
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
