@@ -854,6 +854,46 @@ fn sos_from_fresh_keys_cannot_evict_a_registered_persons_sos_from_custody() {
         router.handle_packet(NOW + 1 + i, &attacker, &packet(i + 2, bytes));
     }
     router.flush();
-    assert_eq!(router.custody().0, 20);
+    // The registered SOS, and a quarter of the quota for fresh keys.
+    assert_eq!(router.custody().0, 1 + 20 / 4);
     assert!(router.holds(&mine), "the flood evicted the registered SOS");
+}
+
+/// Issue 23, item 7: a custody full of people's messages (P2) waiting for a
+/// path, then a flood of SOS signed by fresh keys. Before, P0 outranked
+/// every P2, so the flood evicted them all; now SOS from keys nobody knows
+/// take at most a quarter of the quota and displace only bulk and their
+/// own kind.
+#[test]
+fn sos_from_fresh_keys_cannot_crowd_out_peoples_messages() {
+    let (mut router, attacker, _) = relay(Config {
+        custody_max_messages: 40,
+        neighbour_p0_burst: 10_000,
+        ..Config::default()
+    });
+    let honest = Address::from(identity("honest").id());
+    router.handle_link_up(NOW, honest, 300);
+    let far = Address::from(identity("far away").id());
+    let mut letters = Vec::new();
+    for n in 0..30u64 {
+        let m = sealed_for(far, n, vec![1; 64]);
+        letters.push(m.id);
+        let p = Packet {
+            frame: n + 1,
+            index: 0,
+            count: 1,
+            class: Class::P2,
+            data: Frame::Message(Box::new(m)).encode(),
+        };
+        router.handle_packet(NOW + n, &honest, &p.encode());
+    }
+    for i in 0..300u64 {
+        let sybil = identity(&format!("sybil {i}"));
+        let bytes = message(&sybil, Class::P0, Some(far), i, NOW);
+        router.handle_packet(NOW + 100 + i, &attacker, &packet(i + 1, bytes));
+    }
+    router.flush();
+    let kept = letters.iter().filter(|id| router.holds(id)).count();
+    assert_eq!(kept, 30, "SOS from fresh keys evicted people's messages");
+    assert!(router.custody().0 <= 40);
 }

@@ -56,11 +56,13 @@ enum Action {
     Flood(usize),
     /// A replayer sends what it recorded again.
     Replay(usize),
-    /// A Sybil attacker sends one more broadcast from a fresh key.
+    /// A Sybil attacker sends one more broadcast (or, `to_nowhere`, a
+    /// unicast to an address no route reaches) from a fresh key.
     Sybil {
         node: usize,
         class: Class,
         hops: u32,
+        to_nowhere: bool,
     },
     /// One more bulk message over this directed link (then the next is
     /// scheduled).
@@ -489,6 +491,7 @@ pub fn run(
                 rate_per_s,
                 class,
                 hops,
+                to_nowhere,
             } => {
                 let class = class_of(class).unwrap_or(Class::P0);
                 let every_us = (1e6 / rate_per_s.max(1e-3)) as u64;
@@ -501,6 +504,7 @@ pub fn run(
                             node: v,
                             class,
                             hops: *hops,
+                            to_nowhere: *to_nowhere,
                         });
                         t += every_us.max(1);
                     }

@@ -514,6 +514,11 @@ pub enum FaultSpec {
         /// The hop limit they ask for.
         #[serde(default = "default_sybil_hops")]
         hops: u32,
+        /// Crowders: unicasts to fresh addresses that no route reaches,
+        /// instead of broadcasts, so that every node they reach holds them
+        /// in custody (issue 23, item 7).
+        #[serde(default)]
+        to_nowhere: bool,
     },
     /// Nodes that drop the messages of one class.
     Grayhole {

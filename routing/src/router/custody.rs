@@ -135,46 +135,32 @@ impl<S: MessageStore> Router<S> {
     ) -> bool {
         let size = m.encoded_len();
         let class = m.body.class;
+        // This node's own sends count as vouched for here.
+        let vouched = local || self.vouched_for(&m);
+        if class == Class::P0 && !vouched {
+            // SOS from keys nobody knows hold at most a quarter of the
+            // quota: past that, a new one takes the place of one of its
+            // kind, so they never crowd out people's messages.
+            let (rank, _, _) = eviction_key(class, now, m.id);
+            let held: usize = self
+                .shares
+                .range((rank, false, None)..)
+                .take_while(|((r, v, _), _)| *r == rank && !*v)
+                .map(|(_, held)| held.len())
+                .sum();
+            if held >= self.config.custody_max_messages / 4
+                && let Some(victim) = self.eviction_victim(class, false, from)
+            {
+                self.evict(victim, class);
+            }
+        }
         while self.held.len() + 1 > self.config.custody_max_messages
             || self.held_bytes + size > self.config.custody_max_bytes
         {
-            let Some(&(rank, _, _)) = self.eviction.first() else {
-                break;
+            let Some(victim) = self.eviction_victim(class, vouched, from) else {
+                break; // Everything held matters more, or it is its own.
             };
-            if 3 - rank < class as u8 {
-                break; // Everything held matters more than this message.
-            }
-            // In the least important class held, messages from origins the
-            // chain does not vouch for go first (a flood from fresh keys
-            // evicts its own kind, not registered people's SOS); among
-            // them, the neighbour that handed over the most gives way
-            // first (its oldest): one neighbour's flood evicts its own
-            // messages, not everyone else's.
-            let victim = [false, true].into_iter().find_map(|vouched| {
-                self.shares
-                    .range((rank, vouched, None)..)
-                    .take_while(|((r, v, _), _)| *r == rank && *v == vouched)
-                    .max_by(|a, b| {
-                        a.1.len()
-                            .cmp(&b.1.len())
-                            .then(b.1.first().cmp(&a.1.first()))
-                    })
-                    .and_then(|(_, held)| held.first().map(|&(_, id)| id))
-            });
-            let Some(victim) = victim else {
-                break;
-            };
-            let victim_class = self
-                .held
-                .get(&victim)
-                .map_or(class, |h| h.message.body.class);
-            self.remove_held(victim);
-            self.stats.evicted += 1;
-            self.events.push_back(Event::Evicted {
-                id: victim,
-                class: victim_class,
-            });
-            self.set_status(victim, Status::Evicted);
+            self.evict(victim, class);
         }
         if self.held.len() + 1 > self.config.custody_max_messages
             || self.held_bytes + size > self.config.custody_max_bytes
@@ -190,6 +176,89 @@ impl<S: MessageStore> Router<S> {
         }
         self.try_forward(now, id);
         true
+    }
+
+    /// The message a new one of `class` from `from` takes the place of in
+    /// a full custody, if any; `vouched`: whether the chain vouches for its
+    /// origin.
+    ///
+    /// Never a more important class. An SOS from an origin the chain does
+    /// not vouch for (anyone can sign one with a fresh key) displaces only
+    /// bulk (P3) and SOS of its own kind, never a person's message (P2) or
+    /// a registered person's SOS. A neighbour that holds its fair share of
+    /// custody or more (the quota over the number of neighbours holding
+    /// any, this node's own sends counted as one) only displaces its own
+    /// messages, oldest first: a crowder's flood cannot evict what others
+    /// handed over. Otherwise the least important group held gives way
+    /// (by class, then origins not vouched for first), and in it the
+    /// neighbour that handed over the most (its oldest): one neighbour's
+    /// flood evicts its own messages, not everyone else's.
+    fn eviction_victim(
+        &self,
+        class: Class,
+        vouched: bool,
+        from: Option<Address>,
+    ) -> Option<MessageId> {
+        let own_rank = 3 - class as u8;
+        let may_displace = |rank: u8, its_vouched: bool| {
+            rank <= own_rank
+                && (vouched
+                    || class != Class::P0
+                    || rank == 0
+                    || (rank == own_rank && !its_vouched))
+        };
+        if from.is_some() && self.over_fair_share(from) {
+            return self
+                .shares
+                .iter()
+                .filter(|((r, v, f), held)| *f == from && may_displace(*r, *v) && !held.is_empty())
+                .min_by_key(|((r, v, _), held)| (*r, *v, held.first().copied()))
+                .and_then(|(_, held)| held.first().map(|&(_, id)| id));
+        }
+        let (rank, its_vouched) = self
+            .shares
+            .keys()
+            .map(|&(r, v, _)| (r, v))
+            .find(|&(r, v)| may_displace(r, v))?;
+        self.shares
+            .range((rank, its_vouched, None)..)
+            .take_while(|((r, v, _), _)| *r == rank && *v == its_vouched)
+            .max_by(|a, b| {
+                a.1.len()
+                    .cmp(&b.1.len())
+                    .then(b.1.first().cmp(&a.1.first()))
+            })
+            .and_then(|(_, held)| held.first().map(|&(_, id)| id))
+    }
+
+    /// Evicts `victim` from custody (`class`: the evicting message's, if
+    /// the victim's is unknown).
+    fn evict(&mut self, victim: MessageId, class: Class) {
+        let victim_class = self
+            .held
+            .get(&victim)
+            .map_or(class, |h| h.message.body.class);
+        self.remove_held(victim);
+        self.stats.evicted += 1;
+        self.events.push_back(Event::Evicted {
+            id: victim,
+            class: victim_class,
+        });
+        self.set_status(victim, Status::Evicted);
+    }
+
+    /// Whether `from` holds at least its fair share of the custody quota.
+    fn over_fair_share(&self, from: Option<Address>) -> bool {
+        let mut sources = std::collections::HashSet::new();
+        let mut mine = 0;
+        for ((_, _, f), held) in &self.shares {
+            sources.insert(*f);
+            if *f == from {
+                mine += held.len();
+            }
+        }
+        sources.insert(from);
+        mine * sources.len() >= self.config.custody_max_messages
     }
 
     pub(super) fn insert_held(

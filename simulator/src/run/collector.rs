@@ -355,8 +355,15 @@ impl Collector {
             Action::Replay(v) => {
                 engine.replay(v);
             }
-            Action::Sybil { node, class, hops } => {
-                let frame = self.sybils.broadcast(class, hops, engine.now_us() / 1_000);
+            Action::Sybil {
+                node,
+                class,
+                hops,
+                to_nowhere,
+            } => {
+                let frame = self
+                    .sybils
+                    .message(class, hops, to_nowhere, engine.now_us() / 1_000);
                 engine.inject(node, &[frame]);
             }
             Action::Move => {
