@@ -9,12 +9,12 @@
 //! the node count.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use lifeline_crypto::Identity;
 use lifeline_routing::routes::link_cost;
-use lifeline_routing::wire::{Body, Frame, Packet};
-use lifeline_routing::{Address, Class, Config, Event, MemoryMessageStore, Router};
+use lifeline_routing::wire::{AckOutcome, Body, Frame, Packet};
+use lifeline_routing::{Address, Class, Config, Event, MemoryMessageStore, MessageId, Router};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
@@ -30,6 +30,12 @@ pub enum Behaviour {
     /// Forwards normally, and records every message frame it receives to
     /// send again later ([`Engine::replay`]).
     Replayer,
+    /// Asks for every message a neighbour's custody summary lists, claims
+    /// custody of each that comes (an acknowledgement saying it forwards
+    /// it) and drops it; forwards everything else normally. It advertises
+    /// no routes, so nobody hands it custody for being closer (issue 23,
+    /// item 5: what pulling alone gives an attacker).
+    Puller,
 }
 
 /// Most message frames a replayer keeps.
@@ -156,6 +162,13 @@ pub struct Engine {
     /// Frames replayers sent again.
     pub replayed: u64,
     replay_seq: u64,
+    /// What each puller asked for and has not had yet.
+    pulled: HashMap<usize, HashSet<MessageId>>,
+    /// Messages pullers asked for, and of those, the ones they got and
+    /// dropped.
+    pub pull_asked: u64,
+    /// See `pull_asked`.
+    pub pull_dropped: u64,
 }
 
 fn ms(us: u64) -> u64 {
@@ -187,6 +200,9 @@ impl Engine {
             recorded: HashMap::new(),
             replayed: 0,
             replay_seq: 0,
+            pulled: HashMap::new(),
+            pull_asked: 0,
+            pull_dropped: 0,
         };
         for (i, identity) in identities.into_iter().enumerate() {
             let address = Address::from(identity.id());
@@ -735,6 +751,50 @@ impl Engine {
         }
     }
 
+    /// A frame on its way into puller `to`: a summary is answered with a
+    /// pull of everything it lists, and a message it pulled is
+    /// acknowledged as taken and dropped. True if the router must not see
+    /// it.
+    fn pull(&mut self, link: usize, to: usize, packet: Packet) -> bool {
+        let whole = if packet.count == 1 {
+            packet.data
+        } else {
+            let r = self
+                .reassembly
+                .entry(link)
+                .or_insert_with(|| lifeline_routing::link::Reassembler::new(64, 1 << 20));
+            match r.push(packet) {
+                Ok(Some((_, whole))) => whole,
+                _ => return false,
+            }
+        };
+        match Frame::decode(&whole) {
+            Ok(Frame::Summary(entries)) => {
+                let ids: Vec<MessageId> = entries.iter().map(|e| e.id).collect();
+                self.pull_asked += ids.len() as u64;
+                let pulled = self.pulled.entry(to).or_default();
+                if pulled.len() < REPLAY_RECORD_MAX {
+                    pulled.extend(ids.iter().copied());
+                }
+                self.inject(to, &[(Class::P0, Frame::Pull(ids).encode())]);
+                true
+            }
+            Ok(Frame::Message(m))
+                if m.body.destination != Some(self.nodes[to].address)
+                    && self.pulled.get_mut(&to).is_some_and(|p| p.remove(&m.id)) =>
+            {
+                self.pull_dropped += 1;
+                let ack = Frame::Ack {
+                    id: m.id,
+                    outcome: AckOutcome::Forwarding,
+                };
+                self.inject(to, &[(Class::P0, ack.encode())]);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Looks at a message frame on its way into `to`: counts it, and lets a
     /// hostile `to` drop it (for a frame in several fragments, the last one,
     /// which makes the router drop the whole frame). True if dropped.
@@ -749,6 +809,18 @@ impl Engine {
         let Ok(packet) = Packet::decode(bytes) else {
             return false;
         };
+        if self.nodes[to].behaviour == Behaviour::Puller {
+            return self.pull(link, to, packet);
+        }
+        // A puller advertises no routes (its routing frames, field 1, are
+        // lost on the way), so no holder takes it for closer: what it gets
+        // is only what pulling gives.
+        if self.nodes[from].behaviour == Behaviour::Puller
+            && packet.index == 0
+            && packet.data.first() == Some(&0x0a)
+        {
+            return true;
+        }
         // A message frame starts with field 2 (tag 0x12); control frames,
         // acknowledgements and summaries are skipped without decoding.
         if packet.index == 0 && packet.data.first() != Some(&0x12) {
@@ -781,7 +853,7 @@ impl Engine {
         }
         let for_me = body.destination == Some(self.nodes[to].address);
         match self.nodes[to].behaviour {
-            Behaviour::Honest | Behaviour::Replayer => false,
+            Behaviour::Honest | Behaviour::Replayer | Behaviour::Puller => false,
             Behaviour::Blackhole => !for_me,
             Behaviour::Grayhole(class) => !for_me && body.class == class,
         }

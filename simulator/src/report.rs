@@ -121,6 +121,9 @@ pub struct Report {
     /// (the daemon bans a neighbour on such reports): what a relay only
     /// passed on must never count.
     pub honest_reported: u64,
+    /// Pullers, if the scenario has any: messages they asked for from
+    /// custody summaries, and copies of those they got and dropped.
+    pub pull: Option<[u64; 2]>,
     /// Replayers, if the scenario has any.
     pub replay: Option<ReplayReport>,
     /// Background bulk load, if the scenario has any.
@@ -374,6 +377,12 @@ pub fn write_summary(
         "honest neighbours reported as misbehaving by honest nodes: {}",
         report.honest_reported
     )?;
+    if let Some([asked, dropped]) = report.pull {
+        writeln!(
+            out,
+            "pullers asked for {asked} messages from custody summaries and dropped the {dropped} they got"
+        )?;
+    }
     if let Some(r) = &report.replay {
         writeln!(
             out,

@@ -510,6 +510,11 @@ pub fn run(
                     }
                 }
             }
+            FaultSpec::Puller { fraction } => {
+                for v in pick(&mut rng, n, *fraction, &authorities) {
+                    engine.nodes[v].behaviour = Behaviour::Puller;
+                }
+            }
             FaultSpec::Grayhole { fraction, class } => {
                 let class = class_of(class).unwrap_or(Class::P2);
                 for v in pick(&mut rng, n, *fraction, &authorities) {
@@ -765,8 +770,11 @@ pub fn run(
                     let p = &collector.planned[*k];
                     // A flooder's own messages share its origin's allowance
                     // with its flood: they are a hostile origin's, not owed.
-                    p.to.is_some_and(|to| honest.joined(p.from, to))
-                        && !collector.flood.flooders.contains(&p.from)
+                    // A puller advertises no routes: messages to it are
+                    // not owed either.
+                    p.to.is_some_and(|to| {
+                        honest.joined(p.from, to) && engine.nodes[to].behaviour != Behaviour::Puller
+                    }) && !collector.flood.flooders.contains(&p.from)
                 })
                 .collect();
             report.deliverable = possible.len() as u64;
@@ -892,6 +900,11 @@ pub fn run(
             }
         }),
         honest_reported: collector.honest_reported,
+        pull: scenario
+            .faults
+            .iter()
+            .any(|f| matches!(f, FaultSpec::Puller { .. }))
+            .then_some([engine.pull_asked, engine.pull_dropped]),
         replay: (!collector.replayers.is_empty()).then_some(ReplayReport {
             replayers: collector.replayers.len() as u64,
             frames_replayed: engine.replayed,

@@ -520,6 +520,13 @@ pub enum FaultSpec {
         #[serde(default)]
         to_nowhere: bool,
     },
+    /// Nodes that ask for every message their neighbours' custody
+    /// summaries list, claim custody of each that comes, and drop it
+    /// (they forward everything else).
+    Puller {
+        /// Fraction of nodes.
+        fraction: f64,
+    },
     /// Nodes that drop the messages of one class.
     Grayhole {
         /// Fraction of nodes.

@@ -753,3 +753,22 @@ fn crowders_fill_only_their_own_share_of_custody() {
     }
     assert_eq!(report.honest_reported, 0);
 }
+
+/// Issue 23, item 5, mesh-wide: pullers ask for everything custody
+/// summaries list, claim custody of each copy and drop it, while a split
+/// makes honest messages wait in custody. Every honest message arrives
+/// after the heal and none is lost: a pull gets a copy, and the holder
+/// keeps custody unless the puller is closer by its own routes.
+#[test]
+fn pullers_that_drop_take_no_custody_away() {
+    let scenario = Scenario::load(&scenarios().join("pullers.toml")).unwrap();
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let [asked, dropped] = report.pull.expect("the scenario has pullers");
+    assert!(dropped > 0, "the pullers got nothing ({asked} asked)");
+    for class in ["P0", "P2"] {
+        let c = report.classes.iter().find(|c| c.class == class).unwrap();
+        assert_eq!(c.lost, 0, "an honest {class} message was lost");
+        assert_eq!(c.deliverable_ratio, 1.0, "{class}");
+    }
+}
