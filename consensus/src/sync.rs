@@ -263,8 +263,22 @@ pub enum KeyInUse {
 struct Request<P> {
     peer: P,
     from: u64,
+    /// When it was sent.
+    sent: Timestamp,
     deadline: Timestamp,
 }
+
+/// What a neighbour's answers took: the bytes of its last one, and the
+/// rate its answers came at (bytes a second, smoothed). A request's
+/// deadline leaves room for an answer as large as the last at that rate.
+#[derive(Clone, Copy, Debug, Default)]
+struct AnswerRate {
+    last_bytes: u64,
+    bytes_per_s: u64,
+}
+
+/// The longest a request's deadline grows to for a slow neighbour.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// An answer with blocks, being imported a few blocks at a time.
 struct Importing<P> {
@@ -293,9 +307,12 @@ pub struct Sync<P> {
     /// Neighbours whose last answers brought nothing new: asked after every
     /// other, and not at all for a while.
     strikes: HashMap<P, Strikes>,
-    /// Neighbours whose request timed out: their late answer is still
-    /// welcome, and not unsolicited (a slow link is no offence).
-    late: HashSet<P>,
+    /// Neighbours whose request timed out, with when it was sent: their
+    /// late answer is still welcome, and not unsolicited (a slow link is
+    /// no offence), and it teaches how slow the link is.
+    late: HashMap<P, Timestamp>,
+    /// How fast each neighbour's answers came.
+    rates: HashMap<P, AnswerRate>,
     in_flight: Option<Request<P>>,
     outbox: VecDeque<(P, SyncMessage)>,
     /// Height to ask from next, when walking back to find where branches meet.
@@ -339,7 +356,8 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             peers: HashMap::new(),
             misbehaviour: HashMap::new(),
             strikes: HashMap::new(),
-            late: HashSet::new(),
+            late: HashMap::new(),
+            rates: HashMap::new(),
             in_flight: None,
             outbox: VecDeque::new(),
             restart_from: None,
@@ -436,6 +454,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         self.peers.remove(peer);
         self.strikes.remove(peer);
         self.late.remove(peer);
+        self.rates.remove(peer);
         // Counts go with the neighbour: what it did is the daemon's to act
         // on (a ban) while it is here, and this map stays as small as the
         // neighbourhood.
@@ -515,9 +534,10 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             Some(request) => request,
             // An answer after its request timed out: as welcome as in time
             // (the blocks are checked all the same).
-            None if self.late.remove(&peer) => Request {
+            None if let Some(sent) = self.late.remove(&peer) => Request {
                 peer: peer.clone(),
                 from: chain.head().number.saturating_add(1),
+                sent,
                 deadline: now,
             },
             None => {
@@ -528,6 +548,8 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         if blocks.is_empty() {
             // It has nothing from there (its chain moved): wait for its next status.
             self.peers.remove(&peer);
+        } else {
+            self.measure(&peer, &request, &blocks, now);
         }
         // One answer at a time: an earlier one still importing finishes first.
         self.import_all(chain, now)?;
@@ -541,6 +563,39 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             gone: false,
         });
         self.import_some(chain, now, self.import_step)
+    }
+
+    /// Learns from an answer how fast `peer`'s answers come.
+    fn measure(&mut self, peer: &P, request: &Request<P>, blocks: &[Vec<u8>], now: Timestamp) {
+        let bytes: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+        let took_ms = now
+            .as_unix_millis()
+            .saturating_sub(request.sent.as_unix_millis())
+            .max(1);
+        let sample = bytes.saturating_mul(1000) / took_ms;
+        let rate = self.rates.entry(peer.clone()).or_default();
+        rate.last_bytes = bytes;
+        // Smoothed, a quarter for the newest: one quick answer does not
+        // undo what a slow link showed.
+        rate.bytes_per_s = if rate.bytes_per_s == 0 {
+            sample
+        } else {
+            (rate.bytes_per_s.saturating_mul(3) + sample) / 4
+        };
+    }
+
+    /// How long a request to `peer` may take: [`REQUEST_TIMEOUT`], or
+    /// twice what an answer as large as its last took at the rate its
+    /// answers came, if that is longer (at most [`MAX_REQUEST_TIMEOUT`]).
+    fn request_timeout(&self, peer: &P) -> Duration {
+        let needed = self
+            .rates
+            .get(peer)
+            .filter(|r| r.bytes_per_s > 0)
+            .map_or(Duration::ZERO, |r| {
+                Duration::from_millis(r.last_bytes.saturating_mul(2000) / r.bytes_per_s)
+            });
+        needed.clamp(REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT)
     }
 
     /// Whether blocks of an answer wait to be imported: call
@@ -874,7 +929,7 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
             // request lost on the way (sent before the link was up, say)
             // left a node that had heard a neighbour's only status waiting
             // for a new head that, with no authority sealing, never came.
-            self.late.insert(request.peer.clone());
+            self.late.insert(request.peer.clone(), request.sent);
             self.strike(request.peer, now);
         }
         for s in self.strikes.values_mut() {
@@ -993,7 +1048,8 @@ impl<P: Clone + Eq + Hash + Ord> Sync<P> {
         self.in_flight = Some(Request {
             peer: peer.clone(),
             from,
-            deadline: now.saturating_add(REQUEST_TIMEOUT),
+            sent: now,
+            deadline: now.saturating_add(self.request_timeout(&peer)),
         });
         self.outbox.push_back((
             peer,

@@ -867,3 +867,65 @@ fn a_neighbour_asking_for_blocks_again_and_again_is_served_at_a_bounded_rate() {
     assert_eq!(served, ["greedy", "other"]);
     assert!(sync.poll_timeout().is_none_or(|t| t > wake));
 }
+
+/// Issue 23, item 9: a neighbour on a slow link answers, but after the
+/// 10 s timeout. The old sync gave every request 10 s whatever the link,
+/// so such a neighbour struck out on every request. Its late answer now
+/// teaches the rate its answers come at, and the next request waits long
+/// enough for one as large.
+#[test]
+fn a_slow_neighbours_next_request_waits_as_long_as_its_answers_take() {
+    use lifeline_consensus::sync::{MAX_REQUEST_TIMEOUT, REQUEST_TIMEOUT};
+    use std::time::Duration;
+    let g = genesis();
+    let mut ahead = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    grow(&mut ahead, 300, 0);
+    let mut behind = Chain::open(MemoryChainStore::new(), &g).unwrap();
+    let (mut sync, mut serving) = (Sync::<&str>::new(), Sync::<&str>::new());
+    let now = ahead.head().timestamp;
+    sync.handle_message("slow", wire(Sync::<&str>::status(&ahead)), &mut behind, now)
+        .unwrap();
+    let (_, request) = sync.poll_transmit().expect("it asked");
+    assert_eq!(
+        sync.poll_timeout(),
+        Some(now.saturating_add(REQUEST_TIMEOUT)),
+        "a first request waits the base timeout"
+    );
+    serving
+        .handle_message("behind", wire(request), &mut ahead, now)
+        .unwrap();
+    let (_, answer) = serving.poll_transmit().unwrap();
+    // The answer takes 30 s on the slow link: the request timed out first.
+    sync.handle_timeout(&behind, now.saturating_add(REQUEST_TIMEOUT));
+    let late = now.saturating_add(Duration::from_secs(30));
+    sync.handle_message("slow", wire(answer), &mut behind, late)
+        .unwrap();
+    while sync.importing() {
+        sync.continue_import(&mut behind, late).unwrap();
+    }
+    assert_eq!(behind.head().number, 256, "the late answer was used");
+    // Its strike waits out; the next request gets as long as an answer
+    // that large took, twice over.
+    let again = late.saturating_add(MAX_REQUEST_TIMEOUT);
+    sync.handle_timeout(&behind, again);
+    sync.handle_message(
+        "slow",
+        wire(Sync::<&str>::status(&ahead)),
+        &mut behind,
+        again,
+    )
+    .unwrap();
+    let mut asked = false;
+    while let Some((to, m)) = sync.poll_transmit() {
+        asked |= to == "slow" && matches!(m, SyncMessage::GetBlocks { .. });
+    }
+    assert!(asked, "it asked the slow neighbour again");
+    let deadline = sync.poll_timeout().expect("a request is in flight");
+    let waits = deadline.saturating_duration_since(again);
+    // (The request asked again after the timeout is the one the answer is
+    // taken for, so the answer seems to take 20 s: twice that is 40 s.)
+    assert!(
+        waits > Duration::from_secs(30),
+        "the next request waits only {waits:?} for a neighbour whose answers take 30 s"
+    );
+}
