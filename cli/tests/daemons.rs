@@ -368,6 +368,41 @@ fn the_control_api_on_loopback_tcp_wants_the_token() {
         .unwrap();
     fails(out, "token is missing or wrong");
 
+    // Issue 23, item 13: a client that connects and never shows the token
+    // is closed after 10 s (before, it held one of the 32 slots for good);
+    // a watcher with the token stays.
+    let mut watcher = lifeline(root.path())
+        .args(["--control-tcp", &addr, "--control-token-file"])
+        .arg(&token)
+        .args(["inbox", "--watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    // The server's HTTP/2 settings come first; then nothing, until closed.
+    let mut buf = [0u8; 256];
+    let read = loop {
+        match std::io::Read::read(&mut idle, &mut buf) {
+            Ok(n) if n > 0 => continue,
+            other => break other,
+        }
+    };
+    let held = started.elapsed();
+    assert!(
+        matches!(read, Ok(0) | Err(_)) && held < Duration::from_secs(15),
+        "an idle connection without the token was held {held:?} ({read:?})"
+    );
+    assert!(
+        watcher.try_wait().unwrap().is_none(),
+        "the watcher with the token was closed too"
+    );
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+
     // Only loopback: the control API controls the node.
     let open = Daemon::new(root.path(), "open");
     let out = lifeline(&open.dir)

@@ -2,12 +2,15 @@
 //! long each may stay open: for the metrics endpoint and the control API on
 //! loopback TCP, which had neither (issue 23, item 13). A client that opens
 //! connections and holds them then waits its turn instead of exhausting the
-//! node's file descriptors.
+//! node's file descriptors; and one that connects and never authenticates
+//! is closed (`Capped::vouch_within`).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +26,31 @@ pub struct Capped {
     listener: TcpListener,
     permits: Arc<Semaphore>,
     lifetime: Option<Duration>,
+    /// With [`Capped::vouch_within`]: how long a connection may stay open
+    /// before the server vouches for it, and the open ones by peer address.
+    vouching: Option<(Duration, Vouching)>,
+}
+
+/// Connections waiting to be vouched for, by peer address: the server
+/// marks one (after its first authenticated request, say) with
+/// [`Vouching::vouch`].
+#[derive(Clone, Debug, Default)]
+pub struct Vouching(Arc<Mutex<HashMap<SocketAddr, Arc<AtomicBool>>>>);
+
+impl Vouching {
+    /// Vouches for the connection from `peer`: it may stay open.
+    pub fn vouch(&self, peer: SocketAddr) {
+        if let Some(flag) = self.lock().get(&peer) {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<AtomicBool>>> {
+        // A panic elsewhere while holding it leaves a map still usable.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Capped {
@@ -33,7 +61,17 @@ impl Capped {
             listener,
             permits: Arc::new(Semaphore::new(max.max(1))),
             lifetime,
+            vouching: None,
         }
+    }
+
+    /// Closes each connection that the server has not vouched for within
+    /// `within` (through the returned [`Vouching`]): a client that
+    /// connects and never shows the token cannot hold a slot.
+    pub fn vouch_within(mut self, within: Duration) -> (Self, Vouching) {
+        let vouching = Vouching::default();
+        self.vouching = Some((within, vouching.clone()));
+        (self, vouching)
     }
 
     /// Waits for a free slot, then for a connection.
@@ -46,11 +84,22 @@ impl Capped {
             .map_err(|_| io::Error::other("the listener's slots are closed"))?;
         let (stream, addr) = self.listener.accept().await?;
         let deadline = self.lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
+        let unvouched = self.vouching.as_ref().map(|(within, vouching)| {
+            let flag = Arc::new(AtomicBool::new(false));
+            vouching.lock().insert(addr, flag.clone());
+            Unvouched {
+                flag,
+                deadline: Box::pin(tokio::time::sleep(*within)),
+                vouching: vouching.clone(),
+                peer: addr,
+            }
+        });
         Ok((
             CappedStream {
                 stream,
                 _permit: permit,
                 deadline,
+                unvouched,
             },
             addr,
         ))
@@ -94,10 +143,33 @@ pub struct CappedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     deadline: Option<Pin<Box<Sleep>>>,
+    unvouched: Option<Unvouched>,
+}
+
+/// A connection's wait to be vouched for.
+#[derive(Debug)]
+struct Unvouched {
+    flag: Arc<AtomicBool>,
+    deadline: Pin<Box<Sleep>>,
+    vouching: Vouching,
+    peer: SocketAddr,
+}
+
+impl Drop for Unvouched {
+    fn drop(&mut self) {
+        self.vouching.lock().remove(&self.peer);
+    }
 }
 
 impl CappedStream {
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(u) = &mut self.unvouched {
+            if u.flag.load(Ordering::Relaxed) {
+                self.unvouched = None;
+            } else if u.deadline.as_mut().poll(cx).is_ready() {
+                return true;
+            }
+        }
         self.deadline
             .as_mut()
             .is_some_and(|d| d.as_mut().poll(cx).is_ready())
@@ -107,7 +179,7 @@ impl CappedStream {
 fn timed_out() -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
-        "the connection stayed open too long",
+        "the connection stayed open too long, or without a call the server took",
     )
 }
 
@@ -210,5 +282,49 @@ mod tests {
         // A connection held open is closed at the end of its lifetime.
         let closed = tokio::time::timeout(long, b.read(&mut one)).await.unwrap();
         assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+
+    /// Issue 23, item 13: before, a client that connected to the control
+    /// API on TCP and never showed the token held one of its slots for
+    /// good. A connection nobody vouched for is closed after the deadline;
+    /// one the server vouched for stays.
+    #[tokio::test]
+    async fn a_connection_nobody_vouches_for_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (capped, vouching) =
+            Capped::new(listener, 4, None).vouch_within(Duration::from_millis(300));
+        let (peers_tx, mut peers) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, peer)) = capped.accept().await else {
+                    return;
+                };
+                let _ = peers_tx.send(peer);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16];
+                    // Silent: it only reads, as a server waiting for a call.
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let idle_peer = peers.recv().await.unwrap();
+        let mut vouched = TcpStream::connect(addr).await.unwrap();
+        let vouched_peer = peers.recv().await.unwrap();
+        assert_ne!(idle_peer, vouched_peer);
+        vouching.vouch(vouched_peer);
+        let mut one = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut one))
+            .await
+            .expect("the connection nobody vouched for was left open");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        // The vouched one is still open well past the deadline.
+        let open = tokio::time::timeout(Duration::from_millis(800), vouched.read(&mut one)).await;
+        assert!(open.is_err(), "the vouched connection was closed: {open:?}");
     }
 }

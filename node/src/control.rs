@@ -382,9 +382,10 @@ pub struct TcpEndpoint {
     pub token: String,
 }
 
-/// Refuses calls without the right bearer token, in constant time.
+/// Refuses calls without the right bearer token, in constant time; vouches
+/// for the connection of a call that shows it (so it may stay open).
 #[derive(Clone)]
-struct CheckToken(blake3::Hash);
+struct CheckToken(blake3::Hash, crate::capped::Vouching);
 
 impl tonic::service::Interceptor for CheckToken {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
@@ -396,6 +397,9 @@ impl tonic::service::Interceptor for CheckToken {
             .unwrap_or("");
         // blake3::Hash compares in constant time.
         if blake3::hash(shown.as_bytes()) == self.0 {
+            if let Some(peer) = request.remote_addr() {
+                self.1.vouch(peer);
+            }
             Ok(request)
         } else {
             Err(Status::unauthenticated(
@@ -408,6 +412,11 @@ impl tonic::service::Interceptor for CheckToken {
 
 /// Connections the control API on loopback TCP serves at once; more wait.
 pub const MAX_TCP_CONNECTIONS: usize = 32;
+
+/// How long a connection to the control API on TCP may stay open without a
+/// call that shows the token: an idle client without it cannot hold one of
+/// the [`MAX_TCP_CONNECTIONS`] slots.
+pub const FIRST_CALL_WITHIN: Duration = Duration::from_secs(10);
 
 /// Binds the control socket at `path` with owner-only permissions, and the
 /// loopback TCP endpoint if there is one. A socket left by a node that died
@@ -440,9 +449,15 @@ pub async fn serve(
                 .map_err(|e| {
                     format!("cannot listen on {} for control calls: {e}", endpoint.addr)
                 })?;
+            // Capped in connections; not in time, as watchers (`lifeline
+            // inbox --watch`) stay open for good, but closed unless a call
+            // with the token comes within FIRST_CALL_WITHIN.
+            let (listener, vouching) =
+                crate::capped::Capped::new(listener, MAX_TCP_CONNECTIONS, None)
+                    .vouch_within(FIRST_CALL_WITHIN);
             Some((
                 listener,
-                CheckToken(blake3::hash(endpoint.token.as_bytes())),
+                CheckToken(blake3::hash(endpoint.token.as_bytes()), vouching),
             ))
         }
     };
@@ -464,18 +479,12 @@ pub async fn serve(
                 };
                 tonic::transport::Server::builder()
                     .add_service(ControlServer::with_interceptor(service, check))
-                    // Capped in connections; not in time, as watchers
-                    // (`lifeline inbox --watch`) stay open for good.
-                    .serve_with_incoming_shutdown(
-                        crate::capped::Capped::new(listener, MAX_TCP_CONNECTIONS, None)
-                            .into_stream(),
-                        {
-                            let mut stopped = stopped.clone();
-                            async move {
-                                let _ = stopped.wait_for(|s| *s).await;
-                            }
-                        },
-                    )
+                    .serve_with_incoming_shutdown(listener.into_stream(), {
+                        let mut stopped = stopped.clone();
+                        async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        }
+                    })
                     .await
             };
             let signal = async move {
