@@ -280,9 +280,13 @@ impl Topology {
     /// meshnet-lab JSON: `{"nodes":[{"id":..}], "links":[{"source","target",
     /// "type","source_tq","target_tq"}]}`. `keep_types`: link types to keep
     /// (empty: all). Link quality is the mean of the two transmit qualities.
+    /// As meshnet-lab's own `network.py` reads it, the node list is
+    /// optional and a node that only a link names is created (its Freifunk
+    /// files name VPN interconnects that way); such nodes come after the
+    /// listed ones, in the order the links first name them.
     pub fn from_meshnet_lab(text: &str, keep_types: &[String]) -> Result<Topology, TopologyError> {
         let json: serde_json::Value = serde_json::from_str(text)?;
-        json_graph(&json, "meshnet-lab JSON", |link| {
+        json_graph(&json, "meshnet-lab JSON", Implicit::Create, |link| {
             let kind = link["type"].as_str().unwrap_or("");
             if !keep_types.is_empty() && !keep_types.iter().any(|k| k == kind) {
                 return None;
@@ -305,7 +309,7 @@ impl Topology {
                 "a NetJSON file must have \"type\": \"NetworkGraph\"",
             ));
         }
-        json_graph(&json, "NetJSON", |link| {
+        json_graph(&json, "NetJSON", Implicit::Refuse, |link| {
             Some(link["cost"].as_f64().map(|c| 1.0 / c.max(1.0).sqrt()))
         })
     }
@@ -411,17 +415,29 @@ impl Topology {
     }
 }
 
+/// What a JSON graph does with a node that only a link names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Implicit {
+    /// Creates it (meshnet-lab; the node list may be absent).
+    Create,
+    /// Refuses the file (NetJSON requires every node listed).
+    Refuse,
+}
+
 /// Reads `{"nodes": [{"id"}], "links": [{"source", "target", ...}]}`, the
 /// shape meshnet-lab and NetJSON share. `quality` gives a link's quality, or
 /// `None` to leave the link out.
 fn json_graph(
     json: &serde_json::Value,
     format: &str,
+    implicit: Implicit,
     quality: impl Fn(&serde_json::Value) -> Option<Option<f64>>,
 ) -> Result<Topology, TopologyError> {
-    let nodes = json["nodes"]
-        .as_array()
-        .ok_or_else(|| content(format!("{format} needs a \"nodes\" list")))?;
+    let nodes = match json["nodes"].as_array() {
+        Some(nodes) => nodes.as_slice(),
+        None if implicit == Implicit::Create && json.get("nodes").is_none() => &[],
+        None => return Err(content(format!("{format} needs a \"nodes\" list"))),
+    };
     let mut t = Topology::default();
     let mut index = HashMap::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -440,6 +456,19 @@ fn json_graph(
         let Some(q) = quality(link) else {
             continue;
         };
+        if implicit == Implicit::Create {
+            for field in ["source", "target"] {
+                let name = id_text(&link[field])
+                    .ok_or_else(|| content(format!("link {i} has no {field}")))?;
+                if !index.contains_key(&name) {
+                    index.insert(name.clone(), t.nodes.len());
+                    t.nodes.push(NodeInfo {
+                        name,
+                        position: None,
+                    });
+                }
+            }
+        }
         let (a, b) = endpoints(&index, link, i)?;
         if let Some(e) = t.link(&mut seen, a, b) {
             e.quality = q;
@@ -575,16 +604,41 @@ mod tests {
         assert_eq!(sizes, vec![3, 2]);
     }
 
+    /// meshnet-lab's `network.py` creates a node that only a link names;
+    /// before, the whole file was refused ("link 1 names unknown node").
+    #[test]
+    fn meshnet_lab_files_may_name_nodes_only_in_links() {
+        let t = Topology::from_meshnet_lab(
+            r#"{"nodes":[{"id":"a"},{"id":"b"}],
+                "links":[{"source":"a","target":"b"},{"source":"b","target":"vpn1"},
+                         {"source":"vpn1","target":"c"}]}"#,
+            &[],
+        )
+        .unwrap();
+        let names: Vec<&str> = t.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "vpn1", "c"]);
+        assert_eq!(t.adjacency()[2], vec![1, 3]);
+        // And the node list may be left out, as in meshnet-lab's README.
+        let t = Topology::from_meshnet_lab(
+            r#"{"links":[{"source":"a","target":"b"},{"source":"b","target":"c"}]}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t.nodes.len(), 3);
+        assert_eq!(t.adjacency()[1], vec![0, 2]);
+    }
+
     #[test]
     fn bad_files_say_what_is_wrong() {
         let e = Topology::from_edge_list("a\n").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
-        let e = Topology::from_meshnet_lab(
-            r#"{"nodes":[{"id":1}],"links":[{"source":1,"target":9}]}"#,
-            &[],
+        let e = Topology::from_netjson(
+            r#"{"type":"NetworkGraph","nodes":[{"id":1}],"links":[{"source":1,"target":9}]}"#,
         )
         .unwrap_err();
         assert!(e.to_string().contains("unknown node \"9\""), "{e}");
+        let e = Topology::from_meshnet_lab(r#"{"links":[{"source":1}]}"#, &[]).unwrap_err();
+        assert!(e.to_string().contains("link 0 has no target"), "{e}");
         assert!(Topology::from_graphml("<graphml><node").is_err());
     }
 }
