@@ -18,6 +18,7 @@
 pub mod limits;
 pub mod link;
 pub mod locate;
+pub mod pace;
 pub mod router;
 pub mod routes;
 pub mod schedule;

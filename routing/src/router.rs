@@ -22,6 +22,7 @@ use crate::Class;
 use crate::limits::{RateLimiter, SeenCache};
 use crate::link::Reassembler;
 use crate::locate::{self, Registry};
+use crate::pace::Pacer;
 use crate::routes::{Metric, RouteMessage, RoutingTable};
 use crate::schedule::LinkScheduler;
 use crate::store::{MessageStore, SeenRecord, StoreBatch};
@@ -34,6 +35,7 @@ mod admission;
 mod custody;
 mod lookup;
 mod messages;
+mod pacing;
 mod queues;
 
 /// The router's settings. The defaults suit a phone or a Raspberry Pi.
@@ -114,6 +116,11 @@ pub struct Config {
     /// In a scoped mesh, one node in this many is a landmark, known
     /// everywhere (chosen by a hash of its id).
     pub landmark_one_in: u32,
+    /// Bulk pacing ([`crate::pace`]): the queueing delay aimed at per hop,
+    /// in ms (0: bulk unpaced, as before).
+    pub pace_target_ms: u64,
+    /// Bulk pacing: time between hop delay probes while bulk flows, in ms.
+    pub pace_probe_ms: u64,
 }
 
 impl Default for Config {
@@ -147,6 +154,8 @@ impl Default for Config {
             tracked_messages: 10_000,
             zone_hops: 0,
             landmark_one_in: 64,
+            pace_target_ms: 2,
+            pace_probe_ms: 50,
         }
     }
 }
@@ -194,8 +203,16 @@ pub enum SendError {
     #[error("only an authority may send P1 messages, and this node is not one on the chain")]
     NotAuthority,
     /// Too many SOS messages in a short time.
-    #[error("SOS limit reached (3 at once, then one every 20 s); wait and send again")]
-    RateLimited,
+    #[error(
+        "SOS limit reached ({burst} at once, then one every {} s); wait and send again",
+        interval_ms / 1000
+    )]
+    RateLimited {
+        /// The burst the limit allows.
+        burst: u32,
+        /// Then one per this many ms.
+        interval_ms: u64,
+    },
     /// Custody is full of messages of higher priority.
     #[error("this node's message store is full of higher-priority messages; try again later")]
     CustodyFull,
@@ -455,6 +472,8 @@ struct Neighbour {
     /// A custody acknowledgement from it timed out, and none came since: an
     /// SOS sent through it also goes out as a detour flood at once.
     silent: bool,
+    /// The pace of bulk on the link.
+    pacer: Pacer,
 }
 
 /// The latest update per destination.
@@ -810,6 +829,7 @@ impl<S: MessageStore> Router<S> {
                     counted_ms: now,
                     reported: false,
                     silent: false,
+                    pacer: Pacer::new(self.pace_config(), now),
                 },
             );
         }
@@ -907,6 +927,7 @@ impl<S: MessageStore> Router<S> {
             Frame::Locate(location) => self.handle_locate(now, from, *location),
             Frame::Lookup(lookup) => self.handle_lookup(from, *lookup),
             Frame::Found(found) => self.handle_found(now, from, *found),
+            Frame::Timing { probe_ms, echo_ms } => self.handle_timing(now, from, probe_ms, echo_ms),
         }
     }
 
@@ -916,7 +937,10 @@ impl<S: MessageStore> Router<S> {
             return Err(SendError::NotAuthority);
         }
         if request.class == Class::P0 && !self.sos_limit.allow(&self.me, now) {
-            return Err(SendError::RateLimited);
+            return Err(SendError::RateLimited {
+                burst: self.config.sos_burst,
+                interval_ms: self.config.sos_interval_ms,
+            });
         }
         self.originate(
             now,
@@ -1047,6 +1071,7 @@ impl<S: MessageStore> Router<S> {
             let message = entry.remove();
             self.sos_unanswered(now, message);
         }
+        self.pace_timeout(now);
         // Statuses of our own messages that expired after leaving custody.
         while let Some(&(expires, id)) = self.tracked_order.first() {
             if expires > now {
@@ -1070,6 +1095,7 @@ impl<S: MessageStore> Router<S> {
             self.sos_watch.first_key_value().map(|((t, _), _)| *t),
             self.scope.as_ref().map(|s| s.next_check),
             self.scope.as_ref().and_then(|s| s.lookups.next_deadline()),
+            self.pace_poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -1090,7 +1116,11 @@ impl<S: MessageStore> Router<S> {
         self.table.set_time(self.now);
         self.flush();
         let n = self.neighbours.get_mut(neighbour)?;
-        let fragment = n.scheduler.poll_fragment()?;
+        let bulk = n.scheduler.bulk_waiting() && n.pacer.allow_bulk(now);
+        let fragment = n.scheduler.poll_fragment_paced(bulk)?;
+        if fragment.class == Class::P3 {
+            n.pacer.sent_bulk(now, fragment.bytes.len());
+        }
         let last = fragment.index + 1 == fragment.count;
         if last && let Some(id) = n.custody_frames.remove(&fragment.frame) {
             let to = *neighbour;

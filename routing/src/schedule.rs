@@ -243,7 +243,29 @@ impl<U: Clone + Eq + Hash> LinkScheduler<U> {
 
     /// The next fragment for the link, if anything is waiting.
     pub fn poll_fragment(&mut self) -> Option<Fragment> {
-        let k = self.classes.iter().position(|c| !c.is_empty())?;
+        self.poll_fragment_paced(true)
+    }
+
+    /// Whether bulk (P3) waits.
+    pub fn bulk_waiting(&self) -> bool {
+        !self.classes[Class::P3.index()].is_empty()
+    }
+
+    /// Whether anything but bulk waits.
+    pub fn urgent_waiting(&self) -> bool {
+        self.classes[..Class::P3.index()]
+            .iter()
+            .any(|c| !c.is_empty())
+    }
+
+    /// [`LinkScheduler::poll_fragment`], leaving bulk (P3) where it is
+    /// unless `bulk` (its pace allows it: [`crate::pace`]).
+    pub fn poll_fragment_paced(&mut self, bulk: bool) -> Option<Fragment> {
+        let k = self
+            .classes
+            .iter()
+            .enumerate()
+            .position(|(k, c)| !c.is_empty() && (bulk || k != Class::P3.index()))?;
         let mtu = if k == Class::P3.index() {
             self.bulk_mtu
         } else {

@@ -739,6 +739,14 @@ pub enum Frame {
     Lookup(Box<Lookup>),
     /// A home's answer to a lookup, on its way to the asker.
     Found(Box<Found>),
+    /// A hop delay probe or its echo (a control frame with nothing else
+    /// in it; [`crate::pace`]).
+    Timing {
+        /// A probe: the sender's clock (ms), to be echoed.
+        probe_ms: Option<u64>,
+        /// An echo: the `probe_ms` of a probe received.
+        echo_ms: Option<u64>,
+    },
 }
 
 impl Frame {
@@ -776,6 +784,11 @@ impl Frame {
                 }
                 K::Control(control)
             }
+            Frame::Timing { probe_ms, echo_ms } => K::Control(pb::Control {
+                probe_ms: *probe_ms,
+                echo_ms: *echo_ms,
+                ..pb::Control::default()
+            }),
             Frame::Message(m) => K::Message(m.to_pb()),
             Frame::Ack { id, outcome } => K::Ack(pb::CustodyAck {
                 id: id.0.to_vec(),
@@ -850,6 +863,18 @@ impl Frame {
         use pb::frame::Kind as K;
         let frame: pb::Frame = decode_bounded("Frame", bytes, MAX_FRAME)?;
         match frame.kind.ok_or(invalid("Frame", "kind", "missing"))? {
+            K::Control(c)
+                if (c.probe_ms.is_some() || c.echo_ms.is_some())
+                    && c.updates.is_empty()
+                    && c.requests.is_empty()
+                    && c.digest.is_empty()
+                    && !c.dump =>
+            {
+                Ok(Frame::Timing {
+                    probe_ms: c.probe_ms,
+                    echo_ms: c.echo_ms,
+                })
+            }
             K::Control(c) => {
                 if c.updates.len() + c.requests.len() > MAX_CONTROL_ENTRIES {
                     return Err(invalid("Control", "updates", "more than 4096 entries"));
@@ -1039,6 +1064,49 @@ mod tests {
         let packet = Packet::decode(&canonical).unwrap();
         assert_eq!((packet.frame, packet.index, packet.count), (8, 16, 91));
         assert_eq!(packet.encode(), canonical);
+    }
+
+    #[test]
+    fn delay_probes_round_trip_and_look_empty_to_older_nodes() {
+        for frame in [
+            Frame::Timing {
+                probe_ms: Some(1_765_000_000_123),
+                echo_ms: None,
+            },
+            Frame::Timing {
+                probe_ms: None,
+                echo_ms: Some(0),
+            },
+        ] {
+            let bytes = frame.encode();
+            assert_eq!(Frame::decode(&bytes).unwrap(), frame);
+            // An older node's schema has no such fields: it sees an empty
+            // Control, which it accepts and does nothing with.
+            let old = pb::Frame {
+                kind: Some(pb::frame::Kind::Control(pb::Control::default())),
+            };
+            let seen = pb::Frame::decode(bytes.as_slice()).unwrap();
+            let Some(pb::frame::Kind::Control(c)) = seen.kind else {
+                panic!("not a Control");
+            };
+            assert!(c.updates.is_empty() && c.requests.is_empty());
+            assert_eq!(
+                Frame::decode(&old.encode_to_vec()).unwrap(),
+                Frame::Control(vec![])
+            );
+        }
+        // A probe beside route updates is not a probe: the updates count.
+        let mixed = pb::Frame {
+            kind: Some(pb::frame::Kind::Control(pb::Control {
+                dump: true,
+                probe_ms: Some(5),
+                ..pb::Control::default()
+            })),
+        };
+        assert_eq!(
+            Frame::decode(&mixed.encode_to_vec()).unwrap(),
+            Frame::Control(vec![RouteMessage::DumpRequest])
+        );
     }
 
     #[test]

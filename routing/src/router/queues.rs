@@ -73,7 +73,10 @@ impl<S: MessageStore> Router<S> {
     ) -> Option<u64> {
         let now = self.now;
         let n = self.neighbours.get_mut(&to)?;
-        let was_idle = n.scheduler.is_empty();
+        // Idle for the driver: nothing waits, or only bulk its pace holds
+        // back (a timer lets that go; this frame may go at once).
+        let was_idle = n.scheduler.is_empty()
+            || (class != Class::P3 && !n.scheduler.urgent_waiting() && n.pacer.blocked());
         n.next_frame += 1;
         let id = n.next_frame;
         let pushed = n.scheduler.push(QueuedFrame {

@@ -1,0 +1,483 @@
+//! Bulk (P3) pacing on one link: bulk yields to everything else, below the
+//! router too.
+//!
+//! The router's strict priority puts an SOS ahead of bulk in its own queue,
+//! but not ahead of bulk it already handed down: into the daemon's writer,
+//! the transport's buffers, the kernel's socket buffer and the qdisc of a
+//! loaded radio hop. An SOS waits out whatever bulk sits there. So bulk is
+//! paced per neighbour below what the link carries, by a delay-based
+//! controller in the spirit of LEDBAT (RFC 6817), with a per-hop target of
+//! a few milliseconds instead of LEDBAT's 100: this node owns both ends of
+//! the hop and measures its queueing delay directly.
+//!
+//! - **Measuring.** While bulk flows to a neighbour, the router sends it a
+//!   probe every [`Pacer::probe_interval_ms`] (a timestamp in an otherwise
+//!   empty routing control frame, class P0); the neighbour echoes it at
+//!   once, also as P0. Probe and echo cross every buffer below both routers,
+//!   so the round trip minus the smallest one seen lately (the base) is the
+//!   queueing delay on the hop.
+//! - **Control.** Below the target the rate grows: doubling per sample
+//!   until the first queue is seen (slow start), then in proportion to how
+//!   far below the target the delay is. Above it the rate shrinks in
+//!   proportion to the excess, at most halving per sample. The rate grows
+//!   only while bulk actually waited for it, so a link that carried little
+//!   does not keep a rate it never tried.
+//! - **Never starving.** The rate has a floor ([`MIN_RATE`]), and on a
+//!   link with nothing else the controller settles where the queue is at
+//!   the target, which is at or near what the link carries.
+//! - **Old neighbours.** A neighbour that never echoes (a node from before
+//!   this) leaves bulk unpaced, as it was.
+//!
+//! Time is the router's, in milliseconds; sans-IO like the rest of it.
+
+use std::collections::VecDeque;
+
+/// Lowest pace, in bytes per millisecond (8 kbit/s): bulk always moves.
+pub const MIN_RATE: f64 = 1.0;
+/// Highest pace, in bytes per millisecond (8 Gbit/s).
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// The pace bulk starts at, in bytes per millisecond (256 kbit/s).
+const START_RATE: f64 = 32.0;
+/// How long each minimum of the base delay history covers.
+const BASE_SLOT_MS: u64 = 30_000;
+/// Minima kept: the base is the smallest round trip of the last 2 minutes.
+const BASE_SLOTS: usize = 4;
+/// Probes in flight at most: no more is sent until one is echoed or given
+/// up (links are FIFO, so a probe older than one echoed was lost).
+const MAX_OUTSTANDING: usize = 16;
+/// A probe out this long is given up as lost.
+const PROBE_LOST_MS: u64 = 10_000;
+/// Bulk that may go at once, in ms at the pace: a driver woken a few ms
+/// late (a busy daemon) still keeps the link busy.
+const BURST_MS: f64 = 4.0;
+/// Delivery samples kept for the capacity estimate.
+const DELIVERY_SAMPLES: usize = 8;
+/// Bulk sent within this long keeps the probes going.
+const ACTIVE_MS: u64 = 1_000;
+
+/// The pacing settings (the router's [`Config`](crate::router::Config)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaceConfig {
+    /// Queueing delay aimed at per hop, in ms; 0 turns pacing off.
+    pub target_ms: u64,
+    /// Time between probes while bulk flows, in ms.
+    pub probe_interval_ms: u64,
+    /// Bytes of bulk that may go out at once.
+    pub burst_bytes: usize,
+}
+
+/// The pacer of one link.
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    config: PaceConfig,
+    /// Bytes per ms.
+    rate: f64,
+    /// Bytes that may go now (negative: owed).
+    tokens: f64,
+    refilled_ms: u64,
+    /// Slow start: until the first queue is seen.
+    starting: bool,
+    /// Smallest round trip per slot, newest last, with the slot's start.
+    base: Vec<(u64, u64)>,
+    /// Probes in flight: when each was sent and the bulk bytes sent by
+    /// then, oldest first.
+    outstanding: VecDeque<(u64, u64)>,
+    /// Bulk bytes sent on the link so far.
+    sent_total: u64,
+    /// The latest echo: when it came, the bulk bytes sent before its probe,
+    /// and the delay it measured.
+    last_echo: Option<(u64, u64, u64)>,
+    /// What the link delivered while a queue stood (bytes per ms), the
+    /// newest samples: see [`Pacer::capacity`].
+    delivered: VecDeque<f64>,
+    next_probe_ms: u64,
+    /// When the rate last changed on a sample.
+    adjusted_ms: u64,
+    /// The latest echo's delay, or the lateness of a probe the rate shrank
+    /// for since.
+    late_ms: u64,
+    /// Whether the neighbour ever echoed: pacing applies only then.
+    echoing: bool,
+    last_bulk_ms: Option<u64>,
+    /// Bulk waited for tokens since the last sample.
+    limited: bool,
+    /// Bulk was refused and waits for [`Pacer::wake_at`].
+    blocked: bool,
+    /// The latest queueing delay measured, in ms.
+    delay_ms: Option<u64>,
+}
+
+impl Pacer {
+    /// A pacer for a link that came up at `now`.
+    pub fn new(config: PaceConfig, now: u64) -> Self {
+        Self {
+            config,
+            rate: START_RATE,
+            tokens: config.burst_bytes as f64,
+            refilled_ms: now,
+            starting: true,
+            base: Vec::new(),
+            outstanding: VecDeque::new(),
+            sent_total: 0,
+            last_echo: None,
+            delivered: VecDeque::new(),
+            next_probe_ms: now,
+            adjusted_ms: now,
+            late_ms: 0,
+            echoing: false,
+            last_bulk_ms: None,
+            limited: false,
+            blocked: false,
+            delay_ms: None,
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.config.target_ms > 0
+    }
+
+    /// Whether bulk is held to the pace (the neighbour echoes probes).
+    pub fn pacing(&self) -> bool {
+        self.enabled() && self.echoing
+    }
+
+    /// The pace, in bytes per second.
+    pub fn rate_bytes_per_s(&self) -> u64 {
+        (self.rate * 1000.0) as u64
+    }
+
+    /// The latest queueing delay measured on the hop, in ms.
+    pub fn delay_ms(&self) -> Option<u64> {
+        self.delay_ms
+    }
+
+    fn refill(&mut self, now: u64) {
+        let elapsed = now.saturating_sub(self.refilled_ms);
+        self.refilled_ms = self.refilled_ms.max(now);
+        let burst = (self.config.burst_bytes as f64).max(self.rate * BURST_MS);
+        self.tokens = (self.tokens + self.rate * elapsed as f64).min(burst);
+    }
+
+    /// Whether a bulk fragment may go at `now`. A refusal counts as bulk
+    /// having waited (the rate may then grow).
+    pub fn allow_bulk(&mut self, now: u64) -> bool {
+        if !self.pacing() {
+            return true;
+        }
+        self.refill(now);
+        if self.tokens > 0.0 {
+            return true;
+        }
+        self.limited = true;
+        self.blocked = true;
+        false
+    }
+
+    /// A bulk fragment of `bytes` went out at `now`.
+    pub fn sent_bulk(&mut self, now: u64, bytes: usize) {
+        self.last_bulk_ms = Some(now);
+        self.sent_total = self.sent_total.saturating_add(bytes as u64);
+        if self.pacing() {
+            self.refill(now);
+            self.tokens -= bytes as f64;
+        }
+    }
+
+    /// When bulk that is waiting may go next (`None`: now, or unpaced).
+    pub fn bulk_ready_at(&self) -> Option<u64> {
+        if !self.pacing() || self.tokens > 0.0 {
+            return None;
+        }
+        let wait = (-self.tokens / self.rate).ceil().max(1.0) as u64;
+        Some(self.refilled_ms.saturating_add(wait))
+    }
+
+    /// When bulk refused by the pace may go: the time to wake the
+    /// driver for it (`None`: nothing was refused).
+    pub fn wake_at(&self) -> Option<u64> {
+        if !self.blocked {
+            return None;
+        }
+        Some(self.bulk_ready_at().unwrap_or(self.refilled_ms))
+    }
+
+    /// Whether bulk refused by the pace may go by `now`; then the driver
+    /// is to be told once (and not again until bulk is refused again).
+    pub fn take_wake(&mut self, now: u64) -> bool {
+        if self.wake_at().is_some_and(|t| t <= now) {
+            self.blocked = false;
+            return true;
+        }
+        false
+    }
+
+    /// Whether bulk was refused and waits for [`Pacer::wake_at`].
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+
+    fn active(&self, now: u64, bulk_waiting: bool) -> bool {
+        self.enabled()
+            && (bulk_waiting
+                || self
+                    .last_bulk_ms
+                    .is_some_and(|t| now.saturating_sub(t) < ACTIVE_MS))
+    }
+
+    /// When the next probe is due, if bulk flows.
+    pub fn probe_due(&self, now: u64, bulk_waiting: bool) -> Option<u64> {
+        self.active(now, bulk_waiting).then_some(self.next_probe_ms)
+    }
+
+    fn base_ms(&self) -> Option<u64> {
+        self.base.iter().map(|(_, m)| *m).min()
+    }
+
+    /// A probe to send at `now`, if one is due: its timestamp. A probe
+    /// still out by then, long after the base round trip, is a sample too:
+    /// the queue is at least that long, and the rate shrinks without
+    /// waiting for an echo stuck behind it.
+    pub fn poll_probe(&mut self, now: u64, bulk_waiting: bool) -> Option<u64> {
+        if self.probe_due(now, bulk_waiting)? > now {
+            return None;
+        }
+        while self
+            .outstanding
+            .front()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) > PROBE_LOST_MS)
+        {
+            self.outstanding.pop_front();
+        }
+        if let (Some(&(oldest, _)), Some(base)) = (self.outstanding.front(), self.base_ms()) {
+            // Late by more than twice the last delay seen or lateness acted
+            // on: the queue keeps growing, so the pace is still too high.
+            let late = now.saturating_sub(oldest).saturating_sub(base);
+            if self.pacing() && late > 2 * self.config.target_ms && late > 2 * self.late_ms {
+                self.late_ms = late;
+                self.delay_ms = Some(late);
+                self.starting = false;
+                self.rate = (self.rate * 0.5).max(MIN_RATE);
+                self.adjusted_ms = now;
+            }
+        }
+        self.next_probe_ms = now.saturating_add(self.config.probe_interval_ms.max(1));
+        if self.outstanding.len() >= MAX_OUTSTANDING {
+            return None;
+        }
+        self.outstanding.push_back((now, self.sent_total));
+        Some(now)
+    }
+
+    /// The echo of the probe sent at `sent` came back at `now`. An echo of
+    /// a probe not in flight (given up, or made up) is ignored.
+    pub fn handle_echo(&mut self, now: u64, sent: u64) {
+        let Some(at) = self.outstanding.iter().position(|(t, _)| *t == sent) else {
+            return;
+        };
+        if now < sent {
+            return;
+        }
+        let bytes = self.outstanding[at].1;
+        // Links are FIFO: the ones sent before it were lost.
+        self.outstanding.drain(..=at);
+        self.echoing = true;
+        let rtt = now - sent;
+        self.note_base(now, rtt);
+        let delay = rtt.saturating_sub(self.base_ms().unwrap_or(rtt));
+        // With a queue standing at both echoes, the link was busy between
+        // them: the bulk sent between the two probes crossed it in the
+        // time between the echoes.
+        if let Some((then, before, was)) = self.last_echo
+            && was > 0
+            && delay > 0
+            && now > then
+            && bytes > before
+        {
+            if self.delivered.len() >= DELIVERY_SAMPLES {
+                self.delivered.pop_front();
+            }
+            self.delivered
+                .push_back((bytes - before) as f64 / (now - then) as f64);
+        }
+        self.last_echo = Some((now, bytes, delay));
+        self.late_ms = delay;
+        self.delay_ms = Some(delay);
+        self.adjust(now, delay);
+    }
+
+    /// What the link carries, as far as the latest samples tell (bytes
+    /// per ms): the more of the two newest deliveries while a queue stood
+    /// (a link that slows down shows it in the next sample).
+    fn capacity(&self) -> Option<f64> {
+        self.delivered
+            .iter()
+            .rev()
+            .take(2)
+            .copied()
+            .reduce(f64::max)
+    }
+
+    fn note_base(&mut self, now: u64, rtt: u64) {
+        match self.base.last_mut() {
+            Some((start, min)) if now.saturating_sub(*start) < BASE_SLOT_MS => {
+                *min = (*min).min(rtt);
+            }
+            _ => {
+                self.base.push((now, rtt));
+                if self.base.len() > BASE_SLOTS {
+                    self.base.remove(0);
+                }
+            }
+        }
+    }
+
+    fn adjust(&mut self, now: u64, delay: u64) {
+        self.adjusted_ms = now;
+        let target = self.config.target_ms as f64;
+        let off = (target - delay as f64) / target;
+        if off > 0.0 {
+            if self.limited {
+                // Past slow start, one probe interval at the new rate may
+                // add at most the target to the queue.
+                let step = target / self.config.probe_interval_ms.max(1) as f64;
+                let gain = if self.starting {
+                    1.0
+                } else {
+                    (0.25 * off).min(step)
+                };
+                self.rate *= 1.0 + gain;
+                // Far below what the link was seen to carry (after a long
+                // queue drained): back to half of it at once.
+                if let Some(capacity) = self.capacity() {
+                    self.rate = self.rate.max(capacity * 0.5);
+                }
+            }
+        } else {
+            self.starting = false;
+            // Known capacity: below it, by more while a long queue drains
+            // (it drains at the difference). Unknown: halve at most.
+            self.rate = match self.capacity() {
+                Some(capacity) if delay > 8 * self.config.target_ms => {
+                    self.rate.min(capacity * 0.5)
+                }
+                Some(capacity) if delay > 2 * self.config.target_ms => {
+                    self.rate.min(capacity * 0.8)
+                }
+                Some(capacity) => (self.rate * (1.0 + 0.25 * off).max(0.5)).min(capacity),
+                None => self.rate * (1.0 + 0.25 * off).max(0.5),
+            };
+        }
+        if delay > 0 {
+            self.starting = false;
+        }
+        self.rate = self.rate.clamp(MIN_RATE, MAX_RATE);
+        self.limited = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: PaceConfig = PaceConfig {
+        target_ms: 2,
+        probe_interval_ms: 50,
+        burst_bytes: 768,
+    };
+
+    /// A bottleneck of `capacity` bytes per ms behind the pacer: a FIFO
+    /// the probes cross too. Runs `ms` milliseconds of a sender that always
+    /// has bulk; returns the bytes delivered and the largest queue (ms).
+    fn run(p: &mut Pacer, capacity: f64, start: u64, ms: u64) -> (f64, f64) {
+        let mut queue = 0.0f64; // bytes in the bottleneck
+        let mut probes: Vec<(u64, f64)> = Vec::new(); // (sent, bytes ahead)
+        let (mut delivered, mut worst) = (0.0, 0.0f64);
+        for now in start..start + ms {
+            // Unpaced (before the first echo), as fast as the sender can.
+            let mut sent = 0.0;
+            while sent < 4.0 * capacity && p.allow_bulk(now) {
+                p.sent_bulk(now, 384);
+                queue += 384.0;
+                sent += 384.0;
+            }
+            if let Some(t) = p.poll_probe(now, true) {
+                probes.push((t, queue));
+            }
+            let out = queue.min(capacity);
+            queue -= out;
+            delivered += out;
+            for probe in &mut probes {
+                probe.1 -= capacity;
+            }
+            // An echo returns 1 ms after its probe leaves the queue.
+            let (done, wait): (Vec<_>, Vec<_>) =
+                probes.iter().partition(|(_, ahead)| *ahead <= 0.0);
+            probes = wait;
+            for (sent, _) in done {
+                p.handle_echo(now + 1, sent);
+            }
+            worst = worst.max(queue / capacity);
+        }
+        (delivered, worst)
+    }
+
+    #[test]
+    fn bulk_settles_near_the_link_rate_with_a_short_queue() {
+        let mut p = Pacer::new(CONFIG, 0);
+        // The neighbour answers: pacing starts with its first echo.
+        assert!(p.allow_bulk(0));
+        let capacity = 2500.0; // 20 Mbit/s
+        let _ = run(&mut p, capacity, 0, 3_000);
+        let (delivered, worst) = run(&mut p, capacity, 3_000, 10_000);
+        let share = delivered / (capacity * 10_000.0);
+        assert!(share > 0.8, "bulk got {share:.2} of the link");
+        assert!(worst < 8.0, "a queue of {worst:.1} ms built up");
+    }
+
+    #[test]
+    fn the_pace_follows_a_link_that_slows_down() {
+        let mut p = Pacer::new(CONFIG, 0);
+        let _ = run(&mut p, 2500.0, 0, 3_000);
+        // The radio falls back to a tenth of the rate.
+        let _ = run(&mut p, 250.0, 3_000, 3_000);
+        let (delivered, worst) = run(&mut p, 250.0, 6_000, 10_000);
+        let share = delivered / (250.0 * 10_000.0);
+        assert!(share > 0.7, "bulk got {share:.2} of the link");
+        assert!(worst < 20.0, "a queue of {worst:.1} ms built up");
+    }
+
+    #[test]
+    fn a_neighbour_that_never_echoes_leaves_bulk_unpaced() {
+        let mut p = Pacer::new(CONFIG, 0);
+        for now in 0..100 {
+            assert!(p.allow_bulk(now));
+            p.sent_bulk(now, 100_000);
+        }
+        assert_eq!(p.bulk_ready_at(), None);
+        // Probes keep going while bulk flows, one at a time.
+        assert_eq!(p.poll_probe(0, true), Some(0));
+        assert_eq!(p.poll_probe(10, true), None);
+        assert_eq!(p.probe_due(10, true), Some(50));
+        assert_eq!(p.poll_probe(50, true), Some(50));
+        // An echo of a probe never sent is ignored.
+        p.handle_echo(101, 7);
+        assert!(!p.pacing());
+    }
+
+    #[test]
+    fn no_probes_while_no_bulk_flows() {
+        let mut p = Pacer::new(CONFIG, 0);
+        assert_eq!(p.probe_due(0, false), None);
+        p.sent_bulk(10, 384);
+        assert_eq!(p.probe_due(20, false), Some(0));
+        assert_eq!(p.probe_due(10 + ACTIVE_MS, false), None);
+        let off = Pacer::new(
+            PaceConfig {
+                target_ms: 0,
+                ..CONFIG
+            },
+            0,
+        );
+        assert_eq!(off.probe_due(0, true), None);
+    }
+}
