@@ -117,6 +117,16 @@ pub struct Tuning {
         allow_hyphen_values = true
     )]
     position: Option<String>,
+    /// SOS messages one origin may send at once (every node of a mesh
+    /// should use the same; raised only for benchmarks)
+    #[arg(long, env = "LIFELINE_SOS_BURST", value_name = "N")]
+    sos_burst: Option<u32>,
+    /// Then one SOS per origin every this many seconds
+    #[arg(long, env = "LIFELINE_SOS_INTERVAL_SECS", value_name = "SECS")]
+    sos_interval_secs: Option<u64>,
+    /// Queueing delay bulk may build on each hop, in ms (0: bulk unpaced)
+    #[arg(long, env = "LIFELINE_BULK_PACE_TARGET_MS", value_name = "MS")]
+    bulk_pace_target_ms: Option<u64>,
     /// Seconds between pings of each neighbour
     #[arg(long, env = "LIFELINE_PING_INTERVAL_SECS", value_name = "SECS")]
     ping_interval_secs: Option<u64>,
@@ -154,6 +164,9 @@ impl Tuning {
         set(&self.ban_secs, &mut config.ban_secs);
         set(&self.custody_max_messages, &mut config.custody_max_messages);
         set(&self.custody_max_mb, &mut config.custody_max_mb);
+        set(&self.sos_burst, &mut config.sos_burst);
+        set(&self.sos_interval_secs, &mut config.sos_interval_secs);
+        set(&self.bulk_pace_target_ms, &mut config.bulk_pace_target_ms);
         set(&self.ping_interval_secs, &mut config.ping_interval_secs);
         set(
             &self.relay_max_reservations,

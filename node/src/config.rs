@@ -60,6 +60,15 @@ pub struct Config {
     /// This node's position, `[latitude, longitude]` in degrees, for
     /// area-limited broadcasts.
     pub position: Option<[f64; 2]>,
+    /// SOS messages one origin may send: a burst, then one every
+    /// `sos_interval_secs`. Every relay applies it too, so every node of a
+    /// mesh should use the same values; raised only for benchmarks.
+    pub sos_burst: u32,
+    /// See `sos_burst`.
+    pub sos_interval_secs: u64,
+    /// Bulk (P3) pacing per neighbour: the queueing delay aimed at on each
+    /// hop, in ms (docs/protocol.md, Bulk pacing). 0 turns pacing off.
+    pub bulk_pace_target_ms: u64,
     /// Seconds between pings of each neighbour (their round-trip times are
     /// the routing metric's latency part).
     pub ping_interval_secs: u64,
@@ -103,6 +112,9 @@ impl Default for Config {
             zone_hops: 0,
             landmark_one_in: 64,
             position: None,
+            sos_burst: 3,
+            sos_interval_secs: 20,
+            bulk_pace_target_ms: lifeline_routing::Config::default().pace_target_ms,
             ping_interval_secs: 15,
             relay_max_reservations: 128,
             relay_max_circuits: 16,

@@ -251,6 +251,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         misbehaviour_threshold: config.ban_threshold,
         zone_hops: config.zone_hops,
         landmark_one_in: config.landmark_one_in,
+        sos_burst: config.sos_burst.max(1),
+        sos_interval_ms: config.sos_interval_secs.saturating_mul(1000),
+        pace_target_ms: config.bulk_pace_target_ms,
         ..lifeline_routing::Config::default()
     };
     if let Some([lat, lon]) = config.position {

@@ -33,11 +33,12 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/lifeline/mesh/1");
 
 /// Frames that may wait for one neighbour's writer.
 pub const WRITER_QUEUE: usize = 64;
-/// Bytes of routed packets that may wait for one neighbour's writer. Small:
-/// the router keeps the rest in its own queues, in priority order, so an SOS
-/// that arrives behind bulk data waits for at most this much, not for 64
-/// frames of it. (At 20 Mbit/s, 64 KiB is 26 ms.)
-pub const WRITER_BYTES: usize = 64 * 1024;
+/// Bytes of routed packets that may wait for one neighbour's writer: about
+/// two of the largest fragments. Small: the router keeps the rest in its
+/// own queues, in priority order, so an SOS that arrives behind bulk data
+/// waits for at most this much. (At 20 Mbit/s, 8 KiB is 3 ms; the 64 KiB
+/// before were 26 ms.)
+pub const WRITER_BYTES: usize = 8 * 1024;
 
 /// Bytes that may wait for one neighbour's writer in all: two of the
 /// largest chain sync answers. Before, the queue was bounded in frames only,
@@ -239,7 +240,8 @@ async fn read_frame_within<R: futures::AsyncRead + Unpin>(
     Ok(Some((Frame::decode(&bytes)?, held)))
 }
 
-/// Writes one frame with its length prefix.
+/// Writes one frame with its length prefix, in one write: one muxer frame
+/// and one Noise message, not one for the prefix and one for the body.
 pub async fn write_frame<W: futures::AsyncWrite + Unpin>(
     writer: &mut W,
     frame: &[u8],
@@ -248,8 +250,10 @@ pub async fn write_frame<W: futures::AsyncWrite + Unpin>(
         return Err(FrameError::TooLarge(frame.len()).into());
     }
     let len = u32::try_from(frame.len()).map_err(|_| FrameError::TooLarge(frame.len()))?;
-    writer.write_all(&len.to_be_bytes()).await?;
-    writer.write_all(frame).await?;
+    let mut bytes = Vec::with_capacity(4 + frame.len());
+    bytes.extend_from_slice(&len.to_be_bytes());
+    bytes.extend_from_slice(frame);
+    writer.write_all(&bytes).await?;
     writer.flush().await?;
     Ok(())
 }
@@ -418,11 +422,11 @@ mod tests {
         let mut offered = 0;
         writer.fill(|| {
             offered += 1;
-            Some(vec![0; 20 * 1024])
+            Some(vec![0; 3 * 1024])
         });
-        // 60 KiB is under the 64 KiB budget, so a fourth frame goes in; no fifth.
-        assert_eq!(offered, 4);
-        assert_eq!(writer.queued.load(Ordering::Relaxed), 80 * 1024);
+        // 6 KiB is under the 8 KiB budget, so a third frame goes in; no fourth.
+        assert_eq!(offered, 3);
+        assert_eq!(writer.queued.load(Ordering::Relaxed), 9 * 1024);
         // Small frames stop at the queue's length, and none is taken and lost.
         let (sender, _queue) = mpsc::channel(WRITER_QUEUE);
         let small = Writer {
@@ -438,7 +442,7 @@ mod tests {
         // A sync message beyond the queue's length is refused, not blocked on.
         assert!(!small.try_send(vec![2]));
         assert_eq!(small.queued.load(Ordering::Relaxed), WRITER_QUEUE);
-        assert_eq!(queue.try_recv().unwrap().len(), 20 * 1024);
+        assert_eq!(queue.try_recv().unwrap().len(), 3 * 1024);
     }
 
     #[test]

@@ -81,6 +81,22 @@ pub enum SwarmError {
     Mdns(std::io::Error),
 }
 
+/// Bytes a TCP connection may hold that it has not sent yet
+/// (`TCP_NOTSENT_LOWAT`). The kernel otherwise lets a socket buffer grow to
+/// megabytes, and an SOS written behind them waits until they are sent: at
+/// 20 Mbit/s, 4 MiB is 1.7 s. The router keeps bulk instead, in priority
+/// order (docs/protocol.md, Buffers below the router).
+pub const TCP_UNSENT_BYTES: u32 = 8 * 1024;
+
+/// Holds a new TCP connection's unsent backlog to [`TCP_UNSENT_BYTES`].
+/// Where the kernel refuses, the connection works as before, with a
+/// longer wait for an SOS behind bulk.
+fn hold_back_unsent(stream: &tcp::tokio::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(&stream.0).set_tcp_notsent_lowat(TCP_UNSENT_BYTES) {
+        tracing::debug!("cannot limit a TCP connection's unsent bytes: {e}");
+    }
+}
+
 /// Builds the swarm for `keypair` with `config`, registering libp2p's
 /// metrics in `registry`.
 pub fn build(
@@ -92,13 +108,23 @@ pub fn build(
     let mdns_error = std::cell::RefCell::new(None);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            crate::muxer::Yamux::default,
+        .with_quic()
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                use libp2p::core::Transport as _;
+                Ok(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .map(|stream, _| {
+                            hold_back_unsent(&stream);
+                            stream
+                        })
+                        .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(crate::muxer::Yamux::default()),
+                )
+            },
         )
         .map_err(|e| transport(&e))?
-        .with_quic()
         .with_relay_client(noise::Config::new, crate::muxer::Yamux::default)
         .map_err(|e| transport(&e))?
         .with_bandwidth_metrics(registry)
