@@ -1,25 +1,33 @@
 //! P0 latency across five real daemons in network namespaces, A-B-C-D-E,
 //! with every link limited like a radio hop (tbf: 20 Mbit/s each way; these
 //! kernels have no netem, so no added delay), first on idle links, then while
-//! A sends P3 bulk data to E at 80% of the links' capacity.
+//! A sends P3 bulk data to E at 80% of the links' capacity; then how much
+//! bulk A gets through to E when it offers more than the links carry and no
+//! P0 flows. Over TCP, then over QUIC.
 //!
 //! Latency is one way, A to E, as the nodes themselves record it: E's inbox
 //! entry holds when A sealed the message and when E received it (one clock:
-//! one machine). The baseline, measured in the same run, is the same P0
-//! traffic on idle links; the figure that matters is loaded against idle.
+//! one machine). The bench follows E's inbox with one `lifeline inbox
+//! --watch`. The baseline, measured in the same run, is the same P0 traffic
+//! on idle links; the figure that matters is loaded against idle.
 //!
-//! P0 is rate-limited per origin (a burst of 3, then one per 20 s), so
-//! samples are few and slow: `cargo bench -p lifeline --bench line_latency`
-//! takes 6 idle and 6 loaded (about 4 minutes); under `cargo test` (no
-//! `--bench`) one of each, to keep it working. Needs root (network namespaces);
-//! `LIFELINE_SKIP_NETNS=1` skips it.
+//! P0 is limited per origin (a burst of 3, then one per 20 s); the daemons
+//! here run with `--sos-burst` raised so that one origin can give 100
+//! samples per phase, sent one at a time. `cargo bench -p lifeline --bench
+//! line_latency` takes 100 idle and 100 loaded samples per transport (about
+//! 5 minutes); under `cargo test` (no `--bench`) three of each, to keep it
+//! working. Needs root (network namespaces); `LIFELINE_SKIP_NETNS=1` skips
+//! it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, Line, lifeline, ok};
@@ -30,135 +38,241 @@ const RATE_MBIT: u32 = 20;
 /// `lifeline send` process, which takes some milliseconds to start).
 const BULK_BYTES: usize = 128 * 1024;
 const LOAD: f64 = 0.8;
+/// What the throughput phase offers, against the links' capacity.
+const OVERLOAD: f64 = 1.2;
+/// How long the throughput phase offers it; delivery is counted after the
+/// first `WARMUP`.
+const THROUGHPUT_SECS: u64 = 25;
+const WARMUP: Duration = Duration::from_secs(5);
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// The one-way latency of the message `text` in E's inbox, once it is there.
-/// (The inbox lists the newest 1,000 entries, and bulk data arrives there
-/// too, so each sample is read soon after it is sent.)
-fn arrival(e: &Daemon, text: &str) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = ok(
-            lifeline(&e.dir).args(["--json", "inbox"]).output().unwrap(),
-            "inbox",
-        );
-        let found = out
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|m| m["text"] == text);
-        if let Some(m) = found {
-            return m["received_ms"]
-                .as_u64()
-                .unwrap()
-                .saturating_sub(m["sent_ms"].as_u64().unwrap());
+/// What arrived in E's inbox, as `lifeline --json inbox --watch` shows it.
+#[derive(Default)]
+struct Arrivals {
+    /// One-way latency (ms) of each message with a short text, by text.
+    latency: HashMap<String, u64>,
+    /// Receive time (ms since the epoch) of each bulk message.
+    bulk: Vec<u64>,
+}
+
+/// Follows a node's inbox until dropped.
+struct Watch {
+    child: Child,
+    arrivals: Arc<Mutex<Arrivals>>,
+}
+
+impl Watch {
+    fn new(node: &Daemon) -> Self {
+        let mut child = lifeline(&node.dir)
+            .args(["--json", "inbox", "--watch"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+        let shared = arrivals.clone();
+        std::thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { return };
+                let Ok(m) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let (Some(text), Some(sent), Some(received)) = (
+                    m["text"].as_str(),
+                    m["sent_ms"].as_u64(),
+                    m["received_ms"].as_u64(),
+                ) else {
+                    continue;
+                };
+                let mut a = shared.lock().unwrap();
+                if text.len() >= BULK_BYTES {
+                    a.bulk.push(received);
+                } else {
+                    a.latency
+                        .insert(text.to_string(), received.saturating_sub(sent));
+                }
+            }
+        });
+        Self { child, arrivals }
+    }
+
+    /// The one-way latency of the message `text`, once it has arrived.
+    fn latency(&self, text: &str) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(l) = self.arrivals.lock().unwrap().latency.get(text) {
+                return *l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} did not arrive within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{text:?} did not arrive within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// Bulk messages received between `from_ms` and `to_ms`.
+    fn bulk_between(&self, from_ms: u64, to_ms: u64) -> usize {
+        let a = self.arrivals.lock().unwrap();
+        a.bulk
+            .iter()
+            .filter(|t| (from_ms..to_ms).contains(*t))
+            .count()
     }
 }
 
-/// Sends `count` P0 messages A to E, the first `ready` of them at once (what
-/// the origin's rate limit holds), the others 21 s after the one before (it
-/// refills one every 20 s); returns their one-way latencies in ms, sorted.
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `count` P0 messages A to E, one at a time, each once the one
+/// before has arrived (and at least 300 ms apart: the per-neighbour P0
+/// limit refills four a second); returns their one-way latencies in ms,
+/// sorted.
 fn p0_samples(
     a: &Daemon,
     e: &Daemon,
+    watch: &Watch,
     card: &std::path::Path,
     tag: &str,
     count: usize,
-    ready: usize,
 ) -> Vec<u64> {
     let mut latencies = Vec::new();
-    let mut last = Instant::now();
     for i in 0..count {
-        if i >= ready {
-            let next = last + Duration::from_secs(21);
-            if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
+        let started = Instant::now();
         let text = format!("{tag} P0 sample {i}");
-        last = Instant::now();
         let mut send = a.send_to(e, card, &["--priority", "urgent", &text]);
         ok(send.output().unwrap(), "send P0");
-        latencies.push(arrival(e, &text));
+        latencies.push(watch.latency(&text));
+        if let Some(wait) = Duration::from_millis(300).checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
     }
     latencies.sort_unstable();
     latencies
 }
 
-fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let samples = if bench { 6 } else { 1 };
-    let Some(line) = Line::for_test("lb", NODES) else {
+/// A sender of bulk messages A to E at `load` of the links' capacity, from
+/// other threads, until dropped; counts what it sent.
+struct Bulk {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Bulk {
+    fn start(
+        a: &Daemon,
+        e: &Daemon,
+        card: &std::path::Path,
+        file: &std::path::Path,
+        load: f64,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        // One `lifeline send` takes tens of ms: above 60% of the links, the
+        // load is spread over several senders.
+        let senders = (load / 0.6).ceil().max(1.0) as u32;
+        let interval = Duration::from_secs_f64(
+            f64::from(senders) * (BULK_BYTES * 8) as f64 / (f64::from(RATE_MBIT) * 1e6 * load),
+        );
+        let threads = (0..senders)
+            .map(|k| {
+                let (stop, sent, dir, to) =
+                    (stop.clone(), sent.clone(), a.dir.clone(), e.id.clone());
+                let (card, file) = (card.to_path_buf(), file.to_path_buf());
+                std::thread::spawn(move || {
+                    let mut next = Instant::now() + interval * k / senders;
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let mut send = lifeline(&dir);
+                        send.args(["send", "--priority", "bulk", "--to", &to, "--card"])
+                            .arg(&card)
+                            .arg("--file")
+                            .arg(&file);
+                        if send.output().is_ok_and(|o| o.status.success()) {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        next += interval;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            threads,
+        }
+    }
+
+    /// Stops; returns how many messages it sent.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+fn wall_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: bool) {
+    let Some(line) = Line::for_test(prefix, NODES) else {
         return;
     };
     line.shape(RATE_MBIT).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let nodes = line.start_daemons(root.path());
+    let nodes = line.start_daemons_with(
+        root.path(),
+        &[
+            "--listen",
+            listen,
+            "--sos-burst",
+            "100000",
+            "--sos-interval-secs",
+            "1",
+        ],
+    );
     let (a, e) = (&nodes[0], &nodes[NODES - 1]);
     a.wait_for_route(e, Duration::from_secs(90));
     let card = e.card_file(root.path());
+    let watch = Watch::new(e);
 
-    let idle = p0_samples(a, e, &card, "idle", samples, 3);
+    let idle = p0_samples(a, e, &watch, &card, "idle", samples);
 
-    // P3 load: one bulk message every interval, from another thread.
-    let interval =
-        Duration::from_secs_f64((BULK_BYTES * 8) as f64 / (f64::from(RATE_MBIT) * 1e6 * LOAD));
-    let bulk = root.path().join("bulk.txt");
-    std::fs::write(&bulk, "x".repeat(BULK_BYTES)).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let loader = {
-        let (stop, sent, dir, to, card, bulk) = (
-            stop.clone(),
-            sent.clone(),
-            a.dir.clone(),
-            e.id.clone(),
-            card.clone(),
-            bulk.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut next = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let mut send = lifeline(&dir);
-                send.args(["send", "--priority", "bulk", "--to", &to, "--card"])
-                    .arg(&card)
-                    .arg("--file")
-                    .arg(&bulk);
-                if send.output().is_ok_and(|o| o.status.success()) {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-                next += interval;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-            }
-        })
-    };
-    // Let the load build queues along the line, then measure under it. The
-    // P0 limit also needs its 20 s since the idle burst.
-    std::thread::sleep(Duration::from_secs(21));
+    let file = root.path().join("bulk.txt");
+    std::fs::write(&file, "x".repeat(BULK_BYTES)).unwrap();
+    let bulk = Bulk::start(a, e, &card, &file, LOAD);
+    // Let the load build queues along the line, then measure under it.
+    std::thread::sleep(Duration::from_secs(10));
     let started = Instant::now();
-    let loaded = p0_samples(a, e, &card, "loaded", samples, 1);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    loader.join().unwrap();
-
-    let offered = sent.load(Ordering::Relaxed);
-    let load_secs = elapsed.as_secs_f64() + 21.0;
+    let loaded = p0_samples(a, e, &watch, &card, "loaded", samples);
+    let load_secs = started.elapsed().as_secs_f64() + 10.0;
+    let offered = bulk.stop();
     let fraction =
         (offered as f64 * (BULK_BYTES * 8) as f64) / (load_secs * f64::from(RATE_MBIT) * 1e6);
     println!(
-        "line_latency: {NODES} daemons in a line, links limited to {RATE_MBIT} Mbit/s, A to E \
-         (4 hops)"
+        "line_latency over {transport}: {NODES} daemons in a line, links limited to {RATE_MBIT} \
+         Mbit/s, A to E (4 hops)"
     );
     println!(
         "  P0 idle:   p50 {} ms, p99 {} ms ({} samples)",
@@ -181,6 +295,39 @@ fn main() {
         percentile(&loaded, 0.5) as f64 / percentile(&idle, 0.5).max(1) as f64,
         percentile(&loaded, 0.99) as f64 / percentile(&idle, 0.99).max(1) as f64
     );
+    if throughput {
+        // Let what the load phase left in the queues drain first.
+        std::thread::sleep(Duration::from_secs(15));
+        let bulk = Bulk::start(a, e, &card, &file, OVERLOAD);
+        let from = wall_ms() + u64::try_from(WARMUP.as_millis()).unwrap();
+        std::thread::sleep(Duration::from_secs(THROUGHPUT_SECS));
+        let to = wall_ms();
+        let offered = bulk.stop();
+        let delivered = watch.bulk_between(from, to);
+        let secs = (to - from) as f64 / 1000.0;
+        let share = (delivered * BULK_BYTES * 8) as f64 / (secs * f64::from(RATE_MBIT) * 1e6);
+        println!(
+            "  P3 alone: {delivered} bulk messages of {} KiB reached E in {secs:.1}s, {:.0}% of \
+             link capacity in payload (A offered {offered} in {THROUGHPUT_SECS}s, {:.0}% aimed)",
+            BULK_BYTES / 1024,
+            share * 100.0,
+            OVERLOAD * 100.0
+        );
+    }
+    drop(watch);
     drop(nodes);
     drop(line);
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let samples = if bench { 100 } else { 3 };
+    run("TCP", "/ip4/0.0.0.0/tcp/4100", "lt", samples, bench);
+    run(
+        "QUIC",
+        "/ip4/0.0.0.0/udp/4100/quic-v1",
+        "lq",
+        samples,
+        bench,
+    );
 }

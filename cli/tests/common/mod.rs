@@ -154,7 +154,10 @@ impl Daemon {
                     .arg("--data-dir")
                     .arg(&self.dir)
                     .env("LIFELINE_PASSPHRASE", PASSPHRASE);
-                cmd.args(["node", "--listen", "/ip4/0.0.0.0/tcp/4100"]);
+                cmd.arg("node");
+                if !self.args.iter().any(|a| a == "--listen") {
+                    cmd.args(["--listen", "/ip4/0.0.0.0/tcp/4100"]);
+                }
                 cmd
             }
             None => {
@@ -466,12 +469,19 @@ impl Line {
 
     /// Starts one daemon in each namespace (they find their neighbours by mDNS).
     pub fn start_daemons(&self, root: &Path) -> Vec<Daemon> {
+        self.start_daemons_with(root, &[])
+    }
+
+    /// [`Line::start_daemons`], each daemon with `args` (in a namespace, a
+    /// `--listen` there replaces the default TCP one).
+    pub fn start_daemons_with(&self, root: &Path, args: &[&str]) -> Vec<Daemon> {
         self.names
             .iter()
             .enumerate()
             .map(|(i, ns)| {
                 let mut d = Daemon::new(root, &format!("n{i}"));
                 d.netns = Some(ns.clone());
+                d.args = args.iter().map(|a| (*a).to_string()).collect();
                 d.start();
                 d
             })
