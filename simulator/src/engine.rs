@@ -56,6 +56,10 @@ pub struct Link {
     pub bytes_per_ms: u64,
     /// Packet loss, 0 to 1.
     pub loss: f64,
+    /// Bytes the sender holds below the router, first in first out (the
+    /// daemon's writer and the kernel's socket buffer): packets are taken
+    /// from the router while less than this waits to go on the wire.
+    pub buffer_bytes: usize,
     busy_until: u64,
     /// A `LinkFree` event is pending for `busy_until`. One is scheduled
     /// only when the sender has more for the link: most links carry one
@@ -169,6 +173,8 @@ pub struct Engine {
     pub pull_asked: u64,
     /// See `pull_asked`.
     pub pull_dropped: u64,
+    /// The buffer of links added from now on ([`Link::buffer_bytes`]).
+    buffer_bytes: usize,
 }
 
 fn ms(us: u64) -> u64 {
@@ -193,6 +199,7 @@ impl Engine {
             timer_at: vec![None; n],
             config,
             overrides: HashMap::new(),
+            buffer_bytes: 0,
             events: 0,
             reassembly: HashMap::new(),
             packets: 0,
@@ -261,6 +268,12 @@ impl Engine {
         &self.out[i]
     }
 
+    /// Links added from now on hold `bytes` below the router
+    /// ([`Link::buffer_bytes`]; 0, the default: none).
+    pub fn set_buffer_bytes(&mut self, bytes: usize) {
+        self.buffer_bytes = bytes;
+    }
+
     /// Adds a link both ways and brings it up; returns the two halves.
     pub fn add_link(
         &mut self,
@@ -281,6 +294,7 @@ impl Engine {
                 jitter_us,
                 bytes_per_ms: bytes_per_ms.max(1),
                 loss,
+                buffer_bytes: self.buffer_bytes,
                 busy_until: 0,
                 free_pending: false,
                 last_arrival: 0,
@@ -577,11 +591,13 @@ impl Engine {
             .iter()
             .map(|&l| &self.links[l])
             .filter(|link| {
+                let to = &self.nodes[link.to].address;
                 link.up
                     && !link.free_pending
                     && link.busy_until <= self.now_us
                     && self.nodes[link.to].router.is_some()
-                    && router.queued_bytes(&self.nodes[link.to].address) > 0
+                    && router.queued_bytes(to) > 0
+                    && !router.only_paced_bulk_waits(to)
             })
             .count()
     }
@@ -613,35 +629,52 @@ impl Engine {
     /// Schedules a `LinkFree` event for when link `l` is free again,
     /// unless one is pending.
     fn free_later(&mut self, l: usize) {
+        let at = self.room_at(l);
         let link = &mut self.links[l];
         if !link.free_pending {
             link.free_pending = true;
-            let at = link.busy_until;
             self.push(at, Ev::LinkFree { link: l });
         }
     }
 
+    /// Takes packets from the sender's router for link `l` while its
+    /// buffer has room (one at a time when it has none).
     fn fill(&mut self, l: usize) {
+        while self.fill_one(l) {}
+    }
+
+    /// When link `l`'s buffer has room for another packet (with no
+    /// buffer: when the link is idle).
+    fn room_at(&self, l: usize) -> u64 {
+        let link = &self.links[l];
+        link.busy_until
+            .saturating_sub(link.transmit_us(link.buffer_bytes))
+    }
+
+    /// Takes one packet for link `l` if its buffer has room; whether it
+    /// took one and has room for more.
+    fn fill_one(&mut self, l: usize) -> bool {
         let now = self.now_us;
+        let room_at = self.room_at(l);
         let link = &mut self.links[l];
         if !link.up {
-            return;
+            return false;
         }
-        if link.busy_until > now {
-            // Sent when the link frees up.
+        if room_at > now || (link.buffer_bytes == 0 && link.busy_until > now) {
+            // Sent when the buffer has room again.
             self.free_later(l);
-            return;
+            return false;
         }
         let (from, to) = (link.from, link.to);
         if self.nodes[to].router.is_none() {
-            return;
+            return false;
         }
         let address = self.nodes[to].address;
         let Some(router) = self.nodes[from].router.as_mut() else {
-            return;
+            return false;
         };
         let Some(bytes) = router.poll_link(ms(now), &address) else {
-            return;
+            return false;
         };
         let more = router.queued_bytes(&address) > 0;
         self.packets += 1;
@@ -654,11 +687,13 @@ impl Engine {
         let lost = self.links[l].loss > 0.0 && self.rng.random_range(0.0..1.0) < self.links[l].loss;
         let link = &mut self.links[l];
         let transmit = link.transmit_us(bytes.len()).max(1);
-        link.busy_until = now + transmit;
-        let arrive = (now + transmit + link.latency_us + jitter).max(link.last_arrival);
+        // Behind what waits in the buffer.
+        link.busy_until = link.busy_until.max(now) + transmit;
+        let arrive = (link.busy_until + link.latency_us + jitter).max(link.last_arrival);
         link.last_arrival = arrive;
         let generation = link.generation;
-        if more {
+        let room = link.buffer_bytes > 0 && self.room_at(l) <= now;
+        if more && !room {
             self.free_later(l);
         }
         if !lost {
@@ -672,6 +707,7 @@ impl Engine {
                 },
             );
         }
+        more && room
     }
 
     /// Runs events up to `until_us`; the time is then `until_us`.

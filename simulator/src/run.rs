@@ -162,6 +162,8 @@ pub fn run(
     let config = Config {
         mtu: scenario.router.mtu,
         bulk_mtu: scenario.router.bulk_mtu,
+        pace_target_ms: scenario.router.pace_target_ms,
+        pace_probe_ms: scenario.router.pace_probe_ms,
         refresh_interval_ms: scenario.router.refresh_s * 1_000,
         custody_max_messages: scenario.router.custody_max_messages,
         broadcast_hops: scenario.router.broadcast_hops,
@@ -192,6 +194,7 @@ pub fn run(
 
     // Links.
     let links = &scenario.links;
+    engine.set_buffer_bytes(links.buffer_bytes);
     let bytes_per_ms = (links.bandwidth_kbps / 8).max(1);
     let mut edge_links = Vec::with_capacity(topology.edges.len());
     for e in &topology.edges {
@@ -218,6 +221,15 @@ pub fn run(
     // Traffic plan.
     let mut planned = Vec::new();
     for t in &scenario.traffic {
+        if let Some(v) = t.from.into_iter().chain(t.to).find(|&v| v >= n) {
+            return Err(ScenarioError::Invalid {
+                path: scenario.name.clone().into(),
+                message: format!(
+                    "traffic names node {v}, but the topology has {n} nodes (0 to {})",
+                    n.saturating_sub(1)
+                ),
+            });
+        }
         let Some(class) = class_of(&t.class) else {
             continue;
         };
@@ -239,8 +251,12 @@ pub fn run(
                     None,
                 )
             } else {
-                let from = rng.random_range(0..n);
-                let Some(to) = other_in(&components[component_of[from]], from, &mut rng) else {
+                let from = t.from.unwrap_or_else(|| rng.random_range(0..n));
+                let to = match t.to {
+                    Some(to) => Some(to),
+                    None => other_in(&components[component_of[from]], from, &mut rng),
+                };
+                let Some(to) = to.filter(|&to| to != from) else {
                     continue;
                 };
                 (from, Some(to))

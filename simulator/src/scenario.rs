@@ -172,6 +172,11 @@ pub enum TopologySpec {
     },
 }
 
+/// What a daemon keeps below its router per link: its writer's 8 KiB
+/// (`node::mesh::WRITER_BYTES`) and TCP's 8 KiB of unsent bytes
+/// (`node::swarm::TCP_UNSENT_BYTES`).
+pub const DAEMON_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Link properties (the data's own latency or quality wins where it has one).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -187,6 +192,10 @@ pub struct LinkSpec {
     /// Whether a link quality in the topology data becomes packet loss
     /// (`false`: every link is lossless, as meshnet-lab emulated them).
     pub data_quality_as_loss: bool,
+    /// Bytes a link's sender holds below the router (the daemon's writer
+    /// and the kernel's unsent bytes), sent first in first out: an SOS
+    /// waits behind whatever is in it.
+    pub buffer_bytes: usize,
 }
 
 impl Default for LinkSpec {
@@ -197,6 +206,7 @@ impl Default for LinkSpec {
             bandwidth_kbps: 2_000,
             loss: 0.0,
             data_quality_as_loss: true,
+            buffer_bytes: DAEMON_BUFFER_BYTES,
         }
     }
 }
@@ -224,6 +234,10 @@ pub struct RouterSpec {
     /// start (every router knows them): their SOS do not share a
     /// neighbour's P0 budget with keys nobody knows. 0 by default.
     pub registered: f64,
+    /// Bulk pacing: queueing delay aimed at per hop, ms (0: unpaced).
+    pub pace_target_ms: u64,
+    /// Bulk pacing: time between hop delay probes while bulk flows, ms.
+    pub pace_probe_ms: u64,
 }
 
 impl Default for RouterSpec {
@@ -237,6 +251,8 @@ impl Default for RouterSpec {
             zone_hops: 0,
             landmark_one_in: 64,
             registered: 0.0,
+            pace_target_ms: lifeline_routing::router::Config::default().pace_target_ms,
+            pace_probe_ms: lifeline_routing::router::Config::default().pace_probe_ms,
         }
     }
 }
@@ -256,6 +272,12 @@ pub struct TrafficSpec {
     /// At most this many messages from this source.
     #[serde(default)]
     pub max_messages: Option<u64>,
+    /// Only from this node (its index in the topology); random otherwise.
+    #[serde(default)]
+    pub from: Option<usize>,
+    /// Only to this node (its index); random otherwise.
+    #[serde(default)]
+    pub to: Option<usize>,
 }
 
 /// One disc of a `clusters` topology.

@@ -772,3 +772,48 @@ fn pullers_that_drop_take_no_custody_away() {
         assert_eq!(c.deliverable_ratio, 1.0, "{class}");
     }
 }
+
+/// Issue 24: the simulator models the buffer below each router, so it no
+/// longer promises an SOS more than the daemons deliver. With the buffers
+/// of before (the writer's 64 KiB and a kernel send buffer autotuned to
+/// megabytes) and no pacing, an SOS behind bulk waits out the buffer at
+/// every hop, as the daemons did (`line_latency`: p50 466 ms over TCP);
+/// with today's buffers and bulk paced it stays close to idle.
+#[test]
+fn an_sos_waits_out_the_buffers_below_the_router_unless_bulk_is_paced() {
+    let base = Scenario::load(&scenarios().join("line-latency.toml")).unwrap();
+    let p0 = |scenario: &Scenario| {
+        let (report, _) = run(scenario, scenario.seed, None).unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        let p0 = report.classes.iter().find(|c| c.class == "P0").unwrap();
+        let p3 = report.classes.iter().find(|c| c.class == "P3");
+        let p3 = p3.map_or(0.0, |c| c.delivered as f64 / c.sent.max(1) as f64);
+        (p0.latency_ms, p3)
+    };
+    let mut idle = base.clone();
+    idle.traffic.retain(|t| t.class == "P0");
+    let (idle, _) = p0(&idle);
+    let (paced, paced_p3) = p0(&base);
+    let mut before = base.clone();
+    before.links.buffer_bytes = 64 * 1024 + 4 * 1024 * 1024;
+    before.router.pace_target_ms = 0;
+    let (unpaced, _) = p0(&before);
+    eprintln!(
+        "P0 latency p50/p90/p99 ms: idle {idle:?}, paced {paced:?}, before {unpaced:?}; \
+         P3 delivered {paced_p3:.2}"
+    );
+    // Four hops of 1 ms and a little transmission.
+    assert!(idle[0] < 6.0, "{idle:?}");
+    assert!(
+        unpaced[0] > 10.0 * idle[0],
+        "with the old buffers an SOS waits behind bulk: {unpaced:?} against {idle:?}"
+    );
+    // A paced hop still holds up to the pace's burst (4 ms) below the
+    // router, which this model drains at exactly the link rate.
+    assert!(
+        paced[0] <= 2.0 * idle[0] && paced[2] <= 3.0 * idle[2],
+        "paced bulk keeps an SOS near idle: {paced:?} against {idle:?}"
+    );
+    assert!(unpaced[0] > 20.0 * paced[0], "{unpaced:?} against {paced:?}");
+    assert!(paced_p3 > 0.95, "bulk still gets through: {paced_p3:.2}");
+}
