@@ -549,7 +549,10 @@ fn an_sos_crosses_links_kept_80_percent_busy_with_bulk_within_its_stretch() {
     assert!(b.delivered as f64 >= 0.99 * b.sent as f64);
     let p0 = report.classes.iter().find(|c| c.class == "P0").unwrap();
     assert_eq!(p0.delivery_ratio, 1.0);
-    assert!(p0.stretch[1] <= 1.25, "P0 p99 stretch {}", p0.stretch[1]);
+    // The bound the file states (1.6: the buffer below the router, see
+    // there); `failures` above checks it too.
+    let bound = scenario.assertions.p99_stretch_max["P0"];
+    assert!(p0.stretch[1] <= bound, "P0 p99 stretch {}", p0.stretch[1]);
     assert!(p0.sent > 50);
 }
 
