@@ -817,6 +817,9 @@ fn an_sos_waits_out_the_buffers_below_the_router_unless_bulk_is_paced() {
         paced[0] <= 2.0 * idle[0] && paced[2] <= 3.0 * idle[2],
         "paced bulk keeps an SOS near idle: {paced:?} against {idle:?}"
     );
-    assert!(unpaced[0] > 20.0 * paced[0], "{unpaced:?} against {paced:?}");
+    assert!(
+        unpaced[0] > 20.0 * paced[0],
+        "{unpaced:?} against {paced:?}"
+    );
     assert!(paced_p3 > 0.95, "bulk still gets through: {paced_p3:.2}");
 }
