@@ -11,17 +11,23 @@
 //! the hop and measures its queueing delay directly.
 //!
 //! - **Measuring.** While bulk flows to a neighbour, the router sends it a
-//!   probe every [`Pacer::probe_interval_ms`] (a timestamp in an otherwise
+//!   probe every [`PaceConfig::probe_interval_ms`] (a timestamp in an otherwise
 //!   empty routing control frame, class P0); the neighbour echoes it at
-//!   once, also as P0. Probe and echo cross every buffer below both routers,
-//!   so the round trip minus the smallest one seen lately (the base) is the
-//!   queueing delay on the hop.
+//!   once, also as P0, with the time it received it by its own clock. The
+//!   probe crosses every buffer below both routers, so its one-way time
+//!   minus the smallest one seen lately (the base, which also cancels the
+//!   two clocks' offset) is the queueing delay towards the neighbour, the
+//!   direction bulk is paced in, whatever waits the other way. (An echo
+//!   without the receive time falls back to the round trip.)
 //! - **Control.** Below the target the rate grows: doubling per sample
 //!   until the first queue is seen (slow start), then in proportion to how
 //!   far below the target the delay is. Above it the rate shrinks in
-//!   proportion to the excess, at most halving per sample. The rate grows
-//!   only while bulk actually waited for it, so a link that carried little
-//!   does not keep a rate it never tried.
+//!   proportion to the excess, at most halving per sample; once the
+//!   hop's delivery rate is known, it goes below it while a queue stands.
+//!   Only a queue bulk added to (bulk went since the previous probe)
+//!   shrinks it. The rate grows only while bulk actually waited for it, so
+//!   a link that carried little does not keep a rate it never tried; it
+//!   starts high, so that a short bulk message is not held back.
 //! - **Never starving.** The rate has a floor ([`MIN_RATE`]), and on a
 //!   link with nothing else the controller settles where the queue is at
 //!   the target, which is at or near what the link carries.
@@ -36,8 +42,10 @@ use std::collections::VecDeque;
 pub const MIN_RATE: f64 = 1.0;
 /// Highest pace, in bytes per millisecond (8 Gbit/s).
 pub const MAX_RATE: f64 = 1_000_000.0;
-/// The pace bulk starts at, in bytes per millisecond (256 kbit/s).
-const START_RATE: f64 = 32.0;
+/// The pace bulk starts at, in bytes per millisecond (8 Mbit/s): high, so
+/// that a short bulk message on a link that rarely carries any is not held
+/// back; the first queue measured brings it down to what the link carries.
+const START_RATE: f64 = 1000.0;
 /// How long each minimum of the base delay history covers.
 const BASE_SLOT_MS: u64 = 30_000;
 /// Minima kept: the base is the smallest round trip of the last 2 minutes.
@@ -78,7 +86,10 @@ pub struct Pacer {
     /// Slow start: until the first queue is seen.
     starting: bool,
     /// Smallest round trip per slot, newest last, with the slot's start.
-    base: Vec<(u64, u64)>,
+    base: Vec<(u64, i64)>,
+    /// Smallest one-way time (the neighbour's receive time minus our send
+    /// time: the clocks' offset included) per slot, likewise.
+    base_fwd: Vec<(u64, i64)>,
     /// Probes in flight: when each was sent and the bulk bytes sent by
     /// then, oldest first.
     outstanding: VecDeque<(u64, u64)>,
@@ -117,6 +128,7 @@ impl Pacer {
             refilled_ms: now,
             starting: true,
             base: Vec::new(),
+            base_fwd: Vec::new(),
             outstanding: VecDeque::new(),
             sent_total: 0,
             last_echo: None,
@@ -230,7 +242,8 @@ impl Pacer {
     }
 
     fn base_ms(&self) -> Option<u64> {
-        self.base.iter().map(|(_, m)| *m).min()
+        let min = self.base.iter().map(|(_, m)| *m).min()?;
+        u64::try_from(min).ok()
     }
 
     /// A probe to send at `now`, if one is due: its timestamp. A probe
@@ -248,7 +261,9 @@ impl Pacer {
         {
             self.outstanding.pop_front();
         }
-        if let (Some(&(oldest, _)), Some(base)) = (self.outstanding.front(), self.base_ms()) {
+        if let (Some(&(oldest, before)), Some(base)) = (self.outstanding.front(), self.base_ms())
+            && self.sent_total > before
+        {
             // Late by more than twice the last delay seen or lateness acted
             // on: the queue keeps growing, so the pace is still too high.
             let late = now.saturating_sub(oldest).saturating_sub(base);
@@ -270,7 +285,7 @@ impl Pacer {
 
     /// The echo of the probe sent at `sent` came back at `now`. An echo of
     /// a probe not in flight (given up, or made up) is ignored.
-    pub fn handle_echo(&mut self, now: u64, sent: u64) {
+    pub fn handle_echo(&mut self, now: u64, sent: u64, received: Option<u64>) {
         let Some(at) = self.outstanding.iter().position(|(t, _)| *t == sent) else {
             return;
         };
@@ -281,9 +296,15 @@ impl Pacer {
         // Links are FIFO: the ones sent before it were lost.
         self.outstanding.drain(..=at);
         self.echoing = true;
-        let rtt = now - sent;
-        self.note_base(now, rtt);
-        let delay = rtt.saturating_sub(self.base_ms().unwrap_or(rtt));
+        let rtt = i64::try_from(now - sent).unwrap_or(i64::MAX);
+        let round_trip_delay = Self::note_base(&mut self.base, now, rtt);
+        let delay = match received {
+            Some(at) => {
+                let one_way = (at as i64).wrapping_sub(sent as i64);
+                Self::note_base(&mut self.base_fwd, now, one_way)
+            }
+            None => round_trip_delay,
+        };
         // With a queue standing at both echoes, the link was busy between
         // them: the bulk sent between the two probes crossed it in the
         // time between the echoes.
@@ -299,10 +320,18 @@ impl Pacer {
             self.delivered
                 .push_back((bytes - before) as f64 / (now - then) as f64);
         }
+        // Whether bulk went between the previous probe and this one: only
+        // then is a queue partly bulk's doing. A queue of other classes
+        // (or of the other direction) is no reason to hold bulk back
+        // further, and on a link that carries bulk only now and then,
+        // shrinking for it left the next bulk message a trickle.
+        let ours = bytes > self.last_echo.map_or(0, |(_, before, _)| before);
         self.last_echo = Some((now, bytes, delay));
         self.late_ms = delay;
         self.delay_ms = Some(delay);
-        self.adjust(now, delay);
+        if ours || delay <= self.config.target_ms {
+            self.adjust(now, delay);
+        }
     }
 
     /// What the link carries, as far as the latest samples tell (bytes
@@ -317,18 +346,22 @@ impl Pacer {
             .reduce(f64::max)
     }
 
-    fn note_base(&mut self, now: u64, rtt: u64) {
-        match self.base.last_mut() {
+    /// Notes `value` in a base history; returns how far above the
+    /// history's minimum it is.
+    fn note_base(base: &mut Vec<(u64, i64)>, now: u64, value: i64) -> u64 {
+        match base.last_mut() {
             Some((start, min)) if now.saturating_sub(*start) < BASE_SLOT_MS => {
-                *min = (*min).min(rtt);
+                *min = (*min).min(value);
             }
             _ => {
-                self.base.push((now, rtt));
-                if self.base.len() > BASE_SLOTS {
-                    self.base.remove(0);
+                base.push((now, value));
+                if base.len() > BASE_SLOTS {
+                    base.remove(0);
                 }
             }
         }
+        let min = base.iter().map(|(_, m)| *m).min().unwrap_or(value);
+        u64::try_from(value.saturating_sub(min)).unwrap_or(0)
     }
 
     fn adjust(&mut self, now: u64, delay: u64) {
@@ -370,7 +403,9 @@ impl Pacer {
         if delay > 0 {
             self.starting = false;
         }
-        self.rate = self.rate.clamp(MIN_RATE, MAX_RATE);
+        // Never far below what the link was seen to carry.
+        let floor = self.capacity().map_or(MIN_RATE, |c| c * 0.25);
+        self.rate = self.rate.clamp(floor.max(MIN_RATE), MAX_RATE);
         self.limited = false;
     }
 }
@@ -414,7 +449,7 @@ mod tests {
                 probes.iter().partition(|(_, ahead)| *ahead <= 0.0);
             probes = wait;
             for (sent, _) in done {
-                p.handle_echo(now + 1, sent);
+                p.handle_echo(now + 1, sent, None);
             }
             worst = worst.max(queue / capacity);
         }
@@ -460,8 +495,34 @@ mod tests {
         assert_eq!(p.probe_due(10, true), Some(50));
         assert_eq!(p.poll_probe(50, true), Some(50));
         // An echo of a probe never sent is ignored.
-        p.handle_echo(101, 7);
+        p.handle_echo(101, 7, None);
         assert!(!p.pacing());
+    }
+
+    /// A queue that bulk did not add to (other classes, the other
+    /// direction) does not shrink the pace: on a link that carries bulk
+    /// now and then, that left the next bulk message a trickle
+    /// (`ci-1000.toml`: bulk p50 2 s instead of 0.17).
+    #[test]
+    fn a_queue_bulk_did_not_add_to_leaves_the_pace_alone() {
+        let mut p = Pacer::new(CONFIG, 0);
+        p.sent_bulk(0, 384);
+        let sent = p.poll_probe(0, true).unwrap();
+        p.handle_echo(1, sent, None);
+        let rate = p.rate_bytes_per_s();
+        // Others fill the link: every probe comes back 20 ms late, and no
+        // bulk went meanwhile.
+        for k in 1..20 {
+            let at = k * 50;
+            let sent = p.poll_probe(at, true).unwrap();
+            p.handle_echo(at + 21, sent, None);
+        }
+        assert_eq!(p.rate_bytes_per_s(), rate);
+        // With bulk sent between the probes, the same delay shrinks it.
+        p.sent_bulk(1_000, 384);
+        let sent = p.poll_probe(1_000, true).unwrap();
+        p.handle_echo(1_021, sent, None);
+        assert!(p.rate_bytes_per_s() < rate);
     }
 
     #[test]

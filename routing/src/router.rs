@@ -927,7 +927,11 @@ impl<S: MessageStore> Router<S> {
             Frame::Locate(location) => self.handle_locate(now, from, *location),
             Frame::Lookup(lookup) => self.handle_lookup(from, *lookup),
             Frame::Found(found) => self.handle_found(now, from, *found),
-            Frame::Timing { probe_ms, echo_ms } => self.handle_timing(now, from, probe_ms, echo_ms),
+            Frame::Timing {
+                probe_ms,
+                echo_ms,
+                received_ms,
+            } => self.handle_timing(now, from, probe_ms, echo_ms.map(|e| (e, received_ms))),
         }
     }
 

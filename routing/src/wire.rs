@@ -746,6 +746,8 @@ pub enum Frame {
         probe_ms: Option<u64>,
         /// An echo: the `probe_ms` of a probe received.
         echo_ms: Option<u64>,
+        /// With an echo: when the probe arrived, by the echoer's clock.
+        received_ms: Option<u64>,
     },
 }
 
@@ -784,9 +786,14 @@ impl Frame {
                 }
                 K::Control(control)
             }
-            Frame::Timing { probe_ms, echo_ms } => K::Control(pb::Control {
+            Frame::Timing {
+                probe_ms,
+                echo_ms,
+                received_ms,
+            } => K::Control(pb::Control {
                 probe_ms: *probe_ms,
                 echo_ms: *echo_ms,
+                received_ms: *received_ms,
                 ..pb::Control::default()
             }),
             Frame::Message(m) => K::Message(m.to_pb()),
@@ -873,6 +880,7 @@ impl Frame {
                 Ok(Frame::Timing {
                     probe_ms: c.probe_ms,
                     echo_ms: c.echo_ms,
+                    received_ms: c.received_ms,
                 })
             }
             K::Control(c) => {
@@ -1072,10 +1080,12 @@ mod tests {
             Frame::Timing {
                 probe_ms: Some(1_765_000_000_123),
                 echo_ms: None,
+                received_ms: None,
             },
             Frame::Timing {
                 probe_ms: None,
                 echo_ms: Some(0),
+                received_ms: Some(1_765_000_000_125),
             },
         ] {
             let bytes = frame.encode();

@@ -52,12 +52,12 @@ impl<S: MessageStore> Router<S> {
         now: u64,
         from: Address,
         probe_ms: Option<u64>,
-        echo_ms: Option<u64>,
+        echo: Option<(u64, Option<u64>)>,
     ) {
-        if let Some(sent) = echo_ms
+        if let Some((sent, received)) = echo
             && let Some(n) = self.neighbours.get_mut(&from)
         {
-            n.pacer.handle_echo(now, sent);
+            n.pacer.handle_echo(now, sent, received);
             // The pace may have changed: bulk may go sooner, or now.
             if n.scheduler.bulk_waiting() {
                 self.events.push_back(Event::LinkReady(from));
@@ -67,6 +67,7 @@ impl<S: MessageStore> Router<S> {
             let echo = Frame::Timing {
                 probe_ms: None,
                 echo_ms: Some(probe),
+                received_ms: Some(now),
             };
             self.queue_timing(from, echo);
         }
@@ -100,6 +101,7 @@ impl<S: MessageStore> Router<S> {
             let probe = Frame::Timing {
                 probe_ms: Some(sent),
                 echo_ms: None,
+                received_ms: None,
             };
             self.queue_timing(to, probe);
         }
