@@ -164,6 +164,8 @@ pub fn run(
         bulk_mtu: scenario.router.bulk_mtu,
         pace_target_ms: scenario.router.pace_target_ms,
         pace_probe_ms: scenario.router.pace_probe_ms,
+        sos_burst: scenario.router.sos_burst.max(1),
+        sos_interval_ms: scenario.router.sos_interval_ms.max(1),
         refresh_interval_ms: scenario.router.refresh_s * 1_000,
         custody_max_messages: scenario.router.custody_max_messages,
         broadcast_hops: scenario.router.broadcast_hops,

@@ -238,6 +238,11 @@ pub struct RouterSpec {
     pub pace_target_ms: u64,
     /// Bulk pacing: time between hop delay probes while bulk flows, ms.
     pub pace_probe_ms: u64,
+    /// SOS per origin: a burst, then one per `sos_interval_ms` (raised only
+    /// to take many samples from one origin, as the daemons' bench does).
+    pub sos_burst: u32,
+    /// See `sos_burst`.
+    pub sos_interval_ms: u64,
 }
 
 impl Default for RouterSpec {
@@ -253,6 +258,8 @@ impl Default for RouterSpec {
             registered: 0.0,
             pace_target_ms: lifeline_routing::router::Config::default().pace_target_ms,
             pace_probe_ms: lifeline_routing::router::Config::default().pace_probe_ms,
+            sos_burst: lifeline_routing::router::Config::default().sos_burst,
+            sos_interval_ms: lifeline_routing::router::Config::default().sos_interval_ms,
         }
     }
 }
