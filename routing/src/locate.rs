@@ -32,7 +32,8 @@ use crate::routes::Metric;
 use crate::wire::{Address, Location};
 
 /// The metric of one hop of a good link in a zone's size: a lossless link
-/// costs 256 plus its round trip in milliseconds (`routes::link_cost`).
+/// with a round trip under 4 ms costs 256 plus its round trip in
+/// milliseconds (`routes::link_cost`; slower links cost more).
 pub const HOP_METRIC: Metric = 300;
 /// How often a node checks its nearest landmark and home.
 pub const CHECK_INTERVAL_MS: u64 = 10_000;

@@ -507,11 +507,28 @@ fn a_neighbour_asking_for_dumps_without_end_gets_one_per_ten_seconds() {
 fn link_cost_reflects_loss_and_delay() {
     use lifeline_routing::routes::link_cost;
     use std::time::Duration;
-    let clean = link_cost(Duration::from_millis(10), 0.0);
-    assert_eq!(clean, 266);
-    assert!(link_cost(Duration::from_millis(10), 0.5) > 3 * clean);
+    let clean = link_cost(Duration::from_millis(3), 0.0);
+    assert_eq!(clean, 259);
+    assert!(link_cost(Duration::from_millis(3), 0.5) > 3 * clean);
     assert!(link_cost(Duration::from_millis(500), 0.0) > clean);
     assert!(link_cost(Duration::ZERO, 1.0) < u32::MAX);
+    assert!(link_cost(Duration::from_secs(u64::MAX), 1.0) < u32::MAX);
+}
+
+#[test]
+fn where_links_differ_a_lot_the_fastest_path_costs_least() {
+    use lifeline_routing::routes::link_cost;
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    // Radio and LAN hops: hops decide, as before.
+    assert_eq!(link_cost(ms(2), 0.0), 258);
+    assert!(2 * link_cost(ms(1), 0.0) > link_cost(ms(3), 0.0));
+    // A long-haul link of 20 ms one way against three links of 6 ms: the
+    // detour arrives sooner (18 ms), so it must cost less.
+    assert!(3 * link_cost(ms(12), 0.0) < link_cost(ms(40), 0.0));
+    // Two links never cost less than one with their total delay.
+    assert!(2 * link_cost(ms(20), 0.0) >= link_cost(ms(40), 0.0));
+    assert!(2 * link_cost(ms(3), 0.0) >= link_cost(ms(6), 0.0));
 }
 
 #[derive(Clone, Debug)]

@@ -186,6 +186,38 @@ fn control_traffic_on_the_leipzig_mesh_stays_under_budget() {
     let (report, _) = run(&scenario, scenario.seed, None).unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert!(report.control_bytes_per_node_s > 0.0 && report.control_bytes_per_node_s < 200.0);
+    // Equal links: hops decide, whatever the delay weighs.
+    let p2 = report.classes.iter().find(|c| c.class == "P2").unwrap();
+    assert!(
+        p2.transmissions_per_message <= 1.1 * p2.shortest_hops_mean,
+        "{} transmissions per message for {} hops",
+        p2.transmissions_per_message,
+        p2.shortest_hops_mean
+    );
+}
+
+/// Where links differ a lot in delay (long-haul links between cities), SOS
+/// and messages take the fastest paths, not the fewest hops. While a hop
+/// outweighed 256 ms of round trip, GEANT's P0 p99 stretch was 1.55.
+#[test]
+fn on_wide_area_graphs_sos_take_the_fastest_paths() {
+    for name in ["geant.toml", "abilene.toml"] {
+        let scenario = Scenario::load(&scenarios().join(name)).unwrap();
+        let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+        assert!(report.failures.is_empty(), "{name}: {:?}", report.failures);
+        for class in ["P0", "P2"] {
+            let c = report.classes.iter().find(|c| c.class == class).unwrap();
+            let bound = scenario.assertions.p99_stretch_max[&c.class];
+            assert!(bound <= 1.5, "{name}: the issue's bound is 1.5");
+            assert!(c.delivered > 200, "{name}: {} delivered", c.delivered);
+            assert!(
+                c.stretch[1] <= bound,
+                "{name} {}: {}",
+                c.class,
+                c.stretch[1]
+            );
+        }
+    }
 }
 
 /// A small chain mesh: 7 authorities on 60 nodes, a block every 2 s, with

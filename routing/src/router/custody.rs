@@ -2,7 +2,7 @@
 //! neighbours, and forwarding of what waits for a route.
 
 use super::{
-    DETOUR_SLACK, Event, Held, HeldState, MAX_PULLED_COPIES, MessageStore, Router, Status,
+    DETOUR_SLACK_HOPS, Event, Held, HeldState, MAX_PULLED_COPIES, MessageStore, Router, Status,
     eviction_key,
 };
 use crate::Class;
@@ -405,11 +405,15 @@ impl<S: MessageStore> Router<S> {
                 // flood through the nodes near its way: around neighbours
                 // that swallow messages. The destination drops duplicates.
                 let silent = self.neighbours.get(&hop).is_some_and(|n| n.silent);
+                let hop_cost = self.table.link_cost(&hop).unwrap_or(256).max(256);
                 let bound =
                     (message.body.class == Class::P0 && (avoid.is_some() || silent) && !h.flooded)
                         .then(|| self.detour_metric(&message))
                         .flatten()
-                        .map(|d| d.saturating_add(DETOUR_SLACK).min(INFINITY - 1));
+                        .map(|d| {
+                            d.saturating_add(DETOUR_SLACK_HOPS.saturating_mul(hop_cost))
+                                .min(INFINITY - 1)
+                        });
                 self.enqueue_message(now, hop, &message, upstream, true);
                 if let Some(bound) = bound {
                     let mut copy = message;
