@@ -9,7 +9,10 @@
 //! entry holds when A sealed the message and when E received it (one clock:
 //! one machine). The bench follows E's inbox with one `lifeline inbox
 //! --watch`. The baseline, measured in the same run, is the same P0 traffic
-//! on idle links; the figure that matters is loaded against idle.
+//! on idle links; the figure that matters is loaded against idle. While
+//! loaded it also samples, in each namespace every 100 ms, what waits below
+//! the routers: TCP bytes not sent (`ss -tmi`) and the links' queues (`tc -s
+//! qdisc` backlog), and reads A's bulk pace from `lifeline peers`.
 //!
 //! P0 is limited per origin (a burst of 3, then one per 20 s); the daemons
 //! here run with `--sos-burst` raised so that one origin can give 100
@@ -225,6 +228,79 @@ impl Bulk {
     }
 }
 
+/// A size as `tc -s` prints it ("15140b", "105Kb", "2Mb"), in bytes.
+fn tc_bytes(text: &str) -> Option<u64> {
+    let number = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let scale = match &text[number.len()..] {
+        "b" | "" => 1,
+        "Kb" => 1024,
+        "Mb" => 1024 * 1024,
+        _ => return None,
+    };
+    number.parse::<u64>().ok().map(|n| n * scale)
+}
+
+/// What waits below the routers in namespace `ns` now: bytes TCP has not
+/// sent (`ss -tmi`, "notsent") and bytes in its links' queues (`tc -s
+/// qdisc`, "backlog"), each summed over the namespace.
+fn below_routers(ns: &str) -> (u64, u64) {
+    let run = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let notsent = run(&["ss", "-tmiH"])
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("notsent:"))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    let qdisc = run(&["tc", "-s", "qdisc", "show"]);
+    let words: Vec<&str> = qdisc.split_whitespace().collect();
+    let backlog = words
+        .windows(2)
+        .filter(|w| w[0] == "backlog")
+        .filter_map(|w| tc_bytes(w[1]))
+        .sum();
+    (notsent, backlog)
+}
+
+/// Samples [`below_routers`] in every namespace every 100 ms until
+/// stopped; keeps the largest of each per namespace.
+struct BufferWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(u64, u64)>>,
+}
+
+impl BufferWatch {
+    fn start(names: &[String]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let names = names.to_vec();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut most = vec![(0, 0); names.len()];
+                while !stop.load(Ordering::Relaxed) {
+                    for (ns, m) in names.iter().zip(&mut most) {
+                        let (notsent, backlog) = below_routers(ns);
+                        *m = (m.0.max(notsent), m.1.max(backlog));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                most
+            }
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Vec<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 fn wall_ms() -> u64 {
     u64::try_from(
         std::time::SystemTime::now()
@@ -265,7 +341,23 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     // Let the load build queues along the line, then measure under it.
     std::thread::sleep(Duration::from_secs(10));
     let started = Instant::now();
+    let buffers = BufferWatch::start(&line.names);
     let loaded = p0_samples(a, e, &watch, &card, "loaded", samples);
+    let below = buffers.stop();
+    // A paces its bulk to B: the neighbour echoes its delay probes.
+    let peers = common::json(&a.dir, &["peers"]);
+    let paces: Vec<(u64, Option<u64>)> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["mesh"] == true)
+        .map(|p| {
+            (
+                p["bulk_pace_bytes_per_s"].as_u64().unwrap_or(0),
+                p["hop_queue_ms"].as_u64(),
+            )
+        })
+        .collect();
     let load_secs = started.elapsed().as_secs_f64() + 10.0;
     let offered = bulk.stop();
     let fraction =
@@ -294,6 +386,17 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         "  loaded / idle: p50 {:.2}x, p99 {:.2}x",
         percentile(&loaded, 0.5) as f64 / percentile(&idle, 0.5).max(1) as f64,
         percentile(&loaded, 0.99) as f64 / percentile(&idle, 0.99).max(1) as f64
+    );
+    println!(
+        "  below the routers, most seen per node A..E while loaded: TCP not sent {:?} B, \
+         link queues (tc backlog) {:?} B",
+        below.iter().map(|b| b.0).collect::<Vec<_>>(),
+        below.iter().map(|b| b.1).collect::<Vec<_>>(),
+    );
+    println!("  A's bulk pace and hop queue per neighbour (B/s, ms): {paces:?}");
+    assert!(
+        paces.iter().any(|p| p.0 > 0),
+        "A paces nothing while bulk flows: {peers}"
     );
     if throughput {
         // Let what the load phase left in the queues drain first.

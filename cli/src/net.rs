@@ -262,7 +262,17 @@ pub fn peers(ctx: &Ctx) -> Result<()> {
     if ctx.json {
         let list: Vec<_> = peers
             .iter()
-            .map(|p| json!({"id": p.id, "addrs": p.addrs, "rtt_us": p.rtt_us, "mesh": p.mesh, "misbehaviour": p.misbehaviour}))
+            .map(|p| {
+                json!({
+                    "id": p.id,
+                    "addrs": p.addrs,
+                    "rtt_us": p.rtt_us,
+                    "mesh": p.mesh,
+                    "misbehaviour": p.misbehaviour,
+                    "bulk_pace_bytes_per_s": p.bulk_pace_bytes_per_s,
+                    "hop_queue_ms": p.hop_queue_ms,
+                })
+            })
             .collect();
         print_json(&json!(list));
         return Ok(());
@@ -273,7 +283,10 @@ pub fn peers(ctx: &Ctx) -> Result<()> {
         );
         return Ok(());
     }
-    println!("{:<54} {:>9} {:>5}  address", "peer", "rtt", "mesh");
+    println!(
+        "{:<54} {:>9} {:>5} {:>12} {:>7}  address",
+        "peer", "rtt", "mesh", "bulk pace", "queue"
+    );
     for p in peers {
         let rtt = if p.rtt_us == 0 {
             "-".to_string()
@@ -281,11 +294,21 @@ pub fn peers(ctx: &Ctx) -> Result<()> {
             format!("{:.1} ms", p.rtt_us as f64 / 1000.0)
         };
         let mesh = if p.mesh { "yes" } else { "no" };
+        // Bulk the neighbour does not pace goes as fast as the link takes it.
+        let pace = match p.bulk_pace_bytes_per_s {
+            0 => "-".to_string(),
+            b => format!("{:.1} Mbit/s", b as f64 * 8.0 / 1e6),
+        };
+        let queue = p
+            .hop_queue_ms
+            .map_or_else(|| "-".to_string(), |q| format!("{q} ms"));
         println!(
-            "{:<54} {:>9} {:>5}  {}",
+            "{:<54} {:>9} {:>5} {:>12} {:>7}  {}",
             p.id,
             rtt,
             mesh,
+            pace,
+            queue,
             p.addrs.first().map_or("", String::as_str)
         );
     }

@@ -140,8 +140,8 @@ struct Peer {
     writer: Option<mesh::Writer>,
     /// A writer task is opening a stream.
     opening: bool,
-    /// The last ping round trip.
-    rtt: Option<Duration>,
+    /// Its recent ping round trips.
+    rtts: RecentRtts,
     /// The round trip the router's link cost was set from.
     costed_rtt: Option<Duration>,
     /// Addresses it is connected on.
@@ -154,6 +154,37 @@ struct Peer {
     /// Chain sync messages for it from before our stream was open (its
     /// status can come first, and the request it prompts must not be lost).
     early_sync: Vec<Vec<u8>>,
+}
+
+/// How many ping round trips a link's cost looks back on (2 minutes at the
+/// default 15 s interval).
+const RTT_SAMPLES: usize = 8;
+
+/// A neighbour's last [`RTT_SAMPLES`] ping round trips. Its link cost comes
+/// from the smallest: the link's own delay, not what its queues add under
+/// load (a cost that followed load would move routes away from a busy link
+/// and back once it emptied, over and over).
+#[derive(Debug, Default)]
+struct RecentRtts {
+    samples: [Duration; RTT_SAMPLES],
+    len: usize,
+    next: usize,
+}
+
+impl RecentRtts {
+    fn push(&mut self, rtt: Duration) {
+        self.samples[self.next] = rtt;
+        self.next = (self.next + 1) % RTT_SAMPLES;
+        self.len = (self.len + 1).min(RTT_SAMPLES);
+    }
+
+    fn last(&self) -> Option<Duration> {
+        (self.len > 0).then(|| self.samples[(self.next + RTT_SAMPLES - 1) % RTT_SAMPLES])
+    }
+
+    fn min(&self) -> Option<Duration> {
+        self.samples[..self.len].iter().min().copied()
+    }
 }
 
 /// Chain sync messages kept for a neighbour until our stream to it opens.
@@ -729,7 +760,7 @@ impl Node {
                 ..
             }) => {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.rtt = Some(rtt);
+                    p.rtts.push(rtt);
                 }
                 self.update_cost(peer);
                 // A stream that failed to open is retried at each ping.
@@ -798,7 +829,8 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        let (Some(address), Some(rtt), Some(_)) = (peer.address, peer.rtt, &peer.writer) else {
+        let (Some(address), Some(rtt), Some(_)) = (peer.address, peer.rtts.min(), &peer.writer)
+        else {
             return;
         };
         // Only a real change moves routes: a quarter more or less.
@@ -823,7 +855,7 @@ impl Node {
                 p.opening = false;
                 p.writer = Some(writer);
                 let Some(address) = p.address else { return };
-                let rtt = p.rtt.unwrap_or(DEFAULT_RTT);
+                let rtt = p.rtts.min().unwrap_or(DEFAULT_RTT);
                 p.costed_rtt = Some(rtt);
                 self.by_address.insert(address, peer);
                 let now = self.clock();
@@ -1204,5 +1236,28 @@ impl Node {
             m.chain_finalized
                 .set(i64::try_from(c.chain.finalized().number).unwrap_or(i64::MAX));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RTT_SAMPLES, RecentRtts};
+    use std::time::Duration;
+
+    #[test]
+    fn a_link_costs_its_own_delay_not_what_its_queues_add() {
+        let ms = Duration::from_millis;
+        let mut rtts = RecentRtts::default();
+        assert_eq!(rtts.min(), None);
+        rtts.push(ms(12));
+        rtts.push(ms(90)); // A ping behind a full queue.
+        assert_eq!(rtts.min(), Some(ms(12)));
+        assert_eq!(rtts.last(), Some(ms(90)), "shown as it was measured");
+        // The link itself got slower (a longer path): after a window of
+        // samples its cost follows.
+        for _ in 0..RTT_SAMPLES {
+            rtts.push(ms(40));
+        }
+        assert_eq!(rtts.min(), Some(ms(40)));
     }
 }

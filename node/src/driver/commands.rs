@@ -37,18 +37,26 @@ impl Node {
                 let mut peers: Vec<api::Peer> = self
                     .peers
                     .iter()
-                    .map(|(id, p)| api::Peer {
-                        id: id.to_string(),
-                        addrs: p.addrs.iter().map(ToString::to_string).collect(),
-                        rtt_us: p
-                            .rtt
-                            .map_or(0, |r| u64::try_from(r.as_micros()).unwrap_or(0)),
-                        mesh: p.writer.is_some(),
-                        misbehaviour: p
-                            .address
-                            .and_then(|a| self.router.misbehaviour(&a))
-                            .map_or(0, |m| m.total())
-                            + p.garbage,
+                    .map(|(id, p)| {
+                        let pace = p.address.and_then(|a| self.router.pace(&a));
+                        api::Peer {
+                            id: id.to_string(),
+                            addrs: p.addrs.iter().map(ToString::to_string).collect(),
+                            rtt_us: p
+                                .rtts
+                                .last()
+                                .map_or(0, |r| u64::try_from(r.as_micros()).unwrap_or(0)),
+                            mesh: p.writer.is_some(),
+                            misbehaviour: p
+                                .address
+                                .and_then(|a| self.router.misbehaviour(&a))
+                                .map_or(0, |m| m.total())
+                                + p.garbage,
+                            bulk_pace_bytes_per_s: pace
+                                .filter(|s| s.pacing)
+                                .map_or(0, |s| s.rate_bytes_per_s),
+                            hop_queue_ms: pace.and_then(|s| s.delay_ms),
+                        }
                     })
                     .collect();
                 peers.sort_by(|a, b| a.id.cmp(&b.id));
