@@ -16,7 +16,11 @@ DEVNET ?=
 
 # lifeline's main job: a local network of real nodes, a guided tour of what
 # they do, then it keeps running (Ctrl-C stops it and cleans up).
+# The build shows its progress: the first one compiles RocksDB's C++ for
+# about 25 minutes on two cores, and a quiet `cargo run -q` looked hung.
 run: setup
+	@echo "make run: building lifeline (the first build compiles RocksDB's C++: about 25 minutes on 2 cores; later ones take seconds)"
+	$(CARGO) build --locked -p lifeline
 	$(CARGO) run --locked -q -p lifeline -- devnet $(DEVNET)
 
 test: setup fmt clippy doc demo fuzz-smoke unit sim
