@@ -20,7 +20,8 @@
 //! line_latency` takes 100 idle and 100 loaded samples per transport (about
 //! 5 minutes); under `cargo test` (no `--bench`) three of each, to keep it
 //! working. Needs root (network namespaces); `LIFELINE_SKIP_NETNS=1` skips
-//! it.
+//! it. `LINE_LATENCY_ARGS` adds daemon flags, to compare settings in the
+//! same way (for example `--bulk-pace-target-ms 1`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
@@ -317,17 +318,21 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     };
     line.shape(RATE_MBIT).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let nodes = line.start_daemons_with(
-        root.path(),
-        &[
-            "--listen",
-            listen,
-            "--sos-burst",
-            "100000",
-            "--sos-interval-secs",
-            "1",
-        ],
-    );
+    let mut args = vec![
+        "--listen".to_string(),
+        listen.to_string(),
+        "--sos-burst".to_string(),
+        "100000".to_string(),
+        "--sos-interval-secs".to_string(),
+        "1".to_string(),
+    ];
+    // More daemon flags to compare settings, e.g.
+    // LINE_LATENCY_ARGS="--bulk-pace-target-ms 1".
+    if let Ok(more) = std::env::var("LINE_LATENCY_ARGS") {
+        args.extend(more.split_whitespace().map(str::to_string));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let nodes = line.start_daemons_with(root.path(), &args);
     let (a, e) = (&nodes[0], &nodes[NODES - 1]);
     a.wait_for_route(e, Duration::from_secs(90));
     let card = e.card_file(root.path());
