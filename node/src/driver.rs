@@ -165,25 +165,22 @@ const RTT_SAMPLES: usize = 8;
 /// load (a cost that followed load would move routes away from a busy link
 /// and back once it emptied, over and over).
 #[derive(Debug, Default)]
-struct RecentRtts {
-    samples: [Duration; RTT_SAMPLES],
-    len: usize,
-    next: usize,
-}
+struct RecentRtts(std::collections::VecDeque<Duration>);
 
 impl RecentRtts {
     fn push(&mut self, rtt: Duration) {
-        self.samples[self.next] = rtt;
-        self.next = (self.next + 1) % RTT_SAMPLES;
-        self.len = (self.len + 1).min(RTT_SAMPLES);
+        if self.0.len() == RTT_SAMPLES {
+            self.0.pop_front();
+        }
+        self.0.push_back(rtt);
     }
 
     fn last(&self) -> Option<Duration> {
-        (self.len > 0).then(|| self.samples[(self.next + RTT_SAMPLES - 1) % RTT_SAMPLES])
+        self.0.back().copied()
     }
 
     fn min(&self) -> Option<Duration> {
-        self.samples[..self.len].iter().min().copied()
+        self.0.iter().min().copied()
     }
 }
 

@@ -405,12 +405,12 @@ impl<S: MessageStore> Router<S> {
                 // flood through the nodes near its way: around neighbours
                 // that swallow messages. The destination drops duplicates.
                 let silent = self.neighbours.get(&hop).is_some_and(|n| n.silent);
-                let hop_cost = self.table.link_cost(&hop).unwrap_or(256).max(256);
                 let bound =
                     (message.body.class == Class::P0 && (avoid.is_some() || silent) && !h.flooded)
                         .then(|| self.detour_metric(&message))
                         .flatten()
                         .map(|d| {
+                            let hop_cost = self.table.link_cost(&hop).unwrap_or(256).max(256);
                             d.saturating_add(DETOUR_SLACK_HOPS.saturating_mul(hop_cost))
                                 .min(INFINITY - 1)
                         });
