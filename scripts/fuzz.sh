@@ -34,6 +34,8 @@ for t in "${targets[@]}"; do
   # Committed seeds (fuzz/seeds/TARGET), if any, start the search; new finds go to $corpus.
   seeds=()
   [ -d "fuzz/seeds/$t" ] && seeds=("fuzz/seeds/$t")
+  # The CAP test alerts, shaped like real agencies' alerts, seed the CAP reader.
+  [ "$t" = cap_alert ] && seeds+=("consensus/tests/cap")
   cargo fuzz run "${flags[@]}" "$t" "$corpus" "${seeds[@]}" -- \
     -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     >"$log" 2>&1 || status=$?

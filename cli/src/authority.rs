@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use lifeline_consensus::alert::Alert;
+use lifeline_consensus::alert::{Alert, CapTime, Info, NamedValue};
 use lifeline_consensus::cap::{self, MAX_CAP_LEN};
 use lifeline_consensus::tx::{MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_ROLE_CHARS};
 use lifeline_consensus::wire::pb as chain_pb;
@@ -58,10 +58,11 @@ pub enum IdentityCommand {
 pub enum AlertCommand {
     /// Publish an OASIS CAP 1.2 alert (an authority's node only)
     #[command(
-        after_help = "The file is a CAP 1.2 <alert> with one <info> and one <area> \
-        (a polygon or a circle), public scope and an <expires>. It is checked before it is \
-        sent; CAP elements lifeline does not carry are listed.\n\nExample:\n  \
-        lifeline alert publish docs/examples/flood-alert.xml"
+        after_help = "The file is a CAP 1.2 <alert> in public scope, as the agency wrote it: \
+        every <info> (languages, audiences) and <area> (polygons, circles, geocodes) is \
+        carried. It is checked before it is sent; what stays off the chain (embedded media, \
+        elements outside CAP) is listed, and in --json too. See docs/authorities.md.\n\n\
+        Example:\n  lifeline alert publish docs/examples/flood-alert.xml"
     )]
     Publish {
         /// The CAP 1.2 XML file
@@ -276,7 +277,24 @@ fn transact(
     wait: &WaitArgs,
     what: &str,
 ) -> Result<()> {
+    transact_with(ctx, action, wait, what, json!({}))
+}
+
+/// [`transact`], with `extra` fields in its `--json` answer.
+fn transact_with(
+    ctx: &Ctx,
+    action: api::transact_request::Action,
+    wait: &WaitArgs,
+    what: &str,
+    extra: serde_json::Value,
+) -> Result<()> {
     let json = ctx.json;
+    let answer = |mut fields: serde_json::Value| {
+        if let (Some(out), Some(extra)) = (fields.as_object_mut(), extra.as_object()) {
+            out.extend(extra.clone());
+        }
+        fields
+    };
     let wait_for = (!wait.no_wait).then(|| Duration::from(wait.wait));
     runtime()?.block_on(async {
         let mut c = client(ctx).await?;
@@ -290,7 +308,7 @@ fn transact(
         let hash = reply.hash;
         let Some(wait_for) = wait_for else {
             if json {
-                print_json(&json!({"hash": hash, "status": "pending"}));
+                print_json(&answer(json!({"hash": hash, "status": "pending"})));
             } else {
                 println!("{hash}");
                 eprintln!(
@@ -304,7 +322,9 @@ fn transact(
         }
         let status = wait_for_block(&mut c, &hash, wait_for).await?;
         if json {
-            print_json(&json!({"hash": hash, "status": status.status, "block": status.block}));
+            print_json(&answer(
+                json!({"hash": hash, "status": status.status, "block": status.block}),
+            ));
         } else {
             println!("{what}: in block {} (transaction {hash})", status.block);
         }
@@ -484,7 +504,8 @@ pub fn read_cap(file: &std::path::Path) -> Result<cap::CapImport> {
         .with_context(|| format!("cannot read the alert file {}", file.display()))?;
     if meta.len() > MAX_CAP_LEN as u64 {
         bail!(
-            "{} is {} bytes; a CAP alert lifeline publishes is at most {MAX_CAP_LEN}",
+            "{} is {} bytes; lifeline reads CAP files of at most {MAX_CAP_LEN} bytes, embedded \
+             media included (the media itself is not kept)",
             file.display(),
             meta.len()
         );
@@ -508,20 +529,19 @@ pub fn alert(ctx: &Ctx, command: AlertCommand) -> Result<()> {
     match command {
         AlertCommand::Publish { file, wait } => {
             let import = read_cap(&file)?;
-            if !import.not_carried.is_empty() && !ctx.json {
-                eprintln!(
-                    "note: lifeline does not carry these CAP elements of {}: {}",
-                    file.display(),
-                    import.not_carried.join(", ")
-                );
+            if !ctx.json {
+                for note in &import.not_carried {
+                    eprintln!("note: {}: {note}", file.display());
+                }
             }
             let alert = import.alert;
-            let action = api::transact_request::Action::Alert(alert.to_pb().encode_to_vec());
-            transact(
+            let action = api::transact_request::Action::CapAlert(alert.to_cap_pb().encode_to_vec());
+            transact_with(
                 ctx,
                 action,
                 &wait,
                 &format!("alert {:?} published", alert.identifier),
+                json!({"identifier": alert.identifier, "not_carried": import.not_carried}),
             )
         }
         AlertCommand::Show {
@@ -533,11 +553,12 @@ pub fn alert(ctx: &Ctx, command: AlertCommand) -> Result<()> {
                 let mut c = client(ctx).await?;
                 let (alert, detail) = alert_detail(&mut c, &identifier).await?;
                 if as_cap {
-                    // CAP references carry each earlier alert's sender and time.
+                    // CAP references carry each earlier alert's sender and
+                    // time; an alert of the first form names only identifiers.
                     let mut known = Vec::new();
-                    for r in &alert.references {
-                        if let Ok((earlier, _)) = alert_detail(&mut c, r).await {
-                            known.push((r.clone(), earlier.sender, earlier.sent));
+                    for r in alert.references.iter().filter(|r| r.sent.is_none()) {
+                        if let Ok((earlier, _)) = alert_detail(&mut c, &r.identifier).await {
+                            known.push((r.identifier.clone(), earlier.sender, earlier.sent.at));
                         }
                     }
                     let lookup = |id: &str| {
@@ -550,18 +571,7 @@ pub fn alert(ctx: &Ctx, command: AlertCommand) -> Result<()> {
                     return Ok(());
                 }
                 if json {
-                    print_json(&json!({
-                        "identifier": alert.identifier, "sender": alert.sender,
-                        "publisher": detail.publisher, "block": detail.block,
-                        "status": format!("{:?}", alert.status),
-                        "msg_type": format!("{:?}", alert.msg_type),
-                        "event": alert.event, "severity": cap::severity_name(alert.severity),
-                        "headline": alert.headline, "description": alert.description,
-                        "instruction": alert.instruction, "area": alert.area.description,
-                        "sent_ms": alert.sent.as_unix_millis(),
-                        "expires_ms": alert.expires.as_unix_millis(),
-                        "superseded_by": (!detail.superseded_by.is_empty()).then_some(&detail.superseded_by),
-                    }));
+                    print_json(&alert_json(&alert, &detail));
                     return Ok(());
                 }
                 print_alert(&alert, &detail);
@@ -582,46 +592,193 @@ async fn alert_detail(c: &mut Client, identifier: &str) -> Result<(Alert, api::A
     if !detail.found {
         bail!("no alert {identifier:?} is on the chain; `lifeline alerts` lists those in force");
     }
-    let pb = chain_pb::Alert::decode(detail.alert.as_slice())
-        .context("the node sent an alert that cannot be read")?;
-    let alert = Alert::from_pb(pb).context("the node sent an invalid alert")?;
+    let alert = if detail.cap_alert.is_empty() {
+        // A node of an earlier version sends the first form only.
+        let pb = chain_pb::Alert::decode(detail.alert.as_slice())
+            .context("the node sent an alert that cannot be read")?;
+        Alert::from_pb(pb).context("the node sent an invalid alert")?
+    } else {
+        let pb = chain_pb::CapAlert::decode(detail.cap_alert.as_slice())
+            .context("the node sent an alert that cannot be read")?;
+        Alert::from_cap_pb(pb).context("the node sent an invalid alert")?
+    };
     Ok((alert, detail))
 }
 
+fn values_json(values: &[NamedValue]) -> serde_json::Value {
+    values
+        .iter()
+        .map(|v| json!({"name": v.name, "value": v.value}))
+        .collect()
+}
+
+fn time_json(t: &Option<CapTime>) -> serde_json::Value {
+    t.as_ref()
+        .map_or(serde_json::Value::Null, |t| cap::format_cap_time(t).into())
+}
+
+/// `alert show --json`: every element lifeline keeps.
+fn alert_json(a: &Alert, detail: &api::AlertDetailReply) -> serde_json::Value {
+    let infos: Vec<serde_json::Value> = a
+        .infos
+        .iter()
+        .map(|i| {
+            json!({
+                "language": i.language,
+                "categories": i.categories.iter().map(|&c| cap::category_name(c)).collect::<Vec<_>>(),
+                "event": i.event,
+                "response_types": i.response_types.iter().map(|&r| cap::response_type_name(r)).collect::<Vec<_>>(),
+                "urgency": cap::urgency_name(i.urgency),
+                "severity": cap::severity_name(i.severity),
+                "certainty": cap::certainty_name(i.certainty),
+                "audience": i.audience,
+                "event_codes": values_json(&i.event_codes),
+                "effective": time_json(&i.effective),
+                "onset": time_json(&i.onset),
+                "expires": time_json(&i.expires),
+                "sender_name": i.sender_name,
+                "headline": i.headline,
+                "description": i.description,
+                "instruction": i.instruction,
+                "web": i.web,
+                "contact": i.contact,
+                "parameters": values_json(&i.parameters),
+                "resources": i.resources.iter().map(|r| json!({
+                    "description": r.description, "mime_type": r.mime_type, "size": r.size,
+                    "uri": r.uri, "digest": r.digest,
+                })).collect::<Vec<_>>(),
+                "areas": i.areas.iter().map(|ar| json!({
+                    "description": ar.description,
+                    "polygons": ar.polygons.iter().map(|p| p.iter().map(|q| [q.lat, q.lon]).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                    "circles": ar.circles.iter().map(|c| json!({"center": [c.center.lat, c.center.lon], "radius_km": c.radius_km})).collect::<Vec<_>>(),
+                    "geocodes": values_json(&ar.geocodes),
+                    "altitude": ar.altitude, "ceiling": ar.ceiling,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "identifier": a.identifier, "sender": a.sender,
+        "publisher": detail.publisher, "block": detail.block,
+        "status": cap::status_name(a.status),
+        "msg_type": cap::msg_type_name(a.msg_type),
+        "severity": cap::severity_name(a.severity()),
+        "sent": cap::format_cap_time(&a.sent),
+        "sent_ms": a.sent.at.as_unix_millis(),
+        "source": a.source, "codes": a.codes, "note": a.note,
+        "references": a.references.iter().map(|r| json!({
+            "sender": r.sender, "identifier": r.identifier, "sent": time_json(&r.sent),
+        })).collect::<Vec<_>>(),
+        "incidents": a.incidents,
+        "infos": infos,
+        "superseded_by": (!detail.superseded_by.is_empty()).then_some(&detail.superseded_by),
+    })
+}
+
 fn print_alert(a: &Alert, detail: &api::AlertDetailReply) {
-    let categories: Vec<&str> = a
+    println!(
+        "{} {} {} by {}",
+        cap::msg_type_name(a.msg_type).to_uppercase(),
+        a.identifier,
+        when(a.sent.at.as_unix_millis()),
+        a.sender
+    );
+    if a.status != chain_pb::AlertStatus::Actual {
+        println!(
+            "status:     {} (not a real alert)",
+            cap::status_name(a.status)
+        );
+    }
+    println!("published:  block {} by {}", detail.block, detail.publisher);
+    if !a.references.is_empty() {
+        let ids: Vec<&str> = a.references.iter().map(|r| r.identifier.as_str()).collect();
+        println!("replaces:   {}", ids.join(", "));
+    }
+    if !detail.superseded_by.is_empty() {
+        println!("REPLACED by {}", detail.superseded_by);
+    }
+    if !a.note.is_empty() {
+        println!("note:       {}", a.note);
+    }
+    if a.infos.is_empty() {
+        println!(
+            "(no info block: a {} carries no text)",
+            cap::msg_type_name(a.msg_type)
+        );
+    }
+    for i in &a.infos {
+        print_info(i);
+    }
+}
+
+fn print_info(i: &Info) {
+    let categories: Vec<&str> = i
         .categories
         .iter()
         .map(|&c| cap::category_name(c))
         .collect();
-    println!("{} — {}", a.event.to_uppercase(), a.headline);
-    println!("identifier: {}", a.identifier);
+    println!();
+    let language = if i.language.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", i.language)
+    };
+    println!("{} — {}{language}", i.event.to_uppercase(), i.headline);
     println!(
-        "severity:   {} ({:?}, {:?}), {}",
-        cap::severity_name(a.severity),
-        a.urgency,
-        a.certainty,
+        "severity:   {} ({}, {}), {}",
+        cap::severity_name(i.severity),
+        cap::urgency_name(i.urgency),
+        cap::certainty_name(i.certainty),
         categories.join(", ")
     );
-    if a.status != chain_pb::AlertStatus::Actual {
-        println!("status:     {:?} (not a real alert)", a.status);
+    if !i.response_types.is_empty() {
+        let r: Vec<&str> = i
+            .response_types
+            .iter()
+            .map(|&r| cap::response_type_name(r))
+            .collect();
+        println!("response:   {}", r.join(", "));
     }
-    println!("area:       {}", a.area.description);
-    println!(
-        "sent:       {} by {}",
-        when(a.sent.as_unix_millis()),
-        a.sender
-    );
-    println!("expires:    {}", when(a.expires.as_unix_millis()));
-    println!("published:  block {} by {}", detail.block, detail.publisher);
-    if !detail.superseded_by.is_empty() {
-        println!("REPLACED by {}", detail.superseded_by);
+    if !i.sender_name.is_empty() {
+        println!("from:       {}", i.sender_name);
     }
-    if !a.description.is_empty() {
-        println!("\n{}", a.description);
+    if !i.audience.is_empty() {
+        println!("for:        {}", i.audience);
     }
-    if !a.instruction.is_empty() {
-        println!("\nWhat to do: {}", a.instruction);
+    for area in &i.areas {
+        let codes: Vec<String> = area
+            .geocodes
+            .iter()
+            .map(|g| format!("{} {}", g.name, g.value))
+            .collect();
+        let shape = match (area.polygons.len() + area.circles.len(), codes.is_empty()) {
+            (0, false) => format!(" (by code only: {})", codes.join(", ")),
+            (0, true) => String::new(),
+            (n, _) => format!(" ({n} shape{})", if n == 1 { "" } else { "s" }),
+        };
+        println!("area:       {}{shape}", area.description);
+    }
+    match i.expires {
+        Some(t) => println!("expires:    {}", when(t.at.as_unix_millis())),
+        None => println!("expires:    not given (in force until replaced)"),
+    }
+    if !i.description.is_empty() {
+        println!("\n{}", i.description);
+    }
+    if !i.instruction.is_empty() {
+        println!("\nWhat to do: {}", i.instruction);
+    }
+    for p in &i.parameters {
+        println!("{}: {}", p.name, p.value);
+    }
+    if !i.web.is_empty() {
+        println!("more:       {}", i.web);
+    }
+    if !i.contact.is_empty() {
+        println!("contact:    {}", i.contact);
+    }
+    for r in &i.resources {
+        println!("resource:   {} ({}) {}", r.description, r.mime_type, r.uri);
     }
 }
 
@@ -662,7 +819,9 @@ pub fn alerts(ctx: &Ctx, args: AlertsArgs) -> Result<()> {
                         "headline": a.headline, "area": a.area, "sender": a.sender,
                         "publisher": a.publisher, "status": a.status,
                         "sent_ms": a.sent_ms, "expires_ms": a.expires_ms,
-                        "instruction": a.instruction,
+                        "instruction": a.instruction, "response_types": a.response_types,
+                        "area_by_code_only": a.area_by_code_only,
+                        "until_replaced": a.until_replaced,
                     })
                 );
                 continue;
@@ -672,15 +831,27 @@ pub fn alerts(ctx: &Ctx, args: AlertsArgs) -> Result<()> {
             } else {
                 format!(" [{}]", a.status.to_uppercase())
             };
+            let until = if a.until_replaced {
+                format!("until replaced (at most {})", when(a.expires_ms))
+            } else {
+                format!("until {}", when(a.expires_ms))
+            };
             println!(
-                "{} {}{status}: {} — {}\n  until {} · id {}",
+                "{} {}{status}: {} — {}\n  {until} · id {}",
                 a.severity.to_uppercase(),
                 a.event,
                 a.area,
                 a.headline,
-                when(a.expires_ms),
                 a.identifier
             );
+            if a.area_by_code_only {
+                println!(
+                    "  the area is known by code only here: it may or may not include this point"
+                );
+            }
+            if !a.response_types.is_empty() {
+                println!("  response: {}", a.response_types.join(", "));
+            }
             if !a.instruction.is_empty() {
                 println!("  {}", a.instruction);
             }

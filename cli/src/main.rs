@@ -148,13 +148,30 @@ pub struct Context {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
+            if json {
+                println!("{}", error_json(&error));
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error as `--json` gives it: the message, and for a CAP document the
+/// element, line and whose rule it breaks.
+fn error_json(error: &anyhow::Error) -> serde_json::Value {
+    let mut out = serde_json::json!({ "error": format!("{error:#}") });
+    if let Some(c) = error.downcast_ref::<lifeline_consensus::cap::CapError>() {
+        out["element"] = c.element.clone().into();
+        out["line"] = c.line.into();
+        out["rule"] = c.rule.to_string().into();
+        out["problem"] = c.message.clone().into();
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

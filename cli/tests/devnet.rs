@@ -64,6 +64,116 @@ impl Net {
     }
 }
 
+/// A CAP test alert (consensus/tests/cap), its 2036-11-21 moved to
+/// yesterday and 2036-11-22 to tomorrow (UTC) so that it is in force now.
+fn agency_alert(name: &str, into: &Path) -> (PathBuf, String) {
+    let day = |offset: i64| {
+        let now = lifeline_crypto::Timestamp::from_system_time(std::time::SystemTime::now());
+        let at = if offset < 0 {
+            now.saturating_sub(Duration::from_secs(86_400))
+        } else {
+            now.saturating_add(Duration::from_secs(86_400))
+        };
+        lifeline_consensus::cap::format_time(at)[..10].to_owned()
+    };
+    let original = std::fs::read_to_string(format!(
+        "{}/../consensus/tests/cap/{name}.xml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("2036-11-21", &day(-1))
+    .replace("2036-11-22", &day(1));
+    let path = into.join(format!("{name}.xml"));
+    std::fs::write(&path, &original).unwrap();
+    (path, original)
+}
+
+fn sorted_fields(xml: &str) -> Vec<(String, String)> {
+    let mut f = lifeline_consensus::cap::cap_fields(xml).unwrap();
+    f.sort();
+    f
+}
+
+/// Publishes, on `authority`, a bilingual geocode-only storm warning, a
+/// wireless fire alert (two polygons, public text in parameters, embedded
+/// media, no `<expires>`) and then a Cancel without `<info>`; reads each
+/// back on `reader` and compares it with the original field by field.
+fn agency_alerts(authority: &Path, reader: &Path, tmp: &Path) {
+    const STORM: &str = "urn:oid:2.49.0.1.124.2036.11.21.1";
+    const FIRE: &str = "IPAWS-2036-0042";
+    const CANCEL: &str = "urn:oid:2.49.0.1.124.2036.11.21.2";
+    let (storm, storm_xml) = agency_alert("bilingual-geocode-only", tmp);
+    let published = json(authority, &["alert", "publish", storm.to_str().unwrap()]);
+    assert_eq!(
+        published["not_carried"],
+        serde_json::json!([]),
+        "{published}"
+    );
+    assert!(published["block"].as_u64().is_some(), "{published}");
+    let (fire, fire_xml) = agency_alert("wea-polygons-media", tmp);
+    let published = json(authority, &["alert", "publish", fire.to_str().unwrap()]);
+    let dropped = published["not_carried"].to_string();
+    assert!(dropped.contains("<derefUri>"), "{published}");
+
+    // In Ottawa the storm's area is known by code only: listed, and said so.
+    let storm_near = eventually(
+        "the storm warning reaching the reader",
+        Duration::from_secs(20),
+        || {
+            let out = ok(
+                run(reader, &["--json", "alerts", "--near", "45.42,-75.69"]),
+                "alerts",
+            );
+            out.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .find(|a| a["identifier"] == STORM)
+        },
+    );
+    assert_eq!(storm_near["area_by_code_only"], true, "{storm_near}");
+    eventually(
+        "the fire alert reaching the reader",
+        Duration::from_secs(20),
+        || {
+            let out = ok(
+                run(reader, &["--json", "alerts", "--near", "34.15,-117.25"]),
+                "alerts",
+            );
+            out.contains(FIRE).then_some(())
+        },
+    );
+    for (id, original) in [(STORM, &storm_xml), (FIRE, &fire_xml)] {
+        let cap = ok(
+            run(reader, &["alert", "show", id, "--cap"]),
+            "alert show --cap",
+        );
+        assert_eq!(sorted_fields(&cap), sorted_fields(original), "{id}:\n{cap}");
+    }
+    let shown = ok(run(reader, &["alert", "show", STORM]), "alert show");
+    assert!(
+        shown.contains("[fr-CA]") && shown.contains("Évitez de voyager"),
+        "{shown}"
+    );
+
+    let (cancel, cancel_xml) = agency_alert("cancel-without-info", tmp);
+    ok(
+        run(authority, &["alert", "publish", cancel.to_str().unwrap()]),
+        "publish a Cancel",
+    );
+    eventually(
+        "the Cancel reaching the reader",
+        Duration::from_secs(20),
+        || {
+            let out = ok(run(reader, &["--json", "alerts"]), "alerts");
+            (!out.contains(STORM)).then_some(())
+        },
+    );
+    let cap = ok(
+        run(reader, &["alert", "show", CANCEL, "--cap"]),
+        "alert show --cap",
+    );
+    assert_eq!(sorted_fields(&cap), sorted_fields(&cancel_xml), "{cap}");
+}
+
 fn run(dir: &Path, args: &[&str]) -> Output {
     lifeline(dir).args(args).output().unwrap()
 }
@@ -314,6 +424,10 @@ fn the_lifeline_command_against_a_devnet() {
         "already on the chain",
     );
 
+    // Alerts as agencies write them, each read back on another node and
+    // compared field by field with the original.
+    agency_alerts(&civil, &ana, root.path());
+
     // Vote ana in as a fourth authority; she then seals blocks.
     fails(
         run(&ana, &["chain", "vote", "add", "ana"]),
@@ -374,7 +488,23 @@ fn the_lifeline_command_against_a_devnet() {
     .unwrap();
     fails(
         run(&civil, &["alert", "publish", bad.to_str().unwrap()]),
-        "<status> is \"Real\"",
+        "line 8, <status>: is \"Real\"; CAP 1.2 allows Actual",
+    );
+    // With --json, the error is JSON too, naming the element, line and rule.
+    let out = lifeline(&civil)
+        .args(["--json", "alert", "publish", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&error["element"], &error["line"], &error["rule"]),
+        (
+            &Value::from("status"),
+            &Value::from(8),
+            &Value::from("CAP 1.2")
+        ),
+        "{error}"
     );
     fails(
         run(&civil, &["alert", "publish", "/no/such/alert.xml"]),

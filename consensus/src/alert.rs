@@ -1,6 +1,8 @@
 //! Official alerts: the fields of an OASIS Common Alerting Protocol (CAP) 1.2
 //! alert that lifeline carries, validated before they go on the chain.
 
+use std::time::Duration;
+
 use lifeline_crypto::Timestamp;
 use thiserror::Error;
 
@@ -16,7 +18,8 @@ pub const MAX_POLYGON_POINTS: usize = 256;
 pub const MAX_REFERENCES: usize = 16;
 
 pub use pb::{
-    AlertCategory, AlertCertainty, AlertMsgType, AlertSeverity, AlertStatus, AlertUrgency,
+    AlertCategory, AlertCertainty, AlertMsgType, AlertResponseType, AlertSeverity, AlertStatus,
+    AlertUrgency,
 };
 
 /// Why an alert is invalid.
@@ -45,6 +48,17 @@ pub enum AlertError {
     /// An Update or Cancel without references, or an Alert with them.
     #[error("references: {0}")]
     References(&'static str),
+    /// A time outside CAP's range (0001 to 9999, offsets within 18 hours),
+    /// or before 1970.
+    #[error("{0} is not a time lifeline can keep (1970 to 9999, offset within 18 hours)")]
+    InvalidTime(&'static str),
+    /// Larger than lifeline stores.
+    #[error(
+        "the alert is {0} bytes as lifeline stores it (without embedded media); at most \
+         {max} bytes fit in one transaction",
+        max = MAX_ALERT_LEN
+    )]
+    TooLarge(usize),
 }
 
 /// A point on Earth, in degrees (WGS 84).
@@ -56,30 +70,178 @@ pub struct Point {
     pub lon: f64,
 }
 
-/// The area an alert covers.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Shape {
-    /// A closed ring of points (first repeated last).
-    Polygon(Vec<Point>),
-    /// A circle.
-    Circle {
-        /// Centre.
-        center: Point,
-        /// Radius in kilometres.
-        radius_km: f64,
-    },
+/// A circle on Earth.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Circle {
+    /// Centre.
+    pub center: Point,
+    /// Radius in kilometres (0 is a point).
+    pub radius_km: f64,
 }
 
-/// An alert's area.
+/// A CAP time: the instant and the UTC offset its issuer wrote it with, so
+/// that it is written back as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapTime {
+    /// The instant (CAP times have whole seconds).
+    pub at: Timestamp,
+    /// The offset from UTC, in minutes (`-00:00` and `+00:00` are both 0).
+    pub offset_minutes: i16,
+}
+
+impl CapTime {
+    /// `at`, written in UTC.
+    pub fn utc(at: Timestamp) -> Self {
+        Self {
+            at,
+            offset_minutes: 0,
+        }
+    }
+}
+
+/// One of CAP's `valueName` / `value` pairs (`<eventCode>`, `<parameter>`,
+/// `<geocode>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedValue {
+    /// valueName, e.g. "SAME" or "WEAHandling".
+    pub name: String,
+    /// value.
+    pub value: String,
+}
+
+/// One `<area>` of an `<info>`: any number of polygons, circles and geocodes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Area {
     /// Its name, e.g. "Lower town, east of the river".
     pub description: String,
-    /// Its shape.
-    pub shape: Shape,
+    /// Closed rings of points (first repeated last).
+    pub polygons: Vec<Vec<Point>>,
+    /// Circles.
+    pub circles: Vec<Circle>,
+    /// Codes of regions (FIPS, SAME, national codes...).
+    pub geocodes: Vec<NamedValue>,
+    /// Altitude in feet, as CAP writes it.
+    pub altitude: Option<f64>,
+    /// Ceiling in feet (only with an altitude).
+    pub ceiling: Option<f64>,
 }
 
-/// A CAP 1.2 alert (one info block, one area).
+impl Area {
+    /// Whether the area has a polygon or circle.
+    pub fn has_shape(&self) -> bool {
+        !(self.polygons.is_empty() && self.circles.is_empty())
+    }
+
+    /// Whether `p` lies in one of its shapes.
+    pub fn contains(&self, p: Point) -> bool {
+        self.polygons.iter().any(|ring| in_ring(ring, p))
+            || self
+                .circles
+                .iter()
+                .any(|c| distance_km(c.center, p) <= c.radius_km)
+    }
+}
+
+/// A `<resource>`: what lifeline keeps of it. The media itself (`<derefUri>`)
+/// stays off the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// resourceDesc.
+    pub description: String,
+    /// mimeType.
+    pub mime_type: String,
+    /// size in bytes.
+    pub size: Option<u64>,
+    /// uri.
+    pub uri: String,
+    /// digest (SHA-1, as CAP 1.2 defines it).
+    pub digest: String,
+}
+
+/// An `<info>` block: one language or audience's view of the alert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Info {
+    /// RFC 3066 language; empty means CAP's default, en-US.
+    pub language: String,
+    /// Geo, Met, Safety, ...: one or more, each once.
+    pub categories: Vec<AlertCategory>,
+    /// The kind of event, e.g. "Flood".
+    pub event: String,
+    /// Shelter, Evacuate, ...
+    pub response_types: Vec<AlertResponseType>,
+    /// Immediate, Expected, Future, Past or Unknown.
+    pub urgency: AlertUrgency,
+    /// Extreme, Severe, Moderate, Minor or Unknown.
+    pub severity: AlertSeverity,
+    /// Observed, Likely, Possible, Unlikely or Unknown.
+    pub certainty: AlertCertainty,
+    /// Who it is for.
+    pub audience: String,
+    /// System-specific event codes.
+    pub event_codes: Vec<NamedValue>,
+    /// When it takes effect.
+    pub effective: Option<CapTime>,
+    /// When the event is expected to begin.
+    pub onset: Option<CapTime>,
+    /// Until when it is in force (none: until replaced, or the network's
+    /// alert lifetime).
+    pub expires: Option<CapTime>,
+    /// The issuer's name for people.
+    pub sender_name: String,
+    /// One line for people.
+    pub headline: String,
+    /// What is happening.
+    pub description: String,
+    /// What to do.
+    pub instruction: String,
+    /// A link to more.
+    pub web: String,
+    /// Whom to contact.
+    pub contact: String,
+    /// System-specific parameters (some gateways put the public text here).
+    pub parameters: Vec<NamedValue>,
+    /// Resources, without their embedded media.
+    pub resources: Vec<Resource>,
+    /// Where.
+    pub areas: Vec<Area>,
+}
+
+/// One alert an Update or Cancel refers to (CAP's "sender,identifier,sent").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// The earlier alert's sender (empty in an alert of the first form).
+    pub sender: String,
+    /// Its identifier.
+    pub identifier: String,
+    /// When it was sent (none in an alert of the first form).
+    pub sent: Option<CapTime>,
+}
+
+/// How an alert came onto the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertForm {
+    /// The first form (`PublishAlert`): one info, one area of one shape.
+    /// Kept for the blocks that carry it, and encoded as it came.
+    First,
+    /// A CAP alert as its issuer wrote it (`PublishCapAlert`).
+    Cap,
+}
+
+/// Where a point stands against an alert's areas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coverage {
+    /// Inside one of its polygons or circles.
+    Inside,
+    /// Outside all of them, and the alert has no area known by code only.
+    Outside,
+    /// Outside its shapes, but some area is given by code only, and this
+    /// node knows no shape for the code: it may be inside.
+    CodeOnly,
+    /// The alert names no area: it is for everyone.
+    Everywhere,
+}
+
+/// An OASIS CAP 1.2 alert as it is on the chain (scope is always Public).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alert {
     /// Unique id chosen by the sender.
@@ -87,34 +249,25 @@ pub struct Alert {
     /// Who issues it (CAP's sender, e.g. an agency's address).
     pub sender: String,
     /// When it was sent.
-    pub sent: Timestamp,
+    pub sent: CapTime,
     /// Actual, Exercise, System, Test or Draft.
     pub status: AlertStatus,
     /// Alert, Update, Cancel, Ack or Error.
     pub msg_type: AlertMsgType,
-    /// The identifiers an Update or Cancel refers to.
-    pub references: Vec<String>,
-    /// Geo, Met, Safety, Security, Rescue, Fire, Health, Env, Transport,
-    /// Infra, CBRNE or Other: one or more, each once.
-    pub categories: Vec<AlertCategory>,
-    /// The kind of event, e.g. "Flood".
-    pub event: String,
-    /// Immediate, Expected, Future, Past or Unknown.
-    pub urgency: AlertUrgency,
-    /// Extreme, Severe, Moderate, Minor or Unknown.
-    pub severity: AlertSeverity,
-    /// Observed, Likely, Possible, Unlikely or Unknown.
-    pub certainty: AlertCertainty,
-    /// One line for people.
-    pub headline: String,
-    /// What is happening.
-    pub description: String,
-    /// What to do.
-    pub instruction: String,
-    /// Where.
-    pub area: Area,
-    /// Until when it is in force.
-    pub expires: Timestamp,
+    /// The originator's source.
+    pub source: String,
+    /// Special handling codes.
+    pub codes: Vec<String>,
+    /// CAP's note.
+    pub note: String,
+    /// The alerts this one refers to (an Update or Cancel replaces them).
+    pub references: Vec<Reference>,
+    /// Related incidents, as written.
+    pub incidents: String,
+    /// Its info blocks (languages, audiences); a Cancel may have none.
+    pub infos: Vec<Info>,
+    /// How it came onto the chain.
+    pub form: AlertForm,
 }
 
 fn text(field: &'static str, value: &str, max: usize, required: bool) -> Result<(), AlertError> {
@@ -170,8 +323,245 @@ fn known<E>(
     convert(value).ok_or(AlertError::InvalidEnum(field))
 }
 
+/// Longest URI (`<web>`, a resource's `<uri>`), in characters.
+pub const MAX_URI: usize = 2048;
+/// Largest alert lifeline stores, encoded: a CAP alert must fit in one
+/// transaction with room to spare.
+pub const MAX_ALERT_LEN: usize = 36 * 1024;
+/// How long an alert without `<expires>` stays in force, unless the
+/// network's genesis sets another lifetime.
+pub const DEFAULT_ALERT_LIFETIME: Duration = Duration::from_secs(72 * 3600);
+/// Most minutes a CAP time's offset is from UTC.
+const MAX_OFFSET_MINUTES: i32 = 18 * 60;
+/// Latest CAP time: 9999-12-31T23:59:59Z.
+const MAX_CAP_SECS: i64 = 253_402_300_799;
+
+fn shape_point(p: &pb::Point) -> Result<Point, AlertError> {
+    point(Some(*p))
+}
+
+fn cap_time(field: &'static str, t: Option<pb::CapTime>) -> Result<Option<CapTime>, AlertError> {
+    let Some(t) = t else { return Ok(None) };
+    if !(0..=MAX_CAP_SECS).contains(&t.unix_secs) {
+        return Err(AlertError::InvalidTime(field));
+    }
+    if t.offset_minutes.abs() > MAX_OFFSET_MINUTES {
+        return Err(AlertError::InvalidTime(field));
+    }
+    let secs = u64::try_from(t.unix_secs).map_err(|_| AlertError::InvalidTime(field))?;
+    Ok(Some(CapTime {
+        at: Timestamp::from_unix_millis(secs * 1000),
+        offset_minutes: i16::try_from(t.offset_minutes)
+            .map_err(|_| AlertError::InvalidTime(field))?,
+    }))
+}
+
+pub(crate) fn cap_time_pb(t: &CapTime) -> pb::CapTime {
+    pb::CapTime {
+        unix_secs: i64::try_from(t.at.as_unix_millis() / 1000).unwrap_or(MAX_CAP_SECS),
+        offset_minutes: i32::from(t.offset_minutes),
+    }
+}
+
+/// CAP's rule for identifiers and senders: no spaces, commas or `<` `&`.
+fn cap_token(field: &'static str, value: &str) -> Result<(), AlertError> {
+    text(field, value, MAX_SHORT_TEXT, true)?;
+    if value
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&'))
+    {
+        return Err(AlertError::InvalidText {
+            field,
+            reason: "CAP does not allow spaces, commas, < or & in it",
+        });
+    }
+    Ok(())
+}
+
+fn named_values(
+    field: &'static str,
+    values: Vec<pb::CapValue>,
+) -> Result<Vec<NamedValue>, AlertError> {
+    values
+        .into_iter()
+        .map(|v| {
+            text(field, &v.name, MAX_SHORT_TEXT, true)?;
+            text(field, &v.value, MAX_LONG_TEXT, true)?;
+            Ok(NamedValue {
+                name: v.name,
+                value: v.value,
+            })
+        })
+        .collect()
+}
+
+fn named_values_pb(values: &[NamedValue]) -> Vec<pb::CapValue> {
+    values
+        .iter()
+        .map(|v| pb::CapValue {
+            name: v.name.clone(),
+            value: v.value.clone(),
+        })
+        .collect()
+}
+
+fn polygon(p: pb::Polygon) -> Result<Vec<Point>, AlertError> {
+    if p.points.len() < 4 {
+        return Err(AlertError::InvalidArea("a polygon has at least 4 points"));
+    }
+    let points = p
+        .points
+        .iter()
+        .map(shape_point)
+        .collect::<Result<Vec<_>, _>>()?;
+    if points.first() != points.last() {
+        return Err(AlertError::InvalidArea(
+            "a polygon must be closed (first point repeated last)",
+        ));
+    }
+    Ok(points)
+}
+
+fn circle(c: pb::Circle) -> Result<Circle, AlertError> {
+    let center = point(c.center)?;
+    if !(c.radius_km.is_finite() && (0.0..=20_000.0).contains(&c.radius_km)) {
+        return Err(AlertError::InvalidArea(
+            "a circle's radius is 0 to 20000 km",
+        ));
+    }
+    Ok(Circle {
+        center,
+        radius_km: c.radius_km,
+    })
+}
+
+fn circle_pb(c: &Circle) -> pb::Circle {
+    pb::Circle {
+        center: Some(point_pb(&c.center)),
+        radius_km: c.radius_km,
+    }
+}
+
+fn point_pb(p: &Point) -> pb::Point {
+    pb::Point {
+        lat: p.lat,
+        lon: p.lon,
+    }
+}
+
+pub(crate) fn check_area(a: pb::CapArea) -> Result<Area, AlertError> {
+    text("areaDesc", &a.description, MAX_LONG_TEXT, true)?;
+    let polygons = a
+        .polygons
+        .into_iter()
+        .map(polygon)
+        .collect::<Result<Vec<_>, _>>()?;
+    let circles = a
+        .circles
+        .into_iter()
+        .map(circle)
+        .collect::<Result<Vec<_>, _>>()?;
+    let geocodes = named_values("geocode", a.geocodes)?;
+    if a.altitude.is_some_and(|x| !x.is_finite()) || a.ceiling.is_some_and(|x| !x.is_finite()) {
+        return Err(AlertError::InvalidArea("altitude and ceiling are numbers"));
+    }
+    if a.ceiling.is_some() && a.altitude.is_none() {
+        return Err(AlertError::InvalidArea(
+            "CAP gives a ceiling only with an altitude",
+        ));
+    }
+    Ok(Area {
+        description: a.description,
+        polygons,
+        circles,
+        geocodes,
+        altitude: a.altitude,
+        ceiling: a.ceiling,
+    })
+}
+
+pub(crate) fn check_info(i: pb::CapInfo) -> Result<Info, AlertError> {
+    text("language", &i.language, MAX_SHORT_TEXT, false)?;
+    text("event", &i.event, MAX_SHORT_TEXT, true)?;
+    text("audience", &i.audience, MAX_LONG_TEXT, false)?;
+    text("senderName", &i.sender_name, MAX_SHORT_TEXT, false)?;
+    text("headline", &i.headline, MAX_SHORT_TEXT, false)?;
+    text("description", &i.description, MAX_LONG_TEXT, false)?;
+    text("instruction", &i.instruction, MAX_LONG_TEXT, false)?;
+    text("web", &i.web, MAX_URI, false)?;
+    text("contact", &i.contact, MAX_LONG_TEXT, false)?;
+    let categories = all_known("category", &i.categories, |v| {
+        AlertCategory::try_from(v).ok()
+    })?;
+    if categories.is_empty() {
+        return Err(AlertError::Missing("category"));
+    }
+    let response_types = all_known("responseType", &i.response_types, |v| {
+        AlertResponseType::try_from(v).ok()
+    })?;
+    let urgency = known("urgency", i.urgency, |v| AlertUrgency::try_from(v).ok())?;
+    let severity = known("severity", i.severity, |v| AlertSeverity::try_from(v).ok())?;
+    let certainty = known("certainty", i.certainty, |v| {
+        AlertCertainty::try_from(v).ok()
+    })?;
+    let resources = i
+        .resources
+        .into_iter()
+        .map(|r| {
+            text("resourceDesc", &r.description, MAX_LONG_TEXT, true)?;
+            text("mimeType", &r.mime_type, MAX_SHORT_TEXT, true)?;
+            text("uri", &r.uri, MAX_URI, false)?;
+            text("digest", &r.digest, MAX_SHORT_TEXT, false)?;
+            Ok(Resource {
+                description: r.description,
+                mime_type: r.mime_type,
+                size: r.size,
+                uri: r.uri,
+                digest: r.digest,
+            })
+        })
+        .collect::<Result<Vec<_>, AlertError>>()?;
+    Ok(Info {
+        language: i.language,
+        categories,
+        event: i.event,
+        response_types,
+        urgency,
+        severity,
+        certainty,
+        audience: i.audience,
+        event_codes: named_values("eventCode", i.event_codes)?,
+        effective: cap_time("effective", i.effective)?,
+        onset: cap_time("onset", i.onset)?,
+        expires: cap_time("expires", i.expires)?,
+        sender_name: i.sender_name,
+        headline: i.headline,
+        description: i.description,
+        instruction: i.instruction,
+        web: i.web,
+        contact: i.contact,
+        parameters: named_values("parameter", i.parameters)?,
+        resources,
+        areas: i
+            .areas
+            .into_iter()
+            .map(check_area)
+            .collect::<Result<Vec<_>, _>>()?,
+    })
+}
+
+/// Values of a CAP enumeration that may repeat (kept as written).
+fn all_known<E>(
+    field: &'static str,
+    values: &[i32],
+    convert: impl Fn(i32) -> Option<E>,
+) -> Result<Vec<E>, AlertError> {
+    values.iter().map(|&v| known(field, v, &convert)).collect()
+}
+
 impl Alert {
-    /// Decodes and validates an alert.
+    /// Decodes and validates an alert of the first form (`PublishAlert`).
+    /// Its rules are the ones the blocks carrying it were checked by.
     pub fn from_pb(a: pb::Alert) -> Result<Self, AlertError> {
         text("identifier", &a.identifier, MAX_SHORT_TEXT, true)?;
         text("sender", &a.sender, MAX_SHORT_TEXT, true)?;
@@ -222,7 +612,7 @@ impl Alert {
         }
         let area = a.area.ok_or(AlertError::Missing("area"))?;
         text("area description", &area.description, MAX_SHORT_TEXT, true)?;
-        let shape = match area.shape.ok_or(AlertError::Missing("area shape"))? {
+        let (polygons, circles) = match area.shape.ok_or(AlertError::Missing("area shape"))? {
             pb::alert_area::Shape::Polygon(p) => {
                 if p.points.len() < 4 || p.points.len() > MAX_POLYGON_POINTS {
                     return Err(AlertError::InvalidArea("a polygon has 4 to 256 points"));
@@ -237,7 +627,7 @@ impl Alert {
                         "a polygon must be closed (first point repeated last)",
                     ));
                 }
-                Shape::Polygon(points)
+                (vec![points], vec![])
             }
             pb::alert_area::Shape::Circle(c) => {
                 let center = point(c.center)?;
@@ -246,85 +636,313 @@ impl Alert {
                         "a circle's radius is 0 to 20000 km",
                     ));
                 }
-                Shape::Circle {
-                    center,
-                    radius_km: c.radius_km,
-                }
+                (
+                    vec![],
+                    vec![Circle {
+                        center,
+                        radius_km: c.radius_km,
+                    }],
+                )
             }
         };
+        let utc_ms = |ms| CapTime::utc(Timestamp::from_unix_millis(ms));
         Ok(Self {
             identifier: a.identifier,
             sender: a.sender,
-            sent: Timestamp::from_unix_millis(a.sent_ms),
+            sent: utc_ms(a.sent_ms),
             status,
             msg_type,
-            references: a.references,
-            categories,
-            event: a.event,
-            urgency,
-            severity,
-            certainty,
-            headline: a.headline,
-            description: a.description,
-            instruction: a.instruction,
-            area: Area {
-                description: area.description,
-                shape,
-            },
-            expires: Timestamp::from_unix_millis(a.expires_ms),
+            source: String::new(),
+            codes: vec![],
+            note: String::new(),
+            references: a
+                .references
+                .into_iter()
+                .map(|identifier| Reference {
+                    sender: String::new(),
+                    identifier,
+                    sent: None,
+                })
+                .collect(),
+            incidents: String::new(),
+            infos: vec![Info {
+                language: String::new(),
+                categories,
+                event: a.event,
+                response_types: vec![],
+                urgency,
+                severity,
+                certainty,
+                audience: String::new(),
+                event_codes: vec![],
+                effective: None,
+                onset: None,
+                expires: Some(utc_ms(a.expires_ms)),
+                sender_name: String::new(),
+                headline: a.headline,
+                description: a.description,
+                instruction: a.instruction,
+                web: String::new(),
+                contact: String::new(),
+                parameters: vec![],
+                resources: vec![],
+                areas: vec![Area {
+                    description: area.description,
+                    polygons,
+                    circles,
+                    geocodes: vec![],
+                    altitude: None,
+                    ceiling: None,
+                }],
+            }],
+            form: AlertForm::First,
         })
     }
 
-    /// The wire form.
-    pub fn to_pb(&self) -> pb::Alert {
-        let pt = |p: &Point| pb::Point {
-            lat: p.lat,
-            lon: p.lon,
+    /// The first form's wire encoding, for an alert that came in it (none
+    /// for a CAP alert: it does not fit).
+    pub fn to_first_form(&self) -> Option<pb::Alert> {
+        if self.form != AlertForm::First {
+            return None;
+        }
+        let [info] = self.infos.as_slice() else {
+            return None;
         };
-        pb::Alert {
+        let [area] = info.areas.as_slice() else {
+            return None;
+        };
+        let shape = match (area.polygons.as_slice(), area.circles.as_slice()) {
+            ([points], []) => pb::alert_area::Shape::Polygon(pb::Polygon {
+                points: points.iter().map(point_pb).collect(),
+            }),
+            ([], [c]) => pb::alert_area::Shape::Circle(circle_pb(c)),
+            _ => return None,
+        };
+        Some(pb::Alert {
             identifier: self.identifier.clone(),
             sender: self.sender.clone(),
-            sent_ms: self.sent.as_unix_millis(),
+            sent_ms: self.sent.at.as_unix_millis(),
             status: self.status.into(),
             msg_type: self.msg_type.into(),
-            references: self.references.clone(),
-            categories: self.categories.iter().map(|&c| c.into()).collect(),
-            event: self.event.clone(),
-            urgency: self.urgency.into(),
-            severity: self.severity.into(),
-            certainty: self.certainty.into(),
-            headline: self.headline.clone(),
-            description: self.description.clone(),
-            instruction: self.instruction.clone(),
+            references: self
+                .references
+                .iter()
+                .map(|r| r.identifier.clone())
+                .collect(),
+            categories: info.categories.iter().map(|&c| c.into()).collect(),
+            event: info.event.clone(),
+            urgency: info.urgency.into(),
+            severity: info.severity.into(),
+            certainty: info.certainty.into(),
+            headline: info.headline.clone(),
+            description: info.description.clone(),
+            instruction: info.instruction.clone(),
             area: Some(pb::AlertArea {
-                description: self.area.description.clone(),
-                shape: Some(match &self.area.shape {
-                    Shape::Polygon(points) => pb::alert_area::Shape::Polygon(pb::Polygon {
-                        points: points.iter().map(pt).collect(),
-                    }),
-                    Shape::Circle { center, radius_km } => {
-                        pb::alert_area::Shape::Circle(pb::Circle {
-                            center: Some(pt(center)),
-                            radius_km: *radius_km,
-                        })
-                    }
-                }),
+                description: area.description.clone(),
+                shape: Some(shape),
             }),
-            expires_ms: self.expires.as_unix_millis(),
+            expires_ms: info.expires?.at.as_unix_millis(),
+        })
+    }
+
+    /// Decodes and validates a CAP alert (`PublishCapAlert`).
+    pub fn from_cap_pb(a: pb::CapAlert) -> Result<Self, AlertError> {
+        let len = prost::Message::encoded_len(&a);
+        if len > MAX_ALERT_LEN {
+            return Err(AlertError::TooLarge(len));
+        }
+        cap_token("identifier", &a.identifier)?;
+        cap_token("sender", &a.sender)?;
+        text("source", &a.source, MAX_SHORT_TEXT, false)?;
+        text("note", &a.note, MAX_LONG_TEXT, false)?;
+        text("incidents", &a.incidents, MAX_LONG_TEXT, false)?;
+        for c in &a.codes {
+            text("code", c, MAX_SHORT_TEXT, true)?;
+        }
+        let sent = cap_time("sent", a.sent)?.ok_or(AlertError::Missing("sent"))?;
+        let status = known("status", a.status, |v| AlertStatus::try_from(v).ok())?;
+        let msg_type = known("msgType", a.msg_type, |v| AlertMsgType::try_from(v).ok())?;
+        if a.references.len() > MAX_REFERENCES {
+            return Err(AlertError::References("too many"));
+        }
+        let references = a
+            .references
+            .into_iter()
+            .map(|r| {
+                cap_token("references", &r.sender)?;
+                cap_token("references", &r.identifier)?;
+                Ok(Reference {
+                    sender: r.sender,
+                    identifier: r.identifier,
+                    sent: Some(
+                        cap_time("references", r.sent)?
+                            .ok_or(AlertError::Missing("the sent time of a reference"))?,
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, AlertError>>()?;
+        if matches!(msg_type, AlertMsgType::Update | AlertMsgType::Cancel) && references.is_empty()
+        {
+            return Err(AlertError::References(
+                "an Update or Cancel names the alerts it replaces",
+            ));
+        }
+        let infos = a
+            .infos
+            .into_iter()
+            .map(check_info)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            identifier: a.identifier,
+            sender: a.sender,
+            sent,
+            status,
+            msg_type,
+            source: a.source,
+            codes: a.codes,
+            note: a.note,
+            references,
+            incidents: a.incidents,
+            infos,
+            form: AlertForm::Cap,
+        })
+    }
+
+    /// The CAP wire form (any alert, of either form, has one).
+    pub fn to_cap_pb(&self) -> pb::CapAlert {
+        let time = |t: &Option<CapTime>| t.as_ref().map(cap_time_pb);
+        pb::CapAlert {
+            identifier: self.identifier.clone(),
+            sender: self.sender.clone(),
+            sent: Some(cap_time_pb(&self.sent)),
+            status: self.status.into(),
+            msg_type: self.msg_type.into(),
+            source: self.source.clone(),
+            codes: self.codes.clone(),
+            note: self.note.clone(),
+            references: self
+                .references
+                .iter()
+                .map(|r| pb::CapReference {
+                    sender: r.sender.clone(),
+                    identifier: r.identifier.clone(),
+                    sent: time(&r.sent),
+                })
+                .collect(),
+            incidents: self.incidents.clone(),
+            infos: self
+                .infos
+                .iter()
+                .map(|i| pb::CapInfo {
+                    language: i.language.clone(),
+                    categories: i.categories.iter().map(|&c| c.into()).collect(),
+                    event: i.event.clone(),
+                    response_types: i.response_types.iter().map(|&r| r.into()).collect(),
+                    urgency: i.urgency.into(),
+                    severity: i.severity.into(),
+                    certainty: i.certainty.into(),
+                    audience: i.audience.clone(),
+                    event_codes: named_values_pb(&i.event_codes),
+                    effective: time(&i.effective),
+                    onset: time(&i.onset),
+                    expires: time(&i.expires),
+                    sender_name: i.sender_name.clone(),
+                    headline: i.headline.clone(),
+                    description: i.description.clone(),
+                    instruction: i.instruction.clone(),
+                    web: i.web.clone(),
+                    contact: i.contact.clone(),
+                    parameters: named_values_pb(&i.parameters),
+                    resources: i
+                        .resources
+                        .iter()
+                        .map(|r| pb::CapResource {
+                            description: r.description.clone(),
+                            mime_type: r.mime_type.clone(),
+                            size: r.size,
+                            uri: r.uri.clone(),
+                            digest: r.digest.clone(),
+                        })
+                        .collect(),
+                    areas: i
+                        .areas
+                        .iter()
+                        .map(|a| pb::CapArea {
+                            description: a.description.clone(),
+                            polygons: a
+                                .polygons
+                                .iter()
+                                .map(|p| pb::Polygon {
+                                    points: p.iter().map(point_pb).collect(),
+                                })
+                                .collect(),
+                            circles: a.circles.iter().map(circle_pb).collect(),
+                            geocodes: named_values_pb(&a.geocodes),
+                            altitude: a.altitude,
+                            ceiling: a.ceiling,
+                        })
+                        .collect(),
+                })
+                .collect(),
         }
     }
 
-    /// Whether the alert is in force at `now`.
-    pub fn in_force(&self, now: Timestamp) -> bool {
-        self.sent <= now && now < self.expires
+    /// The bytes the chain's state commits to: the form it came in.
+    pub fn state_bytes(&self) -> Vec<u8> {
+        match self.to_first_form() {
+            Some(first) => prost::Message::encode_to_vec(&first),
+            None => prost::Message::encode_to_vec(&self.to_cap_pb()),
+        }
     }
 
-    /// Whether `p` lies in the alert's area.
+    /// The info block shown first: the first one, as its issuer ordered them.
+    pub fn first_info(&self) -> Option<&Info> {
+        self.infos.first()
+    }
+
+    /// The most severe of its info blocks' severities (Unknown with none).
+    pub fn severity(&self) -> AlertSeverity {
+        self.infos
+            .iter()
+            .map(|i| i.severity)
+            .min_by_key(|s| *s as i32)
+            .unwrap_or(AlertSeverity::Unknown)
+    }
+
+    /// When it stops being in force: the latest `<expires>` of its info
+    /// blocks, or `lifetime` after it was sent if one has none.
+    pub fn ends(&self, lifetime: Duration) -> Timestamp {
+        let expiries: Option<Vec<Timestamp>> =
+            self.infos.iter().map(|i| i.expires.map(|e| e.at)).collect();
+        match expiries {
+            Some(e) if !e.is_empty() => e.into_iter().max().unwrap_or(self.sent.at),
+            _ => self.sent.at.saturating_add(lifetime),
+        }
+    }
+
+    /// Whether the alert is in force at `now` (see [`Alert::ends`]).
+    pub fn in_force(&self, now: Timestamp, lifetime: Duration) -> bool {
+        self.sent.at <= now && now < self.ends(lifetime)
+    }
+
+    /// Where `p` stands against its areas.
+    pub fn coverage(&self, p: Point) -> Coverage {
+        let areas = || self.infos.iter().flat_map(|i| &i.areas);
+        if areas().any(|a| a.contains(p)) {
+            Coverage::Inside
+        } else if areas().next().is_none() {
+            Coverage::Everywhere
+        } else if areas().any(|a| !a.has_shape()) {
+            Coverage::CodeOnly
+        } else {
+            Coverage::Outside
+        }
+    }
+
+    /// Whether `p` may be in its area: inside a shape, in an area known by
+    /// code only, or in an alert for everyone.
     pub fn covers(&self, p: Point) -> bool {
-        match &self.area.shape {
-            Shape::Circle { center, radius_km } => distance_km(*center, p) <= *radius_km,
-            Shape::Polygon(ring) => in_ring(ring, p),
-        }
+        self.coverage(p) != Coverage::Outside
     }
 }
 
@@ -399,7 +1017,18 @@ mod tests {
     #[test]
     fn a_valid_alert_round_trips_and_covers_its_area() {
         let alert = Alert::from_pb(flood("a1", 1_000)).unwrap();
-        assert_eq!(Alert::from_pb(alert.to_pb()).unwrap(), alert);
+        assert_eq!(alert.to_first_form(), Some(flood("a1", 1_000)));
+        // Its CAP form reads back to the same content, as a CAP alert.
+        let cap = Alert::from_cap_pb(alert.to_cap_pb()).unwrap();
+        assert_eq!(cap.form, AlertForm::Cap);
+        assert_eq!(cap.to_first_form(), None);
+        assert_eq!(
+            Alert {
+                form: AlertForm::First,
+                ..cap
+            },
+            alert
+        );
         assert!(alert.covers(Point {
             lat: 51.05,
             lon: 12.05
@@ -408,8 +1037,9 @@ mod tests {
             lat: 51.2,
             lon: 12.05
         }));
-        assert!(alert.in_force(Timestamp::from_unix_millis(1_000)));
-        assert!(!alert.in_force(Timestamp::from_unix_millis(1_000 + 6 * 3_600_000)));
+        let life = DEFAULT_ALERT_LIFETIME;
+        assert!(alert.in_force(Timestamp::from_unix_millis(1_000), life));
+        assert!(!alert.in_force(Timestamp::from_unix_millis(1_000 + 6 * 3_600_000), life));
     }
 
     #[test]

@@ -1,30 +1,39 @@
 //! OASIS Common Alerting Protocol 1.2 XML: reading an agency's alert into
 //! the [`Alert`] the chain carries, and writing one back out.
 //!
-//! lifeline carries one `<info>` block with one `<area>` of one shape, in
-//! public scope. Everything CAP requires is checked (elements, their order
-//! aside; enumerations; the CAP time format), and what lifeline does not
-//! carry (`<parameter>`, `<resource>`, ...) is listed so that the caller can
-//! say so, rather than being dropped in silence.
+//! lifeline carries a CAP 1.2 alert as its issuer wrote it: every `<info>`,
+//! every `<area>` with all its polygons, circles and geocodes, parameters,
+//! event codes, response types and resource descriptions. Two things stay
+//! off the chain, and the reader lists them rather than dropping them in
+//! silence: a resource's embedded media (`<derefUri>`; its URI and digest are
+//! kept) and elements outside CAP 1.2 (an XML signature, extensions). Only
+//! Public alerts are carried (the chain is public). Each refusal names the
+//! element, its line, and whose rule it is: XML's, CAP's or lifeline's.
+
+use std::fmt;
 
 use lifeline_crypto::Timestamp;
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use roxmltree::{Document, Node, ParsingOptions};
 use thiserror::Error;
-use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
 
 use crate::alert::{
-    Alert, AlertCategory, AlertCertainty, AlertError, AlertMsgType, AlertSeverity, AlertStatus,
-    AlertUrgency, Area, Point, Shape,
+    self, Alert, AlertCategory, AlertCertainty, AlertError, AlertMsgType, AlertResponseType,
+    AlertSeverity, AlertStatus, AlertUrgency, CapTime,
 };
+use crate::wire::pb;
 
 /// CAP 1.2's XML namespace.
 pub const CAP_NAMESPACE: &str = "urn:oasis:names:tc:emergency:cap:1.2";
-/// Largest CAP document read.
-pub const MAX_CAP_LEN: usize = 256 * 1024;
+/// CAP 1.1's, which lifeline refuses with advice on converting.
+pub const CAP_1_1_NAMESPACE: &str = "urn:oasis:names:tc:emergency:cap:1.1";
+/// Largest CAP file read, embedded media included (the media is dropped;
+/// what is stored is bounded by [`alert::MAX_ALERT_LEN`]).
+pub const MAX_CAP_LEN: usize = 4 * 1024 * 1024;
 /// Most XML nodes in a CAP document.
 const MAX_NODES: u32 = 20_000;
 
@@ -33,77 +42,71 @@ const CAP_TIME: &[BorrowedFormatItem<'static>] = format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory]:[offset_minute]"
 );
 
-/// Why a CAP document cannot be published.
+/// Whose rule a document breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// XML's: the document is not well-formed.
+    Xml,
+    /// The CAP 1.2 standard's.
+    Cap,
+    /// lifeline's own (sizes, public scope, what the chain can keep).
+    Lifeline,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Xml => "XML",
+            Self::Cap => "CAP 1.2",
+            Self::Lifeline => "lifeline",
+        })
+    }
+}
+
+/// Why a CAP document cannot be published: the element, its line, whose
+/// rule, and what is wrong.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum CapError {
-    /// Over [`MAX_CAP_LEN`].
-    #[error("the file is {0} bytes; a CAP alert lifeline publishes is at most 256 KiB")]
-    TooLarge(usize),
-    /// Not well-formed XML.
-    #[error("not well-formed XML: {0}")]
-    Xml(String),
-    /// Not a CAP 1.2 alert.
-    #[error("{0}")]
-    NotCap(String),
-    /// A required element is missing.
-    #[error("<{element}> is required in <{parent}> (line {line})")]
-    Missing {
-        /// The element.
-        element: &'static str,
-        /// Where it belongs.
-        parent: &'static str,
-        /// The parent's line.
-        line: u32,
-    },
-    /// An element that may appear once appears again.
-    #[error("<{element}> appears more than once (line {line})")]
-    Repeated {
-        /// The element.
-        element: String,
-        /// The second one's line.
-        line: u32,
-    },
-    /// A value outside CAP's enumeration.
-    #[error("<{element}> is {value:?} (line {line}); CAP 1.2 allows {allowed}")]
-    BadValue {
-        /// The element.
-        element: &'static str,
-        /// What it holds.
-        value: String,
-        /// The values allowed.
-        allowed: String,
-        /// Its line.
-        line: u32,
-    },
-    /// Not a CAP time.
-    #[error(
-        "<{element}> is {value:?} (line {line}); a CAP 1.2 time looks like \
-         2026-11-21T14:30:00-05:00 (seconds, a numeric offset, UTC written -00:00, no Z)"
-    )]
-    BadTime {
-        /// The element.
-        element: &'static str,
-        /// What it holds.
-        value: String,
-        /// Its line.
-        line: u32,
-    },
-    /// A polygon or circle that does not parse.
-    #[error("<{element}> is not valid (line {line}): {reason}")]
-    BadArea {
-        /// polygon or circle.
-        element: &'static str,
-        /// What is wrong.
-        reason: String,
-        /// Its line.
-        line: u32,
-    },
-    /// Valid CAP that lifeline does not carry.
-    #[error("{0}")]
-    Unsupported(String),
-    /// The fields do not make a valid alert.
-    #[error("{0}")]
-    Invalid(#[from] AlertError),
+#[error("line {line}, <{element}>: {message} (a {rule} rule)")]
+pub struct CapError {
+    /// The element at fault.
+    pub element: String,
+    /// Its line (1 for the whole document).
+    pub line: u32,
+    /// Whose rule it breaks.
+    pub rule: Rule,
+    /// What is wrong, and what to do.
+    pub message: String,
+}
+
+impl CapError {
+    fn new(element: &str, line: u32, rule: Rule, message: impl Into<String>) -> Self {
+        Self {
+            element: element.to_owned(),
+            line,
+            rule,
+            message: message.into(),
+        }
+    }
+
+    /// A chain rule broken by an element (see [`rule_of`]).
+    fn chain(element: &str, line: u32, e: AlertError) -> Self {
+        Self::new(element, line, rule_of(&e), e.to_string())
+    }
+}
+
+/// Whose rule an [`AlertError`] is.
+pub fn rule_of(e: &AlertError) -> Rule {
+    match e {
+        AlertError::InvalidText { reason, .. } if reason.starts_with("CAP") => Rule::Cap,
+        AlertError::InvalidArea(why) if why.contains("radius") || why.starts_with("altitude") => {
+            Rule::Lifeline
+        }
+        AlertError::Missing(_)
+        | AlertError::InvalidEnum(_)
+        | AlertError::InvalidArea(_)
+        | AlertError::References(_) => Rule::Cap,
+        _ => Rule::Lifeline,
+    }
 }
 
 /// A CAP document read into an alert.
@@ -111,7 +114,8 @@ pub enum CapError {
 pub struct CapImport {
     /// The alert.
     pub alert: Alert,
-    /// CAP elements present in the document that lifeline does not carry.
+    /// What of the document the chain does not keep, one note each (e.g.
+    /// "`<derefUri>` (line 40): ...").
     pub not_carried: Vec<String>,
 }
 
@@ -128,16 +132,14 @@ impl<T: Copy + PartialEq> Enumeration<T> {
             .iter()
             .find(|(name, _)| *name == value)
             .map(|(_, v)| *v)
-            .ok_or_else(|| CapError::BadValue {
-                element: self.element,
-                value: value.to_owned(),
-                allowed: self
-                    .values
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                line,
+            .ok_or_else(|| {
+                let allowed: Vec<&str> = self.values.iter().map(|(n, _)| *n).collect();
+                CapError::new(
+                    self.element,
+                    line,
+                    Rule::Cap,
+                    format!("is {value:?}; CAP 1.2 allows {}", allowed.join(", ")),
+                )
             })
     }
 
@@ -168,11 +170,6 @@ const MSG_TYPE: Enumeration<AlertMsgType> = Enumeration {
         ("Ack", AlertMsgType::Ack),
         ("Error", AlertMsgType::Error),
     ],
-};
-/// Scopes: lifeline's chain is public, so only Public is carried.
-const SCOPE: Enumeration<bool> = Enumeration {
-    element: "scope",
-    values: &[("Public", true), ("Restricted", false), ("Private", false)],
 };
 const CATEGORY: Enumeration<AlertCategory> = Enumeration {
     element: "category",
@@ -232,30 +229,98 @@ pub fn category_name(c: AlertCategory) -> &'static str {
     CATEGORY.name(c)
 }
 
-/// Elements of `<alert>`, `<info>` and `<area>` that lifeline reads.
-const ALERT_READ: &[&str] = &[
+const RESPONSE_TYPE: Enumeration<AlertResponseType> = Enumeration {
+    element: "responseType",
+    values: &[
+        ("Shelter", AlertResponseType::Shelter),
+        ("Evacuate", AlertResponseType::Evacuate),
+        ("Prepare", AlertResponseType::Prepare),
+        ("Execute", AlertResponseType::Execute),
+        ("Avoid", AlertResponseType::Avoid),
+        ("Monitor", AlertResponseType::Monitor),
+        ("Assess", AlertResponseType::Assess),
+        ("AllClear", AlertResponseType::AllClear),
+        ("None", AlertResponseType::None),
+    ],
+};
+
+/// The CAP spelling of a response type ("Evacuate").
+pub fn response_type_name(r: AlertResponseType) -> &'static str {
+    RESPONSE_TYPE.name(r)
+}
+
+/// The CAP spelling of a status ("Actual").
+pub fn status_name(s: AlertStatus) -> &'static str {
+    STATUS.name(s)
+}
+
+/// The CAP spelling of a message type ("Update").
+pub fn msg_type_name(m: AlertMsgType) -> &'static str {
+    MSG_TYPE.name(m)
+}
+
+/// The CAP spelling of an urgency ("Immediate").
+pub fn urgency_name(u: AlertUrgency) -> &'static str {
+    URGENCY.name(u)
+}
+
+/// The CAP spelling of a certainty ("Observed").
+pub fn certainty_name(c: AlertCertainty) -> &'static str {
+    CERTAINTY.name(c)
+}
+
+/// The elements CAP 1.2 defines in each parent, in the schema's order.
+const ALERT_ELEMENTS: &[&str] = &[
     "identifier",
     "sender",
     "sent",
     "status",
     "msgType",
+    "source",
     "scope",
+    "restriction",
+    "addresses",
+    "code",
+    "note",
     "references",
+    "incidents",
     "info",
 ];
-const INFO_READ: &[&str] = &[
+const INFO_ELEMENTS: &[&str] = &[
+    "language",
     "category",
     "event",
+    "responseType",
     "urgency",
     "severity",
     "certainty",
+    "audience",
+    "eventCode",
+    "effective",
+    "onset",
     "expires",
+    "senderName",
     "headline",
     "description",
     "instruction",
+    "web",
+    "contact",
+    "parameter",
+    "resource",
     "area",
 ];
-const AREA_READ: &[&str] = &["areaDesc", "polygon", "circle"];
+const RESOURCE_ELEMENTS: &[&str] = &[
+    "resourceDesc",
+    "mimeType",
+    "size",
+    "uri",
+    "derefUri",
+    "digest",
+];
+const AREA_ELEMENTS: &[&str] = &[
+    "areaDesc", "polygon", "circle", "geocode", "altitude", "ceiling",
+];
+const VALUE_ELEMENTS: &[&str] = &["valueName", "value"];
 
 /// One element's children, by name, with line numbers for errors.
 struct Children<'a, 'input> {
@@ -266,24 +331,30 @@ struct Children<'a, 'input> {
 }
 
 impl<'a, 'input> Children<'a, 'input> {
+    /// The CAP children of `node`; any other element is noted in
+    /// `not_carried`.
     fn of(
         doc: &'a Document<'input>,
         node: Node<'a, 'input>,
         parent: &'static str,
-        read: &[&str],
+        known: &[&str],
         not_carried: &mut Vec<String>,
     ) -> Self {
-        let nodes: Vec<Node<'a, 'input>> = node
-            .children()
-            .filter(|n| n.is_element() && n.tag_name().namespace() == Some(CAP_NAMESPACE))
-            .collect();
-        for n in &nodes {
+        let mut nodes = Vec::new();
+        for n in node.children().filter(Node::is_element) {
             let name = n.tag_name().name();
-            if !read.contains(&name) {
-                let label = format!("<{name}>");
-                if !not_carried.contains(&label) {
-                    not_carried.push(label);
-                }
+            if n.tag_name().namespace() == Some(CAP_NAMESPACE) && known.contains(&name) {
+                nodes.push(n);
+            } else {
+                not_carried.push(format!(
+                    "<{name}> (line {}): not a CAP 1.2 element of <{parent}>, so not kept{}",
+                    line_of(doc, n),
+                    if name == "Signature" {
+                        " (lifeline signs the alert with the authority's key)"
+                    } else {
+                        ""
+                    }
+                ));
             }
         }
         Self {
@@ -292,6 +363,10 @@ impl<'a, 'input> Children<'a, 'input> {
             line: line_of(doc, node),
             nodes,
         }
+    }
+
+    fn line(&self, node: Node<'_, '_>) -> u32 {
+        line_of(self.doc, node)
     }
 
     fn all(&self, name: &str) -> Vec<Node<'a, 'input>> {
@@ -305,19 +380,27 @@ impl<'a, 'input> Children<'a, 'input> {
     fn optional(&self, name: &str) -> Result<Option<Node<'a, 'input>>, CapError> {
         let found = self.all(name);
         if let Some(second) = found.get(1) {
-            return Err(CapError::Repeated {
-                element: name.to_owned(),
-                line: line_of(self.doc, *second),
-            });
+            return Err(CapError::new(
+                name,
+                self.line(*second),
+                Rule::Cap,
+                format!(
+                    "appears more than once in <{}>; CAP allows one",
+                    self.parent
+                ),
+            ));
         }
         Ok(found.first().copied())
     }
 
     fn required(&self, name: &'static str) -> Result<Node<'a, 'input>, CapError> {
-        self.optional(name)?.ok_or(CapError::Missing {
-            element: name,
-            parent: self.parent,
-            line: self.line,
+        self.optional(name)?.ok_or_else(|| {
+            CapError::new(
+                name,
+                self.line,
+                Rule::Cap,
+                format!("is required in the <{}> that starts here", self.parent),
+            )
         })
     }
 
@@ -329,9 +412,39 @@ impl<'a, 'input> Children<'a, 'input> {
         Ok(self.optional(name)?.map(text).unwrap_or_default())
     }
 
-    fn time(&self, name: &'static str) -> Result<Timestamp, CapError> {
-        let node = self.required(name)?;
-        parse_time(name, &text(node), line_of(self.doc, node))
+    fn time(&self, name: &'static str) -> Result<Option<CapTime>, CapError> {
+        self.optional(name)?
+            .map(|node| parse_time(name, &text(node), self.line(node)))
+            .transpose()
+    }
+
+    fn enumeration<T: Copy + PartialEq>(&self, e: &Enumeration<T>) -> Result<T, CapError> {
+        let node = self.required(e.element)?;
+        e.parse(node, self.line(node))
+    }
+
+    fn enumerations<T: Copy + PartialEq>(&self, e: &Enumeration<T>) -> Result<Vec<T>, CapError> {
+        self.all(e.element)
+            .into_iter()
+            .map(|node| e.parse(node, self.line(node)))
+            .collect()
+    }
+
+    fn values(
+        &self,
+        name: &'static str,
+        not_carried: &mut Vec<String>,
+    ) -> Result<Vec<pb::CapValue>, CapError> {
+        self.all(name)
+            .into_iter()
+            .map(|node| {
+                let pair = Children::of(self.doc, node, name, VALUE_ELEMENTS, not_carried);
+                Ok(pb::CapValue {
+                    name: pair.text("valueName")?,
+                    value: pair.text("value")?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -343,267 +456,377 @@ fn text(node: Node<'_, '_>) -> String {
     node.text().unwrap_or("").trim().to_owned()
 }
 
-fn parse_time(element: &'static str, value: &str, line: u32) -> Result<Timestamp, CapError> {
-    let bad = || CapError::BadTime {
-        element,
-        value: value.to_owned(),
-        line,
+fn parse_time(element: &'static str, value: &str, line: u32) -> Result<CapTime, CapError> {
+    let at = OffsetDateTime::parse(value, CAP_TIME).map_err(|_| {
+        CapError::new(
+            element,
+            line,
+            Rule::Cap,
+            format!(
+                "{value:?} is not a CAP time; write it like 2026-11-21T14:30:00-05:00 \
+                 (seconds, a numeric offset, UTC written -00:00, no Z)"
+            ),
+        )
+    })?;
+    let out_of_range = || {
+        CapError::new(
+            element,
+            line,
+            Rule::Lifeline,
+            format!("{value:?} is before 1970; lifeline keeps times from 1970 on"),
+        )
     };
-    let at = OffsetDateTime::parse(value, CAP_TIME).map_err(|_| bad())?;
-    let ms = at.unix_timestamp_nanos() / 1_000_000;
-    let ms = u64::try_from(ms).map_err(|_| bad())?;
-    Ok(Timestamp::from_unix_millis(ms))
+    let secs = u64::try_from(at.unix_timestamp()).map_err(|_| out_of_range())?;
+    Ok(CapTime {
+        at: Timestamp::from_unix_millis(secs.saturating_mul(1000)),
+        offset_minutes: at.offset().whole_minutes(),
+    })
 }
 
 /// A time in CAP 1.2's form, in UTC (`-00:00`).
 pub fn format_time(at: Timestamp) -> String {
-    let secs = i64::try_from(at.as_unix_millis() / 1000).unwrap_or(i64::MAX);
+    format_cap_time(&CapTime::utc(at))
+}
+
+/// A time in CAP 1.2's form, with the offset it was written with.
+pub fn format_cap_time(t: &CapTime) -> String {
+    let secs = i64::try_from(t.at.as_unix_millis() / 1000).unwrap_or(i64::MAX);
+    let offset =
+        UtcOffset::from_whole_seconds(i32::from(t.offset_minutes) * 60).unwrap_or(UtcOffset::UTC);
     match OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}-00:00",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
+        Ok(utc) => {
+            let local = utc.to_offset(offset);
+            let minutes = t.offset_minutes.unsigned_abs();
+            // CAP writes UTC as -00:00.
+            let sign = if t.offset_minutes > 0 { '+' } else { '-' };
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+                local.year(),
+                u8::from(local.month()),
+                local.day(),
+                local.hour(),
+                local.minute(),
+                local.second(),
+                minutes / 60,
+                minutes % 60
+            )
+        }
         Err(_) => "9999-12-31T23:59:59-00:00".to_owned(),
     }
 }
 
-fn parse_point(pair: &str) -> Option<Point> {
+fn parse_point(pair: &str) -> Option<pb::Point> {
     let (lat, lon) = pair.split_once(',')?;
-    Some(Point {
+    Some(pb::Point {
         lat: lat.trim().parse().ok()?,
         lon: lon.trim().parse().ok()?,
     })
 }
 
-fn parse_area(doc: &Document<'_>, children: &Children<'_, '_>) -> Result<Area, CapError> {
-    let description = children.text("areaDesc")?;
-    let polygons = children.all("polygon");
-    let circles = children.all("circle");
-    let shape = match (polygons.as_slice(), circles.as_slice()) {
-        ([polygon], []) => {
-            let line = line_of(doc, *polygon);
-            let points = text(*polygon)
-                .split_whitespace()
-                .map(|pair| {
-                    parse_point(pair).ok_or_else(|| CapError::BadArea {
-                        element: "polygon",
-                        reason: format!("{pair:?} is not a \"lat,lon\" pair"),
+fn parse_area(
+    c: &Children<'_, '_>,
+    not_carried: &mut Vec<String>,
+) -> Result<pb::CapArea, CapError> {
+    let description = c.text("areaDesc")?;
+    let mut polygons = Vec::new();
+    for node in c.all("polygon") {
+        let line = c.line(node);
+        let points = text(node)
+            .split_whitespace()
+            .map(|pair| {
+                parse_point(pair).ok_or_else(|| {
+                    CapError::new(
+                        "polygon",
                         line,
-                    })
+                        Rule::Cap,
+                        format!("{pair:?} is not a \"lat,lon\" pair"),
+                    )
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            Shape::Polygon(points)
-        }
-        ([], [circle]) => {
-            let line = line_of(doc, *circle);
-            let value = text(*circle);
-            let bad = |reason: &str| CapError::BadArea {
-                element: "circle",
-                reason: reason.to_owned(),
-                line,
-            };
-            let (centre, radius) = value
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| bad("write \"lat,lon radius-in-km\""))?;
-            let center = parse_point(centre).ok_or_else(|| bad("the centre is not \"lat,lon\""))?;
-            let radius_km = radius
-                .trim()
-                .parse()
-                .map_err(|_| bad("the radius is not a number of kilometres"))?;
-            Shape::Circle { center, radius_km }
-        }
-        ([], []) => {
-            return Err(CapError::Unsupported(format!(
-                "the <area> on line {} has no <polygon> or <circle>; lifeline needs a shape \
-                 to tell who is inside (geocodes alone are not carried)",
-                children.line
-            )));
-        }
-        _ => {
-            return Err(CapError::Unsupported(format!(
-                "the <area> on line {} has several shapes; lifeline carries one polygon or \
-                 one circle per alert",
-                children.line
-            )));
-        }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        polygons.push(pb::Polygon { points });
+    }
+    let mut circles = Vec::new();
+    for node in c.all("circle") {
+        let line = c.line(node);
+        let value = text(node);
+        let bad = |reason: &str| CapError::new("circle", line, Rule::Cap, reason);
+        let (centre, radius) = value
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| bad("write \"lat,lon radius-in-km\""))?;
+        let center = parse_point(centre).ok_or_else(|| bad("the centre is not \"lat,lon\""))?;
+        let radius_km = radius
+            .trim()
+            .parse()
+            .map_err(|_| bad("the radius is not a number of kilometres"))?;
+        circles.push(pb::Circle {
+            center: Some(center),
+            radius_km,
+        });
+    }
+    let number = |name: &'static str| -> Result<Option<f64>, CapError> {
+        c.optional(name)?
+            .map(|node| {
+                text(node).parse::<f64>().map_err(|_| {
+                    CapError::new(name, c.line(node), Rule::Cap, "is not a number of feet")
+                })
+            })
+            .transpose()
     };
-    Ok(Area { description, shape })
+    Ok(pb::CapArea {
+        description,
+        polygons,
+        circles,
+        geocodes: c.values("geocode", not_carried)?,
+        altitude: number("altitude")?,
+        ceiling: number("ceiling")?,
+    })
+}
+
+fn parse_resource(
+    c: &Children<'_, '_>,
+    not_carried: &mut Vec<String>,
+) -> Result<pb::CapResource, CapError> {
+    if let Some(node) = c.optional("derefUri")? {
+        not_carried.push(format!(
+            "<derefUri> (line {}): the embedded media ({} characters) stays off the chain; \
+             its <uri> and <digest> are kept",
+            c.line(node),
+            text(node).len()
+        ));
+    }
+    let size = c
+        .optional("size")?
+        .map(|node| {
+            text(node).parse::<u64>().map_err(|_| {
+                CapError::new(
+                    "size",
+                    c.line(node),
+                    Rule::Cap,
+                    "is not a whole number of bytes",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(pb::CapResource {
+        description: c.text("resourceDesc")?,
+        mime_type: c.text("mimeType")?,
+        size,
+        uri: c.optional_text("uri")?,
+        digest: c.optional_text("digest")?,
+    })
+}
+
+fn parse_info(
+    c: &Children<'_, '_>,
+    not_carried: &mut Vec<String>,
+) -> Result<pb::CapInfo, CapError> {
+    let categories = c.enumerations(&CATEGORY)?;
+    if categories.is_empty() {
+        c.required("category")?;
+    }
+    let mut resources = Vec::new();
+    for node in c.all("resource") {
+        let children = Children::of(c.doc, node, "resource", RESOURCE_ELEMENTS, not_carried);
+        resources.push(parse_resource(&children, not_carried)?);
+    }
+    let mut areas = Vec::new();
+    for node in c.all("area") {
+        let children = Children::of(c.doc, node, "area", AREA_ELEMENTS, not_carried);
+        let area = parse_area(&children, not_carried)?;
+        // The chain's checks, with this area's line.
+        alert::check_area(area.clone()).map_err(|e| CapError::chain("area", c.line(node), e))?;
+        areas.push(area);
+    }
+    let info = pb::CapInfo {
+        language: c.optional_text("language")?,
+        categories: categories.into_iter().map(Into::into).collect(),
+        event: c.text("event")?,
+        response_types: c
+            .enumerations(&RESPONSE_TYPE)?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        urgency: c.enumeration(&URGENCY)?.into(),
+        severity: c.enumeration(&SEVERITY)?.into(),
+        certainty: c.enumeration(&CERTAINTY)?.into(),
+        audience: c.optional_text("audience")?,
+        event_codes: c.values("eventCode", not_carried)?,
+        effective: c.time("effective")?.as_ref().map(alert::cap_time_pb),
+        onset: c.time("onset")?.as_ref().map(alert::cap_time_pb),
+        expires: c.time("expires")?.as_ref().map(alert::cap_time_pb),
+        sender_name: c.optional_text("senderName")?,
+        headline: c.optional_text("headline")?,
+        description: c.optional_text("description")?,
+        instruction: c.optional_text("instruction")?,
+        web: c.optional_text("web")?,
+        contact: c.optional_text("contact")?,
+        parameters: c.values("parameter", not_carried)?,
+        resources,
+        areas,
+    };
+    alert::check_info(info.clone()).map_err(|e| CapError::chain("info", c.line, e))?;
+    Ok(info)
 }
 
 /// Reads a CAP 1.2 `<alert>` document. The result is validated as the
 /// chain will validate it.
 pub fn from_cap_xml(xml: &str) -> Result<CapImport, CapError> {
     if xml.len() > MAX_CAP_LEN {
-        return Err(CapError::TooLarge(xml.len()));
+        return Err(CapError::new(
+            "alert",
+            1,
+            Rule::Lifeline,
+            format!(
+                "the file is {} bytes; lifeline reads CAP files of at most {} MiB, embedded \
+                 media included (the media itself is not kept)",
+                xml.len(),
+                MAX_CAP_LEN >> 20
+            ),
+        ));
     }
     let options = ParsingOptions {
         allow_dtd: false,
         nodes_limit: MAX_NODES,
     };
-    let doc =
-        Document::parse_with_options(xml, options).map_err(|e| CapError::Xml(e.to_string()))?;
+    let doc = Document::parse_with_options(xml, options).map_err(|e| {
+        CapError::new(
+            "alert",
+            e.pos().row,
+            Rule::Xml,
+            format!("not well-formed XML: {e}"),
+        )
+    })?;
     let root = doc.root_element();
+    let root_line = line_of(&doc, root);
     if root.tag_name().name() != "alert" {
-        return Err(CapError::NotCap(format!(
-            "the document is a <{}>, not a CAP <alert>",
-            root.tag_name().name()
-        )));
+        return Err(CapError::new(
+            root.tag_name().name(),
+            root_line,
+            Rule::Cap,
+            "the document is not a CAP <alert>",
+        ));
     }
-    if root.tag_name().namespace() != Some(CAP_NAMESPACE) {
-        return Err(CapError::NotCap(format!(
-            "the <alert> is in namespace {:?}; lifeline reads CAP 1.2 ({CAP_NAMESPACE})",
-            root.tag_name().namespace().unwrap_or("")
-        )));
+    match root.tag_name().namespace() {
+        Some(CAP_NAMESPACE) => {}
+        Some(CAP_1_1_NAMESPACE) => {
+            return Err(CapError::new(
+                "alert",
+                root_line,
+                Rule::Lifeline,
+                format!(
+                    "this is CAP 1.1; lifeline publishes CAP 1.2. CAP 1.2 reads a 1.1 alert the \
+                     same way: change the namespace to {CAP_NAMESPACE}, and give every \
+                     <resource> a <mimeType> (required since 1.2)"
+                ),
+            ));
+        }
+        other => {
+            return Err(CapError::new(
+                "alert",
+                root_line,
+                Rule::Cap,
+                format!(
+                    "the <alert> is in namespace {:?}; a CAP 1.2 alert is in {CAP_NAMESPACE}",
+                    other.unwrap_or("")
+                ),
+            ));
+        }
     }
     let mut not_carried = Vec::new();
-    let alert = Children::of(&doc, root, "alert", ALERT_READ, &mut not_carried);
-    let line = |n: Node<'_, '_>| line_of(&doc, n);
+    let a = Children::of(&doc, root, "alert", ALERT_ELEMENTS, &mut not_carried);
 
-    let identifier = alert.text("identifier")?;
-    let sender = alert.text("sender")?;
-    let sent = alert.time("sent")?;
-    let node = alert.required("status")?;
-    let status = STATUS.parse(node, line(node))?;
-    let node = alert.required("msgType")?;
-    let msg_type = MSG_TYPE.parse(node, line(node))?;
-    let node = alert.required("scope")?;
-    if !SCOPE.parse(node, line(node))? {
-        return Err(CapError::Unsupported(format!(
-            "<scope> is {:?} (line {}); lifeline's chain is public, so it carries only \
-             Public alerts",
-            text(node),
-            line(node)
-        )));
+    let scope = a.required("scope")?;
+    if text(scope) != "Public" {
+        let rule = if ["Restricted", "Private"].contains(&text(scope).as_str()) {
+            Rule::Lifeline
+        } else {
+            Rule::Cap
+        };
+        return Err(CapError::new(
+            "scope",
+            a.line(scope),
+            rule,
+            format!(
+                "is {:?}; lifeline's chain is public, so it carries only Public alerts",
+                text(scope)
+            ),
+        ));
     }
     // CAP references: "sender,identifier,sent" triples, separated by spaces.
     let mut references = Vec::new();
-    if let Some(node) = alert.optional("references")? {
+    if let Some(node) = a.optional("references")? {
         for triple in text(node).split_whitespace() {
             let parts: Vec<&str> = triple.split(',').collect();
-            let [_, identifier, _] = parts.as_slice() else {
-                return Err(CapError::BadValue {
-                    element: "references",
-                    value: triple.to_owned(),
-                    allowed: "\"sender,identifier,sent\" triples separated by spaces".into(),
-                    line: line(node),
-                });
+            let [sender, identifier, sent] = parts.as_slice() else {
+                return Err(CapError::new(
+                    "references",
+                    a.line(node),
+                    Rule::Cap,
+                    format!(
+                        "{triple:?} is not a \"sender,identifier,sent\" triple (triples are \
+                         separated by spaces)"
+                    ),
+                ));
             };
-            references.push((*identifier).to_owned());
-        }
-    }
-
-    let infos = alert.all("info");
-    let info = match infos.as_slice() {
-        [info] => *info,
-        [] => {
-            return Err(CapError::Missing {
-                element: "info",
-                parent: "alert",
-                line: alert.line,
+            references.push(pb::CapReference {
+                sender: (*sender).to_owned(),
+                identifier: (*identifier).to_owned(),
+                sent: Some(alert::cap_time_pb(&parse_time(
+                    "references",
+                    sent,
+                    a.line(node),
+                )?)),
             });
         }
-        [_, second, ..] => {
-            return Err(CapError::Unsupported(format!(
-                "the alert has {} <info> blocks (the second on line {}); lifeline carries \
-                 one: publish one alert per language",
-                infos.len(),
-                line(*second)
-            )));
-        }
-    };
-    let info = Children::of(&doc, info, "info", INFO_READ, &mut not_carried);
-    let mut categories = Vec::new();
-    for node in info.all("category") {
-        let c = CATEGORY.parse(node, line(node))?;
-        if categories.contains(&c) {
-            return Err(CapError::Repeated {
-                element: format!("category {}", CATEGORY.name(c)),
-                line: line(node),
-            });
-        }
-        categories.push(c);
     }
-    if categories.is_empty() {
-        return Err(CapError::Missing {
-            element: "category",
-            parent: "info",
-            line: info.line,
-        });
+    let mut infos = Vec::new();
+    for node in a.all("info") {
+        let children = Children::of(&doc, node, "info", INFO_ELEMENTS, &mut not_carried);
+        infos.push(parse_info(&children, &mut not_carried)?);
     }
-    let event = info.text("event")?;
-    let node = info.required("urgency")?;
-    let urgency = URGENCY.parse(node, line(node))?;
-    let node = info.required("severity")?;
-    let severity = SEVERITY.parse(node, line(node))?;
-    let node = info.required("certainty")?;
-    let certainty = CERTAINTY.parse(node, line(node))?;
-    let expires = match info.optional("expires")? {
-        Some(_) => info.time("expires")?,
-        None => {
-            return Err(CapError::Unsupported(format!(
-                "the <info> on line {} has no <expires>; lifeline needs to know when an \
-                 alert ends",
-                info.line
-            )));
-        }
-    };
-    let headline = info.optional_text("headline")?;
-    let description = info.optional_text("description")?;
-    let instruction = info.optional_text("instruction")?;
-    let areas = info.all("area");
-    let area = match areas.as_slice() {
-        [area] => {
-            let children = Children::of(&doc, *area, "area", AREA_READ, &mut not_carried);
-            parse_area(&doc, &children)?
-        }
-        [] => {
-            return Err(CapError::Unsupported(format!(
-                "the <info> on line {} has no <area>; lifeline alerts cover an area",
-                info.line
-            )));
-        }
-        [_, second, ..] => {
-            return Err(CapError::Unsupported(format!(
-                "the <info> has {} <area> blocks (the second on line {}); lifeline carries one",
-                areas.len(),
-                line(*second)
-            )));
-        }
-    };
-    let alert = Alert {
-        identifier,
-        sender,
-        sent,
-        status,
-        msg_type,
+    let sent = a.required("sent")?;
+    let cap = pb::CapAlert {
+        identifier: a.text("identifier")?,
+        sender: a.text("sender")?,
+        sent: Some(alert::cap_time_pb(&parse_time(
+            "sent",
+            &text(sent),
+            a.line(sent),
+        )?)),
+        status: a.enumeration(&STATUS)?.into(),
+        msg_type: a.enumeration(&MSG_TYPE)?.into(),
+        source: a.optional_text("source")?,
+        codes: a.all("code").into_iter().map(text).collect(),
+        note: a.optional_text("note")?,
         references,
-        categories,
-        event,
-        urgency,
-        severity,
-        certainty,
-        headline,
-        description,
-        instruction,
-        area,
-        expires,
+        incidents: a.optional_text("incidents")?,
+        infos,
     };
-    // The chain's own checks: lengths, coordinates, references, times.
-    let alert = Alert::from_pb(alert.to_pb())?;
+    let element = |e: &AlertError| match e {
+        AlertError::InvalidText { field, .. } | AlertError::Missing(field) => *field,
+        AlertError::References(_) => "references",
+        _ => "alert",
+    };
+    let alert = Alert::from_cap_pb(cap).map_err(|e| {
+        let name = element(&e);
+        let line = a
+            .optional(name)
+            .ok()
+            .flatten()
+            .map_or(root_line, |n| a.line(n));
+        CapError::chain(name, line, e)
+    })?;
     Ok(CapImport { alert, not_carried })
 }
 
-/// What a reference to an earlier alert needs in CAP: its sender and sent time.
+/// What a reference to an earlier alert needs in CAP when the alert does
+/// not name it (an alert of the first form): its sender and sent time.
 pub type ReferenceLookup<'a> = &'a dyn Fn(&str) -> Option<(String, Timestamp)>;
 
 /// Writes `alert` as a CAP 1.2 document. `lookup` gives the sender and sent
-/// time of each alert it refers to (CAP references name all three); one it
-/// cannot find is written with this alert's sender and time.
+/// time of each alert a first-form alert refers to; one it cannot find is
+/// written with this alert's sender and time.
 pub fn to_cap_xml(alert: &Alert, lookup: ReferenceLookup<'_>) -> String {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     // Writing into a Vec cannot fail.
@@ -617,6 +840,35 @@ fn element(w: &mut Writer<Vec<u8>>, name: &str, value: &str) -> std::io::Result<
     w.write_event(Event::End(BytesEnd::new(name)))
 }
 
+fn optional(w: &mut Writer<Vec<u8>>, name: &str, value: &str) -> std::io::Result<()> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    element(w, name, value)
+}
+
+fn start(w: &mut Writer<Vec<u8>>, name: &str) -> std::io::Result<()> {
+    w.write_event(Event::Start(BytesStart::new(name)))
+}
+
+fn end(w: &mut Writer<Vec<u8>>, name: &str) -> std::io::Result<()> {
+    w.write_event(Event::End(BytesEnd::new(name)))
+}
+
+fn values(
+    w: &mut Writer<Vec<u8>>,
+    name: &str,
+    values: &[alert::NamedValue],
+) -> std::io::Result<()> {
+    for v in values {
+        start(w, name)?;
+        element(w, "valueName", &v.name)?;
+        element(w, "value", &v.value)?;
+        end(w, name)?;
+    }
+    Ok(())
+}
+
 fn write_alert(
     w: &mut Writer<Vec<u8>>,
     a: &Alert,
@@ -628,60 +880,203 @@ fn write_alert(
     w.write_event(Event::Start(root))?;
     element(w, "identifier", &a.identifier)?;
     element(w, "sender", &a.sender)?;
-    element(w, "sent", &format_time(a.sent))?;
+    element(w, "sent", &format_cap_time(&a.sent))?;
     element(w, "status", STATUS.name(a.status))?;
     element(w, "msgType", MSG_TYPE.name(a.msg_type))?;
+    optional(w, "source", &a.source)?;
     element(w, "scope", "Public")?;
+    for code in &a.codes {
+        element(w, "code", code)?;
+    }
+    optional(w, "note", &a.note)?;
     if !a.references.is_empty() {
         let triples: Vec<String> = a
             .references
             .iter()
-            .map(|id| {
-                let (sender, sent) = lookup(id).unwrap_or_else(|| (a.sender.clone(), a.sent));
-                format!("{sender},{id},{}", format_time(sent))
+            .map(|r| match r.sent {
+                Some(sent) => format!("{},{},{}", r.sender, r.identifier, format_cap_time(&sent)),
+                None => {
+                    let (sender, sent) =
+                        lookup(&r.identifier).unwrap_or_else(|| (a.sender.clone(), a.sent.at));
+                    format!("{sender},{},{}", r.identifier, format_time(sent))
+                }
             })
             .collect();
         element(w, "references", &triples.join(" "))?;
     }
-    w.write_event(Event::Start(BytesStart::new("info")))?;
-    for &c in &a.categories {
+    optional(w, "incidents", &a.incidents)?;
+    for info in &a.infos {
+        write_info(w, info)?;
+    }
+    end(w, "alert")?;
+    w.get_mut().push(b'\n');
+    Ok(())
+}
+
+fn write_info(w: &mut Writer<Vec<u8>>, i: &alert::Info) -> std::io::Result<()> {
+    start(w, "info")?;
+    optional(w, "language", &i.language)?;
+    for &c in &i.categories {
         element(w, "category", CATEGORY.name(c))?;
     }
-    element(w, "event", &a.event)?;
-    element(w, "urgency", URGENCY.name(a.urgency))?;
-    element(w, "severity", SEVERITY.name(a.severity))?;
-    element(w, "certainty", CERTAINTY.name(a.certainty))?;
-    element(w, "expires", &format_time(a.expires))?;
-    for (name, value) in [
-        ("headline", &a.headline),
-        ("description", &a.description),
-        ("instruction", &a.instruction),
+    element(w, "event", &i.event)?;
+    for &r in &i.response_types {
+        element(w, "responseType", RESPONSE_TYPE.name(r))?;
+    }
+    element(w, "urgency", URGENCY.name(i.urgency))?;
+    element(w, "severity", SEVERITY.name(i.severity))?;
+    element(w, "certainty", CERTAINTY.name(i.certainty))?;
+    optional(w, "audience", &i.audience)?;
+    values(w, "eventCode", &i.event_codes)?;
+    for (name, t) in [
+        ("effective", &i.effective),
+        ("onset", &i.onset),
+        ("expires", &i.expires),
     ] {
-        if !value.is_empty() {
-            element(w, name, value)?;
+        if let Some(t) = t {
+            element(w, name, &format_cap_time(t))?;
         }
     }
-    w.write_event(Event::Start(BytesStart::new("area")))?;
-    element(w, "areaDesc", &a.area.description)?;
-    match &a.area.shape {
-        Shape::Polygon(points) => {
-            let pairs: Vec<String> = points
+    for (name, value) in [
+        ("senderName", &i.sender_name),
+        ("headline", &i.headline),
+        ("description", &i.description),
+        ("instruction", &i.instruction),
+        ("web", &i.web),
+        ("contact", &i.contact),
+    ] {
+        optional(w, name, value)?;
+    }
+    values(w, "parameter", &i.parameters)?;
+    for r in &i.resources {
+        start(w, "resource")?;
+        element(w, "resourceDesc", &r.description)?;
+        element(w, "mimeType", &r.mime_type)?;
+        if let Some(size) = r.size {
+            element(w, "size", &size.to_string())?;
+        }
+        optional(w, "uri", &r.uri)?;
+        optional(w, "digest", &r.digest)?;
+        end(w, "resource")?;
+    }
+    for area in &i.areas {
+        start(w, "area")?;
+        element(w, "areaDesc", &area.description)?;
+        for ring in &area.polygons {
+            let pairs: Vec<String> = ring
                 .iter()
                 .map(|p| format!("{},{}", p.lat, p.lon))
                 .collect();
             element(w, "polygon", &pairs.join(" "))?;
         }
-        Shape::Circle { center, radius_km } => {
+        for c in &area.circles {
             element(
                 w,
                 "circle",
-                &format!("{},{} {radius_km}", center.lat, center.lon),
+                &format!("{},{} {}", c.center.lat, c.center.lon, c.radius_km),
             )?;
         }
+        values(w, "geocode", &area.geocodes)?;
+        if let Some(x) = area.altitude {
+            element(w, "altitude", &x.to_string())?;
+        }
+        if let Some(x) = area.ceiling {
+            element(w, "ceiling", &x.to_string())?;
+        }
+        end(w, "area")?;
     }
-    w.write_event(Event::End(BytesEnd::new("area")))?;
-    w.write_event(Event::End(BytesEnd::new("info")))?;
-    w.write_event(Event::End(BytesEnd::new("alert")))?;
-    w.get_mut().push(b'\n');
+    end(w, "info")
+}
+
+/// Elements whose text is a CAP time, compared as instants.
+const TIME_ELEMENTS: &[&str] = &["sent", "effective", "onset", "expires"];
+/// Elements whose text is numbers, compared as numbers.
+const NUMBER_ELEMENTS: &[&str] = &["polygon", "circle", "altitude", "ceiling", "size"];
+
+/// A CAP document as a list of (path, value) pairs, for comparing two
+/// documents field by field the way a CAP consumer reads them: times as
+/// instants (their spelling and offset aside), numbers as numbers, texts
+/// trimmed, and siblings of one name in their order. `<derefUri>` (media
+/// lifeline does not keep) and elements outside CAP 1.2 are left out.
+pub fn cap_fields(xml: &str) -> Result<Vec<(String, String)>, CapError> {
+    let options = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: MAX_NODES,
+    };
+    let doc = Document::parse_with_options(xml, options).map_err(|e| {
+        CapError::new(
+            "alert",
+            e.pos().row,
+            Rule::Xml,
+            format!("not well-formed XML: {e}"),
+        )
+    })?;
+    let mut out = Vec::new();
+    fields_of(&doc, doc.root_element(), "alert", &mut out)?;
+    Ok(out)
+}
+
+fn fields_of(
+    doc: &Document<'_>,
+    node: Node<'_, '_>,
+    path: &str,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), CapError> {
+    let children: Vec<Node<'_, '_>> = node
+        .children()
+        .filter(|n| n.is_element() && n.tag_name().namespace() == Some(CAP_NAMESPACE))
+        .filter(|n| n.tag_name().name() != "derefUri")
+        .collect();
+    if children.is_empty() {
+        let name = node.tag_name().name();
+        let value = text(node);
+        let line = line_of(doc, node);
+        let value = if TIME_ELEMENTS.contains(&name) {
+            parse_time("sent", &value, line)?
+                .at
+                .as_unix_millis()
+                .to_string()
+        } else if name == "references" {
+            let mut triples = Vec::new();
+            for triple in value.split_whitespace() {
+                let parts: Vec<&str> = triple.split(',').collect();
+                let [sender, identifier, sent] = parts.as_slice() else {
+                    return Err(CapError::new("references", line, Rule::Cap, "not a triple"));
+                };
+                let at = parse_time("references", sent, line)?.at.as_unix_millis();
+                triples.push(format!("{sender},{identifier},{at}"));
+            }
+            triples.join(" ")
+        } else if NUMBER_ELEMENTS.contains(&name) {
+            value
+                .split([' ', ',', '\n', '\t', '\r'])
+                .filter(|s| !s.is_empty())
+                .map(|n| {
+                    n.parse::<f64>()
+                        .map_or_else(|_| n.to_owned(), |x| x.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            value
+        };
+        out.push((path.to_owned(), value));
+        return Ok(());
+    }
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for child in children {
+        let name = child.tag_name().name();
+        let index = match seen.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, i)) => {
+                *i += 1;
+                *i
+            }
+            None => {
+                seen.push((name, 0));
+                0
+            }
+        };
+        fields_of(doc, child, &format!("{path}/{name}[{index}]"), out)?;
+    }
     Ok(())
 }

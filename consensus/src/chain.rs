@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use lifeline_crypto::Identity;
 
+use crate::alert::DEFAULT_ALERT_LIFETIME;
 use crate::block::{
     BlockError, BlockHash, Header, HeaderError, MAX_SIGNERS, SealedBlock, SealedHeader, Vote,
 };
@@ -43,6 +44,19 @@ pub struct ChainConfig {
     /// hash commits to it). `None` on a chain whose genesis predates the
     /// limits: unlimited, and the genesis hash it always had.
     pub registrations: Option<RegistrationLimits>,
+    /// How long an alert without `<expires>` stays in force. Only queries
+    /// use it (no block is valid or invalid by it), but the genesis hash
+    /// commits to it so that every node of a network shows the same
+    /// alerts. `None` on a chain whose genesis predates it:
+    /// [`DEFAULT_ALERT_LIFETIME`].
+    pub alert_lifetime: Option<Duration>,
+}
+
+impl ChainConfig {
+    /// How long an alert without `<expires>` stays in force.
+    pub fn alert_lifetime(&self) -> Duration {
+        self.alert_lifetime.unwrap_or(DEFAULT_ALERT_LIFETIME)
+    }
 }
 
 impl Default for ChainConfig {
@@ -54,6 +68,7 @@ impl Default for ChainConfig {
             max_clock_skew: Duration::from_secs(15),
             snapshot_interval: 1024,
             registrations: Some(RegistrationLimits::default()),
+            alert_lifetime: Some(DEFAULT_ALERT_LIFETIME),
         }
     }
 }
@@ -108,6 +123,10 @@ impl Genesis {
             ] {
                 hasher.update(&value.to_le_bytes());
             }
+        }
+        if let Some(lifetime) = self.config.alert_lifetime {
+            hasher.update(b"alert lifetime");
+            hasher.update(&duration_ms(lifetime).to_le_bytes());
         }
         BlockHash(*hasher.finalize().as_bytes())
     }

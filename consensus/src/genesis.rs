@@ -23,6 +23,7 @@ use lifeline_crypto::{NodeId, Timestamp};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::alert::DEFAULT_ALERT_LIFETIME;
 use crate::block::MAX_SIGNERS;
 use crate::chain::{ChainConfig, Genesis};
 use crate::state::RegistrationLimits;
@@ -65,6 +66,11 @@ pub struct GenesisFile {
     /// Blocks per registration window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration_window_blocks: Option<u64>,
+    /// Hours an alert without `<expires>` stays in force (until an Update or
+    /// Cancel replaces it first). Written by `lifeline chain genesis`; a
+    /// file without it is from before it, and its alerts last 72 hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_lifetime_hours: Option<u64>,
 }
 
 fn default_epoch() -> u64 {
@@ -119,6 +125,7 @@ impl GenesisFile {
             registrations_per_block: Some(RegistrationLimits::default().per_block),
             registrations_per_window: Some(RegistrationLimits::default().per_window),
             registration_window_blocks: Some(RegistrationLimits::default().window_blocks),
+            alert_lifetime_hours: Some(DEFAULT_ALERT_LIFETIME.as_secs() / 3600),
         }
     }
 
@@ -174,6 +181,14 @@ impl GenesisFile {
                 "period_secs must be at least 1 and heartbeat_secs at least period_secs",
             ));
         }
+        if self
+            .alert_lifetime_hours
+            .is_some_and(|h| h == 0 || h > 24 * 366)
+        {
+            return Err(GenesisError::Parameter(
+                "alert_lifetime_hours must be 1 to 8784 (a year)",
+            ));
+        }
         let registrations = self.registration_limits();
         if registrations
             .is_some_and(|r| r.per_block == 0 || r.per_window < r.per_block || r.window_blocks == 0)
@@ -191,6 +206,9 @@ impl GenesisFile {
                 max_clock_skew: Duration::from_secs(self.max_clock_skew_secs),
                 snapshot_interval: self.snapshot_interval,
                 registrations,
+                alert_lifetime: self
+                    .alert_lifetime_hours
+                    .map(|h| Duration::from_secs(h * 3600)),
             },
             timestamp,
             signers,

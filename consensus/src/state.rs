@@ -10,7 +10,7 @@ use imbl::{OrdMap, OrdSet};
 use lifeline_crypto::{NodeId, PublicPrekey, Timestamp};
 use thiserror::Error;
 
-use crate::alert::{Alert, AlertMsgType, Point};
+use crate::alert::{Alert, AlertForm, AlertMsgType, DEFAULT_ALERT_LIFETIME, Point};
 use crate::block::{BlockHash, Header};
 use crate::finality::FinalityVote;
 use crate::signers::SignerState;
@@ -139,6 +139,19 @@ pub enum TxRejected {
     /// An Update or Cancel refers to an alert that is not on the chain or was replaced.
     #[error("alert {0:?} is not on the chain or was already replaced")]
     UnknownReference(String),
+    /// A reference names an alert on the chain with another sender.
+    #[error(
+        "the reference to alert {identifier:?} names sender {named:?}, but the alert on the \
+         chain with that identifier was sent by {actual:?}"
+    )]
+    ReferenceSender {
+        /// The identifier.
+        identifier: String,
+        /// The sender the reference names.
+        named: String,
+        /// The sender of the alert on the chain.
+        actual: String,
+    },
     /// Ack and Error messages are not chain records.
     #[error("CAP Ack and Error messages are not published on the chain")]
     UnsupportedMsgType,
@@ -407,22 +420,94 @@ impl ChainState {
         self.revocations.contains_key(id)
     }
 
-    /// Alerts in force at `now`, optionally only those covering `near`; most severe first.
-    pub fn alerts_in_force(&self, now: Timestamp, near: Option<Point>) -> Vec<&AlertRecord> {
+    /// Alerts in force at `now`, optionally only those that may cover
+    /// `near` (see [`Alert::covers`]); most severe first. `lifetime` is how
+    /// long one without `<expires>` stays in force (the genesis's
+    /// `ChainConfig::alert_lifetime`).
+    pub fn alerts_in_force(
+        &self,
+        now: Timestamp,
+        near: Option<Point>,
+        lifetime: std::time::Duration,
+    ) -> Vec<&AlertRecord> {
         let mut alerts: Vec<&AlertRecord> = self
             .alerts
             .values()
             .filter(|r| r.superseded_by.is_none() && r.alert.msg_type != AlertMsgType::Cancel)
-            .filter(|r| r.alert.in_force(now))
+            .filter(|r| r.alert.in_force(now, lifetime))
             .filter(|r| near.is_none_or(|p| r.alert.covers(p)))
             .collect();
-        alerts.sort_by_key(|r| (r.alert.severity as i32, std::cmp::Reverse(r.alert.sent)));
+        alerts.sort_by_key(|r| {
+            (
+                r.alert.severity() as i32,
+                std::cmp::Reverse(r.alert.sent.at),
+            )
+        });
         alerts
     }
 
     /// An alert by identifier (in force or not).
     pub fn alert(&self, identifier: &str) -> Option<&AlertRecord> {
         self.alerts.get(identifier)
+    }
+
+    /// The first form's rules (the blocks carrying it were checked by
+    /// them): it is not yet expired, and each alert it refers to is on the
+    /// chain and not yet replaced. Returns the alerts it replaces.
+    fn first_form_replaces(
+        &self,
+        alert: &Alert,
+        timestamp: Timestamp,
+    ) -> Result<Vec<String>, TxRejected> {
+        if alert.ends(DEFAULT_ALERT_LIFETIME) <= timestamp {
+            return Err(TxRejected::AlreadyExpired);
+        }
+        for reference in &alert.references {
+            match self.alerts.get(&reference.identifier) {
+                Some(r) if r.superseded_by.is_none() => {}
+                _ => return Err(TxRejected::UnknownReference(reference.identifier.clone())),
+            }
+        }
+        Ok(alert
+            .references
+            .iter()
+            .map(|r| r.identifier.clone())
+            .collect())
+    }
+
+    /// CAP's rules. A new Alert whose every info has expired says nothing;
+    /// an Update or Cancel still replaces what it names even when it has
+    /// no `<expires>` or one at its `<sent>` ("threat over"). It may name
+    /// alerts this chain never carried (issued before it, or elsewhere) and
+    /// alerts already replaced (CAP Updates name the whole history). An
+    /// alert it names that is on the chain must have the sender it names.
+    /// Returns the alerts it replaces that are on the chain and not yet
+    /// replaced.
+    fn cap_replaces(&self, alert: &Alert, timestamp: Timestamp) -> Result<Vec<String>, TxRejected> {
+        let ends = alert.infos.iter().map(|i| i.expires.map(|e| e.at));
+        let all_expired =
+            !alert.infos.is_empty() && ends.clone().all(|e| e.is_some_and(|e| e <= timestamp));
+        if alert.msg_type == AlertMsgType::Alert && all_expired {
+            return Err(TxRejected::AlreadyExpired);
+        }
+        let mut replaced = Vec::new();
+        for reference in &alert.references {
+            let Some(record) = self.alerts.get(&reference.identifier) else {
+                continue;
+            };
+            if !reference.sender.is_empty() && reference.sender != record.alert.sender {
+                return Err(TxRejected::ReferenceSender {
+                    identifier: reference.identifier.clone(),
+                    named: reference.sender.clone(),
+                    actual: record.alert.sender.clone(),
+                });
+            }
+            let replaces = matches!(alert.msg_type, AlertMsgType::Update | AlertMsgType::Cancel);
+            if replaces && record.superseded_by.is_none() {
+                replaced.push(reference.identifier.clone());
+            }
+        }
+        Ok(replaced)
     }
 
     /// The next nonce `id` must use.
@@ -631,27 +716,27 @@ impl ChainState {
                 if self.alerts.contains_key(&alert.identifier) {
                     return Err(TxRejected::DuplicateAlert(alert.identifier.clone()));
                 }
-                if alert.expires <= timestamp {
-                    return Err(TxRejected::AlreadyExpired);
-                }
-                for reference in &alert.references {
-                    match self.alerts.get(reference) {
-                        Some(r) if r.superseded_by.is_none() => {}
-                        _ => return Err(TxRejected::UnknownReference(reference.clone())),
-                    }
-                }
-                for reference in &alert.references {
-                    if let Some(old) = self.alerts.get(reference) {
+                let replaced = match alert.form {
+                    AlertForm::First => self.first_form_replaces(alert, timestamp)?,
+                    AlertForm::Cap => self.cap_replaces(alert, timestamp)?,
+                };
+                for reference in replaced {
+                    if let Some(old) = self.alerts.get(&reference) {
                         let mut old = old.clone();
                         old.superseded_by = Some(alert.identifier.clone());
-                        self.alerts.insert(reference.clone(), old);
+                        self.alerts.insert(reference, old);
                     }
                 }
-                let encoded = prost::Message::encode_to_vec(&alert.to_pb());
+                // The two forms commit under different kinds, so that no
+                // encoding of one can stand for the other.
+                let kind = match alert.form {
+                    AlertForm::First => 6,
+                    AlertForm::Cap => 10,
+                };
                 diff.write(
-                    6,
+                    kind,
                     alert.identifier.as_bytes(),
-                    &[sender.as_bytes(), &encoded],
+                    &[sender.as_bytes(), &alert.state_bytes()],
                 );
                 self.alerts.insert(
                     alert.identifier.clone(),
@@ -827,11 +912,15 @@ impl ChainState {
             alerts: self
                 .alerts
                 .values()
-                .map(|r| pb::AlertEntry {
-                    alert: Some(r.alert.to_pb()),
-                    publisher: r.publisher.as_bytes().to_vec(),
-                    block: r.block,
-                    superseded_by: r.superseded_by.clone().unwrap_or_default(),
+                .map(|r| {
+                    let first = r.alert.to_first_form();
+                    pb::AlertEntry {
+                        cap_alert: first.is_none().then(|| r.alert.to_cap_pb()),
+                        alert: first,
+                        publisher: r.publisher.as_bytes().to_vec(),
+                        block: r.block,
+                        superseded_by: r.superseded_by.clone().unwrap_or_default(),
+                    }
                 })
                 .collect(),
             nonces: self
@@ -935,10 +1024,11 @@ impl ChainState {
             );
         }
         for e in raw.alerts {
-            let alert = Alert::from_pb(
-                e.alert
-                    .ok_or_else(|| invalid("alert entry without alert"))?,
-            )
+            let alert = match (e.alert, e.cap_alert) {
+                (Some(first), None) => Alert::from_pb(first),
+                (None, Some(cap)) => Alert::from_cap_pb(cap),
+                _ => return Err(invalid("an alert entry holds one alert")),
+            }
             .map_err(|e| StateSnapshotError::Invalid(e.to_string()))?;
             state.alerts.insert(
                 alert.identifier.clone(),

@@ -221,9 +221,12 @@ impl Action {
                 subject: subject.as_bytes().to_vec(),
                 reason: reason.clone(),
             }),
-            Self::PublishAlert(alert) => A::PublishAlert(pb::PublishAlert {
-                alert: Some(alert.to_pb()),
-            }),
+            Self::PublishAlert(alert) => match alert.to_first_form() {
+                Some(first) => A::PublishAlert(pb::PublishAlert { alert: Some(first) }),
+                None => A::PublishCapAlert(pb::PublishCapAlert {
+                    alert: Some(alert.to_cap_pb()),
+                }),
+            },
             Self::RecordEquivocation { a, b } => A::RecordEquivocation(pb::RecordEquivocation {
                 header_a: a.to_bytes().to_vec(),
                 header_b: b.to_bytes().to_vec(),
@@ -270,6 +273,12 @@ impl Action {
                     .alert
                     .ok_or(TxError::InvalidAlert(AlertError::Missing("alert")))?;
                 Self::PublishAlert(Box::new(Alert::from_pb(alert)?))
+            }
+            A::PublishCapAlert(p) => {
+                let alert = p
+                    .alert
+                    .ok_or(TxError::InvalidAlert(AlertError::Missing("alert")))?;
+                Self::PublishAlert(Box::new(Alert::from_cap_pb(alert)?))
             }
             A::RecordEquivocation(r) => Self::RecordEquivocation {
                 a: Box::new(SealedHeader::from_bytes(&r.header_a)?),

@@ -18,6 +18,7 @@ use lifeline_crypto::{Identity, PrekeyRing, Timestamp};
 use prost::Message;
 
 const START: u64 = 1_763_700_000_000;
+const LIFE: Duration = lifeline_consensus::alert::DEFAULT_ALERT_LIFETIME;
 
 fn id(name: &str) -> Identity {
     identity_of(name).unwrap()
@@ -286,7 +287,7 @@ fn only_authorities_certify_and_publish() {
     let by_b = Transaction::sign(&id("B"), 0, Action::PublishAlert(Box::new(alert.clone())));
     add(&mut c, "A", vec![by_b]).unwrap();
     let t = c.head().timestamp;
-    assert_eq!(c.state().alerts_in_force(t, None).len(), 1);
+    assert_eq!(c.state().alerts_in_force(t, None, LIFE).len(), 1);
     assert_eq!(
         c.state()
             .alerts_in_force(
@@ -294,7 +295,8 @@ fn only_authorities_certify_and_publish() {
                 Some(Point {
                     lat: 51.05,
                     lon: 12.05
-                })
+                }),
+                LIFE
             )
             .len(),
         1
@@ -306,7 +308,8 @@ fn only_authorities_certify_and_publish() {
                 Some(Point {
                     lat: 48.0,
                     lon: 2.0
-                })
+                }),
+                LIFE
             )
             .is_empty()
     );
@@ -333,8 +336,130 @@ fn only_authorities_certify_and_publish() {
     .unwrap();
     assert!(
         c.state()
-            .alerts_in_force(c.head().timestamp, None)
+            .alerts_in_force(c.head().timestamp, None, LIFE)
             .is_empty()
+    );
+}
+
+/// A CAP alert read from `xml`, its times moved so that it is sent at `sent_ms`.
+fn cap_alert(xml: &str, sent_ms: u64) -> lifeline_consensus::alert::Alert {
+    let mut a = lifeline_consensus::cap::from_cap_xml(xml).unwrap().alert;
+    let shift = |t: &mut lifeline_consensus::alert::CapTime, base: Timestamp| {
+        let offset = t.at.as_unix_millis() as i64 - base.as_unix_millis() as i64;
+        t.at = Timestamp::from_unix_millis((sent_ms as i64 + offset) as u64 / 1000 * 1000);
+    };
+    let base = a.sent.at;
+    shift(&mut a.sent, base);
+    for info in &mut a.infos {
+        for t in [&mut info.effective, &mut info.onset, &mut info.expires]
+            .into_iter()
+            .flatten()
+        {
+            shift(t, base);
+        }
+    }
+    a
+}
+
+#[test]
+fn cap_alerts_as_agencies_write_them_go_on_the_chain() {
+    let mut c = chain(&["A", "B"]);
+    let now = c.head().timestamp.as_unix_millis() + 60_000;
+    let publish =
+        |alert, nonce| Transaction::sign(&id("A"), nonce, Action::PublishAlert(Box::new(alert)));
+    // Bilingual, geocode only; and a wireless alert with no <expires>.
+    let storm = cap_alert(include_str!("cap/bilingual-geocode-only.xml"), now);
+    let fire = cap_alert(include_str!("cap/wea-polygons-media.xml"), now);
+    add(
+        &mut c,
+        "B",
+        vec![publish(storm.clone(), 0), publish(fire.clone(), 1)],
+    )
+    .unwrap();
+    let t = c.head().timestamp;
+    let in_force = |c: &Chain<MemoryChainStore>, t, near| -> Vec<String> {
+        c.state()
+            .alerts_in_force(t, near, LIFE)
+            .iter()
+            .map(|r| r.alert.identifier.clone())
+            .collect()
+    };
+    // Extreme (the fire) before Moderate.
+    assert_eq!(
+        in_force(&c, t, None),
+        [fire.identifier.clone(), storm.identifier.clone()]
+    );
+    // Far from the fire's polygons, the storm's code-only area may apply.
+    let ottawa = Point {
+        lat: 45.4,
+        lon: -75.7,
+    };
+    assert_eq!(in_force(&c, t, Some(ottawa)), [storm.identifier.as_str()]);
+    // The fire has no <expires>: in force until the network's lifetime.
+    let later = t.saturating_add(Duration::from_secs(48 * 3600));
+    assert!(in_force(&c, later, None).contains(&fire.identifier));
+    assert!(!in_force(&c, t.saturating_add(LIFE), None).contains(&fire.identifier));
+    assert_eq!(
+        c.state().alert(&storm.identifier).unwrap().alert,
+        storm,
+        "kept whole"
+    );
+
+    // A Cancel with no <info> takes the storm out of force.
+    let cancel = cap_alert(include_str!("cap/cancel-without-info.xml"), now + 1_000);
+    add(&mut c, "A", vec![publish(cancel.clone(), 2)]).unwrap();
+    assert_eq!(
+        in_force(&c, c.head().timestamp, None),
+        [fire.identifier.as_str()]
+    );
+    assert_eq!(
+        c.state().alert(&storm.identifier).unwrap().superseded_by,
+        Some(cancel.identifier.clone())
+    );
+
+    // A "threat over" Update (expires = sent) naming alerts this chain never
+    // carried is taken.
+    let over = cap_alert(include_str!("cap/threat-over-update.xml"), now + 2_000);
+    add(&mut c, "B", vec![publish(over.clone(), 3)]).unwrap();
+    assert!(c.state().alert(&over.identifier).is_some());
+
+    // A reference to an alert on the chain must name its sender.
+    let mut wrong = cancel.clone();
+    wrong.identifier = "cancel-2".into();
+    wrong.references[0].identifier = fire.identifier.clone();
+    wrong.references[0].sender = "someone@else.example".into();
+    assert!(matches!(
+        tx_error(&mut c, "A", publish(wrong, 4)),
+        TxRejected::ReferenceSender { .. }
+    ));
+    // A new Alert whose every info has expired says nothing.
+    let mut stale = cap_alert(include_str!("cap/oasis-a2-thunderstorm.xml"), START);
+    stale.infos[0].expires = Some(lifeline_consensus::alert::CapTime::utc(
+        Timestamp::from_unix_millis(START),
+    ));
+    assert_eq!(
+        tx_error(&mut c, "A", publish(stale, 4)),
+        TxRejected::AlreadyExpired
+    );
+
+    // The state, CAP alerts included, survives a snapshot and a restart.
+    let g = genesis(&["A", "B"]);
+    let mut parent = root(&c);
+    for by in ["A", "B", "A", "B"] {
+        let b = block(&c, by, vec![]);
+        import(&mut c, &b).unwrap();
+        for v in ["A", "B"] {
+            c.add_vote(&link(&c, v, parent, at(&b))).unwrap();
+        }
+        parent = at(&b);
+    }
+    let state_root = c.state().root();
+    assert!(c.finalized().number >= 4, "a snapshot was taken");
+    let reopened = Chain::open(c.into_store(), &g).unwrap();
+    assert_eq!(reopened.state().root(), state_root);
+    assert_eq!(
+        reopened.state().alert(&storm.identifier).unwrap().alert,
+        storm
     );
 }
 

@@ -1,7 +1,9 @@
 //! The control API's chain requests: transactions this node signs, votes,
 //! the identity registry and alerts.
 
-use lifeline_consensus::alert::{Alert, Point};
+use std::time::Duration;
+
+use lifeline_consensus::alert::{Alert, Coverage, Point};
 use lifeline_consensus::cap;
 use lifeline_consensus::state::TxRejected;
 use lifeline_consensus::tx::{MAX_TX_LEN, TxHash, TxHashParseError};
@@ -44,20 +46,44 @@ fn chain_mut(chain: &mut Option<ChainDriver>) -> Result<&mut ChainDriver, Comman
     chain.as_mut().ok_or(CommandError::NoChain)
 }
 
-fn alert_summary(r: &lifeline_consensus::state::AlertRecord) -> api::Alert {
+/// What `lifeline alerts` lists: the first info block (the issuer's
+/// first language), the most severe severity, and where `near` stands.
+fn alert_summary(
+    r: &lifeline_consensus::state::AlertRecord,
+    near: Option<Point>,
+    lifetime: Duration,
+) -> api::Alert {
     let a = &r.alert;
+    let info = a.first_info();
+    let text = |f: fn(&lifeline_consensus::alert::Info) -> &String| {
+        info.map(|i| f(i).clone()).unwrap_or_default()
+    };
+    let areas: Vec<&str> = info
+        .map(|i| i.areas.iter().map(|a| a.description.as_str()).collect())
+        .unwrap_or_default();
     api::Alert {
         identifier: a.identifier.clone(),
         sender: a.sender.clone(),
-        headline: a.headline.clone(),
-        severity: cap::severity_name(a.severity).to_owned(),
-        expires_ms: a.expires.as_unix_millis(),
-        event: a.event.clone(),
-        area: a.area.description.clone(),
+        headline: text(|i| &i.headline),
+        severity: cap::severity_name(a.severity()).to_owned(),
+        expires_ms: a.ends(lifetime).as_unix_millis(),
+        event: text(|i| &i.event),
+        area: areas.join("; "),
         publisher: r.publisher.to_string(),
-        sent_ms: a.sent.as_unix_millis(),
-        instruction: a.instruction.clone(),
+        sent_ms: a.sent.at.as_unix_millis(),
+        instruction: text(|i| &i.instruction),
         status: format!("{:?}", a.status),
+        area_by_code_only: near
+            .is_some_and(|p| matches!(a.coverage(p), Coverage::CodeOnly | Coverage::Everywhere)),
+        response_types: info
+            .map(|i| {
+                i.response_types
+                    .iter()
+                    .map(|&t| cap::response_type_name(t).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        until_replaced: a.infos.is_empty() || a.infos.iter().any(|i| i.expires.is_none()),
     }
 }
 
@@ -96,6 +122,15 @@ impl Node {
                         CommandError::BadRequest(format!("the alert is unreadable: {e}"))
                     })?;
                 let alert = Alert::from_pb(pb)
+                    .map_err(|e| CommandError::BadRequest(format!("the alert is invalid: {e}")))?;
+                Action::PublishAlert(Box::new(alert))
+            }
+            Some(A::CapAlert(bytes)) => {
+                let pb: chain_pb::CapAlert = decode_bounded("CAP alert", &bytes, MAX_TX_LEN)
+                    .map_err(|e| {
+                        CommandError::BadRequest(format!("the alert is unreadable: {e}"))
+                    })?;
+                let alert = Alert::from_cap_pb(pb)
                     .map_err(|e| CommandError::BadRequest(format!("the alert is invalid: {e}")))?;
                 Action::PublishAlert(Box::new(alert))
             }
@@ -276,11 +311,12 @@ impl Node {
         self.chain
             .as_ref()
             .map(|c| {
+                let lifetime = c.chain.config().alert_lifetime();
                 c.chain
                     .state()
-                    .alerts_in_force(now, near)
+                    .alerts_in_force(now, near, lifetime)
                     .into_iter()
-                    .map(alert_summary)
+                    .map(|r| alert_summary(r, near, lifetime))
                     .collect()
             })
             .unwrap_or_default()
@@ -297,7 +333,12 @@ impl Node {
         };
         Ok(api::AlertDetailReply {
             found: true,
-            alert: prost::Message::encode_to_vec(&r.alert.to_pb()),
+            alert: r
+                .alert
+                .to_first_form()
+                .map(|a| prost::Message::encode_to_vec(&a))
+                .unwrap_or_default(),
+            cap_alert: prost::Message::encode_to_vec(&r.alert.to_cap_pb()),
             publisher: r.publisher.to_string(),
             block: r.block,
             superseded_by: r.superseded_by.clone().unwrap_or_default(),
