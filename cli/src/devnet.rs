@@ -53,6 +53,10 @@ pub struct DevnetArgs {
     /// Run the tour, then stop the network (exit status: whether it all worked)
     #[arg(long)]
     once: bool,
+    /// Give every node these shapes of region codes, for alerts given by
+    /// code only (GeoJSON; see docs/operators.md)
+    #[arg(long, value_name = "FILE")]
+    geocode_shapes: Option<PathBuf>,
 }
 
 /// Names of authority nodes, then of the others (in ring order after the
@@ -360,6 +364,15 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         .hash();
 
     let exe = std::env::current_exe().context("cannot find the lifeline program itself")?;
+    let shapes = match &args.geocode_shapes {
+        Some(file) => {
+            let file = std::fs::canonicalize(file).with_context(|| {
+                format!("cannot find the geocode shapes file {}", file.display())
+            })?;
+            format!("geocode_shapes = {:?}\n", file.display().to_string())
+        }
+        None => String::new(),
+    };
     for i in 0..n {
         progress.show(format!("starting {} ({}/{n})", net.nodes[i].name, i + 1));
         // A ring: each node knows the one before it (and the last also the
@@ -383,7 +396,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
              mdns = false\n\
              metrics = \"off\"\n\
              bootstrap = {bootstrap:?}\n\
-             allow_peers = {allow:?}\n",
+             allow_peers = {allow:?}\n{shapes}",
             name = node.name
         );
         let config_path = node.dir.join("node.toml");

@@ -77,6 +77,10 @@ pub struct NodeArgs {
     /// The chain's genesis file [default: genesis.toml in the data folder]
     #[arg(long, env = "LIFELINE_GENESIS", value_name = "FILE")]
     genesis: Option<PathBuf>,
+    /// Shapes of region codes for alerts given by code only (GeoJSON; see
+    /// docs/operators.md)
+    #[arg(long, env = "LIFELINE_GEOCODE_SHAPES", value_name = "FILE")]
+    geocode_shapes: Option<PathBuf>,
     /// Log format
     #[arg(long, env = "LIFELINE_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -222,6 +226,9 @@ fn settings(ctx: &Ctx, args: &NodeArgs) -> Result<Config> {
     // The global --control-tcp: where this node serves, as others connect.
     if let Some(a) = &ctx.control_tcp {
         config.control_tcp = Some(a.clone());
+    }
+    if let Some(g) = &args.geocode_shapes {
+        config.geocode_shapes = Some(g.clone());
     }
     if let Some(g) = &args.genesis {
         config.genesis = Some(g.clone());

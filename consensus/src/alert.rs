@@ -234,8 +234,8 @@ pub enum Coverage {
     Inside,
     /// Outside all of them, and the alert has no area known by code only.
     Outside,
-    /// Outside its shapes, but some area is given by code only, and this
-    /// node knows no shape for the code: it may be inside.
+    /// Outside its shapes, but some area is given by code (or name) only,
+    /// and this node knows no shape for it: it may be inside.
     CodeOnly,
     /// The alert names no area: it is for everyone.
     Everywhere,
@@ -925,14 +925,42 @@ impl Alert {
         self.sent.at <= now && now < self.ends(lifetime)
     }
 
-    /// Where `p` stands against its areas.
+    /// Where `p` stands against its areas, by their polygons and circles.
     pub fn coverage(&self, p: Point) -> Coverage {
-        let areas = || self.infos.iter().flat_map(|i| &i.areas);
-        if areas().any(|a| a.contains(p)) {
-            Coverage::Inside
-        } else if areas().next().is_none() {
+        self.coverage_with(p, &|_| None)
+    }
+
+    /// Where `p` stands against its areas, with `geocode` telling whether
+    /// the shape of a region code contains `p` (`None`: the code's shape is
+    /// not known). An area with a polygon or circle is judged by them; one
+    /// given by codes only is inside if a known code's shape holds `p`, and
+    /// unknown if any of its codes has no known shape.
+    pub fn coverage_with(
+        &self,
+        p: Point,
+        geocode: &dyn Fn(&NamedValue) -> Option<bool>,
+    ) -> Coverage {
+        let mut unknown = false;
+        let mut any = false;
+        for area in self.infos.iter().flat_map(|i| &i.areas) {
+            any = true;
+            if area.has_shape() {
+                if area.contains(p) {
+                    return Coverage::Inside;
+                }
+                continue;
+            }
+            let known: Vec<Option<bool>> = area.geocodes.iter().map(geocode).collect();
+            if known.contains(&Some(true)) {
+                return Coverage::Inside;
+            }
+            if known.is_empty() || known.contains(&None) {
+                unknown = true;
+            }
+        }
+        if !any {
             Coverage::Everywhere
-        } else if areas().any(|a| !a.has_shape()) {
+        } else if unknown {
             Coverage::CodeOnly
         } else {
             Coverage::Outside
@@ -994,7 +1022,7 @@ pub fn distance_km(a: Point, b: Point) -> f64 {
 
 /// Even-odd point-in-polygon test on latitude/longitude (fine for the small
 /// areas alerts cover; rings crossing the antimeridian are not special-cased).
-fn in_ring(ring: &[Point], p: Point) -> bool {
+pub fn in_ring(ring: &[Point], p: Point) -> bool {
     let mut inside = false;
     for edge in ring.windows(2) {
         let (a, b) = (edge[0], edge[1]);

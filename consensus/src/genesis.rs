@@ -331,6 +331,28 @@ mod tests {
     }
 
     #[test]
+    fn a_file_from_before_the_alert_lifetime_keeps_its_hash() {
+        let ids = [*identity_of("A").unwrap().id()];
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_763_740_800);
+        let mut old = GenesisFile::new(&ids, time);
+        old.alert_lifetime_hours = None;
+        let old = old.to_genesis().unwrap();
+        assert_eq!(old.config.alert_lifetime, None);
+        assert_eq!(old.config.alert_lifetime(), DEFAULT_ALERT_LIFETIME);
+        // The hash this file had before the field existed (computed by the
+        // code of 60dc04c).
+        assert_eq!(
+            old.hash().to_string(),
+            "40197b827b98353af9df3bd809bca7580d4d6665b00184f3146564c83c282fa4"
+        );
+        let new = GenesisFile::new(&ids, time).to_genesis().unwrap();
+        assert_ne!(new.hash(), old.hash(), "the hash commits to a set lifetime");
+        let mut zero = GenesisFile::new(&ids, time);
+        zero.alert_lifetime_hours = Some(0);
+        assert!(zero.to_genesis().is_err());
+    }
+
+    #[test]
     fn dates_convert_both_ways() {
         for days in [-1, 0, 59, 60, 365, 10_956, 19_000, 20_000, 2_932_896] {
             let (y, m, d) = civil_from_days(days);

@@ -34,6 +34,11 @@ pub struct Config {
     /// The chain's genesis file (default: `genesis.toml` in the data folder,
     /// if it exists; without one the node routes messages but keeps no chain).
     pub genesis: Option<PathBuf>,
+    /// A GeoJSON file of region shapes keyed by CAP geocode, so that
+    /// `alerts --near` can place a point in an alert's area given by code
+    /// only (format: docs/operators.md). None: such areas are "known by code
+    /// only".
+    pub geocode_shapes: Option<PathBuf>,
     /// Most connections in all.
     pub max_connections: u32,
     /// Most connections with one peer.
@@ -102,6 +107,7 @@ impl Default for Config {
             control_tcp: None,
             metrics: "127.0.0.1:9184".into(),
             genesis: None,
+            geocode_shapes: None,
             max_connections: 256,
             max_connections_per_peer: 4,
             max_connections_per_ip: 16,

@@ -87,6 +87,9 @@ pub enum NodeError {
     /// The chain could not be opened.
     #[error("cannot open the chain: {0}")]
     Chain(String),
+    /// The geocode shapes file is unusable.
+    #[error("{0} (fix the file, or remove `geocode_shapes` / --geocode-shapes)")]
+    GeocodeShapes(#[source] crate::geocodes::GeocodeShapesError),
     /// The router could not start.
     #[error("cannot start the router: {0}")]
     Router(String),
@@ -263,7 +266,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         .clone()
         .or_else(|| Some(data_dir.join("genesis.toml")).filter(|p| p.exists()));
     let mut chain = match &genesis_path {
-        Some(path) => Some(open_chain(path, &db, &keys.identity)?),
+        Some(path) => Some(open_chain(
+            path,
+            &db,
+            &keys.identity,
+            config.geocode_shapes.as_deref(),
+        )?),
         None => {
             warn!(
                 "no genesis file (genesis.toml in the data folder, or `genesis` in the config): \

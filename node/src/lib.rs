@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 mod driver;
+pub mod geocodes;
 pub mod ip_limit;
 pub mod mesh;
 pub mod metrics;

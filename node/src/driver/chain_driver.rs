@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{MAX_POOL, Node, NodeError, requests, ts, wall_ms};
 use crate::control::CommandError;
+use crate::geocodes::GeocodeShapes;
 use crate::mesh::Frame;
 use crate::pb::control as api;
 
@@ -47,6 +48,8 @@ pub(super) struct ChainDriver {
     /// How many identities and revocations the router's set of registered
     /// identities was last built from.
     pub(super) registered_from: (usize, usize),
+    /// Shapes of region codes, for alerts whose areas are given by code.
+    pub(super) geocodes: GeocodeShapes,
 }
 
 /// How many block periods an authority listens after it starts before it
@@ -66,7 +69,16 @@ pub(super) fn open_chain(
     path: &Path,
     db: &Database,
     me: &Identity,
+    geocode_shapes: Option<&Path>,
 ) -> Result<ChainDriver, NodeError> {
+    let geocodes = match geocode_shapes {
+        Some(file) => {
+            let shapes = GeocodeShapes::load(file).map_err(NodeError::GeocodeShapes)?;
+            info!(codes = shapes.len(), file = %file.display(), "geocode shapes loaded");
+            shapes
+        }
+        None => GeocodeShapes::default(),
+    };
     let bad = |reason: String| NodeError::Genesis {
         path: path.to_path_buf(),
         reason,
@@ -113,6 +125,7 @@ pub(super) fn open_chain(
         halted: None,
         refused_on: None,
         registered_from: (usize::MAX, usize::MAX),
+        geocodes,
     })
 }
 

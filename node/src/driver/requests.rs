@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lifeline_consensus::alert::{Alert, Coverage, Point};
 use lifeline_consensus::cap;
-use lifeline_consensus::state::TxRejected;
+use lifeline_consensus::state::{AlertRecord, TxRejected};
 use lifeline_consensus::tx::{MAX_TX_LEN, TxHash, TxHashParseError};
 use lifeline_consensus::wire::pb as chain_pb;
 use lifeline_consensus::{Action, SealedBlock, Transaction, Vote};
@@ -49,8 +49,8 @@ fn chain_mut(chain: &mut Option<ChainDriver>) -> Result<&mut ChainDriver, Comman
 /// What `lifeline alerts` lists: the first info block (the issuer's
 /// first language), the most severe severity, and where `near` stands.
 fn alert_summary(
-    r: &lifeline_consensus::state::AlertRecord,
-    near: Option<Point>,
+    r: &AlertRecord,
+    near: Option<(Point, Coverage)>,
     lifetime: Duration,
 ) -> api::Alert {
     let a = &r.alert;
@@ -74,7 +74,7 @@ fn alert_summary(
         instruction: text(|i| &i.instruction),
         status: format!("{:?}", a.status),
         area_by_code_only: near
-            .is_some_and(|p| matches!(a.coverage(p), Coverage::CodeOnly | Coverage::Everywhere)),
+            .is_some_and(|(_, c)| matches!(c, Coverage::CodeOnly | Coverage::Everywhere)),
         response_types: info
             .map(|i| {
                 i.response_types
@@ -312,11 +312,19 @@ impl Node {
             .as_ref()
             .map(|c| {
                 let lifetime = c.chain.config().alert_lifetime();
+                let coverage = |r: &AlertRecord, p: Point| {
+                    r.alert
+                        .coverage_with(p, &|code| c.geocodes.contains(code, p))
+                };
                 c.chain
                     .state()
-                    .alerts_in_force(now, near, lifetime)
+                    .alerts_in_force(now, None, lifetime)
                     .into_iter()
-                    .map(|r| alert_summary(r, near, lifetime))
+                    .filter_map(|r| {
+                        let at = near.map(|p| (p, coverage(r, p)));
+                        (at.map(|(_, cov)| cov) != Some(Coverage::Outside))
+                            .then(|| alert_summary(r, at, lifetime))
+                    })
                     .collect()
             })
             .unwrap_or_default()
