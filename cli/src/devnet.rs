@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use lifeline_consensus::alert::{AlertStatus, sample_flood};
+use lifeline_consensus::alert::{Alert, AlertForm, AlertStatus, sample_flood};
 use lifeline_consensus::genesis::GenesisFile;
 use lifeline_crypto::keystore::{KdfParams, Keystore};
 use lifeline_crypto::{KeyBundle, NodeId};
@@ -913,7 +913,13 @@ async fn tour(
     );
     alert.status = AlertStatus::Exercise.into();
     let identifier = alert.identifier.clone();
-    let action = Action::Alert(alert.encode_to_vec());
+    // Published as a CAP alert (PublishCapAlert), the form agencies' alerts take.
+    let alert = Alert::from_pb(alert).context("the devnet's sample alert is invalid")?;
+    let alert = Alert {
+        form: AlertForm::Cap,
+        ..alert
+    };
+    let action = Action::CapAlert(alert.to_cap_pb().encode_to_vec());
     let hash = submit(&mut clients[office], action).await?;
     let block = wait_for_tx(&mut clients[office], &hash, "the alert reaching a block").await?;
     let seen = until("the alert reaching ana", Duration::from_secs(30), || {
