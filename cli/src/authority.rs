@@ -723,7 +723,7 @@ fn print_info(i: &Info) {
     } else {
         format!(" [{}]", i.language)
     };
-    println!("{} — {}{language}", i.event.to_uppercase(), i.headline);
+    println!("{} — {}{language}", i.event.to_uppercase(), i.public_text());
     println!(
         "severity:   {} ({}, {}), {}",
         cap::severity_name(i.severity),

@@ -206,6 +206,26 @@ pub struct Info {
     pub areas: Vec<Area>,
 }
 
+impl Info {
+    /// One line for people: the headline, or where an issuer put its public
+    /// text elsewhere (some alerting gateways send no headline and carry the
+    /// wireless-alert text in a parameter such as `CMAMtext`), that
+    /// parameter, or else the description.
+    pub fn public_text(&self) -> &str {
+        if !self.headline.is_empty() {
+            return &self.headline;
+        }
+        let text_parameter = self.parameters.iter().find(|p| {
+            let name = p.name.to_ascii_lowercase();
+            name.ends_with("text") && !name.contains("long")
+        });
+        match text_parameter {
+            Some(p) => &p.value,
+            None => &self.description,
+        }
+    }
+}
+
 /// One alert an Update or Cancel refers to (CAP's "sender,identifier,sent").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reference {

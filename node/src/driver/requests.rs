@@ -64,7 +64,7 @@ fn alert_summary(
     api::Alert {
         identifier: a.identifier.clone(),
         sender: a.sender.clone(),
-        headline: text(|i| &i.headline),
+        headline: info.map(|i| i.public_text().to_owned()).unwrap_or_default(),
         severity: cap::severity_name(a.severity()).to_owned(),
         expires_ms: a.ends(lifetime).as_unix_millis(),
         event: text(|i| &i.event),
