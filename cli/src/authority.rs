@@ -87,9 +87,13 @@ pub struct AlertsArgs {
     /// Keep running and print alerts as they come into force
     #[arg(long)]
     watch: bool,
-    /// Only alerts whose area covers this point
+    /// Only alerts whose area may cover this point
     #[arg(long, value_name = "LAT,LON", allow_hyphen_values = true)]
     near: Option<String>,
+    /// Show each alert in this language where its issuer wrote one (fr,
+    /// fr-CA, ...); else in the issuer's first
+    #[arg(long, env = "LIFELINE_LANGUAGE", value_name = "LANG")]
+    lang: Option<String>,
 }
 
 /// Arguments of `lifeline certify`.
@@ -804,6 +808,7 @@ pub fn alerts(ctx: &Ctx, args: AlertsArgs) -> Result<()> {
                 watch: args.watch,
                 near_lat: near.map(|p| p.0),
                 near_lon: near.map(|p| p.1),
+                language: args.lang.clone().unwrap_or_default(),
             })
             .await
             .map_err(why)?
@@ -822,6 +827,7 @@ pub fn alerts(ctx: &Ctx, args: AlertsArgs) -> Result<()> {
                         "instruction": a.instruction, "response_types": a.response_types,
                         "area_by_code_only": a.area_by_code_only,
                         "until_replaced": a.until_replaced,
+                        "language": a.language, "languages": a.languages,
                     })
                 );
                 continue;
@@ -851,6 +857,15 @@ pub fn alerts(ctx: &Ctx, args: AlertsArgs) -> Result<()> {
             }
             if !a.response_types.is_empty() {
                 println!("  response: {}", a.response_types.join(", "));
+            }
+            let others: Vec<&str> = a
+                .languages
+                .iter()
+                .filter(|l| **l != a.language)
+                .map(String::as_str)
+                .collect();
+            if !others.is_empty() {
+                println!("  also in {} (--lang)", others.join(", "));
             }
             if !a.instruction.is_empty() {
                 println!("  {}", a.instruction);

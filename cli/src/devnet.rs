@@ -931,6 +931,7 @@ async fn tour(
                     watch: false,
                     near_lat: Some(51.05),
                     near_lon: Some(12.05),
+                    language: String::new(),
                 })
                 .await
                 .map_err(why)?

@@ -135,6 +135,19 @@ fn agency_alerts(authority: &Path, reader: &Path, tmp: &Path) {
         || storm_near("45.42,-75.69"),
     );
     assert_eq!(in_ottawa["area_by_code_only"], false, "{in_ottawa}");
+    assert_eq!(in_ottawa["language"], "en-CA", "{in_ottawa}");
+    // In the other language its issuer wrote.
+    let french = ok(
+        run(
+            reader,
+            &["--json", "alerts", "--lang", "fr", "--near", "45.42,-75.69"],
+        ),
+        "alerts --lang fr",
+    );
+    assert!(
+        french.contains("avertissement de temp\u{ea}te hivernale en vigueur"),
+        "{french}"
+    );
     let elsewhere = storm_near("60.0,-100.0").expect("listed: Gatineau's shape is unknown");
     assert_eq!(elsewhere["area_by_code_only"], true, "{elsewhere}");
     eventually(

@@ -920,6 +920,34 @@ impl Alert {
         self.infos.first()
     }
 
+    /// The info block in `language` (an RFC 3066 tag, or its primary part
+    /// such as `fr` for `fr-CA`; case aside), else the first. An empty
+    /// `language` asks for the first; an info without `<language>` is CAP's
+    /// default, en-US.
+    pub fn info_in(&self, language: &str) -> Option<&Info> {
+        let wanted = language.trim().to_ascii_lowercase();
+        if wanted.is_empty() {
+            return self.first_info();
+        }
+        let tag = |i: &Info| {
+            if i.language.is_empty() {
+                "en-us".to_owned()
+            } else {
+                i.language.to_ascii_lowercase()
+            }
+        };
+        let primary = |t: &str| t.split('-').next().unwrap_or("").to_owned();
+        self.infos
+            .iter()
+            .find(|i| tag(i) == wanted)
+            .or_else(|| {
+                self.infos
+                    .iter()
+                    .find(|i| primary(&tag(i)) == primary(&wanted))
+            })
+            .or_else(|| self.first_info())
+    }
+
     /// The most severe of its info blocks' severities (Unknown with none).
     pub fn severity(&self) -> AlertSeverity {
         self.infos

@@ -92,6 +92,11 @@ fn what_people_act_on_is_kept() {
     assert_eq!(a.infos[0].areas.len(), 2);
     assert_eq!(a.infos[0].areas[0].geocodes[0].value, "3506008");
     assert_eq!(a.codes, ["profile:CAP-CP:0.4", "layer:SOREM:1.0"]);
+    // A reader picks the language: a full tag, its primary part, or the first.
+    assert_eq!(a.info_in("fr").unwrap().language, "fr-CA");
+    assert_eq!(a.info_in("FR-ca").unwrap().language, "fr-CA");
+    assert_eq!(a.info_in("de").unwrap().language, "en-CA");
+    assert_eq!(a.info_in("").unwrap().language, "en-CA");
     // Known by code only: a point cannot be placed inside or outside.
     assert_eq!(
         a.coverage(Point {

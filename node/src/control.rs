@@ -20,6 +20,16 @@ use crate::pb::control::control_server::{Control, ControlServer};
 /// Inbox entries sent before the live ones.
 pub const INBOX_BACKLOG: usize = 1_000;
 
+/// What `alerts` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct AlertQuery {
+    /// Only alerts that may cover this point (latitude, longitude).
+    pub near: Option<(f64, f64)>,
+    /// Each alert's info block in this language (RFC 3066 tag or its
+    /// prefix, such as `fr`), where it has one; else its first.
+    pub language: String,
+}
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -98,7 +108,7 @@ pub enum Command {
         Reply<Result<api::SubmitTransactionReply, CommandError>>,
     ),
     /// Alerts in force, optionally only those covering a point (lat, lon).
-    Alerts(Option<(f64, f64)>, Reply<Vec<api::Alert>>),
+    Alerts(AlertQuery, Reply<Vec<api::Alert>>),
     /// An authority's vote for its next block.
     Vote(
         api::VoteRequest,
@@ -285,11 +295,21 @@ impl Control for Service {
                 ));
             }
         };
+        if request.language.len() > 64 {
+            return Err(Status::invalid_argument(
+                "a language is a short tag such as fr or fr-CA",
+            ));
+        }
+        let query = AlertQuery {
+            near,
+            language: request.language.trim().to_owned(),
+        };
         let service = self.clone();
         let stream = async_stream(move |tx| async move {
             let mut seen = std::collections::HashSet::new();
             loop {
-                let Ok(alerts) = service.ask(|reply| Command::Alerts(near, reply)).await else {
+                let query = query.clone();
+                let Ok(alerts) = service.ask(|reply| Command::Alerts(query, reply)).await else {
                     return;
                 };
                 for a in alerts {

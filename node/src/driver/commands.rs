@@ -124,8 +124,8 @@ impl Node {
             Command::SubmitTransaction(bytes, reply) => {
                 let _ = reply.send(self.submit(bytes));
             }
-            Command::Alerts(near, reply) => {
-                let _ = reply.send(self.alerts(near));
+            Command::Alerts(query, reply) => {
+                let _ = reply.send(self.alerts(&query));
             }
             Command::Vote(request, reply) => {
                 let _ = reply.send(self.vote(&request));

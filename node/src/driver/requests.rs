@@ -13,7 +13,7 @@ use lifeline_crypto::NodeId;
 use lifeline_crypto::wire::decode_bounded;
 
 use super::{ChainDriver, Node, ts};
-use crate::control::CommandError;
+use crate::control::{AlertQuery, CommandError};
 use crate::pb::control as api;
 
 /// Own transactions remembered as pending (for nonces and status).
@@ -51,10 +51,11 @@ fn chain_mut(chain: &mut Option<ChainDriver>) -> Result<&mut ChainDriver, Comman
 fn alert_summary(
     r: &AlertRecord,
     near: Option<(Point, Coverage)>,
+    language: &str,
     lifetime: Duration,
 ) -> api::Alert {
     let a = &r.alert;
-    let info = a.first_info();
+    let info = a.info_in(language);
     let text = |f: fn(&lifeline_consensus::alert::Info) -> &String| {
         info.map(|i| f(i).clone()).unwrap_or_default()
     };
@@ -84,6 +85,8 @@ fn alert_summary(
             })
             .unwrap_or_default(),
         until_replaced: a.infos.is_empty() || a.infos.iter().any(|i| i.expires.is_none()),
+        language: info.map(|i| i.language.clone()).unwrap_or_default(),
+        languages: a.infos.iter().map(|i| i.language.clone()).collect(),
     }
 }
 
@@ -305,9 +308,9 @@ impl Node {
     }
 
     /// Alerts in force now, optionally only those covering a point.
-    pub(super) fn alerts(&mut self, near: Option<(f64, f64)>) -> Vec<api::Alert> {
+    pub(super) fn alerts(&mut self, query: &AlertQuery) -> Vec<api::Alert> {
         let now = ts(self.clock());
-        let near = near.map(|(lat, lon)| Point { lat, lon });
+        let near = query.near.map(|(lat, lon)| Point { lat, lon });
         self.chain
             .as_ref()
             .map(|c| {
@@ -323,7 +326,7 @@ impl Node {
                     .filter_map(|r| {
                         let at = near.map(|p| (p, coverage(r, p)));
                         (at.map(|(_, cov)| cov) != Some(Coverage::Outside))
-                            .then(|| alert_summary(r, at, lifetime))
+                            .then(|| alert_summary(r, at, &query.language, lifetime))
                     })
                     .collect()
             })
