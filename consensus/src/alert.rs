@@ -52,6 +52,16 @@ pub enum AlertError {
     /// or before 1970.
     #[error("{0} is not a time lifeline can keep (1970 to 9999, offset within 18 hours)")]
     InvalidTime(&'static str),
+    /// More infos, areas or resources than an alert may have.
+    #[error("the alert has {count} {what}; lifeline keeps at most {max}")]
+    TooMany {
+        /// "`<info>` blocks", "`<area>` blocks" or "`<resource>`s".
+        what: &'static str,
+        /// How many it has.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Larger than lifeline stores.
     #[error(
         "the alert is {0} bytes as lifeline stores it (without embedded media); at most \
@@ -343,6 +353,13 @@ fn known<E>(
     convert(value).ok_or(AlertError::InvalidEnum(field))
 }
 
+/// Most `<info>` blocks in one alert (languages times audiences).
+pub const MAX_INFOS: usize = 32;
+/// Most `<area>` blocks in one alert, over all its infos.
+pub const MAX_AREAS: usize = 256;
+/// Most `<resource>`s in one alert, over all its infos.
+pub const MAX_RESOURCES: usize = 64;
+
 /// Longest URI (`<web>`, a resource's `<uri>`), in characters.
 pub const MAX_URI: usize = 2048;
 /// Largest alert lifeline stores, encoded: a CAP alert must fit in one
@@ -570,6 +587,114 @@ pub(crate) fn check_info(i: pb::CapInfo) -> Result<Info, AlertError> {
     })
 }
 
+fn check_counts(infos: usize, areas: usize, resources: usize) -> Result<(), AlertError> {
+    for (what, count, max) in [
+        ("<info> blocks", infos, MAX_INFOS),
+        ("<area> blocks", areas, MAX_AREAS),
+        ("<resource>s", resources, MAX_RESOURCES),
+    ] {
+        if count > max {
+            return Err(AlertError::TooMany { what, count, max });
+        }
+    }
+    Ok(())
+}
+
+/// The protobuf fields of a message, as (number, payload of a
+/// length-delimited field), without decoding them. Stops at the first
+/// malformed field (the decoder then says what is wrong).
+struct WireFields<'a>(&'a [u8]);
+
+impl<'a> WireFields<'a> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..70).step_by(7) {
+            let (&byte, rest) = self.0.split_first()?;
+            self.0 = rest;
+            value |= u64::from(byte & 0x7f).checked_shl(shift)?;
+            if byte < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn skip(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(taken)
+    }
+}
+
+impl<'a> Iterator for WireFields<'a> {
+    type Item = (u64, Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let key = self.varint()?;
+        let payload = match key & 7 {
+            0 => {
+                self.varint()?;
+                None
+            }
+            1 => {
+                self.skip(8)?;
+                None
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).ok()?;
+                Some(self.skip(len)?)
+            }
+            5 => {
+                self.skip(4)?;
+                None
+            }
+            _ => {
+                self.0 = &[];
+                return None;
+            }
+        };
+        Some((key >> 3, payload))
+    }
+}
+
+/// The message payloads of field `number` in `message`.
+fn submessages(message: &[u8], number: u64) -> impl Iterator<Item = &[u8]> {
+    WireFields(message).filter_map(move |(n, payload)| payload.filter(|_| n == number))
+}
+
+/// Counts the infos, areas and resources of a `PublishCapAlert` in an
+/// encoded `Transaction` body before it is decoded: an empty `<info>` is 2
+/// bytes on the wire but about 450 in memory, so a 40 KiB transaction of
+/// them would make the decoder allocate some 20 MB before its signature is
+/// checked. Refuses what [`Alert::from_cap_pb`] would refuse for its counts.
+pub(crate) fn precheck_transaction(body: &[u8]) -> Result<(), AlertError> {
+    // Transaction.publish_cap_alert = 17, PublishCapAlert.alert = 1,
+    // CapAlert.infos = 11, CapInfo.resources = 20, CapInfo.areas = 21.
+    let (mut infos, mut areas, mut resources) = (0, 0, 0);
+    for publish in submessages(body, 17) {
+        for alert in submessages(publish, 1) {
+            for info in submessages(alert, 11) {
+                infos += 1;
+                for (n, payload) in WireFields(info) {
+                    match (n, payload) {
+                        (20, Some(_)) => resources += 1,
+                        (21, Some(_)) => areas += 1,
+                        _ => {}
+                    }
+                }
+                check_counts(infos, areas, resources)?;
+            }
+        }
+    }
+    check_counts(infos, areas, resources)
+}
+
 /// Values of a CAP enumeration that may repeat (kept as written).
 fn all_known<E>(
     field: &'static str,
@@ -771,6 +896,9 @@ impl Alert {
         if len > MAX_ALERT_LEN {
             return Err(AlertError::TooLarge(len));
         }
+        let areas = a.infos.iter().map(|i| i.areas.len()).sum();
+        let resources = a.infos.iter().map(|i| i.resources.len()).sum();
+        check_counts(a.infos.len(), areas, resources)?;
         cap_token("identifier", &a.identifier)?;
         cap_token("sender", &a.sender)?;
         text("source", &a.source, MAX_SHORT_TEXT, false)?;
@@ -1116,6 +1244,56 @@ mod tests {
         let life = DEFAULT_ALERT_LIFETIME;
         assert!(alert.in_force(Timestamp::from_unix_millis(1_000), life));
         assert!(!alert.in_force(Timestamp::from_unix_millis(1_000 + 6 * 3_600_000), life));
+    }
+
+    #[test]
+    fn counts_are_read_off_the_wire_as_the_decoder_would_count_them() {
+        let body = |infos: Vec<pb::CapInfo>| {
+            prost::Message::encode_to_vec(&pb::Transaction {
+                sender: vec![1; 32],
+                nonce: 3,
+                action: Some(pb::transaction::Action::PublishCapAlert(
+                    pb::PublishCapAlert {
+                        alert: Some(pb::CapAlert {
+                            identifier: "x".into(),
+                            infos,
+                            ..Default::default()
+                        }),
+                    },
+                )),
+            })
+        };
+        let info = |areas, resources| pb::CapInfo {
+            event: "Flood".into(),
+            areas: vec![pb::CapArea::default(); areas],
+            resources: vec![pb::CapResource::default(); resources],
+            ..Default::default()
+        };
+        assert_eq!(precheck_transaction(&body(vec![info(8, 2); 32])), Ok(()));
+        let too_many = |what, count, max| Err(AlertError::TooMany { what, count, max });
+        assert_eq!(
+            precheck_transaction(&body(vec![info(0, 0); 33])),
+            too_many("<info> blocks", 33, MAX_INFOS)
+        );
+        assert_eq!(
+            precheck_transaction(&body(vec![info(200, 0), info(57, 0)])),
+            too_many("<area> blocks", 257, MAX_AREAS)
+        );
+        assert_eq!(
+            precheck_transaction(&body(vec![info(0, 65)])),
+            too_many("<resource>s", 65, MAX_RESOURCES)
+        );
+        // Other transactions, and bytes that are not protobuf, pass through
+        // to the decoder, which says what is wrong.
+        assert_eq!(precheck_transaction(&[0xff, 0xff, 0xff]), Ok(()));
+        let first = prost::Message::encode_to_vec(&pb::Transaction {
+            sender: vec![1; 32],
+            nonce: 0,
+            action: Some(pb::transaction::Action::PublishAlert(pb::PublishAlert {
+                alert: Some(flood("a", 1_000)),
+            })),
+        });
+        assert_eq!(precheck_transaction(&first), Ok(()));
     }
 
     #[test]

@@ -320,6 +320,8 @@ impl Transaction {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TxError> {
         let signed: pb::SignedTransaction = decode_bounded("SignedTransaction", bytes, MAX_TX_LEN)?;
         let signature = fixed::<64>("SignedTransaction", "signature", &signed.signature)?;
+        // Bound what decoding the body allocates before it is decoded.
+        crate::alert::precheck_transaction(&signed.body)?;
         let body: pb::Transaction = decode_bounded("Transaction", &signed.body, MAX_TX_LEN)?;
         let sender = node_id("sender", &body.sender)?;
         sender
