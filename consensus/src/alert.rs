@@ -382,7 +382,11 @@ fn cap_time(field: &'static str, t: Option<pb::CapTime>) -> Result<Option<CapTim
     if !(0..=MAX_CAP_SECS).contains(&t.unix_secs) {
         return Err(AlertError::InvalidTime(field));
     }
-    if t.offset_minutes.abs() > MAX_OFFSET_MINUTES {
+    if t.offset_minutes.unsigned_abs() > MAX_OFFSET_MINUTES.unsigned_abs() {
+        return Err(AlertError::InvalidTime(field));
+    }
+    // Written at its offset, it is still a four-digit year.
+    if t.unix_secs + i64::from(t.offset_minutes) * 60 > MAX_CAP_SECS {
         return Err(AlertError::InvalidTime(field));
     }
     let secs = u64::try_from(t.unix_secs).map_err(|_| AlertError::InvalidTime(field))?;
@@ -400,9 +404,35 @@ pub(crate) fn cap_time_pb(t: &CapTime) -> pb::CapTime {
     }
 }
 
+/// A text of a CAP alert: as [`text`], and as an XML reader gives it back,
+/// so that what is written out as CAP reads back the same: no leading or
+/// trailing white space (readers trim it), line breaks as `\n` (XML turns
+/// `\r` into `\n`), and no U+FFFE or U+FFFF (not allowed in XML).
+fn cap_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<(), AlertError> {
+    text(field, value, max, required)?;
+    if value.trim() != value {
+        return Err(AlertError::InvalidText {
+            field,
+            reason: "starts or ends with white space",
+        });
+    }
+    if value.contains(['\r', '\u{fffe}', '\u{ffff}']) {
+        return Err(AlertError::InvalidText {
+            field,
+            reason: "contains a carriage return or a character XML does not allow",
+        });
+    }
+    Ok(())
+}
+
 /// CAP's rule for identifiers and senders: no spaces, commas or `<` `&`.
 fn cap_token(field: &'static str, value: &str) -> Result<(), AlertError> {
-    text(field, value, MAX_SHORT_TEXT, true)?;
+    cap_text(field, value, MAX_SHORT_TEXT, true)?;
     if value
         .chars()
         .any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&'))
@@ -422,8 +452,8 @@ fn named_values(
     values
         .into_iter()
         .map(|v| {
-            text(field, &v.name, MAX_SHORT_TEXT, true)?;
-            text(field, &v.value, MAX_LONG_TEXT, true)?;
+            cap_text(field, &v.name, MAX_SHORT_TEXT, true)?;
+            cap_text(field, &v.value, MAX_LONG_TEXT, true)?;
             Ok(NamedValue {
                 name: v.name,
                 value: v.value,
@@ -487,7 +517,7 @@ fn point_pb(p: &Point) -> pb::Point {
 }
 
 pub(crate) fn check_area(a: pb::CapArea) -> Result<Area, AlertError> {
-    text("areaDesc", &a.description, MAX_LONG_TEXT, true)?;
+    cap_text("areaDesc", &a.description, MAX_LONG_TEXT, true)?;
     let polygons = a
         .polygons
         .into_iter()
@@ -518,15 +548,15 @@ pub(crate) fn check_area(a: pb::CapArea) -> Result<Area, AlertError> {
 }
 
 pub(crate) fn check_info(i: pb::CapInfo) -> Result<Info, AlertError> {
-    text("language", &i.language, MAX_SHORT_TEXT, false)?;
-    text("event", &i.event, MAX_SHORT_TEXT, true)?;
-    text("audience", &i.audience, MAX_LONG_TEXT, false)?;
-    text("senderName", &i.sender_name, MAX_SHORT_TEXT, false)?;
-    text("headline", &i.headline, MAX_SHORT_TEXT, false)?;
-    text("description", &i.description, MAX_LONG_TEXT, false)?;
-    text("instruction", &i.instruction, MAX_LONG_TEXT, false)?;
-    text("web", &i.web, MAX_URI, false)?;
-    text("contact", &i.contact, MAX_LONG_TEXT, false)?;
+    cap_text("language", &i.language, MAX_SHORT_TEXT, false)?;
+    cap_text("event", &i.event, MAX_SHORT_TEXT, true)?;
+    cap_text("audience", &i.audience, MAX_LONG_TEXT, false)?;
+    cap_text("senderName", &i.sender_name, MAX_SHORT_TEXT, false)?;
+    cap_text("headline", &i.headline, MAX_SHORT_TEXT, false)?;
+    cap_text("description", &i.description, MAX_LONG_TEXT, false)?;
+    cap_text("instruction", &i.instruction, MAX_LONG_TEXT, false)?;
+    cap_text("web", &i.web, MAX_URI, false)?;
+    cap_text("contact", &i.contact, MAX_LONG_TEXT, false)?;
     let categories = all_known("category", &i.categories, |v| {
         AlertCategory::try_from(v).ok()
     })?;
@@ -545,10 +575,10 @@ pub(crate) fn check_info(i: pb::CapInfo) -> Result<Info, AlertError> {
         .resources
         .into_iter()
         .map(|r| {
-            text("resourceDesc", &r.description, MAX_LONG_TEXT, true)?;
-            text("mimeType", &r.mime_type, MAX_SHORT_TEXT, true)?;
-            text("uri", &r.uri, MAX_URI, false)?;
-            text("digest", &r.digest, MAX_SHORT_TEXT, false)?;
+            cap_text("resourceDesc", &r.description, MAX_LONG_TEXT, true)?;
+            cap_text("mimeType", &r.mime_type, MAX_SHORT_TEXT, true)?;
+            cap_text("uri", &r.uri, MAX_URI, false)?;
+            cap_text("digest", &r.digest, MAX_SHORT_TEXT, false)?;
             Ok(Resource {
                 description: r.description,
                 mime_type: r.mime_type,
@@ -901,11 +931,11 @@ impl Alert {
         check_counts(a.infos.len(), areas, resources)?;
         cap_token("identifier", &a.identifier)?;
         cap_token("sender", &a.sender)?;
-        text("source", &a.source, MAX_SHORT_TEXT, false)?;
-        text("note", &a.note, MAX_LONG_TEXT, false)?;
-        text("incidents", &a.incidents, MAX_LONG_TEXT, false)?;
+        cap_text("source", &a.source, MAX_SHORT_TEXT, false)?;
+        cap_text("note", &a.note, MAX_LONG_TEXT, false)?;
+        cap_text("incidents", &a.incidents, MAX_LONG_TEXT, false)?;
         for c in &a.codes {
-            text("code", c, MAX_SHORT_TEXT, true)?;
+            cap_text("code", c, MAX_SHORT_TEXT, true)?;
         }
         let sent = cap_time("sent", a.sent)?.ok_or(AlertError::Missing("sent"))?;
         let status = known("status", a.status, |v| AlertStatus::try_from(v).ok())?;
@@ -1294,6 +1324,42 @@ mod tests {
             })),
         });
         assert_eq!(precheck_transaction(&first), Ok(()));
+    }
+
+    #[test]
+    fn a_cap_alert_holds_only_what_cap_xml_can_carry_back() {
+        let mut cap = Alert::from_pb(flood("w", 1_000)).unwrap().to_cap_pb();
+        assert!(Alert::from_cap_pb(cap.clone()).is_ok());
+        // XML readers trim texts and turn \r into \n: such a text would
+        // not read back as it was.
+        cap.infos[0].headline = " River over its banks".into();
+        assert_eq!(
+            Alert::from_cap_pb(cap.clone()),
+            Err(AlertError::InvalidText {
+                field: "headline",
+                reason: "starts or ends with white space"
+            })
+        );
+        cap.infos[0].headline = "River\r\nover its banks".into();
+        assert!(Alert::from_cap_pb(cap.clone()).is_err());
+        cap.infos[0].headline = "River over its banks".into();
+        // The last second of 9999 at +01:00 is a five-digit year there.
+        cap.infos[0].expires = Some(pb::CapTime {
+            unix_secs: MAX_CAP_SECS,
+            offset_minutes: 60,
+        });
+        assert_eq!(
+            Alert::from_cap_pb(cap.clone()),
+            Err(AlertError::InvalidTime("expires"))
+        );
+        cap.infos[0].expires = Some(pb::CapTime {
+            unix_secs: 0,
+            offset_minutes: i32::MIN,
+        });
+        assert_eq!(
+            Alert::from_cap_pb(cap),
+            Err(AlertError::InvalidTime("expires"))
+        );
     }
 
     #[test]

@@ -493,9 +493,11 @@ pub fn format_cap_time(t: &CapTime) -> String {
     let secs = i64::try_from(t.at.as_unix_millis() / 1000).unwrap_or(i64::MAX);
     let offset =
         UtcOffset::from_whole_seconds(i32::from(t.offset_minutes) * 60).unwrap_or(UtcOffset::UTC);
-    match OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(utc) => {
-            let local = utc.to_offset(offset);
+    let local = OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|utc| utc.checked_to_offset(offset));
+    match local {
+        Some(local) => {
             let minutes = t.offset_minutes.unsigned_abs();
             // CAP writes UTC as -00:00.
             let sign = if t.offset_minutes > 0 { '+' } else { '-' };
@@ -511,7 +513,7 @@ pub fn format_cap_time(t: &CapTime) -> String {
                 minutes % 60
             )
         }
-        Err(_) => "9999-12-31T23:59:59-00:00".to_owned(),
+        None => "9999-12-31T23:59:59-00:00".to_owned(),
     }
 }
 
