@@ -369,7 +369,9 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             let file = std::fs::canonicalize(file).with_context(|| {
                 format!("cannot find the geocode shapes file {}", file.display())
             })?;
-            format!("geocode_shapes = {:?}\n", file.display().to_string())
+            // A TOML string, escaped as TOML escapes (not as Rust's Debug).
+            let path = toml::Value::String(file.display().to_string());
+            format!("geocode_shapes = {path}\n")
         }
         None => String::new(),
     };

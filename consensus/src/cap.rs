@@ -1033,8 +1033,8 @@ fn fields_of(
         let name = node.tag_name().name();
         let value = text(node);
         let line = line_of(doc, node);
-        let value = if TIME_ELEMENTS.contains(&name) {
-            parse_time("sent", &value, line)?
+        let value = if let Some(element) = TIME_ELEMENTS.iter().find(|e| **e == name) {
+            parse_time(element, &value, line)?
                 .at
                 .as_unix_millis()
                 .to_string()
