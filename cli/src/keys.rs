@@ -14,7 +14,7 @@ use lifeline_crypto::prekey::MAX_SIGNED_PREKEY_LEN;
 use lifeline_crypto::{Keystore, KeystoreError, PrekeyPolicy, PublicPrekey, Timestamp};
 use zeroize::Zeroizing;
 
-use crate::armor::{self, Kind};
+use lifeline_crypto::armor::{self, Kind};
 use crate::passphrase::{self, Use};
 use crate::{Context as Ctx, paths};
 

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod armor;
 mod authority;
 mod chain;
 mod devnet;

@@ -10,7 +10,7 @@ use lifeline_crypto::prekey::MAX_SIGNED_PREKEY_LEN;
 use lifeline_node::pb::control as api;
 use serde_json::json;
 
-use crate::armor::{self, Kind};
+use lifeline_crypto::armor::{self, Kind};
 use crate::{Context as Ctx, keys, node};
 
 /// How a message is prioritised.

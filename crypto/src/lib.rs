@@ -40,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod armor;
 pub mod envelope;
 pub mod identity;
 pub mod keystore;

@@ -2,7 +2,6 @@
 //! envelopes): a type prefix and URL-safe base64, so they survive being pasted
 //! into chats, emails or QR codes.
 
-use anyhow::{Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -24,6 +23,38 @@ impl Kind {
     }
 }
 
+/// Why armoured text cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArmorError {
+    /// It is armour of another kind.
+    #[error("this is a {found:?}, not a {wanted:?}")]
+    OtherKind {
+        /// What it is.
+        found: Kind,
+        /// What was asked for.
+        wanted: Kind,
+    },
+    /// It is not lifeline armour.
+    #[error("not a lifeline {0:?} (it should start with {prefix})", prefix = .0.prefix())]
+    NotArmor(Kind),
+    /// Larger than any valid one.
+    #[error("the {kind:?} is larger than any valid one ({chars} characters)")]
+    TooLarge {
+        /// What was asked for.
+        kind: Kind,
+        /// Its length.
+        chars: usize,
+    },
+    /// Not valid base64.
+    #[error("the {kind:?} is damaged ({reason}); copy it again in full")]
+    Damaged {
+        /// What was asked for.
+        kind: Kind,
+        /// The decoder's words.
+        reason: String,
+    },
+}
+
 /// Armours `bytes` as `kind`.
 pub fn encode(kind: Kind, bytes: &[u8]) -> String {
     format!("{}{}", kind.prefix(), URL_SAFE_NO_PAD.encode(bytes))
@@ -31,31 +62,34 @@ pub fn encode(kind: Kind, bytes: &[u8]) -> String {
 
 /// Reads armoured text of `kind` (surrounding white space allowed), refusing
 /// anything larger than `max` bytes once decoded.
-pub fn decode(kind: Kind, text: &str, max: usize) -> Result<Vec<u8>> {
+pub fn decode(kind: Kind, text: &str, max: usize) -> Result<Vec<u8>, ArmorError> {
     let text = text.trim();
     let Some(body) = text.strip_prefix(kind.prefix()) else {
         let other = [Kind::Card, Kind::Envelope]
             .into_iter()
             .find(|k| text.starts_with(k.prefix()));
-        match other {
-            Some(other) => bail!("this is a {other:?}, not a {kind:?}"),
-            None => bail!(
-                "not a lifeline {kind:?} (it should start with {})",
-                kind.prefix()
-            ),
-        }
+        return Err(match other {
+            Some(found) => ArmorError::OtherKind {
+                found,
+                wanted: kind,
+            },
+            None => ArmorError::NotArmor(kind),
+        });
     };
     // base64 grows data by 4/3: bound before decoding.
     if body.len() / 4 * 3 > max {
-        bail!(
-            "the {kind:?} is larger than any valid one ({} characters)",
-            body.len()
-        );
+        return Err(ArmorError::TooLarge {
+            kind,
+            chars: body.len(),
+        });
     }
     let body: String = body.split_whitespace().collect();
     URL_SAFE_NO_PAD
         .decode(body)
-        .map_err(|e| anyhow::anyhow!("the {kind:?} is damaged ({e}); copy it again in full"))
+        .map_err(|e| ArmorError::Damaged {
+            kind,
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
