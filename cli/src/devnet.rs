@@ -88,6 +88,8 @@ struct Node {
     socket: PathBuf,
     authority: bool,
     addr: String,
+    /// Its web app's address (loopback).
+    web: String,
     child: Option<Child>,
 }
 
@@ -347,6 +349,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             dir,
             authority: i < authorities,
             addr: String::new(),
+            web: free_loopback_address()?,
             child: None,
         });
     }
@@ -397,9 +400,11 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
              listen = [\"/ip4/127.0.0.1/tcp/0\"]\n\
              mdns = false\n\
              metrics = \"off\"\n\
+             web = \"{web}\"\n\
              bootstrap = {bootstrap:?}\n\
              allow_peers = {allow:?}\n{shapes}",
-            name = node.name
+            name = node.name,
+            web = node.web,
         );
         let config_path = node.dir.join("node.toml");
         std::fs::write(&config_path, config)?;
@@ -439,7 +444,10 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
     progress.done();
     for node in &net.nodes {
         let role = if node.authority { "authority" } else { "node" };
-        println!("  {:<18} {role:<9} {}", node.name, node.id);
+        println!(
+            "  {:<18} {role:<9} {}  web app http://{}/",
+            node.name, node.id, node.web
+        );
     }
     println!(
         "  chain genesis {genesis_hash}, one block every {}s",
@@ -506,6 +514,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         "nodes": net.nodes.iter().map(|n| json!({
             "name": n.name, "id": n.id.to_string(), "socket": n.socket,
             "dir": n.dir, "addr": n.addr, "authority": n.authority,
+            "web": format!("http://{}/", n.web),
             "registered": !unregistered.contains(&n.name),
             "pid": n.child.as_ref().map(Child::id),
         })).collect::<Vec<_>>(),
@@ -519,7 +528,18 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         return Ok(());
     }
     let ana = &net.nodes[sender];
-    step("The devnet is running. From another terminal, talk to any node:");
+    step("The devnet is running. Open a node's web app in a browser on this machine:");
+    let medic = &net.nodes[responder];
+    println!(
+        "  http://{}/   {} (send an SOS, messages)",
+        ana.web, ana.name
+    );
+    println!(
+        "  http://{}/   {} (sees the SOS, answers \"help is coming\")",
+        medic.web, medic.name
+    );
+    println!("  (every node's address is in the list above and in devnet.json)");
+    step("Or, from another terminal, talk to any node:");
     println!("  export LIFELINE_CONTROL_SOCKET={}", ana.socket.display());
     println!(
         "  lifeline status                 # {} ({})",
@@ -565,6 +585,13 @@ fn check_alive(net: &mut Devnet) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A loopback address with a port free right now, for a node's web app.
+fn free_loopback_address() -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("cannot find a free port on 127.0.0.1 for a web app")?;
+    Ok(listener.local_addr()?.to_string())
 }
 
 /// Waits until a node's control socket answers.

@@ -14,9 +14,9 @@ use lifeline_crypto::prekey::MAX_SIGNED_PREKEY_LEN;
 use lifeline_crypto::{Keystore, KeystoreError, PrekeyPolicy, PublicPrekey, Timestamp};
 use zeroize::Zeroizing;
 
-use lifeline_crypto::armor::{self, Kind};
 use crate::passphrase::{self, Use};
 use crate::{Context as Ctx, paths};
+use lifeline_crypto::armor::{self, Kind};
 
 /// `lifeline key` subcommands.
 #[derive(Subcommand, Debug)]

@@ -98,6 +98,9 @@ enum Command {
     /// Messages sent from this node
     #[command(subcommand)]
     Message(net::MessageCommand),
+    /// The web app: pair a phone or laptop with this node
+    #[command(subcommand)]
+    Web(net::WebCommand),
     /// Your identity on the chain: register a name, look someone up
     #[command(subcommand)]
     Identity(authority::IdentityCommand),
@@ -202,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => net::status(&ctx()?)?,
         Command::Peers => net::peers(&ctx()?)?,
         Command::Routes => net::routes(&ctx()?)?,
+        Command::Web(command) => net::web(&ctx()?, command)?,
         Command::Send(args) => net::send(&ctx()?, args)?,
         Command::Sos(args) => net::sos(&ctx()?, args)?,
         Command::Inbox(args) => net::inbox(&ctx()?, args)?,

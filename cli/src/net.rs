@@ -10,8 +10,8 @@ use lifeline_crypto::prekey::MAX_SIGNED_PREKEY_LEN;
 use lifeline_node::pb::control as api;
 use serde_json::json;
 
-use lifeline_crypto::armor::{self, Kind};
 use crate::{Context as Ctx, keys, node};
+use lifeline_crypto::armor::{self, Kind};
 
 /// How a message is prioritised.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -186,7 +186,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             "peers": s.peers, "routes": s.routes,
             "custody": {"messages": s.custody_messages, "bytes": s.custody_bytes},
             "relay": s.relay, "uptime_secs": s.uptime_secs, "reachability": s.reachability,
-            "chain": chain_json(&chain),
+            "chain": chain_json(&chain), "card": s.card,
         }));
         return Ok(());
     }
@@ -513,6 +513,51 @@ pub fn inbox(ctx: &Ctx, args: InboxArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// `lifeline web`.
+#[derive(Subcommand, Debug)]
+pub enum WebCommand {
+    /// A code that pairs one browser with this node's web app (single use,
+    /// valid for 10 minutes): needed when the app is offered on the LAN
+    #[command(after_help = "Examples:\n  \
+        lifeline web pair            # read the code to the person with the phone\n  \
+        lifeline web pair --forget   # a phone was lost: unpair every browser first")]
+    Pair {
+        /// End every paired browser's session first (each must pair again)
+        #[arg(long)]
+        forget: bool,
+    },
+}
+
+/// `lifeline web`.
+pub fn web(ctx: &Ctx, command: WebCommand) -> Result<()> {
+    let WebCommand::Pair { forget } = command;
+    let reply = call(ctx, |mut c| async move {
+        c.web_pair(api::WebPairRequest { forget }).await
+    })?;
+    if ctx.json {
+        print_json(&json!({
+            "code": reply.code, "valid_secs": reply.valid_secs, "urls": reply.urls,
+            "forgotten": reply.forgotten, "pairing_required": reply.pairing_required,
+        }));
+        return Ok(());
+    }
+    if forget {
+        eprintln!("Ended {} browser sessions.", reply.forgotten);
+    }
+    println!("{}", reply.code);
+    eprintln!(
+        "Open {} in the browser and enter this code within {}. It works once.",
+        reply.urls.join(" or "),
+        humantime::format_duration(Duration::from_secs(reply.valid_secs))
+    );
+    if !reply.pairing_required {
+        eprintln!(
+            "(The app is on loopback only: browsers on this machine open it without a code.)"
+        );
+    }
+    Ok(())
 }
 
 /// `lifeline message`.

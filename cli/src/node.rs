@@ -74,6 +74,11 @@ pub struct NodeArgs {
     /// Serve metrics and /healthz on ADDR ("off" to disable) [default: 127.0.0.1:9184]
     #[arg(long, env = "LIFELINE_METRICS", value_name = "ADDR")]
     metrics: Option<String>,
+    /// Serve the web app on ADDR ("off" to disable) [default: 127.0.0.1:4180].
+    /// Any address but loopback, such as 0.0.0.0:4180 for a shelter's
+    /// Wi-Fi, asks each browser to pair first (`lifeline web pair`)
+    #[arg(long, env = "LIFELINE_WEB", value_name = "ADDR")]
+    web: Option<String>,
     /// The chain's genesis file [default: genesis.toml in the data folder]
     #[arg(long, env = "LIFELINE_GENESIS", value_name = "FILE")]
     genesis: Option<PathBuf>,
@@ -222,6 +227,9 @@ fn settings(ctx: &Ctx, args: &NodeArgs) -> Result<Config> {
     }
     if let Some(m) = &args.metrics {
         config.metrics.clone_from(m);
+    }
+    if let Some(w) = &args.web {
+        config.web.clone_from(w);
     }
     // The global --control-tcp: where this node serves, as others connect.
     if let Some(a) = &ctx.control_tcp {

@@ -64,30 +64,6 @@ impl Net {
     }
 }
 
-/// A CAP test alert (consensus/tests/cap), its 2036-11-21 moved to
-/// yesterday and 2036-11-22 to tomorrow (UTC) so that it is in force now.
-fn agency_alert(name: &str, into: &Path) -> (PathBuf, String) {
-    let day = |offset: i64| {
-        let now = lifeline_crypto::Timestamp::from_system_time(std::time::SystemTime::now());
-        let at = if offset < 0 {
-            now.saturating_sub(Duration::from_secs(86_400))
-        } else {
-            now.saturating_add(Duration::from_secs(86_400))
-        };
-        lifeline_consensus::cap::format_time(at)[..10].to_owned()
-    };
-    let original = std::fs::read_to_string(format!(
-        "{}/../consensus/tests/cap/{name}.xml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-    .replace("2036-11-21", &day(-1))
-    .replace("2036-11-22", &day(1));
-    let path = into.join(format!("{name}.xml"));
-    std::fs::write(&path, &original).unwrap();
-    (path, original)
-}
-
 fn sorted_fields(xml: &str) -> Vec<(String, String)> {
     let mut f = lifeline_consensus::cap::cap_fields(xml).unwrap();
     f.sort();
@@ -104,7 +80,7 @@ fn agency_alerts(authority: &Path, reader: &Path, tmp: &Path) {
     const STORM: &str = "urn:oid:2.49.0.1.124.2036.11.21.1";
     const FIRE: &str = "IPAWS-2036-0042";
     const CANCEL: &str = "urn:oid:2.49.0.1.124.2036.11.21.2";
-    let (storm, storm_xml) = agency_alert("bilingual-geocode-only", tmp);
+    let (storm, storm_xml) = common::cap_alert_in_force("bilingual-geocode-only", tmp);
     let published = json(authority, &["alert", "publish", storm.to_str().unwrap()]);
     assert_eq!(
         published["not_carried"],
@@ -112,7 +88,7 @@ fn agency_alerts(authority: &Path, reader: &Path, tmp: &Path) {
         "{published}"
     );
     assert!(published["block"].as_u64().is_some(), "{published}");
-    let (fire, fire_xml) = agency_alert("wea-polygons-media", tmp);
+    let (fire, fire_xml) = common::cap_alert_in_force("wea-polygons-media", tmp);
     let published = json(authority, &["alert", "publish", fire.to_str().unwrap()]);
     let dropped = published["not_carried"].to_string();
     assert!(dropped.contains("<derefUri>"), "{published}");
@@ -169,7 +145,7 @@ fn agency_alerts(authority: &Path, reader: &Path, tmp: &Path) {
         "oasis-a3-earthquake-update",
         "threat-over-update",
     ] {
-        let (file, xml) = agency_alert(name, tmp);
+        let (file, xml) = common::cap_alert_in_force(name, tmp);
         ok(
             run(authority, &["alert", "publish", file.to_str().unwrap()]),
             name,
@@ -199,7 +175,7 @@ fn agency_alerts(authority: &Path, reader: &Path, tmp: &Path) {
         "{shown}"
     );
 
-    let (cancel, cancel_xml) = agency_alert("cancel-without-info", tmp);
+    let (cancel, cancel_xml) = common::cap_alert_in_force("cancel-without-info", tmp);
     ok(
         run(authority, &["alert", "publish", cancel.to_str().unwrap()]),
         "publish a Cancel",

@@ -12,45 +12,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::Daemon;
 
-/// Installs the js peer's packages where later runs find them again.
+/// The js peer, with its packages installed.
 fn js_peer() -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("interop-js");
-    std::fs::create_dir_all(&target).unwrap();
-    let lock = std::fs::read(source.join("package-lock.json")).unwrap();
-    let stamp = target.join("installed.lock");
-    let installed = std::fs::read(&stamp).is_ok_and(|s| s == lock);
-    for file in ["package.json", "package-lock.json", "lookup.mjs"] {
-        std::fs::copy(source.join(file), target.join(file)).unwrap();
-    }
-    if !installed {
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&target)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run npm ({e}); install Node.js and npm (Debian: nodejs npm), or set \
-                     LIFELINE_SKIP_INTEROP=1 to skip this test"
-                )
-            });
-        assert!(
-            out.status.success(),
-            "npm ci failed (is the npm registry reachable?); set LIFELINE_SKIP_INTEROP=1 to skip:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&stamp, &lock).unwrap();
-    }
-    target
+    common::npm_packages("interop", &["lookup.mjs"])
 }
 
 #[test]

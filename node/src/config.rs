@@ -11,6 +11,9 @@ use thiserror::Error;
 /// Largest config file read.
 pub const MAX_CONFIG_FILE: u64 = 1 << 20;
 
+/// Where the web app is unless the config says otherwise.
+pub const DEFAULT_WEB: &str = "127.0.0.1:4180";
+
 /// The daemon's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +34,12 @@ pub struct Config {
     pub control_tcp: Option<String>,
     /// Prometheus metrics and `/healthz` over HTTP (`"off"` to disable).
     pub metrics: String,
+    /// The web app for people (docs/web.md), at this address, or `"off"`.
+    /// On loopback (the default) it opens at once in this machine's
+    /// browser. On any other address, such as `0.0.0.0:4180` for a
+    /// shelter's Wi-Fi, each browser first pairs with a code from
+    /// `lifeline web pair`.
+    pub web: String,
     /// The chain's genesis file (default: `genesis.toml` in the data folder,
     /// if it exists; without one the node routes messages but keeps no chain).
     pub genesis: Option<PathBuf>,
@@ -106,6 +115,7 @@ impl Default for Config {
             control_socket: None,
             control_tcp: None,
             metrics: "127.0.0.1:9184".into(),
+            web: DEFAULT_WEB.into(),
             genesis: None,
             geocode_shapes: None,
             max_connections: 256,
@@ -229,6 +239,16 @@ impl Config {
                 ),
             );
         }
+        if self.web != "off" && self.web.parse::<SocketAddr>().is_err() {
+            return value(
+                "web",
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:4180, or 0.0.0.0:4180 to offer \
+                     the app on the LAN behind pairing (or \"off\")",
+                    self.web
+                ),
+            );
+        }
         if self.max_connections == 0
             || self.max_connections_per_peer == 0
             || self.max_connections_per_ip == 0
@@ -309,6 +329,11 @@ impl Config {
     /// The loopback TCP control address, if set (checked by [`Self::check`]).
     pub fn control_tcp_addr(&self) -> Option<SocketAddr> {
         self.control_tcp.as_deref().and_then(|a| a.parse().ok())
+    }
+
+    /// The web app's address, unless it is off (checked by [`Self::check`]).
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.parse().ok()
     }
 
     /// The metrics address, unless disabled.

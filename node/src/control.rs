@@ -60,7 +60,8 @@ impl From<CommandError> for Status {
     }
 }
 
-type Reply<T> = oneshot::Sender<T>;
+/// Where the driver answers a command.
+pub type Reply<T> = oneshot::Sender<T>;
 
 /// Inbox entries kept, and a receiver for the ones that arrive later.
 pub type InboxFeed = (
@@ -130,21 +131,30 @@ pub enum Command {
     AlertDetail(String, Reply<Result<api::AlertDetailReply, CommandError>>),
 }
 
+/// Asks the driver and waits for its answer; `None` once it has stopped.
+/// The channel is bounded: callers wait, the driver never does.
+pub async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(Reply<T>) -> Command,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(make(tx)).await.ok()?;
+    rx.await.ok()
+}
+
 #[derive(Clone)]
 struct Service {
     commands: mpsc::Sender<Command>,
+    web: Option<std::sync::Arc<crate::web::WebHandle>>,
 }
 
 const STOPPED: &str = "the node is shutting down";
 
 impl Service {
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Status> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
+        ask(&self.commands, make)
             .await
-            .map_err(|_| Status::unavailable(STOPPED))?;
-        rx.await.map_err(|_| Status::unavailable(STOPPED))
+            .ok_or_else(|| Status::unavailable(STOPPED))
     }
 }
 
@@ -374,6 +384,31 @@ impl Control for Service {
                 .await??,
         ))
     }
+
+    async fn web_pair(
+        &self,
+        r: Request<api::WebPairRequest>,
+    ) -> Result<Response<api::WebPairReply>, Status> {
+        let Some(web) = &self.web else {
+            return Err(Status::failed_precondition(
+                "this node serves no web app: set `web` in its config (or --web ADDR) and restart it",
+            ));
+        };
+        let forgotten = if r.into_inner().forget {
+            web.pairing.forget_all()
+        } else {
+            0
+        };
+        let lifetime = crate::web::pairing::CODE_LIFETIME;
+        let listen = self.ask(Command::Status).await?.listen_addrs;
+        Ok(Response::new(api::WebPairReply {
+            code: web.pairing.new_code(lifetime),
+            valid_secs: lifetime.as_secs(),
+            urls: web.urls(&listen),
+            forgotten: u32::try_from(forgotten).unwrap_or(u32::MAX),
+            pairing_required: web.pairing_required,
+        }))
+    }
 }
 
 /// A stream fed by a task, through a small bounded channel.
@@ -445,6 +480,7 @@ pub async fn serve(
     path: &Path,
     tcp: Option<TcpEndpoint>,
     commands: mpsc::Sender<Command>,
+    web: Option<std::sync::Arc<crate::web::WebHandle>>,
 ) -> Result<Server, String> {
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -481,7 +517,7 @@ pub async fn serve(
             ))
         }
     };
-    let service = Service { commands };
+    let service = Service { commands, web };
     Ok(Box::new(move |stop: oneshot::Receiver<()>| {
         Box::pin(async move {
             let (stopped_tx, stopped) = tokio::sync::watch::channel(false);

@@ -122,6 +122,16 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The web app's address could not be bound.
+    #[error(
+        "cannot serve the web app on {addr}: {reason} (set `web` or --web to another address, or \"off\")"
+    )]
+    Web {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// The keys cannot be used as a libp2p identity.
     #[error("the identity key cannot be used for libp2p: {0}")]
     Identity(String),
@@ -374,7 +384,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             Some(crate::control::TcpEndpoint { addr, token })
         }
     };
-    let control_server = crate::control::serve(&socket, tcp, commands_tx)
+    let (web_stop, web_stopped) = oneshot::channel::<()>();
+    let web = start_web(&config, &data_dir, commands_tx.clone(), web_stopped).await?;
+    let control_server = crate::control::serve(&socket, tcp, commands_tx, web)
         .await
         .map_err(|reason| NodeError::ControlSocket {
             path: socket.clone(),
@@ -493,6 +505,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     {
         control_task.abort();
     }
+    let _ = web_stop.send(());
     if let Some(task) = metrics_task {
         task.abort();
     }
@@ -522,6 +535,49 @@ fn libp2p_metrics_record(metrics: &libp2p::metrics::Metrics, event: &SwarmEvent<
 }
 
 /// Binds a listen address's port once, without port reuse, and lets it go.
+/// Starts the web app if the config asks for it. A default address that
+/// something else holds only turns the app off, with a warning (the node's
+/// work matters more than its page); an address the operator chose must be
+/// free.
+async fn start_web(
+    config: &Config,
+    data_dir: &std::path::Path,
+    commands: mpsc::Sender<Command>,
+    stop: oneshot::Receiver<()>,
+) -> Result<Option<std::sync::Arc<crate::web::WebHandle>>, NodeError> {
+    let Some(addr) = config.web_addr() else {
+        return Ok(None);
+    };
+    let sessions = data_dir.join("web-sessions.json");
+    match crate::web::serve(addr, Some(sessions), commands, stop).await {
+        Ok((handle, server)) => {
+            tokio::spawn(server);
+            if handle.pairing_required {
+                let code = handle
+                    .pairing
+                    .new_code(crate::web::pairing::START_CODE_LIFETIME);
+                info!(
+                    "web app on {} for the LAN: pair a browser with code {code} (valid for an hour, once; more with `lifeline web pair`)",
+                    handle.url
+                );
+            } else {
+                info!("web app on {}", handle.url);
+            }
+            Ok(Some(handle))
+        }
+        Err(e) if config.web == crate::config::DEFAULT_WEB => {
+            warn!(
+                "the web app is off: {addr} is in use ({e}); set `web` or --web to another address"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(NodeError::Web {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
 fn probe_port(addr: &Multiaddr) -> std::io::Result<()> {
     use libp2p::multiaddr::Protocol;
     use std::net::IpAddr;

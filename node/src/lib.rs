@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod muxer;
 pub mod swarm;
+pub mod web;
 
 pub use config::{Config, ConfigError};
 pub use driver::{INBOX_KEEP, MAX_POOL, NodeError, Options, run};

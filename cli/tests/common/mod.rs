@@ -170,6 +170,9 @@ impl Daemon {
         if !self.args.iter().any(|a| a == "--metrics") {
             cmd.args(["--metrics", "off"]);
         }
+        if !self.args.iter().any(|a| a == "--web") {
+            cmd.args(["--web", "off"]);
+        }
         cmd.args(&self.args)
             .env("LIFELINE_LOG", "info,lifeline_node=debug,libp2p=warn")
             .stdout(Stdio::null())
@@ -527,4 +530,68 @@ impl Drop for Line {
             let _ = ip(&["netns", "del", ns]);
         }
     }
+}
+
+/// Installs the npm packages of `tests/NAME` (its `package-lock.json`,
+/// with `npm ci`) into the cargo target folder, where later runs find them
+/// again; copies `files` beside them. Returns that folder.
+pub fn npm_packages(name: &str, files: &[&str]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join(format!("{name}-js"));
+    std::fs::create_dir_all(&target).unwrap();
+    let lock = std::fs::read(source.join("package-lock.json")).unwrap();
+    let stamp = target.join("installed.lock");
+    let installed = std::fs::read(&stamp).is_ok_and(|s| s == lock);
+    for file in ["package.json", "package-lock.json"].iter().chain(files) {
+        std::fs::copy(source.join(file), target.join(file)).unwrap();
+    }
+    if !installed {
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&target)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run npm ({e}); install Node.js and npm (Debian: nodejs npm; \
+                     `make setup` does)"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "npm ci in {} failed (is the npm registry reachable?):\n{}",
+            target.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&stamp, &lock).unwrap();
+    }
+    target
+}
+
+/// A CAP test alert (consensus/tests/cap), its 2036-11-21 moved to
+/// yesterday and 2036-11-22 to tomorrow (UTC) so that it is in force now.
+pub fn cap_alert_in_force(name: &str, into: &Path) -> (PathBuf, String) {
+    let day = |offset: i64| {
+        let now = lifeline_crypto::Timestamp::from_system_time(std::time::SystemTime::now());
+        let at = if offset < 0 {
+            now.saturating_sub(Duration::from_secs(86_400))
+        } else {
+            now.saturating_add(Duration::from_secs(86_400))
+        };
+        lifeline_consensus::cap::format_time(at)[..10].to_owned()
+    };
+    let original = std::fs::read_to_string(format!(
+        "{}/../consensus/tests/cap/{name}.xml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("2036-11-21", &day(-1))
+    .replace("2036-11-22", &day(1));
+    let path = into.join(format!("{name}.xml"));
+    std::fs::write(&path, &original).unwrap();
+    (path, original)
 }

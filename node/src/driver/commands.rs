@@ -31,6 +31,10 @@ impl Node {
                     relay: self.config.relay,
                     uptime_secs: self.started.elapsed().as_secs(),
                     reachability: self.reachability.clone(),
+                    card: lifeline_crypto::armor::encode(
+                        lifeline_crypto::armor::Kind::Card,
+                        self.keys.prekeys.current().to_bytes(),
+                    ),
                 });
             }
             Command::Peers(reply) => {

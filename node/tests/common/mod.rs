@@ -63,6 +63,7 @@ impl LocalNode {
             bootstrap,
             mdns: false,
             metrics: "off".into(),
+            web: "off".into(),
             ..Config::default()
         };
         tweak(&mut config);

@@ -1,0 +1,464 @@
+//! The app's JSON calls under `/api`: each one a [`Command`] for the
+//! driver, as the control API makes them, and the same checks.
+
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use lifeline_crypto::NodeId;
+use lifeline_crypto::armor::{self, Kind};
+use lifeline_crypto::prekey::{MAX_SIGNED_PREKEY_LEN, PublicPrekey};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::{App, MAX_SENT, Sent};
+use crate::control::{AlertQuery, Command, CommandError, Reply, ask};
+use crate::pb::control as api;
+
+/// The session a call came with (set by `require_session`).
+#[derive(Clone)]
+pub(super) struct Session {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+/// A failed call: answered `{"error": "..."}` with its status.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// A failed call.
+pub(super) fn error(status: StatusCode, message: &str) -> ApiError {
+    ApiError {
+        status,
+        message: message.to_owned(),
+    }
+}
+
+type Answer = Result<Json<Value>, ApiError>;
+
+fn command_error(e: CommandError) -> ApiError {
+    let status = match e {
+        CommandError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        CommandError::NotFound(_) => StatusCode::NOT_FOUND,
+        CommandError::NoChain => StatusCode::CONFLICT,
+        CommandError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string())
+}
+
+/// Asks the driver; a stopping node answers 503.
+async fn driver<T>(app: &App, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+    ask(&app.commands, make).await.ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node is shutting down; reload the page once it runs again",
+        )
+    })
+}
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    json.map(|Json(t)| t).map_err(|e| {
+        error(
+            e.status(),
+            &format!("the app sent a request the node cannot read ({e}); reload the page"),
+        )
+    })
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn micro(v: Option<i32>) -> Option<f64> {
+    v.map(|m| f64::from(m) / 1e6)
+}
+
+fn inbox_json(m: &api::InboxMessage) -> Value {
+    json!({
+        "id": m.id, "from": m.from, "kind": m.kind,
+        "text": String::from_utf8_lossy(&m.text),
+        "received_ms": m.received_ms, "sent_ms": m.sent_ms, "hops": m.hops,
+        "lat": micro(m.lat_micro), "lon": micro(m.lon_micro),
+    })
+}
+
+pub(super) async fn not_found() -> ApiError {
+    error(StatusCode::NOT_FOUND, "no such call")
+}
+
+/// `GET /api/me`: who this node is, and the page's CSRF token.
+pub(super) async fn me(State(app): State<App>, Extension(s): Extension<Session>) -> Answer {
+    let status = driver(&app, Command::Status).await?;
+    let id = status.id.clone();
+    let name = driver(&app, |r| Command::Identities(id, r))
+        .await?
+        .ok()
+        .and_then(|found| found.identities.into_iter().next())
+        .map(|i| json!({"name": i.name, "roles": i.roles.iter().map(|r| &r.role).collect::<Vec<_>>(), "authority": i.authority}));
+    let chain = status.chain.unwrap_or_default();
+    Ok(Json(json!({
+        "csrf": s.csrf,
+        "id": status.id,
+        "fingerprint": status.fingerprint,
+        "card": status.card,
+        "registered": name,
+        "chain": chain.enabled,
+        "authority": chain.is_authority,
+        "pairing_required": app.pairing_required,
+    })))
+}
+
+/// `GET /api/inbox`: the newest messages received.
+pub(super) async fn inbox(State(app): State<App>) -> Answer {
+    let (kept, _) = driver(&app, |reply| Command::Inbox { limit: 200, reply })
+        .await?
+        .map_err(command_error)?;
+    let mut messages: Vec<Value> = kept.iter().map(inbox_json).collect();
+    messages.reverse();
+    Ok(Json(json!({ "messages": messages })))
+}
+
+/// `GET /api/sent`: what this app sent, newest first, with each one's
+/// status and the receipts seen for it.
+pub(super) async fn sent(State(app): State<App>) -> Answer {
+    let sent: Vec<Sent> = app
+        .sent
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .rev()
+        .take(50)
+        .cloned()
+        .collect();
+    let mut out = Vec::with_capacity(sent.len());
+    for m in sent {
+        let id = m.id.clone();
+        let status = driver(&app, |r| Command::MessageStatus(id, r))
+            .await?
+            .unwrap_or_default();
+        out.push(json!({
+            "id": m.id, "to": m.to, "text": m.text, "kind": m.kind, "sent_ms": m.sent_ms,
+            "status": status.status, "receipts": status.receipts,
+        }));
+    }
+    Ok(Json(json!({ "messages": out })))
+}
+
+/// `GET /api/events`: messages as they arrive (server-sent events): a
+/// `message` event each, `lagged` when this page fell behind (it reloads
+/// the inbox).
+pub(super) async fn events(
+    State(app): State<App>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let (_, live) = driver(&app, |reply| Command::Inbox { limit: 0, reply })
+        .await?
+        .map_err(command_error)?;
+    let stream = futures::stream::unfold(live, |mut live| async move {
+        let event = match live.recv().await {
+            Ok(m) => Event::default()
+                .event("message")
+                .data(inbox_json(&m).to_string()),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                Event::default().event("lagged").data(n.to_string())
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), live))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[derive(Deserialize)]
+pub(super) struct SendBody {
+    /// A registered name or an id; may be empty with a card.
+    #[serde(default)]
+    to: String,
+    text: String,
+    /// A pasted or scanned contact card.
+    #[serde(default)]
+    card: String,
+}
+
+/// Who `who` is: an id, or the one identity registered under that name.
+async fn resolve(app: &App, who: &str) -> Result<String, ApiError> {
+    let who = who.trim();
+    if who.parse::<NodeId>().is_ok() {
+        return Ok(who.to_owned());
+    }
+    let query = who.to_owned();
+    let found = driver(app, |r| Command::Identities(query, r))
+        .await?
+        .map_err(command_error)?
+        .identities;
+    match found.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => Err(error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no one is registered on the chain as {who:?}: check the spelling, or paste their contact card"
+            ),
+        )),
+        many => Err(error(
+            StatusCode::CONFLICT,
+            &format!(
+                "{} people are registered as {who:?}: paste the card of the one you mean",
+                many.len()
+            ),
+        )),
+    }
+}
+
+fn remember(app: &App, sent: Sent) {
+    let mut list = app
+        .sent
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if list.len() >= MAX_SENT {
+        list.pop_front();
+    }
+    list.push_back(sent);
+}
+
+/// `POST /api/send`: a message to a registered name, an id, or a card.
+pub(super) async fn send(
+    State(app): State<App>,
+    json: Result<Json<SendBody>, JsonRejection>,
+) -> Answer {
+    let request = body(json)?;
+    if request.text.trim().is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the message is empty: write something",
+        ));
+    }
+    let (to, prekey) = if request.card.trim().is_empty() {
+        if request.to.trim().is_empty() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "say who the message is for: a registered name, or paste their contact card",
+            ));
+        }
+        (resolve(&app, &request.to).await?, Vec::new())
+    } else {
+        let bytes = armor::decode(Kind::Card, &request.card, MAX_SIGNED_PREKEY_LEN)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        let card = PublicPrekey::from_bytes(&bytes).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("that contact card is not valid ({e}); ask for it again"),
+            )
+        })?;
+        (card.owner().to_string(), bytes)
+    };
+    let send = api::SendRequest {
+        to: to.clone(),
+        text: request.text.clone().into_bytes(),
+        priority: api::Priority::Normal.into(),
+        prekey,
+        ttl_secs: 0,
+    };
+    let reply = driver(&app, |r| Command::Send(send, r))
+        .await?
+        .map_err(command_error)?;
+    remember(
+        &app,
+        Sent {
+            id: reply.id.clone(),
+            to: if request.to.trim().is_empty() {
+                to
+            } else {
+                request.to.trim().chars().take(80).collect()
+            },
+            text: request.text,
+            kind: "message",
+            sent_ms: unix_ms(),
+        },
+    );
+    Ok(Json(json!({ "id": reply.id })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct SosBody {
+    text: String,
+    lat: Option<f64>,
+    lon: Option<f64>,
+}
+
+/// `POST /api/sos`: an SOS to everyone in reach.
+pub(super) async fn sos(
+    State(app): State<App>,
+    json: Result<Json<SosBody>, JsonRejection>,
+) -> Answer {
+    let request = body(json)?;
+    if request.text.trim().is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "say in a few words what is happening, so helpers know what to bring",
+        ));
+    }
+    let micro = |v: Option<f64>, max: f64, what: &str| -> Result<Option<i32>, ApiError> {
+        match v {
+            None => Ok(None),
+            // In range, so the product fits an i32.
+            #[allow(clippy::cast_possible_truncation)]
+            Some(d) if (-max..=max).contains(&d) => Ok(Some((d * 1e6).round() as i32)),
+            Some(d) => Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("the {what} {d} is out of range (±{max} degrees)"),
+            )),
+        }
+    };
+    let (lat, lon) = (
+        micro(request.lat, 90.0, "latitude")?,
+        micro(request.lon, 180.0, "longitude")?,
+    );
+    if lat.is_some() != lon.is_some() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "give both a latitude and a longitude, or neither",
+        ));
+    }
+    let sos = api::SosRequest {
+        text: request.text.clone(),
+        lat_micro: lat,
+        lon_micro: lon,
+    };
+    let reply = driver(&app, |r| Command::Sos(sos, r))
+        .await?
+        .map_err(command_error)?;
+    remember(
+        &app,
+        Sent {
+            id: reply.id.clone(),
+            to: "everyone in reach".into(),
+            text: request.text,
+            kind: "sos",
+            sent_ms: unix_ms(),
+        },
+    );
+    Ok(Json(json!({ "id": reply.id })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct AckBody {
+    id: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /api/sos/ack`: tell an SOS's sender that help is coming.
+pub(super) async fn sos_ack(
+    State(app): State<App>,
+    json: Result<Json<AckBody>, JsonRejection>,
+) -> Answer {
+    let request = body(json)?;
+    let ack = api::SosAckRequest {
+        id: request.id,
+        note: request.note,
+    };
+    let reply = driver(&app, |r| Command::SosAck(ack, r))
+        .await?
+        .map_err(command_error)?;
+    Ok(Json(json!({ "id": reply.id })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct AlertsQuery {
+    lat: Option<f64>,
+    lon: Option<f64>,
+    #[serde(default)]
+    lang: String,
+}
+
+/// `GET /api/alerts`: official alerts in force, only those that may cover
+/// a point when one is given.
+pub(super) async fn alerts(State(app): State<App>, Query(q): Query<AlertsQuery>) -> Answer {
+    let near = match (q.lat, q.lon) {
+        (Some(lat), Some(lon)) if lat.abs() <= 90.0 && lon.abs() <= 180.0 => Some((lat, lon)),
+        (None, None) => None,
+        _ => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "give a latitude (±90) and a longitude (±180), or neither",
+            ));
+        }
+    };
+    let query = AlertQuery {
+        near,
+        language: q.lang.chars().take(64).collect(),
+    };
+    let alerts = driver(&app, |r| Command::Alerts(query, r)).await?;
+    let list: Vec<Value> = alerts
+        .iter()
+        .map(|a| {
+            json!({
+                "identifier": a.identifier, "sender": a.sender, "publisher": a.publisher,
+                "headline": a.headline, "event": a.event, "severity": a.severity,
+                "area": a.area, "instruction": a.instruction, "status": a.status,
+                "sent_ms": a.sent_ms, "expires_ms": a.expires_ms,
+                "until_replaced": a.until_replaced, "response_types": a.response_types,
+                "area_by_code_only": a.area_by_code_only, "language": a.language,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "alerts": list })))
+}
+
+/// `GET /api/network`: neighbours, routes, custody and the chain.
+pub(super) async fn network(State(app): State<App>) -> Answer {
+    let status = driver(&app, Command::Status).await?;
+    let peers = driver(&app, Command::Peers).await?.peers;
+    let routes = driver(&app, Command::Routes).await?.routes;
+    let chain = status.chain.unwrap_or_default();
+    Ok(Json(json!({
+        "peers": peers.iter().map(|p| json!({
+            "id": p.id, "mesh": p.mesh, "rtt_ms": (p.rtt_us > 0).then(|| p.rtt_us as f64 / 1000.0),
+            "misbehaviour": p.misbehaviour, "hop_queue_ms": p.hop_queue_ms,
+            "addrs": p.addrs,
+        })).collect::<Vec<_>>(),
+        "routes": routes.iter().map(|r| json!({
+            "destination": r.destination, "next_hop": r.next_hop, "metric": r.metric,
+        })).collect::<Vec<_>>(),
+        "custody_messages": status.custody_messages,
+        "custody_bytes": status.custody_bytes,
+        "reachability": status.reachability,
+        "uptime_secs": status.uptime_secs,
+        "chain": {
+            "enabled": chain.enabled, "head": chain.head_number, "head_hash": chain.head_hash,
+            "finalized": chain.finalized_number, "authorities": chain.authorities.len(),
+            "identities": chain.identities, "halted": chain.halted,
+        },
+    })))
+}
+
+/// `POST /api/logout`: ends this browser's session.
+pub(super) async fn logout(State(app): State<App>, Extension(s): Extension<Session>) -> Response {
+    app.pairing.close(&s.cookie);
+    let mut response = Json(json!({ "ok": true })).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        app.cookie
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}

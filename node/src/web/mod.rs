@@ -1,0 +1,463 @@
+//! The web app: the node's pages for people who never open a terminal,
+//! served over HTTP on the daemon's runtime (docs/web.md).
+//!
+//! Every page and call goes through the same [`Command`]s as the control
+//! API, so the driver answers them between its other work and nothing a
+//! page does can block it. On loopback the app opens at once; anywhere else
+//! a browser must first pair with a code from `lifeline web pair`.
+//!
+//! The page's own safety: a strict Content-Security-Policy (no inline
+//! script, nothing from elsewhere), the session in an `HttpOnly`,
+//! `SameSite=Strict` cookie, a CSRF token echoed in a header on every
+//! action, the Host checked on loopback (against DNS rebinding), bounded
+//! bodies and connections.
+
+mod api;
+mod assets;
+pub mod pairing;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::capped::{Capped, Vouching};
+use crate::control::Command;
+pub use pairing::Pairing;
+
+/// Connections served at once; more wait. A browser keeps about six.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may stay open before its first request.
+pub const FIRST_REQUEST_WITHIN: Duration = Duration::from_secs(10);
+/// Largest request body (a message is at most 32 KiB of text).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Messages sent from the app whose status its Messages page follows.
+pub const MAX_SENT: usize = 200;
+/// The header every action carries, holding the session's CSRF token.
+pub const CSRF_HEADER: &str = "x-lifeline-csrf";
+
+/// What the control API needs of the web app (`lifeline web pair`).
+pub struct WebHandle {
+    /// Codes and sessions.
+    pub pairing: Arc<Pairing>,
+    /// Where the app is, for people (`http://ADDR/`).
+    pub url: String,
+    /// Its port, and whether it listens on every address (then its URLs
+    /// are this machine's addresses, which the node's own listeners know).
+    pub port: u16,
+    /// See `port`.
+    pub every_address: bool,
+    /// Whether browsers must pair (the app is not on loopback only).
+    pub pairing_required: bool,
+}
+
+/// A message sent from the app, as its Messages page lists it.
+#[derive(Clone, Debug)]
+struct Sent {
+    id: String,
+    to: String,
+    text: String,
+    kind: &'static str,
+    sent_ms: u64,
+}
+
+#[derive(Clone)]
+struct App {
+    commands: mpsc::Sender<Command>,
+    pairing: Arc<Pairing>,
+    pairing_required: bool,
+    cookie: String,
+    sent: Arc<Mutex<VecDeque<Sent>>>,
+    vouching: Vouching,
+}
+
+/// The server, ready to run until its stop signal.
+pub type Server = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Binds `addr` (so a port in use is reported at start) and returns the
+/// handle for the control API and the server to spawn.
+pub async fn serve(
+    addr: SocketAddr,
+    sessions_file: Option<std::path::PathBuf>,
+    commands: mpsc::Sender<Command>,
+    stop: oneshot::Receiver<()>,
+) -> std::io::Result<(Arc<WebHandle>, Server)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let (listener, vouching) =
+        Capped::new(listener, MAX_CONNECTIONS, None).vouch_within(FIRST_REQUEST_WITHIN);
+    let pairing_required = !addr.ip().is_loopback();
+    let pairing = Arc::new(Pairing::new(sessions_file));
+    let url = if addr.ip().is_unspecified() {
+        format!("http://<this machine's address>:{}/", bound.port())
+    } else {
+        format!("http://{bound}/")
+    };
+    let app = App {
+        commands,
+        pairing: pairing.clone(),
+        pairing_required,
+        // Browsers share cookies between the ports of one host: one name
+        // per port keeps two nodes on one machine apart.
+        cookie: format!("lifeline_session_{}", bound.port()),
+        sent: Arc::new(Mutex::new(VecDeque::new())),
+        vouching,
+    };
+    let router = routes(app);
+    let handle = Arc::new(WebHandle {
+        pairing,
+        url,
+        port: bound.port(),
+        every_address: addr.ip().is_unspecified(),
+        pairing_required,
+    });
+    let server = Box::pin(async move {
+        let service = router.into_make_service_with_connect_info::<Peer>();
+        if let Err(e) = axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await
+        {
+            tracing::error!("the web app stopped: {e}");
+        }
+    });
+    Ok((handle, server))
+}
+
+fn routes(app: App) -> Router {
+    let api = Router::new()
+        .route("/me", get(api::me))
+        .route("/inbox", get(api::inbox))
+        .route("/sent", get(api::sent))
+        .route("/events", get(api::events))
+        .route("/send", post(api::send))
+        .route("/sos", post(api::sos))
+        .route("/sos/ack", post(api::sos_ack))
+        .route("/alerts", get(api::alerts))
+        .route("/network", get(api::network))
+        .route("/logout", post(api::logout))
+        .fallback(api::not_found)
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_session,
+        ));
+    Router::new()
+        .route("/", get(index))
+        .route("/pair", get(pair_page).post(pair))
+        .route("/app.js", get(|| async { assets::serve(assets::APP_JS) }))
+        .route(
+            "/style.css",
+            get(|| async { assets::serve(assets::STYLE_CSS) }),
+        )
+        .route(
+            "/icon.svg",
+            get(|| async { assets::serve(assets::ICON_SVG) }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { assets::serve(assets::ICON_SVG) }),
+        )
+        .nest("/api", api)
+        .fallback(|| async { (StatusCode::NOT_FOUND, "no such page") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// The address a connection comes from.
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+impl WebHandle {
+    /// The app's addresses for people: on every address, one per address of
+    /// this machine among `listen` (the node's libp2p listen addresses).
+    pub fn urls(&self, listen: &[String]) -> Vec<String> {
+        if !self.every_address {
+            return vec![self.url.clone()];
+        }
+        let mut urls: Vec<String> = listen
+            .iter()
+            .filter_map(|a| {
+                let mut parts = a.split('/');
+                match (parts.nth(1), parts.next()) {
+                    (Some("ip4"), Some(ip)) => ip.parse::<std::net::Ipv4Addr>().ok(),
+                    _ => None,
+                }
+            })
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .map(|ip| format!("http://{ip}:{}/", self.port))
+            .collect();
+        urls.sort();
+        urls.dedup();
+        if urls.is_empty() {
+            urls.push(self.url.clone());
+        }
+        urls
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Capped>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Capped>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// The session cookie's value, if the request carries one.
+fn cookie_of<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(name: &str, value: &str) -> HeaderValue {
+    // Not `Secure`: the app is plain HTTP on a LAN without certificates.
+    HeaderValue::from_str(&format!(
+        "{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        pairing::SESSION_IDLE.as_secs()
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A host a loopback-only app answers to: a literal IP or `localhost`. A
+/// page of another site whose name was made to resolve to 127.0.0.1 (DNS
+/// rebinding) sends its own name, and is refused.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok()
+        || name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// Every request: the Host and Origin checks, the page-safety headers, and
+/// a vouch for the connection (it made a request, so it may stay open).
+async fn guard(
+    State(app): State<App>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    app.vouching.vouch(peer);
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut response = if !app.pairing_required && !loopback_host(&host) {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this lifeline node's web app answers only to localhost or its IP address; open it by that",
+        )
+            .into_response()
+    } else if request.method() != Method::GET
+        && request.method() != Method::HEAD
+        && !same_origin(request.headers(), &host)
+    {
+        (
+            StatusCode::FORBIDDEN,
+            "this action came from another site's page; use the lifeline app itself",
+        )
+            .into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Not `no-referrer`: under it a browser sends `Origin: null` on the
+    // app's own form posts, and the Origin check above refuses them.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An action's Origin, when the browser sends one, must be this app.
+fn same_origin(headers: &HeaderMap, host: &str) -> bool {
+    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        None => true,
+        Some(origin) => origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(host)),
+    }
+}
+
+/// The session of an `/api` call, with its CSRF token checked on actions.
+async fn require_session(State(app): State<App>, mut request: Request, next: Next) -> Response {
+    let Some(cookie) = cookie_of(request.headers(), &app.cookie).map(str::to_owned) else {
+        return api::error(
+            StatusCode::UNAUTHORIZED,
+            "this browser is not paired with the node: open the app's address and enter a pairing code",
+        )
+        .into_response();
+    };
+    let Some(csrf) = app.pairing.session(&cookie) else {
+        return api::error(
+            StatusCode::UNAUTHORIZED,
+            "this browser's pairing ended (the operator ended it, or it went unused): pair again",
+        )
+        .into_response();
+    };
+    if request.method() != Method::GET {
+        let shown = request
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        // blake3::Hash compares in constant time.
+        if blake3::hash(shown.as_bytes()) != blake3::hash(csrf.as_bytes()) {
+            return api::error(
+                StatusCode::FORBIDDEN,
+                "this action lacks the page's token: reload the page and try again",
+            )
+            .into_response();
+        }
+    }
+    request
+        .extensions_mut()
+        .insert(api::Session { cookie, csrf });
+    next.run(request).await
+}
+
+/// `/`: the app, with a session: one opened here on loopback, else the
+/// pairing page.
+async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(cookie) = cookie_of(&headers, &app.cookie)
+        && app.pairing.session(cookie).is_some()
+    {
+        return assets::serve(assets::INDEX_HTML);
+    }
+    if app.pairing_required {
+        return assets::pair_page(StatusCode::UNAUTHORIZED, None);
+    }
+    let session = app.pairing.open_unpaired();
+    let mut response = assets::serve(assets::INDEX_HTML);
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(&app.cookie, &session.cookie));
+    response
+}
+
+async fn pair_page() -> Response {
+    assets::pair_page(StatusCode::OK, None)
+}
+
+#[derive(serde::Deserialize)]
+struct PairForm {
+    code: String,
+}
+
+/// `POST /pair`: a code from the form, for a session.
+async fn pair(State(app): State<App>, form: axum::Form<PairForm>) -> Response {
+    if form.code.len() > 64 {
+        return assets::pair_page(
+            StatusCode::BAD_REQUEST,
+            Some("A pairing code is 12 letters and digits, like 7KQ2-M9XD-PA4F."),
+        );
+    }
+    match app.pairing.pair(&form.code) {
+        Ok(session) => Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(header::LOCATION, "/")
+            .header(header::SET_COOKIE, set_cookie(&app.cookie, &session.cookie))
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+        Err(e) => {
+            tracing::info!("a browser failed to pair: {e}");
+            let status = match e {
+                pairing::PairError::WrongCode => StatusCode::UNAUTHORIZED,
+                pairing::PairError::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
+            };
+            assets::pair_page(status, Some(&e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_literal_addresses_or_localhost() {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:9",
+            "10.0.0.2",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "127.0.0.1.nip.io:80",
+            "",
+            "localhost.evil",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; lifeline_session_1=abc; b=2"),
+        );
+        assert_eq!(cookie_of(&h, "lifeline_session_1"), Some("abc"));
+        assert_eq!(cookie_of(&h, "lifeline_session_2"), None);
+    }
+
+    #[test]
+    fn actions_from_other_sites_are_refused() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h, "127.0.0.1:1"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:1"),
+        );
+        assert!(same_origin(&h, "127.0.0.1:1"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        assert!(!same_origin(&h, "127.0.0.1:1"));
+    }
+}
