@@ -9,6 +9,9 @@ set -euo pipefail
 # with ccache only the first of those compiles (about 30 minutes here), the
 # others take a minute.
 packages=(clang libclang-dev ccache iproute2)
+# The web app's browser tests (cli/tests/web.rs) drive Debian's Chromium
+# through playwright-core (npm); chromium-driver serves WebDriver clients.
+packages+=(chromium chromium-driver)
 
 missing=()
 for p in "${packages[@]}"; do

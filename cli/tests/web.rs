@@ -1,0 +1,130 @@
+//! The web app in a real browser against real daemons: Debian's chromium,
+//! driven by playwright-core from `web/pages.mjs` (Node.js).
+//!
+//! Three nodes: `ana` (a person, app on loopback), `bea` (a certified
+//! medic whose app is offered on the LAN, behind pairing) and `civil` (the
+//! authority). The script pairs bea's browser (refused first, with
+//! guidance), sends a message from ana's page to bea by registered name and
+//! sees it arrive in bea's page and show delivered in ana's, sends an SOS
+//! with a position from ana's page, acknowledges it from bea's, and sees
+//! "help is coming" with bea's certified role in ana's; an alert published
+//! by the authority shows in ana's Alerts page. Every page is photographed
+//! at phone and desktop width (into `CARGO_TARGET_DIR/web-screenshots`);
+//! no request may leave the machine and the console must stay clean.
+//!
+//! Needs chromium (`make setup` installs it) and Node.js with npm.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Daemon, free_port, genesis_of, lifeline, ok};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[test]
+fn people_message_call_for_help_and_read_alerts_in_the_browser() {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: `make setup` installs Debian's chromium for the browser tests"
+    );
+    let scripts = common::npm_packages("web", &["pages.mjs"]);
+    let root = tempfile::tempdir().unwrap();
+    let mut civil = Daemon::new(root.path(), "civil");
+    let mut ana = Daemon::new(root.path(), "ana");
+    let mut bea = Daemon::new(root.path(), "bea");
+    let genesis = genesis_of(root.path(), std::slice::from_ref(&civil));
+    for d in [&ana, &bea] {
+        std::fs::copy(&genesis, d.dir.join("genesis.toml")).unwrap();
+    }
+    let web = |d: &mut Daemon, addr: String| {
+        d.args.extend(["--web".into(), addr.clone()]);
+        format!("http://127.0.0.1:{}/", addr.rsplit(':').next().unwrap())
+    };
+    let civil_url = web(&mut civil, format!("127.0.0.1:{}", free_port()));
+    let ana_url = web(&mut ana, format!("127.0.0.1:{}", free_port()));
+    // On every address: a browser must pair, even one on this machine.
+    let bea_url = web(&mut bea, format!("0.0.0.0:{}", free_port()));
+    civil.start();
+    for d in [&mut ana, &mut bea] {
+        d.bootstrap = vec![civil.addr()];
+        d.start();
+    }
+    ana.wait_for_route(&bea, Duration::from_secs(30));
+    bea.wait_for_route(&ana, Duration::from_secs(30));
+
+    // Names and a role on the chain, as people would have them.
+    for (d, name) in [(&ana, "ana"), (&bea, "bea")] {
+        ok(
+            lifeline(&d.dir)
+                .args(["identity", "register", name, "--wait", "30s"])
+                .output()
+                .unwrap(),
+            "identity register",
+        );
+    }
+    ok(
+        lifeline(&civil.dir)
+            .args([
+                "certify",
+                "bea",
+                "medic",
+                "--until",
+                "2099-01-01",
+                "--wait",
+                "30s",
+            ])
+            .output()
+            .unwrap(),
+        "certify",
+    );
+    ana.wait_for("bea's role on ana's chain", Duration::from_secs(30), |d| {
+        let out = lifeline(&d.dir)
+            .args(["--json", "identity", "show", "bea"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("medic")
+    });
+    let (alert, _) = common::cap_alert_in_force("bilingual-geocode-only", root.path());
+    ok(
+        lifeline(&civil.dir)
+            .args(["alert", "publish", "--wait", "30s"])
+            .arg(&alert)
+            .output()
+            .unwrap(),
+        "alert publish",
+    );
+
+    let code = ok(
+        lifeline(&bea.dir).args(["web", "pair"]).output().unwrap(),
+        "web pair",
+    );
+    let shots = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
+        .join("web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("node")
+        .arg(scripts.join("pages.mjs"))
+        .env("CHROMIUM", CHROMIUM)
+        .env("ANA_URL", &ana_url)
+        .env("BEA_URL", &bea_url)
+        .env("CIVIL_URL", &civil_url)
+        .env("BEA_CODE", code.trim())
+        .env("SHOTS", &shots)
+        .output()
+        .expect("cannot run node; `make setup` installs Node.js");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}\nana's log:\n{}\nbea's log:\n{}",
+        ana.log(),
+        bea.log()
+    );
+    assert!(stdout.contains("all browser checks passed"), "{stdout}");
+}

@@ -1,0 +1,145 @@
+// Browser checks of lifeline's web app, run by cli/tests/web.rs against
+// real daemons. Exits non-zero on the first failed check; prints figures.
+import { chromium } from "playwright-core";
+import { strict as assert } from "node:assert";
+import path from "node:path";
+
+const { CHROMIUM, ANA_URL, BEA_URL, BEA_CODE, SHOTS } = process.env;
+const SIZES = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 860 } };
+const LOCAL = new Set(["127.0.0.1", "localhost", "[::1]"]);
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  // No Google services: nothing may leave the machine.
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const problems = [];
+const figures = {};
+
+async function open(name) {
+  const context = await browser.newContext({ viewport: SIZES.phone });
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    // The pairing page is refused with 401 on purpose; Chromium logs that.
+    if (m.type() === "error" && !m.text().includes("401")) problems.push(`${name} console: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`${name} page error: ${e.message}`));
+  page.on("request", (r) => {
+    const host = new URL(r.url()).hostname;
+    if (!LOCAL.has(host)) problems.push(`${name} requested ${r.url()}`);
+  });
+  return page;
+}
+
+async function shoot(page, name) {
+  for (const [size, viewport] of Object.entries(SIZES)) {
+    await page.setViewportSize(viewport);
+    await page.screenshot({ path: path.join(SHOTS, `${name}-${size}.png`), fullPage: true });
+  }
+  await page.setViewportSize(SIZES.phone);
+}
+
+async function go(page, base, tab) {
+  await page.goto(base + "#" + tab);
+  await page.locator(`#page-${tab}`).waitFor({ state: "visible" });
+}
+
+function check(what, ok) {
+  assert.ok(ok, what);
+  console.log("ok:", what);
+}
+
+// Bea's app is on the LAN: unpaired, it says what to do.
+const bea = await open("bea");
+const refused = await bea.goto(BEA_URL);
+check("an unpaired browser is refused (401)", refused.status() === 401);
+check("the refusal says how to pair", (await bea.textContent("body")).includes("lifeline web pair"));
+const api = await bea.request.get(BEA_URL + "api/inbox");
+check("the API refuses it too", api.status() === 401);
+await shoot(bea, "pair");
+await bea.fill("#code", "0000-0000-0000");
+await bea.click("button[type=submit]");
+check("a wrong code is refused with guidance",
+  (await bea.textContent(".problem")).includes("wrong, used or expired"));
+await bea.fill("#code", BEA_CODE);
+await bea.click("button[type=submit]");
+await bea.locator("#page-messages").waitFor({ state: "visible" });
+check("the right code pairs the browser", true);
+
+// Ana's app on loopback opens at once; time to the inbox's first paint.
+const ana = await open("ana");
+const t0 = Date.now();
+await ana.goto(ANA_URL);
+await ana.waitForFunction(() => {
+  const list = document.getElementById("inbox");
+  return !document.getElementById("page-messages").hidden &&
+    (list.children.length > 0 || !document.getElementById("inbox-empty").hidden);
+});
+figures.inbox_first_paint_ms = Date.now() - t0;
+await shoot(ana, "messages-empty");
+
+// A message by registered name, from ana's page to bea's.
+const text = `water at the school ${Date.now()}`;
+await ana.fill("#to", "bea");
+await ana.fill("#text", text);
+await ana.click("#compose button[type=submit]");
+const seen = await bea.waitForFunction((t) => {
+  const li = [...document.querySelectorAll("#inbox li")].find((l) => l.textContent.includes(t));
+  return li ? { at: Date.now(), id: li.dataset.id } : null;
+}, text, { polling: "raf", timeout: 20000 }).then((h) => h.jsonValue());
+const inbox = await bea.evaluate(() => fetch("/api/inbox").then((r) => r.json()));
+const arrived = inbox.messages.find((m) => m.id === seen.id);
+check("the message appears in bea's page", Boolean(arrived));
+figures.arrival_to_page_ms = seen.at - arrived.received_ms;
+check("it shows its hop count", (await bea.textContent(`#inbox li[data-id="${seen.id}"]`)).includes("hop"));
+await ana.locator("#sent li .status.delivered").first().waitFor({ timeout: 20000 });
+check("ana's page shows it delivered", (await ana.textContent("#sent li")).includes("Received by"));
+await shoot(ana, "messages");
+await shoot(bea, "messages-received");
+
+// An SOS with a position from ana's page; bea answers from hers.
+await go(ana, ANA_URL, "sos");
+await ana.fill("#sos-text", "water in the cellar, two people");
+await ana.fill("#lat", "51.33600");
+await ana.fill("#lon", "12.33000");
+await ana.click("#sos-send");
+await ana.locator("#my-sos li").first().waitFor();
+await go(bea, BEA_URL, "sos");
+const call = bea.locator("#incoming-sos li", { hasText: "water in the cellar" });
+await call.waitFor({ timeout: 20000 });
+check("bea's page lists the SOS with its position", (await call.textContent()).includes("51.33600, 12.33000"));
+await shoot(bea, "sos-incoming");
+await call.locator("input").fill("two of us, 10 minutes");
+await call.locator("button").click();
+await call.locator(".result", { hasText: "Acknowledged" }).waitFor();
+const coming = ana.locator("#my-sos .coming");
+await coming.waitFor({ timeout: 20000 });
+const said = await coming.textContent();
+check(`ana's page says help is coming from bea, certified medic (${said})`,
+  said.includes("Help is coming") && said.includes("bea") && said.includes("certified medic") &&
+  said.includes("two of us, 10 minutes"));
+await shoot(ana, "sos-help-coming");
+
+// The authority's alert in ana's Alerts page.
+await go(ana, ANA_URL, "alerts");
+await ana.locator("#alerts li", { hasText: "winter storm warning" }).waitFor({ timeout: 20000 });
+check("ana's page shows the authority's alert", true);
+await shoot(ana, "alerts");
+await go(ana, ANA_URL, "network");
+await ana.locator("#peers tr").first().waitFor();
+await shoot(ana, "network");
+await go(ana, ANA_URL, "me");
+check("ana's page shows her registered name", (await ana.textContent("#me-facts")).includes("ana"));
+await shoot(ana, "me");
+
+// An action without the page's token, as another site would send it.
+const forged = (await ana.context().request.post(ANA_URL + "api/sos", { data: { text: "x" } })).status();
+check("an action without the CSRF token is refused", forged === 403);
+
+await browser.close();
+for (const p of problems) console.log("problem:", p);
+check("no request left the machine and no console errors", problems.length === 0);
+console.log("figures:", JSON.stringify(figures));
+console.log("all browser checks passed");
