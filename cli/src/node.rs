@@ -79,6 +79,9 @@ pub struct NodeArgs {
     /// Wi-Fi, asks each browser to pair first (`lifeline web pair`)
     #[arg(long, env = "LIFELINE_WEB", value_name = "ADDR")]
     web: Option<String>,
+    /// Offline map tiles for the web app's map: a PMTiles file of raster tiles
+    #[arg(long, env = "LIFELINE_WEB_TILES", value_name = "FILE")]
+    web_tiles: Option<PathBuf>,
     /// The chain's genesis file [default: genesis.toml in the data folder]
     #[arg(long, env = "LIFELINE_GENESIS", value_name = "FILE")]
     genesis: Option<PathBuf>,
@@ -230,6 +233,9 @@ fn settings(ctx: &Ctx, args: &NodeArgs) -> Result<Config> {
     }
     if let Some(w) = &args.web {
         config.web.clone_from(w);
+    }
+    if let Some(t) = &args.web_tiles {
+        config.web_tiles = Some(t.clone());
     }
     // The global --control-tcp: where this node serves, as others connect.
     if let Some(a) = &ctx.control_tcp {

@@ -7,8 +7,9 @@
 //! guidance), sends a message from ana's page to bea by registered name and
 //! sees it arrive in bea's page and show delivered in ana's, sends an SOS
 //! with a position from ana's page, acknowledges it from bea's, and sees
-//! "help is coming" with bea's certified role in ana's; an alert published
-//! by the authority shows in ana's Alerts page. Every page is photographed
+//! "help is coming" with bea's certified role in ana's; alerts published
+//! by the authority show in ana's Alerts page, and the SOS and the alerts'
+//! polygons on bea's map. Every page is photographed
 //! at phone and desktop width (into `CARGO_TARGET_DIR/web-screenshots`);
 //! no request may leave the machine and the console must stay clean.
 //!
@@ -88,15 +89,18 @@ fn people_message_call_for_help_and_read_alerts_in_the_browser() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).contains("medic")
     });
-    let (alert, _) = common::cap_alert_in_force("bilingual-geocode-only", root.path());
-    ok(
-        lifeline(&civil.dir)
-            .args(["alert", "publish", "--wait", "30s"])
-            .arg(&alert)
-            .output()
-            .unwrap(),
-        "alert publish",
-    );
+    // One given by region codes only, one with two polygons.
+    for name in ["bilingual-geocode-only", "wea-polygons-media"] {
+        let (alert, _) = common::cap_alert_in_force(name, root.path());
+        ok(
+            lifeline(&civil.dir)
+                .args(["alert", "publish", "--wait", "30s"])
+                .arg(&alert)
+                .output()
+                .unwrap(),
+            "alert publish",
+        );
+    }
 
     let code = ok(
         lifeline(&bea.dir).args(["web", "pair"]).output().unwrap(),

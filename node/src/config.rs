@@ -40,6 +40,9 @@ pub struct Config {
     /// shelter's Wi-Fi, each browser first pairs with a code from
     /// `lifeline web pair`.
     pub web: String,
+    /// Offline map tiles for the web app's map: a PMTiles file of raster
+    /// tiles (docs/web.md). None: the map draws on plain coordinates.
+    pub web_tiles: Option<PathBuf>,
     /// The chain's genesis file (default: `genesis.toml` in the data folder,
     /// if it exists; without one the node routes messages but keeps no chain).
     pub genesis: Option<PathBuf>,
@@ -116,6 +119,7 @@ impl Default for Config {
             control_tcp: None,
             metrics: "127.0.0.1:9184".into(),
             web: DEFAULT_WEB.into(),
+            web_tiles: None,
             genesis: None,
             geocode_shapes: None,
             max_connections: 256,

@@ -122,16 +122,9 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
-    /// The web app's address could not be bound.
-    #[error(
-        "cannot serve the web app on {addr}: {reason} (set `web` or --web to another address, or \"off\")"
-    )]
-    Web {
-        /// The address.
-        addr: String,
-        /// Why.
-        reason: String,
-    },
+    /// The web app cannot start.
+    #[error("cannot serve the web app: {0} (set `web` or --web, or \"off\")")]
+    Web(crate::web::WebError),
     /// The keys cannot be used as a libp2p identity.
     #[error("the identity key cannot be used for libp2p: {0}")]
     Identity(String),
@@ -548,8 +541,12 @@ async fn start_web(
     let Some(addr) = config.web_addr() else {
         return Ok(None);
     };
-    let sessions = data_dir.join("web-sessions.json");
-    match crate::web::serve(addr, Some(sessions), commands, stop).await {
+    let options = crate::web::WebOptions {
+        addr,
+        sessions_file: Some(data_dir.join("web-sessions.json")),
+        tiles: config.web_tiles.clone(),
+    };
+    match crate::web::serve(options, commands, stop).await {
         Ok((handle, server)) => {
             tokio::spawn(server);
             if handle.pairing_required {
@@ -565,16 +562,11 @@ async fn start_web(
             }
             Ok(Some(handle))
         }
-        Err(e) if config.web == crate::config::DEFAULT_WEB => {
-            warn!(
-                "the web app is off: {addr} is in use ({e}); set `web` or --web to another address"
-            );
+        Err(e @ crate::web::WebError::Bind { .. }) if config.web == crate::config::DEFAULT_WEB => {
+            warn!("the web app is off: {e}; set `web` or --web to another address");
             Ok(None)
         }
-        Err(e) => Err(NodeError::Web {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        }),
+        Err(e) => Err(NodeError::Web(e)),
     }
 }
 

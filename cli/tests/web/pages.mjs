@@ -36,6 +36,8 @@ async function open(name) {
 async function shoot(page, name) {
   for (const [size, viewport] of Object.entries(SIZES)) {
     await page.setViewportSize(viewport);
+    // Leaflet redraws a quarter second after a resize.
+    await page.waitForTimeout(300);
     await page.screenshot({ path: path.join(SHOTS, `${name}-${size}.png`), fullPage: true });
   }
   await page.setViewportSize(SIZES.phone);
@@ -121,6 +123,20 @@ check(`ana's page says help is coming from bea, certified medic (${said})`,
   said.includes("Help is coming") && said.includes("bea") && said.includes("certified medic") &&
   said.includes("two of us, 10 minutes"));
 await shoot(ana, "sos-help-coming");
+
+// Bea's map: the SOS where it was sent, and the fire alert's two polygons.
+await go(bea, BEA_URL, "map");
+const marker = bea.locator("#map path.sos-marker");
+await marker.waitFor({ timeout: 20000 });
+const shapes = await bea.locator("#map path.alert-shape").count();
+check(`bea's map draws the SOS and the fire alert's two polygons (${shapes})`, shapes === 2);
+check("the map has a scale", await bea.locator(".leaflet-control-scale").isVisible());
+const listed = await bea.textContent("#map-list");
+check("the map's features are listed for keyboards too",
+  listed.includes("SOS at 51.33600, 12.33000") && listed.includes("Extreme alert"));
+await bea.locator("#map-list li", { hasText: "SOS at" }).locator("button").click();
+await bea.locator(".leaflet-popup-content", { hasText: "water in the cellar" }).waitFor();
+await shoot(bea, "map");
 
 // The authority's alert in ana's Alerts page.
 await go(ana, ANA_URL, "alerts");

@@ -87,7 +87,35 @@ fn alert_summary(
         until_replaced: a.infos.is_empty() || a.infos.iter().any(|i| i.expires.is_none()),
         language: info.map(|i| i.language.clone()).unwrap_or_default(),
         languages: a.infos.iter().map(|i| i.language.clone()).collect(),
+        shapes: info.map(alert_shapes).unwrap_or_default(),
     }
+}
+
+/// The polygons and circles of `info`'s areas.
+fn alert_shapes(info: &lifeline_consensus::alert::Info) -> Vec<api::AlertShape> {
+    let at = |p: &Point| api::LatLon {
+        lat: p.lat,
+        lon: p.lon,
+    };
+    let mut shapes = Vec::new();
+    for area in &info.areas {
+        for ring in &area.polygons {
+            shapes.push(api::AlertShape {
+                area: area.description.clone(),
+                ring: ring.iter().map(at).collect(),
+                ..Default::default()
+            });
+        }
+        for c in &area.circles {
+            shapes.push(api::AlertShape {
+                area: area.description.clone(),
+                center: Some(at(&c.center)),
+                radius_km: c.radius_km,
+                ..Default::default()
+            });
+        }
+    }
+    shapes
 }
 
 impl Node {

@@ -124,6 +124,7 @@ pub(super) async fn me(State(app): State<App>, Extension(s): Extension<Session>)
         "chain": chain.enabled,
         "authority": chain.is_authority,
         "pairing_required": app.pairing_required,
+        "tiles": app.tiles,
     })))
 }
 
@@ -417,6 +418,12 @@ pub(super) async fn alerts(State(app): State<App>, Query(q): Query<AlertsQuery>)
                 "sent_ms": a.sent_ms, "expires_ms": a.expires_ms,
                 "until_replaced": a.until_replaced, "response_types": a.response_types,
                 "area_by_code_only": a.area_by_code_only, "language": a.language,
+                "shapes": a.shapes.iter().map(|s| json!({
+                    "area": s.area,
+                    "ring": s.ring.iter().map(|p| [p.lat, p.lon]).collect::<Vec<_>>(),
+                    "center": s.center.as_ref().map(|p| [p.lat, p.lon]),
+                    "radius_km": s.radius_km,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -20,7 +20,43 @@ pub(super) const STYLE_CSS: Asset = Asset(
     include_str!("../../web/style.css"),
 );
 pub(super) const ICON_SVG: Asset = Asset("image/svg+xml", include_str!("../../web/icon.svg"));
+/// The map library, Leaflet, as npm installed it (node/build.rs).
+pub(super) const LEAFLET_JS: Asset = Asset(
+    "text/javascript; charset=utf-8",
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/web-npm/node_modules/leaflet/dist/leaflet.js"
+    )),
+);
+pub(super) const LEAFLET_CSS: Asset = Asset(
+    "text/css; charset=utf-8",
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/web-npm/node_modules/leaflet/dist/leaflet.css"
+    )),
+);
+/// The reader of offline tile files, PMTiles, as npm installed it.
+pub(super) const PMTILES_JS: Asset = Asset(
+    "text/javascript; charset=utf-8",
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/web-npm/node_modules/pmtiles/dist/pmtiles.js"
+    )),
+);
 const PAIR_HTML: &str = include_str!("../../web/pair.html");
+
+/// The file served at `path`, if any.
+pub(super) fn by_path(path: &str) -> Option<Asset> {
+    Some(match path {
+        "/app.js" => APP_JS,
+        "/style.css" => STYLE_CSS,
+        "/icon.svg" | "/favicon.ico" => ICON_SVG,
+        "/lib/leaflet.js" => LEAFLET_JS,
+        "/lib/leaflet.css" => LEAFLET_CSS,
+        "/lib/pmtiles.js" => PMTILES_JS,
+        _ => return None,
+    })
+}
 
 pub(super) fn serve(asset: Asset) -> Response {
     (

@@ -18,6 +18,7 @@ pub mod pairing;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,25 +79,90 @@ struct App {
     cookie: String,
     sent: Arc<Mutex<VecDeque<Sent>>>,
     vouching: Vouching,
+    /// Whether the map has offline tiles.
+    tiles: bool,
 }
 
 /// The server, ready to run until its stop signal.
 pub type Server = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Binds `addr` (so a port in use is reported at start) and returns the
-/// handle for the control API and the server to spawn.
+/// What the web app serves, and where.
+#[derive(Clone, Debug)]
+pub struct WebOptions {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Where paired sessions are kept (None: in memory).
+    pub sessions_file: Option<PathBuf>,
+    /// Offline map tiles (a PMTiles file), checked by [`check_tiles`].
+    pub tiles: Option<PathBuf>,
+}
+
+/// Why the web app cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// The address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The tile file is not usable.
+    #[error(
+        "the map tiles {path} cannot be used: {reason} (give a PMTiles file, version 3, of \
+         raster tiles; see docs/web.md)"
+    )]
+    Tiles {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Checks that `path` is a PMTiles (version 3) archive of raster tiles, so
+/// a wrong file stops the node at start rather than leaving a blank map.
+pub fn check_tiles(path: &Path) -> Result<(), WebError> {
+    let fail = |reason: String| WebError::Tiles {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut header = [0u8; 127];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        .map_err(|e| fail(e.to_string()))?;
+    if &header[..7] != b"PMTiles" || header[7] != 3 {
+        return Err(fail("it is not a PMTiles version 3 file".into()));
+    }
+    // Tile type, byte 99: 1 MVT (vector), 2 PNG, 3 JPEG, 4 WebP, 5 AVIF.
+    match header[99] {
+        2..=5 => Ok(()),
+        1 => Err(fail(
+            "its tiles are vector tiles; the app draws raster tiles (PNG, JPEG, WebP)".into(),
+        )),
+        t => Err(fail(format!("its tile type {t} is unknown"))),
+    }
+}
+
+/// Binds the address (so a port in use is reported at start) and returns
+/// the handle for the control API and the server to spawn.
 pub async fn serve(
-    addr: SocketAddr,
-    sessions_file: Option<std::path::PathBuf>,
+    options: WebOptions,
     commands: mpsc::Sender<Command>,
     stop: oneshot::Receiver<()>,
-) -> std::io::Result<(Arc<WebHandle>, Server)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+) -> Result<(Arc<WebHandle>, Server), WebError> {
+    let addr = options.addr;
+    if let Some(tiles) = &options.tiles {
+        check_tiles(tiles)?;
+    }
+    let bind = |source| WebError::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+    let bound = listener.local_addr().map_err(bind)?;
     let (listener, vouching) =
         Capped::new(listener, MAX_CONNECTIONS, None).vouch_within(FIRST_REQUEST_WITHIN);
     let pairing_required = !addr.ip().is_loopback();
-    let pairing = Arc::new(Pairing::new(sessions_file));
+    let pairing = Arc::new(Pairing::new(options.sessions_file));
     let url = if addr.ip().is_unspecified() {
         format!("http://<this machine's address>:{}/", bound.port())
     } else {
@@ -111,8 +177,9 @@ pub async fn serve(
         cookie: format!("lifeline_session_{}", bound.port()),
         sent: Arc::new(Mutex::new(VecDeque::new())),
         vouching,
+        tiles: options.tiles.is_some(),
     };
-    let router = routes(app);
+    let router = routes(app, options.tiles);
     let handle = Arc::new(WebHandle {
         pairing,
         url,
@@ -134,8 +201,13 @@ pub async fn serve(
     Ok((handle, server))
 }
 
-fn routes(app: App) -> Router {
-    let api = Router::new()
+fn routes(app: App, tiles: Option<PathBuf>) -> Router {
+    let mut api = Router::new();
+    if let Some(path) = tiles {
+        // Range requests: the map reads only the tiles it shows.
+        api = api.route_service("/tiles.pmtiles", tower_http::services::ServeFile::new(path));
+    }
+    let api = api
         .route("/me", get(api::me))
         .route("/inbox", get(api::inbox))
         .route("/sent", get(api::sent))
@@ -154,21 +226,8 @@ fn routes(app: App) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/pair", get(pair_page).post(pair))
-        .route("/app.js", get(|| async { assets::serve(assets::APP_JS) }))
-        .route(
-            "/style.css",
-            get(|| async { assets::serve(assets::STYLE_CSS) }),
-        )
-        .route(
-            "/icon.svg",
-            get(|| async { assets::serve(assets::ICON_SVG) }),
-        )
-        .route(
-            "/favicon.ico",
-            get(|| async { assets::serve(assets::ICON_SVG) }),
-        )
         .nest("/api", api)
-        .fallback(|| async { (StatusCode::NOT_FOUND, "no such page") })
+        .fallback(static_file)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
@@ -374,6 +433,14 @@ async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
     response
 }
 
+/// The app's files (anyone may have them: they hold nothing of the node).
+async fn static_file(method: Method, uri: axum::http::Uri) -> Response {
+    match assets::by_path(uri.path()) {
+        Some(asset) if method == Method::GET || method == Method::HEAD => assets::serve(asset),
+        _ => (StatusCode::NOT_FOUND, "no such page").into_response(),
+    }
+}
+
 async fn pair_page() -> Response {
     assets::pair_page(StatusCode::OK, None)
 }
@@ -412,6 +479,69 @@ async fn pair(State(app): State<App>, form: axum::Form<PairForm>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PMTiles version 3 header of tiles of `kind`, and some bytes more.
+    fn pmtiles(kind: u8) -> tempfile::NamedTempFile {
+        let mut bytes = vec![0u8; 200];
+        bytes[..7].copy_from_slice(b"PMTiles");
+        bytes[7] = 3;
+        bytes[99] = kind;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn only_raster_pmtiles_are_taken_as_map_tiles() {
+        check_tiles(pmtiles(2).path()).unwrap();
+        let vector = check_tiles(pmtiles(1).path()).unwrap_err().to_string();
+        assert!(vector.contains("vector tiles"), "{vector}");
+        let other = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(other.path(), b"SQLite format 3\0 and more bytes").unwrap();
+        let e = check_tiles(other.path()).unwrap_err().to_string();
+        assert!(e.contains("PMTiles"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn tiles_are_served_by_range_to_paired_browsers_only() {
+        use tower::ServiceExt;
+        let file = pmtiles(2);
+        let (commands, _driver) = mpsc::channel(1);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (_, vouching) = Capped::new(listener, 1, None).vouch_within(FIRST_REQUEST_WITHIN);
+        let pairing = Arc::new(Pairing::new(None));
+        let session = pairing.open_unpaired();
+        let app = App {
+            commands,
+            pairing,
+            pairing_required: true,
+            cookie: "c".into(),
+            sent: Arc::default(),
+            vouching,
+            tiles: true,
+        };
+        let router = routes(app, Some(file.path().to_path_buf()));
+        let request = |cookie: &str| {
+            let mut r = Request::builder()
+                .uri("/api/tiles.pmtiles")
+                .header(header::HOST, "192.0.2.1:4180")
+                .header(header::RANGE, "bytes=0-6")
+                .header(header::COOKIE, format!("c={cookie}"))
+                .body(Body::empty())
+                .unwrap();
+            r.extensions_mut()
+                .insert(ConnectInfo(Peer("192.0.2.2:5000".parse().unwrap())));
+            r
+        };
+        let refused = router.clone().oneshot(request("nope")).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let served = router.oneshot(request(&session.cookie)).await.unwrap();
+        assert_eq!(served.status(), StatusCode::PARTIAL_CONTENT);
+        let body = axum::body::to_bytes(served.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"PMTiles");
+    }
 
     #[test]
     fn loopback_hosts_are_literal_addresses_or_localhost() {
