@@ -1,15 +1,17 @@
 //! The web app in a real browser against real daemons: Debian's chromium,
 //! driven by playwright-core from `web/pages.mjs` (Node.js).
 //!
-//! Three nodes: `ana` (a person, app on loopback), `bea` (a certified
-//! medic whose app is offered on the LAN, behind pairing) and `civil` (the
-//! authority). The script pairs bea's browser (refused first, with
-//! guidance), sends a message from ana's page to bea by registered name and
-//! sees it arrive in bea's page and show delivered in ana's, sends an SOS
-//! with a position from ana's page, acknowledges it from bea's, and sees
-//! "help is coming" with bea's certified role in ana's; alerts published
-//! by the authority show in ana's Alerts page, and the SOS and the alerts'
-//! polygons on bea's map. Every page is photographed
+//! Three nodes: `ana` (a person, app on loopback), `bea` (a medic whose
+//! app is offered on the LAN, behind pairing) and `civil` (the authority).
+//! The script pairs bea's browser (refused first, with guidance); ana
+//! registers her name from her Me page; civil certifies bea as a medic and
+//! publishes alerts from its Authority page (a CAP file, a CAP file that
+//! breaks a rule, and its own form); ana's page sends a message to bea by
+//! registered name, which arrives in bea's page and shows delivered in
+//! ana's; an SOS with a position from ana's page is acknowledged from
+//! bea's, and ana's shows "help is coming" with bea's certified role; the
+//! alerts show in ana's Alerts page, and the SOS and the alerts' shapes on
+//! bea's map. Every page is photographed
 //! at phone and desktop width (into `CARGO_TARGET_DIR/web-screenshots`);
 //! no request may leave the machine and the console must stay clean.
 //!
@@ -57,50 +59,34 @@ fn people_message_call_for_help_and_read_alerts_in_the_browser() {
     ana.wait_for_route(&bea, Duration::from_secs(30));
     bea.wait_for_route(&ana, Duration::from_secs(30));
 
-    // Names and a role on the chain, as people would have them.
-    for (d, name) in [(&ana, "ana"), (&bea, "bea")] {
-        ok(
-            lifeline(&d.dir)
-                .args(["identity", "register", name, "--wait", "30s"])
-                .output()
-                .unwrap(),
-            "identity register",
-        );
-    }
+    // Bea registers by the command line; ana registers from her page,
+    // and civil certifies bea from its Authority page (in the script).
     ok(
-        lifeline(&civil.dir)
-            .args([
-                "certify",
-                "bea",
-                "medic",
-                "--until",
-                "2099-01-01",
-                "--wait",
-                "30s",
-            ])
+        lifeline(&bea.dir)
+            .args(["identity", "register", "bea", "--wait", "30s"])
             .output()
             .unwrap(),
-        "certify",
+        "identity register",
     );
-    ana.wait_for("bea's role on ana's chain", Duration::from_secs(30), |d| {
-        let out = lifeline(&d.dir)
-            .args(["--json", "identity", "show", "bea"])
+    // One alert by the command line, given by region codes only; one with
+    // two polygons from civil's page as a file, and one that breaks a CAP
+    // rule.
+    let (storm, _) = common::cap_alert_in_force("bilingual-geocode-only", root.path());
+    ok(
+        lifeline(&civil.dir)
+            .args(["alert", "publish", "--wait", "30s"])
+            .arg(&storm)
             .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("medic")
-    });
-    // One given by region codes only, one with two polygons.
-    for name in ["bilingual-geocode-only", "wea-polygons-media"] {
-        let (alert, _) = common::cap_alert_in_force(name, root.path());
-        ok(
-            lifeline(&civil.dir)
-                .args(["alert", "publish", "--wait", "30s"])
-                .arg(&alert)
-                .output()
-                .unwrap(),
-            "alert publish",
-        );
-    }
+            .unwrap(),
+        "alert publish",
+    );
+    let (fire, fire_xml) = common::cap_alert_in_force("wea-polygons-media", root.path());
+    let broken = root.path().join("broken.xml");
+    std::fs::write(
+        &broken,
+        fire_xml.replace("<status>Actual</status>", "<status>Real</status>"),
+    )
+    .unwrap();
 
     let code = ok(
         lifeline(&bea.dir).args(["web", "pair"]).output().unwrap(),
@@ -117,6 +103,8 @@ fn people_message_call_for_help_and_read_alerts_in_the_browser() {
         .env("ANA_URL", &ana_url)
         .env("BEA_URL", &bea_url)
         .env("CIVIL_URL", &civil_url)
+        .env("FIRE_FILE", &fire)
+        .env("BROKEN_FILE", &broken)
         .env("BEA_CODE", code.trim())
         .env("SHOTS", &shots)
         .output()

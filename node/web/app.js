@@ -43,7 +43,9 @@ async function api(path, body) {
   if (response.status === 401) {
     window.location.assign("/pair");
   }
-  if (!response.ok) throw new Error(data.error || `The node answered ${response.status}.`);
+  if (!response.ok) {
+    throw Object.assign(new Error(data.error || `The node answered ${response.status}.`), data);
+  }
   return data;
 }
 
@@ -308,6 +310,151 @@ function renderMe() {
     ["Id", me.id],
   ]);
   $("my-card").value = me.card;
+  $("register-form").hidden = Boolean(reg) || !me.chain;
+}
+
+// The authority page: each action is a transaction; its result line
+// follows it into a block.
+async function follow(result, what, hash) {
+  result.textContent = `${what}: sent (transaction ${short(hash)}), waiting for a block…`;
+  for (let i = 0; i < 60; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const t = await api("tx?hash=" + encodeURIComponent(hash)).catch(() => null);
+    if (t && (t.status === "included" || t.status === "final")) {
+      result.textContent = `${what}: in block ${t.block}${t.status === "final" ? " (final)" : ""}.`;
+      return;
+    }
+  }
+  result.textContent = `${what}: sent, not yet in a block; the network keeps it and tries again.`;
+}
+
+
+async function publishCap(xml) {
+  const result = $("alert-result");
+  result.textContent = "Checking the alert…";
+  try {
+    const r = await api("authority/alert", { xml });
+    const notes = r.not_carried.length ? ` Not kept: ${r.not_carried.join("; ")}.` : "";
+    await follow(result, `Alert ${r.identifier}` + notes, r.hash);
+  } catch (e) { result.textContent = e.message; }
+}
+
+// CAP's time form: seconds, and the offset written out (never "Z").
+function capTime(d) {
+  const pad = (n) => String(Math.abs(n)).padStart(2, "0");
+  const off = -d.getTimezoneOffset();
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:` +
+    `${pad(d.getMinutes())}:${pad(d.getSeconds())}${off < 0 ? "-" : "+"}${pad(Math.trunc(off / 60))}:${pad(off % 60)}`;
+}
+
+// The form as a CAP 1.2 document, written by the browser's XML serializer
+// (which escapes what people type), elements in the schema's order.
+function capFromForm() {
+  const NS = "urn:oasis:names:tc:emergency:cap:1.2";
+  const doc = document.implementation.createDocument(NS, "alert", null);
+  const add = (parent, name, text) => {
+    const e = doc.createElementNS(NS, name);
+    if (text !== undefined) e.textContent = text;
+    parent.appendChild(e);
+    return e;
+  };
+  const v = (id) => $(id).value.trim();
+  const now = new Date();
+  const hours = Number(v("a-hours") || "6");
+  const root = doc.documentElement;
+  add(root, "identifier", `lifeline-${state.me.id.slice(-8)}-${now.getTime()}`);
+  add(root, "sender", `lifeline:${state.me.id}`);
+  add(root, "sent", capTime(now));
+  add(root, "status", v("a-status"));
+  add(root, "msgType", "Alert");
+  add(root, "scope", "Public");
+  const info = add(root, "info");
+  add(info, "category", v("a-category"));
+  add(info, "event", v("a-event"));
+  add(info, "responseType", v("a-response"));
+  add(info, "urgency", v("a-urgency"));
+  add(info, "severity", v("a-severity"));
+  add(info, "certainty", v("a-certainty"));
+  add(info, "expires", capTime(new Date(now.getTime() + hours * 3600e3)));
+  if (state.me.registered) add(info, "senderName", state.me.registered.name);
+  if (v("a-headline")) add(info, "headline", v("a-headline"));
+  if (v("a-description")) add(info, "description", v("a-description"));
+  if (v("a-instruction")) add(info, "instruction", v("a-instruction"));
+  const area = add(info, "area");
+  add(area, "areaDesc", v("a-area"));
+  if (v("a-lat") || v("a-lon")) add(area, "circle", `${v("a-lat")},${v("a-lon")} ${v("a-radius") || "0"}`);
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${new XMLSerializer().serializeToString(doc)}\n`;
+}
+
+// Under the To field: who that name is on the chain, so people see they
+// write to the right one.
+async function describeRecipient() {
+  const who = $("to").value.trim();
+  const out = $("to-who");
+  if (!who) { out.textContent = ""; return; }
+  try {
+    const { identities } = await api("identity?who=" + encodeURIComponent(who));
+    if (identities.length === 0) out.textContent = "No one is registered under this name.";
+    else if (identities.length > 1) out.textContent = `${identities.length} people have this name: paste the card of the one you mean.`;
+    else {
+      const i = identities[0];
+      const what = [i.authority ? "authority" : "", ...i.roles.map((r) => "certified " + r), i.revoked ? "KEY REVOKED: do not trust" : ""].filter(Boolean);
+      out.textContent = `${i.name}: ${what.length ? what.join(", ") : "registered, no certified role"} (${short(i.id)})`;
+    }
+  } catch (e) { out.textContent = e.message; }
+}
+
+function wireMe() {
+  $("register-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const result = $("register-result");
+    try {
+      const r = await api("register", { name: $("reg-name").value });
+      await follow(result, `Registered as ${$("reg-name").value}`, r.hash);
+      state.me = await api("me");
+      renderMe();
+    } catch (err) { result.textContent = err.message; }
+  });
+}
+
+function wireAuthority() {
+  $("cap-file-publish").addEventListener("click", async () => {
+    const file = $("cap-file").files[0];
+    if (!file) { $("alert-result").textContent = "Choose a CAP file first."; return; }
+    if (file.size > 4 * 1024 * 1024) { $("alert-result").textContent = "That file is larger than 4 MiB; lifeline reads CAP files up to 4 MiB."; return; }
+    await publishCap(await file.text());
+  });
+  $("alert-form").addEventListener("submit", (e) => { e.preventDefault(); publishCap(capFromForm()); });
+  $("certify-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const result = $("certify-result");
+    const until = $("c-until").value;
+    if (!until) { result.textContent = "Choose the date the role ends."; return; }
+    const [y, m, d] = until.split("-").map(Number);
+    try {
+      // Through that day: until the next midnight, UTC, as the CLI reads a date.
+      const r = await api("authority/certify", { who: $("c-who").value, role: $("c-role").value, expires_ms: Date.UTC(y, m - 1, d + 1) });
+      await follow(result, `${$("c-who").value} certified as ${$("c-role").value}`, r.hash);
+    } catch (err) { result.textContent = err.message; }
+  });
+  $("revoke-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const result = $("revoke-result");
+    if (!$("r-sure").checked) { result.textContent = "Tick \"I am sure\" first: a revoked key stays revoked."; return; }
+    try {
+      const r = await api("authority/revoke", { who: $("r-who").value, reason: $("r-reason").value });
+      await follow(result, `${$("r-who").value} revoked`, r.hash);
+    } catch (err) { result.textContent = err.message; }
+  });
+  $("vote-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const result = $("vote-result");
+    const add = document.querySelector("input[name=v-way]:checked").value === "add";
+    try {
+      await api("authority/vote", { who: $("v-who").value, authorize: add });
+      result.textContent = `Your vote to ${add ? "add" : "drop"} ${$("v-who").value} rides in your next block; it takes effect when more than half of the authorities agree.`;
+    } catch (err) { result.textContent = err.message; }
+  });
 }
 
 const PAGES = {
@@ -317,6 +464,7 @@ const PAGES = {
   map: loadMap,
   network: loadNetwork,
   me: async () => renderMe(),
+  authority: async () => {},
 };
 
 async function show() {
@@ -344,6 +492,9 @@ function listen() {
 }
 
 function wire() {
+  wireAuthority();
+  wireMe();
+  $("to").addEventListener("change", describeRecipient);
   $("compose").addEventListener("submit", async (e) => {
     e.preventDefault();
     const result = $("compose-result");
@@ -414,6 +565,7 @@ async function start() {
   try {
     state.me = await api("me");
     state.csrf = state.me.csrf;
+    $("authority-tab").hidden = !state.me.authority;
   } catch (e) { showProblem(e.message); return; }
   listen();
   await show();

@@ -35,10 +35,29 @@ pub(super) struct Session {
 pub(super) struct ApiError {
     status: StatusCode,
     message: String,
+    /// `message` is a whole JSON object (with more than `error`).
+    is_json: bool,
+}
+
+impl ApiError {
+    fn json(self) -> Self {
+        Self {
+            is_json: true,
+            ..self
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.is_json {
+            return (
+                self.status,
+                [(header::CONTENT_TYPE, "application/json")],
+                self.message,
+            )
+                .into_response();
+        }
         (self.status, Json(json!({ "error": self.message }))).into_response()
     }
 }
@@ -48,6 +67,7 @@ pub(super) fn error(status: StatusCode, message: &str) -> ApiError {
     ApiError {
         status,
         message: message.to_owned(),
+        is_json: false,
     }
 }
 
@@ -468,4 +488,221 @@ pub(super) async fn logout(State(app): State<App>, Extension(s): Extension<Sessi
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
+}
+
+/// An authority's action on someone: by registered name or id.
+#[derive(Deserialize)]
+pub(super) struct CertifyBody {
+    who: String,
+    role: String,
+    /// Until when, in Unix milliseconds.
+    expires_ms: u64,
+}
+
+async fn transact(app: &App, action: api::transact_request::Action) -> Answer {
+    let request = api::TransactRequest {
+        action: Some(action),
+    };
+    let reply = driver(app, |r| Command::Transact(request, r))
+        .await?
+        .map_err(command_error)?;
+    Ok(Json(json!({ "hash": reply.hash })))
+}
+
+/// `POST /api/authority/certify`: vouch that someone holds a role.
+pub(super) async fn certify(
+    State(app): State<App>,
+    json: Result<Json<CertifyBody>, JsonRejection>,
+) -> Answer {
+    let request = body(json)?;
+    if request.role.trim().is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "say which role: medic, firefighter, shelter manager...",
+        ));
+    }
+    if request.expires_ms <= unix_ms() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the role must last until a later date",
+        ));
+    }
+    let subject = resolve(&app, &request.who).await?;
+    transact(
+        &app,
+        api::transact_request::Action::Certify(api::CertifyAction {
+            subject,
+            role: request.role.trim().to_owned(),
+            expires_ms: request.expires_ms,
+        }),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub(super) struct RevokeBody {
+    who: String,
+    reason: String,
+}
+
+/// `POST /api/authority/revoke`: revoke someone's key.
+pub(super) async fn revoke(
+    State(app): State<App>,
+    json: Result<Json<RevokeBody>, JsonRejection>,
+) -> Answer {
+    let request = body(json)?;
+    if request.reason.trim().is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "give the reason everyone will read: lost device, stolen key...",
+        ));
+    }
+    let subject = resolve(&app, &request.who).await?;
+    transact(
+        &app,
+        api::transact_request::Action::Revoke(api::RevokeAction {
+            subject,
+            reason: request.reason.trim().to_owned(),
+        }),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub(super) struct VoteBody {
+    who: String,
+    /// true: add as an authority; false: drop.
+    authorize: bool,
+}
+
+/// `POST /api/authority/vote`: vote an authority in or out.
+pub(super) async fn vote(
+    State(app): State<App>,
+    json: Result<Json<VoteBody>, JsonRejection>,
+) -> Answer {
+    let request = body(json)?;
+    let target = resolve(&app, &request.who).await?;
+    let vote = api::VoteRequest {
+        target: target.clone(),
+        authorize: request.authorize,
+    };
+    driver(&app, |r| Command::Vote(vote, r))
+        .await?
+        .map_err(command_error)?;
+    Ok(Json(json!({ "target": target })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct AlertBody {
+    /// A CAP 1.2 document: a file the person chose, or what the page's
+    /// form wrote.
+    xml: String,
+}
+
+/// `POST /api/authority/alert`: publish a CAP 1.2 alert, with the checks
+/// and messages of `lifeline alert publish`.
+pub(super) async fn publish_alert(
+    State(app): State<App>,
+    json: Result<Json<AlertBody>, JsonRejection>,
+) -> Answer {
+    use lifeline_consensus::cap;
+    use prost::Message as _;
+    let request = body(json)?;
+    if request.xml.len() > cap::MAX_CAP_LEN {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the alert is {} bytes; lifeline reads CAP files of at most {} bytes",
+                request.xml.len(),
+                cap::MAX_CAP_LEN
+            ),
+        ));
+    }
+    let import = match cap::from_cap_xml(&request.xml) {
+        Ok(import) => import,
+        Err(e) => {
+            let answer = json!({
+                "error": format!("this is not a CAP 1.2 alert lifeline can publish: {e}"),
+                "element": e.element, "line": e.line, "rule": e.rule.to_string(),
+                "problem": e.message,
+            });
+            return Err(error(StatusCode::BAD_REQUEST, &answer.to_string()).json());
+        }
+    };
+    let identifier = import.alert.identifier.clone();
+    let Json(mut reply) = transact(
+        &app,
+        api::transact_request::Action::CapAlert(import.alert.to_cap_pb().encode_to_vec()),
+    )
+    .await?;
+    reply["identifier"] = identifier.into();
+    reply["not_carried"] = import.not_carried.into();
+    Ok(Json(reply))
+}
+
+#[derive(Deserialize)]
+pub(super) struct TxQuery {
+    hash: String,
+}
+
+/// `GET /api/tx?hash=`: where a transaction is (pending, included, final).
+pub(super) async fn transaction(State(app): State<App>, Query(q): Query<TxQuery>) -> Answer {
+    let status = driver(&app, |r| Command::TransactionStatus(q.hash, r))
+        .await?
+        .map_err(command_error)?;
+    Ok(Json(
+        json!({ "status": status.status, "block": status.block }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(super) struct RegisterBody {
+    name: String,
+}
+
+/// `POST /api/register`: this node registers itself under a name.
+pub(super) async fn register(
+    State(app): State<App>,
+    json: Result<Json<RegisterBody>, JsonRejection>,
+) -> Answer {
+    let request = body(json)?;
+    if request.name.trim().is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "write the name people know you by",
+        ));
+    }
+    transact(
+        &app,
+        api::transact_request::Action::Register(api::RegisterAction {
+            name: request.name.trim().to_owned(),
+        }),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub(super) struct IdentityQuery {
+    who: String,
+}
+
+/// `GET /api/identity?who=`: who a registered name or id is on the chain:
+/// name, certified roles, authority, revoked.
+pub(super) async fn identity(State(app): State<App>, Query(q): Query<IdentityQuery>) -> Answer {
+    let query: String = q.who.trim().chars().take(128).collect();
+    let found = driver(&app, |r| Command::Identities(query, r))
+        .await?
+        .map_err(command_error)?;
+    let now = unix_ms();
+    let list: Vec<Value> = found
+        .identities
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.id, "name": i.name, "authority": i.authority, "revoked": i.revoked,
+                "roles": i.roles.iter().filter(|r| r.expires_ms > now).map(|r| &r.role).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "identities": list })))
 }

@@ -218,6 +218,20 @@ fn routes(app: App, tiles: Option<PathBuf>) -> Router {
         .route("/alerts", get(api::alerts))
         .route("/network", get(api::network))
         .route("/logout", post(api::logout))
+        .route("/tx", get(api::transaction))
+        .route("/register", post(api::register))
+        .route("/identity", get(api::identity))
+        .route("/authority/certify", post(api::certify))
+        .route("/authority/revoke", post(api::revoke))
+        .route("/authority/vote", post(api::vote))
+        .route(
+            "/authority/alert",
+            // A CAP file may be 4 MiB (embedded media, dropped), and JSON
+            // escaping may double it.
+            post(api::publish_alert).layer(DefaultBodyLimit::max(
+                2 * lifeline_consensus::cap::MAX_CAP_LEN + 1024,
+            )),
+        )
         .fallback(api::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
