@@ -3,11 +3,12 @@
 //! loopback TCP, which had neither (issue 23, item 13). A client that opens
 //! connections and holds them then waits its turn instead of exhausting the
 //! node's file descriptors; and one that connects and never authenticates
-//! is closed (`Capped::vouch_within`).
+//! is closed (`Capped::vouch_within`). The web app also caps connections
+//! per IP address (`Capped::per_ip`), as its clients come from a LAN.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,57 @@ pub struct Capped {
     /// With [`Capped::vouch_within`]: how long a connection may stay open
     /// before the server vouches for it, and the open ones by peer address.
     vouching: Option<(Duration, Vouching)>,
+    /// With [`Capped::per_ip`]: the most connections one IP address may
+    /// have open, and how many each has.
+    per_ip: Option<PerIp>,
+}
+
+/// Open connections by IP address, and the most one may have.
+#[derive(Clone, Debug)]
+struct PerIp {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerIp {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for a connection from `ip`, unless it has all it may have.
+    fn take(&self, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.lock();
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            ip,
+            per_ip: self.clone(),
+        })
+    }
+}
+
+/// One connection's place in its address's count.
+#[derive(Debug)]
+struct IpSlot {
+    ip: IpAddr,
+    per_ip: PerIp,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.lock();
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Connections waiting to be vouched for, by peer address: the server
@@ -62,7 +114,20 @@ impl Capped {
             permits: Arc::new(Semaphore::new(max.max(1))),
             lifetime,
             vouching: None,
+            per_ip: None,
         }
+    }
+
+    /// At most `max` open connections from one IP address (at least 1):
+    /// one host cannot take every slot. Past it, a new connection from that
+    /// address is closed at once.
+    #[must_use]
+    pub fn per_ip(mut self, max: usize) -> Self {
+        self.per_ip = Some(PerIp {
+            max: max.max(1),
+            open: Arc::default(),
+        });
+        self
     }
 
     /// Closes each connection that the server has not vouched for within
@@ -82,7 +147,19 @@ impl Capped {
             .acquire_owned()
             .await
             .map_err(|_| io::Error::other("the listener's slots are closed"))?;
-        let (stream, addr) = self.listener.accept().await?;
+        let (stream, addr, ip_slot) = loop {
+            let (stream, addr) = self.listener.accept().await?;
+            match &self.per_ip {
+                None => break (stream, addr, None),
+                Some(per_ip) => match per_ip.take(addr.ip()) {
+                    Some(slot) => break (stream, addr, Some(slot)),
+                    // Dropped: closed, and its slot stays free for others.
+                    None => {
+                        tracing::debug!(%addr, "refused: too many connections from its address")
+                    }
+                },
+            }
+        };
         let deadline = self.lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
         let unvouched = self.vouching.as_ref().map(|(within, vouching)| {
             let flag = Arc::new(AtomicBool::new(false));
@@ -98,6 +175,7 @@ impl Capped {
             CappedStream {
                 stream,
                 _permit: permit,
+                _ip_slot: ip_slot,
                 deadline,
                 unvouched,
             },
@@ -142,6 +220,7 @@ impl axum::serve::Listener for Capped {
 pub struct CappedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _ip_slot: Option<IpSlot>,
     deadline: Option<Pin<Box<Sleep>>>,
     unvouched: Option<Unvouched>,
 }
@@ -326,5 +405,53 @@ mod tests {
         // The vouched one is still open well past the deadline.
         let open = tokio::time::timeout(Duration::from_millis(800), vouched.read(&mut one)).await;
         assert!(open.is_err(), "the vouched connection was closed: {open:?}");
+    }
+
+    #[tokio::test]
+    async fn one_address_gets_its_share_and_others_still_get_in() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let capped = Capped::new(listener, 8, None).per_ip(2);
+        let (accepted, mut from) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            while let Ok((s, peer)) = capped.accept().await {
+                if accepted.send((s, peer)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let connect = |ip: &'static str| async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+            socket.connect(addr).await.unwrap()
+        };
+        let _a1 = connect("127.0.0.1").await;
+        let _a2 = connect("127.0.0.1").await;
+        let mut a3 = connect("127.0.0.1").await;
+        let _b1 = connect("127.0.0.2").await;
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let (stream, peer) = tokio::time::timeout(Duration::from_secs(2), from.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            peers.push((stream, peer.ip().to_string()));
+        }
+        let ips: Vec<&str> = peers.iter().map(|(_, ip)| ip.as_str()).collect();
+        assert_eq!(ips, ["127.0.0.1", "127.0.0.1", "127.0.0.2"]);
+        // The third from 127.0.0.1 was closed at once.
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), a3.read(&mut b))
+            .await
+            .unwrap();
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        // Once one of its connections ends, it may open another.
+        drop(peers.remove(0));
+        let _a4 = connect("127.0.0.1").await;
+        let (_, peer) = tokio::time::timeout(Duration::from_secs(2), from.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.1");
     }
 }

@@ -37,7 +37,11 @@ pub use pairing::Pairing;
 
 /// Connections served at once; more wait. A browser keeps about six.
 pub const MAX_CONNECTIONS: usize = 64;
-/// How long a connection may stay open before its first request.
+/// Connections one IP address may hold when the app is on the LAN: one
+/// host cannot take every slot.
+pub const MAX_CONNECTIONS_PER_IP: usize = 16;
+/// How long a connection may stay open unless a request on it shows a
+/// session (or pairs): an unpaired client cannot hold a slot.
 pub const FIRST_REQUEST_WITHIN: Duration = Duration::from_secs(10);
 /// Largest request body (a message is at most 32 KiB of text).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -159,9 +163,13 @@ pub async fn serve(
     let bind = |source| WebError::Bind { addr, source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
     let bound = listener.local_addr().map_err(bind)?;
-    let (listener, vouching) =
-        Capped::new(listener, MAX_CONNECTIONS, None).vouch_within(FIRST_REQUEST_WITHIN);
     let pairing_required = !addr.ip().is_loopback();
+    let mut capped = Capped::new(listener, MAX_CONNECTIONS, None);
+    if pairing_required {
+        // On loopback every client is this machine: no address to tell apart.
+        capped = capped.per_ip(MAX_CONNECTIONS_PER_IP);
+    }
+    let (listener, vouching) = capped.vouch_within(FIRST_REQUEST_WITHIN);
     let pairing = Arc::new(Pairing::new(options.sessions_file));
     let url = if addr.ip().is_unspecified() {
         format!("http://<this machine's address>:{}/", bound.port())
@@ -322,15 +330,8 @@ fn loopback_host(host: &str) -> bool {
             .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
-/// Every request: the Host and Origin checks, the page-safety headers, and
-/// a vouch for the connection (it made a request, so it may stay open).
-async fn guard(
-    State(app): State<App>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    request: Request,
-    next: Next,
-) -> Response {
-    app.vouching.vouch(peer);
+/// Every request: the Host and Origin checks, the page-safety headers.
+async fn guard(State(app): State<App>, request: Request, next: Next) -> Response {
     let host = request
         .headers()
         .get(header::HOST)
@@ -392,6 +393,13 @@ fn same_origin(headers: &HeaderMap, host: &str) -> bool {
 }
 
 /// The session of an `/api` call, with its CSRF token checked on actions.
+/// Lets the connection a request came on stay open: it showed a session.
+fn vouch(app: &App, peer: Option<&ConnectInfo<Peer>>) {
+    if let Some(ConnectInfo(Peer(peer))) = peer {
+        app.vouching.vouch(*peer);
+    }
+}
+
 async fn require_session(State(app): State<App>, mut request: Request, next: Next) -> Response {
     let Some(cookie) = cookie_of(request.headers(), &app.cookie).map(str::to_owned) else {
         return api::error(
@@ -422,6 +430,7 @@ async fn require_session(State(app): State<App>, mut request: Request, next: Nex
             .into_response();
         }
     }
+    vouch(&app, request.extensions().get());
     request
         .extensions_mut()
         .insert(api::Session { cookie, csrf });
@@ -430,15 +439,17 @@ async fn require_session(State(app): State<App>, mut request: Request, next: Nex
 
 /// `/`: the app, with a session: one opened here on loopback, else the
 /// pairing page.
-async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
+async fn index(State(app): State<App>, peer: ConnectInfo<Peer>, headers: HeaderMap) -> Response {
     if let Some(cookie) = cookie_of(&headers, &app.cookie)
         && app.pairing.session(cookie).is_some()
     {
+        vouch(&app, Some(&peer));
         return assets::serve(assets::INDEX_HTML);
     }
     if app.pairing_required {
         return assets::pair_page(StatusCode::UNAUTHORIZED, None);
     }
+    vouch(&app, Some(&peer));
     let session = app.pairing.open_unpaired();
     let mut response = assets::serve(assets::INDEX_HTML);
     response
@@ -465,7 +476,11 @@ struct PairForm {
 }
 
 /// `POST /pair`: a code from the form, for a session.
-async fn pair(State(app): State<App>, form: axum::Form<PairForm>) -> Response {
+async fn pair(
+    State(app): State<App>,
+    peer: ConnectInfo<Peer>,
+    form: axum::Form<PairForm>,
+) -> Response {
     if form.code.len() > 64 {
         return assets::pair_page(
             StatusCode::BAD_REQUEST,
@@ -473,12 +488,15 @@ async fn pair(State(app): State<App>, form: axum::Form<PairForm>) -> Response {
         );
     }
     match app.pairing.pair(&form.code) {
-        Ok(session) => Response::builder()
-            .status(StatusCode::SEE_OTHER)
-            .header(header::LOCATION, "/")
-            .header(header::SET_COOKIE, set_cookie(&app.cookie, &session.cookie))
-            .body(Body::empty())
-            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+        Ok(session) => {
+            vouch(&app, Some(&peer));
+            Response::builder()
+                .status(StatusCode::SEE_OTHER)
+                .header(header::LOCATION, "/")
+                .header(header::SET_COOKIE, set_cookie(&app.cookie, &session.cookie))
+                .body(Body::empty())
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
         Err(e) => {
             tracing::info!("a browser failed to pair: {e}");
             let status = match e {
