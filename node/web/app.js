@@ -310,6 +310,7 @@ function renderMe() {
     ["Id", me.id],
   ]);
   $("my-card").value = me.card;
+  if (!$("my-card-qr").src) $("my-card-qr").src = "/api/card.svg";
   $("register-form").hidden = Boolean(reg) || !me.chain;
 }
 
@@ -404,6 +405,37 @@ async function describeRecipient() {
   } catch (e) { out.textContent = e.message; }
 }
 
+// Scanning a card with the camera, where the browser can read QR codes
+// itself (BarcodeDetector: Chrome on Android, on this device or over
+// HTTPS); elsewhere people paste the text their camera app read.
+function wireScan() {
+  if (!("BarcodeDetector" in window) || !window.isSecureContext) return;
+  const button = $("scan");
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    const video = $("scan-video");
+    const out = $("scan-result");
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+    } catch { out.textContent = "No camera for this page; paste the card's text instead."; return; }
+    video.srcObject = stream;
+    video.hidden = false;
+    await video.play();
+    const detector = new BarcodeDetector({ formats: ["qr_code"] });
+    out.textContent = "Point the camera at their card's QR code…";
+    const stop = () => { stream.getTracks().forEach((t) => t.stop()); video.hidden = true; };
+    for (let i = 0; i < 300; i++) {
+      const codes = await detector.detect(video).catch(() => []);
+      const card = codes.map((c) => c.rawValue).find((v) => v.startsWith("lifeline-card:"));
+      if (card) { $("card").value = card; out.textContent = "Card read."; stop(); return; }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    out.textContent = "No card found; paste its text instead.";
+    stop();
+  });
+}
+
 function wireMe() {
   $("register-form").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -494,6 +526,7 @@ function listen() {
 function wire() {
   wireAuthority();
   wireMe();
+  wireScan();
   $("to").addEventListener("change", describeRecipient);
   $("compose").addEventListener("submit", async (e) => {
     e.preventDefault();

@@ -215,6 +215,8 @@ await ana.locator("#peers tr").first().waitFor();
 await shoot(ana, "network");
 await go(ana, ANA_URL, "me");
 check("ana's page shows her registered name", (await ana.textContent("#me-facts")).includes("ana"));
+await ana.waitForFunction(() => document.getElementById("my-card-qr").naturalWidth >= 280);
+check("her card shows as a QR code", (await ana.inputValue("#my-card")).startsWith("lifeline-card:"));
 await shoot(ana, "me");
 
 // An action without the page's token, as another site would send it.

@@ -706,3 +706,20 @@ pub(super) async fn identity(State(app): State<App>, Query(q): Query<IdentityQue
         .collect();
     Ok(Json(json!({ "identities": list })))
 }
+
+/// `GET /api/card.svg`: this node's contact card as a QR code, for
+/// exchanging keys face to face with no network at all.
+pub(super) async fn card_qr(State(app): State<App>) -> Result<Response, ApiError> {
+    use qrcode::render::svg;
+    let status = driver(&app, Command::Status).await?;
+    let code =
+        qrcode::QrCode::with_error_correction_level(status.card.as_bytes(), qrcode::EcLevel::M)
+            .map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("the card does not fit a QR code ({e}); give the card's text instead"),
+                )
+            })?;
+    let image = code.render::<svg::Color>().min_dimensions(280, 280).build();
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], image).into_response())
+}

@@ -229,6 +229,7 @@ fn routes(app: App, tiles: Option<PathBuf>) -> Router {
         .route("/tx", get(api::transaction))
         .route("/register", post(api::register))
         .route("/identity", get(api::identity))
+        .route("/card.svg", get(api::card_qr))
         .route("/authority/certify", post(api::certify))
         .route("/authority/revoke", post(api::revoke))
         .route("/authority/vote", post(api::vote))
