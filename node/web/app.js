@@ -58,6 +58,11 @@ function when(ms) {
   return d.toLocaleString();
 }
 
+function hops(n) { return `${n} hop${n === 1 ? "" : "s"}`; }
+
+// A sender as people know them: their registered name, else a short id.
+function sender(m) { return m.from_name || short(m.from); }
+
 function short(id) { return id && id.length > 16 ? id.slice(0, 8) + "…" + id.slice(-6) : id; }
 
 function place(m) {
@@ -85,7 +90,7 @@ function fill(listId, emptyId, items) {
 function renderInbox() {
   const items = state.inbox.filter((m) => m.kind !== "sos").map((m) =>
     el("li", { "data-id": m.id },
-      el("div", { class: "meta", text: `From ${short(m.from)} · ${m.hops} hop${m.hops === 1 ? "" : "s"} · ${when(m.received_ms)}` }),
+      el("div", { class: "meta", text: `From ${sender(m)} · ${hops(m.hops)} · ${when(m.received_ms)}` }),
       el("div", { class: "body", text: m.text })));
   fill("inbox", "inbox-empty", items);
   const sos = state.inbox.filter((m) => m.kind === "sos").map(renderIncomingSos);
@@ -106,7 +111,7 @@ function renderIncomingSos(m) {
     },
   });
   return el("li", { class: "sos", "data-id": m.id },
-    el("div", { class: "meta", text: `SOS from ${short(m.from)}${place(m)} · ${m.hops} hops · ${when(m.received_ms)}` }),
+    el("div", { class: "meta", text: `SOS from ${sender(m)}${place(m)} · ${hops(m.hops)} · ${when(m.received_ms)}` }),
     el("div", { class: "body", text: m.text }), note, button, result);
 }
 
@@ -253,7 +258,7 @@ async function loadMap() {
     const layer = L.circleMarker([m.lat, m.lon], {
       radius: 9, color: "#fff", weight: 2, fillColor: "#b3261e", fillOpacity: 1, className: "sos-marker",
     });
-    layer.bindPopup(popup("SOS: " + m.text, `from ${short(m.from)}, ${when(m.received_ms)}`));
+    layer.bindPopup(popup("SOS: " + m.text, `from ${sender(m)}, ${when(m.received_ms)}`));
     features.push({ key: m.id, layer, text: `SOS at ${m.lat.toFixed(5)}, ${m.lon.toFixed(5)}: ${m.text}` });
   }
   const shown = features.map((f) => f.key).join("|");

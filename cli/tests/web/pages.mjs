@@ -160,7 +160,9 @@ const inbox = await bea.evaluate(() => fetch("/api/inbox").then((r) => r.json())
 const arrived = inbox.messages.find((m) => m.id === seen.id);
 check("the message appears in bea's page", Boolean(arrived));
 figures.arrival_to_page_ms = seen.at - arrived.received_ms;
-check("it shows its hop count", (await bea.textContent(`#inbox li[data-id="${seen.id}"]`)).includes("hop"));
+const shown = await bea.textContent(`#inbox li[data-id="${seen.id}"]`);
+check(`it shows its sender by registered name and its hop count (${shown})`,
+  shown.includes("From ana · 1 hop ·"));
 await ana.locator("#sent li .status.delivered").first().waitFor({ timeout: 20000 });
 check("ana's page shows it delivered", (await ana.textContent("#sent li")).includes("Received by"));
 await shoot(ana, "messages");
@@ -176,7 +178,8 @@ await ana.locator("#my-sos li").first().waitFor();
 await go(bea, BEA_URL, "sos");
 const call = bea.locator("#incoming-sos li", { hasText: "water in the cellar" });
 await call.waitFor({ timeout: 20000 });
-check("bea's page lists the SOS with its position", (await call.textContent()).includes("51.33600, 12.33000"));
+check("bea's page lists the SOS from ana with its position",
+  (await call.textContent()).includes("SOS from ana at 51.33600, 12.33000"));
 await shoot(bea, "sos-incoming");
 await call.locator("input").fill("two of us, 10 minutes");
 await call.locator("button").click();

@@ -112,6 +112,40 @@ fn micro(v: Option<i32>) -> Option<f64> {
     v.map(|m| f64::from(m) / 1e6)
 }
 
+/// Names kept for senders' ids; past this many the cache starts over.
+const MAX_NAMES: usize = 4096;
+
+/// The name `id` registered on the chain, if any: senders are shown by it.
+/// Only names found are kept (one unknown today may register tomorrow).
+async fn name_of(app: &App, id: &str) -> Option<String> {
+    let lock = || {
+        app.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some(name) = lock().get(id) {
+        return Some(name.clone());
+    }
+    let query = id.to_owned();
+    let found = driver(app, |r| Command::Identities(query, r))
+        .await
+        .ok()?
+        .ok()?;
+    let name = found.identities.into_iter().find(|i| i.id == id)?.name;
+    let mut names = lock();
+    if names.len() >= MAX_NAMES {
+        names.clear();
+    }
+    names.insert(id.to_owned(), name.clone());
+    Some(name)
+}
+
+async fn inbox_entry(app: &App, m: &api::InboxMessage) -> Value {
+    let mut entry = inbox_json(m);
+    entry["from_name"] = name_of(app, &m.from).await.into();
+    entry
+}
+
 fn inbox_json(m: &api::InboxMessage) -> Value {
     json!({
         "id": m.id, "from": m.from, "kind": m.kind,
@@ -153,8 +187,10 @@ pub(super) async fn inbox(State(app): State<App>) -> Answer {
     let (kept, _) = driver(&app, |reply| Command::Inbox { limit: 200, reply })
         .await?
         .map_err(command_error)?;
-    let mut messages: Vec<Value> = kept.iter().map(inbox_json).collect();
-    messages.reverse();
+    let mut messages = Vec::with_capacity(kept.len());
+    for m in kept.iter().rev() {
+        messages.push(inbox_entry(&app, m).await);
+    }
     Ok(Json(json!({ "messages": messages })))
 }
 
@@ -193,17 +229,17 @@ pub(super) async fn events(
     let (_, live) = driver(&app, |reply| Command::Inbox { limit: 0, reply })
         .await?
         .map_err(command_error)?;
-    let stream = futures::stream::unfold(live, |mut live| async move {
+    let stream = futures::stream::unfold((live, app), |(mut live, app)| async move {
         let event = match live.recv().await {
             Ok(m) => Event::default()
                 .event("message")
-                .data(inbox_json(&m).to_string()),
+                .data(inbox_entry(&app, &m).await.to_string()),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 Event::default().event("lagged").data(n.to_string())
             }
             Err(broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok(event), live))
+        Some((Ok(event), (live, app)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

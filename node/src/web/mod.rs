@@ -85,6 +85,8 @@ struct App {
     vouching: Vouching,
     /// Whether the map has offline tiles.
     tiles: bool,
+    /// Registered names of senders, by id (api::name_of).
+    names: Arc<Mutex<std::collections::HashMap<String, String>>>,
 }
 
 /// The server, ready to run until its stop signal.
@@ -186,6 +188,7 @@ pub async fn serve(
         sent: Arc::new(Mutex::new(VecDeque::new())),
         vouching,
         tiles: options.tiles.is_some(),
+        names: Arc::default(),
     };
     let router = routes(app, options.tiles);
     let handle = Arc::new(WebHandle {
@@ -552,6 +555,7 @@ mod tests {
             sent: Arc::default(),
             vouching,
             tiles: true,
+            names: Arc::default(),
         };
         let router = routes(app, Some(file.path().to_path_buf()));
         let request = |cookie: &str| {
