@@ -102,6 +102,14 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     })
 }
 
+/// Refuses an empty (or only white space) `value`, saying `missing`.
+fn required(value: &str, missing: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, missing));
+    }
+    Ok(())
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -301,19 +309,12 @@ pub(super) async fn send(
     json: Result<Json<SendBody>, JsonRejection>,
 ) -> Answer {
     let request = body(json)?;
-    if request.text.trim().is_empty() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "the message is empty: write something",
-        ));
-    }
+    required(&request.text, "the message is empty: write something")?;
     let (to, prekey) = if request.card.trim().is_empty() {
-        if request.to.trim().is_empty() {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "say who the message is for: a registered name, or paste their contact card",
-            ));
-        }
+        required(
+            &request.to,
+            "say who the message is for: a registered name, or paste their contact card",
+        )?;
         (resolve(&app, &request.to).await?, Vec::new())
     } else {
         let bytes = armor::decode(Kind::Card, &request.card, MAX_SIGNED_PREKEY_LEN)
@@ -366,12 +367,10 @@ pub(super) async fn sos(
     json: Result<Json<SosBody>, JsonRejection>,
 ) -> Answer {
     let request = body(json)?;
-    if request.text.trim().is_empty() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "say in a few words what is happening, so helpers know what to bring",
-        ));
-    }
+    required(
+        &request.text,
+        "say in a few words what is happening, so helpers know what to bring",
+    )?;
     let micro = |v: Option<f64>, max: f64, what: &str| -> Result<Option<i32>, ApiError> {
         match v {
             None => Ok(None),
@@ -551,12 +550,10 @@ pub(super) async fn certify(
     json: Result<Json<CertifyBody>, JsonRejection>,
 ) -> Answer {
     let request = body(json)?;
-    if request.role.trim().is_empty() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "say which role: medic, firefighter, shelter manager...",
-        ));
-    }
+    required(
+        &request.role,
+        "say which role: medic, firefighter, shelter manager...",
+    )?;
     if request.expires_ms <= unix_ms() {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -587,12 +584,10 @@ pub(super) async fn revoke(
     json: Result<Json<RevokeBody>, JsonRejection>,
 ) -> Answer {
     let request = body(json)?;
-    if request.reason.trim().is_empty() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "give the reason everyone will read: lost device, stolen key...",
-        ));
-    }
+    required(
+        &request.reason,
+        "give the reason everyone will read: lost device, stolen key...",
+    )?;
     let subject = resolve(&app, &request.who).await?;
     transact(
         &app,
@@ -702,12 +697,7 @@ pub(super) async fn register(
     json: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Answer {
     let request = body(json)?;
-    if request.name.trim().is_empty() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "write the name people know you by",
-        ));
-    }
+    required(&request.name, "write the name people know you by")?;
     transact(
         &app,
         api::transact_request::Action::Register(api::RegisterAction {
