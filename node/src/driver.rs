@@ -1147,14 +1147,16 @@ impl Node {
                 from,
                 kind,
                 note,
+                hops,
             } => {
                 // Anyone can acknowledge: say who it is by the chain, so
                 // that an uncertified "help is coming" looks different.
                 let who = node_id(&from).map_or_else(|| "?".into(), |id| self.who_is(&id, now));
+                let away = format!("{hops} hop{} away", if hops == 1 { "" } else { "s" });
                 let text = if note.is_empty() {
-                    format!("{kind:?} from {who}")
+                    format!("{kind:?} from {who}, {away}")
                 } else {
-                    format!("{kind:?} from {who}: {note}")
+                    format!("{kind:?} from {who}, {away}: {note}")
                 };
                 info!(%message, "{text}");
                 self.remember_receipt(message, text);

@@ -326,6 +326,9 @@ pub enum Event {
         kind: Kind,
         /// Its note.
         note: String,
+        /// The hops the receipt took to come back: how far the message's
+        /// recipient, or the responder, is.
+        hops: u32,
     },
     /// Custody was full and a message was evicted.
     Evicted {

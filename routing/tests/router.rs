@@ -376,10 +376,12 @@ fn an_sos_gets_a_receipt_and_a_responders_acknowledgement() {
             from,
             kind: Kind::SosAck,
             note,
-        } if *message == sos => Some((*from, note.clone())),
+            hops,
+        } if *message == sos => Some((*from, note.clone(), *hops)),
         _ => None,
     });
-    assert_eq!(ack, Some((net.addr(5), "help is coming".to_string())));
+    // Five hops back along the line, as the SOS went.
+    assert_eq!(ack, Some((net.addr(5), "help is coming".to_string(), 5)));
     assert_eq!(
         statuses(&net, 0, sos),
         vec![

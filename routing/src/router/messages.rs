@@ -473,6 +473,7 @@ impl<S: MessageStore> Router<S> {
                     from,
                     kind: m.body.kind,
                     note: receipt.note,
+                    hops: m.hops_taken,
                 });
                 if let Some(t) = self.tracked.get_mut(&receipt.message)
                     && t.status == Status::Delivered
