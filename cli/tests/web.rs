@@ -28,6 +28,56 @@ use common::{Daemon, free_port, genesis_of, lifeline, ok};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// A PMTiles (version 3) archive holding one raster tile, `png`, for the
+/// whole world at zoom 0: what an operator's map file is, at its smallest.
+fn one_tile_pmtiles(png: &[u8]) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    // The root directory, uncompressed: one entry (tile id 0, run 1, its
+    // length, offset 0 written as 0 + 1).
+    let mut dir = Vec::new();
+    for v in [1, 0, 1, png.len() as u64, 1] {
+        varint(v, &mut dir);
+    }
+    let metadata = b"{}";
+    let (dir_at, meta_at) = (127u64, 127 + dir.len() as u64);
+    let tiles_at = meta_at + metadata.len() as u64;
+    let mut out = b"PMTiles\x03".to_vec();
+    for v in [
+        dir_at,
+        dir.len() as u64,
+        meta_at,
+        metadata.len() as u64,
+        tiles_at, // no leaf directories
+        0,
+        tiles_at,
+        png.len() as u64,
+        1, // addressed tiles
+        1, // tile entries
+        1, // tile contents
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    // Clustered; internal and tile compression none; PNG; zooms 0 to 0.
+    out.extend_from_slice(&[1, 1, 1, 2, 0, 0]);
+    for v in [-1_800_000_000i32, -850_000_000, 1_800_000_000, 850_000_000] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.push(0);
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    assert_eq!(out.len(), 127);
+    out.extend_from_slice(&dir);
+    out.extend_from_slice(metadata);
+    out.extend_from_slice(png);
+    out
+}
+
 #[test]
 fn people_message_call_for_help_and_read_alerts_in_the_browser() {
     assert!(
@@ -48,6 +98,12 @@ fn people_message_call_for_help_and_read_alerts_in_the_browser() {
         format!("http://127.0.0.1:{}/", addr.rsplit(':').next().unwrap())
     };
     let civil_url = web(&mut civil, format!("127.0.0.1:{}", free_port()));
+    // Civil's map draws over an offline tile file.
+    let tiles = root.path().join("world.pmtiles");
+    let png = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tile.png")).unwrap();
+    std::fs::write(&tiles, one_tile_pmtiles(&png)).unwrap();
+    civil.args.push("--web-tiles".into());
+    civil.args.push(tiles.to_str().unwrap().into());
     let ana_url = web(&mut ana, format!("127.0.0.1:{}", free_port()));
     // On every address: a browser must pair, even one on this machine.
     let bea_url = web(&mut bea, format!("0.0.0.0:{}", free_port()));

@@ -190,7 +190,13 @@ function initMap() {
     .setView([20, 0], 2);
   L.control.scale({ imperial: false, maxWidth: 160 }).addTo(view);
   if (state.me.tiles && window.pmtiles) {
-    pmtiles.leafletRasterLayer(new pmtiles.PMTiles("/api/tiles.pmtiles"), {}).addTo(view);
+    // Past the file's deepest zoom its tiles are stretched, not left blank;
+    // above its shallowest, shrunk.
+    const source = new pmtiles.PMTiles("/api/tiles.pmtiles");
+    source.getHeader().then((h) => {
+      pmtiles.leafletRasterLayer(source, { minNativeZoom: h.minZoom, maxNativeZoom: h.maxZoom, maxZoom: 19 })
+        .addTo(view).bringToBack();
+    }, () => showProblem("The map file on this device cannot be read; the map shows plain coordinates."));
   } else {
     map.grid = L.layerGroup().addTo(view);
     view.on("moveend resize", drawGrid);

@@ -32,8 +32,11 @@ async function open(name) {
   });
   page.on("pageerror", (e) => problems.push(`${name} page error: ${e.message}`));
   page.on("request", (r) => {
-    const host = new URL(r.url()).hostname;
-    if (!LOCAL.has(host)) problems.push(`${name} requested ${r.url()}`);
+    const url = new URL(r.url());
+    // blob: and data: are the page's own memory (tiles the PMTiles reader
+    // unpacked), not the network.
+    if (url.protocol === "blob:" || url.protocol === "data:") return;
+    if (!LOCAL.has(url.hostname)) problems.push(`${name} requested ${r.url()}`);
   });
   return page;
 }
@@ -85,6 +88,15 @@ await ana.waitForFunction(() => {
     (list.children.length > 0 || !document.getElementById("inbox-empty").hidden);
 });
 figures.inbox_first_paint_ms = Date.now() - t0;
+// What the first load of the app moved over the network, and unpacked to.
+const loaded = await ana.evaluate(() => [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
+  .filter((e) => !e.name.includes("/api/"))
+  .map((e) => ({ name: e.name, transfer: e.transferSize, decoded: e.decodedBodySize })));
+figures.app_bytes = loaded.reduce((n, e) => n + e.decoded, 0);
+figures.app_bytes_transferred = loaded.reduce((n, e) => n + e.transfer, 0);
+const leaflet = loaded.find((e) => e.name.endsWith("/lib/leaflet.js"));
+check(`the app's files come gzipped (leaflet.js: ${leaflet.transfer} bytes for ${leaflet.decoded})`,
+  leaflet.transfer < leaflet.decoded / 2);
 await shoot(ana, "messages-empty");
 
 // Ana registers her name from her Me page.
@@ -206,6 +218,18 @@ check("the map's features are listed for keyboards too",
 await bea.locator("#map-list li", { hasText: "SOS at" }).locator("button").click();
 await bea.locator(".leaflet-popup-content", { hasText: "water in the cellar" }).waitFor();
 await shoot(bea, "map");
+
+// Civil's map draws over its offline tiles.
+await go(civil, CIVIL_URL, "map");
+await civil.waitForFunction(() =>
+  [...document.querySelectorAll("#map .leaflet-tile-pane img")].some((i) => i.complete && i.naturalWidth === 256),
+null, { timeout: 20000 }).catch(async (e) => {
+  console.log("tile pane:", await civil.innerHTML("#map .leaflet-tile-pane"));
+  console.log("problems so far:", problems);
+  throw e;
+});
+check("a map with an offline tile file draws its tiles", true);
+await shoot(civil, "map-tiles");
 
 // The authority's alert in ana's Alerts page.
 await go(ana, ANA_URL, "alerts");

@@ -25,11 +25,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::handler::Handler as _;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
+use tower_http::compression::CompressionLayer;
 
 use crate::capped::{Capped, Vouching};
 use crate::control::Command;
@@ -250,10 +252,13 @@ fn routes(app: App, tiles: Option<PathBuf>) -> Router {
             require_session,
         ));
     Router::new()
-        .route("/", get(index))
+        // The app's own files, gzipped for a slow Wi-Fi (about a quarter of
+        // their size); not the API: its event stream must not be buffered,
+        // nor the tiles, which go by range.
+        .route("/", get(index.layer(CompressionLayer::new())))
         .route("/pair", get(pair_page).post(pair))
         .nest("/api", api)
-        .fallback(static_file)
+        .fallback(static_file.layer(CompressionLayer::new()))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
@@ -364,7 +369,9 @@ async fn guard(State(app): State<App>, request: Request, next: Next) -> Response
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+            // blob: images are offline map tiles, which the PMTiles reader
+            // unpacks in the page.
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
              connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );
