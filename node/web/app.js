@@ -41,7 +41,8 @@ async function api(path, body) {
   }
   const data = await response.json().catch(() => ({}));
   if (response.status === 401) {
-    window.location.assign("/pair");
+    // The session ended: "/" pairs again (on loopback it opens at once).
+    window.location.assign("/");
   }
   if (!response.ok) {
     throw Object.assign(new Error(data.error || `The node answered ${response.status}.`), data);
