@@ -107,6 +107,11 @@ fn people_message_call_for_help_and_read_alerts_in_the_browser() {
     let ana_url = web(&mut ana, format!("127.0.0.1:{}", free_port()));
     // On every address: a browser must pair, even one on this machine.
     let bea_url = web(&mut bea, format!("0.0.0.0:{}", free_port()));
+    // Bea's node knows the shape of Ottawa's region code, so her map draws
+    // the storm warning given by code only.
+    bea.args.push("--geocode-shapes".into());
+    bea.args
+        .push(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ottawa.geojson").into());
     civil.start();
     for d in [&mut ana, &mut bea] {
         d.bootstrap = vec![civil.addr()];

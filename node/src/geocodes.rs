@@ -162,6 +162,19 @@ impl GeocodeShapes {
         self.shapes.is_empty()
     }
 
+    /// The outer rings of `code`'s shape, for a map (its holes are left
+    /// out); `None` if the code has no shape here.
+    pub fn outlines(&self, code: &NamedValue) -> Option<impl Iterator<Item = &[Point]>> {
+        let polygons = self
+            .shapes
+            .get(&(code.name.trim().to_owned(), code.value.trim().to_owned()))?;
+        Some(
+            polygons
+                .iter()
+                .filter_map(|rings| rings.first().map(Vec::as_slice)),
+        )
+    }
+
     /// Whether `code`'s shape holds `p`; `None` if the code has no shape here.
     pub fn contains(&self, code: &NamedValue, p: Point) -> Option<bool> {
         let polygons = self
@@ -197,6 +210,19 @@ mod tests {
             name: name.into(),
             value: value.into(),
         }
+    }
+
+    #[test]
+    fn a_map_gets_each_polygon_s_outer_ring() -> Result<(), GeocodeShapesError> {
+        let shapes = GeocodeShapes::parse(OTTAWA, Path::new("test.geojson"))?;
+        let ottawa = code("profile:CAP-CP:Location:0.3", "3506008");
+        let rings: Vec<&[Point]> = shapes.outlines(&ottawa).into_iter().flatten().collect();
+        // One polygon: its outer ring, without the hole.
+        assert_eq!(rings.len(), 1);
+        assert_eq!(rings[0].len(), 5);
+        assert!(rings[0].iter().any(|p| p.lon == -76.0));
+        assert!(shapes.outlines(&code("SAME", "000000")).is_none());
+        Ok(())
     }
 
     #[test]

@@ -252,12 +252,17 @@ async function loadMap() {
   for (const a of alerts) {
     for (const s of a.shapes) {
       const colour = COLOUR[a.severity] || COLOUR.Minor;
-      const style = { color: colour, weight: 2, fillOpacity: 0.25, className: "alert-shape" };
+      // A region's shape from this node's own map data is dashed: the
+      // alert named the region's code, not this outline.
+      const style = s.geocode
+        ? { color: colour, weight: 2, fillOpacity: 0.15, dashArray: "6 4", className: "alert-shape by-code" }
+        : { color: colour, weight: 2, fillOpacity: 0.25, className: "alert-shape" };
       const layer = s.center
         ? (s.radius_km > 0 ? L.circle(s.center, { ...style, radius: s.radius_km * 1000 }) : L.circleMarker(s.center, style))
         : L.polygon(s.ring, style);
       const title = a.headline || a.event;
-      layer.bindPopup(popup(title, `${a.severity} · ${s.area}`));
+      const by = s.geocode ? ` (region ${s.geocode}, outline from this device's map data)` : "";
+      layer.bindPopup(popup(title, `${a.severity} · ${s.area}${by}`));
       features.push({ key: a.identifier + s.area, layer, text: `${a.severity} alert: ${title} (${s.area})` });
     }
   }

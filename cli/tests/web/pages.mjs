@@ -208,9 +208,11 @@ await shoot(ana, "sos-help-coming");
 await go(bea, BEA_URL, "map");
 const marker = bea.locator("#map path.sos-marker");
 await marker.waitFor({ timeout: 20000 });
-await bea.locator("#map path.alert-shape").nth(2).waitFor();
+await bea.locator("#map path.alert-shape").nth(3).waitFor();
 const shapes = await bea.locator("#map path.alert-shape").count();
-check(`bea's map draws the SOS, the fire alert's two polygons and the flood's circle (${shapes})`, shapes === 3);
+const byCode = await bea.locator("#map path.alert-shape.by-code").count();
+check(`bea's map draws the fire alert's two polygons, the flood's circle and, from her node's region shapes, the storm's area given by code (${shapes}, ${byCode} by code)`,
+  shapes === 4 && byCode === 1);
 check("the map has a scale", await bea.locator(".leaflet-control-scale").isVisible());
 const listed = await bea.textContent("#map-list");
 check("the map's features are listed for keyboards too",

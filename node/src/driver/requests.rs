@@ -53,6 +53,7 @@ fn alert_summary(
     near: Option<(Point, Coverage)>,
     language: &str,
     lifetime: Duration,
+    geocodes: &crate::geocodes::GeocodeShapes,
 ) -> api::Alert {
     let a = &r.alert;
     let info = a.info_in(language);
@@ -87,12 +88,16 @@ fn alert_summary(
         until_replaced: a.infos.is_empty() || a.infos.iter().any(|i| i.expires.is_none()),
         language: info.map(|i| i.language.clone()).unwrap_or_default(),
         languages: a.infos.iter().map(|i| i.language.clone()).collect(),
-        shapes: info.map(alert_shapes).unwrap_or_default(),
+        shapes: info.map(|i| alert_shapes(i, geocodes)).unwrap_or_default(),
     }
 }
 
-/// The polygons and circles of `info`'s areas.
-fn alert_shapes(info: &lifeline_consensus::alert::Info) -> Vec<api::AlertShape> {
+/// The polygons and circles of `info`'s areas, and the shapes this node
+/// has for the region codes they name.
+fn alert_shapes(
+    info: &lifeline_consensus::alert::Info,
+    geocodes: &crate::geocodes::GeocodeShapes,
+) -> Vec<api::AlertShape> {
     let at = |p: &Point| api::LatLon {
         lat: p.lat,
         lon: p.lon,
@@ -113,6 +118,16 @@ fn alert_shapes(info: &lifeline_consensus::alert::Info) -> Vec<api::AlertShape> 
                 radius_km: c.radius_km,
                 ..Default::default()
             });
+        }
+        for code in &area.geocodes {
+            for ring in geocodes.outlines(code).into_iter().flatten() {
+                shapes.push(api::AlertShape {
+                    area: area.description.clone(),
+                    ring: ring.iter().map(at).collect(),
+                    geocode: format!("{} {}", code.name, code.value),
+                    ..Default::default()
+                });
+            }
         }
     }
     shapes
@@ -354,7 +369,7 @@ impl Node {
                     .filter_map(|r| {
                         let at = near.map(|p| (p, coverage(r, p)));
                         (at.map(|(_, cov)| cov) != Some(Coverage::Outside))
-                            .then(|| alert_summary(r, at, &query.language, lifetime))
+                            .then(|| alert_summary(r, at, &query.language, lifetime, &c.geocodes))
                     })
                     .collect()
             })

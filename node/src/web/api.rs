@@ -478,6 +478,7 @@ pub(super) async fn alerts(State(app): State<App>, Query(q): Query<AlertsQuery>)
                     "ring": s.ring.iter().map(|p| [p.lat, p.lon]).collect::<Vec<_>>(),
                     "center": s.center.as_ref().map(|p| [p.lat, p.lon]),
                     "radius_km": s.radius_km,
+                    "geocode": s.geocode,
                 })).collect::<Vec<_>>(),
             })
         })
