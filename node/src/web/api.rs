@@ -30,35 +30,17 @@ pub(super) struct Session {
     pub csrf: String,
 }
 
-/// A failed call: answered `{"error": "..."}` with its status.
+/// A failed call: its status and its JSON body, `{"error": "..."}` and,
+/// for a refused CAP alert, the line, element and rule too.
 #[derive(Debug)]
 pub(super) struct ApiError {
     status: StatusCode,
-    message: String,
-    /// `message` is a whole JSON object (with more than `error`).
-    is_json: bool,
-}
-
-impl ApiError {
-    fn json(self) -> Self {
-        Self {
-            is_json: true,
-            ..self
-        }
-    }
+    body: Value,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.is_json {
-            return (
-                self.status,
-                [(header::CONTENT_TYPE, "application/json")],
-                self.message,
-            )
-                .into_response();
-        }
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        (self.status, Json(self.body)).into_response()
     }
 }
 
@@ -66,8 +48,7 @@ impl IntoResponse for ApiError {
 pub(super) fn error(status: StatusCode, message: &str) -> ApiError {
     ApiError {
         status,
-        message: message.to_owned(),
-        is_json: false,
+        body: json!({ "error": message }),
     }
 }
 
@@ -658,7 +639,10 @@ pub(super) async fn publish_alert(
                 "element": e.element, "line": e.line, "rule": e.rule.to_string(),
                 "problem": e.message,
             });
-            return Err(error(StatusCode::BAD_REQUEST, &answer.to_string()).json());
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                body: answer,
+            });
         }
     };
     let identifier = import.alert.identifier.clone();
