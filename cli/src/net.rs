@@ -270,7 +270,7 @@ pub fn peers(ctx: &Ctx) -> Result<()> {
                     "mesh": p.mesh,
                     "misbehaviour": p.misbehaviour,
                     "bulk_pace_bytes_per_s": p.bulk_pace_bytes_per_s,
-                    "hop_queue_ms": p.hop_queue_ms,
+                    "hop_queue_ms": queue_ms(p),
                 })
             })
             .collect();
@@ -299,9 +299,7 @@ pub fn peers(ctx: &Ctx) -> Result<()> {
             0 => "-".to_string(),
             b => format!("{:.1} Mbit/s", b as f64 * 8.0 / 1e6),
         };
-        let queue = p
-            .hop_queue_ms
-            .map_or_else(|| "-".to_string(), |q| format!("{q} ms"));
+        let queue = queue_ms(&p).map_or_else(|| "-".to_string(), |q| format!("{q:.1} ms"));
         println!(
             "{:<54} {:>9} {:>5} {:>12} {:>7}  {}",
             p.id,
@@ -316,6 +314,14 @@ pub fn peers(ctx: &Ctx) -> Result<()> {
 }
 
 /// `lifeline routes`.
+/// The hop's queueing delay in ms, from the µs a node gives (or the
+/// whole ms an older one does).
+fn queue_ms(p: &api::Peer) -> Option<f64> {
+    p.hop_queue_us
+        .map(|us| us as f64 / 1000.0)
+        .or(p.hop_queue_ms.map(|ms| ms as f64))
+}
+
 pub fn routes(ctx: &Ctx) -> Result<()> {
     let reply = call(
         ctx,

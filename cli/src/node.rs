@@ -136,9 +136,10 @@ pub struct Tuning {
     /// Then one SOS per origin every this many seconds
     #[arg(long, env = "LIFELINE_SOS_INTERVAL_SECS", value_name = "SECS")]
     sos_interval_secs: Option<u64>,
-    /// Queueing delay bulk may build on each hop, in ms (0: bulk unpaced)
+    /// Queueing delay bulk may build on each hop, in ms, fractions too (0:
+    /// bulk unpaced)
     #[arg(long, env = "LIFELINE_BULK_PACE_TARGET_MS", value_name = "MS")]
-    bulk_pace_target_ms: Option<u64>,
+    bulk_pace_target_ms: Option<f64>,
     /// Seconds between pings of each neighbour
     #[arg(long, env = "LIFELINE_PING_INTERVAL_SECS", value_name = "SECS")]
     ping_interval_secs: Option<u64>,

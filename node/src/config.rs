@@ -84,8 +84,9 @@ pub struct Config {
     /// See `sos_burst`.
     pub sos_interval_secs: u64,
     /// Bulk (P3) pacing per neighbour: the queueing delay aimed at on each
-    /// hop, in ms (docs/protocol.md, Bulk pacing). 0 turns pacing off.
-    pub bulk_pace_target_ms: u64,
+    /// hop, in ms, fractions too (docs/protocol.md, Bulk pacing). 0 turns
+    /// pacing off.
+    pub bulk_pace_target_ms: f64,
     /// Seconds between pings of each neighbour (their round-trip times are
     /// the routing metric's latency part).
     pub ping_interval_secs: u64,
@@ -134,7 +135,7 @@ impl Default for Config {
             position: None,
             sos_burst: 3,
             sos_interval_secs: 20,
-            bulk_pace_target_ms: lifeline_routing::Config::default().pace_target_ms,
+            bulk_pace_target_ms: lifeline_routing::Config::default().pace_target_us as f64 / 1000.0,
             ping_interval_secs: 15,
             relay_max_reservations: 128,
             relay_max_circuits: 16,
@@ -250,6 +251,16 @@ impl Config {
                     "{:?} is not an address such as 127.0.0.1:4180, or 0.0.0.0:4180 to offer \
                      the app on the LAN behind pairing (or \"off\")",
                     self.web
+                ),
+            );
+        }
+        if !(0.0..=1000.0).contains(&self.bulk_pace_target_ms) {
+            return value(
+                "bulk_pace_target_ms",
+                format!(
+                    "{} is not a delay from 0 to 1000 ms; a few ms or less suits every \
+                     link (0 turns bulk pacing off)",
+                    self.bulk_pace_target_ms
                 ),
             );
         }
@@ -378,6 +389,18 @@ mod tests {
         assert!(e.to_string().contains("metrics"), "{e}");
         let e = Config::from_toml("position = [91.0, 0.0]\n").unwrap_err();
         assert!(e.to_string().contains("latitude"), "{e}");
+    }
+
+    #[test]
+    fn the_pace_target_takes_whole_and_fractional_ms_within_bounds() {
+        let whole = Config::from_toml("bulk_pace_target_ms = 2\n").unwrap();
+        assert_eq!(whole.bulk_pace_target_ms, 2.0);
+        let fraction = Config::from_toml("bulk_pace_target_ms = 0.5\n").unwrap();
+        assert_eq!(fraction.bulk_pace_target_ms, 0.5);
+        for bad in ["-1", "1e9", "nan"] {
+            let e = Config::from_toml(&format!("bulk_pace_target_ms = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("bulk_pace_target_ms"), "{e}");
+        }
     }
 
     #[test]

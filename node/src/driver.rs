@@ -130,11 +130,16 @@ pub enum NodeError {
     Identity(String),
 }
 
-/// The time now, in ms since the UNIX epoch.
-fn wall_ms() -> u64 {
+/// The time now, in µs since the UNIX epoch.
+fn wall_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The time now, in ms since the UNIX epoch.
+fn wall_ms() -> u64 {
+    wall_us() / 1000
 }
 
 /// A connected peer.
@@ -292,7 +297,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         landmark_one_in: config.landmark_one_in,
         sos_burst: config.sos_burst.max(1),
         sos_interval_ms: config.sos_interval_secs.saturating_mul(1000),
-        pace_target_ms: config.bulk_pace_target_ms,
+        // Checked to be 0 to 1000 ms (Config::check).
+        pace_target_us: (config.bulk_pace_target_ms * 1000.0).round() as u64,
         ..lifeline_routing::Config::default()
     };
     if let Some([lat, lon]) = config.position {
@@ -619,8 +625,12 @@ fn node_id(address: &Address) -> Option<NodeId> {
 
 impl Node {
     /// The time for the state machines: wall-clock ms, never going back.
+    /// The time in ms, never going back; the router also gets it in µs,
+    /// for bulk pacing.
     fn clock(&mut self) -> u64 {
-        self.now = self.now.max(wall_ms());
+        let us = wall_us();
+        self.router.set_clock_us(us);
+        self.now = self.now.max(us / 1000);
         self.now
     }
 

@@ -11,7 +11,7 @@
 //! the hop and measures its queueing delay directly.
 //!
 //! - **Measuring.** While bulk flows to a neighbour, the router sends it a
-//!   probe every [`PaceConfig::probe_interval_ms`] (a timestamp in an otherwise
+//!   probe every [`PaceConfig::probe_interval_us`] (a timestamp in an otherwise
 //!   empty routing control frame, class P0); the neighbour echoes it at
 //!   once, also as P0, with the time it received it by its own clock. The
 //!   probe crosses every buffer below both routers, so its one-way time
@@ -34,7 +34,10 @@
 //! - **Old neighbours.** A neighbour that never echoes (a node from before
 //!   this) leaves bulk unpaced, as it was.
 //!
-//! Time is the router's, in milliseconds; sans-IO like the rest of it.
+//! Time is the router's, in microseconds (a clock its caller gives it, or
+//! its milliseconds): a hop's queue on a fast link lasts well under a
+//! millisecond, and a clock that reads it as 0 or 1 cannot keep it short.
+//! Sans-IO like the rest of it.
 
 use std::collections::VecDeque;
 
@@ -46,35 +49,35 @@ pub const MAX_RATE: f64 = 1_000_000.0;
 /// that a short bulk message on a link that rarely carries any is not held
 /// back; the first queue measured brings it down to what the link carries.
 const START_RATE: f64 = 1000.0;
-/// How long each minimum of the base delay history covers.
-const BASE_SLOT_MS: u64 = 30_000;
+/// How long each minimum of the base delay history covers, in µs.
+const BASE_SLOT_US: u64 = 30_000_000;
 /// Minima kept: the base is the smallest round trip of the last 2 minutes.
 const BASE_SLOTS: usize = 4;
 /// Probes in flight at most: no more is sent until one is echoed or given
 /// up (links are FIFO, so a probe older than one echoed was lost).
 const MAX_OUTSTANDING: usize = 16;
-/// A probe out this long is given up as lost.
-const PROBE_LOST_MS: u64 = 10_000;
+/// A probe out this long (µs) is given up as lost.
+const PROBE_LOST_US: u64 = 10_000_000;
 /// Bulk that may go at once, in ms at the pace: a driver woken a few ms
 /// late (a busy daemon) still keeps the link busy.
 const BURST_MS: f64 = 4.0;
 /// Delivery samples kept for the capacity estimate.
 const DELIVERY_SAMPLES: usize = 8;
-/// Bulk sent within this long keeps the probes going.
-const ACTIVE_MS: u64 = 1_000;
+/// Bulk sent within this long (µs) keeps the probes going.
+const ACTIVE_US: u64 = 1_000_000;
 
 /// The pacing settings (the router's [`Config`](crate::router::Config)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PaceConfig {
-    /// Queueing delay aimed at per hop, in ms; 0 turns pacing off.
-    pub target_ms: u64,
-    /// Time between probes while bulk flows, in ms.
-    pub probe_interval_ms: u64,
+    /// Queueing delay aimed at per hop, in µs; 0 turns pacing off.
+    pub target_us: u64,
+    /// Time between probes while bulk flows, in µs.
+    pub probe_interval_us: u64,
     /// Bytes of bulk that may go out at once.
     pub burst_bytes: usize,
 }
 
-/// The pacer of one link.
+/// The pacer of one link. Every time it takes or gives is in µs.
 #[derive(Clone, Debug)]
 pub struct Pacer {
     config: PaceConfig,
@@ -82,7 +85,7 @@ pub struct Pacer {
     rate: f64,
     /// Bytes that may go now (negative: owed).
     tokens: f64,
-    refilled_ms: u64,
+    refilled_us: u64,
     /// Slow start: until the first queue is seen.
     starting: bool,
     /// Smallest round trip per slot, newest last, with the slot's start.
@@ -101,21 +104,19 @@ pub struct Pacer {
     /// What the link delivered while a queue stood (bytes per ms), the
     /// newest samples: see [`Pacer::capacity`].
     delivered: VecDeque<f64>,
-    next_probe_ms: u64,
-    /// When the rate last changed on a sample.
-    adjusted_ms: u64,
+    next_probe_us: u64,
     /// The latest echo's delay, or the lateness of a probe the rate shrank
     /// for since.
-    late_ms: u64,
+    late_us: u64,
     /// Whether the neighbour ever echoed: pacing applies only then.
     echoing: bool,
-    last_bulk_ms: Option<u64>,
+    last_bulk_us: Option<u64>,
     /// Bulk waited for tokens since the last sample.
     limited: bool,
     /// Bulk was refused and waits for [`Pacer::wake_at`].
     blocked: bool,
-    /// The latest queueing delay measured, in ms.
-    delay_ms: Option<u64>,
+    /// The latest queueing delay measured.
+    delay_us: Option<u64>,
 }
 
 impl Pacer {
@@ -125,7 +126,7 @@ impl Pacer {
             config,
             rate: START_RATE,
             tokens: config.burst_bytes as f64,
-            refilled_ms: now,
+            refilled_us: now,
             starting: true,
             base: Vec::new(),
             base_fwd: Vec::new(),
@@ -133,19 +134,18 @@ impl Pacer {
             sent_total: 0,
             last_echo: None,
             delivered: VecDeque::new(),
-            next_probe_ms: now,
-            adjusted_ms: now,
-            late_ms: 0,
+            next_probe_us: now,
+            late_us: 0,
             echoing: false,
-            last_bulk_ms: None,
+            last_bulk_us: None,
             limited: false,
             blocked: false,
-            delay_ms: None,
+            delay_us: None,
         }
     }
 
     fn enabled(&self) -> bool {
-        self.config.target_ms > 0
+        self.config.target_us > 0
     }
 
     /// Whether bulk is held to the pace (the neighbour echoes probes).
@@ -158,16 +158,16 @@ impl Pacer {
         (self.rate * 1000.0) as u64
     }
 
-    /// The latest queueing delay measured on the hop, in ms.
-    pub fn delay_ms(&self) -> Option<u64> {
-        self.delay_ms
+    /// The latest queueing delay measured on the hop, in µs.
+    pub fn delay_us(&self) -> Option<u64> {
+        self.delay_us
     }
 
     fn refill(&mut self, now: u64) {
-        let elapsed = now.saturating_sub(self.refilled_ms);
-        self.refilled_ms = self.refilled_ms.max(now);
+        let elapsed = now.saturating_sub(self.refilled_us);
+        self.refilled_us = self.refilled_us.max(now);
         let burst = (self.config.burst_bytes as f64).max(self.rate * BURST_MS);
-        self.tokens = (self.tokens + self.rate * elapsed as f64).min(burst);
+        self.tokens = (self.tokens + self.rate * elapsed as f64 / 1000.0).min(burst);
     }
 
     /// Whether a bulk fragment may go at `now`. A refusal counts as bulk
@@ -187,7 +187,7 @@ impl Pacer {
 
     /// A bulk fragment of `bytes` went out at `now`.
     pub fn sent_bulk(&mut self, now: u64, bytes: usize) {
-        self.last_bulk_ms = Some(now);
+        self.last_bulk_us = Some(now);
         self.sent_total = self.sent_total.saturating_add(bytes as u64);
         if self.pacing() {
             self.refill(now);
@@ -200,8 +200,8 @@ impl Pacer {
         if !self.pacing() || self.tokens > 0.0 {
             return None;
         }
-        let wait = (-self.tokens / self.rate).ceil().max(1.0) as u64;
-        Some(self.refilled_ms.saturating_add(wait))
+        let wait = (-self.tokens * 1000.0 / self.rate).ceil().max(1.0) as u64;
+        Some(self.refilled_us.saturating_add(wait))
     }
 
     /// When bulk refused by the pace may go: the time to wake the
@@ -210,7 +210,7 @@ impl Pacer {
         if !self.blocked {
             return None;
         }
-        Some(self.bulk_ready_at().unwrap_or(self.refilled_ms))
+        Some(self.bulk_ready_at().unwrap_or(self.refilled_us))
     }
 
     /// Whether bulk refused by the pace may go by `now`; then the driver
@@ -232,16 +232,16 @@ impl Pacer {
         self.enabled()
             && (bulk_waiting
                 || self
-                    .last_bulk_ms
-                    .is_some_and(|t| now.saturating_sub(t) < ACTIVE_MS))
+                    .last_bulk_us
+                    .is_some_and(|t| now.saturating_sub(t) < ACTIVE_US))
     }
 
     /// When the next probe is due, if bulk flows.
     pub fn probe_due(&self, now: u64, bulk_waiting: bool) -> Option<u64> {
-        self.active(now, bulk_waiting).then_some(self.next_probe_ms)
+        self.active(now, bulk_waiting).then_some(self.next_probe_us)
     }
 
-    fn base_ms(&self) -> Option<u64> {
+    fn base_us(&self) -> Option<u64> {
         let min = self.base.iter().map(|(_, m)| *m).min()?;
         u64::try_from(min).ok()
     }
@@ -257,25 +257,24 @@ impl Pacer {
         while self
             .outstanding
             .front()
-            .is_some_and(|(t, _)| now.saturating_sub(*t) > PROBE_LOST_MS)
+            .is_some_and(|(t, _)| now.saturating_sub(*t) > PROBE_LOST_US)
         {
             self.outstanding.pop_front();
         }
-        if let (Some(&(oldest, before)), Some(base)) = (self.outstanding.front(), self.base_ms())
+        if let (Some(&(oldest, before)), Some(base)) = (self.outstanding.front(), self.base_us())
             && self.sent_total > before
         {
             // Late by more than twice the last delay seen or lateness acted
             // on: the queue keeps growing, so the pace is still too high.
             let late = now.saturating_sub(oldest).saturating_sub(base);
-            if self.pacing() && late > 2 * self.config.target_ms && late > 2 * self.late_ms {
-                self.late_ms = late;
-                self.delay_ms = Some(late);
+            if self.pacing() && late > 2 * self.config.target_us && late > 2 * self.late_us {
+                self.late_us = late;
+                self.delay_us = Some(late);
                 self.starting = false;
                 self.rate = (self.rate * 0.5).max(MIN_RATE);
-                self.adjusted_ms = now;
             }
         }
-        self.next_probe_ms = now.saturating_add(self.config.probe_interval_ms.max(1));
+        self.next_probe_us = now.saturating_add(self.config.probe_interval_us.max(1));
         if self.outstanding.len() >= MAX_OUTSTANDING {
             return None;
         }
@@ -283,8 +282,9 @@ impl Pacer {
         Some(now)
     }
 
-    /// The echo of the probe sent at `sent` came back at `now`. An echo of
-    /// a probe not in flight (given up, or made up) is ignored.
+    /// The echo of the probe sent at `sent` came back at `now`, with the
+    /// time the neighbour received it by its clock (µs). An echo of a
+    /// probe not in flight (given up, or made up) is ignored.
     pub fn handle_echo(&mut self, now: u64, sent: u64, received: Option<u64>) {
         let Some(at) = self.outstanding.iter().position(|(t, _)| *t == sent) else {
             return;
@@ -309,8 +309,8 @@ impl Pacer {
         // them: the bulk sent between the two probes crossed it in the
         // time between the echoes.
         if let Some((then, before, was)) = self.last_echo
-            && was > 0
-            && delay > 0
+            && self.queued(was)
+            && self.queued(delay)
             && now > then
             && bytes > before
         {
@@ -318,7 +318,7 @@ impl Pacer {
                 self.delivered.pop_front();
             }
             self.delivered
-                .push_back((bytes - before) as f64 / (now - then) as f64);
+                .push_back((bytes - before) as f64 * 1000.0 / (now - then) as f64);
         }
         // Whether bulk went between the previous probe and this one: only
         // then is a queue partly bulk's doing. A queue of other classes
@@ -327,11 +327,17 @@ impl Pacer {
         // shrinking for it left the next bulk message a trickle.
         let ours = bytes > self.last_echo.map_or(0, |(_, before, _)| before);
         self.last_echo = Some((now, bytes, delay));
-        self.late_ms = delay;
-        self.delay_ms = Some(delay);
-        if ours || delay <= self.config.target_ms {
-            self.adjust(now, delay);
+        self.late_us = delay;
+        self.delay_us = Some(delay);
+        if ours || delay <= self.config.target_us {
+            self.adjust(delay);
         }
+    }
+
+    /// Whether a delay shows a queue standing, not a clock's or a busy
+    /// daemon's jitter: half the target or more.
+    fn queued(&self, delay: u64) -> bool {
+        delay.saturating_mul(2) >= self.config.target_us
     }
 
     /// What the link carries, as far as the latest samples tell (bytes
@@ -350,7 +356,7 @@ impl Pacer {
     /// history's minimum it is.
     fn note_base(base: &mut Vec<(u64, i64)>, now: u64, value: i64) -> u64 {
         match base.last_mut() {
-            Some((start, min)) if now.saturating_sub(*start) < BASE_SLOT_MS => {
+            Some((start, min)) if now.saturating_sub(*start) < BASE_SLOT_US => {
                 *min = (*min).min(value);
             }
             _ => {
@@ -364,15 +370,14 @@ impl Pacer {
         u64::try_from(value.saturating_sub(min)).unwrap_or(0)
     }
 
-    fn adjust(&mut self, now: u64, delay: u64) {
-        self.adjusted_ms = now;
-        let target = self.config.target_ms as f64;
+    fn adjust(&mut self, delay: u64) {
+        let target = self.config.target_us as f64;
         let off = (target - delay as f64) / target;
         if off > 0.0 {
             if self.limited {
                 // Past slow start, one probe interval at the new rate may
                 // add at most the target to the queue.
-                let step = target / self.config.probe_interval_ms.max(1) as f64;
+                let step = target / self.config.probe_interval_us.max(1) as f64;
                 let gain = if self.starting {
                     1.0
                 } else {
@@ -390,17 +395,17 @@ impl Pacer {
             // Known capacity: below it, by more while a long queue drains
             // (it drains at the difference). Unknown: halve at most.
             self.rate = match self.capacity() {
-                Some(capacity) if delay > 8 * self.config.target_ms => {
+                Some(capacity) if delay > 8 * self.config.target_us => {
                     self.rate.min(capacity * 0.5)
                 }
-                Some(capacity) if delay > 2 * self.config.target_ms => {
+                Some(capacity) if delay > 2 * self.config.target_us => {
                     self.rate.min(capacity * 0.8)
                 }
                 Some(capacity) => (self.rate * (1.0 + 0.25 * off).max(0.5)).min(capacity),
                 None => self.rate * (1.0 + 0.25 * off).max(0.5),
             };
         }
-        if delay > 0 {
+        if self.queued(delay) {
             self.starting = false;
         }
         // Never far below what the link was seen to carry.
@@ -415,22 +420,32 @@ mod tests {
     use super::*;
 
     const CONFIG: PaceConfig = PaceConfig {
-        target_ms: 2,
-        probe_interval_ms: 50,
+        target_us: 2_000,
+        probe_interval_us: 50_000,
         burst_bytes: 768,
     };
+    /// A millisecond, in the pacer's µs.
+    const MS: u64 = 1000;
 
     /// A bottleneck of `capacity` bytes per ms behind the pacer: a FIFO
     /// the probes cross too. Runs `ms` milliseconds of a sender that always
-    /// has bulk; returns the bytes delivered and the largest queue (ms).
+    /// has bulk, a step per ms; returns the bytes delivered and the
+    /// largest queue (ms).
     fn run(p: &mut Pacer, capacity: f64, start: u64, ms: u64) -> (f64, f64) {
+        run_in_steps(p, capacity, start, ms, MS)
+    }
+
+    /// [`run`] in steps of `step` µs: a driver woken that often, with a
+    /// clock that fine.
+    fn run_in_steps(p: &mut Pacer, capacity: f64, start: u64, ms: u64, step: u64) -> (f64, f64) {
         let mut queue = 0.0f64; // bytes in the bottleneck
         let mut probes: Vec<(u64, f64)> = Vec::new(); // (sent, bytes ahead)
         let (mut delivered, mut worst) = (0.0, 0.0f64);
-        for now in start..start + ms {
+        let per_step = capacity * step as f64 / MS as f64;
+        for now in (start * MS..(start + ms) * MS).step_by(step as usize) {
             // Unpaced (before the first echo), as fast as the sender can.
             let mut sent = 0.0;
-            while sent < 4.0 * capacity && p.allow_bulk(now) {
+            while sent < 4.0 * per_step && p.allow_bulk(now) {
                 p.sent_bulk(now, 384);
                 queue += 384.0;
                 sent += 384.0;
@@ -438,22 +453,39 @@ mod tests {
             if let Some(t) = p.poll_probe(now, true) {
                 probes.push((t, queue));
             }
-            let out = queue.min(capacity);
+            let out = queue.min(per_step);
             queue -= out;
             delivered += out;
             for probe in &mut probes {
-                probe.1 -= capacity;
+                probe.1 -= per_step;
             }
             // An echo returns 1 ms after its probe leaves the queue.
             let (done, wait): (Vec<_>, Vec<_>) =
                 probes.iter().partition(|(_, ahead)| *ahead <= 0.0);
             probes = wait;
             for (sent, _) in done {
-                p.handle_echo(now + 1, sent, None);
+                p.handle_echo(now + MS, sent, None);
             }
             worst = worst.max(queue / capacity);
         }
         (delivered, worst)
+    }
+
+    /// With a clock in µs the target may be a fraction of a millisecond:
+    /// the queue stays that short, and bulk still fills the link.
+    #[test]
+    fn a_target_under_a_millisecond_keeps_the_queue_that_short() {
+        let config = PaceConfig {
+            target_us: 500,
+            ..CONFIG
+        };
+        let mut p = Pacer::new(config, 0);
+        let capacity = 2500.0; // 20 Mbit/s
+        let _ = run_in_steps(&mut p, capacity, 0, 3_000, 100);
+        let (delivered, worst) = run_in_steps(&mut p, capacity, 3_000, 10_000, 100);
+        let share = delivered / (capacity * 10_000.0);
+        assert!(share > 0.8, "bulk got {share:.2} of the link");
+        assert!(worst < 2.0, "a queue of {worst:.2} ms built up");
     }
 
     #[test]
@@ -485,17 +517,17 @@ mod tests {
     fn a_neighbour_that_never_echoes_leaves_bulk_unpaced() {
         let mut p = Pacer::new(CONFIG, 0);
         for now in 0..100 {
-            assert!(p.allow_bulk(now));
-            p.sent_bulk(now, 100_000);
+            assert!(p.allow_bulk(now * MS));
+            p.sent_bulk(now * MS, 100_000);
         }
         assert_eq!(p.bulk_ready_at(), None);
         // Probes keep going while bulk flows, one at a time.
         assert_eq!(p.poll_probe(0, true), Some(0));
-        assert_eq!(p.poll_probe(10, true), None);
-        assert_eq!(p.probe_due(10, true), Some(50));
-        assert_eq!(p.poll_probe(50, true), Some(50));
+        assert_eq!(p.poll_probe(10 * MS, true), None);
+        assert_eq!(p.probe_due(10 * MS, true), Some(50 * MS));
+        assert_eq!(p.poll_probe(50 * MS, true), Some(50 * MS));
         // An echo of a probe never sent is ignored.
-        p.handle_echo(101, 7, None);
+        p.handle_echo(101 * MS, 7 * MS, None);
         assert!(!p.pacing());
     }
 
@@ -508,20 +540,20 @@ mod tests {
         let mut p = Pacer::new(CONFIG, 0);
         p.sent_bulk(0, 384);
         let sent = p.poll_probe(0, true).unwrap();
-        p.handle_echo(1, sent, None);
+        p.handle_echo(MS, sent, None);
         let rate = p.rate_bytes_per_s();
         // Others fill the link: every probe comes back 20 ms late, and no
         // bulk went meanwhile.
         for k in 1..20 {
-            let at = k * 50;
+            let at = k * 50 * MS;
             let sent = p.poll_probe(at, true).unwrap();
-            p.handle_echo(at + 21, sent, None);
+            p.handle_echo(at + 21 * MS, sent, None);
         }
         assert_eq!(p.rate_bytes_per_s(), rate);
         // With bulk sent between the probes, the same delay shrinks it.
-        p.sent_bulk(1_000, 384);
-        let sent = p.poll_probe(1_000, true).unwrap();
-        p.handle_echo(1_021, sent, None);
+        p.sent_bulk(1_000 * MS, 384);
+        let sent = p.poll_probe(1_000 * MS, true).unwrap();
+        p.handle_echo(1_021 * MS, sent, None);
         assert!(p.rate_bytes_per_s() < rate);
     }
 
@@ -529,12 +561,12 @@ mod tests {
     fn no_probes_while_no_bulk_flows() {
         let mut p = Pacer::new(CONFIG, 0);
         assert_eq!(p.probe_due(0, false), None);
-        p.sent_bulk(10, 384);
-        assert_eq!(p.probe_due(20, false), Some(0));
-        assert_eq!(p.probe_due(10 + ACTIVE_MS, false), None);
+        p.sent_bulk(10 * MS, 384);
+        assert_eq!(p.probe_due(20 * MS, false), Some(0));
+        assert_eq!(p.probe_due(10 * MS + ACTIVE_US, false), None);
         let off = Pacer::new(
             PaceConfig {
-                target_ms: 0,
+                target_us: 0,
                 ..CONFIG
             },
             0,

@@ -117,8 +117,9 @@ pub struct Config {
     /// everywhere (chosen by a hash of its id).
     pub landmark_one_in: u32,
     /// Bulk pacing ([`crate::pace`]): the queueing delay aimed at per hop,
-    /// in ms (0: bulk unpaced, as before).
-    pub pace_target_ms: u64,
+    /// in µs (0: bulk unpaced, as before). Below a millisecond it needs
+    /// the finer clock of [`Router::set_clock_us`].
+    pub pace_target_us: u64,
     /// Bulk pacing: time between hop delay probes while bulk flows, in ms.
     pub pace_probe_ms: u64,
 }
@@ -154,7 +155,7 @@ impl Default for Config {
             tracked_messages: 10_000,
             zone_hops: 0,
             landmark_one_in: 64,
-            pace_target_ms: 2,
+            pace_target_us: 2_000,
             pace_probe_ms: 50,
         }
     }
@@ -585,6 +586,8 @@ pub struct Router<S> {
     control_due: Option<u64>,
     /// The time of the latest input.
     now: u64,
+    /// The caller's finer clock, µs ([`Router::set_clock_us`]); 0: none.
+    clock_us: u64,
     nonce_seed: [u8; 32],
     nonce_counter: u64,
     stats: Stats,
@@ -674,6 +677,7 @@ impl<S: MessageStore> Router<S> {
             events: VecDeque::new(),
             next_refresh: now.saturating_add(config.refresh_interval_ms),
             now,
+            clock_us: 0,
             pending_control: PendingControl::default(),
             control_due: None,
             nonce_seed: seed,
@@ -812,6 +816,20 @@ impl<S: MessageStore> Router<S> {
 
     // ----- inputs -----
 
+    /// The time in µs, on the same epoch as the ms times of every other
+    /// call, for bulk pacing: a hop's queue on a fast link lasts well
+    /// under a millisecond. A caller with such a clock gives it before
+    /// each call; without it the pacer counts in whole milliseconds.
+    pub fn set_clock_us(&mut self, now_us: u64) {
+        self.clock_us = self.clock_us.max(now_us);
+    }
+
+    /// The pacer's time: the caller's µs clock, unless it lags the latest
+    /// ms time given (or was never given).
+    fn pace_now(&self) -> u64 {
+        self.clock_us.max(self.now.saturating_mul(1000))
+    }
+
     /// A link to `neighbour` came up, or its cost changed
     /// (see [`link_cost`](crate::routes::link_cost)).
     pub fn handle_link_up(&mut self, now: u64, neighbour: Address, cost: Metric) {
@@ -834,7 +852,7 @@ impl<S: MessageStore> Router<S> {
                     counted_ms: now,
                     reported: false,
                     silent: false,
-                    pacer: Pacer::new(self.pace_config(), now),
+                    pacer: Pacer::new(self.pace_config(), self.pace_now()),
                 },
             );
         }
@@ -933,10 +951,11 @@ impl<S: MessageStore> Router<S> {
             Frame::Lookup(lookup) => self.handle_lookup(from, *lookup),
             Frame::Found(found) => self.handle_found(now, from, *found),
             Frame::Timing {
-                probe_ms,
-                echo_ms,
-                received_ms,
-            } => self.handle_timing(now, from, probe_ms, echo_ms.map(|e| (e, received_ms))),
+                unit,
+                probe,
+                echo,
+                received,
+            } => self.handle_timing(from, unit, probe, echo.map(|e| (e, received))),
         }
     }
 
@@ -1080,7 +1099,7 @@ impl<S: MessageStore> Router<S> {
             let message = entry.remove();
             self.sos_unanswered(now, message);
         }
-        self.pace_timeout(now);
+        self.pace_timeout(self.pace_now());
         // Statuses of our own messages that expired after leaving custody.
         while let Some(&(expires, id)) = self.tracked_order.first() {
             if expires > now {
@@ -1124,11 +1143,12 @@ impl<S: MessageStore> Router<S> {
         self.now = self.now.max(now);
         self.table.set_time(self.now);
         self.flush();
+        let pace_now = self.pace_now();
         let n = self.neighbours.get_mut(neighbour)?;
-        let bulk = n.scheduler.bulk_waiting() && n.pacer.allow_bulk(now);
+        let bulk = n.scheduler.bulk_waiting() && n.pacer.allow_bulk(pace_now);
         let fragment = n.scheduler.poll_fragment_paced(bulk)?;
         if fragment.class == Class::P3 {
-            n.pacer.sent_bulk(now, fragment.bytes.len());
+            n.pacer.sent_bulk(pace_now, fragment.bytes.len());
         }
         let last = fragment.index + 1 == fragment.count;
         if last && let Some(id) = n.custody_frames.remove(&fragment.frame) {

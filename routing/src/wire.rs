@@ -742,13 +742,24 @@ pub enum Frame {
     /// A hop delay probe or its echo (a control frame with nothing else
     /// in it; [`crate::pace`]).
     Timing {
-        /// A probe: the sender's clock (ms), to be echoed.
-        probe_ms: Option<u64>,
-        /// An echo: the `probe_ms` of a probe received.
-        echo_ms: Option<u64>,
+        /// The unit of the three times.
+        unit: TimeUnit,
+        /// A probe: the sender's clock, to be echoed.
+        probe: Option<u64>,
+        /// An echo: the `probe` of a probe received.
+        echo: Option<u64>,
         /// With an echo: when the probe arrived, by the echoer's clock.
-        received_ms: Option<u64>,
+        received: Option<u64>,
     },
+}
+
+/// The unit of a delay probe's times ([`Frame::Timing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// Milliseconds: nodes from before µs probes.
+    Ms,
+    /// Microseconds.
+    Us,
 }
 
 impl Frame {
@@ -787,13 +798,25 @@ impl Frame {
                 K::Control(control)
             }
             Frame::Timing {
-                probe_ms,
-                echo_ms,
-                received_ms,
+                unit: TimeUnit::Ms,
+                probe,
+                echo,
+                received,
             } => K::Control(pb::Control {
-                probe_ms: *probe_ms,
-                echo_ms: *echo_ms,
-                received_ms: *received_ms,
+                probe_ms: *probe,
+                echo_ms: *echo,
+                received_ms: *received,
+                ..pb::Control::default()
+            }),
+            Frame::Timing {
+                unit: TimeUnit::Us,
+                probe,
+                echo,
+                received,
+            } => K::Control(pb::Control {
+                probe_us: *probe,
+                echo_us: *echo,
+                received_us: *received,
                 ..pb::Control::default()
             }),
             Frame::Message(m) => K::Message(m.to_pb()),
@@ -871,7 +894,12 @@ impl Frame {
         let frame: pb::Frame = decode_bounded("Frame", bytes, MAX_FRAME)?;
         match frame.kind.ok_or(invalid("Frame", "kind", "missing"))? {
             K::Control(c)
-                if c.probe_ms.is_some() || c.echo_ms.is_some() || c.received_ms.is_some() =>
+                if c.probe_ms.is_some()
+                    || c.echo_ms.is_some()
+                    || c.received_ms.is_some()
+                    || c.probe_us.is_some()
+                    || c.echo_us.is_some()
+                    || c.received_us.is_some() =>
             {
                 // Alone, or not at all: anything else would not re-encode
                 // to the bytes it came as.
@@ -883,13 +911,23 @@ impl Frame {
                         "a delay probe or echo beside routing entries",
                     ));
                 }
-                if c.received_ms.is_some() && c.echo_ms.is_none() {
-                    return Err(invalid("Control", "received_ms", "without echo_ms"));
+                let ms = [c.probe_ms, c.echo_ms, c.received_ms];
+                let us = [c.probe_us, c.echo_us, c.received_us];
+                let (unit, [probe, echo, received]) = if us.iter().all(Option::is_none) {
+                    (TimeUnit::Ms, ms)
+                } else if ms.iter().all(Option::is_none) {
+                    (TimeUnit::Us, us)
+                } else {
+                    return Err(invalid("Control", "probe_us", "times in both ms and µs"));
+                };
+                if received.is_some() && echo.is_none() {
+                    return Err(invalid("Control", "received", "without an echo"));
                 }
                 Ok(Frame::Timing {
-                    probe_ms: c.probe_ms,
-                    echo_ms: c.echo_ms,
-                    received_ms: c.received_ms,
+                    unit,
+                    probe,
+                    echo,
+                    received,
                 })
             }
             K::Control(c) => {
@@ -1087,14 +1125,28 @@ mod tests {
     fn delay_probes_round_trip_and_look_empty_to_older_nodes() {
         for frame in [
             Frame::Timing {
-                probe_ms: Some(1_765_000_000_123),
-                echo_ms: None,
-                received_ms: None,
+                unit: TimeUnit::Ms,
+                probe: Some(1_765_000_000_123),
+                echo: None,
+                received: None,
             },
             Frame::Timing {
-                probe_ms: None,
-                echo_ms: Some(0),
-                received_ms: Some(1_765_000_000_125),
+                unit: TimeUnit::Ms,
+                probe: None,
+                echo: Some(0),
+                received: Some(1_765_000_000_125),
+            },
+            Frame::Timing {
+                unit: TimeUnit::Us,
+                probe: Some(1_765_000_000_123_456),
+                echo: None,
+                received: None,
+            },
+            Frame::Timing {
+                unit: TimeUnit::Us,
+                probe: None,
+                echo: Some(1_765_000_000_123_456),
+                received: Some(1_765_000_000_124_001),
             },
         ] {
             let bytes = frame.encode();
@@ -1126,6 +1178,15 @@ mod tests {
         };
         assert!(Frame::decode(&mixed.encode_to_vec()).is_err());
         assert!(Frame::decode(&[0x0a, 0x02, 0x38, 0x01]).is_err());
+        // Times in two units at once would not re-encode either.
+        let units = pb::Frame {
+            kind: Some(pb::frame::Kind::Control(pb::Control {
+                probe_ms: Some(5),
+                echo_us: Some(5_000),
+                ..pb::Control::default()
+            })),
+        };
+        assert!(Frame::decode(&units.encode_to_vec()).is_err());
     }
 
     #[test]

@@ -414,6 +414,7 @@ impl Engine {
         let (x, address) = (link.from, self.nodes[link.to].address);
         let now = ms(self.now_us);
         if let Some(r) = self.nodes[x].router.as_mut() {
+            r.set_clock_us(self.now_us);
             r.handle_link_up(now, address, cost);
         }
     }
@@ -535,8 +536,11 @@ impl Engine {
         i: usize,
         f: impl FnOnce(&mut Router<MemoryMessageStore>, u64) -> T,
     ) -> Option<T> {
-        let now = ms(self.now_us);
-        self.nodes[i].router.as_mut().map(|r| f(r, now))
+        let (now_us, now) = (self.now_us, ms(self.now_us));
+        self.nodes[i].router.as_mut().map(|r| {
+            r.set_clock_us(now_us);
+            f(r, now)
+        })
     }
 
     /// Drains node `i`'s events into `observer` and fills the links its
@@ -673,6 +677,7 @@ impl Engine {
         let Some(router) = self.nodes[from].router.as_mut() else {
             return false;
         };
+        router.set_clock_us(now);
         let Some(bytes) = router.poll_link(ms(now), &address) else {
             return false;
         };
@@ -749,6 +754,7 @@ impl Engine {
                 }
                 let address = self.nodes[from].address;
                 if let Some(r) = self.nodes[to].router.as_mut() {
+                    r.set_clock_us(self.now_us);
                     r.handle_packet(now, &address, &bytes);
                 }
                 self.flush(to, observer);
@@ -769,6 +775,7 @@ impl Engine {
                     .and_then(|r| r.poll_timeout())
                     .is_some_and(|t| t <= now);
                 if due && let Some(r) = self.nodes[node].router.as_mut() {
+                    r.set_clock_us(self.now_us);
                     r.handle_timeout(now);
                 }
                 self.flush(node, observer);

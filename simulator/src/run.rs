@@ -162,7 +162,7 @@ pub fn run(
     let config = Config {
         mtu: scenario.router.mtu,
         bulk_mtu: scenario.router.bulk_mtu,
-        pace_target_ms: scenario.router.pace_target_ms,
+        pace_target_us: (scenario.router.pace_target_ms.max(0.0) * 1000.0).round() as u64,
         pace_probe_ms: scenario.router.pace_probe_ms,
         sos_burst: scenario.router.sos_burst.max(1),
         sos_interval_ms: scenario.router.sos_interval_ms.max(1),

@@ -234,8 +234,9 @@ pub struct RouterSpec {
     /// start (every router knows them): their SOS do not share a
     /// neighbour's P0 budget with keys nobody knows. 0 by default.
     pub registered: f64,
-    /// Bulk pacing: queueing delay aimed at per hop, ms (0: unpaced).
-    pub pace_target_ms: u64,
+    /// Bulk pacing: queueing delay aimed at per hop, ms, fractions too
+    /// (0: unpaced).
+    pub pace_target_ms: f64,
     /// Bulk pacing: time between hop delay probes while bulk flows, ms.
     pub pace_probe_ms: u64,
     /// SOS per origin: a burst, then one per `sos_interval_ms` (raised only
@@ -256,7 +257,8 @@ impl Default for RouterSpec {
             zone_hops: 0,
             landmark_one_in: 64,
             registered: 0.0,
-            pace_target_ms: lifeline_routing::router::Config::default().pace_target_ms,
+            pace_target_ms: lifeline_routing::router::Config::default().pace_target_us as f64
+                / 1000.0,
             pace_probe_ms: lifeline_routing::router::Config::default().pace_probe_ms,
             sos_burst: lifeline_routing::router::Config::default().sos_burst,
             sos_interval_ms: lifeline_routing::router::Config::default().sos_interval_ms,

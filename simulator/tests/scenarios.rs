@@ -831,7 +831,7 @@ fn an_sos_waits_out_the_buffers_below_the_router_unless_bulk_is_paced() {
     let (paced, paced_p3) = p0(&base);
     let mut before = base.clone();
     before.links.buffer_bytes = 64 * 1024 + 4 * 1024 * 1024;
-    before.router.pace_target_ms = 0;
+    before.router.pace_target_ms = 0.0;
     let (unpaced, _) = p0(&before);
     eprintln!(
         "P0 latency p50/p90/p99 ms: idle {idle:?}, paced {paced:?}, before {unpaced:?}; \

@@ -59,7 +59,8 @@ impl Node {
                             bulk_pace_bytes_per_s: pace
                                 .filter(|s| s.pacing)
                                 .map_or(0, |s| s.rate_bytes_per_s),
-                            hop_queue_ms: pace.and_then(|s| s.delay_ms),
+                            hop_queue_ms: pace.and_then(|s| s.delay_us).map(|us| us / 1000),
+                            hop_queue_us: pace.and_then(|s| s.delay_us),
                         }
                     })
                     .collect();

@@ -5,7 +5,7 @@ use super::{Event, Router};
 use crate::Class;
 use crate::pace::PaceConfig;
 use crate::store::MessageStore;
-use crate::wire::{Address, Frame};
+use crate::wire::{Address, Frame, TimeUnit};
 
 /// How bulk is paced on one link, for metrics and the status page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,15 +14,15 @@ pub struct PaceStatus {
     pub pacing: bool,
     /// The pace, in bytes per second.
     pub rate_bytes_per_s: u64,
-    /// The latest queueing delay measured on the hop, in ms.
-    pub delay_ms: Option<u64>,
+    /// The latest queueing delay measured on the hop, in µs.
+    pub delay_us: Option<u64>,
 }
 
 impl<S: MessageStore> Router<S> {
     pub(super) fn pace_config(&self) -> PaceConfig {
         PaceConfig {
-            target_ms: self.config.pace_target_ms,
-            probe_interval_ms: self.config.pace_probe_ms,
+            target_us: self.config.pace_target_us,
+            probe_interval_us: self.config.pace_probe_ms.saturating_mul(1000),
             burst_bytes: 2 * self.config.bulk_mtu.max(1),
         }
     }
@@ -33,7 +33,7 @@ impl<S: MessageStore> Router<S> {
         Some(PaceStatus {
             pacing: p.pacing(),
             rate_bytes_per_s: p.rate_bytes_per_s(),
-            delay_ms: p.delay_ms(),
+            delay_us: p.delay_us(),
         })
     }
 
@@ -45,16 +45,21 @@ impl<S: MessageStore> Router<S> {
         })
     }
 
-    /// A probe or an echo from `from`. A probe is echoed at once, as P0, so
-    /// that its round trip measures the queues of the hop and nothing else.
+    /// A probe or an echo from `from`, its times in `unit`. A probe is
+    /// echoed at once, as P0, so that its round trip measures the queues
+    /// of the hop and nothing else, in the unit it came in (a node from
+    /// before µs probes sends ms). Probes from here are in µs, so only an
+    /// echo in µs can be one of theirs.
     pub(super) fn handle_timing(
         &mut self,
-        now: u64,
         from: Address,
-        probe_ms: Option<u64>,
+        unit: TimeUnit,
+        probe: Option<u64>,
         echo: Option<(u64, Option<u64>)>,
     ) {
+        let now = self.pace_now();
         if let Some((sent, received)) = echo
+            && unit == TimeUnit::Us
             && let Some(n) = self.neighbours.get_mut(&from)
         {
             n.pacer.handle_echo(now, sent, received);
@@ -63,11 +68,16 @@ impl<S: MessageStore> Router<S> {
                 self.events.push_back(Event::LinkReady(from));
             }
         }
-        if let Some(probe) = probe_ms {
+        if let Some(probe) = probe {
+            let received = match unit {
+                TimeUnit::Us => now,
+                TimeUnit::Ms => now / 1000,
+            };
             let echo = Frame::Timing {
-                probe_ms: None,
-                echo_ms: Some(probe),
-                received_ms: Some(now),
+                unit,
+                probe: None,
+                echo: Some(probe),
+                received: Some(received),
             };
             self.queue_timing(from, echo);
         }
@@ -99,25 +109,29 @@ impl<S: MessageStore> Router<S> {
         probes.sort_unstable();
         for (to, sent) in probes {
             let probe = Frame::Timing {
-                probe_ms: Some(sent),
-                echo_ms: None,
-                received_ms: None,
+                unit: TimeUnit::Us,
+                probe: Some(sent),
+                echo: None,
+                received: None,
             };
             self.queue_timing(to, probe);
         }
     }
 
-    /// The next probe due, or the next time paced bulk may go.
+    /// The next probe due, or the next time paced bulk may go, in ms
+    /// (rounded up: at that ms, it is due).
     pub(super) fn pace_poll_timeout(&self) -> Option<u64> {
+        let now = self.pace_now();
         self.neighbours
             .values()
             .filter_map(|n| {
                 let bulk = n.scheduler.bulk_waiting();
-                [n.pacer.probe_due(self.now, bulk), n.pacer.wake_at()]
+                [n.pacer.probe_due(now, bulk), n.pacer.wake_at()]
                     .into_iter()
                     .flatten()
                     .min()
             })
             .min()
+            .map(|us| us.div_ceil(1000))
     }
 }
