@@ -21,7 +21,8 @@
 //! 5 minutes); under `cargo test` (no `--bench`) three of each, to keep it
 //! working. Needs root (network namespaces); `LIFELINE_SKIP_NETNS=1` skips
 //! it. `LINE_LATENCY_ARGS` adds daemon flags, to compare settings in the
-//! same way (for example `--bulk-pace-target-ms 1`).
+//! same way (for example `--bulk-pace-target-ms 1`), and
+//! `LINE_LATENCY_TRANSPORTS` picks one transport (`TCP` or `QUIC`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
@@ -351,7 +352,7 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     let below = buffers.stop();
     // A paces its bulk to B: the neighbour echoes its delay probes.
     let peers = common::json(&a.dir, &["peers"]);
-    let paces: Vec<(u64, Option<u64>)> = peers
+    let paces: Vec<(u64, Option<f64>)> = peers
         .as_array()
         .unwrap()
         .iter()
@@ -359,7 +360,7 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         .map(|p| {
             (
                 p["bulk_pace_bytes_per_s"].as_u64().unwrap_or(0),
-                p["hop_queue_ms"].as_u64(),
+                p["hop_queue_ms"].as_f64(),
             )
         })
         .collect();
@@ -430,12 +431,20 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let samples = if bench { 100 } else { 3 };
-    run("TCP", "/ip4/0.0.0.0/tcp/4100", "lt", samples, bench);
-    run(
-        "QUIC",
-        "/ip4/0.0.0.0/udp/4100/quic-v1",
-        "lq",
-        samples,
-        bench,
-    );
+    // LINE_LATENCY_TRANSPORTS="TCP" runs one transport, to compare settings
+    // faster.
+    let only = std::env::var("LINE_LATENCY_TRANSPORTS").unwrap_or_default();
+    let wanted = |t: &str| only.is_empty() || only.split(',').any(|o| o.eq_ignore_ascii_case(t));
+    if wanted("TCP") {
+        run("TCP", "/ip4/0.0.0.0/tcp/4100", "lt", samples, bench);
+    }
+    if wanted("QUIC") {
+        run(
+            "QUIC",
+            "/ip4/0.0.0.0/udp/4100/quic-v1",
+            "lq",
+            samples,
+            bench,
+        );
+    }
 }
