@@ -798,27 +798,21 @@ impl Frame {
                 K::Control(control)
             }
             Frame::Timing {
-                unit: TimeUnit::Ms,
+                unit,
                 probe,
                 echo,
                 received,
-            } => K::Control(pb::Control {
-                probe_ms: *probe,
-                echo_ms: *echo,
-                received_ms: *received,
-                ..pb::Control::default()
-            }),
-            Frame::Timing {
-                unit: TimeUnit::Us,
-                probe,
-                echo,
-                received,
-            } => K::Control(pb::Control {
-                probe_us: *probe,
-                echo_us: *echo,
-                received_us: *received,
-                ..pb::Control::default()
-            }),
+            } => {
+                let mut c = pb::Control::default();
+                let fields = match unit {
+                    TimeUnit::Ms => [&mut c.probe_ms, &mut c.echo_ms, &mut c.received_ms],
+                    TimeUnit::Us => [&mut c.probe_us, &mut c.echo_us, &mut c.received_us],
+                };
+                for (field, value) in fields.into_iter().zip([probe, echo, received]) {
+                    *field = *value;
+                }
+                K::Control(c)
+            }
             Frame::Message(m) => K::Message(m.to_pb()),
             Frame::Ack { id, outcome } => K::Ack(pb::CustodyAck {
                 id: id.0.to_vec(),
