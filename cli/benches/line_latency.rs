@@ -68,6 +68,9 @@ struct Arrivals {
 struct Watch {
     child: Child,
     arrivals: Arc<Mutex<Arrivals>>,
+    /// What the watcher wrote to stderr, once its output ended (it ends
+    /// if it falls too far behind).
+    ended: Arc<Mutex<Option<String>>>,
 }
 
 impl Watch {
@@ -75,12 +78,20 @@ impl Watch {
         let mut child = lifeline(&node.dir)
             .args(["--json", "inbox", "--watch"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut err = child.stderr.take().unwrap();
         let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+        let ended = Arc::new(Mutex::new(None));
         let shared = arrivals.clone();
+        let end = ended.clone();
+        std::thread::spawn(move || {
+            let mut why = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut why);
+            *end.lock().unwrap() = Some(why);
+        });
         std::thread::spawn(move || {
             for line in out.lines() {
                 let Ok(line) = line else { return };
@@ -103,21 +114,33 @@ impl Watch {
                 }
             }
         });
-        Self { child, arrivals }
+        Self {
+            child,
+            arrivals,
+            ended,
+        }
     }
 
-    /// The one-way latency of the message `text`, once it has arrived.
-    fn latency(&self, text: &str) -> u64 {
+    /// The one-way latency of the message `text`, once it has arrived
+    /// (`None`: not within 60 s).
+    fn latency(&self, text: &str) -> Option<u64> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(l) = self.arrivals.lock().unwrap().latency.get(text) {
-                return *l;
+                return Some(*l);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{text:?} did not arrive within 60 s"
-            );
+            if Instant::now() > deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Why a message may not have been seen: whether the watcher ended.
+    fn state(&self) -> String {
+        match &*self.ended.lock().unwrap() {
+            Some(why) => format!("the inbox watcher had ended: {why:?}"),
+            None => "the inbox watcher was still running".to_string(),
         }
     }
 
@@ -156,7 +179,25 @@ fn p0_samples(
         let text = format!("{tag} P0 sample {i}");
         let mut send = a.send_to(e, card, &["--priority", "urgent", &text]);
         ok(send.output().unwrap(), "send P0");
-        latencies.push(watch.latency(&text));
+        let Some(latency) = watch.latency(&text) else {
+            let inbox = lifeline(&e.dir)
+                .args(["--json", "inbox"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains(&text));
+            let tail = |d: &Daemon| {
+                let log = d.log();
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            };
+            panic!(
+                "{text:?} did not arrive within 60 s; {}; in E's inbox: {inbox:?}\n\
+                 A's log:\n{}\nE's log:\n{}",
+                watch.state(),
+                tail(a),
+                tail(e)
+            );
+        };
+        latencies.push(latency);
         if let Some(wait) = Duration::from_millis(300).checked_sub(started.elapsed()) {
             std::thread::sleep(wait);
         }
