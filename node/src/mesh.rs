@@ -246,16 +246,52 @@ pub async fn write_frame<W: futures::AsyncWrite + Unpin>(
     writer: &mut W,
     frame: &[u8],
 ) -> Result<(), MeshError> {
-    if frame.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(frame.len()).into());
+    write_frames(writer, &[frame]).await
+}
+
+/// Writes `frames`, each with its length prefix, in one write: one muxer
+/// frame and one Noise message for all of them (as far as those take one
+/// write at a time), so that many small fragments do not each pay for
+/// their own headers, system call and TCP segment.
+pub async fn write_frames<W: futures::AsyncWrite + Unpin, F: AsRef<[u8]>>(
+    writer: &mut W,
+    frames: &[F],
+) -> Result<(), MeshError> {
+    let total = frames.iter().map(|f| 4 + f.as_ref().len()).sum();
+    let mut bytes = Vec::with_capacity(total);
+    for frame in frames {
+        let frame = frame.as_ref();
+        if frame.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge(frame.len()).into());
+        }
+        let len = u32::try_from(frame.len()).map_err(|_| FrameError::TooLarge(frame.len()))?;
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(frame);
     }
-    let len = u32::try_from(frame.len()).map_err(|_| FrameError::TooLarge(frame.len()))?;
-    let mut bytes = Vec::with_capacity(4 + frame.len());
-    bytes.extend_from_slice(&len.to_be_bytes());
-    bytes.extend_from_slice(frame);
     writer.write_all(&bytes).await?;
     writer.flush().await?;
     Ok(())
+}
+
+/// Bytes of queued frames a writer joins into one write (a frame larger
+/// than this goes alone).
+pub const WRITE_BATCH: usize = 32 * 1024;
+
+/// `first` and the frames queued behind it, in order, while they add up
+/// to less than [`WRITE_BATCH`]: what the writer sends in one write.
+fn take_batch(first: Vec<u8>, queue: &mut mpsc::Receiver<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut bytes = first.len();
+    let mut batch = vec![first];
+    while bytes < WRITE_BATCH {
+        match queue.try_recv() {
+            Ok(frame) => {
+                bytes += frame.len();
+                batch.push(frame);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// What the stream tasks tell the driver.
@@ -339,13 +375,15 @@ pub async fn run_writer(
     }
     let mut error = None;
     while let Some(frame) = queue.recv().await {
-        if let Err(e) = write_frame(&mut stream, &frame).await {
+        let batch = take_batch(frame, &mut queue);
+        if let Err(e) = write_frames(&mut stream, &batch).await {
             error = Some(e.to_string());
             break;
         }
         // Ask for more once half the byte budget is free, or the queue is empty.
-        let before = queued.fetch_sub(frame.len(), Ordering::Relaxed);
-        let after = before.saturating_sub(frame.len());
+        let written: usize = batch.iter().map(Vec::len).sum();
+        let before = queued.fetch_sub(written, Ordering::Relaxed);
+        let after = before.saturating_sub(written);
         let low = WRITER_BYTES / 2;
         let refill = queue.is_empty() || (before >= low && after < low);
         if refill && events.send(MeshEvent::Drained(peer)).await.is_err() {
@@ -557,6 +595,79 @@ mod tests {
         // Once the driver has handled one, the next one is read.
         held.pop();
         assert!(fifth.await.unwrap().unwrap().is_some());
+    }
+
+    /// A writer that counts the writes it is given.
+    #[derive(Default)]
+    struct Counted {
+        bytes: Vec<u8>,
+        writes: usize,
+    }
+
+    impl futures::AsyncWrite for Counted {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.writes += 1;
+            self.bytes.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Bulk goes in fragments of a few hundred bytes. Written one by one,
+    /// each paid for its own muxer frame, Noise message and usually TCP
+    /// segment: with bulk at 80% of a 20 Mbit/s line, the links carried
+    /// 98% (line_latency). The writer now sends what is queued in one write.
+    #[tokio::test]
+    async fn queued_frames_go_in_one_write_in_order() {
+        let (sender, mut queue) = mpsc::channel(WRITER_QUEUE);
+        let frames: Vec<Vec<u8>> = (0..WRITER_QUEUE)
+            .map(|i| Frame::Packet(vec![i as u8; 600 + 4 * i]).encode())
+            .collect();
+        for f in &frames {
+            sender.try_send(f.clone()).unwrap();
+        }
+        let first = queue.recv().await.unwrap();
+        let batch = take_batch(first, &mut queue);
+        let bytes: usize = batch.iter().map(Vec::len).sum();
+        // Up to the batch's size, and no frame more than that needs.
+        assert!(bytes >= WRITE_BATCH, "{bytes}");
+        assert!(bytes - batch.last().unwrap().len() < WRITE_BATCH);
+        assert_eq!(batch, frames[..batch.len()]);
+        // The rest stays queued, in order, for the next write.
+        let next = queue.recv().await.unwrap();
+        assert_eq!(next, frames[batch.len()]);
+
+        let mut w = Counted::default();
+        write_frames(&mut w, &batch).await.unwrap();
+        assert_eq!(w.writes, 1, "one write for {} frames", batch.len());
+        let mut r = futures::io::Cursor::new(w.bytes);
+        for f in &batch {
+            let (got, _) = read_frame(&mut r, &budget()).await.unwrap().unwrap();
+            assert_eq!(got.encode(), *f);
+        }
+        assert!(read_frame(&mut r, &budget()).await.unwrap().is_none());
+        // A frame over the limit is refused before anything is written.
+        let mut w = Counted::default();
+        let too_large = [vec![0; 10], vec![0; MAX_FRAME + 1]];
+        assert!(write_frames(&mut w, &too_large).await.is_err());
+        assert_eq!(w.writes, 0);
     }
 
     #[tokio::test]
