@@ -299,6 +299,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         sos_interval_ms: config.sos_interval_secs.saturating_mul(1000),
         // Checked to be 0 to 1000 ms (Config::check).
         pace_target_us: (config.bulk_pace_target_ms * 1000.0).round() as u64,
+        bulk_mtu: mesh::BULK_FRAGMENT,
         ..lifeline_routing::Config::default()
     };
     if let Some([lat, lon]) = config.position {
