@@ -14,6 +14,16 @@
 //! the routers: TCP bytes not sent (`ss -tmi`) and the links' queues (`tc -s
 //! qdisc` backlog), and reads A's bulk pace from `lifeline peers`.
 //!
+//! Two floors follow, in the same run, to tell what of the loaded figure
+//! buffers cause and what they cannot: the *link floor*, P0 with the links
+//! as busy as bulk made them (A's link's `tc` counters) but with a load
+//! that is not lifeline's, UDP datagrams evenly spaced from each node to
+//! the next (this bench, run again in each namespace with `--udp-load`):
+//! a perfect pacer, so nothing waits in any queue; and the *host floor*,
+//! P0 with lifeline's bulk at the same rate but the links' limits taken
+//! off, so nothing queues on a link and only the work of carrying bulk
+//! (five daemons, the senders, the disk, on one machine) is left.
+//!
 //! P0 is limited per origin (a burst of 3, then one per 20 s); the daemons
 //! here run with `--sos-burst` raised so that one origin can give 100
 //! samples per phase, sent one at a time. `cargo bench -p lifeline --bench
@@ -22,7 +32,8 @@
 //! working. Needs root (network namespaces); `LIFELINE_SKIP_NETNS=1` skips
 //! it. `LINE_LATENCY_ARGS` adds daemon flags, to compare settings in the
 //! same way (for example `--bulk-pace-target-ms 1`), and
-//! `LINE_LATENCY_TRANSPORTS` picks one transport (`TCP` or `QUIC`).
+//! `LINE_LATENCY_TRANSPORTS` picks one transport (`TCP` or `QUIC`), and
+//! `LINE_LATENCY_SAMPLES` sets the P0 samples per phase.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
@@ -60,22 +71,44 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 struct Arrivals {
     /// One-way latency (ms) of each message with a short text, by text.
     latency: HashMap<String, u64>,
-    /// Receive time (ms since the epoch) of each bulk message.
-    bulk: Vec<u64>,
+    /// Receive time (ms since the epoch) of each bulk message, by id.
+    bulk: HashMap<String, u64>,
 }
 
-/// Follows a node's inbox until dropped.
+/// Follows a node's inbox until dropped. The daemon ends a watcher that
+/// falls 256 messages behind (bulk of 128 KiB, 15 a second, printed as
+/// JSON); then another one starts, which shows the inbox's latest first,
+/// so nothing is missed.
 struct Watch {
-    child: Child,
+    dir: std::path::PathBuf,
+    child: Mutex<Child>,
     arrivals: Arc<Mutex<Arrivals>>,
-    /// What the watcher wrote to stderr, once its output ended (it ends
-    /// if it falls too far behind).
+    /// What the watcher wrote to stderr, once its output ended.
     ended: Arc<Mutex<Option<String>>>,
+    /// Watchers that ended and were started again.
+    restarts: AtomicU64,
 }
 
 impl Watch {
     fn new(node: &Daemon) -> Self {
-        let mut child = lifeline(&node.dir)
+        let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+        let ended = Arc::new(Mutex::new(None));
+        let child = Self::spawn(&node.dir, &arrivals, &ended);
+        Self {
+            dir: node.dir.clone(),
+            child: Mutex::new(child),
+            arrivals,
+            ended,
+            restarts: AtomicU64::new(0),
+        }
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        arrivals: &Arc<Mutex<Arrivals>>,
+        ended: &Arc<Mutex<Option<String>>>,
+    ) -> Child {
+        let mut child = lifeline(dir)
             .args(["--json", "inbox", "--watch"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -83,8 +116,6 @@ impl Watch {
             .unwrap();
         let out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut err = child.stderr.take().unwrap();
-        let arrivals = Arc::new(Mutex::new(Arrivals::default()));
-        let ended = Arc::new(Mutex::new(None));
         let shared = arrivals.clone();
         let end = ended.clone();
         std::thread::spawn(move || {
@@ -98,7 +129,8 @@ impl Watch {
                 let Ok(m) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
-                let (Some(text), Some(sent), Some(received)) = (
+                let (Some(id), Some(text), Some(sent), Some(received)) = (
+                    m["id"].as_str(),
                     m["text"].as_str(),
                     m["sent_ms"].as_u64(),
                     m["received_ms"].as_u64(),
@@ -107,18 +139,26 @@ impl Watch {
                 };
                 let mut a = shared.lock().unwrap();
                 if text.len() >= BULK_BYTES {
-                    a.bulk.push(received);
+                    a.bulk.insert(id.to_string(), received);
                 } else {
                     a.latency
                         .insert(text.to_string(), received.saturating_sub(sent));
                 }
             }
         });
-        Self {
-            child,
-            arrivals,
-            ended,
+        child
+    }
+
+    /// Starts the watcher again if it ended.
+    fn keep_watching(&self) {
+        if self.ended.lock().unwrap().take().is_none() {
+            return;
         }
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        *child = Self::spawn(&self.dir, &self.arrivals, &self.ended);
+        self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The one-way latency of the message `text`, once it has arrived
@@ -132,23 +172,26 @@ impl Watch {
             if Instant::now() > deadline {
                 return None;
             }
+            self.keep_watching();
             std::thread::sleep(Duration::from_millis(2));
         }
     }
 
-    /// Why a message may not have been seen: whether the watcher ended.
+    /// Why a message may not have been seen.
     fn state(&self) -> String {
+        let restarts = self.restarts.load(Ordering::Relaxed);
         match &*self.ended.lock().unwrap() {
-            Some(why) => format!("the inbox watcher had ended: {why:?}"),
-            None => "the inbox watcher was still running".to_string(),
+            Some(why) => format!("the inbox watcher had ended ({restarts} before): {why:?}"),
+            None => format!("the inbox watcher was running ({restarts} ended before)"),
         }
     }
 
     /// Bulk messages received between `from_ms` and `to_ms`.
     fn bulk_between(&self, from_ms: u64, to_ms: u64) -> usize {
+        self.keep_watching();
         let a = self.arrivals.lock().unwrap();
         a.bulk
-            .iter()
+            .values()
             .filter(|t| (from_ms..to_ms).contains(*t))
             .count()
     }
@@ -156,8 +199,9 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -344,6 +388,102 @@ impl BufferWatch {
     }
 }
 
+/// A load that is not lifeline's, for the link floor: in every namespace
+/// this bench runs again (`--udp-load`), sending UDP datagrams to the next
+/// node at `load` of the link's rate, evenly spaced (a perfect pacer: no
+/// bursts, no queue of its own), and discarding what the node before sends.
+struct UdpLoad {
+    children: Vec<Child>,
+}
+
+/// The UDP port the load goes to.
+const UDP_PORT: u16 = 9999;
+/// Bytes per load datagram (payload; 28 more of UDP and IP).
+const UDP_BYTES: usize = 1400;
+
+impl UdpLoad {
+    fn start(names: &[String], load: f64) -> Self {
+        let me = std::env::current_exe().unwrap();
+        let rate = f64::from(RATE_MBIT) * 1e6 * load;
+        let children = names
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let to = if i + 1 < names.len() {
+                    format!("10.77.{i}.2:{UDP_PORT}")
+                } else {
+                    "-".to_string()
+                };
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", ns])
+                    .arg(&me)
+                    .args(["--udp-load", &to, &format!("{rate}")])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        Self { children }
+    }
+}
+
+impl Drop for UdpLoad {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The `--udp-load` process: discards what arrives on [`UDP_PORT`] and,
+/// unless `to` is `-`, sends datagrams there at `rate` bits per second
+/// (counting UDP and IP headers) until killed.
+fn udp_load(to: &str, rate: f64) {
+    let sink = std::net::UdpSocket::bind(("0.0.0.0", UDP_PORT)).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while sink.recv(&mut buf).is_ok() {}
+    });
+    if to == "-" {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.connect(to).unwrap();
+    let datagram = vec![0u8; UDP_BYTES];
+    let interval = Duration::from_secs_f64((UDP_BYTES + 28) as f64 * 8.0 / rate);
+    let mut next = Instant::now();
+    loop {
+        next += interval;
+        let now = Instant::now();
+        if let Some(wait) = next.checked_duration_since(now) {
+            std::thread::sleep(wait);
+        } else if now.duration_since(next) > interval * 4 {
+            // Woken late: start again from now rather than burst.
+            next = now;
+        }
+        // A full queue (ENOBUFS) only means the link is busier than aimed.
+        let _ = socket.send(&datagram);
+    }
+}
+
+/// Bytes the link from A to B has sent so far (`tc -s qdisc`, "Sent").
+fn a_sent_bytes(names: &[String]) -> u64 {
+    let out = std::process::Command::new("tc")
+        .args(["-n", &names[0], "-s", "qdisc", "show", "dev", "v0l"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[0] == "Sent")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(0)
+}
+
 fn wall_ms() -> u64 {
     u64::try_from(
         std::time::SystemTime::now()
@@ -388,9 +528,12 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     // Let the load build queues along the line, then measure under it.
     std::thread::sleep(Duration::from_secs(10));
     let started = Instant::now();
+    let sent_before = a_sent_bytes(&line.names);
     let buffers = BufferWatch::start(&line.names);
     let loaded = p0_samples(a, e, &watch, &card, "loaded", samples);
     let below = buffers.stop();
+    let wire = (a_sent_bytes(&line.names) - sent_before) as f64 * 8.0
+        / (started.elapsed().as_secs_f64() * f64::from(RATE_MBIT) * 1e6);
     // A paces its bulk to B: the neighbour echoes its delay probes.
     let peers = common::json(&a.dir, &["peers"]);
     let paces: Vec<(u64, Option<f64>)> = peers
@@ -414,15 +557,17 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
          Mbit/s, A to E (4 hops)"
     );
     println!(
-        "  P0 idle:   p50 {} ms, p99 {} ms ({} samples)",
+        "  P0 idle:   p50 {} ms, p90 {} ms, p99 {} ms ({} samples)",
         percentile(&idle, 0.5),
+        percentile(&idle, 0.9),
         percentile(&idle, 0.99),
         idle.len()
     );
     println!(
-        "  P0 loaded: p50 {} ms, p99 {} ms ({} samples) while A offered P3 at {:.0}% of link \
-         capacity (aimed at {:.0}%: {offered} bulk messages of {} KiB in {load_secs:.1}s)",
+        "  P0 loaded: p50 {} ms, p90 {} ms, p99 {} ms ({} samples) while A offered P3 at {:.0}% \
+         of link capacity (aimed at {:.0}%: {offered} bulk messages of {} KiB in {load_secs:.1}s)",
         percentile(&loaded, 0.5),
+        percentile(&loaded, 0.9),
         percentile(&loaded, 0.99),
         loaded.len(),
         fraction * 100.0,
@@ -445,12 +590,64 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         paces.iter().any(|p| p.0 > 0),
         "A paces nothing while bulk flows: {peers}"
     );
+    println!(
+        "  A to B's link carried {:.0}% of its capacity while loaded (everything, headers too)",
+        wire * 100.0
+    );
+    // The two floors under that figure. The link floor: the same links
+    // as busy, but with a load that is not lifeline's and perfectly paced,
+    // so nothing of it waits anywhere. The host floor: lifeline's bulk at
+    // the same rate through the same daemons, over links without limits,
+    // so that only the work of carrying it is left.
+    std::thread::sleep(Duration::from_secs(10));
+    let udp = UdpLoad::start(&line.names, wire);
+    std::thread::sleep(Duration::from_secs(3));
+    let (sent_before, started) = (a_sent_bytes(&line.names), Instant::now());
+    let link = p0_samples(a, e, &watch, &card, "link floor", samples);
+    let udp_wire = (a_sent_bytes(&line.names) - sent_before) as f64 * 8.0
+        / (started.elapsed().as_secs_f64() * f64::from(RATE_MBIT) * 1e6);
+    drop(udp);
+    line.unshape().unwrap();
+    let free_idle = p0_samples(a, e, &watch, &card, "unlimited idle", samples);
+    let bulk = Bulk::start(a, e, &card, &file, LOAD);
+    std::thread::sleep(Duration::from_secs(5));
+    let host = p0_samples(a, e, &watch, &card, "host floor", samples);
+    bulk.stop();
+    line.shape(RATE_MBIT).unwrap();
+    println!(
+        "  link floor, the links as busy with a paced load not lifeline's ({:.0}% carried): \
+         P0 p50 {} ms, p90 {} ms, p99 {} ms",
+        udp_wire * 100.0,
+        percentile(&link, 0.5),
+        percentile(&link, 0.9),
+        percentile(&link, 0.99)
+    );
+    println!(
+        "  host floor, links unlimited: P0 idle p50 {} ms, p90 {} ms, p99 {} ms; with the same \
+         bulk p50 {} ms, p90 {} ms, p99 {} ms",
+        percentile(&free_idle, 0.5),
+        percentile(&free_idle, 0.9),
+        percentile(&free_idle, 0.99),
+        percentile(&host, 0.5),
+        percentile(&host, 0.9),
+        percentile(&host, 0.99)
+    );
+    assert!(
+        udp_wire > wire / 2.0,
+        "the link floor's load did not load the link: {:.0}% carried, {:.0}% aimed",
+        udp_wire * 100.0,
+        wire * 100.0
+    );
     if throughput {
         // Let what the load phase left in the queues drain first.
         std::thread::sleep(Duration::from_secs(15));
         let bulk = Bulk::start(a, e, &card, &file, OVERLOAD);
         let from = wall_ms() + u64::try_from(WARMUP.as_millis()).unwrap();
-        std::thread::sleep(Duration::from_secs(THROUGHPUT_SECS));
+        let until = Instant::now() + Duration::from_secs(THROUGHPUT_SECS);
+        while Instant::now() < until {
+            watch.keep_watching();
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let to = wall_ms();
         let offered = bulk.stop();
         let delivered = watch.bulk_between(from, to);
@@ -464,14 +661,27 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
             OVERLOAD * 100.0
         );
     }
+    let restarts = watch.restarts.load(Ordering::Relaxed);
+    if restarts > 0 {
+        println!("  (E's inbox watcher fell behind and was started again {restarts} times)");
+    }
     drop(watch);
     drop(nodes);
     drop(line);
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--udp-load") {
+        udp_load(&args[i + 1], args[i + 2].parse().unwrap());
+        return;
+    }
     let bench = std::env::args().any(|a| a == "--bench");
     let samples = if bench { 100 } else { 3 };
+    let samples = std::env::var("LINE_LATENCY_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(samples);
     // LINE_LATENCY_TRANSPORTS="TCP" runs one transport, to compare settings
     // faster.
     let only = std::env::var("LINE_LATENCY_TRANSPORTS").unwrap_or_default();

@@ -524,6 +524,21 @@ impl Line {
     }
 }
 
+impl Line {
+    /// Takes the limits [`Line::shape`] set off again.
+    pub fn unshape(&self) -> Result<(), String> {
+        for i in 0..self.names.len() - 1 {
+            for (ns, dev) in [
+                (&self.names[i], format!("v{i}l")),
+                (&self.names[i + 1], format!("v{i}r")),
+            ] {
+                ip_tool("tc", &["-n", ns, "qdisc", "del", "dev", &dev, "root"])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Line {
     fn drop(&mut self) {
         for ns in &self.names {
