@@ -845,7 +845,8 @@ fn an_sos_waits_out_the_buffers_below_the_router_unless_bulk_is_paced() {
     );
     // A paced hop still holds up to the pace's target and burst below the
     // router, which this model drains at exactly the link rate (the
-    // daemons: 2.0 and 2.4 times idle over TCP, 1.25 and 3.5 over QUIC).
+    // daemons, p50 and p99: 1.5 and 2.2 times idle over TCP, 1.25 and 2.6
+    // over QUIC).
     assert!(
         paced[0] <= 2.5 * idle[0] && paced[2] <= 4.0 * idle[2],
         "paced bulk keeps an SOS near idle: {paced:?} against {idle:?}"
