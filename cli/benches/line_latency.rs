@@ -27,9 +27,9 @@
 //! P0 is limited per origin (a burst of 3, then one per 20 s); the daemons
 //! here run with `--sos-burst` raised so that one origin can give 100
 //! samples per phase, sent one at a time. `cargo bench -p lifeline --bench
-//! line_latency` takes 100 samples per phase and transport (about 7
-//! minutes per transport); under `cargo test` (no `--bench`) three of each, to keep it
-//! working. Needs root (network namespaces); `LIFELINE_SKIP_NETNS=1` skips
+//! line_latency` takes 100 samples per phase (about 4 minutes per
+//! transport); under `cargo test` (no `--bench`) three of each, to keep
+//! it working. Needs root (network namespaces); `LIFELINE_SKIP_NETNS=1` skips
 //! it. `LINE_LATENCY_ARGS` adds daemon flags, to compare settings in the
 //! same way (for example `--bulk-pace-target-ms 1`), and
 //! `LINE_LATENCY_TRANSPORTS` picks one transport (`TCP` or `QUIC`), and
