@@ -634,10 +634,10 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
             OVERLOAD * 100.0
         );
     }
-    // The two floors under the loaded figure, last: a link without limits
-    // leaves the pacer a while to find the limited one again (a base delay
-    // measured without it; see the note on issue 24), so nothing measured
-    // after them would be comparable. The link floor: the same links
+    // The two floors under the loaded figure, last: after a spell without
+    // limits, bulk over TCP got a third of the link for at least 35 s once
+    // they were back (cause not found; see the note on issue 24), so
+    // nothing measured after them would be comparable. The link floor: the same links
     // as busy, but with a load that is not lifeline's and perfectly paced,
     // so nothing of it waits anywhere. The host floor: lifeline's bulk at
     // the same rate through the same daemons, over links without limits,

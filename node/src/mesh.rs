@@ -33,10 +33,11 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/lifeline/mesh/1");
 
 /// Frames that may wait for one neighbour's writer.
 pub const WRITER_QUEUE: usize = 64;
-/// Bytes of routed packets that may wait for one neighbour's writer: about
-/// two of the largest fragments. Small: the router keeps the rest in its
-/// own queues, in priority order, so an SOS that arrives behind bulk data
-/// waits for at most this much. (At 20 Mbit/s, 8 KiB is 3 ms; the 64 KiB
+/// Bytes of routed packets that may wait for one neighbour's writer before
+/// it takes another: about two of the largest fragments. Small: the router
+/// keeps the rest in its own queues, in priority order, so an SOS that
+/// arrives behind bulk data waits for at most this much and the one
+/// fragment taken last. (At 20 Mbit/s, 8 KiB is 3 ms; the 64 KiB
 /// before were 26 ms.)
 pub const WRITER_BYTES: usize = 8 * 1024;
 
