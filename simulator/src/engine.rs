@@ -60,6 +60,12 @@ pub struct Link {
     /// daemon's writer and the kernel's socket buffer): packets are taken
     /// from the router while less than this waits to go on the wire.
     pub buffer_bytes: usize,
+    /// A token bucket in front of the wire, in bytes, like `tc`'s `tbf`
+    /// `burst`: after an idle spell the link sends up to this much at
+    /// once, then at its rate (0: always at its rate, a plain FIFO).
+    pub burst_bytes: usize,
+    /// The bucket's tokens (bytes) at `busy_until`.
+    bucket: u64,
     busy_until: u64,
     /// A `LinkFree` event is pending for `busy_until`. One is scheduled
     /// only when the sender has more for the link: most links carry one
@@ -76,6 +82,31 @@ impl Link {
     /// Microseconds to put `bytes` on this link.
     pub fn transmit_us(&self, bytes: usize) -> u64 {
         (bytes as u64 * 1_000).div_ceil(self.bytes_per_ms.max(1))
+    }
+
+    /// Takes a packet of `bytes` handed over at `now`, behind what waits;
+    /// returns when it is off the sender.
+    fn take(&mut self, now: u64, bytes: usize) -> u64 {
+        let start = self.busy_until.max(now);
+        if self.burst_bytes == 0 {
+            self.busy_until = start + self.transmit_us(bytes).max(1);
+            return self.busy_until;
+        }
+        let earned = (start - self.busy_until).saturating_mul(self.bytes_per_ms) / 1_000;
+        let tokens = self
+            .bucket
+            .saturating_add(earned)
+            .min(self.burst_bytes as u64);
+        let bytes = bytes as u64;
+        if tokens >= bytes {
+            self.bucket = tokens - bytes;
+            self.busy_until = start;
+        } else {
+            // It leaves once the bucket holds it, which leaves it empty.
+            self.bucket = 0;
+            self.busy_until = start + self.transmit_us((bytes - tokens) as usize);
+        }
+        self.busy_until
     }
 }
 
@@ -175,6 +206,8 @@ pub struct Engine {
     pub pull_dropped: u64,
     /// The buffer of links added from now on ([`Link::buffer_bytes`]).
     buffer_bytes: usize,
+    /// The bucket of links added from now on ([`Link::burst_bytes`]).
+    burst_bytes: usize,
 }
 
 fn ms(us: u64) -> u64 {
@@ -200,6 +233,7 @@ impl Engine {
             config,
             overrides: HashMap::new(),
             buffer_bytes: 0,
+            burst_bytes: 0,
             events: 0,
             reassembly: HashMap::new(),
             packets: 0,
@@ -274,6 +308,12 @@ impl Engine {
         self.buffer_bytes = bytes;
     }
 
+    /// Links added from now on send through a token bucket of `bytes`
+    /// ([`Link::burst_bytes`]; 0, the default: none).
+    pub fn set_burst_bytes(&mut self, bytes: usize) {
+        self.burst_bytes = bytes;
+    }
+
     /// Adds a link both ways and brings it up; returns the two halves.
     pub fn add_link(
         &mut self,
@@ -295,6 +335,8 @@ impl Engine {
                 bytes_per_ms: bytes_per_ms.max(1),
                 loss,
                 buffer_bytes: self.buffer_bytes,
+                burst_bytes: self.burst_bytes,
+                bucket: self.burst_bytes as u64,
                 busy_until: 0,
                 free_pending: false,
                 last_arrival: 0,
@@ -329,6 +371,7 @@ impl Engine {
             link.up = up;
             link.generation += 1;
             link.busy_until = link.busy_until.max(self.now_us);
+            link.bucket = link.burst_bytes as u64;
         }
         let (a, b) = (self.links[pair[0]].from, self.links[pair[0]].to);
         let now = ms(self.now_us);
@@ -691,10 +734,9 @@ impl Engine {
         };
         let lost = self.links[l].loss > 0.0 && self.rng.random_range(0.0..1.0) < self.links[l].loss;
         let link = &mut self.links[l];
-        let transmit = link.transmit_us(bytes.len()).max(1);
         // Behind what waits in the buffer.
-        link.busy_until = link.busy_until.max(now) + transmit;
-        let arrive = (link.busy_until + link.latency_us + jitter).max(link.last_arrival);
+        let sent = link.take(now, bytes.len());
+        let arrive = (sent + link.latency_us + jitter).max(link.last_arrival);
         link.last_arrival = arrive;
         let generation = link.generation;
         let room = link.buffer_bytes > 0 && self.room_at(l) <= now;
@@ -900,5 +942,54 @@ impl Engine {
             Behaviour::Blackhole => !for_me,
             Behaviour::Grayhole(class) => !for_me && body.class == class,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(burst_bytes: usize) -> Link {
+        Link {
+            from: 0,
+            to: 1,
+            latency_us: 0,
+            jitter_us: 0,
+            bytes_per_ms: 2_500, // 20 Mbit/s
+            loss: 0.0,
+            buffer_bytes: 16 * 1024,
+            burst_bytes,
+            bucket: burst_bytes as u64,
+            busy_until: 0,
+            free_pending: false,
+            last_arrival: 0,
+            side_last_arrival: 0,
+            up: true,
+            generation: 0,
+        }
+    }
+
+    /// Like `tc`'s `tbf`: after an idle spell the bucket's bytes go at
+    /// once, then the link's rate holds, and an idle spell fills it again
+    /// (never past its size).
+    #[test]
+    fn a_token_bucket_lets_a_burst_go_at_once_then_the_rate_holds() {
+        let mut l = link(32 * 1024);
+        for k in 0..8 {
+            assert_eq!(l.take(1_000, 4096), 1_000, "fragment {k} waits");
+        }
+        // The bucket is empty: the next 4 KiB go at 2.5 bytes a µs.
+        assert_eq!(l.take(1_000, 4096), 1_000 + 1_639);
+        assert_eq!(l.take(1_000, 4096), 1_000 + 2 * 1_639);
+        // An hour idle fills it to 32 KiB again, not more.
+        let later = 3_600_000_000;
+        for _ in 0..8 {
+            assert_eq!(l.take(later, 4096), later);
+        }
+        assert!(l.take(later, 4096) > later);
+        // Without a bucket every packet takes its time on the wire.
+        let mut l = link(0);
+        assert_eq!(l.take(1_000, 4096), 1_000 + 1_639);
+        assert_eq!(l.take(1_000, 4096), 1_000 + 2 * 1_639);
     }
 }

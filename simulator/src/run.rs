@@ -197,6 +197,7 @@ pub fn run(
     // Links.
     let links = &scenario.links;
     engine.set_buffer_bytes(links.buffer_bytes);
+    engine.set_burst_bytes(links.burst_bytes);
     let bytes_per_ms = (links.bandwidth_kbps / 8).max(1);
     let mut edge_links = Vec::with_capacity(topology.edges.len());
     for e in &topology.edges {

@@ -196,6 +196,10 @@ pub struct LinkSpec {
     /// and the kernel's unsent bytes), sent first in first out: an SOS
     /// waits behind whatever is in it.
     pub buffer_bytes: usize,
+    /// A token bucket in front of each link's wire, in bytes, like `tc`'s
+    /// `tbf` `burst`: after an idle spell a link sends this much at once,
+    /// then at its rate (0, the default: always at its rate).
+    pub burst_bytes: usize,
 }
 
 impl Default for LinkSpec {
@@ -207,6 +211,7 @@ impl Default for LinkSpec {
             loss: 0.0,
             data_quality_as_loss: true,
             buffer_bytes: DAEMON_BUFFER_BYTES,
+            burst_bytes: 0,
         }
     }
 }

@@ -808,12 +808,21 @@ fn pullers_that_drop_take_no_custody_away() {
     }
 }
 
+/// P0 p50 and p99 (ms) the daemons measured under the same load:
+/// `cargo bench --locked -p lifeline --bench line_latency`, release
+/// daemons, 100 samples a phase, with the daemons of `e374845`. Over TCP,
+/// five runs: p50 6, 6, 6, 5, 5 and p99 20, 21, 15, 15, 16; over QUIC,
+/// one: 5 and 13. The medians of the six.
+const DAEMONS_LOADED_P0_MS: [f64; 2] = [5.5, 15.5];
+
 /// Issue 24: the simulator models the buffer below each router, so it no
 /// longer promises an SOS more than the daemons deliver. With the buffers
 /// of before (the writer's 64 KiB and a kernel send buffer autotuned to
 /// megabytes) and no pacing, an SOS behind bulk waits out the buffer at
 /// every hop, as the daemons did (`line_latency`: p50 466 ms over TCP);
-/// with today's buffers and bulk paced it stays close to idle.
+/// with today's buffers and bulk paced it stays close to idle. And it
+/// predicts what the daemons measure: P0's p50 and p99 under load within
+/// 25% of theirs.
 #[test]
 fn an_sos_waits_out_the_buffers_below_the_router_unless_bulk_is_paced() {
     let base = Scenario::load(&scenarios().join("line-latency.toml")).unwrap();
@@ -835,22 +844,24 @@ fn an_sos_waits_out_the_buffers_below_the_router_unless_bulk_is_paced() {
     let (unpaced, _) = p0(&before);
     eprintln!(
         "P0 latency p50/p90/p99 ms: idle {idle:?}, paced {paced:?}, before {unpaced:?}; \
-         P3 delivered {paced_p3:.2}"
+         P3 delivered {paced_p3:.2}; the daemons loaded: p50 {}, p99 {}",
+        DAEMONS_LOADED_P0_MS[0], DAEMONS_LOADED_P0_MS[1]
     );
-    // Four hops of 1 ms and a little transmission.
+    // Four hops of 0.5 to 1.5 ms and a little transmission.
     assert!(idle[0] < 6.0, "{idle:?}");
     assert!(
         unpaced[0] > 10.0 * idle[0],
         "with the old buffers an SOS waits behind bulk: {unpaced:?} against {idle:?}"
     );
-    // A paced hop still holds up to the pace's target and burst below the
-    // router, which this model drains at exactly the link rate (the
-    // daemons, p50 and p99: 1.5 and 2.2 times idle over TCP, 1.25 and 2.6
-    // over QUIC).
-    assert!(
-        paced[0] <= 2.5 * idle[0] && paced[2] <= 4.0 * idle[2],
-        "paced bulk keeps an SOS near idle: {paced:?} against {idle:?}"
-    );
+    for (got, daemons, what) in [
+        (paced[0], DAEMONS_LOADED_P0_MS[0], "p50"),
+        (paced[2], DAEMONS_LOADED_P0_MS[1], "p99"),
+    ] {
+        assert!(
+            (got / daemons - 1.0).abs() <= 0.25,
+            "loaded P0 {what}: the simulator says {got:.2} ms, the daemons {daemons} ms"
+        );
+    }
     assert!(
         unpaced[0] > 20.0 * paced[0],
         "{unpaced:?} against {paced:?}"
