@@ -23,7 +23,8 @@
 //!   until the first queue is seen (slow start), then in proportion to how
 //!   far below the target the delay is. Above it the rate shrinks in
 //!   proportion to the excess, at most halving per sample; once the
-//!   hop's delivery rate is known, it goes below it while a queue stands.
+//!   hop's delivery rate is known, it goes below it while a queue stands
+//!   (a rate not measured again for a few seconds is forgotten).
 //!   Only a queue bulk added to (bulk went since the previous probe)
 //!   shrinks it. The rate grows only while bulk actually waited for it, so
 //!   a link that carried little does not keep a rate it never tried; it
@@ -63,6 +64,12 @@ const PROBE_LOST_US: u64 = 10_000_000;
 const BURST_MS: f64 = 4.0;
 /// Delivery samples kept for the capacity estimate.
 const DELIVERY_SAMPLES: usize = 8;
+/// A capacity estimate without a new sample for this long (µs) is
+/// forgotten: one taken while the link was slower, or while the pace and
+/// not the link limited what it delivered, would otherwise hold the pace
+/// under what the link carries for as long as no queue stands at two
+/// probes in a row, which that low pace itself prevents.
+const DELIVERY_FRESH_US: u64 = 5_000_000;
 /// Bulk sent within this long (µs) keeps the probes going.
 const ACTIVE_US: u64 = 1_000_000;
 
@@ -104,6 +111,8 @@ pub struct Pacer {
     /// What the link delivered while a queue stood (bytes per ms), the
     /// newest samples: see [`Pacer::capacity`].
     delivered: VecDeque<f64>,
+    /// When the newest of them was taken.
+    delivered_us: u64,
     next_probe_us: u64,
     /// The latest echo's delay, or the lateness of a probe the rate shrank
     /// for since.
@@ -134,6 +143,7 @@ impl Pacer {
             sent_total: 0,
             last_echo: None,
             delivered: VecDeque::new(),
+            delivered_us: 0,
             next_probe_us: now,
             late_us: 0,
             echoing: false,
@@ -319,6 +329,10 @@ impl Pacer {
             }
             self.delivered
                 .push_back((bytes - before) as f64 * 1000.0 / (now - then) as f64);
+            self.delivered_us = now;
+        }
+        if now.saturating_sub(self.delivered_us) > DELIVERY_FRESH_US {
+            self.delivered.clear();
         }
         // Whether bulk went between the previous probe and this one: only
         // then is a queue partly bulk's doing. A queue of other classes
@@ -511,6 +525,19 @@ mod tests {
         let share = delivered / (250.0 * 10_000.0);
         assert!(share > 0.7, "bulk got {share:.2} of the link");
         assert!(worst < 20.0, "a queue of {worst:.1} ms built up");
+    }
+
+    /// What the link carried while it was slow is not held against it
+    /// once it is fast again: the capacity seen then is forgotten.
+    #[test]
+    fn the_pace_follows_a_link_that_speeds_up() {
+        let mut p = Pacer::new(CONFIG, 0);
+        let _ = run(&mut p, 250.0, 0, 6_000);
+        let _ = run(&mut p, 2500.0, 6_000, 10_000);
+        let (delivered, worst) = run(&mut p, 2500.0, 16_000, 10_000);
+        let share = delivered / (2500.0 * 10_000.0);
+        assert!(share > 0.7, "bulk got {share:.2} of the link");
+        assert!(worst < 8.0, "a queue of {worst:.1} ms built up");
     }
 
     #[test]

@@ -821,30 +821,54 @@ const DAEMONS_LOADED_P0_MS: [f64; 2] = [5.5, 15.5];
 /// megabytes) and no pacing, an SOS behind bulk waits out the buffer at
 /// every hop, as the daemons did (`line_latency`: p50 466 ms over TCP);
 /// with today's buffers and bulk paced it stays close to idle. And it
-/// predicts what the daemons measure: P0's p50 and p99 under load within
-/// 25% of theirs.
+/// predicts what the daemons measure: P0's p50 and p99 under load, the
+/// medians of four seeds, within 25% of theirs.
+///
+/// Bulk keeps up with its load on every seed: with seed 26 a pacer kept a
+/// capacity it had measured as 1.2 MB/s on a 2.5 MB/s link for 25 s, cut
+/// its pace below that at every queue, and bulk waited 20 s at p99 (the
+/// other seeds: under 0.7 s).
 #[test]
 fn an_sos_waits_out_the_buffers_below_the_router_unless_bulk_is_paced() {
     let base = Scenario::load(&scenarios().join("line-latency.toml")).unwrap();
-    let p0 = |scenario: &Scenario| {
-        let (report, _) = run(scenario, scenario.seed, None).unwrap();
-        assert!(report.failures.is_empty(), "{:?}", report.failures);
-        let p0 = report.classes.iter().find(|c| c.class == "P0").unwrap();
-        let p3 = report.classes.iter().find(|c| c.class == "P3");
-        let p3 = p3.map_or(0.0, |c| c.delivered as f64 / c.sent.max(1) as f64);
-        (p0.latency_ms, p3)
+    let run_seed = |scenario: &Scenario, seed: u64| {
+        let (report, _) = run(scenario, seed, None).unwrap();
+        assert!(
+            report.failures.is_empty(),
+            "seed {seed}: {:?}",
+            report.failures
+        );
+        let class = |name: &str| report.classes.iter().find(|c| c.class == name).cloned();
+        (class("P0").unwrap().latency_ms, class("P3"))
     };
     let mut idle = base.clone();
     idle.traffic.retain(|t| t.class == "P0");
-    let (idle, _) = p0(&idle);
-    let (paced, paced_p3) = p0(&base);
+    let (idle, _) = run_seed(&idle, base.seed);
+    let mut paced = Vec::new();
+    for seed in base.seed..base.seed + 4 {
+        let (p0, p3) = run_seed(&base, seed);
+        let p3 = p3.unwrap();
+        assert_eq!(p3.delivered, p3.sent, "seed {seed}: bulk lost");
+        assert!(
+            p3.latency_ms[2] < 2_000.0,
+            "seed {seed}: bulk p50/p90/p99 {:?} ms",
+            p3.latency_ms
+        );
+        paced.push(p0);
+    }
+    let median = |k: usize| {
+        let mut v: Vec<f64> = paced.iter().map(|p| p[k]).collect();
+        v.sort_by(f64::total_cmp);
+        (v[1] + v[2]) / 2.0
+    };
+    let paced = [median(0), median(1), median(2)];
     let mut before = base.clone();
     before.links.buffer_bytes = 64 * 1024 + 4 * 1024 * 1024;
     before.router.pace_target_ms = 0.0;
-    let (unpaced, _) = p0(&before);
+    let (unpaced, _) = run_seed(&before, base.seed);
     eprintln!(
-        "P0 latency p50/p90/p99 ms: idle {idle:?}, paced {paced:?}, before {unpaced:?}; \
-         P3 delivered {paced_p3:.2}; the daemons loaded: p50 {}, p99 {}",
+        "P0 latency p50/p90/p99 ms: idle {idle:?}, paced (medians of 4 seeds) {paced:?}, \
+         before {unpaced:?}; the daemons loaded: p50 {}, p99 {}",
         DAEMONS_LOADED_P0_MS[0], DAEMONS_LOADED_P0_MS[1]
     );
     // Four hops of 0.5 to 1.5 ms and a little transmission.
@@ -866,5 +890,4 @@ fn an_sos_waits_out_the_buffers_below_the_router_unless_bulk_is_paced() {
         unpaced[0] > 20.0 * paced[0],
         "{unpaced:?} against {paced:?}"
     );
-    assert!(paced_p3 > 0.95, "bulk still gets through: {paced_p3:.2}");
 }
