@@ -21,10 +21,13 @@
 //!   without the receive time falls back to the round trip.)
 //! - **Control.** Below the target the rate grows: doubling per sample
 //!   until the first queue is seen (slow start), then in proportion to how
-//!   far below the target the delay is. Above it the rate shrinks in
-//!   proportion to the excess, at most halving per sample; once the
-//!   hop's delivery rate is known, it goes below it while a queue stands
-//!   (a rate not measured again for a few seconds is forgotten).
+//!   far below the target the delay is, but by at most 1% per sample above
+//!   the capacity last measured (a token bucket in front of a link hides
+//!   a pace above its rate until the bucket is spent). Above the target
+//!   the rate shrinks in proportion to the excess, at most halving per
+//!   sample; once the hop's delivery rate is known, it goes below it
+//!   while a queue stands (a rate not measured again for a few seconds is
+//!   forgotten).
 //!   Only a queue bulk added to (bulk went since the previous probe)
 //!   shrinks it. The rate grows only while bulk actually waited for it, so
 //!   a link that carried little does not keep a rate it never tried; it
@@ -70,6 +73,11 @@ const DELIVERY_SAMPLES: usize = 8;
 /// under what the link carries for as long as no queue stands at two
 /// probes in a row, which that low pace itself prevents.
 const DELIVERY_FRESH_US: u64 = 5_000_000;
+/// Growth per sample, at most, of a pace above the capacity last measured.
+const ABOVE_SEEN_GAIN: f64 = 0.01;
+/// A pace this many times the capacity last measured, reached without a
+/// queue, shows the link carries more: that capacity is forgotten.
+const ABOVE_SEEN: f64 = 1.5;
 /// Bulk sent within this long (µs) keeps the probes going.
 const ACTIVE_US: u64 = 1_000_000;
 
@@ -113,6 +121,9 @@ pub struct Pacer {
     delivered: VecDeque<f64>,
     /// When the newest of them was taken.
     delivered_us: u64,
+    /// The capacity last measured, kept past [`DELIVERY_FRESH_US`]: the
+    /// pace grows above it only slowly.
+    seen_capacity: Option<f64>,
     next_probe_us: u64,
     /// The latest echo's delay, or the lateness of a probe the rate shrank
     /// for since.
@@ -144,6 +155,7 @@ impl Pacer {
             last_echo: None,
             delivered: VecDeque::new(),
             delivered_us: 0,
+            seen_capacity: None,
             next_probe_us: now,
             late_us: 0,
             echoing: false,
@@ -327,9 +339,13 @@ impl Pacer {
             if self.delivered.len() >= DELIVERY_SAMPLES {
                 self.delivered.pop_front();
             }
-            self.delivered
-                .push_back((bytes - before) as f64 * 1000.0 / (now - then) as f64);
+            let delivered = (bytes - before) as f64 * 1000.0 / (now - then) as f64;
+            self.delivered.push_back(delivered);
             self.delivered_us = now;
+            // Well under the pace, the link held bulk back: that is what
+            // it carries. Near the pace, the pace did: the link carries at
+            // least that.
+            self.seen_capacity = self.capacity();
         }
         if now.saturating_sub(self.delivered_us) > DELIVERY_FRESH_US {
             self.delivered.clear();
@@ -396,6 +412,22 @@ impl Pacer {
                     1.0
                 } else {
                     (0.25 * off).min(step)
+                };
+                // Above what the link was last seen to carry, slowly: a
+                // link behind a token bucket (a traffic shaper, `tc`'s
+                // tbf) shows no queue for a while at a pace above its
+                // rate, and the queue it then shows is the longer the
+                // faster the pace grew meanwhile. Half again above it
+                // without a queue, the link carries more: forget it.
+                let gain = match self.seen_capacity {
+                    Some(seen) if self.rate >= ABOVE_SEEN * seen => {
+                        self.seen_capacity = None;
+                        gain
+                    }
+                    Some(seen) if self.rate * (1.0 + gain) > seen => {
+                        gain.min(ABOVE_SEEN_GAIN).max(seen / self.rate - 1.0)
+                    }
+                    _ => gain,
                 };
                 self.rate *= 1.0 + gain;
                 // Far below what the link was seen to carry (after a long
@@ -515,29 +547,27 @@ mod tests {
         assert!(worst < 8.0, "a queue of {worst:.1} ms built up");
     }
 
+    /// The radio falls back to a tenth of its rate, then comes back: what
+    /// the link carried while slow is not held against it.
     #[test]
-    fn the_pace_follows_a_link_that_slows_down() {
+    fn the_pace_follows_a_link_that_slows_down_and_speeds_up_again() {
         let mut p = Pacer::new(CONFIG, 0);
         let _ = run(&mut p, 2500.0, 0, 3_000);
-        // The radio falls back to a tenth of the rate.
-        let _ = run(&mut p, 250.0, 3_000, 3_000);
-        let (delivered, worst) = run(&mut p, 250.0, 6_000, 10_000);
-        let share = delivered / (250.0 * 10_000.0);
-        assert!(share > 0.7, "bulk got {share:.2} of the link");
-        assert!(worst < 20.0, "a queue of {worst:.1} ms built up");
-    }
-
-    /// What the link carried while it was slow is not held against it
-    /// once it is fast again: the capacity seen then is forgotten.
-    #[test]
-    fn the_pace_follows_a_link_that_speeds_up() {
-        let mut p = Pacer::new(CONFIG, 0);
-        let _ = run(&mut p, 250.0, 0, 6_000);
-        let _ = run(&mut p, 2500.0, 6_000, 10_000);
-        let (delivered, worst) = run(&mut p, 2500.0, 16_000, 10_000);
-        let share = delivered / (2500.0 * 10_000.0);
-        assert!(share > 0.7, "bulk got {share:.2} of the link");
-        assert!(worst < 8.0, "a queue of {worst:.1} ms built up");
+        let mut start = 3_000;
+        for (capacity, settle, longest) in [(250.0, 3_000, 20.0), (2500.0, 10_000, 8.0)] {
+            let _ = run(&mut p, capacity, start, settle);
+            let (delivered, worst) = run(&mut p, capacity, start + settle, 10_000);
+            start += settle + 10_000;
+            let share = delivered / (capacity * 10_000.0);
+            assert!(
+                share > 0.7,
+                "at {capacity} B/ms bulk got {share:.2} of the link"
+            );
+            assert!(
+                worst < longest,
+                "at {capacity} B/ms a queue of {worst:.1} ms built up"
+            );
+        }
     }
 
     #[test]
