@@ -66,6 +66,12 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// "p50 4 ms, p90 5 ms, p99 6 ms" of sorted latencies.
+fn spread(sorted: &[u64]) -> String {
+    let [p50, p90, p99] = [0.5, 0.9, 0.99].map(|p| percentile(sorted, p));
+    format!("p50 {p50} ms, p90 {p90} ms, p99 {p99} ms")
+}
+
 /// What arrived in E's inbox, as `lifeline --json inbox --watch` shows it.
 #[derive(Default)]
 struct Arrivals {
@@ -332,6 +338,16 @@ impl Bulk {
     }
 }
 
+/// The word after each `name` in `tc -s` output.
+fn tc_values<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
+    let words = text.split_whitespace();
+    words
+        .clone()
+        .zip(words.skip(1))
+        .filter(move |(w, _)| *w == name)
+        .map(|(_, value)| value)
+}
+
 /// A size as `tc -s` prints it ("15140b", "105Kb", "2Mb"), in bytes.
 fn tc_bytes(text: &str) -> Option<u64> {
     let number = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
@@ -362,12 +378,7 @@ fn below_routers(ns: &str) -> (u64, u64) {
         .filter_map(|n| n.parse::<u64>().ok())
         .sum();
     let qdisc = run(&["tc", "-s", "qdisc", "show"]);
-    let words: Vec<&str> = qdisc.split_whitespace().collect();
-    let backlog = words
-        .windows(2)
-        .filter(|w| w[0] == "backlog")
-        .filter_map(|w| tc_bytes(w[1]))
-        .sum();
+    let backlog = tc_values(&qdisc, "backlog").filter_map(tc_bytes).sum();
     (notsent, backlog)
 }
 
@@ -486,19 +497,38 @@ fn udp_load(to: &str, rate: f64) {
     }
 }
 
-/// Bytes the link from A to B has sent so far (`tc -s qdisc`, "Sent").
-fn a_sent_bytes(names: &[String]) -> u64 {
-    let out = std::process::Command::new("tc")
-        .args(["-n", &names[0], "-s", "qdisc", "show", "dev", "v0l"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let words: Vec<&str> = text.split_whitespace().collect();
-    words
-        .windows(2)
-        .find(|w| w[0] == "Sent")
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(0)
+/// How busy the link from A to B is over a span: what it sent, headers
+/// too (`tc -s qdisc`, "Sent"), against what it can carry.
+struct WireLoad {
+    sent: u64,
+    started: Instant,
+}
+
+impl WireLoad {
+    fn start(names: &[String]) -> Self {
+        Self {
+            sent: Self::sent(names),
+            started: Instant::now(),
+        }
+    }
+
+    fn sent(names: &[String]) -> u64 {
+        let out = std::process::Command::new("tc")
+            .args(["-n", &names[0], "-s", "qdisc", "show", "dev", "v0l"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        tc_values(&text, "Sent")
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The share of the link's capacity it carried since the start.
+    fn load(&self, names: &[String]) -> f64 {
+        (Self::sent(names) - self.sent) as f64 * 8.0
+            / (self.started.elapsed().as_secs_f64() * f64::from(RATE_MBIT) * 1e6)
+    }
 }
 
 fn wall_ms() -> u64 {
@@ -545,12 +575,11 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     // Let the load build queues along the line, then measure under it.
     std::thread::sleep(Duration::from_secs(10));
     let started = Instant::now();
-    let sent_before = a_sent_bytes(&line.names);
+    let meter = WireLoad::start(&line.names);
     let buffers = BufferWatch::start(&line.names);
     let loaded = p0_samples(a, e, &watch, &card, "loaded", samples);
     let below = buffers.stop();
-    let wire = (a_sent_bytes(&line.names) - sent_before) as f64 * 8.0
-        / (started.elapsed().as_secs_f64() * f64::from(RATE_MBIT) * 1e6);
+    let wire = meter.load(&line.names);
     // A paces its bulk to B: the neighbour echoes its delay probes.
     let peers = common::json(&a.dir, &["peers"]);
     let paces: Vec<(u64, Option<f64>)> = peers
@@ -573,19 +602,11 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         "line_latency over {transport}: {NODES} daemons in a line, links limited to {RATE_MBIT} \
          Mbit/s, A to E (4 hops)"
     );
+    println!("  P0 idle:   {} ({} samples)", spread(&idle), idle.len());
     println!(
-        "  P0 idle:   p50 {} ms, p90 {} ms, p99 {} ms ({} samples)",
-        percentile(&idle, 0.5),
-        percentile(&idle, 0.9),
-        percentile(&idle, 0.99),
-        idle.len()
-    );
-    println!(
-        "  P0 loaded: p50 {} ms, p90 {} ms, p99 {} ms ({} samples) while A offered P3 at {:.0}% \
-         of link capacity (aimed at {:.0}%: {offered} bulk messages of {} KiB in {load_secs:.1}s)",
-        percentile(&loaded, 0.5),
-        percentile(&loaded, 0.9),
-        percentile(&loaded, 0.99),
+        "  P0 loaded: {} ({} samples) while A offered P3 at {:.0}% of link capacity (aimed at \
+         {:.0}%: {offered} bulk messages of {} KiB in {load_secs:.1}s)",
+        spread(&loaded),
         loaded.len(),
         fraction * 100.0,
         LOAD * 100.0,
@@ -645,10 +666,9 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     watch.wait_for_quiet(Duration::from_secs(90));
     let udp = UdpLoad::start(&line.names, wire);
     std::thread::sleep(Duration::from_secs(3));
-    let (sent_before, started) = (a_sent_bytes(&line.names), Instant::now());
+    let meter = WireLoad::start(&line.names);
     let link = p0_samples(a, e, &watch, &card, "link floor", samples);
-    let udp_wire = (a_sent_bytes(&line.names) - sent_before) as f64 * 8.0
-        / (started.elapsed().as_secs_f64() * f64::from(RATE_MBIT) * 1e6);
+    let udp_wire = meter.load(&line.names);
     drop(udp);
     line.unshape().unwrap();
     let free_idle = p0_samples(a, e, &watch, &card, "unlimited idle", samples);
@@ -659,21 +679,14 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     line.shape(RATE_MBIT).unwrap();
     println!(
         "  link floor, the links as busy with a paced load not lifeline's ({:.0}% carried): \
-         P0 p50 {} ms, p90 {} ms, p99 {} ms",
+         P0 {}",
         udp_wire * 100.0,
-        percentile(&link, 0.5),
-        percentile(&link, 0.9),
-        percentile(&link, 0.99)
+        spread(&link)
     );
     println!(
-        "  host floor, links unlimited: P0 idle p50 {} ms, p90 {} ms, p99 {} ms; with the same \
-         bulk p50 {} ms, p90 {} ms, p99 {} ms",
-        percentile(&free_idle, 0.5),
-        percentile(&free_idle, 0.9),
-        percentile(&free_idle, 0.99),
-        percentile(&host, 0.5),
-        percentile(&host, 0.9),
-        percentile(&host, 0.99)
+        "  host floor, links unlimited: P0 idle {}; with the same bulk {}",
+        spread(&free_idle),
+        spread(&host)
     );
     assert!(
         udp_wire > wire / 2.0,

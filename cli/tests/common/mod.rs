@@ -494,48 +494,46 @@ impl Line {
     /// Limits every link to `rate_mbit` per direction, like a radio hop
     /// (a token bucket: tbf; the kernels here have no netem for delay).
     pub fn shape(&self, rate_mbit: u32) -> Result<(), String> {
-        for i in 0..self.names.len() - 1 {
-            for (ns, dev) in [
-                (&self.names[i], format!("v{i}l")),
-                (&self.names[i + 1], format!("v{i}r")),
-            ] {
-                ip_tool(
-                    "tc",
-                    &[
-                        "-n",
-                        ns,
-                        "qdisc",
-                        "add",
-                        "dev",
-                        &dev,
-                        "root",
-                        "tbf",
-                        "rate",
-                        &format!("{rate_mbit}mbit"),
-                        "burst",
-                        "32kb",
-                        "latency",
-                        "200ms",
-                    ],
-                )?;
-            }
+        for (ns, dev) in self.link_ends() {
+            ip_tool(
+                "tc",
+                &[
+                    "-n",
+                    ns,
+                    "qdisc",
+                    "add",
+                    "dev",
+                    &dev,
+                    "root",
+                    "tbf",
+                    "rate",
+                    &format!("{rate_mbit}mbit"),
+                    "burst",
+                    "32kb",
+                    "latency",
+                    "200ms",
+                ],
+            )?;
         }
         Ok(())
     }
-}
 
-impl Line {
     /// Takes the limits [`Line::shape`] set off again.
     pub fn unshape(&self) -> Result<(), String> {
-        for i in 0..self.names.len() - 1 {
-            for (ns, dev) in [
-                (&self.names[i], format!("v{i}l")),
-                (&self.names[i + 1], format!("v{i}r")),
-            ] {
-                ip_tool("tc", &["-n", ns, "qdisc", "del", "dev", &dev, "root"])?;
-            }
+        for (ns, dev) in self.link_ends() {
+            ip_tool("tc", &["-n", ns, "qdisc", "del", "dev", &dev, "root"])?;
         }
         Ok(())
+    }
+
+    /// Each end of each link: its namespace and its device.
+    fn link_ends(&self) -> impl Iterator<Item = (&str, String)> {
+        (0..self.names.len() - 1).flat_map(move |i| {
+            [
+                (self.names[i].as_str(), format!("v{i}l")),
+                (self.names[i + 1].as_str(), format!("v{i}r")),
+            ]
+        })
     }
 }
 
