@@ -342,9 +342,8 @@ impl Pacer {
             let delivered = (bytes - before) as f64 * 1000.0 / (now - then) as f64;
             self.delivered.push_back(delivered);
             self.delivered_us = now;
-            // Well under the pace, the link held bulk back: that is what
-            // it carries. Near the pace, the pace did: the link carries at
-            // least that.
+            // Kept past `DELIVERY_FRESH_US`: the pace grows above it
+            // only slowly.
             self.seen_capacity = self.capacity();
         }
         if now.saturating_sub(self.delivered_us) > DELIVERY_FRESH_US {
