@@ -1131,11 +1131,22 @@ impl Node {
     // ----- after every input -----
 
     fn after_input(&mut self) {
+        // Forward first, then write: what arrived goes on to the next hop
+        // while this node's copy waits for the disk (the write below, often
+        // the slowest step of a hop). Only the custody acknowledgement has
+        // to wait for the write, and it does: the router queues it after.
+        self.pump_ready();
         let now = self.clock();
         while let Some(event) = self.router.poll_event() {
             self.on_router_event(now, event);
         }
         self.after_chain();
+        self.pump_ready();
+        self.update_gauges();
+    }
+
+    /// Fills the writers of every neighbour the router has something for.
+    fn pump_ready(&mut self) {
         let ready: Vec<PeerId> = self
             .router
             .ready_links()
@@ -1144,7 +1155,6 @@ impl Node {
         for peer in ready {
             self.pump(peer);
         }
-        self.update_gauges();
     }
 
     fn on_router_event(&mut self, now: u64, event: Event) {

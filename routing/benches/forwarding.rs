@@ -85,6 +85,8 @@ impl Relay {
             outcome: AckOutcome::Forwarding,
         };
         r.handle_packet(1, &self.next_hop, &packet(self.frame, ack.encode()));
+        // Writes custody, which queues the acknowledgement upstream.
+        r.flush();
         black_box(r.poll_link(1, &self.upstream).expect("acknowledged"));
         while r.poll_event().is_some() {}
     }

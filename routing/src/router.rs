@@ -10,8 +10,13 @@
 //!
 //! Custody is durable before it is acknowledged: messages taken into custody
 //! are written to the [`MessageStore`] as one batch (group commit) the next
-//! time the driver polls, and the custody acknowledgements go out only after
-//! that write succeeded.
+//! time the driver polls events ([`Router::poll_event`] or
+//! [`Router::flush`]), and the custody acknowledgements go out only after
+//! that write succeeded. Forwarding does not wait for the write:
+//! [`Router::poll_link`] hands out what is queued without writing, so a
+//! driver that fills its links before it polls events sends an SOS on
+//! before the disk has it (the previous hop keeps its copy until the
+//! acknowledgement, which waits for the disk).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -1138,11 +1143,13 @@ impl<S: MessageStore> Router<S> {
         self.events.pop_front()
     }
 
-    /// The next packet for `neighbour`, when its link can take one.
+    /// The next packet for `neighbour`, when its link can take one. It does
+    /// not write custody (see the module's doc): custody acknowledgements
+    /// are queued by [`Router::flush`] or [`Router::poll_event`], so call one
+    /// of them after filling the links, then fill them again.
     pub fn poll_link(&mut self, now: u64, neighbour: &Address) -> Option<Vec<u8>> {
         self.now = self.now.max(now);
         self.table.set_time(self.now);
-        self.flush();
         let pace_now = self.pace_now();
         let n = self.neighbours.get_mut(neighbour)?;
         let bulk = n.scheduler.bulk_waiting() && n.pacer.allow_bulk(pace_now);
@@ -1183,8 +1190,8 @@ impl<S: MessageStore> Router<S> {
     }
 
     /// Writes what custody changed to the store, then releases the custody
-    /// acknowledgements waiting on it. `poll_event` and `poll_link` call this
-    /// first, so everything handled between two polls shares one write.
+    /// acknowledgements waiting on it. `poll_event` calls this first, so
+    /// everything handled between two polls shares one write.
     pub fn flush(&mut self) {
         // A failure is reported as `Event::StoreFailed`.
         let _ = self.commit();

@@ -640,6 +640,7 @@ fn custody_is_acknowledged_only_once_it_is_in_the_store() {
     }
     .encode();
     let acks = |router: &mut Router<SharedStore>| -> Vec<Frame> {
+        router.flush();
         std::iter::from_fn(|| router.poll_link(0, &upstream))
             .map(|p| Frame::decode(&Packet::decode(&p).unwrap().data).unwrap())
             .filter(|f| matches!(f, Frame::Ack { .. }))
@@ -670,6 +671,99 @@ fn custody_is_acknowledged_only_once_it_is_in_the_store() {
         }]
     );
     assert_eq!(store.inner.borrow_mut().load().unwrap().len(), 1);
+}
+
+/// A relay passes a message on before its own copy is on disk: the write
+/// (an fsync in the daemon, a third of a millisecond on an idle disk and
+/// several on a busy one) was in the way of every hop of an SOS. Only the
+/// custody acknowledgement waits for it; until then the previous hop keeps
+/// its copy, so nothing is lost if this node dies before the write.
+#[test]
+fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
+    use lifeline_routing::routes::RouteMessage;
+    use lifeline_routing::wire::{Body, Frame, Message, Packet};
+    use lifeline_routing::{Address, MessageStore};
+    let store = SharedStore::default();
+    let relay = common::identity(1);
+    let upstream = Address::from(common::identity(0).id());
+    let next = Address::from(common::identity(2).id());
+    let destination = Address::from(common::identity(3).id());
+    let mut router = Router::new(relay, Config::default(), store.clone(), [0; 32], 0).unwrap();
+    router.handle_link_up(0, upstream, 300);
+    router.handle_link_up(0, next, 300);
+    let update = Frame::Control(vec![RouteMessage::Update {
+        destination,
+        seqno: 1,
+        metric: 300,
+        reach: 0,
+    }]);
+    let control = |frame: u64, data: Vec<u8>, class| {
+        Packet {
+            frame,
+            index: 0,
+            count: 1,
+            class,
+            data,
+        }
+        .encode()
+    };
+    router.handle_packet(0, &next, &control(1, update.encode(), Class::P0));
+    while router.poll_event().is_some() {}
+    while router.poll_link(0, &next).is_some() {}
+    while router.poll_link(0, &upstream).is_some() {}
+    let origin = common::identity(4);
+    let body = Body {
+        class: Class::P0,
+        kind: Kind::Data,
+        destination: Some(destination),
+        origin: Some(Address::from(origin.id())),
+        created_ms: 0,
+        expires_ms: 3_600_000,
+        area: None,
+        nonce: [9; 8],
+        payload: b"SOS".to_vec(),
+    };
+    let message = Message::new(body, Some(&origin), 10);
+    let id = message.id;
+    let frames = |router: &mut Router<SharedStore>, to: &Address| -> Vec<Frame> {
+        std::iter::from_fn(|| router.poll_link(10, to))
+            .map(|p| Frame::decode(&Packet::decode(&p).unwrap().data).unwrap())
+            .collect()
+    };
+    let wire = Frame::Message(Box::new(message)).encode();
+    router.handle_packet(10, &upstream, &control(2, wire, Class::P0));
+    // On to the next hop at once, before any write.
+    let forwarded = frames(&mut router, &next);
+    assert!(
+        forwarded
+            .iter()
+            .any(|f| matches!(f, Frame::Message(m) if m.id == id)),
+        "not forwarded before the write: {forwarded:?}"
+    );
+    assert!(
+        !store.inner.borrow().contains(&id),
+        "written before forwarding"
+    );
+    let early = frames(&mut router, &upstream);
+    assert!(
+        !early.iter().any(|f| matches!(f, Frame::Ack { .. })),
+        "acknowledged before the write: {early:?}"
+    );
+    // The write, then the acknowledgement.
+    router.flush();
+    assert!(store.inner.borrow().contains(&id));
+    assert_eq!(store.inner.borrow_mut().load().unwrap().len(), 1);
+    let acks: Vec<Frame> = frames(&mut router, &upstream)
+        .into_iter()
+        .filter(|f| matches!(f, Frame::Ack { .. }))
+        .collect();
+    assert_eq!(
+        acks,
+        vec![Frame::Ack {
+            id,
+            outcome: lifeline_routing::wire::AckOutcome::Forwarding
+        }]
+    );
 }
 
 mod no_loops {

@@ -50,7 +50,8 @@ fn run() -> Result<(), String> {
         for n in batch {
             router.handle_packet(1, &up, &wire_message(*n));
         }
-        // Polling writes the batch (synced), then releases the acknowledgements.
+        // Writes the batch (synced), then releases the acknowledgements.
+        router.flush();
         while let Some(packet) = router.poll_link(1, &up) {
             let packet = Packet::decode(&packet).map_err(|e| e.to_string())?;
             match Frame::decode(&packet.data) {
