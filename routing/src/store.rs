@@ -3,7 +3,10 @@
 //!
 //! The router hands the store one [`StoreBatch`] at a time and acknowledges
 //! custody to the previous hop only after `write` returned `Ok`, so a store
-//! must make a batch durable (and atomic) before returning.
+//! must make a batch that puts messages durable (and atomic) before
+//! returning. A batch of only deletes and seen ids acknowledges nothing: a
+//! store may leave it to be made durable with the next batch that puts,
+//! as long as it keeps the order (RocksDB's write-ahead log does).
 //!
 //! The store also keeps the ids the router must go on refusing after a
 //! restart ([`SeenRecord`]): broadcasts and floods it handled and messages
@@ -72,8 +75,9 @@ pub trait MessageStore {
     fn seen_before(&mut self, id: &MessageId, expires_ms: u64)
     -> Result<Option<bool>, Self::Error>;
 
-    /// Applies `batch` atomically and durably: puts first, then deletes (a
-    /// message both put and deleted in one batch is gone).
+    /// Applies `batch` atomically, and durably if it puts anything (see the
+    /// module's doc): puts first, then deletes (a message both put and
+    /// deleted in one batch is gone).
     fn write(&mut self, batch: &StoreBatch) -> Result<(), Self::Error>;
 }
 
