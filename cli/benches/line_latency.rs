@@ -237,13 +237,13 @@ impl Drop for Watch {
 /// limit refills four a second); returns their one-way latencies in ms,
 /// sorted.
 fn p0_samples(
-    a: &Daemon,
-    e: &Daemon,
+    nodes: &[Daemon],
     watch: &Watch,
     card: &std::path::Path,
     tag: &str,
     count: usize,
 ) -> Vec<u64> {
+    let (a, e) = (&nodes[0], &nodes[nodes.len() - 1]);
     let mut latencies = Vec::new();
     for i in 0..count {
         let started = Instant::now();
@@ -255,17 +255,25 @@ fn p0_samples(
                 .args(["--json", "inbox"])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).contains(&text));
-            let tail = |d: &Daemon| {
-                let log = d.log();
-                let lines: Vec<&str> = log.lines().collect();
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            };
+            // Every node's last lines but the per-message ones, which
+            // crowd out what tells where the line stopped (a lost
+            // connection, a ban, a warning).
+            let tails: String = nodes
+                .iter()
+                .zip('A'..)
+                .map(|(d, name)| {
+                    let log = d.log();
+                    let lines: Vec<&str> = log
+                        .lines()
+                        .filter(|l| !l.contains("message status"))
+                        .collect();
+                    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                    format!("{name}'s log:\n{tail}\n")
+                })
+                .collect();
             panic!(
-                "{text:?} did not arrive within 60 s; {}; in E's inbox: {inbox:?}\n\
-                 A's log:\n{}\nE's log:\n{}",
+                "{text:?} did not arrive within 60 s; {}; in E's inbox: {inbox:?}\n{tails}",
                 watch.state(),
-                tail(a),
-                tail(e)
             );
         };
         latencies.push(latency);
@@ -571,7 +579,7 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     let card = e.card_file(root.path());
     let watch = Watch::new(e);
 
-    let idle = p0_samples(a, e, &watch, &card, "idle", samples);
+    let idle = p0_samples(&nodes, &watch, &card, "idle", samples);
 
     let file = root.path().join("bulk.txt");
     std::fs::write(&file, "x".repeat(BULK_BYTES)).unwrap();
@@ -581,7 +589,7 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     let started = Instant::now();
     let meter = WireLoad::start(&line.names);
     let buffers = BufferWatch::start(&line.names);
-    let loaded = p0_samples(a, e, &watch, &card, "loaded", samples);
+    let loaded = p0_samples(&nodes, &watch, &card, "loaded", samples);
     let below = buffers.stop();
     let wire = meter.load(&line.names);
     // A paces its bulk to B: the neighbour echoes its delay probes.
@@ -671,14 +679,14 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     let udp = UdpLoad::start(&line.names, wire);
     std::thread::sleep(Duration::from_secs(3));
     let meter = WireLoad::start(&line.names);
-    let link = p0_samples(a, e, &watch, &card, "link floor", samples);
+    let link = p0_samples(&nodes, &watch, &card, "link floor", samples);
     let udp_wire = meter.load(&line.names);
     drop(udp);
     line.unshape().unwrap();
-    let free_idle = p0_samples(a, e, &watch, &card, "unlimited idle", samples);
+    let free_idle = p0_samples(&nodes, &watch, &card, "unlimited idle", samples);
     let bulk = Bulk::start(a, e, &card, &file, LOAD);
     std::thread::sleep(Duration::from_secs(5));
-    let host = p0_samples(a, e, &watch, &card, "host floor", samples);
+    let host = p0_samples(&nodes, &watch, &card, "host floor", samples);
     bulk.stop();
     line.shape(RATE_MBIT).unwrap();
     println!(
