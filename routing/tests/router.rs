@@ -610,9 +610,33 @@ impl lifeline_routing::MessageStore for SharedStore {
     }
 }
 
+/// `data` as one packet of one fragment.
+fn one_packet(frame: u64, class: Class, data: Vec<u8>) -> Vec<u8> {
+    lifeline_routing::wire::Packet {
+        frame,
+        index: 0,
+        count: 1,
+        class,
+        data,
+    }
+    .encode()
+}
+
+/// Everything `router` has for `to` now, decoded.
+fn sent_frames(
+    router: &mut Router<SharedStore>,
+    now: u64,
+    to: &lifeline_routing::Address,
+) -> Vec<lifeline_routing::wire::Frame> {
+    use lifeline_routing::wire::{Frame, Packet};
+    std::iter::from_fn(|| router.poll_link(now, to))
+        .map(|p| Frame::decode(&Packet::decode(&p).unwrap().data).unwrap())
+        .collect()
+}
+
 #[test]
 fn custody_is_acknowledged_only_once_it_is_in_the_store() {
-    use lifeline_routing::wire::{Body, Frame, Message, Packet};
+    use lifeline_routing::wire::{Body, Frame, Message};
     use lifeline_routing::{Address, MessageStore};
     let store = SharedStore::default();
     let relay = common::identity(1);
@@ -631,18 +655,11 @@ fn custody_is_acknowledged_only_once_it_is_in_the_store() {
     );
     let message = Message::new(body, None, 10);
     let id = message.id;
-    let wire = Packet {
-        frame: 1,
-        index: 0,
-        count: 1,
-        class: Class::P2,
-        data: Frame::Message(Box::new(message)).encode(),
-    }
-    .encode();
+    let wire = one_packet(1, Class::P2, Frame::Message(Box::new(message)).encode());
     let acks = |router: &mut Router<SharedStore>| -> Vec<Frame> {
         router.flush();
-        std::iter::from_fn(|| router.poll_link(0, &upstream))
-            .map(|p| Frame::decode(&Packet::decode(&p).unwrap().data).unwrap())
+        sent_frames(router, 0, &upstream)
+            .into_iter()
             .filter(|f| matches!(f, Frame::Ack { .. }))
             .collect()
     };
@@ -681,7 +698,7 @@ fn custody_is_acknowledged_only_once_it_is_in_the_store() {
 #[test]
 fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
     use lifeline_routing::routes::RouteMessage;
-    use lifeline_routing::wire::{Body, Frame, Message, Packet};
+    use lifeline_routing::wire::{Body, Frame, Message};
     use lifeline_routing::{Address, MessageStore};
     let store = SharedStore::default();
     let relay = common::identity(1);
@@ -697,17 +714,7 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
         metric: 300,
         reach: 0,
     }]);
-    let control = |frame: u64, data: Vec<u8>, class| {
-        Packet {
-            frame,
-            index: 0,
-            count: 1,
-            class,
-            data,
-        }
-        .encode()
-    };
-    router.handle_packet(0, &next, &control(1, update.encode(), Class::P0));
+    router.handle_packet(0, &next, &one_packet(1, Class::P0, update.encode()));
     while router.poll_event().is_some() {}
     while router.poll_link(0, &next).is_some() {}
     while router.poll_link(0, &upstream).is_some() {}
@@ -725,15 +732,10 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
     };
     let message = Message::new(body, Some(&origin), 10);
     let id = message.id;
-    let frames = |router: &mut Router<SharedStore>, to: &Address| -> Vec<Frame> {
-        std::iter::from_fn(|| router.poll_link(10, to))
-            .map(|p| Frame::decode(&Packet::decode(&p).unwrap().data).unwrap())
-            .collect()
-    };
     let wire = Frame::Message(Box::new(message)).encode();
-    router.handle_packet(10, &upstream, &control(2, wire, Class::P0));
+    router.handle_packet(10, &upstream, &one_packet(2, Class::P0, wire));
     // On to the next hop at once, before any write.
-    let forwarded = frames(&mut router, &next);
+    let forwarded = sent_frames(&mut router, 10, &next);
     assert!(
         forwarded
             .iter()
@@ -744,7 +746,7 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
         !store.inner.borrow().contains(&id),
         "written before forwarding"
     );
-    let early = frames(&mut router, &upstream);
+    let early = sent_frames(&mut router, 10, &upstream);
     assert!(
         !early.iter().any(|f| matches!(f, Frame::Ack { .. })),
         "acknowledged before the write: {early:?}"
@@ -753,7 +755,7 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
     router.flush();
     assert!(store.inner.borrow().contains(&id));
     assert_eq!(store.inner.borrow_mut().load().unwrap().len(), 1);
-    let acks: Vec<Frame> = frames(&mut router, &upstream)
+    let acks: Vec<Frame> = sent_frames(&mut router, 10, &upstream)
         .into_iter()
         .filter(|f| matches!(f, Frame::Ack { .. }))
         .collect();
