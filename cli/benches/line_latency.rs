@@ -538,7 +538,7 @@ impl WireLoad {
 
     /// The share of the link's capacity it carried since the start.
     fn load(&self, names: &[String]) -> f64 {
-        (Self::sent(names) - self.sent) as f64 * 8.0
+        Self::sent(names).saturating_sub(self.sent) as f64 * 8.0
             / (self.started.elapsed().as_secs_f64() * f64::from(RATE_MBIT) * 1e6)
     }
 }
