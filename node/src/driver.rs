@@ -1254,9 +1254,9 @@ impl Node {
         let now = self.clock();
         let router = &mut self.router;
         writer.fill(|| {
-            router
-                .poll_link(now, &address)
-                .map(|packet| Frame::Packet(packet).encode())
+            let packet = router.poll_link(now, &address)?;
+            mesh::trace_hop("queued", &peer, &packet);
+            Some(Frame::Packet(packet).encode())
         });
     }
 

@@ -156,6 +156,46 @@ impl Writer {
     }
 }
 
+/// The tracing target of per-packet timings: with `lifeline::hop=trace` in
+/// `LIFELINE_LOG`, every P0 routing packet is logged when the reader has
+/// read it (`read`), when the driver hands it to a writer (`queued`) and
+/// when the writer has written it (`written`), with the neighbour, the
+/// packet's frame number on that link and its length. The frame number is
+/// the same at both ends of a link, so the lines of two nodes tell how long
+/// an SOS spent in each node's driver, in its writer, and below both (the
+/// kernels and the link). line_latency uses them to say where an SOS
+/// waits. Off, they cost one check per frame.
+pub const HOP_TRACE: &str = "lifeline::hop";
+
+/// Logs `stage` for `packet` (an encoded routing packet) if it is P0 and
+/// [`HOP_TRACE`] is on.
+pub fn trace_hop(stage: &'static str, peer: &PeerId, packet: &[u8]) {
+    if !tracing::enabled!(target: HOP_TRACE, tracing::Level::TRACE) {
+        return;
+    }
+    if let Ok(p) = lifeline_routing::wire::Packet::decode(packet)
+        && p.class == lifeline_routing::Class::P0
+    {
+        tracing::trace!(
+            target: HOP_TRACE,
+            %peer,
+            frame = p.frame,
+            index = p.index,
+            len = p.data.len(),
+            "{stage}"
+        );
+    }
+}
+
+/// [`trace_hop`] for a mesh frame, which may hold a routing packet.
+fn trace_frame(stage: &'static str, peer: &PeerId, frame: &[u8]) {
+    if tracing::enabled!(target: HOP_TRACE, tracing::Level::TRACE)
+        && let Ok(Frame::Packet(packet)) = Frame::decode(frame)
+    {
+        trace_hop(stage, peer, &packet);
+    }
+}
+
 /// Why a mesh stream ended.
 #[derive(Debug, Error)]
 pub enum MeshError {
@@ -393,6 +433,9 @@ pub async fn run_writer(
             error = Some(e.to_string());
             break;
         }
+        for frame in &batch {
+            trace_frame("written", &peer, frame);
+        }
         // Ask for more once half the byte budget is free, or the queue is empty.
         let written: usize = batch.iter().map(Vec::len).sum();
         let before = queued.fetch_sub(written, Ordering::Relaxed);
@@ -426,6 +469,9 @@ pub async fn run_reader(
     let end = loop {
         match read_frame(&mut stream, &budget).await {
             Ok(Some((frame, held))) => {
+                if let Frame::Packet(packet) = &frame {
+                    trace_hop("read", &peer, packet);
+                }
                 let event = MeshEvent::Frame { peer, frame, held };
                 if events.send(event).await.is_err() {
                     return;
