@@ -14,6 +14,14 @@
 //! the routers: TCP bytes not sent (`ss -tmi`) and the links' queues (`tc -s
 //! qdisc` backlog), and reads A's bulk pace from `lifeline peers`.
 //!
+//! The daemons log every P0 packet's way through them (`lifeline::hop`;
+//! docs/operators.md), and for the idle and loaded phases and the host
+//! floor the bench follows each sample through those lines: how long it
+//! spent in the relays' drivers, in the writers, and below the routers
+//! (from one node's write to the next node's read), with the slowest three
+//! samples hop by hop. What the lines cannot see is A's control API and
+//! E's inbox: the latency measured minus the three is that.
+//!
 //! Two floors follow, in the same run, to tell what of the loaded figure
 //! buffers cause and what they cannot: the *link floor*, P0 with the links
 //! as busy as bulk made them (A's link's `tc` counters) but with a load
@@ -46,7 +54,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Line, lifeline, ok};
+use common::{Daemon, Line, lifeline};
 
 const NODES: usize = 5;
 const RATE_MBIT: u32 = 20;
@@ -74,6 +82,187 @@ fn spread(sorted: &[u64]) -> String {
     let [p50, p90, p99] = [0.5, 0.9, 0.99].map(|p| percentile(sorted, p));
     let mean = sorted.iter().sum::<u64>() as f64 / sorted.len().max(1) as f64;
     format!("p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, mean {mean:.1} ms")
+}
+
+/// What the daemons log here: the usual, and every P0 packet's way
+/// through each node (`lifeline_node::mesh::HOP_TRACE`), from which
+/// [`where_p0_waited`] tells where the samples spent their time.
+const HOP_LOG: &str = "info,lifeline_node=debug,libp2p=warn,lifeline::hop=trace";
+/// A P0 packet this long or longer is a sample's. Delay probes, their
+/// echoes and custody acknowledgements are tens of bytes; a sample, sealed
+/// and signed, is several hundred.
+const SAMPLE_PACKET: usize = 200;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The reader has read it from the neighbour.
+    Read,
+    /// The driver gave it to the neighbour's writer.
+    Queued,
+    /// The writer wrote it to the stream (the muxer, Noise, the kernel).
+    Written,
+}
+
+/// One line of a node's hop trace.
+struct HopEvent {
+    at_us: u64,
+    stage: Stage,
+    peer: String,
+    frame: u64,
+}
+
+/// The sample-sized P0 packets in a node's log, in the order logged.
+fn hop_events(log: &str) -> Vec<HopEvent> {
+    log.lines()
+        .filter(|l| l.contains("lifeline::hop"))
+        .filter_map(|line| {
+            // The log is coloured: drop the escape sequences first.
+            let mut plain = String::with_capacity(line.len());
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                if c == '\x1b' {
+                    chars.by_ref().find(char::is_ascii_alphabetic);
+                } else {
+                    plain.push(c);
+                }
+            }
+            let mut words = plain.split_whitespace();
+            let at = humantime::parse_rfc3339(words.next()?).ok()?;
+            let at_us =
+                u64::try_from(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros()).ok()?;
+            let mut words = words
+                .skip_while(|w| !w.starts_with("lifeline::hop"))
+                .skip(1);
+            let stage = match words.next()? {
+                "read" => Stage::Read,
+                "queued" => Stage::Queued,
+                "written" => Stage::Written,
+                _ => return None,
+            };
+            let fields: HashMap<&str, &str> = words.filter_map(|w| w.split_once('=')).collect();
+            let len: usize = fields.get("len")?.parse().ok()?;
+            (len >= SAMPLE_PACKET).then_some(HopEvent {
+                at_us,
+                stage,
+                peer: (*fields.get("peer")?).to_string(),
+                frame: fields.get("frame")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// One sample's time (µs) in each place, summed over the hops, and per hop.
+struct Waits {
+    drivers: u64,
+    writers: u64,
+    below: u64,
+    /// What the hop lines do not cover: the measured latency minus the
+    /// three (A's control API and sealing, E's opening and inbox).
+    ends: u64,
+    /// Per hop: the sending node's driver (0 at A, where the sample starts
+    /// when it is queued), its writer, then below both routers.
+    hops: Vec<[u64; 3]>,
+}
+
+/// Follows the sample sent within `window` (wall µs, and its latency in
+/// ms) from A to E through the nodes' hop events; `None` if a line is
+/// missing.
+fn follow(events: &[Vec<HopEvent>], ids: &[String], window: (u64, u64, u64)) -> Option<Waits> {
+    let within = |e: &HopEvent, from: u64| e.at_us >= from && e.at_us <= window.1;
+    let mut read_at: Option<u64> = None;
+    let mut from = window.0;
+    let mut hops = Vec::new();
+    for k in 0..ids.len() - 1 {
+        let (to, here) = (&ids[k + 1], &ids[k]);
+        let queued = events[k]
+            .iter()
+            .find(|e| e.stage == Stage::Queued && &e.peer == to && within(e, from))?;
+        let written = events[k]
+            .iter()
+            .find(|e| e.stage == Stage::Written && &e.peer == to && e.frame == queued.frame)?;
+        let read = events[k + 1].iter().find(|e| {
+            e.stage == Stage::Read && &e.peer == here && e.frame == queued.frame && within(e, from)
+        })?;
+        hops.push([
+            read_at.map_or(0, |r| queued.at_us.saturating_sub(r)),
+            written.at_us.saturating_sub(queued.at_us),
+            read.at_us.saturating_sub(written.at_us),
+        ]);
+        read_at = Some(read.at_us);
+        from = read.at_us;
+    }
+    let sum = |i: usize| hops.iter().map(|h: &[u64; 3]| h[i]).sum::<u64>();
+    Some(Waits {
+        drivers: sum(0),
+        writers: sum(1),
+        below: sum(2),
+        ends: (window.2 * 1000).saturating_sub(sum(0) + sum(1) + sum(2)),
+        hops,
+    })
+}
+
+/// "p50 / p90 / p99 / max" in ms of µs values.
+fn spread_us(mut values: Vec<u64>) -> String {
+    values.sort_unstable();
+    let [p50, p90, p99, max] =
+        [0.5, 0.9, 0.99, 1.0].map(|p| percentile(&values, p) as f64 / 1000.0);
+    format!("{p50:.1} / {p90:.1} / {p99:.1} / {max:.1}")
+}
+
+/// Prints where the samples sent within `windows` waited, from the
+/// nodes' hop traces: in the drivers (a relay's time from reading a
+/// sample to handing it to the next writer), in the writers, and below the
+/// routers (from one node's write to the next node's read: the muxer,
+/// Noise, both kernels and the link's queue), each summed over the hops;
+/// and what is left of the latency measured (the two ends, to within the
+/// whole ms the latency is measured in). Returns how many samples it
+/// found in the traces.
+fn where_p0_waited(nodes: &[Daemon], phase: &str, windows: &[(u64, u64, u64)]) -> usize {
+    let events: Vec<Vec<HopEvent>> = nodes.iter().map(|d| hop_events(&d.log())).collect();
+    let ids: Vec<String> = nodes.iter().map(|d| d.id.clone()).collect();
+    let mut followed: Vec<Waits> = windows
+        .iter()
+        .filter_map(|w| follow(&events, &ids, *w))
+        .collect();
+    if followed.is_empty() {
+        println!("  {phase}: no sample found in the hop traces");
+        return 0;
+    }
+    let of = |f: fn(&Waits) -> u64| spread_us(followed.iter().map(f).collect());
+    println!(
+        "  {phase}, where P0 waited (ms, p50 / p90 / p99 / max over {} of {} samples, each \
+         summed over the hops): drivers {}, writers {}, below the routers {}; the ends, \
+         outside the hop lines: {}",
+        followed.len(),
+        windows.len(),
+        of(|w| w.drivers),
+        of(|w| w.writers),
+        of(|w| w.below),
+        of(|w| w.ends),
+    );
+    followed.sort_by_key(|w| std::cmp::Reverse(w.drivers + w.writers + w.below));
+    for w in followed.iter().take(3) {
+        let hops: Vec<String> = w
+            .hops
+            .iter()
+            .map(|[d, wr, b]| {
+                format!(
+                    "{:.1}+{:.1}+{:.1}",
+                    *d as f64 / 1e3,
+                    *wr as f64 / 1e3,
+                    *b as f64 / 1e3
+                )
+            })
+            .collect();
+        println!(
+            "    a slowest: {:.1} ms (and {:.1} ms at the ends); per hop A-B .. D-E, \
+             driver+writer+below: {}",
+            (w.drivers + w.writers + w.below) as f64 / 1e3,
+            w.ends as f64 / 1e3,
+            hops.join(", ")
+        );
+    }
+    followed.len()
 }
 
 /// What arrived in E's inbox, as `lifeline --json inbox --watch` shows it.
@@ -232,57 +421,73 @@ impl Drop for Watch {
     }
 }
 
+/// Every node's last lines but the per-message ones, which crowd out what
+/// tells where the line stopped (a lost connection, a ban, a warning).
+fn tails(nodes: &[Daemon]) -> String {
+    nodes
+        .iter()
+        .zip('A'..)
+        .map(|(d, name)| {
+            let log = d.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("message status") && !l.contains("lifeline::hop"))
+                .collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            format!("{name}'s log:\n{tail}\n")
+        })
+        .collect()
+}
+
 /// Sends `count` P0 messages A to E, one at a time, each once the one
 /// before has arrived (and at least 300 ms apart: the per-neighbour P0
 /// limit refills four a second); returns their one-way latencies in ms,
-/// sorted.
+/// sorted, and for each in order when it was sent and seen to arrive
+/// (wall µs) with its latency (ms).
 fn p0_samples(
     nodes: &[Daemon],
     watch: &Watch,
     card: &std::path::Path,
     tag: &str,
     count: usize,
-) -> Vec<u64> {
+) -> (Vec<u64>, Vec<(u64, u64, u64)>) {
     let (a, e) = (&nodes[0], &nodes[nodes.len() - 1]);
     let mut latencies = Vec::new();
+    let mut windows = Vec::new();
     for i in 0..count {
         let started = Instant::now();
+        let sent_us = wall_us();
         let text = format!("{tag} P0 sample {i}");
-        let mut send = a.send_to(e, card, &["--priority", "urgent", &text]);
-        ok(send.output().unwrap(), "send P0");
+        let sent = a
+            .send_to(e, card, &["--priority", "urgent", &text])
+            .output()
+            .unwrap();
+        if !sent.status.success() {
+            panic!(
+                "sending {text:?} failed: {}\n{}",
+                String::from_utf8_lossy(&sent.stderr),
+                tails(nodes)
+            );
+        }
         let Some(latency) = watch.latency(&text) else {
             let inbox = lifeline(&e.dir)
                 .args(["--json", "inbox"])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).contains(&text));
-            // Every node's last lines but the per-message ones, which
-            // crowd out what tells where the line stopped (a lost
-            // connection, a ban, a warning).
-            let tails: String = nodes
-                .iter()
-                .zip('A'..)
-                .map(|(d, name)| {
-                    let log = d.log();
-                    let lines: Vec<&str> = log
-                        .lines()
-                        .filter(|l| !l.contains("message status"))
-                        .collect();
-                    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-                    format!("{name}'s log:\n{tail}\n")
-                })
-                .collect();
             panic!(
-                "{text:?} did not arrive within 60 s; {}; in E's inbox: {inbox:?}\n{tails}",
+                "{text:?} did not arrive within 60 s; {}; in E's inbox: {inbox:?}\n{}",
                 watch.state(),
+                tails(nodes)
             );
         };
         latencies.push(latency);
+        windows.push((sent_us, wall_us(), latency));
         if let Some(wait) = Duration::from_millis(300).checked_sub(started.elapsed()) {
             std::thread::sleep(wait);
         }
     }
     latencies.sort_unstable();
-    latencies
+    (latencies, windows)
 }
 
 /// A sender of bulk messages A to E at `load` of the links' capacity, from
@@ -544,11 +749,15 @@ impl WireLoad {
 }
 
 fn wall_ms() -> u64 {
+    wall_us() / 1000
+}
+
+fn wall_us() -> u64 {
     u64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .as_millis(),
+            .as_micros(),
     )
     .unwrap()
 }
@@ -573,13 +782,13 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         args.extend(more.split_whitespace().map(str::to_string));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let nodes = line.start_daemons_with(root.path(), &args);
+    let nodes = line.start_daemons_logging(root.path(), &args, HOP_LOG);
     let (a, e) = (&nodes[0], &nodes[NODES - 1]);
     a.wait_for_route(e, Duration::from_secs(90));
     let card = e.card_file(root.path());
     let watch = Watch::new(e);
 
-    let idle = p0_samples(&nodes, &watch, &card, "idle", samples);
+    let (idle, idle_windows) = p0_samples(&nodes, &watch, &card, "idle", samples);
 
     let file = root.path().join("bulk.txt");
     std::fs::write(&file, "x".repeat(BULK_BYTES)).unwrap();
@@ -589,7 +798,7 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     let started = Instant::now();
     let meter = WireLoad::start(&line.names);
     let buffers = BufferWatch::start(&line.names);
-    let loaded = p0_samples(&nodes, &watch, &card, "loaded", samples);
+    let (loaded, loaded_windows) = p0_samples(&nodes, &watch, &card, "loaded", samples);
     let below = buffers.stop();
     let wire = meter.load(&line.names);
     // A paces its bulk to B: the neighbour echoes its delay probes.
@@ -635,6 +844,14 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         below.iter().map(|b| b.0).collect::<Vec<_>>(),
         below.iter().map(|b| b.1).collect::<Vec<_>>(),
     );
+    let traced = where_p0_waited(&nodes, "idle", &idle_windows)
+        + where_p0_waited(&nodes, "loaded", &loaded_windows);
+    // Under `cargo test` the daemons are this code, so their traces must
+    // be there (a bench run may compare daemons built before them).
+    assert!(
+        throughput || traced > 0,
+        "no P0 sample found in the daemons' hop traces (lifeline::hop)"
+    );
     println!("  A's bulk pace and hop queue per neighbour (B/s, ms): {paces:?}");
     assert!(
         paces.iter().any(|p| p.0 > 0),
@@ -679,14 +896,14 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     let udp = UdpLoad::start(&line.names, wire);
     std::thread::sleep(Duration::from_secs(3));
     let meter = WireLoad::start(&line.names);
-    let link = p0_samples(&nodes, &watch, &card, "link floor", samples);
+    let (link, _) = p0_samples(&nodes, &watch, &card, "link floor", samples);
     let udp_wire = meter.load(&line.names);
     drop(udp);
     line.unshape().unwrap();
-    let free_idle = p0_samples(&nodes, &watch, &card, "unlimited idle", samples);
+    let (free_idle, _) = p0_samples(&nodes, &watch, &card, "unlimited idle", samples);
     let bulk = Bulk::start(a, e, &card, &file, LOAD);
     std::thread::sleep(Duration::from_secs(5));
-    let host = p0_samples(&nodes, &watch, &card, "host floor", samples);
+    let (host, host_windows) = p0_samples(&nodes, &watch, &card, "host floor", samples);
     bulk.stop();
     line.shape(RATE_MBIT).unwrap();
     println!(
@@ -700,6 +917,7 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         spread(&free_idle),
         spread(&host)
     );
+    where_p0_waited(&nodes, "host floor", &host_windows);
     assert!(
         udp_wire > wire / 2.0,
         "the link floor's load did not load the link: {:.0}% carried, {:.0}% aimed",

@@ -86,8 +86,13 @@ pub struct Daemon {
     pub args: Vec<String>,
     /// Run inside this network namespace.
     pub netns: Option<String>,
+    /// Its `LIFELINE_LOG` (what it logs into `node.log`).
+    pub log_filter: String,
     child: Option<Child>,
 }
+
+/// What daemons log unless a test says otherwise.
+pub const LOG_FILTER: &str = "info,lifeline_node=debug,libp2p=warn";
 
 impl Daemon {
     pub fn new(root: &Path, name: &str) -> Self {
@@ -111,6 +116,7 @@ impl Daemon {
             bootstrap: Vec::new(),
             args: Vec::new(),
             netns: None,
+            log_filter: LOG_FILTER.to_string(),
             child: None,
         }
     }
@@ -133,6 +139,7 @@ impl Daemon {
             bootstrap: Vec::new(),
             args: Vec::new(),
             netns: None,
+            log_filter: LOG_FILTER.to_string(),
             child: None,
         }
     }
@@ -174,7 +181,7 @@ impl Daemon {
             cmd.args(["--web", "off"]);
         }
         cmd.args(&self.args)
-            .env("LIFELINE_LOG", "info,lifeline_node=debug,libp2p=warn")
+            .env("LIFELINE_LOG", &self.log_filter)
             .stdout(Stdio::null())
             .stderr(log);
         for b in &self.bootstrap {
@@ -478,6 +485,16 @@ impl Line {
     /// [`Line::start_daemons`], each daemon with `args` (in a namespace, a
     /// `--listen` there replaces the default TCP one).
     pub fn start_daemons_with(&self, root: &Path, args: &[&str]) -> Vec<Daemon> {
+        self.start_daemons_logging(root, args, LOG_FILTER)
+    }
+
+    /// [`Line::start_daemons_with`], the daemons logging `log_filter`.
+    pub fn start_daemons_logging(
+        &self,
+        root: &Path,
+        args: &[&str],
+        log_filter: &str,
+    ) -> Vec<Daemon> {
         self.names
             .iter()
             .enumerate()
@@ -485,6 +502,7 @@ impl Line {
                 let mut d = Daemon::new(root, &format!("n{i}"));
                 d.netns = Some(ns.clone());
                 d.args = args.iter().map(|a| (*a).to_string()).collect();
+                d.log_filter = log_filter.to_string();
                 d.start();
                 d
             })
