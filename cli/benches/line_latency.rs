@@ -19,8 +19,11 @@
 //! floor the bench follows each sample through those lines: how long it
 //! spent in the relays' drivers, in the writers, and below the routers
 //! (from one node's write to the next node's read), with the slowest three
-//! samples hop by hop. What the lines cannot see is A's control API and
-//! E's inbox: the latency measured minus the three is that.
+//! samples hop by hop. What the lines cannot see are the two ends: A's
+//! driver from sealing a sample (its sent time) to handing it to B's
+//! writer, and E's driver from reading it to stamping its arrival (before
+//! its inbox write). The latency measured minus the three is that, to
+//! within the whole ms both stamps are in.
 //!
 //! Two floors follow, in the same run, to tell what of the loaded figure
 //! buffers cause and what they cannot: the *link floor*, P0 with the links
@@ -157,7 +160,8 @@ struct Waits {
     writers: u64,
     below: u64,
     /// What the hop lines do not cover: the measured latency minus the
-    /// three (A's control API and sealing, E's opening and inbox).
+    /// three: A's driver from sealing the sample to queueing it, and E's
+    /// from reading it to stamping its arrival.
     ends: u64,
     /// Per hop: the sending node's driver (0 at A, where the sample starts
     /// when it is queued), its writer, then below both routers.
