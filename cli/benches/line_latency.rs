@@ -58,6 +58,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, Line, lifeline};
+use lifeline_node::mesh::HOP_TRACE;
 
 const NODES: usize = 5;
 const RATE_MBIT: u32 = 20;
@@ -90,7 +91,9 @@ fn spread(sorted: &[u64]) -> String {
 /// What the daemons log here: the usual, and every P0 packet's way
 /// through each node (`lifeline_node::mesh::HOP_TRACE`), from which
 /// [`where_p0_waited`] tells where the samples spent their time.
-const HOP_LOG: &str = "info,lifeline_node=debug,libp2p=warn,lifeline::hop=trace";
+fn hop_log() -> String {
+    format!("{},{HOP_TRACE}=trace", common::LOG_FILTER)
+}
 /// A P0 packet this long or longer is a sample's. Delay probes, their
 /// echoes and custody acknowledgements are tens of bytes; a sample, sealed
 /// and signed, is several hundred.
@@ -117,7 +120,7 @@ struct HopEvent {
 /// The sample-sized P0 packets in a node's log, in the order logged.
 fn hop_events(log: &str) -> Vec<HopEvent> {
     log.lines()
-        .filter(|l| l.contains("lifeline::hop"))
+        .filter(|l| l.contains(HOP_TRACE))
         .filter_map(|line| {
             // The log is coloured: drop the escape sequences first.
             let mut plain = String::with_capacity(line.len());
@@ -133,9 +136,7 @@ fn hop_events(log: &str) -> Vec<HopEvent> {
             let at = humantime::parse_rfc3339(words.next()?).ok()?;
             let at_us =
                 u64::try_from(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros()).ok()?;
-            let mut words = words
-                .skip_while(|w| !w.starts_with("lifeline::hop"))
-                .skip(1);
+            let mut words = words.skip_while(|w| !w.starts_with(HOP_TRACE)).skip(1);
             let stage = match words.next()? {
                 "read" => Stage::Read,
                 "queued" => Stage::Queued,
@@ -435,7 +436,7 @@ fn tails(nodes: &[Daemon]) -> String {
             let log = d.log();
             let lines: Vec<&str> = log
                 .lines()
-                .filter(|l| !l.contains("message status") && !l.contains("lifeline::hop"))
+                .filter(|l| !l.contains("message status") && !l.contains(HOP_TRACE))
                 .collect();
             let tail = lines[lines.len().saturating_sub(20)..].join("\n");
             format!("{name}'s log:\n{tail}\n")
@@ -786,7 +787,7 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         args.extend(more.split_whitespace().map(str::to_string));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let nodes = line.start_daemons_logging(root.path(), &args, HOP_LOG);
+    let nodes = line.start_daemons_logging(root.path(), &args, &hop_log());
     let (a, e) = (&nodes[0], &nodes[NODES - 1]);
     a.wait_for_route(e, Duration::from_secs(90));
     let card = e.card_file(root.path());
