@@ -114,8 +114,8 @@ pub struct Pacer {
     /// Bulk bytes sent on the link so far.
     sent_total: u64,
     /// The latest echo: when it came, the bulk bytes sent before its probe,
-    /// and the delay it measured.
-    last_echo: Option<(u64, u64, u64)>,
+    /// the delay it measured, and when its probe was sent.
+    last_echo: Option<(u64, u64, u64, u64)>,
     /// What the link delivered while a queue stood (bytes per ms), the
     /// newest samples: see [`Pacer::capacity`].
     delivered: VecDeque<f64>,
@@ -329,17 +329,21 @@ impl Pacer {
         };
         // With a queue standing at both echoes, the link was busy between
         // them: the bulk sent between the two probes crossed it in the
-        // time between the echoes.
-        if let Some((then, before, was)) = self.last_echo
+        // time between the echoes. Unless the echoes came much closer
+        // together than their probes left: then something held both (a
+        // neighbour, or a driver at either end that fell behind and
+        // handled them at once), and their gap says nothing of the link.
+        if let Some((then, before, was, then_sent)) = self.last_echo
             && self.queued(was)
             && self.queued(delay)
             && now > then
             && bytes > before
+            && (now - then).saturating_mul(4) >= sent.saturating_sub(then_sent)
         {
             if self.delivered.len() >= DELIVERY_SAMPLES {
                 self.delivered.pop_front();
             }
-            let delivered = (bytes - before) as f64 * 1000.0 / (now - then) as f64;
+            let delivered = ((bytes - before) as f64 * 1000.0 / (now - then) as f64).min(MAX_RATE);
             self.delivered.push_back(delivered);
             self.delivered_us = now;
             // Kept past `DELIVERY_FRESH_US`: the pace grows above it
@@ -354,8 +358,8 @@ impl Pacer {
         // (or of the other direction) is no reason to hold bulk back
         // further, and on a link that carries bulk only now and then,
         // shrinking for it left the next bulk message a trickle.
-        let ours = bytes > self.last_echo.map_or(0, |(_, before, _)| before);
-        self.last_echo = Some((now, bytes, delay));
+        let ours = bytes > self.last_echo.map_or(0, |(_, before, _, _)| before);
+        self.last_echo = Some((now, bytes, delay, sent));
         self.late_us = delay;
         self.delay_us = Some(delay);
         if ours || delay <= self.config.target_us {
@@ -455,7 +459,7 @@ impl Pacer {
         }
         // Never far below what the link was seen to carry.
         let floor = self.capacity().map_or(MIN_RATE, |c| c * 0.25);
-        self.rate = self.rate.clamp(floor.max(MIN_RATE), MAX_RATE);
+        self.rate = self.rate.max(floor).clamp(MIN_RATE, MAX_RATE);
         self.limited = false;
     }
 }
@@ -514,6 +518,36 @@ mod tests {
             worst = worst.max(queue / capacity);
         }
         (delivered, worst)
+    }
+
+    /// Two echoes that come together (a neighbour that holds them, or a
+    /// driver at either end that fell behind and handles both at once)
+    /// once read as a link that delivered all the bulk between their
+    /// probes within a microsecond: a "capacity" so large that the pace's
+    /// floor passed its ceiling, and the clamp between them panicked. A
+    /// relay died of it under load (line_latency, 2026-12-07). Such a pair
+    /// measures nothing of the link: the pace stays what it was.
+    #[test]
+    fn echoes_that_come_together_neither_panic_nor_read_as_capacity() {
+        let mut p = Pacer::new(CONFIG, 0);
+        let capacity = 2500.0; // 20 Mbit/s
+        let _ = run(&mut p, capacity, 0, 3_000);
+        let before = p.rate_bytes_per_s();
+        assert!(before > 0 && before < 3_000_000, "{before}");
+        // Probes 50 ms apart with 125 KB of bulk between them; both
+        // echoes, each showing a long queue, arrive 1 µs apart.
+        let mut now = 3_000 * MS;
+        let first = p.poll_probe(now, true).expect("a probe is due");
+        for _ in 0..325 {
+            p.sent_bulk(now, 384);
+        }
+        now += 50 * MS;
+        let second = p.poll_probe(now, true).expect("a probe is due");
+        now += 200 * MS;
+        p.handle_echo(now, first, None);
+        p.handle_echo(now + 1, second, None);
+        let after = p.rate_bytes_per_s();
+        assert!(after <= before, "{before} B/s before, {after} after");
     }
 
     /// With a clock in µs the target may be a fraction of a millisecond:

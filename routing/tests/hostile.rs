@@ -897,3 +897,111 @@ fn sos_from_fresh_keys_cannot_crowd_out_peoples_messages() {
     assert_eq!(kept, 30, "SOS from fresh keys evicted people's messages");
     assert!(router.custody().0 <= 40);
 }
+
+/// The delay probes `router` sends `to` in what it hands out now, by the
+/// time each carries (µs).
+fn probes_out(router: &mut Router<MemoryMessageStore>, now_ms: u64, to: &Address) -> Vec<u64> {
+    let mut probes = Vec::new();
+    while let Some(bytes) = router.poll_link(now_ms, to) {
+        let packet = Packet::decode(&bytes).unwrap();
+        if packet.count == 1
+            && let Ok(Frame::Timing { probe: Some(t), .. }) = Frame::decode(&packet.data)
+        {
+            probes.push(t);
+        }
+    }
+    probes
+}
+
+/// A neighbour that bulk goes to holds the echoes of two delay probes
+/// and sends them together, both late. The router once read the pair as
+/// a link that carried everything sent between the probes within a
+/// microsecond, and the pace's bounds crossed: `f64::clamp` panicked and
+/// took the whole node down (a relay died so under load, line_latency,
+/// 2026-12-07). Any neighbour could do it on purpose. Now the pair
+/// measures nothing, and the pace does not jump.
+#[test]
+fn echoes_held_and_sent_together_neither_panic_the_router_nor_unpace_bulk() {
+    let mut router = Router::new(
+        identity("sender"),
+        Config::default(),
+        MemoryMessageStore::new(),
+        [0; 32],
+        NOW,
+    )
+    .unwrap();
+    let attacker = Address::from(identity("attacker").id());
+    router.handle_link_up(NOW, attacker, 300);
+    let route = Frame::Control(vec![lifeline_routing::routes::RouteMessage::Update {
+        destination: attacker,
+        seqno: 1,
+        metric: 0,
+        reach: 0,
+    }]);
+    router.handle_packet(NOW, &attacker, &packet(1, route.encode()));
+    for i in 0..8u8 {
+        let request = lifeline_routing::SendRequest {
+            class: Class::P3,
+            destination: lifeline_routing::Destination::Node(attacker),
+            payload: vec![i; 200_000],
+            ttl_ms: None,
+        };
+        router.send(NOW, request).unwrap();
+    }
+    // A second of honest echoes, each 1 ms after its probe: the pacer
+    // learns the hop's base delay and paces.
+    let mut echo_at: Vec<(u64, u64)> = Vec::new();
+    let at = |ms: u64| (NOW + ms) * 1000;
+    for ms in 0..1000 {
+        router.set_clock_us(at(ms));
+        router.handle_timeout(NOW + ms);
+        for (due, probe) in std::mem::take(&mut echo_at) {
+            if due <= at(ms) {
+                let echo = Frame::Timing {
+                    unit: lifeline_routing::wire::TimeUnit::Us,
+                    probe: None,
+                    echo: Some(probe),
+                    received: None,
+                };
+                router.handle_packet(NOW + ms, &attacker, &packet(1_000 + ms, echo.encode()));
+            } else {
+                echo_at.push((due, probe));
+            }
+        }
+        for probe in probes_out(&mut router, NOW + ms, &attacker) {
+            echo_at.push((probe + 1000, probe));
+        }
+    }
+    let before = router.pace(&attacker).unwrap();
+    assert!(before.pacing, "{before:?}");
+    // Then it holds two probes' echoes and sends both 200 ms late, 1 µs
+    // apart; bulk went between the two probes.
+    let mut held = Vec::new();
+    let mut ms = 1000;
+    while held.len() < 2 {
+        router.set_clock_us(at(ms));
+        router.handle_timeout(NOW + ms);
+        held.extend(probes_out(&mut router, NOW + ms, &attacker));
+        ms += 1;
+    }
+    let late = held[1] + 200_000;
+    for (k, probe) in held[..2].iter().enumerate() {
+        router.set_clock_us(late + k as u64);
+        let echo = Frame::Timing {
+            unit: lifeline_routing::wire::TimeUnit::Us,
+            probe: None,
+            echo: Some(*probe),
+            received: None,
+        };
+        router.handle_packet(
+            late / 1000,
+            &attacker,
+            &packet(9_000 + k as u64, echo.encode()),
+        );
+    }
+    let after = router.pace(&attacker).unwrap();
+    assert!(
+        after.rate_bytes_per_s <= before.rate_bytes_per_s,
+        "{before:?} before, {after:?} after"
+    );
+}
