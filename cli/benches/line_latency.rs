@@ -19,11 +19,14 @@
 //! floor the bench follows each sample through those lines: how long it
 //! spent in the relays' drivers, in the writers, and below the routers
 //! (from one node's write to the next node's read), with the slowest three
-//! samples hop by hop. What the lines cannot see are the two ends: A's
-//! driver from sealing a sample (its sent time) to handing it to B's
-//! writer, and E's driver from reading it to stamping its arrival (before
-//! its inbox write). The latency measured minus the three is that, to
-//! within the whole ms both stamps are in.
+//! samples hop by hop. The rest of the latency measured is at the two
+//! ends, to within the whole ms both stamps are in: A's driver from
+//! sealing a sample (its sent time) to handing it to B's writer, and E's
+//! driver from reading it to stamping its arrival (before its inbox
+//! write). The daemons log two points there too (`stored`: A has the
+//! sample on disk, with the time since it handed it to its router;
+//! `delivered`: E's router delivered it), and the bench splits the ends
+//! by them, with the sample slowest at the ends.
 //!
 //! Two floors follow, in the same run, to tell what of the loaded figure
 //! buffers cause and what they cannot: the *link floor*, P0 with the links
@@ -107,14 +110,23 @@ enum Stage {
     Queued,
     /// The writer wrote it to the stream (the muxer, Noise, the kernel).
     Written,
+    /// A originated the message and has it on disk (`took_us` after
+    /// handing it to its router).
+    Stored,
+    /// E's router delivered it.
+    Delivered,
 }
 
 /// One line of a node's hop trace.
 struct HopEvent {
     at_us: u64,
     stage: Stage,
+    /// The neighbour and the frame number on that link, of a packet's
+    /// stage (empty and 0 at the ends).
     peer: String,
     frame: u64,
+    /// How long the stage took, of `Stored`.
+    took_us: u64,
 }
 
 /// The sample-sized P0 packets in a node's log, in the order logged.
@@ -141,15 +153,27 @@ fn hop_events(log: &str) -> Vec<HopEvent> {
                 "read" => Stage::Read,
                 "queued" => Stage::Queued,
                 "written" => Stage::Written,
+                "stored" => Stage::Stored,
+                "delivered" => Stage::Delivered,
                 _ => return None,
             };
             let fields: HashMap<&str, &str> = words.filter_map(|w| w.split_once('=')).collect();
+            if let Some(took) = fields.get("took_us") {
+                return Some(HopEvent {
+                    at_us,
+                    stage,
+                    peer: String::new(),
+                    frame: 0,
+                    took_us: took.parse().ok()?,
+                });
+            }
             let len: usize = fields.get("len")?.parse().ok()?;
             (len >= SAMPLE_PACKET).then_some(HopEvent {
                 at_us,
                 stage,
                 peer: (*fields.get("peer")?).to_string(),
                 frame: fields.get("frame")?.parse().ok()?,
+                took_us: 0,
             })
         })
         .collect()
@@ -164,6 +188,11 @@ struct Waits {
     /// three: A's driver from sealing the sample to queueing it, and E's
     /// from reading it to stamping its arrival.
     ends: u64,
+    /// Of the ends, where the daemons log them: A from handing the sample
+    /// to its router until it had it on disk, A from the same start until
+    /// it queued the sample for B, and E from reading it to its router
+    /// delivering it.
+    end_parts: Option<[u64; 3]>,
     /// Per hop: the sending node's driver (0 at A, where the sample starts
     /// when it is queued), its writer, then below both routers.
     hops: Vec<[u64; 3]>,
@@ -177,6 +206,7 @@ fn follow(events: &[Vec<HopEvent>], ids: &[String], window: (u64, u64, u64)) -> 
     let mut read_at: Option<u64> = None;
     let mut from = window.0;
     let mut hops = Vec::new();
+    let mut first_queued = 0;
     for k in 0..ids.len() - 1 {
         let (to, here) = (&ids[k + 1], &ids[k]);
         let queued = events[k]
@@ -193,15 +223,32 @@ fn follow(events: &[Vec<HopEvent>], ids: &[String], window: (u64, u64, u64)) -> 
             written.at_us.saturating_sub(queued.at_us),
             read.at_us.saturating_sub(written.at_us),
         ]);
+        if k == 0 {
+            first_queued = queued.at_us;
+        }
         read_at = Some(read.at_us);
         from = read.at_us;
     }
+    let stored = events[0]
+        .iter()
+        .find(|e| e.stage == Stage::Stored && within(e, window.0));
+    let delivered = events[ids.len() - 1]
+        .iter()
+        .find(|e| e.stage == Stage::Delivered && within(e, from));
+    let end_parts = stored.zip(delivered).map(|(s, d)| {
+        [
+            s.took_us,
+            first_queued.saturating_sub(s.at_us.saturating_sub(s.took_us)),
+            d.at_us.saturating_sub(from),
+        ]
+    });
     let sum = |i: usize| hops.iter().map(|h: &[u64; 3]| h[i]).sum::<u64>();
     Some(Waits {
         drivers: sum(0),
         writers: sum(1),
         below: sum(2),
         ends: (window.2 * 1000).saturating_sub(sum(0) + sum(1) + sum(2)),
+        end_parts,
         hops,
     })
 }
@@ -245,8 +292,19 @@ fn where_p0_waited(nodes: &[Daemon], phase: &str, windows: &[(u64, u64, u64)]) -
         of(|w| w.below),
         of(|w| w.ends),
     );
-    followed.sort_by_key(|w| std::cmp::Reverse(w.drivers + w.writers + w.below));
-    for w in followed.iter().take(3) {
+    let parts: Vec<[u64; 3]> = followed.iter().filter_map(|w| w.end_parts).collect();
+    if !parts.is_empty() {
+        let part = |i: usize| spread_us(parts.iter().map(|p| p[i]).collect());
+        println!(
+            "    of the ends, over {} samples: A from sending it to having it on disk {}, A \
+             from sending it to queueing it for B {}, E from reading it to delivering it {}",
+            parts.len(),
+            part(0),
+            part(1),
+            part(2),
+        );
+    }
+    let show = |what: &str, w: &Waits| {
         let hops: Vec<String> = w
             .hops
             .iter()
@@ -259,13 +317,28 @@ fn where_p0_waited(nodes: &[Daemon], phase: &str, windows: &[(u64, u64, u64)]) -
                 )
             })
             .collect();
+        let parts = w.end_parts.map_or(String::new(), |[s, q, d]| {
+            format!(
+                ": A {:.1} to disk and {:.1} to queueing, E {:.1}",
+                s as f64 / 1e3,
+                q as f64 / 1e3,
+                d as f64 / 1e3
+            )
+        });
         println!(
-            "    a slowest: {:.1} ms (and {:.1} ms at the ends); per hop A-B .. D-E, \
+            "    {what}: {:.1} ms on the hops, {:.1} ms at the ends{parts}; per hop A-B .. D-E, \
              driver+writer+below: {}",
             (w.drivers + w.writers + w.below) as f64 / 1e3,
             w.ends as f64 / 1e3,
             hops.join(", ")
         );
+    };
+    followed.sort_by_key(|w| std::cmp::Reverse(w.drivers + w.writers + w.below));
+    for w in followed.iter().take(3) {
+        show("a slowest on the hops", w);
+    }
+    if let Some(w) = followed.iter().max_by_key(|w| w.ends) {
+        show("the slowest at the ends", w);
     }
     followed.len()
 }
@@ -438,7 +511,13 @@ fn tails(nodes: &[Daemon]) -> String {
                 .lines()
                 .filter(|l| !l.contains("message status") && !l.contains(HOP_TRACE))
                 .collect();
-            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            // A panic's backtrace would fill the tail: show what led to
+            // the panic and its message instead.
+            let end = lines
+                .iter()
+                .position(|l| l.contains(" panicked at "))
+                .map_or(lines.len(), |p| (p + 3).min(lines.len()));
+            let tail = lines[end.saturating_sub(20)..end].join("\n");
             format!("{name}'s log:\n{tail}\n")
         })
         .collect()

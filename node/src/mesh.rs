@@ -187,6 +187,19 @@ pub fn trace_hop(stage: &'static str, peer: &PeerId, packet: &[u8]) {
     }
 }
 
+/// Logs `stage` of a P0 message at its ends under [`HOP_TRACE`]: `stored`
+/// when a message this node originated is on disk (`took`: since it was
+/// handed to the router), `delivered` when one reached its destination
+/// here.
+pub fn trace_message(stage: &'static str, id: &lifeline_routing::MessageId, took: Duration) {
+    tracing::trace!(
+        target: HOP_TRACE,
+        %id,
+        took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        "{stage}"
+    );
+}
+
 /// [`trace_hop`] for a mesh frame, which may hold a routing packet.
 fn trace_frame(stage: &'static str, peer: &PeerId, frame: &[u8]) {
     if tracing::enabled!(target: HOP_TRACE, tracing::Level::TRACE)

@@ -10,6 +10,7 @@ use prost::Message as _;
 
 use super::{INBOX_KEEP, Node, node_id, status_name, ts};
 use crate::control::{Command, CommandError};
+use crate::mesh;
 use crate::pb::control as api;
 use crate::pb::mesh::{AppPayload, Sos, app_payload};
 
@@ -164,10 +165,14 @@ impl Node {
             payload: payload.encode_to_vec(),
             ttl_ms: (ttl_secs > 0).then(|| ttl_secs.saturating_mul(1000)),
         };
+        let started = std::time::Instant::now();
         let id = self.router.send(now, request).map_err(|e| match e {
             SendError::Store(e) => CommandError::Internal(e),
             other => CommandError::BadRequest(other.to_string()),
         })?;
+        if class == Class::P0 {
+            mesh::trace_message("stored", &id, started.elapsed());
+        }
         self.metrics.message(class, "sent");
         Ok(api::SendReply { id: id.to_string() })
     }

@@ -20,6 +20,9 @@ use crate::pb::mesh::{AppPayload, app_payload};
 
 impl Node {
     pub(super) fn on_delivered(&mut self, now: u64, d: Delivery) {
+        if d.class == Class::P0 {
+            mesh::trace_message("delivered", &d.id, std::time::Duration::ZERO);
+        }
         self.metrics.message(d.class, "delivered");
         self.metrics
             .delivery_latency
