@@ -2,7 +2,8 @@
 //!
 //! Inputs (each takes the time, in ms on any monotonic clock):
 //! [`Router::handle_link_up`], [`Router::handle_link_down`],
-//! [`Router::handle_packet`], [`Router::send`] (and receipts), and
+//! [`Router::handle_packet`], [`Router::send`] or
+//! [`Router::send_unwritten`] (and receipts), and
 //! [`Router::handle_timeout`]. Outputs: [`Router::poll_link`] gives the next
 //! packet for a neighbour when its link can take one, [`Router::poll_event`]
 //! gives deliveries and status, and [`Router::poll_timeout`] says when to call
@@ -16,7 +17,9 @@
 //! [`Router::poll_link`] hands out what is queued without writing, so a
 //! driver that fills its links before it polls events sends an SOS on
 //! before the disk has it (the previous hop keeps its copy until the
-//! acknowledgement, which waits for the disk).
+//! acknowledgement, which waits for the disk). A message of this node's
+//! own can go the same way: [`Router::send_unwritten`], fill the links,
+//! then [`Router::write`] before telling anyone it was sent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -583,6 +586,9 @@ pub struct Router<S> {
     registered: HashSet<Address>,
     batch: BTreeMap<MessageId, Option<Vec<u8>>>,
     pending_acks: Vec<(Address, MessageId)>,
+    /// This node's own messages sent ([`Router::send_unwritten`]) but not
+    /// yet written: forgotten if the write fails.
+    unwritten: Vec<MessageId>,
     events: VecDeque<Event>,
     next_refresh: u64,
     /// Routing messages waiting to be sent.
@@ -679,6 +685,7 @@ impl<S: MessageStore> Router<S> {
             registered: HashSet::new(),
             batch: BTreeMap::new(),
             pending_acks: Vec::new(),
+            unwritten: Vec::new(),
             events: VecDeque::new(),
             next_refresh: now.saturating_add(config.refresh_interval_ms),
             now,
@@ -964,8 +971,24 @@ impl<S: MessageStore> Router<S> {
         }
     }
 
-    /// Sends a message from this node.
+    /// Sends a message from this node: on `Ok` it is on disk.
     pub fn send(&mut self, now: u64, request: SendRequest) -> Result<MessageId, SendError> {
+        let id = self.send_unwritten(now, request)?;
+        self.write()?;
+        Ok(id)
+    }
+
+    /// Sends a message from this node, and writes it with the next write
+    /// ([`Router::write`], [`Router::flush`] or [`Router::poll_event`]),
+    /// not now: a driver fills its links first, so that the message is on
+    /// its way while the disk takes its copy, then writes, and only then
+    /// tells anyone it was sent. If that write fails, the message is
+    /// forgotten here (it may have left already).
+    pub fn send_unwritten(
+        &mut self,
+        now: u64,
+        request: SendRequest,
+    ) -> Result<MessageId, SendError> {
         if request.class == Class::P1 && !self.authorities.contains(&self.me) {
             return Err(SendError::NotAuthority);
         }
@@ -998,14 +1021,16 @@ impl<S: MessageStore> Router<S> {
             note: String::new(),
         }
         .encode();
-        self.originate(
+        let id = self.originate(
             now,
             Class::P2,
             Kind::Receipt,
             Destination::Node(to),
             payload,
             None,
-        )
+        )?;
+        self.write()?;
+        Ok(id)
     }
 
     /// Acknowledges an SOS from `origin` as a responder ("help is coming").
@@ -1021,14 +1046,16 @@ impl<S: MessageStore> Router<S> {
             note.pop();
         }
         let payload = Receipt { message: sos, note }.encode();
-        self.originate(
+        let id = self.originate(
             now,
             Class::P0,
             Kind::SosAck,
             Destination::Node(origin),
             payload,
             None,
-        )
+        )?;
+        self.write()?;
+        Ok(id)
     }
 
     /// Time passed: refreshes routes, retries, expires.
@@ -1197,11 +1224,19 @@ impl<S: MessageStore> Router<S> {
         let _ = self.commit();
     }
 
+    /// [`Router::flush`], saying whether the write succeeded: after
+    /// [`Router::send_unwritten`], the message is durable once this
+    /// returns `Ok`, and forgotten if it returns an error.
+    pub fn write(&mut self) -> Result<(), SendError> {
+        self.commit().map_err(SendError::Store)
+    }
+
     /// Writes the batch; on success releases the acknowledgements waiting on
     /// it, on failure forgets what it could not write.
     fn commit(&mut self) -> Result<(), String> {
         if self.batch.is_empty() && self.seen_unsaved.is_empty() {
             self.release_acks();
+            self.unwritten.clear();
             return Ok(());
         }
         let mut batch = StoreBatch {
@@ -1224,6 +1259,7 @@ impl<S: MessageStore> Router<S> {
                     self.events.push_back(Event::StoreRecovered);
                 }
                 self.release_acks();
+                self.unwritten.clear();
                 Ok(())
             }
             Err(e) => {
@@ -1236,6 +1272,12 @@ impl<S: MessageStore> Router<S> {
                     if self.held.get(&id).is_some_and(|h| !h.local) {
                         self.remove_held(id);
                     }
+                }
+                // This node's own: whoever sent them is told it failed.
+                for id in std::mem::take(&mut self.unwritten) {
+                    self.remove_held(id);
+                    self.tracked.remove(&id);
+                    self.sos_watch.retain(|(_, watched), _| *watched != id);
                 }
                 self.batch.clear();
                 // Seen ids not written only weaken replay protection after
@@ -1324,13 +1366,8 @@ impl<S: MessageStore> Router<S> {
             return Err(SendError::CustodyFull);
         }
         self.track(&message, Status::Queued, now);
-        // Durable before we say so.
-        if let Err(e) = self.commit() {
-            self.remove_held(id);
-            self.batch.clear();
-            self.tracked.remove(&id);
-            return Err(SendError::Store(e));
-        }
+        // Durable before we say so: the caller writes.
+        self.unwritten.push(id);
         if class == Class::P0 {
             self.watch_sos(now, message);
         }

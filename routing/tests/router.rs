@@ -768,6 +768,83 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
     );
 }
 
+/// The node that sends an SOS hands it to its next hop before its own
+/// copy is on disk: the write once came first, and at the sender it took
+/// up to 50 ms of an SOS's 4 ms trip (line_latency, 2026-12-07). Whoever
+/// sent it is told so only once the write succeeded; if it fails, the
+/// router forgets the message (it retries nothing it was not able to
+/// keep) and says why.
+#[test]
+fn an_own_message_leaves_before_the_disk_has_it_and_is_forgotten_if_the_write_fails() {
+    use lifeline_routing::routes::RouteMessage;
+    use lifeline_routing::wire::Frame;
+    use lifeline_routing::{Address, Destination, SendError, SendRequest};
+    let store = SharedStore::default();
+    let next = Address::from(common::identity(2).id());
+    let destination = Address::from(common::identity(3).id());
+    let mut router = Router::new(
+        common::identity(1),
+        Config::default(),
+        store.clone(),
+        [0; 32],
+        0,
+    )
+    .unwrap();
+    router.handle_link_up(0, next, 300);
+    let update = Frame::Control(vec![RouteMessage::Update {
+        destination,
+        seqno: 1,
+        metric: 300,
+        reach: 0,
+    }]);
+    router.handle_packet(0, &next, &one_packet(1, Class::P0, update.encode()));
+    while router.poll_event().is_some() {}
+    while router.poll_link(0, &next).is_some() {}
+    let sos = |text: &[u8]| SendRequest {
+        class: Class::P0,
+        destination: Destination::Node(destination),
+        payload: text.to_vec(),
+        ttl_ms: None,
+    };
+    let carries = |frames: &[Frame], id| {
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::Message(m) if m.id == id))
+    };
+
+    let id = router.send_unwritten(10, sos(b"SOS")).unwrap();
+    assert!(
+        !store.inner.borrow().contains(&id),
+        "written before it left"
+    );
+    let out = sent_frames(&mut router, 10, &next);
+    assert!(
+        carries(&out, id),
+        "not on its link before the write: {out:?}"
+    );
+    router.write().unwrap();
+    assert!(store.inner.borrow().contains(&id));
+    assert!(router.holds(&id), "held until its next hop takes custody");
+
+    // The disk fails: the message may have left, but the router keeps
+    // nothing it could not write, and the caller learns why.
+    store.fail.set(true);
+    let lost = router.send_unwritten(20, sos(b"SOS 2")).unwrap();
+    assert!(carries(&sent_frames(&mut router, 20, &next), lost));
+    let failed = router.write();
+    assert!(
+        matches!(failed, Err(SendError::Store(ref e)) if e.contains("disk full")),
+        "{failed:?}"
+    );
+    assert!(!router.holds(&lost));
+    assert!(!store.inner.borrow().contains(&lost));
+    assert!(router.holds(&id), "what was written stays held");
+    // `send` still writes before it returns.
+    store.fail.set(false);
+    let kept = router.send(30, sos(b"SOS 3")).unwrap();
+    assert!(store.inner.borrow().contains(&kept));
+}
+
 mod no_loops {
     use super::*;
     use proptest::prelude::*;

@@ -166,10 +166,23 @@ impl Node {
             ttl_ms: (ttl_secs > 0).then(|| ttl_secs.saturating_mul(1000)),
         };
         let started = std::time::Instant::now();
-        let id = self.router.send(now, request).map_err(|e| match e {
-            SendError::Store(e) => CommandError::Internal(e),
-            other => CommandError::BadRequest(other.to_string()),
-        })?;
+        let id = self
+            .router
+            .send_unwritten(now, request)
+            .map_err(|e| match e {
+                SendError::Store(e) => CommandError::Internal(e),
+                other => CommandError::BadRequest(other.to_string()),
+            })?;
+        // On its way first, on disk second, "sent" third: the write is
+        // often the slowest step of a send, and an SOS need not wait for
+        // it. Until the write succeeds nobody is told it was sent.
+        self.pump_ready();
+        if let Err(e) = self.router.write() {
+            return Err(CommandError::Internal(format!(
+                "{e}; it may have left already, but this node will not try it again: send it \
+                 again once the disk works"
+            )));
+        }
         if class == Class::P0 {
             mesh::trace_message("stored", &id, started.elapsed());
         }
