@@ -634,6 +634,27 @@ fn sent_frames(
         .collect()
 }
 
+/// Brings up the link to `next` and has it announce a route to
+/// `destination`; drains what that made the router say or do.
+fn route_via(
+    router: &mut Router<SharedStore>,
+    next: lifeline_routing::Address,
+    destination: lifeline_routing::Address,
+) {
+    use lifeline_routing::routes::RouteMessage;
+    use lifeline_routing::wire::Frame;
+    router.handle_link_up(0, next, 300);
+    let update = Frame::Control(vec![RouteMessage::Update {
+        destination,
+        seqno: 1,
+        metric: 300,
+        reach: 0,
+    }]);
+    router.handle_packet(0, &next, &one_packet(1, Class::P0, update.encode()));
+    while router.poll_event().is_some() {}
+    while router.poll_link(0, &next).is_some() {}
+}
+
 #[test]
 fn custody_is_acknowledged_only_once_it_is_in_the_store() {
     use lifeline_routing::wire::{Body, Frame, Message};
@@ -697,7 +718,6 @@ fn custody_is_acknowledged_only_once_it_is_in_the_store() {
 /// its copy, so nothing is lost if this node dies before the write.
 #[test]
 fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
-    use lifeline_routing::routes::RouteMessage;
     use lifeline_routing::wire::{Body, Frame, Message};
     use lifeline_routing::{Address, MessageStore};
     let store = SharedStore::default();
@@ -707,16 +727,7 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
     let destination = Address::from(common::identity(3).id());
     let mut router = Router::new(relay, Config::default(), store.clone(), [0; 32], 0).unwrap();
     router.handle_link_up(0, upstream, 300);
-    router.handle_link_up(0, next, 300);
-    let update = Frame::Control(vec![RouteMessage::Update {
-        destination,
-        seqno: 1,
-        metric: 300,
-        reach: 0,
-    }]);
-    router.handle_packet(0, &next, &one_packet(1, Class::P0, update.encode()));
-    while router.poll_event().is_some() {}
-    while router.poll_link(0, &next).is_some() {}
+    route_via(&mut router, next, destination);
     while router.poll_link(0, &upstream).is_some() {}
     let origin = common::identity(4);
     let body = Body {
@@ -776,7 +787,6 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
 /// keep) and says why.
 #[test]
 fn an_own_message_leaves_before_the_disk_has_it_and_is_forgotten_if_the_write_fails() {
-    use lifeline_routing::routes::RouteMessage;
     use lifeline_routing::wire::Frame;
     use lifeline_routing::{Address, Destination, SendError, SendRequest};
     let store = SharedStore::default();
@@ -790,16 +800,7 @@ fn an_own_message_leaves_before_the_disk_has_it_and_is_forgotten_if_the_write_fa
         0,
     )
     .unwrap();
-    router.handle_link_up(0, next, 300);
-    let update = Frame::Control(vec![RouteMessage::Update {
-        destination,
-        seqno: 1,
-        metric: 300,
-        reach: 0,
-    }]);
-    router.handle_packet(0, &next, &one_packet(1, Class::P0, update.encode()));
-    while router.poll_event().is_some() {}
-    while router.poll_link(0, &next).is_some() {}
+    route_via(&mut router, next, destination);
     let sos = |text: &[u8]| SendRequest {
         class: Class::P0,
         destination: Destination::Node(destination),
