@@ -26,15 +26,25 @@
 //!   a pace above its rate until the bucket is spent). Above the target
 //!   the rate shrinks in proportion to the excess, at most halving per
 //!   sample; once the hop's delivery rate is known, it goes below it
-//!   while a queue stands (a rate not measured again for a few seconds is
-//!   forgotten).
+//!   while a queue stands (when that rate is forgotten: see the cruising
+//!   below).
 //!   Only a queue bulk added to (bulk went since the previous probe)
 //!   shrinks it. The rate grows only while bulk actually waited for it, so
 //!   a link that carried little does not keep a rate it never tried; it
 //!   starts high, so that a short bulk message is not held back.
+//! - **Cruising below the link.** Once the hop's capacity is measured
+//!   (what it delivered while a queue stood and bulk kept up with the
+//!   pace), bulk goes at 90% of it (`CRUISE`): a pace at the capacity
+//!   keeps the queue at the target, and every SOS would wait it out on
+//!   every hop. The pace grows no higher than a little above what bulk
+//!   actually used, so a pace bulk left unused (between messages) does not
+//!   drift above the link; and without a capacity measured, a pace that
+//!   built a long queue is not gone back to. More is probed for only when
+//!   bulk waited for the link at every probe for 5 s (`HELD_PROBE_US`), or
+//!   after 30 s without a new measurement (`DELIVERY_FRESH_US`).
 //! - **Never starving.** The rate has a floor ([`MIN_RATE`]), and on a
-//!   link with nothing else the controller settles where the queue is at
-//!   the target, which is at or near what the link carries.
+//!   link with nothing else bulk gets about 90% of what the link carries,
+//!   probing above it every 5 s.
 //! - **Old neighbours.** A neighbour that never echoes (a node from before
 //!   this) leaves bulk unpaced, as it was.
 //!
@@ -67,12 +77,30 @@ const PROBE_LOST_US: u64 = 10_000_000;
 const BURST_MS: f64 = 4.0;
 /// Delivery samples kept for the capacity estimate.
 const DELIVERY_SAMPLES: usize = 8;
+/// The share of the capacity measured that bulk is paced at: a pace at
+/// the capacity keeps a queue standing at the target, and every SOS waits
+/// it out on every hop; just below it, the queue drains and bulk still
+/// gets nearly all of the link.
+const CRUISE: f64 = 0.9;
+/// The pace grows to at most this many times what bulk actually sent since
+/// the previous sample: a pace that bulk did not use (between messages, or
+/// behind a slower hop) shows nothing of the link, and a pace grown there
+/// far above the link's rate sends the next message into a queue.
+const USED_HEADROOM: f64 = 1.1;
+/// Bulk that went out at this share of the pace or more, between two
+/// probes, kept up with the pace: only then does what the link delivered
+/// measure the link and not the sender.
+const KEPT_UP: f64 = 0.8;
 /// A capacity estimate without a new sample for this long (µs) is
-/// forgotten: one taken while the link was slower, or while the pace and
-/// not the link limited what it delivered, would otherwise hold the pace
-/// under what the link carries for as long as no queue stands at two
-/// probes in a row, which that low pace itself prevents.
-const DELIVERY_FRESH_US: u64 = 5_000_000;
+/// forgotten: one taken while the link was slower would otherwise hold the
+/// pace under what the link carries for good, since cruising below it
+/// shows no queue and so takes no new sample.
+const DELIVERY_FRESH_US: u64 = 30_000_000;
+/// Bulk waiting for the link at every probe for this long (µs) wants more
+/// of it: the capacity is forgotten sooner, and the pace probes above it.
+/// While the pace carries all the bulk there is (a load the link carries,
+/// with breaks), more is not probed for, and no queue is built to find it.
+const HELD_PROBE_US: u64 = 5_000_000;
 /// Growth per sample, at most, of a pace above the capacity last measured.
 const ABOVE_SEEN_GAIN: f64 = 0.01;
 /// A pace this many times the capacity last measured, reached without a
@@ -113,6 +141,16 @@ pub struct Pacer {
     outstanding: VecDeque<(u64, u64)>,
     /// Bulk bytes sent on the link so far.
     sent_total: u64,
+    /// When the pace was last adjusted, and `sent_total` then.
+    adjusted: (u64, u64),
+    /// Since when bulk has been waiting for the link at every probe.
+    held_since: Option<u64>,
+    /// The lowest pace at which a long queue stood lately, without a
+    /// capacity measured and outside slow start (a queue that came and
+    /// went between two probes, as a burst from the hop before leaves
+    /// it), and when: the pace grows to no more than [`CRUISE`] times it
+    /// for [`DELIVERY_FRESH_US`].
+    queued_at: Option<(f64, u64)>,
     /// The latest echo: when it came, the bulk bytes sent before its probe,
     /// the delay it measured, and when its probe was sent.
     last_echo: Option<(u64, u64, u64, u64)>,
@@ -152,6 +190,9 @@ impl Pacer {
             base_fwd: Vec::new(),
             outstanding: VecDeque::new(),
             sent_total: 0,
+            adjusted: (now, 0),
+            held_since: None,
+            queued_at: None,
             last_echo: None,
             delivered: VecDeque::new(),
             delivered_us: 0,
@@ -297,6 +338,11 @@ impl Pacer {
             }
         }
         self.next_probe_us = now.saturating_add(self.config.probe_interval_us.max(1));
+        if bulk_waiting {
+            self.held_since.get_or_insert(now);
+        } else {
+            self.held_since = None;
+        }
         if self.outstanding.len() >= MAX_OUTSTANDING {
             return None;
         }
@@ -333,25 +379,45 @@ impl Pacer {
         // together than their probes left: then something held both (a
         // neighbour, or a driver at either end that fell behind and
         // handled them at once), and their gap says nothing of the link.
+        // And only if bulk kept up with the pace between the probes:
+        // otherwise the sender, not the link, set what was delivered.
         if let Some((then, before, was, then_sent)) = self.last_echo
             && self.queued(was)
             && self.queued(delay)
             && now > then
             && bytes > before
             && (now - then).saturating_mul(4) >= sent.saturating_sub(then_sent)
+            && self.kept_up(bytes - before, sent.saturating_sub(then_sent))
         {
-            if self.delivered.len() >= DELIVERY_SAMPLES {
-                self.delivered.pop_front();
-            }
             let delivered = ((bytes - before) as f64 * 1000.0 / (now - then) as f64).min(MAX_RATE);
-            self.delivered.push_back(delivered);
-            self.delivered_us = now;
-            // Kept past `DELIVERY_FRESH_US`: the pace grows above it
-            // only slowly.
-            self.seen_capacity = self.capacity();
+            // Bulk paced below the link sends at its pace, and a delay
+            // read as a short queue (jitter) would then measure the pace:
+            // each such sample would bring the pace lower still. Only a
+            // queue over the target shows a link slower than believed.
+            let long = was > self.config.target_us && delay > self.config.target_us;
+            if long || self.capacity().is_none_or(|c| delivered >= c) {
+                if self.delivered.len() >= DELIVERY_SAMPLES {
+                    self.delivered.pop_front();
+                }
+                self.delivered.push_back(delivered);
+                self.delivered_us = now;
+                // Kept past `DELIVERY_FRESH_US`: the pace grows above it
+                // only slowly.
+                self.seen_capacity = self.capacity();
+            }
         }
-        if now.saturating_sub(self.delivered_us) > DELIVERY_FRESH_US {
+        let held = self
+            .held_since
+            .is_some_and(|t| now.saturating_sub(t.max(self.delivered_us)) > HELD_PROBE_US);
+        if held || now.saturating_sub(self.delivered_us) > DELIVERY_FRESH_US {
             self.delivered.clear();
+        }
+        if held
+            || self
+                .queued_at
+                .is_some_and(|(_, t)| now.saturating_sub(t) > DELIVERY_FRESH_US)
+        {
+            self.queued_at = None;
         }
         // Whether bulk went between the previous probe and this one: only
         // then is a queue partly bulk's doing. A queue of other classes
@@ -363,8 +429,13 @@ impl Pacer {
         self.late_us = delay;
         self.delay_us = Some(delay);
         if ours || delay <= self.config.target_us {
-            self.adjust(delay);
+            self.adjust(now, delay);
         }
+    }
+
+    /// Whether `bytes` of bulk sent over `us` kept up with the pace.
+    fn kept_up(&self, bytes: u64, us: u64) -> bool {
+        us > 0 && bytes as f64 * 1000.0 >= KEPT_UP * self.rate * us as f64
     }
 
     /// Whether a delay shows a queue standing, not a clock's or a busy
@@ -403,7 +474,11 @@ impl Pacer {
         u64::try_from(value.saturating_sub(min)).unwrap_or(0)
     }
 
-    fn adjust(&mut self, delay: u64) {
+    fn adjust(&mut self, now: u64, delay: u64) {
+        let (then, sent_then) = self.adjusted;
+        let used = self.sent_total.saturating_sub(sent_then);
+        let took = now.saturating_sub(then);
+        self.adjusted = (now, self.sent_total);
         let target = self.config.target_us as f64;
         let off = (target - delay as f64) / target;
         if off > 0.0 {
@@ -432,7 +507,17 @@ impl Pacer {
                     }
                     _ => gain,
                 };
+                let before = self.rate;
                 self.rate *= 1.0 + gain;
+                if !self.starting {
+                    // No higher than bulk could use.
+                    let used = used as f64 * 1000.0 / took.max(1) as f64;
+                    self.rate = self.rate.min(before.max(used * USED_HEADROOM));
+                }
+                // Not back up to a pace that built a long queue lately.
+                if let Some((at, _)) = self.queued_at {
+                    self.rate = self.rate.min(before.max(at * CRUISE));
+                }
                 // Far below what the link was seen to carry (after a long
                 // queue drained): back to half of it at once.
                 if let Some(capacity) = self.capacity() {
@@ -440,6 +525,12 @@ impl Pacer {
                 }
             }
         } else {
+            if !self.starting && self.capacity().is_none() && delay > 2 * self.config.target_us {
+                let at = self
+                    .queued_at
+                    .map_or(self.rate, |(at, _)| at.min(self.rate));
+                self.queued_at = Some((at, now));
+            }
             self.starting = false;
             // Known capacity: below it, by more while a long queue drains
             // (it drains at the difference). Unknown: halve at most.
@@ -456,6 +547,10 @@ impl Pacer {
         }
         if self.queued(delay) {
             self.starting = false;
+        }
+        // Below what the link carries, so that no queue stands.
+        if let Some(capacity) = self.capacity() {
+            self.rate = self.rate.min(capacity * CRUISE);
         }
         // Never far below what the link was seen to carry.
         let floor = self.capacity().map_or(MIN_RATE, |c| c * 0.25);
