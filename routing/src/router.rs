@@ -1041,21 +1041,35 @@ impl<S: MessageStore> Router<S> {
         sos: MessageId,
         note: &str,
     ) -> Result<MessageId, SendError> {
+        let id = self.acknowledge_sos_unwritten(now, origin, sos, note)?;
+        self.write()?;
+        Ok(id)
+    }
+
+    /// [`Router::acknowledge_sos`], written with the next write, as
+    /// [`Router::send_unwritten`] is: the acknowledgement is P0 too, and
+    /// the person who sent the SOS need not wait for the responder's disk
+    /// to learn that help is coming.
+    pub fn acknowledge_sos_unwritten(
+        &mut self,
+        now: u64,
+        origin: Address,
+        sos: MessageId,
+        note: &str,
+    ) -> Result<MessageId, SendError> {
         let mut note = note.to_string();
         while note.len() > MAX_NOTE {
             note.pop();
         }
         let payload = Receipt { message: sos, note }.encode();
-        let id = self.originate(
+        self.originate(
             now,
             Class::P0,
             Kind::SosAck,
             Destination::Node(origin),
             payload,
             None,
-        )?;
-        self.write()?;
-        Ok(id)
+        )
     }
 
     /// Time passed: refreshes routes, retries, expires.

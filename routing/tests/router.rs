@@ -844,6 +844,16 @@ fn an_own_message_leaves_before_the_disk_has_it_and_is_forgotten_if_the_write_fa
     store.fail.set(false);
     let kept = router.send(30, sos(b"SOS 3")).unwrap();
     assert!(store.inner.borrow().contains(&kept));
+
+    // A responder's "help is coming" is P0 too: it leaves before the
+    // responder's disk has it, and is held once written.
+    let ack = router
+        .acknowledge_sos_unwritten(40, destination, id, "help is coming")
+        .unwrap();
+    assert!(!store.inner.borrow().contains(&ack));
+    assert!(carries(&sent_frames(&mut router, 40, &next), ack));
+    router.write().unwrap();
+    assert!(store.inner.borrow().contains(&ack));
 }
 
 mod no_loops {

@@ -166,28 +166,27 @@ impl Node {
             ttl_ms: (ttl_secs > 0).then(|| ttl_secs.saturating_mul(1000)),
         };
         let started = std::time::Instant::now();
-        let id = self
-            .router
-            .send_unwritten(now, request)
-            .map_err(|e| match e {
-                SendError::Store(e) => CommandError::Internal(e),
-                other => CommandError::BadRequest(other.to_string()),
-            })?;
-        // On its way first, on disk second, "sent" third: the write is
-        // often the slowest step of a send, and an SOS need not wait for
-        // it. Until the write succeeds nobody is told it was sent.
-        self.pump_ready();
-        if let Err(e) = self.router.write() {
-            return Err(CommandError::Internal(format!(
-                "{e}; it may have left already, but this node will not try it again: send it \
-                 again once the disk works"
-            )));
-        }
+        let id = self.router.send_unwritten(now, request).map_err(refused)?;
+        self.leave_then_write()?;
         if class == Class::P0 {
             mesh::trace_message("stored", &id, started.elapsed());
         }
         self.metrics.message(class, "sent");
         Ok(api::SendReply { id: id.to_string() })
+    }
+
+    /// After [`Router::send_unwritten`] and the like: on its way first, on
+    /// disk second, "sent" third. The write is often the slowest step of a
+    /// send, and an SOS (or its acknowledgement) need not wait for it.
+    /// Until the write succeeds nobody is told it was sent.
+    fn leave_then_write(&mut self) -> Result<(), CommandError> {
+        self.pump_ready();
+        self.router.write().map_err(|e| {
+            CommandError::Internal(format!(
+                "{e}; it may have left already, but this node will not try it again: send it \
+                 again once the disk works"
+            ))
+        })
     }
 
     pub(super) fn send(
@@ -301,8 +300,9 @@ impl Node {
         let now = self.clock();
         let ack = self
             .router
-            .acknowledge_sos(now, Address::from(origin), id, &request.note)
-            .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+            .acknowledge_sos_unwritten(now, Address::from(origin), id, &request.note)
+            .map_err(refused)?;
+        self.leave_then_write()?;
         Ok(api::SendReply {
             id: ack.to_string(),
         })
@@ -331,5 +331,14 @@ impl Node {
         Ok(api::SubmitTransactionReply {
             hash: hash.to_string(),
         })
+    }
+}
+
+/// A send the router refused: the disk's failure is this node's, anything
+/// else (a limit, a role) the request's.
+fn refused(e: SendError) -> CommandError {
+    match e {
+        SendError::Store(e) => CommandError::Internal(e),
+        other => CommandError::BadRequest(other.to_string()),
     }
 }
