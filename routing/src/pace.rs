@@ -82,10 +82,13 @@ const DELIVERY_SAMPLES: usize = 8;
 /// it out on every hop; just below it, the queue drains and bulk still
 /// gets nearly all of the link.
 const CRUISE: f64 = 0.9;
-/// The pace grows to at most this many times what bulk actually sent since
-/// the previous sample: a pace that bulk did not use (between messages, or
-/// behind a slower hop) shows nothing of the link, and a pace grown there
-/// far above the link's rate sends the next message into a queue.
+/// Above [`START_RATE`], the pace grows to at most this many times what
+/// bulk actually sent since the previous sample: a pace that bulk did not
+/// use (between messages, or behind a slower hop) shows nothing of the
+/// link, and a pace grown there far above the link's rate sends the next
+/// message into a queue. Up to [`START_RATE`] it grows as before: a link
+/// that carries a short bulk message now and then would otherwise keep a
+/// pace cut once for good (`ci-1000.toml`: bulk p99 4.6 s instead of 2.2).
 const USED_HEADROOM: f64 = 1.1;
 /// Bulk that went out at this share of the pace or more, between two
 /// probes, kept up with the pace: only then does what the link delivered
@@ -510,9 +513,11 @@ impl Pacer {
                 let before = self.rate;
                 self.rate *= 1.0 + gain;
                 if !self.starting {
-                    // No higher than bulk could use.
+                    // Above the pace a quiet link starts at, no higher
+                    // than bulk could use.
                     let used = used as f64 * 1000.0 / took.max(1) as f64;
-                    self.rate = self.rate.min(before.max(used * USED_HEADROOM));
+                    let most = before.max(used * USED_HEADROOM).max(START_RATE);
+                    self.rate = self.rate.min(most);
                 }
                 // Not back up to a pace that built a long queue lately.
                 if let Some((at, _)) = self.queued_at {
