@@ -131,7 +131,10 @@ fn a_relay_joins_two_nodes_that_cannot_reach_each_other() {
         r.id, c.id
     )];
     a.start();
+    // Whichever end opened the circuit (C may dial A through A's own
+    // reservation first), each lists the other as reached through the relay.
     a.wait_for_mesh_peer(&c, "p2p-circuit", Duration::from_secs(60));
+    c.wait_for_mesh_peer(&a, "p2p-circuit", Duration::from_secs(30));
     let card = c.card_file(root.path());
     let mut send = a.send_to(&c, &card, &["--wait", "30s", "Across the relay"]);
     ok(send.output().unwrap(), "send through the relay");

@@ -577,6 +577,22 @@ async fn start_web(
     }
 }
 
+/// The address a connection to `peer` is shown and kept under. A circuit
+/// the peer opened to us through our relay reservation reports only
+/// `/p2p/PEER` as its remote end; it is kept as the way it came instead,
+/// `RELAY-ADDR/p2p-circuit/p2p/PEER`, the same form a dialled circuit has,
+/// so that `lifeline peers` says the link is relayed whichever end dialled.
+fn connection_addr(peer: PeerId, endpoint: &libp2p::core::ConnectedPoint) -> Multiaddr {
+    match endpoint {
+        libp2p::core::ConnectedPoint::Listener { local_addr, .. }
+            if local_addr.iter().any(|p| p == Protocol::P2pCircuit) =>
+        {
+            local_addr.clone().with(Protocol::P2p(peer))
+        }
+        _ => endpoint.get_remote_address().clone(),
+    }
+}
+
 fn probe_port(addr: &Multiaddr) -> std::io::Result<()> {
     use libp2p::multiaddr::Protocol;
     use std::net::IpAddr;
@@ -699,7 +715,7 @@ impl Node {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
-                let addr = endpoint.get_remote_address().clone();
+                let addr = connection_addr(peer_id, &endpoint);
                 debug!(peer = %peer_id, %addr, "connected");
                 let peer = self.peers.entry(peer_id).or_default();
                 peer.connections += 1;
@@ -723,8 +739,8 @@ impl Node {
             } => {
                 if let Some(peer) = self.peers.get_mut(&peer_id) {
                     peer.connections = peer.connections.saturating_sub(1);
-                    let addr = endpoint.get_remote_address();
-                    peer.addrs.retain(|a| a != addr);
+                    let addr = connection_addr(peer_id, &endpoint);
+                    peer.addrs.retain(|a| a != &addr);
                 }
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
