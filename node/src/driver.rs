@@ -59,6 +59,10 @@ const MAX_KAD_ADDRESSES: usize = 8;
 const CONTROL_GRACE: Duration = Duration::from_secs(2);
 /// Routing cost assumed for a new neighbour before its first ping.
 const DEFAULT_RTT: Duration = Duration::from_millis(50);
+/// How often bootstrap peers are dialled again while this node has no peer.
+const BOOTSTRAP_ALONE: Duration = Duration::from_secs(10);
+/// How often bootstrap peers not connected are dialled again while others are.
+const BOOTSTRAP_AGAIN: Duration = Duration::from_secs(20);
 
 /// What the daemon needs to start.
 pub struct Options {
@@ -485,8 +489,15 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             () = std::future::ready(()), if node.importing() => node.continue_import(),
         }
         node.after_input();
-        // Peers lost: try the bootstrap list again now and then.
-        if node.peers.is_empty() && last_bootstrap.elapsed() > Duration::from_secs(10) {
+        // Bootstrap peers not connected are dialled again now and then: often
+        // with no peer at all, less often while others are there (a shelter
+        // server that was down at our start, or a first dial that lost a race).
+        let redial = if node.peers.is_empty() {
+            BOOTSTRAP_ALONE
+        } else {
+            BOOTSTRAP_AGAIN
+        };
+        if last_bootstrap.elapsed() > redial {
             last_bootstrap = Instant::now();
             node.dial_bootstrap();
         }
@@ -678,7 +689,8 @@ impl Node {
                 debug!(%peer, %addr, "cannot dial bootstrap peer: {e}");
             }
         }
-        if !self.bootstrap.is_empty() {
+        // The DHT walk is for a node with no one to ask: not every redial.
+        if !self.bootstrap.is_empty() && self.peers.is_empty() {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
     }
