@@ -538,7 +538,8 @@ impl Pacer {
             }
             self.starting = false;
             // Known capacity: below it, by more while a long queue drains
-            // (it drains at the difference). Unknown: halve at most.
+            // (it drains at the difference; the cruise cap below keeps it
+            // under the capacity otherwise). Unknown: halve at most.
             self.rate = match self.capacity() {
                 Some(capacity) if delay > 8 * self.config.target_us => {
                     self.rate.min(capacity * 0.5)
@@ -546,8 +547,7 @@ impl Pacer {
                 Some(capacity) if delay > 2 * self.config.target_us => {
                     self.rate.min(capacity * 0.8)
                 }
-                Some(capacity) => (self.rate * (1.0 + 0.25 * off).max(0.5)).min(capacity),
-                None => self.rate * (1.0 + 0.25 * off).max(0.5),
+                _ => self.rate * (1.0 + 0.25 * off).max(0.5),
             };
         }
         if self.queued(delay) {
