@@ -88,7 +88,7 @@ struct Node {
     socket: PathBuf,
     authority: bool,
     addr: String,
-    /// Its web app's address (loopback).
+    /// Its web app's address (`http://127.0.0.1:PORT/`), once it is up.
     web: String,
     child: Option<Child>,
 }
@@ -349,7 +349,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             dir,
             authority: i < authorities,
             addr: String::new(),
-            web: free_loopback_address()?,
+            web: String::new(),
             child: None,
         });
     }
@@ -400,11 +400,10 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
              listen = [\"/ip4/127.0.0.1/tcp/0\"]\n\
              mdns = false\n\
              metrics = \"off\"\n\
-             web = \"{web}\"\n\
+             web = \"127.0.0.1:0\"\n\
              bootstrap = {bootstrap:?}\n\
              allow_peers = {allow:?}\n{shapes}",
             name = node.name,
-            web = node.web,
         );
         let config_path = node.dir.join("node.toml");
         std::fs::write(&config_path, config)?;
@@ -440,12 +439,20 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
             .find(|a| a.contains("/tcp/"))
             .with_context(|| format!("{} listens on no TCP address", node.name))?;
         node.addr = format!("{listen}/p2p/{}", node.id);
+        // The node takes a free port itself when it binds: one picked here
+        // beforehand could be taken by the time the node starts (another
+        // node's connection got one once, and the devnet failed).
+        node.web = status
+            .web_urls
+            .first()
+            .with_context(|| format!("{} serves no web app", node.name))?
+            .clone();
     }
     progress.done();
     for node in &net.nodes {
         let role = if node.authority { "authority" } else { "node" };
         println!(
-            "  {:<18} {role:<9} {}  web app http://{}/",
+            "  {:<18} {role:<9} {}  web app {}",
             node.name, node.id, node.web
         );
     }
@@ -514,7 +521,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         "nodes": net.nodes.iter().map(|n| json!({
             "name": n.name, "id": n.id.to_string(), "socket": n.socket,
             "dir": n.dir, "addr": n.addr, "authority": n.authority,
-            "web": format!("http://{}/", n.web),
+            "web": n.web,
             "registered": !unregistered.contains(&n.name),
             "pid": n.child.as_ref().map(Child::id),
         })).collect::<Vec<_>>(),
@@ -530,12 +537,9 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
     let ana = &net.nodes[sender];
     step("The devnet is running. Open a node's web app in a browser on this machine:");
     let medic = &net.nodes[responder];
+    println!("  {}   {} (send an SOS, messages)", ana.web, ana.name);
     println!(
-        "  http://{}/   {} (send an SOS, messages)",
-        ana.web, ana.name
-    );
-    println!(
-        "  http://{}/   {} (sees the SOS, answers \"help is coming\")",
+        "  {}   {} (sees the SOS, answers \"help is coming\")",
         medic.web, medic.name
     );
     println!("  (every node's address is in the list above and in devnet.json)");
@@ -585,13 +589,6 @@ fn check_alive(net: &mut Devnet) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A loopback address with a port free right now, for a node's web app.
-fn free_loopback_address() -> Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .context("cannot find a free port on 127.0.0.1 for a web app")?;
-    Ok(listener.local_addr()?.to_string())
 }
 
 /// Waits until a node's control socket answers.

@@ -186,7 +186,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             "peers": s.peers, "routes": s.routes,
             "custody": {"messages": s.custody_messages, "bytes": s.custody_bytes},
             "relay": s.relay, "uptime_secs": s.uptime_secs, "reachability": s.reachability,
-            "chain": chain_json(&chain), "card": s.card,
+            "chain": chain_json(&chain), "card": s.card, "web": s.web_urls,
         }));
         return Ok(());
     }
@@ -203,6 +203,9 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         println!("listening:   {a}/p2p/{}", s.id);
     }
     println!("reachable:   {}", s.reachability);
+    for url in &s.web_urls {
+        println!("web app:     {url}");
+    }
     println!("peers:       {}", s.peers);
     println!("routes:      {}", s.routes);
     println!(

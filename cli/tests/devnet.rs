@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fails, lifeline, ok};
+use common::{fails, http_get, lifeline, ok};
 use serde_json::Value;
 
 const FLOOD: &str = concat!(
@@ -286,6 +286,19 @@ fn the_lifeline_command_against_a_devnet() {
         net.node("fire-brigade"),
         net.node("ana"),
     );
+
+    // Each node took its web app's port itself; `lifeline status` and
+    // devnet.json say where, and the app answers there.
+    for node in net.info["nodes"].as_array().unwrap() {
+        let dir = PathBuf::from(node["dir"].as_str().unwrap());
+        let url = node["web"].as_str().unwrap();
+        assert_eq!(json(&dir, &["status"])["web"], serde_json::json!([url]));
+        let addr = url
+            .strip_prefix("http://")
+            .and_then(|a| a.strip_suffix('/'))
+            .unwrap_or_else(|| panic!("not a web app URL: {url}"));
+        assert_eq!(http_get(addr, "/").0, 200, "{url}");
+    }
 
     // A message by name, with its receipt, and in the recipient's inbox.
     ok(

@@ -166,7 +166,11 @@ impl Control for Service {
         &self,
         _: Request<api::StatusRequest>,
     ) -> Result<Response<api::StatusReply>, Status> {
-        self.ask(Command::Status).await.map(Response::new)
+        let mut status = self.ask(Command::Status).await?;
+        if let Some(web) = &self.web {
+            status.web_urls = web.urls(&status.listen_addrs);
+        }
+        Ok(Response::new(status))
     }
 
     async fn peers(

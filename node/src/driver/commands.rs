@@ -36,6 +36,8 @@ impl Node {
                         lifeline_crypto::armor::Kind::Card,
                         self.keys.prekeys.current().to_bytes(),
                     ),
+                    // The control server fills it in: the web app is its.
+                    web_urls: Vec::new(),
                 });
             }
             Command::Peers(reply) => {
