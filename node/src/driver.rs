@@ -38,6 +38,7 @@ use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmError};
 
 mod chain_driver;
 mod commands;
+mod custody_writer;
 mod inbox;
 mod requests;
 
@@ -97,6 +98,9 @@ pub enum NodeError {
     /// The router could not start.
     #[error("cannot start the router: {0}")]
     Router(String),
+    /// The thread that writes custody could not start.
+    #[error("cannot start the custody writer thread: {0} (is the system out of memory or threads?)")]
+    Thread(#[source] std::io::Error),
     /// The network could not be set up.
     #[error(transparent)]
     Swarm(#[from] SwarmError),
@@ -218,6 +222,8 @@ struct Node {
     /// The memory all neighbours' large frames share.
     large_frames: Arc<tokio::sync::Semaphore>,
     router: Router<RocksMessageStore>,
+    /// Writes the router's custody batches ([`Router::defer_writes`]).
+    custody_writer: custody_writer::CustodyWriter,
     chain: Option<ChainDriver>,
     keys: KeyBundle,
     replay: ReplayGuard,
@@ -317,6 +323,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         now,
     )
     .map_err(|e| NodeError::Router(e.to_string()))?;
+    // Custody is written on a thread of its own, so that the driver goes on
+    // routing (an SOS too) while the disk syncs.
+    router.defer_writes();
+    let custody_writer =
+        custody_writer::CustodyWriter::start(db.message_store()).map_err(NodeError::Thread)?;
     if let Some(c) = &mut chain {
         router.set_authorities(c.chain.signer_state().signers().iter().map(Address::from));
         c.share_registered(&mut router);
@@ -429,6 +440,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         inbound: HashMap::new(),
         large_frames: mesh::Budget::shared_large(),
         router,
+        custody_writer,
         chain,
         keys,
         replay: inbox::load_opened(&db.inbox(), now)?,
@@ -456,6 +468,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     node.plan_seal();
 
     tokio::pin!(shutdown);
+    let written = node.custody_writer.done();
     let mut last_bootstrap = Instant::now();
     let mut failure = None;
     loop {
@@ -484,6 +497,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             Some(command) = commands.recv() => node.on_command(command),
             Some((peer, stream)) = incoming.next() => node.accept_stream(peer, stream),
             () = sleep => node.on_timer(),
+            () = written.notified() => node.on_written(),
             // Blocks of a sync answer, a few at a time, taking turns with
             // everything above (select picks at random among what is ready).
             () = std::future::ready(()), if node.importing() => node.continue_import(),
@@ -520,6 +534,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     if let Some(task) = metrics_task {
         task.abort();
     }
+    node.settle_write();
     node.router.flush();
     let _ = std::fs::remove_file(&socket);
     drop(node);
@@ -1164,6 +1179,7 @@ impl Node {
         // the slowest step of a hop). Only the custody acknowledgement has
         // to wait for the write, and it does: the router queues it after.
         self.pump_ready();
+        self.start_write();
         let now = self.clock();
         while let Some(event) = self.router.poll_event() {
             self.on_router_event(now, event);
@@ -1171,6 +1187,36 @@ impl Node {
         self.after_chain();
         self.pump_ready();
         self.update_gauges();
+    }
+
+    /// Hands the router's next custody batch to the writer thread, if
+    /// there is one and none is out; with nothing to write, what waited
+    /// for the write before is released now.
+    fn start_write(&mut self) {
+        if let Some(batch) = self.router.take_write()
+            && let Err(e) = self.custody_writer.write(batch)
+        {
+            self.router.written(Err(e));
+        }
+    }
+
+    /// The writer thread finished a batch: what waited for it goes on
+    /// (`after_input` follows, and hands out the next batch).
+    fn on_written(&mut self) {
+        if self.router.write_in_flight()
+            && let Some(result) = self.custody_writer.finished()
+        {
+            self.router.written(result);
+        }
+    }
+
+    /// Waits for the batch the writer thread has, before a write that
+    /// must not overtake it.
+    fn settle_write(&mut self) {
+        if self.router.write_in_flight() {
+            let result = self.custody_writer.wait();
+            self.router.written(result);
+        }
     }
 
     /// Fills the writers of every neighbour the router has something for.

@@ -20,6 +20,14 @@
 //! acknowledgement, which waits for the disk). A message of this node's
 //! own can go the same way: [`Router::send_unwritten`], fill the links,
 //! then [`Router::write`] before telling anyone it was sent.
+//!
+//! A driver whose disk is slow next to its links (a synced write takes
+//! milliseconds on an SD card, tens of them on a busy one) can make the
+//! writes itself, on another thread ([`Router::defer_writes`]): it takes
+//! each batch ([`Router::take_write`]), writes it while the router goes on
+//! handling packets, and reports back ([`Router::written`]). What waited on
+//! the write waits for that report: the custody acknowledgements, and the
+//! events that tell anyone about a message (deliveries, receipts, status).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -586,10 +594,12 @@ pub struct Router<S> {
     /// share a neighbour's P0 budget with keys nobody knows.
     registered: HashSet<Address>,
     batch: BTreeMap<MessageId, Option<Vec<u8>>>,
-    pending_acks: Vec<(Address, MessageId)>,
+    pending_acks: Vec<writes::PendingAck>,
     /// This node's own messages sent ([`Router::send_unwritten`]) but not
     /// yet written: forgotten if the write fails.
     unwritten: Vec<MessageId>,
+    /// Writes handed to the caller ([`Router::defer_writes`]), if so.
+    deferred: Option<writes::Deferred>,
     events: VecDeque<Event>,
     next_refresh: u64,
     /// Routing messages waiting to be sent.
@@ -687,6 +697,7 @@ impl<S: MessageStore> Router<S> {
             batch: BTreeMap::new(),
             pending_acks: Vec::new(),
             unwritten: Vec::new(),
+            deferred: None,
             events: VecDeque::new(),
             next_refresh: now.saturating_add(config.refresh_interval_ms),
             now,
@@ -1179,9 +1190,12 @@ impl<S: MessageStore> Router<S> {
 
     // ----- outputs -----
 
-    /// The next event.
+    /// The next event. It writes custody first ([`Router::flush`]), unless
+    /// the caller makes the writes ([`Router::defer_writes`]).
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.flush();
+        if self.deferred.is_none() {
+            self.flush();
+        }
         self.events.pop_front()
     }
 
@@ -1347,7 +1361,7 @@ impl<S: MessageStore> Router<S> {
                 None => break,
             }
         }
-        self.events.push_back(Event::Status { id, status });
+        self.emit_after_write(Event::Status { id, status });
     }
 
     fn set_status(&mut self, id: MessageId, status: Status) {
@@ -1356,7 +1370,7 @@ impl<S: MessageStore> Router<S> {
             && !t.status.is_final()
         {
             t.status = status;
-            self.events.push_back(Event::Status { id, status });
+            self.emit_after_write(Event::Status { id, status });
         }
     }
 

@@ -779,6 +779,194 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
     );
 }
 
+/// A driver that makes the custody writes itself, on another thread
+/// (`defer_writes`), goes on routing while the disk works: the router
+/// hands out one batch at a time, forwards what arrives meanwhile, and
+/// keeps back what the write must come first for (the custody
+/// acknowledgements, and deliveries) until the driver reports the write.
+/// A failed write forgets what it would have taken in, as a failed
+/// `flush` does.
+#[test]
+fn with_deferred_writes_acknowledgements_and_deliveries_wait_for_the_callers_write() {
+    use lifeline_routing::wire::{Body, Frame, Message};
+    use lifeline_routing::{Address, MessageStore};
+    let store = SharedStore::default();
+    let relay = common::identity(1);
+    let here = Address::from(relay.id());
+    let upstream = Address::from(common::identity(0).id());
+    let next = Address::from(common::identity(2).id());
+    let destination = Address::from(common::identity(3).id());
+    let mut router = Router::new(relay, Config::default(), store.clone(), [0; 32], 0).unwrap();
+    router.handle_link_up(0, upstream, 300);
+    route_via(&mut router, next, destination);
+    while router.poll_link(0, &upstream).is_some() {}
+    router.defer_writes();
+    let origin = common::identity(4);
+    let sos = |to: Address, nonce: u8| {
+        let body = Body {
+            class: Class::P0,
+            kind: Kind::Data,
+            destination: Some(to),
+            origin: Some(Address::from(origin.id())),
+            created_ms: 0,
+            expires_ms: 3_600_000,
+            area: None,
+            nonce: [nonce; 8],
+            payload: b"SOS".to_vec(),
+        };
+        Message::new(body, Some(&origin), 10)
+    };
+    let arrive = |router: &mut Router<SharedStore>, frame: u64, m: Message, at: u64| {
+        let wire = Frame::Message(Box::new(m)).encode();
+        router.handle_packet(at, &upstream, &one_packet(frame, Class::P0, wire));
+    };
+    let acked = |router: &mut Router<SharedStore>, at: u64| -> Vec<lifeline_routing::MessageId> {
+        sent_frames(router, at, &upstream)
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Ack { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect()
+    };
+    let forwarded = |router: &mut Router<SharedStore>, at: u64, id| {
+        sent_frames(router, at, &next)
+            .iter()
+            .any(|f| matches!(f, Frame::Message(m) if m.id == id))
+    };
+
+    let first = sos(destination, 1);
+    let first_id = first.id;
+    arrive(&mut router, 2, first, 10);
+    assert!(forwarded(&mut router, 10, first_id));
+    // Polling events no longer writes.
+    while router.poll_event().is_some() {}
+    assert!(!store.inner.borrow().contains(&first_id));
+    assert!(acked(&mut router, 10).is_empty(), "acknowledged unwritten");
+    let batch = router.take_write().expect("a batch to write");
+    assert!(batch.puts.iter().any(|(id, _)| *id == first_id));
+    assert!(router.write_in_flight());
+    assert!(
+        router.take_write().is_none(),
+        "a second batch while one is out"
+    );
+    // Nor may a synchronous write overtake it.
+    assert!(router.write().is_err());
+
+    // While the disk works, the next SOS goes on at once, and one for this
+    // node is not delivered yet.
+    let second = sos(destination, 2);
+    let second_id = second.id;
+    arrive(&mut router, 3, second, 20);
+    assert!(forwarded(&mut router, 20, second_id));
+    let mine = sos(here, 3);
+    let mine_id = mine.id;
+    arrive(&mut router, 4, mine, 20);
+    let delivered = |router: &mut Router<SharedStore>| {
+        std::iter::from_fn(|| router.poll_event())
+            .any(|e| matches!(e, Event::Delivered(d) if d.id == mine_id))
+    };
+    assert!(!delivered(&mut router), "delivered before its write");
+
+    // The first write is done: its acknowledgement goes, no other.
+    store.inner.borrow_mut().write(&batch).unwrap();
+    router.written(Ok(()));
+    assert_eq!(acked(&mut router, 30), vec![first_id]);
+    assert!(
+        !delivered(&mut router),
+        "delivered with the write before its own"
+    );
+
+    // The next one fails: the second SOS is not held, nor acknowledged,
+    // and the delivery, which already happened in the router, is reported.
+    let batch = router.take_write().expect("the second batch");
+    assert!(batch.puts.iter().any(|(id, _)| *id == second_id));
+    router.written(Err("disk full".into()));
+    let events: Vec<Event> = std::iter::from_fn(|| router.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(e, Event::StoreFailed(_))));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Delivered(d) if d.id == mine_id))
+    );
+    assert!(!router.holds(&second_id));
+    assert!(router.holds(&first_id));
+    let after = acked(&mut router, 40);
+    assert!(!after.contains(&second_id));
+    // Its seen record was not written either: the delivery is not
+    // acknowledged, and the previous hop's retry is, once written.
+    assert!(!after.contains(&mine_id));
+    // Nothing waits: the next take writes what is left (the forgotten
+    // message's delete), and a synchronous write works again.
+    if let Some(batch) = router.take_write() {
+        store.inner.borrow_mut().write(&batch).unwrap();
+        router.written(Ok(()));
+    }
+    assert!(!router.write_in_flight());
+    router.write().unwrap();
+    assert!(store.inner.borrow().contains(&first_id));
+    assert!(!store.inner.borrow().contains(&second_id));
+    arrive(&mut router, 5, sos(here, 3), 50);
+    assert!(!delivered(&mut router), "delivered twice");
+    if let Some(batch) = router.take_write() {
+        store.inner.borrow_mut().write(&batch).unwrap();
+        router.written(Ok(()));
+    }
+    while router.poll_event().is_some() {}
+    assert_eq!(acked(&mut router, 50), vec![mine_id]);
+}
+
+/// The destination's acknowledgement tells the previous hop to forget the
+/// message: it used to leave before the destination's write (at the
+/// daemon's next pump, before it had even stored the message in its
+/// inbox), so a crash in between lost the message. It now waits for the
+/// write, and the driver handles the delivery before it pumps again.
+#[test]
+fn a_delivery_is_acknowledged_only_after_the_write() {
+    use lifeline_routing::wire::{AckOutcome, Body, Frame, Message};
+    use lifeline_routing::{Address, MessageStore};
+    let store = SharedStore::default();
+    let me = common::identity(1);
+    let here = Address::from(me.id());
+    let upstream = Address::from(common::identity(0).id());
+    let mut router = Router::new(me, Config::default(), store.clone(), [0; 32], 0).unwrap();
+    router.handle_link_up(0, upstream, 300);
+    while router.poll_link(0, &upstream).is_some() {}
+    let origin = common::identity(4);
+    let body = Body {
+        class: Class::P0,
+        kind: Kind::Data,
+        destination: Some(here),
+        origin: Some(Address::from(origin.id())),
+        created_ms: 0,
+        expires_ms: 3_600_000,
+        area: None,
+        nonce: [7; 8],
+        payload: b"SOS".to_vec(),
+    };
+    let message = Message::new(body, Some(&origin), 10);
+    let id = message.id;
+    let wire = Frame::Message(Box::new(message)).encode();
+    router.handle_packet(10, &upstream, &one_packet(2, Class::P0, wire));
+    let early = sent_frames(&mut router, 10, &upstream);
+    assert!(
+        !early.iter().any(|f| matches!(f, Frame::Ack { .. })),
+        "acknowledged before the write: {early:?}"
+    );
+    assert!(
+        std::iter::from_fn(|| router.poll_event())
+            .any(|e| matches!(e, Event::Delivered(d) if d.id == id))
+    );
+    assert_eq!(store.inner.borrow_mut().load_seen().unwrap().len(), 1);
+    assert_eq!(
+        sent_frames(&mut router, 10, &upstream),
+        vec![Frame::Ack {
+            id,
+            outcome: AckOutcome::Delivered
+        }]
+    );
+}
+
 /// The node that sends an SOS hands it to its next hop before its own
 /// copy is on disk: the write once came first, and at the sender it took
 /// up to 50 ms of an SOS's 4 ms trip (line_latency, 2026-12-07). Whoever

@@ -183,6 +183,7 @@ impl Node {
     /// Until the write succeeds nobody is told it was sent.
     fn leave_then_write(&mut self) -> Result<(), CommandError> {
         self.pump_ready();
+        self.settle_write();
         self.router.write().map_err(|e| {
             CommandError::Internal(format!(
                 "{e}; it may have left already, but this node will not try it again: send it \

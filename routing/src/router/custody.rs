@@ -1,6 +1,7 @@
 //! Custody: what this node holds for others, summaries and pulls between
 //! neighbours, and forwarding of what waits for a route.
 
+use super::writes::PendingAck;
 use super::{
     DETOUR_SLACK_HOPS, Event, Held, HeldState, MAX_PULLED_COPIES, MessageStore, Router, Status,
     eviction_key,
@@ -172,7 +173,7 @@ impl<S: MessageStore> Router<S> {
         self.insert_held(m, from, local, now);
         if let Some(from) = from.filter(|_| ack) {
             // Acknowledged once the next flush made it durable.
-            self.pending_acks.push((from, id));
+            self.pending_acks.push(PendingAck::custody(from, id));
         }
         self.try_forward(now, id);
         true

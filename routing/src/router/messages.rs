@@ -1,6 +1,7 @@
 //! Messages as they arrive: unicast forwarding decisions, broadcasts and
 //! floods, delivery here, acknowledgements, and the SOS watch.
 
+use super::writes::PendingAck;
 use super::{
     Delivery, Destination, DropReason, Event, HeldState, MessageStore, Router, SOS_WATCH_MAX,
     Status, WIDE_DETOUR_AFTER,
@@ -83,14 +84,20 @@ impl<S: MessageStore> Router<S> {
             return;
         }
         if destination == self.me {
-            self.ack_delivered(from, m.id);
-            self.stats.custody_frames += 1;
+            // Said once the write of its seen record is done, and after the
+            // driver took the delivery (its inbox write): the previous hop
+            // forgets the message on this acknowledgement.
+            self.pending_acks.push(PendingAck {
+                to: from,
+                id: m.id,
+                delivered: true,
+            });
             return self.deliver_here(now, m);
         }
         if let Some(h) = self.held.get(&m.id) {
             let returned = matches!(h.state, HeldState::Queued { to } | HeldState::InFlight { to, .. } if to == from);
             // A retry after a lost acknowledgement: we have it.
-            self.pending_acks.push((from, m.id));
+            self.pending_acks.push(PendingAck::custody(from, m.id));
             if returned {
                 // It came back from the neighbour we handed it to (routes
                 // disagreed on the way, as they may for a moment while a
@@ -414,7 +421,7 @@ impl<S: MessageStore> Router<S> {
                 let receipt_to = m.body.origin.filter(|_| unicast);
                 let id = m.id;
                 let class = m.body.class;
-                self.events.push_back(Event::Delivered(Delivery {
+                self.emit_after_write(Event::Delivered(Delivery {
                     id,
                     class,
                     origin: m.body.origin,
@@ -468,7 +475,7 @@ impl<S: MessageStore> Router<S> {
                     }
                     Status::Acknowledged
                 };
-                self.events.push_back(Event::Receipt {
+                self.emit_after_write(Event::Receipt {
                     message: receipt.message,
                     from,
                     kind: m.body.kind,
@@ -480,7 +487,7 @@ impl<S: MessageStore> Router<S> {
                     && status == Status::Acknowledged
                 {
                     t.status = Status::Acknowledged;
-                    self.events.push_back(Event::Status {
+                    self.emit_after_write(Event::Status {
                         id: receipt.message,
                         status,
                     });

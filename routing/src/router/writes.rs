@@ -1,11 +1,51 @@
 //! The custody write: what custody changed goes to the [`MessageStore`] in
 //! one batch, and the acknowledgements waiting on it go out once it is
-//! written (see the module doc of [`super`]).
+//! written (see the module doc of [`super`]). The router writes it itself
+//! when events are polled, or hands it to the caller
+//! ([`Router::defer_writes`]).
 
 use super::{Event, HeldState, Router, SEEN_PURGE_MS, SendError};
 use crate::Class;
 use crate::store::{MessageStore, StoreBatch};
-use crate::wire::{AckOutcome, Frame};
+use crate::wire::{AckOutcome, Address, Frame, MessageId};
+
+/// The state of writes the caller makes ([`Router::defer_writes`]).
+#[derive(Debug, Default)]
+pub(super) struct Deferred {
+    /// The batch handed out and not yet reported back.
+    in_flight: Option<InFlight>,
+    /// Events about messages handled since that batch was taken: they wait
+    /// for the next one.
+    events: Vec<Event>,
+}
+
+/// A custody acknowledgement that waits for the write.
+#[derive(Debug)]
+pub(super) struct PendingAck {
+    pub(super) to: Address,
+    pub(super) id: MessageId,
+    /// The message was delivered here (else taken into custody, or held
+    /// already).
+    pub(super) delivered: bool,
+}
+
+impl PendingAck {
+    pub(super) fn custody(to: Address, id: MessageId) -> Self {
+        Self {
+            to,
+            id,
+            delivered: false,
+        }
+    }
+}
+
+/// What waits for the batch being written.
+#[derive(Debug)]
+struct InFlight {
+    acks: Vec<PendingAck>,
+    unwritten: Vec<MessageId>,
+    events: Vec<Event>,
+}
 
 impl<S: MessageStore> Router<S> {
     /// Writes what custody changed to the store, then releases the custody
@@ -18,18 +58,122 @@ impl<S: MessageStore> Router<S> {
 
     /// [`Router::flush`], saying whether the write succeeded: after
     /// [`Router::send_unwritten`], the message is durable once this
-    /// returns `Ok`, and forgotten if it returns an error.
+    /// returns `Ok`, and forgotten if it returns an error. With deferred
+    /// writes, only once the batch taken last was reported
+    /// ([`Router::written`]); before that it writes nothing and fails.
     pub fn write(&mut self) -> Result<(), SendError> {
         self.commit().map_err(SendError::Store)
     }
 
+    /// From now on the caller makes the custody writes: `poll_event` no
+    /// longer does, [`Router::take_write`] hands out each batch and
+    /// [`Router::written`] takes the outcome. One batch is out at a time,
+    /// so they reach the store in order.
+    pub fn defer_writes(&mut self) {
+        self.deferred.get_or_insert_with(Deferred::default);
+    }
+
+    /// Whether a batch taken with [`Router::take_write`] is not yet reported.
+    pub fn write_in_flight(&self) -> bool {
+        self.deferred
+            .as_ref()
+            .is_some_and(|d| d.in_flight.is_some())
+    }
+
+    /// The next batch to write, with deferred writes, once the one before
+    /// was reported; `None` while one is out, or with nothing to write
+    /// (then what waited is released at once).
+    pub fn take_write(&mut self) -> Option<StoreBatch> {
+        if self.deferred.as_ref()?.in_flight.is_some() {
+            return None;
+        }
+        let batch = self.take_batch();
+        let acks = std::mem::take(&mut self.pending_acks);
+        let unwritten = std::mem::take(&mut self.unwritten);
+        let deferred = self.deferred.as_mut()?;
+        let events = std::mem::take(&mut deferred.events);
+        match batch {
+            Some(batch) => {
+                deferred.in_flight = Some(InFlight {
+                    acks,
+                    unwritten,
+                    events,
+                });
+                Some(batch)
+            }
+            None => {
+                self.send_acks(acks);
+                self.events.extend(events);
+                None
+            }
+        }
+    }
+
+    /// How the batch taken last went (`Err` with why it failed): on
+    /// success the acknowledgements waiting on it go out; on failure what
+    /// it would have taken into custody is forgotten, as with
+    /// [`Router::flush`]. Either way the events waiting on it follow.
+    pub fn written(&mut self, result: Result<(), String>) {
+        let Some(done) = self.deferred.as_mut().and_then(|d| d.in_flight.take()) else {
+            return;
+        };
+        match result {
+            Ok(()) => self.write_succeeded(done.acks),
+            // Later changes stay in the next batch: the forgotten
+            // messages' deletes there are no harm.
+            Err(e) => self.write_failed(e, done.acks, done.unwritten),
+        }
+        self.events.extend(done.events);
+    }
+
+    /// An event about a message, which says it was handled: with deferred
+    /// writes, it waits for the write of what handling it changed.
+    pub(super) fn emit_after_write(&mut self, event: Event) {
+        match &mut self.deferred {
+            Some(deferred) => deferred.events.push(event),
+            None => self.events.push_back(event),
+        }
+    }
+
     /// Writes the batch; on success releases the acknowledgements waiting on
     /// it, on failure forgets what it could not write.
-    pub(super) fn commit(&mut self) -> Result<(), String> {
-        if self.batch.is_empty() && self.seen_unsaved.is_empty() {
-            self.release_acks();
+    fn commit(&mut self) -> Result<(), String> {
+        if self.write_in_flight() {
+            return Err("the custody write before is not finished yet".into());
+        }
+        // Everything so far goes in this write, also what waited for the
+        // next deferred one.
+        if let Some(deferred) = &mut self.deferred {
+            let events = std::mem::take(&mut deferred.events);
+            self.events.extend(events);
+        }
+        let acks = std::mem::take(&mut self.pending_acks);
+        let Some(batch) = self.take_batch() else {
+            self.send_acks(acks);
             self.unwritten.clear();
             return Ok(());
+        };
+        match self.store.write(&batch) {
+            Ok(()) => {
+                self.write_succeeded(acks);
+                self.unwritten.clear();
+                Ok(())
+            }
+            Err(e) => {
+                let e = e.to_string();
+                let unwritten = std::mem::take(&mut self.unwritten);
+                self.write_failed(e.clone(), acks, unwritten);
+                // Nothing of it reached the disk: nothing to delete there.
+                self.batch.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// What custody changed since the last batch, if anything.
+    fn take_batch(&mut self) -> Option<StoreBatch> {
+        if self.batch.is_empty() && self.seen_unsaved.is_empty() {
+            return None;
         }
         let mut batch = StoreBatch {
             seen: std::mem::take(&mut self.seen_unsaved),
@@ -45,43 +189,42 @@ impl<S: MessageStore> Router<S> {
                 None => batch.deletes.push(id),
             }
         }
-        match self.store.write(&batch) {
-            Ok(()) => {
-                if std::mem::take(&mut self.store_failing) {
-                    self.events.push_back(Event::StoreRecovered);
-                }
-                self.release_acks();
-                self.unwritten.clear();
-                Ok(())
-            }
-            Err(e) => {
-                // Not durable: take nothing into custody that was not written.
-                // The previous hops still hold those messages and will retry.
-                let e = e.to_string();
-                self.store_failing = true;
-                self.events.push_back(Event::StoreFailed(e.clone()));
-                for (_, id) in std::mem::take(&mut self.pending_acks) {
-                    if self.held.get(&id).is_some_and(|h| !h.local) {
-                        self.remove_held(id);
-                    }
-                }
-                // This node's own: whoever sent them is told it failed.
-                for id in std::mem::take(&mut self.unwritten) {
-                    self.remove_held(id);
-                    self.tracked.remove(&id);
-                    self.sos_watch.retain(|(_, watched), _| *watched != id);
-                }
-                self.batch.clear();
-                // Seen ids not written only weaken replay protection after
-                // a restart; they stay refused while this process runs.
-                Err(e)
-            }
-        }
+        Some(batch)
     }
 
-    pub(super) fn release_acks(&mut self) {
-        for (to, id) in std::mem::take(&mut self.pending_acks) {
+    fn write_succeeded(&mut self, acks: Vec<PendingAck>) {
+        if std::mem::take(&mut self.store_failing) {
+            self.events.push_back(Event::StoreRecovered);
+        }
+        self.send_acks(acks);
+    }
+
+    /// Not durable: take nothing into custody that was not written. The
+    /// previous hops still hold those messages and will retry.
+    fn write_failed(&mut self, e: String, acks: Vec<PendingAck>, unwritten: Vec<MessageId>) {
+        self.store_failing = true;
+        self.events.push_back(Event::StoreFailed(e));
+        // A delivery goes unacknowledged: the previous hop sends it again,
+        // and that copy is acknowledged once a write works.
+        for ack in acks {
+            if self.held.get(&ack.id).is_some_and(|h| !h.local) {
+                self.remove_held(ack.id);
+            }
+        }
+        // This node's own: whoever sent them is told it failed.
+        for id in unwritten {
+            self.remove_held(id);
+            self.tracked.remove(&id);
+            self.sos_watch.retain(|(_, watched), _| *watched != id);
+        }
+        // Seen ids not written only weaken replay protection after a
+        // restart; they stay refused while this process runs.
+    }
+
+    fn send_acks(&mut self, acks: Vec<PendingAck>) {
+        for PendingAck { to, id, delivered } in acks {
             let outcome = match self.held.get(&id).map(|h| h.state) {
+                _ if delivered => AckOutcome::Delivered,
                 Some(HeldState::Waiting | HeldState::Backoff { .. }) => AckOutcome::Holding,
                 Some(_) | None => AckOutcome::Forwarding,
             };
