@@ -99,7 +99,9 @@ pub enum NodeError {
     #[error("cannot start the router: {0}")]
     Router(String),
     /// The thread that writes custody could not start.
-    #[error("cannot start the custody writer thread: {0} (is the system out of memory or threads?)")]
+    #[error(
+        "cannot start the custody writer thread: {0} (is the system out of memory or threads?)"
+    )]
     Thread(#[source] std::io::Error),
     /// The network could not be set up.
     #[error(transparent)]
