@@ -1191,14 +1191,15 @@ impl Node {
         self.update_gauges();
     }
 
-    /// Hands the router's next custody batch to the writer thread, if
-    /// there is one and none is out; with nothing to write, what waited
-    /// for the write before is released now.
+    /// Hands the router's next custody batch to the writer, if there is
+    /// one and none is out; with nothing to write, what waited for the
+    /// write before is released now, and so it is after a batch written at
+    /// once.
     fn start_write(&mut self) {
         if let Some(batch) = self.router.take_write()
-            && let Err(e) = self.custody_writer.write(batch)
+            && let Some(result) = self.custody_writer.write(batch)
         {
-            self.router.written(Err(e));
+            self.router.written(result);
         }
     }
 

@@ -313,6 +313,9 @@ pub struct Delivery {
     pub hops: u32,
     /// When it was created (ms, the origin's clock).
     pub created_ms: u64,
+    /// When it arrived here (ms, the caller's clock): the event itself may
+    /// come a write later ([`Router::defer_writes`]).
+    pub received_ms: u64,
 }
 
 /// Why a message was dropped (always reported).

@@ -429,6 +429,7 @@ impl<S: MessageStore> Router<S> {
                     payload: m.body.payload,
                     hops: m.hops_taken,
                     created_ms: m.body.created_ms,
+                    received_ms: now,
                 }));
                 // Signed unicasts (P0, P1) get a receipt at once; for sealed
                 // messages the application sends it once it knows the sender.
