@@ -634,6 +634,27 @@ fn sent_frames(
         .collect()
 }
 
+/// An SOS (P0 data) signed by `origin` for `to`, told apart by `nonce`.
+fn signed_sos(
+    origin: &lifeline_crypto::Identity,
+    to: lifeline_routing::Address,
+    nonce: u8,
+) -> lifeline_routing::wire::Message {
+    use lifeline_routing::wire::{Body, Message};
+    let body = Body {
+        class: Class::P0,
+        kind: Kind::Data,
+        destination: Some(to),
+        origin: Some(lifeline_routing::Address::from(origin.id())),
+        created_ms: 0,
+        expires_ms: 3_600_000,
+        area: None,
+        nonce: [nonce; 8],
+        payload: b"SOS".to_vec(),
+    };
+    Message::new(body, Some(origin), 10)
+}
+
 /// Brings up the link to `next` and has it announce a route to
 /// `destination`; drains what that made the router say or do.
 fn route_via(
@@ -718,7 +739,7 @@ fn custody_is_acknowledged_only_once_it_is_in_the_store() {
 /// its copy, so nothing is lost if this node dies before the write.
 #[test]
 fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
-    use lifeline_routing::wire::{Body, Frame, Message};
+    use lifeline_routing::wire::Frame;
     use lifeline_routing::{Address, MessageStore};
     let store = SharedStore::default();
     let relay = common::identity(1);
@@ -730,18 +751,7 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
     route_via(&mut router, next, destination);
     while router.poll_link(0, &upstream).is_some() {}
     let origin = common::identity(4);
-    let body = Body {
-        class: Class::P0,
-        kind: Kind::Data,
-        destination: Some(destination),
-        origin: Some(Address::from(origin.id())),
-        created_ms: 0,
-        expires_ms: 3_600_000,
-        area: None,
-        nonce: [9; 8],
-        payload: b"SOS".to_vec(),
-    };
-    let message = Message::new(body, Some(&origin), 10);
+    let message = signed_sos(&origin, destination, 9);
     let id = message.id;
     let wire = Frame::Message(Box::new(message)).encode();
     router.handle_packet(10, &upstream, &one_packet(2, Class::P0, wire));
@@ -788,7 +798,7 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
 /// `flush` does.
 #[test]
 fn with_deferred_writes_acknowledgements_and_deliveries_wait_for_the_callers_write() {
-    use lifeline_routing::wire::{Body, Frame, Message};
+    use lifeline_routing::wire::{Frame, Message};
     use lifeline_routing::{Address, MessageStore};
     let store = SharedStore::default();
     let relay = common::identity(1);
@@ -802,20 +812,7 @@ fn with_deferred_writes_acknowledgements_and_deliveries_wait_for_the_callers_wri
     while router.poll_link(0, &upstream).is_some() {}
     router.defer_writes();
     let origin = common::identity(4);
-    let sos = |to: Address, nonce: u8| {
-        let body = Body {
-            class: Class::P0,
-            kind: Kind::Data,
-            destination: Some(to),
-            origin: Some(Address::from(origin.id())),
-            created_ms: 0,
-            expires_ms: 3_600_000,
-            area: None,
-            nonce: [nonce; 8],
-            payload: b"SOS".to_vec(),
-        };
-        Message::new(body, Some(&origin), 10)
-    };
+    let sos = |to: Address, nonce: u8| signed_sos(&origin, to, nonce);
     let arrive = |router: &mut Router<SharedStore>, frame: u64, m: Message, at: u64| {
         let wire = Frame::Message(Box::new(m)).encode();
         router.handle_packet(at, &upstream, &one_packet(frame, Class::P0, wire));
@@ -924,7 +921,7 @@ fn with_deferred_writes_acknowledgements_and_deliveries_wait_for_the_callers_wri
 /// write, and the driver handles the delivery before it pumps again.
 #[test]
 fn a_delivery_is_acknowledged_only_after_the_write() {
-    use lifeline_routing::wire::{AckOutcome, Body, Frame, Message};
+    use lifeline_routing::wire::{AckOutcome, Frame};
     use lifeline_routing::{Address, MessageStore};
     let store = SharedStore::default();
     let me = common::identity(1);
@@ -934,18 +931,7 @@ fn a_delivery_is_acknowledged_only_after_the_write() {
     router.handle_link_up(0, upstream, 300);
     while router.poll_link(0, &upstream).is_some() {}
     let origin = common::identity(4);
-    let body = Body {
-        class: Class::P0,
-        kind: Kind::Data,
-        destination: Some(here),
-        origin: Some(Address::from(origin.id())),
-        created_ms: 0,
-        expires_ms: 3_600_000,
-        area: None,
-        nonce: [7; 8],
-        payload: b"SOS".to_vec(),
-    };
-    let message = Message::new(body, Some(&origin), 10);
+    let message = signed_sos(&origin, here, 7);
     let id = message.id;
     let wire = Frame::Message(Box::new(message)).encode();
     router.handle_packet(10, &upstream, &one_packet(2, Class::P0, wire));
