@@ -1179,7 +1179,9 @@ impl Node {
         // Forward first, then write: what arrived goes on to the next hop
         // while this node's copy waits for the disk (the write below, often
         // the slowest step of a hop). Only the custody acknowledgement has
-        // to wait for the write, and it does: the router queues it after.
+        // to wait for the write, and it does: the router queues it after
+        // (and a delivery's only as `poll_event` hands the delivery over,
+        // so it leaves after `on_delivered` kept it in the inbox).
         self.pump_ready();
         self.start_write();
         let now = self.clock();

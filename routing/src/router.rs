@@ -598,6 +598,9 @@ pub struct Router<S> {
     registered: HashSet<Address>,
     batch: BTreeMap<MessageId, Option<Vec<u8>>>,
     pending_acks: Vec<writes::PendingAck>,
+    /// Written, but the delivery they acknowledge is still in `events`:
+    /// they go out when the caller takes it (see [`Router::poll_event`]).
+    delivery_acks: Vec<writes::PendingAck>,
     /// This node's own messages sent ([`Router::send_unwritten`]) but not
     /// yet written: forgotten if the write fails.
     unwritten: Vec<MessageId>,
@@ -699,6 +702,7 @@ impl<S: MessageStore> Router<S> {
             registered: HashSet::new(),
             batch: BTreeMap::new(),
             pending_acks: Vec::new(),
+            delivery_acks: Vec::new(),
             unwritten: Vec::new(),
             deferred: None,
             events: VecDeque::new(),
@@ -1195,11 +1199,19 @@ impl<S: MessageStore> Router<S> {
 
     /// The next event. It writes custody first ([`Router::flush`]), unless
     /// the caller makes the writes ([`Router::defer_writes`]).
+    ///
+    /// A delivery's acknowledgement, which makes the previous hop forget
+    /// the message, is queued only as its [`Event::Delivered`] is taken
+    /// here: handle each delivery (keep it) before filling the links again.
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.deferred.is_none() {
             self.flush();
         }
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if let Some(Event::Delivered(delivery)) = &event {
+            self.release_delivery_acks(delivery.id);
+        }
+        event
     }
 
     /// The next packet for `neighbour`, when its link can take one. It does

@@ -954,6 +954,82 @@ fn a_delivery_is_acknowledged_only_after_the_write() {
     );
 }
 
+/// A driver that writes on another thread fills its links before it
+/// handles the events a finished write released. The destination's
+/// acknowledgement, which makes the previous hop forget the message, must
+/// not leave before the driver has the delivery (and has kept it in its
+/// inbox): it is queued only as the delivery is taken. Before, it went
+/// out with the write's other acknowledgements, ahead of the inbox write.
+#[test]
+fn a_delivery_is_acknowledged_only_once_the_caller_took_it() {
+    use lifeline_routing::Address;
+    use lifeline_routing::wire::{AckOutcome, Frame};
+    let me = common::identity(1);
+    let here = Address::from(me.id());
+    let upstream = Address::from(common::identity(0).id());
+    let mut router =
+        Router::new(me, Config::default(), SharedStore::default(), [0; 32], 0).unwrap();
+    router.defer_writes();
+    router.handle_link_up(0, upstream, 300);
+    while router.poll_link(0, &upstream).is_some() {}
+    let origin = common::identity(4);
+    let first = signed_sos(&origin, here, 7);
+    let id = first.id;
+    let wire = |m| Frame::Message(Box::new(m)).encode();
+    router.handle_packet(
+        10,
+        &upstream,
+        &one_packet(2, Class::P0, wire(first.clone())),
+    );
+    let batch = router.take_write().expect("the seen record to write");
+    assert!(!batch.seen.is_empty());
+    router.written(Ok(()));
+    let acks = |frames: Vec<Frame>| -> Vec<Frame> {
+        frames
+            .into_iter()
+            .filter(|f| matches!(f, Frame::Ack { .. }))
+            .collect()
+    };
+    assert_eq!(
+        acks(sent_frames(&mut router, 11, &upstream)),
+        vec![],
+        "acknowledged before the delivery was taken"
+    );
+    // The previous hop's retry, written before the delivery is taken,
+    // waits for it too.
+    router.handle_packet(12, &upstream, &one_packet(3, Class::P0, wire(first)));
+    if router.take_write().is_some() {
+        router.written(Ok(()));
+    }
+    assert_eq!(acks(sent_frames(&mut router, 12, &upstream)), vec![]);
+    let delivered = Frame::Ack {
+        id,
+        outcome: AckOutcome::Delivered,
+    };
+    let mut taken = false;
+    while let Some(event) = router.poll_event() {
+        if matches!(&event, Event::Delivered(d) if d.id == id) {
+            taken = true;
+            break;
+        }
+    }
+    assert!(taken, "the delivery was not handed out");
+    assert_eq!(
+        acks(sent_frames(&mut router, 13, &upstream)),
+        vec![delivered.clone(), delivered.clone()]
+    );
+    // A retry once the delivery was taken is acknowledged after its write.
+    let later = signed_sos(&origin, here, 7);
+    router.handle_packet(14, &upstream, &one_packet(4, Class::P0, wire(later)));
+    if router.take_write().is_some() {
+        router.written(Ok(()));
+    }
+    assert_eq!(
+        acks(sent_frames(&mut router, 14, &upstream)),
+        vec![delivered]
+    );
+}
+
 /// The node that sends an SOS hands it to its next hop before its own
 /// copy is on disk: the write once came first, and at the sender it took
 /// up to 50 ms of an SOS's 4 ms trip (line_latency, 2026-12-07). Whoever

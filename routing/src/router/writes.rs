@@ -102,8 +102,8 @@ impl<S: MessageStore> Router<S> {
                 Some(batch)
             }
             None => {
-                self.send_acks(acks);
                 self.events.extend(events);
+                self.send_acks(acks);
                 None
             }
         }
@@ -117,13 +117,15 @@ impl<S: MessageStore> Router<S> {
         let Some(done) = self.deferred.as_mut().and_then(|d| d.in_flight.take()) else {
             return;
         };
+        // First the events, so that a delivery's acknowledgement finds its
+        // delivery waiting to be taken.
+        self.events.extend(done.events);
         match result {
             Ok(()) => self.write_succeeded(done.acks),
             // Later changes stay in the next batch: the forgotten
             // messages' deletes there are no harm.
             Err(e) => self.write_failed(e, done.acks, done.unwritten),
         }
-        self.events.extend(done.events);
     }
 
     /// An event about a message, which says it was handled: with deferred
@@ -221,15 +223,46 @@ impl<S: MessageStore> Router<S> {
         // restart; they stay refused while this process runs.
     }
 
+    /// Queues the written acknowledgements; a delivery's waits until the
+    /// caller takes the delivery ([`Router::poll_event`]). Before, on a
+    /// daemon that fills the links before it handles events, the previous
+    /// hop could forget the message before the inbox had it.
     fn send_acks(&mut self, acks: Vec<PendingAck>) {
-        for PendingAck { to, id, delivered } in acks {
-            let outcome = match self.held.get(&id).map(|h| h.state) {
-                _ if delivered => AckOutcome::Delivered,
-                Some(HeldState::Waiting | HeldState::Backoff { .. }) => AckOutcome::Holding,
-                Some(_) | None => AckOutcome::Forwarding,
-            };
-            self.send_frame(to, Class::P0, &Frame::Ack { id, outcome });
-            self.stats.custody_frames += 1;
+        for ack in acks {
+            let waiting = ack.delivered
+                && self
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, Event::Delivered(d) if d.id == ack.id));
+            if waiting {
+                self.delivery_acks.push(ack);
+            } else {
+                self.send_ack(ack);
+            }
         }
+    }
+
+    /// The caller took delivery `id`: its acknowledgements go out.
+    pub(super) fn release_delivery_acks(&mut self, id: MessageId) {
+        if !self.delivery_acks.iter().any(|a| a.id == id) {
+            return;
+        }
+        let (release, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delivery_acks)
+            .into_iter()
+            .partition(|a| a.id == id);
+        self.delivery_acks = keep;
+        for ack in release {
+            self.send_ack(ack);
+        }
+    }
+
+    fn send_ack(&mut self, PendingAck { to, id, delivered }: PendingAck) {
+        let outcome = match self.held.get(&id).map(|h| h.state) {
+            _ if delivered => AckOutcome::Delivered,
+            Some(HeldState::Waiting | HeldState::Backoff { .. }) => AckOutcome::Holding,
+            Some(_) | None => AckOutcome::Forwarding,
+        };
+        self.send_frame(to, Class::P0, &Frame::Ack { id, outcome });
+        self.stats.custody_frames += 1;
     }
 }
