@@ -313,9 +313,16 @@ pub struct Delivery {
     pub hops: u32,
     /// When it was created (ms, the origin's clock).
     pub created_ms: u64,
-    /// When it arrived here (ms, the caller's clock): the event itself may
-    /// come a write later ([`Router::defer_writes`]).
+    /// When it arrived here (ms, the caller's clock).
     pub received_ms: u64,
+    /// The record that says it was delivered here, if it is still worth
+    /// keeping (not expired). The router writes it only after the event
+    /// is taken, in its next write, and acknowledges the delivery to the
+    /// previous hop after that write. A caller that keeps the delivery
+    /// (an inbox) should write this record with it, atomically: after a
+    /// crash before the router's write, the previous hop sends the message
+    /// again, and the router, loading the record, knows it for a duplicate.
+    pub seen: Option<SeenRecord>,
 }
 
 /// Why a message was dropped (always reported).
@@ -598,8 +605,9 @@ pub struct Router<S> {
     registered: HashSet<Address>,
     batch: BTreeMap<MessageId, Option<Vec<u8>>>,
     pending_acks: Vec<writes::PendingAck>,
-    /// Written, but the delivery they acknowledge is still in `events`:
-    /// they go out when the caller takes it (see [`Router::poll_event`]).
+    /// Acknowledgements of deliveries still in `events`: they wait for the
+    /// caller to take the delivery, and then for the next write (see
+    /// [`Router::poll_event`]).
     delivery_acks: Vec<writes::PendingAck>,
     /// This node's own messages sent ([`Router::send_unwritten`]) but not
     /// yet written: forgotten if the write fails.
@@ -1200,16 +1208,19 @@ impl<S: MessageStore> Router<S> {
     /// The next event. It writes custody first ([`Router::flush`]), unless
     /// the caller makes the writes ([`Router::defer_writes`]).
     ///
-    /// A delivery's acknowledgement, which makes the previous hop forget
-    /// the message, is queued only as its [`Event::Delivered`] is taken
-    /// here: handle each delivery (keep it) before filling the links again.
+    /// An [`Event::Delivered`] does not wait for a write: the caller keeps
+    /// it first (with [`Delivery::seen`]). Its seen record goes into the
+    /// write after it is taken here, and its acknowledgement, which makes
+    /// the previous hop forget the message, goes out after that write. So
+    /// keep each delivery before the next write (the next `poll_event`, or
+    /// [`Router::take_write`]).
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.deferred.is_none() {
             self.flush();
         }
         let event = self.events.pop_front();
         if let Some(Event::Delivered(delivery)) = &event {
-            self.release_delivery_acks(delivery.id);
+            self.delivery_taken(delivery.id, delivery.seen);
         }
         event
     }

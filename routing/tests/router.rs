@@ -634,6 +634,19 @@ fn sent_frames(
         .collect()
 }
 
+/// The acknowledgements among what `router` has for `to` now.
+fn acks_sent(
+    router: &mut Router<SharedStore>,
+    now: u64,
+    to: &lifeline_routing::Address,
+) -> Vec<lifeline_routing::wire::Frame> {
+    use lifeline_routing::wire::Frame;
+    sent_frames(router, now, to)
+        .into_iter()
+        .filter(|f| matches!(f, Frame::Ack { .. }))
+        .collect()
+}
+
 /// An SOS (P0 data) signed by `origin` for `to`, told apart by `nonce`.
 fn signed_sos(
     origin: &lifeline_crypto::Identity,
@@ -793,16 +806,15 @@ fn a_relay_forwards_before_the_disk_has_its_copy_and_acknowledges_after() {
 /// (`defer_writes`), goes on routing while the disk works: the router
 /// hands out one batch at a time, forwards what arrives meanwhile, and
 /// keeps back what the write must come first for (the custody
-/// acknowledgements, and deliveries) until the driver reports the write.
-/// A failed write forgets what it would have taken in, as a failed
-/// `flush` does.
+/// acknowledgements) until the driver reports the write. A failed write
+/// forgets what it would have taken in, as a failed `flush` does.
+/// (Deliveries: `a_delivery_is_acknowledged_only_once_kept_and_written`.)
 #[test]
-fn with_deferred_writes_acknowledgements_and_deliveries_wait_for_the_callers_write() {
+fn with_deferred_writes_custody_acknowledgements_wait_for_the_callers_write() {
     use lifeline_routing::wire::{Frame, Message};
     use lifeline_routing::{Address, MessageStore};
     let store = SharedStore::default();
     let relay = common::identity(1);
-    let here = Address::from(relay.id());
     let upstream = Address::from(common::identity(0).id());
     let next = Address::from(common::identity(2).id());
     let destination = Address::from(common::identity(3).id());
@@ -850,50 +862,26 @@ fn with_deferred_writes_acknowledgements_and_deliveries_wait_for_the_callers_wri
     // Nor may a synchronous write overtake it.
     assert!(router.write().is_err());
 
-    // While the disk works, the next SOS goes on at once, and one for this
-    // node is not delivered yet.
+    // While the disk works, the next SOS goes on at once.
     let second = sos(destination, 2);
     let second_id = second.id;
     arrive(&mut router, 3, second, 20);
     assert!(forwarded(&mut router, 20, second_id));
-    let mine = sos(here, 3);
-    let mine_id = mine.id;
-    arrive(&mut router, 4, mine, 20);
-    let delivered = |router: &mut Router<SharedStore>| {
-        std::iter::from_fn(|| router.poll_event())
-            .any(|e| matches!(e, Event::Delivered(d) if d.id == mine_id))
-    };
-    assert!(!delivered(&mut router), "delivered before its write");
 
     // The first write is done: its acknowledgement goes, no other.
     store.inner.borrow_mut().write(&batch).unwrap();
     router.written(Ok(()));
     assert_eq!(acked(&mut router, 30), vec![first_id]);
-    assert!(
-        !delivered(&mut router),
-        "delivered with the write before its own"
-    );
 
-    // The next one fails: the second SOS is not held, nor acknowledged,
-    // and the delivery, which already happened in the router, is reported.
+    // The next one fails: the second SOS is not held, nor acknowledged.
     let batch = router.take_write().expect("the second batch");
     assert!(batch.puts.iter().any(|(id, _)| *id == second_id));
     router.written(Err("disk full".into()));
     let events: Vec<Event> = std::iter::from_fn(|| router.poll_event()).collect();
     assert!(events.iter().any(|e| matches!(e, Event::StoreFailed(_))));
-    // It says when it arrived, not when the write let it out.
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Delivered(d) if d.id == mine_id && d.received_ms == 20))
-    );
     assert!(!router.holds(&second_id));
     assert!(router.holds(&first_id));
-    let after = acked(&mut router, 40);
-    assert!(!after.contains(&second_id));
-    // Its seen record was not written either: the delivery is not
-    // acknowledged, and the previous hop's retry is, once written.
-    assert!(!after.contains(&mine_id));
+    assert!(!acked(&mut router, 40).contains(&second_id));
     // Nothing waits: the next take writes what is left (the forgotten
     // message's delete), and a synchronous write works again.
     if let Some(batch) = router.take_write() {
@@ -904,23 +892,19 @@ fn with_deferred_writes_acknowledgements_and_deliveries_wait_for_the_callers_wri
     router.write().unwrap();
     assert!(store.inner.borrow().contains(&first_id));
     assert!(!store.inner.borrow().contains(&second_id));
-    arrive(&mut router, 5, sos(here, 3), 50);
-    assert!(!delivered(&mut router), "delivered twice");
-    if let Some(batch) = router.take_write() {
-        store.inner.borrow_mut().write(&batch).unwrap();
-        router.written(Ok(()));
-    }
-    while router.poll_event().is_some() {}
-    assert_eq!(acked(&mut router, 50), vec![mine_id]);
 }
 
 /// The destination's acknowledgement tells the previous hop to forget the
-/// message: it used to leave before the destination's write (at the
-/// daemon's next pump, before it had even stored the message in its
-/// inbox), so a crash in between lost the message. It now waits for the
-/// write, and the driver handles the delivery before it pumps again.
+/// message, and its seen record makes the destination take a copy sent
+/// again for a duplicate. Both must wait until the caller kept the
+/// delivery (the daemon's synced inbox write), which the delivery does not
+/// wait for (an SOS is shown before the router's write). The record used
+/// to reach the disk first: a crash before the inbox write, and the
+/// previous hop's retry was acknowledged as a duplicate and lost. The
+/// acknowledgement once left at once, and then with the write, ahead of a
+/// daemon's inbox write.
 #[test]
-fn a_delivery_is_acknowledged_only_after_the_write() {
+fn a_delivery_is_acknowledged_only_once_kept_and_written() {
     use lifeline_routing::wire::{AckOutcome, Frame};
     use lifeline_routing::{Address, MessageStore};
     let store = SharedStore::default();
@@ -934,34 +918,54 @@ fn a_delivery_is_acknowledged_only_after_the_write() {
     let message = signed_sos(&origin, here, 7);
     let id = message.id;
     let wire = Frame::Message(Box::new(message)).encode();
-    router.handle_packet(10, &upstream, &one_packet(2, Class::P0, wire));
-    let early = sent_frames(&mut router, 10, &upstream);
-    assert!(
-        !early.iter().any(|f| matches!(f, Frame::Ack { .. })),
-        "acknowledged before the write: {early:?}"
-    );
-    assert!(
-        std::iter::from_fn(|| router.poll_event())
-            .any(|e| matches!(e, Event::Delivered(d) if d.id == id))
-    );
-    assert_eq!(store.inner.borrow_mut().load_seen().unwrap().len(), 1);
+    let delivered = vec![Frame::Ack {
+        id,
+        outcome: AckOutcome::Delivered,
+    }];
+    let seen_on_disk = |store: &SharedStore| store.inner.borrow_mut().load_seen().unwrap().len();
+
+    // Synchronous writes (the simulator's).
+    router.handle_packet(10, &upstream, &one_packet(2, Class::P0, wire.clone()));
     assert_eq!(
-        sent_frames(&mut router, 10, &upstream),
-        vec![Frame::Ack {
-            id,
-            outcome: AckOutcome::Delivered
-        }]
+        acks_sent(&mut router, 10, &upstream),
+        vec![],
+        "acknowledged at once"
     );
+    let Some(Event::Delivered(delivery)) = router.poll_event() else {
+        panic!("not delivered")
+    };
+    assert_eq!(
+        seen_on_disk(&store),
+        0,
+        "its seen record was written before it was kept"
+    );
+    assert_eq!(
+        acks_sent(&mut router, 10, &upstream),
+        vec![],
+        "acknowledged before it was kept"
+    );
+    // The caller keeps it with this record.
+    let seen = delivery.seen.expect("a record to keep with it");
+    assert!(seen.id == id && seen.delivered);
+    while router.poll_event().is_some() {}
+    assert_eq!(seen_on_disk(&store), 1);
+    assert_eq!(acks_sent(&mut router, 10, &upstream), delivered);
+    // A retry is a duplicate: acknowledged, not delivered again.
+    router.handle_packet(11, &upstream, &one_packet(3, Class::P0, wire.clone()));
+    let events: Vec<Event> = std::iter::from_fn(|| router.poll_event()).collect();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Delivered(_))),
+        "delivered twice: {events:?}"
+    );
+    assert_eq!(acks_sent(&mut router, 11, &upstream), delivered);
 }
 
-/// A driver that writes on another thread fills its links before it
-/// handles the events a finished write released. The destination's
-/// acknowledgement, which makes the previous hop forget the message, must
-/// not leave before the driver has the delivery (and has kept it in its
-/// inbox): it is queued only as the delivery is taken. Before, it went
-/// out with the write's other acknowledgements, ahead of the inbox write.
+/// The same with the writes on another thread (the daemon's): the
+/// delivery comes at once, a batch taken before the caller took it does
+/// not have its seen record, and the acknowledgement (a retry's too)
+/// waits for the write that has it.
 #[test]
-fn a_delivery_is_acknowledged_only_once_the_caller_took_it() {
+fn with_deferred_writes_a_delivery_comes_at_once_and_is_acknowledged_after_its_write() {
     use lifeline_routing::Address;
     use lifeline_routing::wire::{AckOutcome, Frame};
     let me = common::identity(1);
@@ -973,61 +977,72 @@ fn a_delivery_is_acknowledged_only_once_the_caller_took_it() {
     router.handle_link_up(0, upstream, 300);
     while router.poll_link(0, &upstream).is_some() {}
     let origin = common::identity(4);
-    let first = signed_sos(&origin, here, 7);
-    let id = first.id;
-    let wire = |m| Frame::Message(Box::new(m)).encode();
-    router.handle_packet(
-        10,
-        &upstream,
-        &one_packet(2, Class::P0, wire(first.clone())),
-    );
-    let batch = router.take_write().expect("the seen record to write");
-    assert!(!batch.seen.is_empty());
-    router.written(Ok(()));
-    let acks = |frames: Vec<Frame>| -> Vec<Frame> {
-        frames
-            .into_iter()
-            .filter(|f| matches!(f, Frame::Ack { .. }))
-            .collect()
-    };
-    assert_eq!(
-        acks(sent_frames(&mut router, 11, &upstream)),
-        vec![],
-        "acknowledged before the delivery was taken"
-    );
-    // The previous hop's retry, written before the delivery is taken,
-    // waits for it too.
-    router.handle_packet(12, &upstream, &one_packet(3, Class::P0, wire(first)));
-    if router.take_write().is_some() {
-        router.written(Ok(()));
-    }
-    assert_eq!(acks(sent_frames(&mut router, 12, &upstream)), vec![]);
+    let message = signed_sos(&origin, here, 7);
+    let id = message.id;
+    let wire = Frame::Message(Box::new(message)).encode();
+    let packet = |frame| one_packet(frame, Class::P0, wire.clone());
+    let acks = |router: &mut Router<SharedStore>, at| acks_sent(router, at, &upstream);
     let delivered = Frame::Ack {
         id,
         outcome: AckOutcome::Delivered,
     };
-    let mut taken = false;
-    while let Some(event) = router.poll_event() {
-        if matches!(&event, Event::Delivered(d) if d.id == id) {
-            taken = true;
-            break;
+    let write = |router: &mut Router<SharedStore>| {
+        let batch = router.take_write();
+        if batch.is_some() {
+            router.written(Ok(()));
         }
-    }
-    assert!(taken, "the delivery was not handed out");
+        batch
+    };
+
+    router.handle_packet(10, &upstream, &packet(2));
+    // The driver hands out a batch before it handles events: it must not
+    // have the record yet.
+    let early = write(&mut router);
+    assert!(
+        early.is_none_or(|b| !b.seen.iter().any(|r| r.id == id)),
+        "the seen record was written before the delivery was kept"
+    );
     assert_eq!(
-        acks(sent_frames(&mut router, 13, &upstream)),
+        acks(&mut router, 10),
+        vec![],
+        "acknowledged before it was kept"
+    );
+    // A retry meanwhile waits for the first copy to be kept too.
+    router.handle_packet(11, &upstream, &packet(3));
+    write(&mut router);
+    assert_eq!(acks(&mut router, 11), vec![]);
+    let events: Vec<Event> = std::iter::from_fn(|| router.poll_event()).collect();
+    let deliveries: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delivered(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deliveries.len(), 1, "{events:?}");
+    assert_eq!(deliveries[0].received_ms, 10);
+    assert_eq!(
+        acks(&mut router, 12),
+        vec![],
+        "acknowledged before its write"
+    );
+    let batch = router.take_write().expect("the batch with the seen record");
+    assert!(batch.seen.iter().any(|r| r.id == id && r.delivered));
+    assert_eq!(
+        acks(&mut router, 12),
+        vec![],
+        "acknowledged before its write"
+    );
+    router.written(Ok(()));
+    assert_eq!(
+        acks(&mut router, 13),
         vec![delivered.clone(), delivered.clone()]
     );
-    // A retry once the delivery was taken is acknowledged after its write.
-    let later = signed_sos(&origin, here, 7);
-    router.handle_packet(14, &upstream, &one_packet(4, Class::P0, wire(later)));
-    if router.take_write().is_some() {
-        router.written(Ok(()));
-    }
-    assert_eq!(
-        acks(sent_frames(&mut router, 14, &upstream)),
-        vec![delivered]
-    );
+    // A retry now is acknowledged after the next write.
+    router.handle_packet(14, &upstream, &packet(4));
+    assert!(std::iter::from_fn(|| router.poll_event()).all(|e| !matches!(e, Event::Delivered(_))));
+    write(&mut router);
+    assert_eq!(acks(&mut router, 14), vec![delivered]);
 }
 
 /// The node that sends an SOS hands it to its next hop before its own

@@ -84,15 +84,16 @@ impl<S: MessageStore> Router<S> {
             return;
         }
         if destination == self.me {
-            // Said once the write of its seen record is done, and after the
-            // driver took the delivery (its inbox write): the previous hop
-            // forgets the message on this acknowledgement.
-            self.pending_acks.push(PendingAck {
+            // The previous hop forgets the message on this acknowledgement:
+            // it is said once the caller took the delivery (and kept it),
+            // and the write after that has its seen record.
+            let ack = PendingAck {
                 to: from,
                 id: m.id,
                 delivered: true,
-            });
-            return self.deliver_here(now, m);
+            };
+            self.deliver_here(now, m);
+            return self.ack_after_delivery(ack);
         }
         if let Some(h) = self.held.get(&m.id) {
             let returned = matches!(h.state, HeldState::Queued { to } | HeldState::InFlight { to, .. } if to == from);
@@ -421,7 +422,9 @@ impl<S: MessageStore> Router<S> {
                 let receipt_to = m.body.origin.filter(|_| unicast);
                 let id = m.id;
                 let class = m.body.class;
-                self.emit_after_write(Event::Delivered(Delivery {
+                // Its seen record waits for the caller to take it.
+                let seen = self.seen_unsaved.pop_if(|r| r.id == id);
+                self.events.push_back(Event::Delivered(Delivery {
                     id,
                     class,
                     origin: m.body.origin,
@@ -430,6 +433,7 @@ impl<S: MessageStore> Router<S> {
                     hops: m.hops_taken,
                     created_ms: m.body.created_ms,
                     received_ms: now,
+                    seen,
                 }));
                 // Signed unicasts (P0, P1) get a receipt at once; for sealed
                 // messages the application sends it once it knows the sender.

@@ -6,7 +6,7 @@
 
 use super::{Event, HeldState, Router, SEEN_PURGE_MS, SendError};
 use crate::Class;
-use crate::store::{MessageStore, StoreBatch};
+use crate::store::{MessageStore, SeenRecord, StoreBatch};
 use crate::wire::{AckOutcome, Address, Frame, MessageId};
 
 /// The state of writes the caller makes ([`Router::defer_writes`]).
@@ -223,37 +223,42 @@ impl<S: MessageStore> Router<S> {
         // restart; they stay refused while this process runs.
     }
 
-    /// Queues the written acknowledgements; a delivery's waits until the
-    /// caller takes the delivery ([`Router::poll_event`]). Before, on a
-    /// daemon that fills the links before it handles events, the previous
-    /// hop could forget the message before the inbox had it.
     fn send_acks(&mut self, acks: Vec<PendingAck>) {
         for ack in acks {
-            let waiting = ack.delivered
-                && self
-                    .events
-                    .iter()
-                    .any(|e| matches!(e, Event::Delivered(d) if d.id == ack.id));
-            if waiting {
-                self.delivery_acks.push(ack);
-            } else {
-                self.send_ack(ack);
-            }
+            self.send_ack(ack);
         }
     }
 
-    /// The caller took delivery `id`: its acknowledgements go out.
-    pub(super) fn release_delivery_acks(&mut self, id: MessageId) {
+    /// The acknowledgement of a message delivered here: it waits for the
+    /// caller to take the delivery if that is still to come (a retry too,
+    /// while the first copy waits), else for the next write.
+    pub(super) fn ack_after_delivery(&mut self, ack: PendingAck) {
+        let waiting = self
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Delivered(d) if d.id == ack.id));
+        if waiting {
+            self.delivery_acks.push(ack);
+        } else {
+            self.pending_acks.push(ack);
+        }
+    }
+
+    /// The caller took delivery `id` (and keeps it, with `seen`): the record
+    /// goes into the next write, and the acknowledgements after it. Before,
+    /// the record could reach the disk before the caller had kept the
+    /// message, and the acknowledgement leave before the inbox write of a
+    /// daemon that fills its links before it handles events.
+    pub(super) fn delivery_taken(&mut self, id: MessageId, seen: Option<SeenRecord>) {
+        self.seen_unsaved.extend(seen);
         if !self.delivery_acks.iter().any(|a| a.id == id) {
             return;
         }
-        let (release, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delivery_acks)
+        let (taken, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delivery_acks)
             .into_iter()
             .partition(|a| a.id == id);
         self.delivery_acks = keep;
-        for ack in release {
-            self.send_ack(ack);
-        }
+        self.pending_acks.extend(taken);
     }
 
     fn send_ack(&mut self, PendingAck { to, id, delivered }: PendingAck) {
