@@ -1177,20 +1177,27 @@ impl Node {
 
     fn after_input(&mut self) {
         // Forward first, then write: what arrived goes on to the next hop
-        // while this node's copy waits for the disk (the write below, often
-        // the slowest step of a hop). Only the custody acknowledgement has
-        // to wait for the write, and it does: the router queues it after
-        // (and a delivery's only as `poll_event` hands the delivery over,
-        // so it leaves after `on_delivered` kept it in the inbox).
+        // while this node's copy waits for the disk (often the slowest step
+        // of a hop). Only the custody acknowledgements wait for the write,
+        // in the router. A delivery does not: it is kept in the inbox here,
+        // with its seen record, and the router writes that record (and
+        // then acknowledges the delivery) only in a batch taken after it.
         self.pump_ready();
         self.start_write();
+        self.handle_events();
+        self.after_chain();
+        // What handling them changed (a delivery's record, a receipt).
+        self.start_write();
+        self.handle_events();
+        self.pump_ready();
+        self.update_gauges();
+    }
+
+    fn handle_events(&mut self) {
         let now = self.clock();
         while let Some(event) = self.router.poll_event() {
             self.on_router_event(now, event);
         }
-        self.after_chain();
-        self.pump_ready();
-        self.update_gauges();
     }
 
     /// Hands the router's next custody batch to the writer, if there is

@@ -299,29 +299,31 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// Keeps `entry` (opaque bytes) under `key`; keys sort in arrival order
-    /// when they start with the arrival time, big-endian.
-    pub fn put(&self, key: &[u8], entry: &[u8]) -> Result<(), StorageError> {
-        let mut write = WriteBatch::default();
-        write.put_cf(self.db.cf(CF_INBOX)?, key, entry);
-        self.db.write_synced(write)
-    }
-
-    /// Keeps `entry` under `key` and records `opened`, the envelope it came
-    /// in, in the same synced write: an entry is never on disk without the
-    /// record that refuses its replay.
-    pub fn put_opened(
+    /// Keeps `entry` (opaque bytes) under `key`, in one synced write with
+    /// the records that must never be on disk without it, or it without
+    /// them: `opened`, the envelope it came in (which refuses its replay),
+    /// and `seen`, the router's record that it was delivered here (which
+    /// makes the router take the previous hop's retry for a duplicate, also
+    /// when the process stopped before the router's own write). Keys sort
+    /// in arrival order when they start with the arrival time, big-endian.
+    pub fn put(
         &self,
         key: &[u8],
         entry: &[u8],
-        opened: &OpenedRecord,
+        opened: Option<&OpenedRecord>,
+        seen: Option<&SeenRecord>,
     ) -> Result<(), StorageError> {
         let mut write = WriteBatch::default();
         write.put_cf(self.db.cf(CF_INBOX)?, key, entry);
-        let mut value = Vec::with_capacity(40);
-        value.extend_from_slice(&opened.created_ms.to_be_bytes());
-        value.extend_from_slice(&opened.prekey);
-        write.put_cf(self.db.cf(CF_META)?, opened_key(&opened.id), value);
+        if let Some(opened) = opened {
+            let mut value = Vec::with_capacity(40);
+            value.extend_from_slice(&opened.created_ms.to_be_bytes());
+            value.extend_from_slice(&opened.prekey);
+            write.put_cf(self.db.cf(CF_META)?, opened_key(&opened.id), value);
+        }
+        if let Some(seen) = seen {
+            put_seen(&mut write, self.db.cf(CF_SEEN)?, seen);
+        }
         self.db.write_synced(write)
     }
 
@@ -433,6 +435,16 @@ pub struct RocksMessageStore {
 
 /// A seen id's key: its message's expiry first, so that expired ids are
 /// forgotten with one range delete.
+/// Adds seen record `r` to `write` (`family` is `seen`): the key is its
+/// expiry and id, the value whether it was delivered here and when it was
+/// created.
+fn put_seen(write: &mut WriteBatch, family: &rocksdb::ColumnFamily, r: &SeenRecord) {
+    let mut value = [0u8; 9];
+    value[0] = u8::from(r.delivered);
+    value[1..].copy_from_slice(&r.created_ms.to_be_bytes());
+    write.put_cf(family, seen_key(r.expires_ms, &r.id), value);
+}
+
 fn seen_key(expires_ms: u64, id: &MessageId) -> [u8; 24] {
     let mut key = [0u8; 24];
     key[..8].copy_from_slice(&expires_ms.to_be_bytes());
@@ -505,11 +517,7 @@ impl MessageStore for RocksMessageStore {
             write.delete_cf(family, id.0);
         }
         for r in &batch.seen {
-            let key = seen_key(r.expires_ms, &r.id);
-            let mut value = [0u8; 9];
-            value[0] = u8::from(r.delivered);
-            value[1..].copy_from_slice(&r.created_ms.to_be_bytes());
-            write.put_cf(seen, key, value);
+            put_seen(&mut write, seen, r);
         }
         if let Some(before) = batch.forget_seen_before_ms {
             write.delete_range_cf(seen, [0u8; 8], before.to_be_bytes());
@@ -966,7 +974,7 @@ mod tests {
             let inbox = Database::open(dir.path()).unwrap().inbox();
             for t in [3u64, 1, 2, 5, 4] {
                 inbox
-                    .put(&t.to_be_bytes(), format!("m{t}").as_bytes())
+                    .put(&t.to_be_bytes(), format!("m{t}").as_bytes(), None, None)
                     .unwrap();
             }
         }
@@ -980,6 +988,38 @@ mod tests {
         assert_eq!(values(inbox.newest(3).unwrap()), ["m3", "m4", "m5"]);
         assert_eq!(inbox.trim(2).unwrap(), 3);
         assert_eq!(values(inbox.newest(10).unwrap()), ["m4", "m5"]);
+    }
+
+    /// An inbox entry and the records kept with it reach the disk together:
+    /// the router, restarting, finds the delivery's seen record (and takes
+    /// the previous hop's retry for a duplicate), and a replay of the
+    /// envelope is refused.
+    #[test]
+    fn an_inbox_entry_is_written_with_its_seen_and_opened_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = SeenRecord {
+            expires_ms: 9_000,
+            id: MessageId([7; 16]),
+            delivered: true,
+            created_ms: 1_000,
+        };
+        let opened = OpenedRecord {
+            id: [7; 16],
+            created_ms: 1_000,
+            prekey: [3; 32],
+        };
+        Database::open(dir.path())
+            .unwrap()
+            .inbox()
+            .put(b"k", b"entry", Some(&opened), Some(&seen))
+            .unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        assert_eq!(db.message_store().load_seen().unwrap(), vec![seen]);
+        assert!(db.inbox().was_opened(&[7; 16]).unwrap());
+        assert_eq!(
+            db.inbox().newest(1).unwrap(),
+            vec![(b"k".to_vec(), b"entry".to_vec())]
+        );
     }
 
     #[test]

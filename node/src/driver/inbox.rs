@@ -6,7 +6,7 @@ use lifeline_crypto::Timestamp;
 use lifeline_crypto::envelope::{
     self, Envelope, MessageId as EnvelopeId, OpenError, OpenPolicy, OpenedMessage, ReplayGuard,
 };
-use lifeline_routing::{Address, Class, Delivery, MessageId};
+use lifeline_routing::{Address, Class, Delivery};
 use lifeline_storage::{Inbox, OpenedRecord, StorageError};
 use prost::Message as _;
 use rand::RngExt;
@@ -54,7 +54,7 @@ impl Node {
                         };
                         // On disk (with the record that refuses its
                         // replay) before the receipt says it arrived.
-                        if self.keep(&entry, &d.id, Some(&record))
+                        if self.keep(&entry, &d, Some(&record))
                             && let Err(e) =
                                 self.router
                                     .send_receipt(now, Address::from(message.sender), d.id)
@@ -84,7 +84,7 @@ impl Node {
                     lon_micro: sos.lon_micro,
                 };
                 warn!(from = %origin, id = %d.id, "SOS received");
-                self.keep(&entry, &d.id, None);
+                self.keep(&entry, &d, None);
             }
             Some(app_payload::Kind::Transaction(bytes)) => match Transaction::from_bytes(&bytes) {
                 Ok(tx) => self.pool(tx),
@@ -97,20 +97,20 @@ impl Node {
         }
     }
 
-    /// Writes an inbox entry (synced) and tells watchers; false if it could
-    /// not be written.
+    /// Writes an inbox entry (synced), with the router's record that `d`
+    /// was delivered (the router writes it only after this), and tells
+    /// watchers; false if it could not be written.
     fn keep(
         &mut self,
         entry: &api::InboxMessage,
-        id: &MessageId,
+        d: &Delivery,
         opened: Option<&OpenedRecord>,
     ) -> bool {
         let mut key = entry.received_ms.to_be_bytes().to_vec();
-        key.extend_from_slice(&id.0);
-        let written = match opened {
-            Some(record) => self.inbox.put_opened(&key, &entry.encode_to_vec(), record),
-            None => self.inbox.put(&key, &entry.encode_to_vec()),
-        };
+        key.extend_from_slice(&d.id.0);
+        let written = self
+            .inbox
+            .put(&key, &entry.encode_to_vec(), opened, d.seen.as_ref());
         if let Err(e) = written {
             error!("cannot write the inbox: {e}");
             self.heartbeat.write_failed(e.to_string());
