@@ -499,6 +499,14 @@ impl ReplayGuard {
         }
     }
 
+    /// Forgets envelope `id`, opened but not kept (the caller could not
+    /// record it): a copy sent again opens again.
+    pub fn forget(&mut self, id: MessageId) {
+        if let Some((_, created_at)) = self.seen.remove(&id) {
+            self.by_age.remove(&(created_at, id));
+        }
+    }
+
     /// Forgets the ids of messages sealed to these prekeys: their secrets are
     /// gone, so those envelopes can no longer be opened anyway.
     pub fn forget_prekeys(&mut self, deleted: &[[u8; 32]]) {
@@ -803,6 +811,27 @@ mod tests {
         assert_eq!(
             bob.open(&sealed.bytes),
             Err(OpenError::Replayed(sealed.message_id))
+        );
+    }
+
+    #[test]
+    fn an_envelope_forgotten_opens_again_and_only_that_one() {
+        let mut rng = test_rng(40);
+        let alice = Party::new(&mut rng);
+        let mut bob = Party::new(&mut rng);
+        let one = seal(&alice.identity, bob.ring.current(), b"x", now(), &mut rng).unwrap();
+        let two = seal(&alice.identity, bob.ring.current(), b"y", now(), &mut rng).unwrap();
+        assert!(bob.open(&one.bytes).is_ok());
+        assert!(bob.open(&two.bytes).is_ok());
+        bob.replay.forget(one.message_id);
+        assert!(bob.open(&one.bytes).is_ok());
+        assert_eq!(
+            bob.open(&one.bytes),
+            Err(OpenError::Replayed(one.message_id))
+        );
+        assert_eq!(
+            bob.open(&two.bytes),
+            Err(OpenError::Replayed(two.message_id))
         );
     }
 

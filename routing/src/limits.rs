@@ -89,6 +89,15 @@ impl<K: Clone + Eq + Hash + Ord> SeenCache<K> {
         self.by_expiry.insert((expires_ms, id));
     }
 
+    /// Forgets `id`, as if it was never seen (its message's handling was
+    /// undone: a delivery the caller could not keep).
+    pub fn forget(&mut self, id: &K) {
+        if let Some((at, until)) = self.seen.remove(id) {
+            self.by_seen.remove(&(at, id.clone()));
+            self.by_expiry.remove(&(until, id.clone()));
+        }
+    }
+
     /// What [`SeenCache::insert`] would say of `id` (of a message created
     /// at `created_ms`), without recording it.
     pub fn check(&self, id: &K, created_ms: u64) -> Sighting {

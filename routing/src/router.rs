@@ -27,7 +27,14 @@
 //! each batch ([`Router::take_write`]), writes it while the router goes on
 //! handling packets, and reports back ([`Router::written`]). What waited on
 //! the write waits for that report: the custody acknowledgements, and the
-//! events that tell anyone about a message (deliveries, receipts, status).
+//! events that tell anyone about a message (receipts, status).
+//!
+//! A delivery is the exception: the caller keeps it (an inbox), so it
+//! comes at once, with the seen record to keep it with
+//! ([`Delivery::seen`]). The router writes that record, and then sends the
+//! destination's acknowledgement, only after the event is taken; a caller
+//! that cannot keep it says so ([`Router::delivery_not_kept`]) and the
+//! previous hop, unacknowledged, sends it again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 

@@ -1045,6 +1045,61 @@ fn with_deferred_writes_a_delivery_comes_at_once_and_is_acknowledged_after_its_w
     assert_eq!(acks(&mut router, 14), vec![delivered]);
 }
 
+/// A destination that cannot keep a delivery (its inbox write failed) must
+/// not make the previous hop forget it. Before, the acknowledgement went
+/// anyway and the message was lost. `delivery_not_kept` undoes it as far
+/// as the previous hop can tell: no acknowledgement, no seen record, and
+/// the copy it sends again is delivered again.
+#[test]
+fn a_delivery_the_caller_could_not_keep_is_not_acknowledged_and_comes_again() {
+    use lifeline_routing::wire::{AckOutcome, Frame};
+    use lifeline_routing::{Address, MessageStore};
+    let store = SharedStore::default();
+    let me = common::identity(1);
+    let here = Address::from(me.id());
+    let upstream = Address::from(common::identity(0).id());
+    let mut router = Router::new(me, Config::default(), store.clone(), [0; 32], 0).unwrap();
+    router.handle_link_up(0, upstream, 300);
+    while router.poll_link(0, &upstream).is_some() {}
+    let message = signed_sos(&common::identity(4), here, 7);
+    let id = message.id;
+    let wire = Frame::Message(Box::new(message)).encode();
+    let deliveries = |router: &mut Router<SharedStore>| {
+        std::iter::from_fn(|| router.poll_event())
+            .filter(|e| matches!(e, Event::Delivered(d) if d.id == id))
+            .count()
+    };
+    let seen_on_disk = |store: &SharedStore| store.inner.borrow_mut().load_seen().unwrap().len();
+
+    router.handle_packet(10, &upstream, &one_packet(2, Class::P0, wire.clone()));
+    let Some(Event::Delivered(_)) = router.poll_event() else {
+        panic!("not delivered")
+    };
+    router.delivery_not_kept(id);
+    assert_eq!(deliveries(&mut router), 0);
+    assert_eq!(
+        acks_sent(&mut router, 10, &upstream),
+        vec![],
+        "acknowledged, not kept"
+    );
+    assert_eq!(seen_on_disk(&store), 0);
+
+    router.handle_packet(20, &upstream, &one_packet(3, Class::P0, wire.clone()));
+    assert_eq!(
+        deliveries(&mut router),
+        1,
+        "the copy sent again was not delivered"
+    );
+    assert_eq!(
+        acks_sent(&mut router, 20, &upstream),
+        vec![Frame::Ack {
+            id,
+            outcome: AckOutcome::Delivered
+        }]
+    );
+    assert_eq!(seen_on_disk(&store), 1);
+}
+
 /// The node that sends an SOS hands it to its next hop before its own
 /// copy is on disk: the write once came first, and at the sender it took
 /// up to 50 ms of an SOS's 4 ms trip (line_latency, 2026-12-07). Whoever

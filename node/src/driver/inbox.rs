@@ -54,10 +54,12 @@ impl Node {
                         };
                         // On disk (with the record that refuses its
                         // replay) before the receipt says it arrived.
-                        if self.keep(&entry, &d, Some(&record))
-                            && let Err(e) =
-                                self.router
-                                    .send_receipt(now, Address::from(message.sender), d.id)
+                        if !self.keep(&entry, &d, Some(&record)) {
+                            // Opened again when it comes again.
+                            self.replay.forget(EnvelopeId(record.id));
+                        } else if let Err(e) =
+                            self.router
+                                .send_receipt(now, Address::from(message.sender), d.id)
                         {
                             warn!(id = %d.id, "cannot send the receipt: {e}");
                         }
@@ -99,7 +101,9 @@ impl Node {
 
     /// Writes an inbox entry (synced), with the router's record that `d`
     /// was delivered (the router writes it only after this), and tells
-    /// watchers; false if it could not be written.
+    /// watchers; false if it could not be written, and then the router
+    /// neither acknowledges the delivery nor remembers it: the previous
+    /// hop keeps the message and sends it again.
     fn keep(
         &mut self,
         entry: &api::InboxMessage,
@@ -112,7 +116,8 @@ impl Node {
             .inbox
             .put(&key, &entry.encode_to_vec(), opened, d.seen.as_ref());
         if let Err(e) = written {
-            error!("cannot write the inbox: {e}");
+            error!(id = %d.id, "cannot write the inbox; the previous hop keeps the message and sends it again: {e}");
+            self.router.delivery_not_kept(d.id);
             self.heartbeat.write_failed(e.to_string());
             return false;
         }

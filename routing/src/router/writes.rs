@@ -102,8 +102,8 @@ impl<S: MessageStore> Router<S> {
                 Some(batch)
             }
             None => {
-                self.events.extend(events);
                 self.send_acks(acks);
+                self.events.extend(events);
                 None
             }
         }
@@ -117,15 +117,13 @@ impl<S: MessageStore> Router<S> {
         let Some(done) = self.deferred.as_mut().and_then(|d| d.in_flight.take()) else {
             return;
         };
-        // First the events, so that a delivery's acknowledgement finds its
-        // delivery waiting to be taken.
-        self.events.extend(done.events);
         match result {
             Ok(()) => self.write_succeeded(done.acks),
             // Later changes stay in the next batch: the forgotten
             // messages' deletes there are no harm.
             Err(e) => self.write_failed(e, done.acks, done.unwritten),
         }
+        self.events.extend(done.events);
     }
 
     /// An event about a message, which says it was handled: with deferred
@@ -259,6 +257,24 @@ impl<S: MessageStore> Router<S> {
             .partition(|a| a.id == id);
         self.delivery_acks = keep;
         self.pending_acks.extend(taken);
+    }
+
+    /// The caller took delivery `id` but could not keep it (its inbox
+    /// write failed): as far as the previous hop can tell, it never
+    /// arrived. It is not acknowledged and not recorded as seen, so the
+    /// previous hop, which still holds it, sends it again, and that copy
+    /// is delivered again. Call it as the delivery is handled, before the
+    /// next write (once its record is on disk, a copy sent again is a
+    /// duplicate).
+    pub fn delivery_not_kept(&mut self, id: MessageId) {
+        let for_it = |a: &PendingAck| a.delivered && a.id == id;
+        self.pending_acks.retain(|a| !for_it(a));
+        self.delivery_acks.retain(|a| !for_it(a));
+        if let Some(in_flight) = self.deferred.as_mut().and_then(|d| d.in_flight.as_mut()) {
+            in_flight.acks.retain(|a| !for_it(a));
+        }
+        self.seen_unsaved.retain(|r| !(r.delivered && r.id == id));
+        self.delivered.forget(&id);
     }
 
     fn send_ack(&mut self, PendingAck { to, id, delivered }: PendingAck) {
