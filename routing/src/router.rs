@@ -854,6 +854,13 @@ impl<S: MessageStore> Router<S> {
             .map_or(0, |n| n.scheduler.queued_bytes())
     }
 
+    /// The store, for a caller that writes the batches it takes
+    /// ([`Router::take_write`]) through the router's own handle (the
+    /// simulator; the daemon opens a second handle on its database).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Gives the store back (for a restart).
     pub fn into_store(mut self) -> S {
         self.flush();

@@ -14,7 +14,9 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use lifeline_crypto::Identity;
 use lifeline_routing::routes::link_cost;
 use lifeline_routing::wire::{AckOutcome, Body, Frame, Packet};
-use lifeline_routing::{Address, Class, Config, Event, MemoryMessageStore, MessageId, Router};
+use lifeline_routing::{
+    Address, Class, Config, Event, MemoryMessageStore, MessageId, MessageStore, Router, StoreBatch,
+};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
@@ -121,6 +123,8 @@ pub struct Node {
     stored: Option<MemoryMessageStore>,
     /// What it does with traffic.
     pub behaviour: Behaviour,
+    /// Crashes so far: a write that was out when it crashed never lands.
+    life: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +148,13 @@ enum Ev {
         node: usize,
     },
     Action(usize),
+    /// Node `node`'s synced custody write is done, unless it crashed since
+    /// (`life`).
+    Written {
+        node: usize,
+        life: u64,
+        batch: StoreBatch,
+    },
 }
 
 /// What the engine reports to its driver as it runs.
@@ -208,6 +219,9 @@ pub struct Engine {
     buffer_bytes: usize,
     /// The bucket of links added from now on ([`Link::burst_bytes`]).
     burst_bytes: usize,
+    /// How long a synced custody write takes, µs (0: the routers write
+    /// at once, within the step that changed custody).
+    disk_sync_us: u64,
 }
 
 fn ms(us: u64) -> u64 {
@@ -234,6 +248,7 @@ impl Engine {
             overrides: HashMap::new(),
             buffer_bytes: 0,
             burst_bytes: 0,
+            disk_sync_us: 0,
             events: 0,
             reassembly: HashMap::new(),
             packets: 0,
@@ -255,6 +270,7 @@ impl Engine {
                 router: Some(router),
                 stored: None,
                 behaviour: Behaviour::Honest,
+                life: 0,
             });
         }
         engine
@@ -269,7 +285,7 @@ impl Engine {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
         seed[8..16].copy_from_slice(&self.now_us.to_le_bytes());
-        match Router::new(
+        let mut router = match Router::new(
             identity.clone(),
             self.overrides.get(&i).unwrap_or(&self.config).clone(),
             store,
@@ -279,7 +295,11 @@ impl Engine {
             Ok(r) => r,
             // The memory store cannot fail to load.
             Err(e) => unreachable!("a memory store failed to load: {e}"),
+        };
+        if self.disk_sync_us > 0 {
+            router.defer_writes();
         }
+        router
     }
 
     /// The time, µs.
@@ -300,6 +320,24 @@ impl Engine {
     /// Links leaving node `i`.
     pub fn out_links(&self, i: usize) -> &[usize] {
         &self.out[i]
+    }
+
+    /// Every node's synced custody write takes `us` from now on, as on a
+    /// disk (0, the default: none). The routers then hand their writes out
+    /// ([`Router::defer_writes`]), as the daemon does to its writer thread:
+    /// they go on routing while a write is out, and what must wait for it
+    /// (custody acknowledgements) waits. A batch that needs no sync
+    /// ([`StoreBatch::needs_sync`]) is written at once, as the daemon does.
+    /// A node that crashes with a write out loses it.
+    pub fn set_disk_sync_us(&mut self, us: u64) {
+        self.disk_sync_us = us;
+        if us > 0 {
+            for node in &mut self.nodes {
+                if let Some(r) = node.router.as_mut() {
+                    r.defer_writes();
+                }
+            }
+        }
     }
 
     /// Links added from now on hold `bytes` below the router
@@ -394,6 +432,7 @@ impl Engine {
         let Some(router) = self.nodes[i].router.take() else {
             return;
         };
+        self.nodes[i].life += 1;
         self.nodes[i].stored = Some(router.into_store());
         let now = ms(self.now_us);
         for &l in &self.out[i].clone() {
@@ -594,7 +633,12 @@ impl Engine {
         let now = self.now_us;
         let mut ready: Vec<usize> = Vec::new();
         loop {
+            // With a disk, handling events can make a write to hand out (a
+            // delivery's seen record), and a write released events.
+            self.start_write(i);
+            let mut handled = 0;
             while let Some(event) = self.nodes[i].router.as_mut().and_then(|r| r.poll_event()) {
+                handled += 1;
                 match event {
                     Event::LinkReady(to) => {
                         let out = &self.out[i];
@@ -608,7 +652,7 @@ impl Engine {
                     event => observer.event(self, i, now, &event),
                 }
             }
-            if ready.is_empty() {
+            if ready.is_empty() && (handled == 0 || self.disk_sync_us == 0) {
                 break;
             }
             // In link order, as polling every link did. Sending can make
@@ -625,6 +669,36 @@ impl Engine {
             "node {i} has bytes waiting on an idle link"
         );
         self.arm_timer(i);
+    }
+
+    /// Hands node `i`'s next custody write to its disk, if it has a disk
+    /// and no write is out: a synced one lands `disk_sync_us` later
+    /// (`Ev::Written`), another at once.
+    fn start_write(&mut self, i: usize) {
+        if self.disk_sync_us == 0 {
+            return;
+        }
+        let Some(router) = self.nodes[i].router.as_mut() else {
+            return;
+        };
+        let Some(batch) = router.take_write() else {
+            return;
+        };
+        if batch.needs_sync() {
+            let life = self.nodes[i].life;
+            let at = self.now_us + self.disk_sync_us;
+            self.push(
+                at,
+                Ev::Written {
+                    node: i,
+                    life,
+                    batch,
+                },
+            );
+        } else {
+            let Ok(()) = router.store_mut().write(&batch);
+            router.written(Ok(()));
+        }
     }
 
     /// Links of node `i` that are up and idle, with no `LinkFree` pending,
@@ -823,6 +897,17 @@ impl Engine {
                 self.flush(node, observer);
             }
             Ev::Action(index) => observer.action(self, index),
+            Ev::Written { node, life, batch } => {
+                if self.nodes[node].life != life {
+                    return;
+                }
+                if let Some(r) = self.nodes[node].router.as_mut() {
+                    r.set_clock_us(self.now_us);
+                    let Ok(()) = r.store_mut().write(&batch);
+                    r.written(Ok(()));
+                }
+                self.flush(node, observer);
+            }
             Ev::Side {
                 link,
                 generation,

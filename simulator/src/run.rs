@@ -198,6 +198,7 @@ pub fn run(
     let links = &scenario.links;
     engine.set_buffer_bytes(links.buffer_bytes);
     engine.set_burst_bytes(links.burst_bytes);
+    engine.set_disk_sync_us((scenario.disk.sync_ms.max(0.0) * 1_000.0).round() as u64);
     let bytes_per_ms = (links.bandwidth_kbps / 8).max(1);
     let mut edge_links = Vec::with_capacity(topology.edges.len());
     for e in &topology.edges {

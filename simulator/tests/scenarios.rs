@@ -922,3 +922,94 @@ fn an_sos_waits_out_the_buffers_below_the_router_unless_bulk_is_paced() {
         "{unpaced:?} against {paced:?}"
     );
 }
+
+/// The line of `line-latency.toml` with every node's synced writes taking
+/// `sync_ms` (an SD card: tens of ms).
+fn line_with_disk(sync_ms: f64) -> Scenario {
+    let mut scenario = Scenario::load(&scenarios().join("line-latency.toml")).unwrap();
+    scenario.disk.sync_ms = sync_ms;
+    scenario
+}
+
+/// The daemons write custody on a thread of their own and forward first,
+/// and a destination shows a message before its router's write (it keeps
+/// it in its inbox with the seen record). So a slow disk, 20 ms a sync at
+/// every node, holds up custody acknowledgements, not an SOS: idle and
+/// under bulk, P0 crosses the line about as fast as with an instant disk,
+/// and bulk keeps up with its load. A delivery that waited for the
+/// destination's write (as before 2026-12-07) would add 20 ms; forwarding
+/// only after the write, 80.
+#[test]
+fn a_slow_disk_holds_up_acknowledgements_not_an_sos() {
+    let p0_and_p3 = |scenario: &Scenario| {
+        let (report, _) = run(scenario, scenario.seed, None).unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        let class = |name: &str| report.classes.iter().find(|c| c.class == name).cloned();
+        (class("P0").unwrap().latency_ms, class("P3"))
+    };
+    let idle = |mut scenario: Scenario| {
+        scenario.traffic.retain(|t| t.class == "P0");
+        scenario
+    };
+    let (instant, _) = p0_and_p3(&idle(line_with_disk(0.0)));
+    let (slow_idle, _) = p0_and_p3(&idle(line_with_disk(20.0)));
+    let (slow_loaded, p3) = p0_and_p3(&line_with_disk(20.0));
+    eprintln!(
+        "P0 latency p50/p90/p99 ms: instant disk {instant:?}, 20 ms syncs {slow_idle:?}, \
+         and under bulk {slow_loaded:?}"
+    );
+    for k in [0, 2] {
+        assert!(
+            slow_idle[k] <= instant[k] + 1.0,
+            "idle: {slow_idle:?} against {instant:?} with an instant disk"
+        );
+    }
+    assert!(
+        slow_loaded[2] <= 1.5 * instant[2],
+        "under bulk: {slow_loaded:?} against {instant:?} idle with an instant disk"
+    );
+    let p3 = p3.unwrap();
+    assert_eq!(p3.delivered, p3.sent, "bulk lost");
+    assert!(p3.latency_ms[2] < 2_000.0, "bulk {:?} ms", p3.latency_ms);
+}
+
+/// Nothing lost with a slow disk: a node that crashes with a write out
+/// loses that write, and had acknowledged nothing of it, so the previous
+/// hop still holds what it would have taken in. Relays on the line crash
+/// under bulk and SOS traffic, with 20 ms syncs, so that most crashes
+/// find a write out.
+#[test]
+fn nodes_that_crash_with_a_write_out_lose_no_message() {
+    let mut scenario = line_with_disk(20.0);
+    scenario.faults = toml::from_str::<Scenario>(
+        r#"
+        name = "crashes"
+        duration_s = 1
+        [topology]
+        kind = "line"
+        nodes = 2
+        [[faults]]
+        kind = "crash"
+        authorities = true
+        fraction = 0.4
+        at_s = 12
+        down_s = 3
+        [[faults]]
+        kind = "crash"
+        authorities = true
+        fraction = 0.4
+        at_s = 24
+        down_s = 3
+        "#,
+    )
+    .unwrap()
+    .faults;
+    let (report, _) = run(&scenario, scenario.seed, None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(report.restarts >= 2, "{} restarts", report.restarts);
+    for c in &report.classes {
+        assert_eq!(c.lost, 0, "{}: {} lost", c.class, c.lost);
+        assert_eq!(c.delivered, c.sent, "{}", c.class);
+    }
+    assert_eq!(report.duplicates_delivered, 0);
+}

@@ -522,7 +522,7 @@ impl MessageStore for RocksMessageStore {
         if let Some(before) = batch.forget_seen_before_ms {
             write.delete_range_cf(seen, [0u8; 8], before.to_be_bytes());
         }
-        if Self::syncs(batch) {
+        if batch.needs_sync() {
             self.db.write_synced(write)
         } else {
             // Nothing in it is acknowledged: it goes to the write-ahead log
@@ -530,20 +530,6 @@ impl MessageStore for RocksMessageStore {
             // next synced write makes it durable against a power cut too.
             self.db.db.write(write).map_err(|e| self.db.rocks(e))
         }
-    }
-}
-
-impl RocksMessageStore {
-    /// Whether writing `batch` waits for the disk (a sync): it takes
-    /// messages into custody (or changes ones held), which must be on disk
-    /// before the router acknowledges them. A batch of only forgotten
-    /// messages and seen ids needs no wait for the disk: lost in a power
-    /// cut, a message handed on comes back and is sent again (the next hop
-    /// drops the duplicate), and a few ids seen last are refused only until
-    /// the restart. Under bulk load that is half of a relay's writes. Such a
-    /// batch is a log append, cheaper than handing it to another thread.
-    pub fn syncs(batch: &StoreBatch) -> bool {
-        !batch.puts.is_empty()
     }
 }
 

@@ -69,7 +69,7 @@ impl CustodyWriter {
     /// Writes `batch` at once if it does not sync, and says how that went;
     /// else hands it to the thread (`None`), or fails if the thread is gone.
     pub(super) fn write(&mut self, batch: StoreBatch) -> Option<Result<(), String>> {
-        if !RocksMessageStore::syncs(&batch) {
+        if !batch.needs_sync() {
             return Some(self.store.write(&batch).map_err(|e| e.to_string()));
         }
         match self.batches.as_ref().map(|b| b.send(batch)) {
