@@ -894,6 +894,75 @@ fn with_deferred_writes_custody_acknowledgements_wait_for_the_callers_write() {
     assert!(!store.inner.borrow().contains(&second_id));
 }
 
+/// A destination: its router, with a link up to the previous hop, and an
+/// SOS for it, as that hop sends it.
+struct AtDestination {
+    router: Router<SharedStore>,
+    store: SharedStore,
+    upstream: lifeline_routing::Address,
+    id: lifeline_routing::MessageId,
+    wire: Vec<u8>,
+}
+
+impl AtDestination {
+    /// With the writes made by the router (`defer`: by the caller).
+    fn new(defer: bool) -> Self {
+        use lifeline_routing::Address;
+        use lifeline_routing::wire::Frame;
+        let store = SharedStore::default();
+        let me = common::identity(1);
+        let here = Address::from(me.id());
+        let upstream = Address::from(common::identity(0).id());
+        let mut router = Router::new(me, Config::default(), store.clone(), [0; 32], 0).unwrap();
+        if defer {
+            router.defer_writes();
+        }
+        router.handle_link_up(0, upstream, 300);
+        while router.poll_link(0, &upstream).is_some() {}
+        let message = signed_sos(&common::identity(4), here, 7);
+        Self {
+            router,
+            store,
+            upstream,
+            id: message.id,
+            wire: Frame::Message(Box::new(message)).encode(),
+        }
+    }
+
+    /// The SOS arrives (again), in link frame `frame`.
+    fn arrive(&mut self, at: u64, frame: u64) {
+        let packet = one_packet(frame, Class::P0, self.wire.clone());
+        self.router.handle_packet(at, &self.upstream, &packet);
+    }
+
+    /// The acknowledgements the router has for the previous hop now.
+    fn acks(&mut self, at: u64) -> Vec<lifeline_routing::wire::Frame> {
+        acks_sent(&mut self.router, at, &self.upstream)
+    }
+
+    /// The acknowledgement that it was delivered.
+    fn delivered(&self) -> lifeline_routing::wire::Frame {
+        lifeline_routing::wire::Frame::Ack {
+            id: self.id,
+            outcome: lifeline_routing::wire::AckOutcome::Delivered,
+        }
+    }
+
+    /// How many times the events polled now deliver it.
+    fn deliveries(&mut self) -> usize {
+        let id = self.id;
+        std::iter::from_fn(|| self.router.poll_event())
+            .filter(|e| matches!(e, Event::Delivered(d) if d.id == id))
+            .count()
+    }
+
+    /// Seen records on disk.
+    fn seen_on_disk(&self) -> usize {
+        use lifeline_routing::MessageStore;
+        self.store.inner.borrow_mut().load_seen().unwrap().len()
+    }
+}
+
 /// The destination's acknowledgement tells the previous hop to forget the
 /// message, and its seen record makes the destination take a copy sent
 /// again for a duplicate. Both must wait until the caller kept the
@@ -905,59 +974,29 @@ fn with_deferred_writes_custody_acknowledgements_wait_for_the_callers_write() {
 /// daemon's inbox write.
 #[test]
 fn a_delivery_is_acknowledged_only_once_kept_and_written() {
-    use lifeline_routing::wire::{AckOutcome, Frame};
-    use lifeline_routing::{Address, MessageStore};
-    let store = SharedStore::default();
-    let me = common::identity(1);
-    let here = Address::from(me.id());
-    let upstream = Address::from(common::identity(0).id());
-    let mut router = Router::new(me, Config::default(), store.clone(), [0; 32], 0).unwrap();
-    router.handle_link_up(0, upstream, 300);
-    while router.poll_link(0, &upstream).is_some() {}
-    let origin = common::identity(4);
-    let message = signed_sos(&origin, here, 7);
-    let id = message.id;
-    let wire = Frame::Message(Box::new(message)).encode();
-    let delivered = vec![Frame::Ack {
-        id,
-        outcome: AckOutcome::Delivered,
-    }];
-    let seen_on_disk = |store: &SharedStore| store.inner.borrow_mut().load_seen().unwrap().len();
-
     // Synchronous writes (the simulator's).
-    router.handle_packet(10, &upstream, &one_packet(2, Class::P0, wire.clone()));
-    assert_eq!(
-        acks_sent(&mut router, 10, &upstream),
-        vec![],
-        "acknowledged at once"
-    );
-    let Some(Event::Delivered(delivery)) = router.poll_event() else {
+    let mut d = AtDestination::new(false);
+    d.arrive(10, 2);
+    assert_eq!(d.acks(10), vec![], "acknowledged at once");
+    let Some(Event::Delivered(delivery)) = d.router.poll_event() else {
         panic!("not delivered")
     };
     assert_eq!(
-        seen_on_disk(&store),
+        d.seen_on_disk(),
         0,
         "its seen record was written before it was kept"
     );
-    assert_eq!(
-        acks_sent(&mut router, 10, &upstream),
-        vec![],
-        "acknowledged before it was kept"
-    );
+    assert_eq!(d.acks(10), vec![], "acknowledged before it was kept");
     // The caller keeps it with this record.
     let seen = delivery.seen.expect("a record to keep with it");
-    assert!(seen.id == id && seen.delivered);
-    while router.poll_event().is_some() {}
-    assert_eq!(seen_on_disk(&store), 1);
-    assert_eq!(acks_sent(&mut router, 10, &upstream), delivered);
+    assert!(seen.id == d.id && seen.delivered);
+    assert_eq!(d.deliveries(), 0);
+    assert_eq!(d.seen_on_disk(), 1);
+    assert_eq!(d.acks(10), vec![d.delivered()]);
     // A retry is a duplicate: acknowledged, not delivered again.
-    router.handle_packet(11, &upstream, &one_packet(3, Class::P0, wire.clone()));
-    let events: Vec<Event> = std::iter::from_fn(|| router.poll_event()).collect();
-    assert!(
-        !events.iter().any(|e| matches!(e, Event::Delivered(_))),
-        "delivered twice: {events:?}"
-    );
-    assert_eq!(acks_sent(&mut router, 11, &upstream), delivered);
+    d.arrive(11, 3);
+    assert_eq!(d.deliveries(), 0, "delivered twice");
+    assert_eq!(d.acks(11), vec![d.delivered()]);
 }
 
 /// The same with the writes on another thread (the daemon's): the
@@ -966,26 +1005,8 @@ fn a_delivery_is_acknowledged_only_once_kept_and_written() {
 /// waits for the write that has it.
 #[test]
 fn with_deferred_writes_a_delivery_comes_at_once_and_is_acknowledged_after_its_write() {
-    use lifeline_routing::Address;
-    use lifeline_routing::wire::{AckOutcome, Frame};
-    let me = common::identity(1);
-    let here = Address::from(me.id());
-    let upstream = Address::from(common::identity(0).id());
-    let mut router =
-        Router::new(me, Config::default(), SharedStore::default(), [0; 32], 0).unwrap();
-    router.defer_writes();
-    router.handle_link_up(0, upstream, 300);
-    while router.poll_link(0, &upstream).is_some() {}
-    let origin = common::identity(4);
-    let message = signed_sos(&origin, here, 7);
-    let id = message.id;
-    let wire = Frame::Message(Box::new(message)).encode();
-    let packet = |frame| one_packet(frame, Class::P0, wire.clone());
-    let acks = |router: &mut Router<SharedStore>, at| acks_sent(router, at, &upstream);
-    let delivered = Frame::Ack {
-        id,
-        outcome: AckOutcome::Delivered,
-    };
+    let mut d = AtDestination::new(true);
+    let id = d.id;
     let write = |router: &mut Router<SharedStore>| {
         let batch = router.take_write();
         if batch.is_some() {
@@ -994,24 +1015,20 @@ fn with_deferred_writes_a_delivery_comes_at_once_and_is_acknowledged_after_its_w
         batch
     };
 
-    router.handle_packet(10, &upstream, &packet(2));
+    d.arrive(10, 2);
     // The driver hands out a batch before it handles events: it must not
     // have the record yet.
-    let early = write(&mut router);
+    let early = write(&mut d.router);
     assert!(
         early.is_none_or(|b| !b.seen.iter().any(|r| r.id == id)),
         "the seen record was written before the delivery was kept"
     );
-    assert_eq!(
-        acks(&mut router, 10),
-        vec![],
-        "acknowledged before it was kept"
-    );
+    assert_eq!(d.acks(10), vec![], "acknowledged before it was kept");
     // A retry meanwhile waits for the first copy to be kept too.
-    router.handle_packet(11, &upstream, &packet(3));
-    write(&mut router);
-    assert_eq!(acks(&mut router, 11), vec![]);
-    let events: Vec<Event> = std::iter::from_fn(|| router.poll_event()).collect();
+    d.arrive(11, 3);
+    write(&mut d.router);
+    assert_eq!(d.acks(11), vec![]);
+    let events: Vec<Event> = std::iter::from_fn(|| d.router.poll_event()).collect();
     let deliveries: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
@@ -1021,28 +1038,20 @@ fn with_deferred_writes_a_delivery_comes_at_once_and_is_acknowledged_after_its_w
         .collect();
     assert_eq!(deliveries.len(), 1, "{events:?}");
     assert_eq!(deliveries[0].received_ms, 10);
-    assert_eq!(
-        acks(&mut router, 12),
-        vec![],
-        "acknowledged before its write"
-    );
-    let batch = router.take_write().expect("the batch with the seen record");
+    assert_eq!(d.acks(12), vec![], "acknowledged before its write");
+    let batch = d
+        .router
+        .take_write()
+        .expect("the batch with the seen record");
     assert!(batch.seen.iter().any(|r| r.id == id && r.delivered));
-    assert_eq!(
-        acks(&mut router, 12),
-        vec![],
-        "acknowledged before its write"
-    );
-    router.written(Ok(()));
-    assert_eq!(
-        acks(&mut router, 13),
-        vec![delivered.clone(), delivered.clone()]
-    );
+    assert_eq!(d.acks(12), vec![], "acknowledged before its write");
+    d.router.written(Ok(()));
+    assert_eq!(d.acks(13), vec![d.delivered(), d.delivered()]);
     // A retry now is acknowledged after the next write.
-    router.handle_packet(14, &upstream, &packet(4));
-    assert!(std::iter::from_fn(|| router.poll_event()).all(|e| !matches!(e, Event::Delivered(_))));
-    write(&mut router);
-    assert_eq!(acks(&mut router, 14), vec![delivered]);
+    d.arrive(14, 4);
+    assert_eq!(d.deliveries(), 0, "delivered twice");
+    write(&mut d.router);
+    assert_eq!(d.acks(14), vec![d.delivered()]);
 }
 
 /// A destination that cannot keep a delivery (its inbox write failed) must
@@ -1052,52 +1061,20 @@ fn with_deferred_writes_a_delivery_comes_at_once_and_is_acknowledged_after_its_w
 /// the copy it sends again is delivered again.
 #[test]
 fn a_delivery_the_caller_could_not_keep_is_not_acknowledged_and_comes_again() {
-    use lifeline_routing::wire::{AckOutcome, Frame};
-    use lifeline_routing::{Address, MessageStore};
-    let store = SharedStore::default();
-    let me = common::identity(1);
-    let here = Address::from(me.id());
-    let upstream = Address::from(common::identity(0).id());
-    let mut router = Router::new(me, Config::default(), store.clone(), [0; 32], 0).unwrap();
-    router.handle_link_up(0, upstream, 300);
-    while router.poll_link(0, &upstream).is_some() {}
-    let message = signed_sos(&common::identity(4), here, 7);
-    let id = message.id;
-    let wire = Frame::Message(Box::new(message)).encode();
-    let deliveries = |router: &mut Router<SharedStore>| {
-        std::iter::from_fn(|| router.poll_event())
-            .filter(|e| matches!(e, Event::Delivered(d) if d.id == id))
-            .count()
-    };
-    let seen_on_disk = |store: &SharedStore| store.inner.borrow_mut().load_seen().unwrap().len();
-
-    router.handle_packet(10, &upstream, &one_packet(2, Class::P0, wire.clone()));
-    let Some(Event::Delivered(_)) = router.poll_event() else {
+    let mut d = AtDestination::new(false);
+    d.arrive(10, 2);
+    let Some(Event::Delivered(_)) = d.router.poll_event() else {
         panic!("not delivered")
     };
-    router.delivery_not_kept(id);
-    assert_eq!(deliveries(&mut router), 0);
-    assert_eq!(
-        acks_sent(&mut router, 10, &upstream),
-        vec![],
-        "acknowledged, not kept"
-    );
-    assert_eq!(seen_on_disk(&store), 0);
+    d.router.delivery_not_kept(d.id);
+    assert_eq!(d.deliveries(), 0);
+    assert_eq!(d.acks(10), vec![], "acknowledged, not kept");
+    assert_eq!(d.seen_on_disk(), 0);
 
-    router.handle_packet(20, &upstream, &one_packet(3, Class::P0, wire.clone()));
-    assert_eq!(
-        deliveries(&mut router),
-        1,
-        "the copy sent again was not delivered"
-    );
-    assert_eq!(
-        acks_sent(&mut router, 20, &upstream),
-        vec![Frame::Ack {
-            id,
-            outcome: AckOutcome::Delivered
-        }]
-    );
-    assert_eq!(seen_on_disk(&store), 1);
+    d.arrive(20, 3);
+    assert_eq!(d.deliveries(), 1, "the copy sent again was not delivered");
+    assert_eq!(d.acks(20), vec![d.delivered()]);
+    assert_eq!(d.seen_on_disk(), 1);
 }
 
 /// The node that sends an SOS hands it to its next hop before its own
