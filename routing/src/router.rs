@@ -1050,8 +1050,24 @@ impl<S: MessageStore> Router<S> {
     }
 
     /// Sends a signed delivery receipt for `message` to its sender `to` (the
-    /// application learns the sender when it opens the envelope).
+    /// application learns the sender when it opens the envelope), and
+    /// writes it. With deferred writes and a batch out, the write refuses;
+    /// use [`Router::send_receipt_unwritten`].
     pub fn send_receipt(
+        &mut self,
+        now: u64,
+        to: Address,
+        message: MessageId,
+    ) -> Result<MessageId, SendError> {
+        let id = self.send_receipt_unwritten(now, to, message)?;
+        self.write()?;
+        Ok(id)
+    }
+
+    /// [`Router::send_receipt`], written with the next write, as
+    /// [`Router::send_unwritten`] is. Lost in a crash before that write,
+    /// the receipt only leaves the sender's status short of "delivered".
+    pub fn send_receipt_unwritten(
         &mut self,
         now: u64,
         to: Address,
@@ -1062,16 +1078,14 @@ impl<S: MessageStore> Router<S> {
             note: String::new(),
         }
         .encode();
-        let id = self.originate(
+        self.originate(
             now,
             Class::P2,
             Kind::Receipt,
             Destination::Node(to),
             payload,
             None,
-        )?;
-        self.write()?;
-        Ok(id)
+        )
     }
 
     /// Acknowledges an SOS from `origin` as a responder ("help is coming").

@@ -1077,6 +1077,47 @@ fn a_delivery_the_caller_could_not_keep_is_not_acknowledged_and_comes_again() {
     assert_eq!(d.seen_on_disk(), 1);
 }
 
+/// With a write out on the daemon's writer thread, a synchronous write
+/// refuses, so the daemon's receipt for a message it opened (sent with
+/// `send_receipt`, which writes) failed with "the custody write before is
+/// not finished yet" and was logged as not sent, though it went. It is
+/// written with the next batch now (`send_receipt_unwritten`).
+#[test]
+fn a_receipt_sent_while_a_write_is_out_goes_with_the_next_write() {
+    use lifeline_routing::wire::{Frame, Packet};
+    let mut d = AtDestination::new(true);
+    let upstream = d.upstream;
+    // Whoever sent the message the receipt is for, beyond the previous hop.
+    let sender = lifeline_routing::Address::from(common::identity(5).id());
+    route_via(&mut d.router, upstream, sender);
+    let request = SendRequest {
+        class: Class::P2,
+        destination: Destination::Node(sender),
+        payload: b"hello".to_vec(),
+        ttl_ms: None,
+    };
+    d.router.send_unwritten(10, request).unwrap();
+    let out = d.router.take_write().expect("a batch to write");
+    assert!(!out.puts.is_empty());
+    assert!(
+        d.router.send_receipt(11, sender, d.id).is_err(),
+        "a synchronous write overtook the batch out"
+    );
+    let receipt = d.router.send_receipt_unwritten(12, sender, d.id).unwrap();
+    let frames: Vec<Frame> = std::iter::from_fn(|| d.router.poll_link(12, &upstream))
+        .map(|p| Frame::decode(&Packet::decode(&p).unwrap().data).unwrap())
+        .collect();
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::Message(m) if m.id == receipt)),
+        "the receipt did not leave: {frames:?}"
+    );
+    d.router.written(Ok(()));
+    let next = d.router.take_write().expect("the receipt's write");
+    assert!(next.puts.iter().any(|(id, _)| *id == receipt));
+}
+
 /// The node that sends an SOS hands it to its next hop before its own
 /// copy is on disk: the write once came first, and at the sender it took
 /// up to 50 ms of an SOS's 4 ms trip (line_latency, 2026-12-07). Whoever

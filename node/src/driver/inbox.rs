@@ -53,14 +53,18 @@ impl Node {
                             lon_micro: None,
                         };
                         // On disk (with the record that refuses its
-                        // replay) before the receipt says it arrived.
+                        // replay) before the receipt says it arrived. The
+                        // receipt is written with the next batch: the
+                        // writer thread may have one out, and a write
+                        // now would refuse.
                         if !self.keep(&entry, &d, Some(&record)) {
                             // Opened again when it comes again.
                             self.replay.forget(EnvelopeId(record.id));
-                        } else if let Err(e) =
-                            self.router
-                                .send_receipt(now, Address::from(message.sender), d.id)
-                        {
+                        } else if let Err(e) = self.router.send_receipt_unwritten(
+                            now,
+                            Address::from(message.sender),
+                            d.id,
+                        ) {
                             warn!(id = %d.id, "cannot send the receipt: {e}");
                         }
                     }
