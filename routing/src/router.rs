@@ -49,10 +49,7 @@ use crate::pace::Pacer;
 use crate::routes::{Metric, RouteMessage, RoutingTable};
 use crate::schedule::LinkScheduler;
 use crate::store::{MessageStore, SeenRecord};
-use crate::wire::{
-    Address, Area, Body, Frame, Kind, MAX_HOPS, MAX_NOTE, MAX_PAYLOAD, MAX_TTL_MS, Message,
-    MessageId, Packet, Receipt,
-};
+use crate::wire::{Address, Area, Frame, Kind, Message, MessageId, Packet};
 
 mod admission;
 mod custody;
@@ -60,6 +57,7 @@ mod lookup;
 mod messages;
 mod pacing;
 mod queues;
+mod sends;
 mod writes;
 
 /// The router's settings. The defaults suit a phone or a Raspberry Pi.
@@ -1012,121 +1010,6 @@ impl<S: MessageStore> Router<S> {
         }
     }
 
-    /// Sends a message from this node: on `Ok` it is on disk.
-    pub fn send(&mut self, now: u64, request: SendRequest) -> Result<MessageId, SendError> {
-        let id = self.send_unwritten(now, request)?;
-        self.write()?;
-        Ok(id)
-    }
-
-    /// Sends a message from this node, and writes it with the next write
-    /// ([`Router::write`], [`Router::flush`] or [`Router::poll_event`]),
-    /// not now: a driver fills its links first, so that the message is on
-    /// its way while the disk takes its copy, then writes, and only then
-    /// tells anyone it was sent. If that write fails, the message is
-    /// forgotten here (it may have left already).
-    pub fn send_unwritten(
-        &mut self,
-        now: u64,
-        request: SendRequest,
-    ) -> Result<MessageId, SendError> {
-        if request.class == Class::P1 && !self.authorities.contains(&self.me) {
-            return Err(SendError::NotAuthority);
-        }
-        if request.class == Class::P0 && !self.sos_limit.allow(&self.me, now) {
-            return Err(SendError::RateLimited {
-                burst: self.config.sos_burst,
-                interval_ms: self.config.sos_interval_ms,
-            });
-        }
-        self.originate(
-            now,
-            request.class,
-            Kind::Data,
-            request.destination,
-            request.payload,
-            request.ttl_ms,
-        )
-    }
-
-    /// Sends a signed delivery receipt for `message` to its sender `to` (the
-    /// application learns the sender when it opens the envelope), and
-    /// writes it. With deferred writes and a batch out, the write refuses;
-    /// use [`Router::send_receipt_unwritten`].
-    pub fn send_receipt(
-        &mut self,
-        now: u64,
-        to: Address,
-        message: MessageId,
-    ) -> Result<MessageId, SendError> {
-        let id = self.send_receipt_unwritten(now, to, message)?;
-        self.write()?;
-        Ok(id)
-    }
-
-    /// [`Router::send_receipt`], written with the next write, as
-    /// [`Router::send_unwritten`] is. Lost in a crash before that write,
-    /// the receipt only leaves the sender's status short of "delivered".
-    pub fn send_receipt_unwritten(
-        &mut self,
-        now: u64,
-        to: Address,
-        message: MessageId,
-    ) -> Result<MessageId, SendError> {
-        let payload = Receipt {
-            message,
-            note: String::new(),
-        }
-        .encode();
-        self.originate(
-            now,
-            Class::P2,
-            Kind::Receipt,
-            Destination::Node(to),
-            payload,
-            None,
-        )
-    }
-
-    /// Acknowledges an SOS from `origin` as a responder ("help is coming").
-    pub fn acknowledge_sos(
-        &mut self,
-        now: u64,
-        origin: Address,
-        sos: MessageId,
-        note: &str,
-    ) -> Result<MessageId, SendError> {
-        let id = self.acknowledge_sos_unwritten(now, origin, sos, note)?;
-        self.write()?;
-        Ok(id)
-    }
-
-    /// [`Router::acknowledge_sos`], written with the next write, as
-    /// [`Router::send_unwritten`] is: the acknowledgement is P0 too, and
-    /// the person who sent the SOS need not wait for the responder's disk
-    /// to learn that help is coming.
-    pub fn acknowledge_sos_unwritten(
-        &mut self,
-        now: u64,
-        origin: Address,
-        sos: MessageId,
-        note: &str,
-    ) -> Result<MessageId, SendError> {
-        let mut note = note.to_string();
-        while note.len() > MAX_NOTE {
-            note.pop();
-        }
-        let payload = Receipt { message: sos, note }.encode();
-        self.originate(
-            now,
-            Class::P0,
-            Kind::SosAck,
-            Destination::Node(origin),
-            payload,
-            None,
-        )
-    }
-
     /// Time passed: refreshes routes, retries, expires.
     pub fn handle_timeout(&mut self, now: u64) {
         self.now = self.now.max(now);
@@ -1301,80 +1184,6 @@ impl<S: MessageStore> Router<S> {
 
     // ----- internals -----
 
-    fn originate(
-        &mut self,
-        now: u64,
-        class: Class,
-        kind: Kind,
-        destination: Destination,
-        payload: Vec<u8>,
-        ttl_ms: Option<u64>,
-    ) -> Result<MessageId, SendError> {
-        self.now = self.now.max(now);
-        self.table.set_time(self.now);
-        if payload.len() > MAX_PAYLOAD {
-            return Err(SendError::TooLarge(payload.len()));
-        }
-        let ttl = ttl_ms.unwrap_or(self.config.default_ttl_ms);
-        if ttl == 0 || ttl > MAX_TTL_MS {
-            return Err(SendError::BadTtl);
-        }
-        // Unicast data of P2 and P3 goes unsigned, so relays do not learn
-        // who writes to whom. Everything else is signed: relays act on its
-        // origin (rate limits, authority), and broadcasts are public anyway.
-        let signed = matches!(class, Class::P0 | Class::P1)
-            || kind != Kind::Data
-            || matches!(destination, Destination::Broadcast { .. });
-        let (dest, hops, area) = match destination {
-            Destination::Node(d) if d == self.me => return Err(SendError::ToSelf),
-            Destination::Node(d) => (Some(d), MAX_HOPS, None),
-            Destination::Broadcast { hops, area } => {
-                (None, hops.unwrap_or(self.config.broadcast_hops), area)
-            }
-        };
-        let body = Body {
-            class,
-            kind,
-            destination: dest,
-            origin: signed.then_some(self.me),
-            created_ms: now,
-            expires_ms: now.saturating_add(ttl),
-            area,
-            nonce: self.next_nonce(),
-            payload,
-        };
-        let message = Message::new(body, signed.then_some(&self.identity), hops);
-        let id = message.id;
-        if dest.is_none() {
-            self.first_sight(false, &message, now);
-            self.remember_broadcast(&message);
-            let neighbours: Vec<Address> = self.neighbours.keys().copied().collect();
-            for n in &neighbours {
-                self.enqueue_message(now, *n, &message, None, false);
-            }
-            self.track(
-                &message,
-                if neighbours.is_empty() {
-                    Status::Queued
-                } else {
-                    Status::Forwarded
-                },
-                now,
-            );
-            return Ok(id);
-        }
-        if !self.accept_custody(now, message.clone(), None, true, false) {
-            return Err(SendError::CustodyFull);
-        }
-        self.track(&message, Status::Queued, now);
-        // Durable before we say so: the caller writes.
-        self.unwritten.push(id);
-        if class == Class::P0 {
-            self.watch_sos(now, message);
-        }
-        Ok(id)
-    }
-
     /// The refresh interval, jittered down by up to a quarter so that
     /// neighbours do not refresh in lockstep.
     fn refresh_delay(&mut self) -> u64 {
@@ -1390,32 +1199,6 @@ impl<S: MessageStore> Router<S> {
         let mut nonce = [0u8; 8];
         nonce.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
         nonce
-    }
-
-    fn track(&mut self, message: &Message, status: Status, now: u64) {
-        let id = message.id;
-        if self.tracked.contains_key(&id) {
-            return;
-        }
-        self.tracked.insert(
-            id,
-            Tracked {
-                destination: message.body.destination,
-                class: message.body.class,
-                status,
-            },
-        );
-        self.tracked_order
-            .insert((message.body.expires_ms.max(now), id));
-        while self.tracked.len() > self.config.tracked_messages {
-            match self.tracked_order.pop_first() {
-                Some((_, old)) => {
-                    self.tracked.remove(&old);
-                }
-                None => break,
-            }
-        }
-        self.emit_after_write(Event::Status { id, status });
     }
 
     fn set_status(&mut self, id: MessageId, status: Status) {
