@@ -11,7 +11,9 @@ use crate::wire::{
 };
 
 impl<S: MessageStore> Router<S> {
-    /// Sends a message from this node: on `Ok` it is on disk.
+    /// Sends a message from this node: on `Ok` it is on disk. With deferred
+    /// writes and a batch out, the write refuses (and the message is kept
+    /// for the next one); use [`Router::send_unwritten`].
     pub fn send(&mut self, now: u64, request: SendRequest) -> Result<MessageId, SendError> {
         let id = self.send_unwritten(now, request)?;
         self.write()?;
@@ -87,7 +89,9 @@ impl<S: MessageStore> Router<S> {
         )
     }
 
-    /// Acknowledges an SOS from `origin` as a responder ("help is coming").
+    /// Acknowledges an SOS from `origin` as a responder ("help is coming"),
+    /// and writes it. With deferred writes and a batch out, the write
+    /// refuses; use [`Router::acknowledge_sos_unwritten`].
     pub fn acknowledge_sos(
         &mut self,
         now: u64,
