@@ -52,6 +52,10 @@ fn run() -> Result<(), String> {
         }
         // Writes the batch (synced), then releases the acknowledgements.
         router.flush();
+        // Takes the deliveries, as a daemon does before it keeps each in
+        // its inbox: their seen records are written with the last poll,
+        // and their acknowledgements queued after that write.
+        while router.poll_event().is_some() {}
         while let Some(packet) = router.poll_link(1, &up) {
             let packet = Packet::decode(&packet).map_err(|e| e.to_string())?;
             match Frame::decode(&packet.data) {
