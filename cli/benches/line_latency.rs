@@ -81,6 +81,65 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Where the true p99 of what `sorted` samples lies, with 95% confidence:
+/// between two of the samples, whatever the distribution, since the
+/// number of samples below the true p99 is Binomial(n, 0.99). `None` for
+/// an end beyond the samples: with 100 samples the true p99 is above the
+/// largest one with probability 0.99^100 = 0.37, so no upper end exists,
+/// and a loaded / idle ratio of p99s moves with a single sample.
+fn p99_interval(sorted: &[u64]) -> (Option<u64>, Option<u64>) {
+    let n = sorted.len();
+    let ln_fact: Vec<f64> = (0..=n)
+        .scan(0.0, |acc, k| {
+            if k > 0 {
+                *acc += (k as f64).ln();
+            }
+            Some(*acc)
+        })
+        .collect();
+    let pmf = |k: usize| {
+        (ln_fact[n] - ln_fact[k] - ln_fact[n - k]
+            + k as f64 * 0.99f64.ln()
+            + (n - k) as f64 * 0.01f64.ln())
+        .exp()
+    };
+    // The r-th smallest sample is below the true p99 unless fewer than r
+    // samples are: at most 2.5%.
+    let (mut r, mut below) = (0, 0.0);
+    for k in 0..=n {
+        below += pmf(k);
+        if below > 0.025 {
+            break;
+        }
+        r = k + 1;
+    }
+    // The s-th smallest is above it unless s or more samples are below it.
+    let (mut s, mut above) = (n + 1, 0.0);
+    for k in (0..=n).rev() {
+        above += pmf(k);
+        if above > 0.025 {
+            break;
+        }
+        s = k;
+    }
+    let lower = (r >= 1).then(|| sorted[r - 1]);
+    let upper = (1..=n).contains(&s).then(|| sorted[s - 1]);
+    (lower, upper)
+}
+
+/// "4 to 9 ms" of [`p99_interval`].
+fn p99_range(sorted: &[u64]) -> String {
+    match p99_interval(sorted) {
+        (Some(a), Some(b)) => format!("{a} to {b} ms"),
+        (Some(a), None) => format!(
+            "{a} ms to above the largest sample ({} ms)",
+            sorted.last().copied().unwrap_or(0)
+        ),
+        (None, Some(b)) => format!("below the smallest sample to {b} ms"),
+        (None, None) => "anywhere (too few samples)".into(),
+    }
+}
+
 /// "p50 4 ms, p90 5 ms, p99 6 ms, mean 4.3 ms" of sorted latencies. The
 /// nodes record whole ms, so each latency is off by up to 1 ms either way
 /// and the percentiles move in whole steps; the mean of such errors is
@@ -921,6 +980,11 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         "  loaded / idle: p50 {:.2}x, p99 {:.2}x",
         percentile(&loaded, 0.5) as f64 / percentile(&idle, 0.5).max(1) as f64,
         percentile(&loaded, 0.99) as f64 / percentile(&idle, 0.99).max(1) as f64
+    );
+    println!(
+        "  where the true P0 p99 lies (95%, from the samples' order): idle {}, loaded {}",
+        p99_range(&idle),
+        p99_range(&loaded)
     );
     println!(
         "  below the routers, most seen per node A..E while loaded: TCP not sent {:?} B, \
