@@ -3,8 +3,8 @@
 
 use super::writes::PendingAck;
 use super::{
-    Delivery, Destination, DropReason, Event, HeldState, MessageStore, Router, SOS_WATCH_MAX,
-    Status, WIDE_DETOUR_AFTER,
+    Delivery, DropReason, Event, HeldState, MessageStore, Router, SOS_WATCH_MAX, Status,
+    WIDE_DETOUR_AFTER,
 };
 use crate::Class;
 use crate::limits::{SeenCache, Sighting};
@@ -438,11 +438,6 @@ impl<S: MessageStore> Router<S> {
                 // Signed unicasts (P0, P1) get a receipt at once; for sealed
                 // messages the application sends it once it knows the sender.
                 if let Some(origin) = receipt_to {
-                    let payload = Receipt {
-                        message: id,
-                        note: String::new(),
-                    }
-                    .encode();
                     let class = if class == Class::P0 {
                         Class::P0
                     } else {
@@ -450,13 +445,13 @@ impl<S: MessageStore> Router<S> {
                     };
                     // A full custody store only loses the receipt, which the
                     // origin's status shows; nothing else to do here.
-                    let _ = self.originate(
+                    let _ = self.originate_receipt(
                         now,
                         class,
                         Kind::Receipt,
-                        Destination::Node(origin),
-                        payload,
-                        None,
+                        origin,
+                        id,
+                        String::new(),
                     );
                 }
             }

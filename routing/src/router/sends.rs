@@ -74,19 +74,7 @@ impl<S: MessageStore> Router<S> {
         to: Address,
         message: MessageId,
     ) -> Result<MessageId, SendError> {
-        let payload = Receipt {
-            message,
-            note: String::new(),
-        }
-        .encode();
-        self.originate(
-            now,
-            Class::P2,
-            Kind::Receipt,
-            Destination::Node(to),
-            payload,
-            None,
-        )
+        self.originate_receipt(now, Class::P2, Kind::Receipt, to, message, String::new())
     }
 
     /// Acknowledges an SOS from `origin` as a responder ("help is coming"),
@@ -119,15 +107,22 @@ impl<S: MessageStore> Router<S> {
         while note.len() > MAX_NOTE {
             note.pop();
         }
-        let payload = Receipt { message: sos, note }.encode();
-        self.originate(
-            now,
-            Class::P0,
-            Kind::SosAck,
-            Destination::Node(origin),
-            payload,
-            None,
-        )
+        self.originate_receipt(now, Class::P0, Kind::SosAck, origin, sos, note)
+    }
+
+    /// A receipt (`Kind::Receipt`) or an SOS acknowledgement
+    /// (`Kind::SosAck`) for `message`, from here to `to`.
+    pub(super) fn originate_receipt(
+        &mut self,
+        now: u64,
+        class: Class,
+        kind: Kind,
+        to: Address,
+        message: MessageId,
+        note: String,
+    ) -> Result<MessageId, SendError> {
+        let payload = Receipt { message, note }.encode();
+        self.originate(now, class, kind, Destination::Node(to), payload, None)
     }
 
     pub(super) fn originate(
