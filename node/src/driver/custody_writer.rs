@@ -3,8 +3,9 @@
 //! takes a millisecond or more (tens of them on a busy SD card); on the
 //! driver's task every packet that arrived meanwhile, an SOS too, waited
 //! for it. Now the driver goes on routing, and what must wait for the disk
-//! (custody acknowledgements, deliveries) waits in the router until the
-//! thread reports the write. A batch that does not sync (it takes nothing
+//! (custody acknowledgements) waits in the router until the thread reports
+//! the write. Deliveries do not wait: the driver keeps each in its inbox
+//! with its seen record, and the router writes that record after. A batch that does not sync (it takes nothing
 //! into custody) is a log append: it is written at once, on the driver,
 //! which costs less than the two wake-ups of a hand-over.
 
