@@ -144,6 +144,12 @@ pub struct Config {
     pub pace_target_us: u64,
     /// Bulk pacing: time between hop delay probes while bulk flows, in ms.
     pub pace_probe_ms: u64,
+    /// Whether the router sends a signed unicast's receipt as it delivers
+    /// the message (true), or the caller does once it has kept it, with
+    /// [`Router::send_delivery_receipt`] (false: a daemon that writes its
+    /// inbox on another thread, so that nobody hears "delivered" before
+    /// the message is on disk).
+    pub receipt_on_delivery: bool,
 }
 
 impl Default for Config {
@@ -179,6 +185,7 @@ impl Default for Config {
             landmark_one_in: 64,
             pace_target_us: 2_000,
             pace_probe_ms: 50,
+            receipt_on_delivery: true,
         }
     }
 }

@@ -393,6 +393,36 @@ fn an_sos_gets_a_receipt_and_a_responders_acknowledgement() {
     );
 }
 
+/// With `receipt_on_delivery` off (a daemon that writes its inbox on a
+/// thread of its own), the destination's router sends no receipt as it
+/// delivers an SOS: the origin hears "delivered" only once the caller has
+/// kept it and sends the receipt, which is P0 like the SOS.
+#[test]
+fn with_receipts_after_keeping_an_sos_is_reported_delivered_only_once_kept() {
+    let config = Config {
+        receipt_on_delivery: false,
+        ..Config::default()
+    };
+    let mut net = Net::line(3, 5, config);
+    assert!(net.run_until(10_000, Net::converged));
+    let sos = net.send(0, unicast(Class::P0, net.addr(2), b"SOS: trapped"));
+    assert!(net.run_until(10_000, |n| n.delivered(2, sos).is_some()));
+    // Long enough for a receipt to come back twice over.
+    net.run_until(2_000, |_| false);
+    assert_ne!(
+        net.nodes[0].router().status(&sos),
+        Some(Status::Delivered),
+        "a receipt went before the destination kept the SOS"
+    );
+    let origin = net.delivered(2, sos).unwrap().1.origin.unwrap();
+    net.with_router(2, |r, now| {
+        r.send_delivery_receipt(now, Class::P0, origin, sos)
+    })
+    .unwrap();
+    assert!(net.run_until(10_000, |n| n.nodes[0].router().status(&sos)
+        == Some(Status::Delivered)));
+}
+
 #[test]
 fn a_receipt_from_anyone_but_the_recipient_is_ignored() {
     let mut net = Net::line(3, 5, Config::default());

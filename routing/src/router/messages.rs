@@ -435,24 +435,15 @@ impl<S: MessageStore> Router<S> {
                     received_ms: now,
                     seen,
                 }));
-                // Signed unicasts (P0, P1) get a receipt at once; for sealed
-                // messages the application sends it once it knows the sender.
-                if let Some(origin) = receipt_to {
-                    let class = if class == Class::P0 {
-                        Class::P0
-                    } else {
-                        Class::P2
-                    };
+                // Signed unicasts (P0, P1) get a receipt at once, unless the
+                // caller sends it once it has kept them; for sealed messages
+                // the application sends it once it knows the sender.
+                if let Some(origin) = receipt_to
+                    && self.config.receipt_on_delivery
+                {
                     // A full custody store only loses the receipt, which the
                     // origin's status shows; nothing else to do here.
-                    let _ = self.originate_receipt(
-                        now,
-                        class,
-                        Kind::Receipt,
-                        origin,
-                        id,
-                        String::new(),
-                    );
+                    let _ = self.send_delivery_receipt(now, class, origin, id);
                 }
             }
             Kind::Receipt | Kind::SosAck => {

@@ -77,6 +77,27 @@ impl<S: MessageStore> Router<S> {
         self.originate_receipt(now, Class::P2, Kind::Receipt, to, message, String::new())
     }
 
+    /// The receipt of a signed unicast (one with an origin) of `class`
+    /// delivered here, to its `origin`: P0 for P0 (the SOS's sender hears
+    /// at once), else P2. The router sends it as it delivers the message,
+    /// or, with [`crate::Config::receipt_on_delivery`] off, the caller does once
+    /// it has kept the message. Written with the next write, as
+    /// [`Router::send_receipt_unwritten`] is.
+    pub fn send_delivery_receipt(
+        &mut self,
+        now: u64,
+        class: Class,
+        origin: Address,
+        message: MessageId,
+    ) -> Result<MessageId, SendError> {
+        let class = if class == Class::P0 {
+            Class::P0
+        } else {
+            Class::P2
+        };
+        self.originate_receipt(now, class, Kind::Receipt, origin, message, String::new())
+    }
+
     /// Acknowledges an SOS from `origin` as a responder ("help is coming"),
     /// and writes it. With deferred writes and a batch out, the write
     /// refuses; use [`Router::acknowledge_sos_unwritten`].
