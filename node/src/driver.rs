@@ -38,7 +38,7 @@ use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmError};
 
 mod chain_driver;
 mod commands;
-mod custody_writer;
+mod disk_writer;
 mod inbox;
 mod requests;
 
@@ -224,8 +224,9 @@ struct Node {
     /// The memory all neighbours' large frames share.
     large_frames: Arc<tokio::sync::Semaphore>,
     router: Router<RocksMessageStore>,
-    /// Writes the router's custody batches ([`Router::defer_writes`]).
-    custody_writer: custody_writer::CustodyWriter,
+    /// Writes the router's custody batches ([`Router::defer_writes`]) and
+    /// the inbox's entries.
+    disk: disk_writer::DiskWriter,
     chain: Option<ChainDriver>,
     keys: KeyBundle,
     replay: ReplayGuard,
@@ -312,6 +313,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         // Checked to be 0 to 1000 ms (Config::check).
         pace_target_us: (config.bulk_pace_target_ms * 1000.0).round() as u64,
         bulk_mtu: mesh::BULK_FRAGMENT,
+        // A signed message's receipt goes once its inbox entry is on disk
+        // (`driver/inbox.rs`), which the disk writer thread reports later.
+        receipt_on_delivery: false,
         ..lifeline_routing::Config::default()
     };
     if let Some([lat, lon]) = config.position {
@@ -325,11 +329,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         now,
     )
     .map_err(|e| NodeError::Router(e.to_string()))?;
-    // Custody is written on a thread of its own, so that the driver goes on
-    // routing (an SOS too) while the disk syncs.
+    // Custody and the inbox are written on a thread of their own, so that
+    // the driver goes on routing (an SOS too) while the disk syncs.
     router.defer_writes();
-    let custody_writer =
-        custody_writer::CustodyWriter::start(db.message_store()).map_err(NodeError::Thread)?;
+    let disk = disk_writer::DiskWriter::start(db.message_store(), db.inbox())
+        .map_err(NodeError::Thread)?;
     if let Some(c) = &mut chain {
         router.set_authorities(c.chain.signer_state().signers().iter().map(Address::from));
         c.share_registered(&mut router);
@@ -442,7 +446,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         inbound: HashMap::new(),
         large_frames: mesh::Budget::shared_large(),
         router,
-        custody_writer,
+        disk,
         chain,
         keys,
         replay: inbox::load_opened(&db.inbox(), now)?,
@@ -470,7 +474,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     node.plan_seal();
 
     tokio::pin!(shutdown);
-    let written = node.custody_writer.done();
+    let written = node.disk.done();
     let mut last_bootstrap = Instant::now();
     let mut failure = None;
     loop {
@@ -1201,33 +1205,46 @@ impl Node {
     }
 
     /// Hands the router's next custody batch to the writer, if there is
-    /// one and none is out; with nothing to write, what waited for the
-    /// write before is released now, and so it is after a batch written at
-    /// once.
+    /// one, none is out and no inbox entry is (the batch may hold their
+    /// seen records: see `disk_writer`); with nothing to write, what waited
+    /// for the write before is released now, and so it is after a batch
+    /// written at once.
     fn start_write(&mut self) {
+        if self.disk.keeping() > 0 {
+            return;
+        }
         if let Some(batch) = self.router.take_write()
-            && let Some(result) = self.custody_writer.write(batch)
+            && let Some(result) = self.disk.write(batch)
         {
             self.router.written(result);
         }
     }
 
-    /// The writer thread finished a batch: what waited for it goes on
+    /// The writer thread finished jobs: what waited for them goes on
     /// (`after_input` follows, and hands out the next batch).
     fn on_written(&mut self) {
-        if self.router.write_in_flight()
-            && let Some(result) = self.custody_writer.finished()
-        {
-            self.router.written(result);
+        while let Some(done) = self.disk.finished() {
+            self.on_disk_done(done);
         }
     }
 
-    /// Waits for the batch the writer thread has, before a write that
+    /// Waits for everything the writer thread has, before a write that
     /// must not overtake it.
     fn settle_write(&mut self) {
-        if self.router.write_in_flight() {
-            let result = self.custody_writer.wait();
-            self.router.written(result);
+        while let Some(done) = self.disk.wait() {
+            self.on_disk_done(done);
+        }
+    }
+
+    fn on_disk_done(&mut self, done: disk_writer::Done) {
+        match done {
+            disk_writer::Done::Batch(result) => self.router.written(result),
+            disk_writer::Done::Kept(keep) => self.kept(*keep),
+            disk_writer::Done::NotKept {
+                id,
+                envelope,
+                error,
+            } => self.not_kept(id, envelope, error),
         }
     }
 

@@ -6,13 +6,12 @@ use lifeline_crypto::Timestamp;
 use lifeline_crypto::envelope::{
     self, Envelope, MessageId as EnvelopeId, OpenError, OpenPolicy, OpenedMessage, ReplayGuard,
 };
-use lifeline_routing::{Address, Class, Delivery};
+use lifeline_routing::{Address, Class, Delivery, MessageId};
 use lifeline_storage::{Inbox, OpenedRecord, StorageError};
-use prost::Message as _;
 use rand::RngExt;
 use tracing::{debug, error, warn};
 
-use super::{INBOX_KEEP, Node, node_id, ts};
+use super::{INBOX_KEEP, Node, disk_writer, node_id, ts};
 use crate::mesh;
 use crate::metrics::{self, class_name};
 use crate::pb::control as api;
@@ -30,11 +29,26 @@ impl Node {
                 class: class_name(d.class).into(),
             })
             .observe(now.saturating_sub(d.created_ms) as f64 / 1000.0);
+        // A signed unicast's receipt: once its entry is on disk if it is
+        // kept (`Node::kept`), else now.
+        let signed = d.origin.filter(|_| !d.broadcast);
+        let (id, class) = (d.id, d.class);
+        if !self.keep_delivery(now, d)
+            && let Some(origin) = signed
+            && let Err(e) = self.router.send_delivery_receipt(now, class, origin, id)
+        {
+            warn!(%id, "cannot send the receipt: {e}");
+        }
+    }
+
+    /// Keeps what `d` brought, if anything: true if an inbox entry was
+    /// handed to the disk writer.
+    fn keep_delivery(&mut self, now: u64, d: Delivery) -> bool {
         let payload: AppPayload = match mesh::decode_payload(&d.payload) {
             Ok(p) => p,
             Err(e) => {
                 debug!(id = %d.id, "a delivered payload did not decode: {e}");
-                return;
+                return false;
             }
         };
         match payload.kind {
@@ -53,22 +67,15 @@ impl Node {
                             lon_micro: None,
                         };
                         // On disk (with the record that refuses its
-                        // replay) before the receipt says it arrived. The
-                        // receipt is written with the next batch: the
-                        // writer thread may have one out, and a write
-                        // now would refuse.
-                        if !self.keep(&entry, &d, Some(&record)) {
-                            // Opened again when it comes again.
-                            self.replay.forget(EnvelopeId(record.id));
-                        } else if let Err(e) = self.router.send_receipt_unwritten(
-                            now,
-                            Address::from(message.sender),
-                            d.id,
-                        ) {
-                            warn!(id = %d.id, "cannot send the receipt: {e}");
-                        }
+                        // replay) before the receipt says it arrived: the
+                        // receipt goes once the writer thread reports it.
+                        self.keep(entry, &d, Some(record), Some(Address::from(message.sender)));
+                        true
                     }
-                    Err(e) => warn!(id = %d.id, "a message for this node did not open: {e}"),
+                    Err(e) => {
+                        warn!(id = %d.id, "a message for this node did not open: {e}");
+                        false
+                    }
                 }
             }
             // An SOS is one only as P0, under P0's limits: the same payload
@@ -76,7 +83,7 @@ impl Node {
             // not shown to anyone as an SOS.
             Some(app_payload::Kind::Sos(sos)) if d.class == Class::P0 => {
                 let Some(origin) = d.origin.as_ref().and_then(node_id) else {
-                    return;
+                    return false;
                 };
                 let entry = api::InboxMessage {
                     id: d.id.to_string(),
@@ -90,48 +97,96 @@ impl Node {
                     lon_micro: sos.lon_micro,
                 };
                 warn!(from = %origin, id = %d.id, "SOS received");
-                self.keep(&entry, &d, None);
+                self.keep(entry, &d, None, None);
+                true
             }
-            Some(app_payload::Kind::Transaction(bytes)) => match Transaction::from_bytes(&bytes) {
-                Ok(tx) => self.pool(tx),
-                Err(e) => debug!("a broadcast transaction is invalid: {e}"),
-            },
+            Some(app_payload::Kind::Transaction(bytes)) => {
+                match Transaction::from_bytes(&bytes) {
+                    Ok(tx) => self.pool(tx),
+                    Err(e) => debug!("a broadcast transaction is invalid: {e}"),
+                }
+                false
+            }
             Some(app_payload::Kind::Sos(_)) => {
                 debug!(id = %d.id, class = ?d.class, "an SOS payload that did not come as P0 is ignored");
+                false
             }
-            _ => {}
+            _ => false,
         }
     }
 
-    /// Writes an inbox entry (synced), with the router's record that `d`
-    /// was delivered (the router writes it only after this), and tells
-    /// watchers; false if it could not be written, and then the router
-    /// neither acknowledges the delivery nor remembers it: the previous
-    /// hop keeps the message and sends it again.
+    /// Hands an inbox entry to the disk writer, synced, with the router's
+    /// record that `d` was delivered (the router writes that record, and
+    /// acknowledges the delivery, only after this entry is reported). Once
+    /// it is on disk, watchers are told, and the signer of a signed
+    /// unicast and `receipt_to` (a sealed message's sender) get receipts
+    /// ([`Node::kept`]); if it cannot be written, the delivery is taken
+    /// back ([`Node::not_kept`]). With more entries out than the disk keeps
+    /// up with, waits for them first.
     fn keep(
         &mut self,
-        entry: &api::InboxMessage,
+        entry: api::InboxMessage,
         d: &Delivery,
-        opened: Option<&OpenedRecord>,
-    ) -> bool {
+        opened: Option<OpenedRecord>,
+        receipt_to: Option<Address>,
+    ) {
+        if self.disk.keeping() >= disk_writer::KEEPING_MAX {
+            self.settle_write();
+        }
         let mut key = entry.received_ms.to_be_bytes().to_vec();
         key.extend_from_slice(&d.id.0);
-        let written = self
-            .inbox
-            .put(&key, &entry.encode_to_vec(), opened, d.seen.as_ref());
-        if let Err(e) = written {
-            error!(id = %d.id, "cannot write the inbox; the previous hop keeps the message and sends it again: {e}");
-            self.router.delivery_not_kept(d.id);
-            self.heartbeat.write_failed(e.to_string());
-            return false;
+        let keep = disk_writer::Keep {
+            key,
+            entry,
+            id: d.id,
+            opened,
+            seen: d.seen,
+            receipt_to,
+            signed_by: d.origin.filter(|_| !d.broadcast).map(|o| (d.class, o)),
+        };
+        let envelope = keep.opened.map(|o| o.id);
+        if !self.disk.keep(keep) {
+            self.not_kept(d.id, envelope, "the disk writer thread stopped".into());
         }
+    }
+
+    /// An inbox entry is on disk: watchers see it, and a signed unicast's
+    /// signer and a sealed message's sender get their receipts (written
+    /// with the router's next batch).
+    pub(super) fn kept(&mut self, keep: disk_writer::Keep) {
         self.heartbeat.write_succeeded();
-        let _ = self.inbox_watch.send(entry.clone());
+        let now = self.clock();
+        if let Some((class, origin)) = keep.signed_by
+            && let Err(e) = self
+                .router
+                .send_delivery_receipt(now, class, origin, keep.id)
+        {
+            warn!(id = %keep.id, "cannot send the receipt: {e}");
+        }
+        if let Some(to) = keep.receipt_to
+            && let Err(e) = self.router.send_receipt_unwritten(now, to, keep.id)
+        {
+            warn!(id = %keep.id, "cannot send the receipt: {e}");
+        }
+        let received_ms = keep.entry.received_ms;
+        let _ = self.inbox_watch.send(keep.entry);
         if self.rng.random_ratio(1, 256) {
             let _ = self.inbox.trim(INBOX_KEEP);
-            forget_old_envelopes(&self.inbox, entry.received_ms);
+            forget_old_envelopes(&self.inbox, received_ms);
         }
-        true
+    }
+
+    /// An inbox entry could not be written: the router neither
+    /// acknowledges the delivery nor remembers it, and its envelope opens
+    /// again, so the previous hop, which keeps the message, sends it again
+    /// and that copy is kept.
+    pub(super) fn not_kept(&mut self, id: MessageId, envelope: Option<[u8; 16]>, error: String) {
+        error!(%id, "cannot write the inbox; the previous hop keeps the message and sends it again: {error}");
+        self.router.delivery_not_kept(id);
+        if let Some(envelope) = envelope {
+            self.replay.forget(EnvelopeId(envelope));
+        }
+        self.heartbeat.write_failed(error);
     }
 
     /// Opens an envelope for this node, refusing replays: those the memory
