@@ -10,9 +10,9 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Daemon, Line, genesis_of, json, lifeline, ok};
+use common::{Daemon, Line, SlowDisk, genesis_of, json, lifeline, ok};
 
 const NODES: usize = 5;
 
@@ -89,6 +89,111 @@ fn a_message_crosses_three_relays_and_waits_in_custody_while_a_link_is_cut() {
         .map(|m| m["text"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(texts, ["first, over four hops", "second, across a cut"]);
+}
+
+/// A node whose disk is slow keeps relaying an SOS while it writes its own
+/// messages. B, in the middle of A-B-C, gets messages from A while its
+/// writes are throttled to a few a second (a worn SD card), so keeping
+/// them in its inbox takes seconds. An SOS from A to C, sent right after
+/// them, still crosses B as fast as on an idle line. Before 2026-12-07, B
+/// wrote each inbox entry on its driver's thread, and everything that
+/// arrived meanwhile, the SOS too, waited for the disk (it failed so:
+/// the SOS took about as long as B's writes). And a signed message's
+/// receipt says it was delivered only once it is on disk there.
+#[test]
+fn a_relay_with_a_slow_disk_relays_an_sos_while_it_keeps_its_own_messages() {
+    const MESSAGES: usize = 8;
+    let Some(line) = Line::for_test("ls", 3) else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let nodes = line.start_daemons(root.path());
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    a.wait_for_route(c, Duration::from_secs(90));
+    let (b_card, c_card) = (b.card_file(root.path()), c.card_file(root.path()));
+    // What a message to C took, once C has it on disk.
+    let latency = |text: &str| {
+        let mut found = None;
+        c.wait_for(text, Duration::from_secs(60), |c| {
+            found = inbox_of(c).into_iter().find(|m| m["text"] == text);
+            found.is_some()
+        });
+        let m = found.unwrap();
+        m["received_ms"].as_u64().unwrap() - m["sent_ms"].as_u64().unwrap()
+    };
+    // Both ways work, and what an SOS takes on the idle line.
+    let mut sent = a.send_to(b, &b_card, &["--wait", "60s", "to B, idle"]);
+    ok(sent.output().unwrap(), "send to B");
+    let urgent = ["--priority", "urgent", "--wait", "60s", "SOS, idle"];
+    ok(a.send_to(c, &c_card, &urgent).output().unwrap(), "SOS");
+    let idle = latency("SOS, idle");
+
+    let slow = SlowDisk::new(root.path(), 4).unwrap_or_else(|e| {
+        panic!("cannot slow the disk down: {e} (CI runs as root on a block device)")
+    });
+    slow.add(b.pid());
+    let started = Instant::now();
+    for i in 0..MESSAGES {
+        let text = format!("to B, slow disk {i}");
+        ok(
+            a.send_to(b, &b_card, &[&text]).output().unwrap(),
+            "send to B",
+        );
+    }
+    let urgent = ["--priority", "urgent", "SOS across a slow disk"];
+    ok(a.send_to(c, &c_card, &urgent).output().unwrap(), "SOS");
+    // And one for B, signed (P0), whose receipt the router sent as it
+    // delivered it, before: A heard "delivered" while it waited for B's
+    // disk. Now it does only once B has it on disk.
+    let urgent = [
+        "--json",
+        "send",
+        "--priority",
+        "urgent",
+        "--to",
+        &b.id,
+        "--card",
+    ];
+    let out = lifeline(&a.dir)
+        .args(urgent)
+        .arg(&b_card)
+        .arg("urgent, to B")
+        .output()
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_str(&ok(out, "send")).unwrap();
+    let id = sent["id"].as_str().unwrap().to_string();
+    let loaded = latency("SOS across a slow disk");
+    a.wait_for("B's receipt", Duration::from_secs(120), |a| {
+        json(&a.dir, &["message", "status", &id])["status"] == "delivered"
+    });
+    assert!(
+        inbox_of(b).iter().any(|m| m["text"] == "urgent, to B"),
+        "A heard that B got its message before B had it on disk"
+    );
+    b.wait_for("B's messages in its inbox", Duration::from_secs(120), |b| {
+        inbox_of(b).len() == MESSAGES + 2
+    });
+    let kept_in = started.elapsed();
+    eprintln!("SOS across B: {idle} ms idle, {loaded} ms while B kept its messages ({kept_in:?})");
+    // Else the disk was not slow, and this shows nothing.
+    assert!(
+        kept_in > Duration::from_secs(2),
+        "B kept {MESSAGES} messages in {kept_in:?}: its disk was not slowed down"
+    );
+    assert!(
+        loaded < 500.max(10 * idle),
+        "the SOS took {loaded} ms across B (idle: {idle} ms) while B kept its messages in \
+         {kept_in:?}"
+    );
+    // Nothing B kept was lost on the way, and A heard so.
+    let texts: Vec<String> = inbox_of(b)
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    for i in 0..MESSAGES {
+        assert!(texts.contains(&format!("to B, slow disk {i}")), "{texts:?}");
+    }
+    drop(slow);
 }
 
 #[test]

@@ -626,3 +626,60 @@ pub fn cap_alert_in_force(name: &str, into: &Path) -> (PathBuf, String) {
     std::fs::write(&path, &original).unwrap();
     (path, original)
 }
+
+/// A disk as slow as a worn SD card, for the daemons moved into it: a
+/// cgroup (v1 `blkio`) that throttles synced writes to the block device
+/// holding `dir` to `iops` a second. Removed when dropped.
+pub struct SlowDisk {
+    path: PathBuf,
+}
+
+impl SlowDisk {
+    /// Throttles writes to the device of `dir`; fails, saying why, where
+    /// the kernel has no `blkio` controller or `dir` is on no block device.
+    pub fn new(dir: &Path, iops: u32) -> Result<Self, String> {
+        use std::os::unix::fs::MetadataExt;
+        let root = Path::new("/sys/fs/cgroup/blkio");
+        if !root.join("cgroup.procs").exists() {
+            return Err("no cgroup v1 blkio controller at /sys/fs/cgroup/blkio".into());
+        }
+        let dev = std::fs::metadata(dir).map_err(|e| e.to_string())?.dev();
+        let (major, minor) = (
+            ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff),
+            ((dev >> 12) & 0xffff_ff00) | (dev & 0xff),
+        );
+        let block = format!("/sys/dev/block/{major}:{minor}");
+        if !Path::new(&block).exists() {
+            return Err(format!(
+                "{} is on device {major}:{minor}, which is no block device (overlay or tmpfs?)",
+                dir.display()
+            ));
+        }
+        let path = root.join(format!("lifeline-test-{}", std::process::id()));
+        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let disk = Self { path };
+        std::fs::write(
+            disk.path.join("blkio.throttle.write_iops_device"),
+            format!("{major}:{minor} {iops}"),
+        )
+        .map_err(|e| format!("cannot throttle {major}:{minor}: {e}"))?;
+        Ok(disk)
+    }
+
+    /// Moves process `pid` (all its threads) onto the slow disk.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        // Whatever still runs in it goes back to the root first.
+        if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
+            for pid in procs.split_whitespace() {
+                let _ = std::fs::write("/sys/fs/cgroup/blkio/cgroup.procs", pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
