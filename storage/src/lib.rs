@@ -403,17 +403,20 @@ impl Inbox {
         let family = db.cf(CF_INBOX)?;
         let mut write = WriteBatch::default();
         let mut deleted = 0;
-        for (i, item) in db
-            .db
-            .iterator_cf(family, rocksdb::IteratorMode::End)
-            .enumerate()
-        {
-            let (key, _) = item.map_err(|e| db.rocks(e))?;
-            if i >= keep {
+        // Keys only: the entries' values (up to a whole message each, a
+        // gigabyte in a full inbox of bulk) are never copied out.
+        let mut keys = db.db.raw_iterator_cf(family);
+        keys.seek_to_last();
+        let mut seen = 0;
+        while let Some(key) = keys.key() {
+            if seen >= keep {
                 write.delete_cf(family, key);
                 deleted += 1;
             }
+            seen += 1;
+            keys.prev();
         }
+        keys.status().map_err(|e| db.rocks(e))?;
         if deleted > 0 {
             db.write_synced(write)?;
         }
