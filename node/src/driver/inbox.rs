@@ -8,10 +8,9 @@ use lifeline_crypto::envelope::{
 };
 use lifeline_routing::{Address, Class, Delivery, MessageId};
 use lifeline_storage::{Inbox, OpenedRecord, StorageError};
-use rand::RngExt;
 use tracing::{debug, error, warn};
 
-use super::{INBOX_KEEP, Node, disk_writer, node_id, ts};
+use super::{Node, disk_writer, node_id, ts};
 use crate::mesh;
 use crate::metrics::{self, class_name};
 use crate::pb::control as api;
@@ -168,12 +167,7 @@ impl Node {
         {
             warn!(id = %keep.id, "cannot send the receipt: {e}");
         }
-        let received_ms = keep.entry.received_ms;
         let _ = self.inbox_watch.send(keep.entry);
-        if self.rng.random_ratio(1, 256) {
-            let _ = self.inbox.trim(INBOX_KEEP);
-            forget_old_envelopes(&self.inbox, received_ms);
-        }
     }
 
     /// An inbox entry could not be written: the router neither
@@ -261,7 +255,7 @@ pub(super) fn load_opened(inbox: &Inbox, now: u64) -> Result<ReplayGuard, Storag
 const REPLAY_CAPACITY: usize = 100_000;
 
 /// Deletes the records of envelopes too old to be opened again.
-fn forget_old_envelopes(inbox: &Inbox, now: u64) {
+pub(super) fn forget_old_envelopes(inbox: &Inbox, now: u64) {
     let cutoff = now.saturating_sub(OPENED_KEEP_MS);
     match inbox.opened() {
         Ok(records) => {
