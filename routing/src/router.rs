@@ -337,6 +337,14 @@ pub struct Delivery {
     pub seen: Option<SeenRecord>,
 }
 
+impl Delivery {
+    /// Who gets a receipt for it: the signer of a unicast (a signed
+    /// broadcast gets none). See [`crate::Config::receipt_on_delivery`].
+    pub fn receipt_to(&self) -> Option<Address> {
+        self.origin.filter(|_| !self.broadcast)
+    }
+}
+
 /// Why a message was dropped (always reported).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {

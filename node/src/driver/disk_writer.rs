@@ -200,9 +200,10 @@ impl DiskWriter {
         if !batch.needs_sync() {
             return Some(self.store.write(&batch).map_err(|e| e.to_string()));
         }
-        match self.hand_over(Job::Batch(batch), Out::Batch) {
-            true => None,
-            false => Some(Err(STOPPED.into())),
+        if self.hand_over(Job::Batch(batch), Out::Batch) {
+            None
+        } else {
+            Some(Err(STOPPED.into()))
         }
     }
 

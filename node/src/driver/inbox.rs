@@ -30,8 +30,7 @@ impl Node {
             .observe(now.saturating_sub(d.created_ms) as f64 / 1000.0);
         // A signed unicast's receipt: once its entry is on disk if it is
         // kept (`Node::kept`), else now.
-        let signed = d.origin.filter(|_| !d.broadcast);
-        let (id, class) = (d.id, d.class);
+        let (signed, id, class) = (d.receipt_to(), d.id, d.class);
         if !self.keep_delivery(now, d)
             && let Some(origin) = signed
             && let Err(e) = self.router.send_delivery_receipt(now, class, origin, id)
@@ -141,7 +140,7 @@ impl Node {
             opened,
             seen: d.seen,
             receipt_to,
-            signed_by: d.origin.filter(|_| !d.broadcast).map(|o| (d.class, o)),
+            signed_by: d.receipt_to().map(|o| (d.class, o)),
         };
         let envelope = keep.opened.map(|o| o.id);
         if !self.disk.keep(keep) {

@@ -418,23 +418,22 @@ impl<S: MessageStore> Router<S> {
         match m.body.kind {
             Kind::Data => {
                 self.stats.delivered += 1;
-                let unicast = m.body.destination.is_some();
-                let receipt_to = m.body.origin.filter(|_| unicast);
                 let id = m.id;
-                let class = m.body.class;
                 // Its seen record waits for the caller to take it.
                 let seen = self.seen_unsaved.pop_if(|r| r.id == id);
-                self.events.push_back(Event::Delivered(Delivery {
+                let delivery = Delivery {
                     id,
-                    class,
+                    class: m.body.class,
                     origin: m.body.origin,
-                    broadcast: !unicast,
+                    broadcast: m.body.destination.is_none(),
                     payload: m.body.payload,
                     hops: m.hops_taken,
                     created_ms: m.body.created_ms,
                     received_ms: now,
                     seen,
-                }));
+                };
+                let (receipt_to, class) = (delivery.receipt_to(), delivery.class);
+                self.events.push_back(Event::Delivered(delivery));
                 // Signed unicasts (P0, P1) get a receipt at once, unless the
                 // caller sends it once it has kept them; for sealed messages
                 // the application sends it once it knows the sender.
