@@ -15,7 +15,8 @@ use lifeline_crypto::Identity;
 use lifeline_routing::routes::link_cost;
 use lifeline_routing::wire::{AckOutcome, Body, Frame, Packet};
 use lifeline_routing::{
-    Address, Class, Config, Event, MemoryMessageStore, MessageId, MessageStore, Router, StoreBatch,
+    Address, Class, Config, Delivery, Event, MemoryMessageStore, MessageId, MessageStore, Router,
+    StoreBatch,
 };
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -125,6 +126,11 @@ pub struct Node {
     pub behaviour: Behaviour,
     /// Crashes so far: a write that was out when it crashed never lands.
     life: u64,
+    /// Deliveries on their way to its disk (its inbox): no custody write
+    /// starts until they are kept, as in the daemon.
+    keeping: usize,
+    /// When its disk is done with what it was given (µs).
+    disk_free_us: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +160,15 @@ enum Ev {
         node: usize,
         life: u64,
         batch: StoreBatch,
+    },
+    /// Node `node` has a delivery on disk, in its inbox, unless it crashed
+    /// since; the delivery's signer, if any, gets its receipt now.
+    Kept {
+        node: usize,
+        life: u64,
+        id: MessageId,
+        class: Class,
+        receipt_to: Option<Address>,
     },
 }
 
@@ -271,6 +286,8 @@ impl Engine {
                 stored: None,
                 behaviour: Behaviour::Honest,
                 life: 0,
+                keeping: 0,
+                disk_free_us: 0,
             });
         }
         engine
@@ -328,7 +345,12 @@ impl Engine {
     /// they go on routing while a write is out, and what must wait for it
     /// (custody acknowledgements) waits. A batch that needs no sync
     /// ([`StoreBatch::needs_sync`]) is written at once, as the daemon does.
-    /// A node that crashes with a write out loses it.
+    /// A unicast delivered to a node goes to its inbox on the same disk,
+    /// one synced write each, in order with the custody writes: no custody
+    /// write starts while one is out, and with
+    /// [`Config::receipt_on_delivery`] off the signer's receipt goes once
+    /// it is kept, again as the daemon does. A node that crashes with a
+    /// write out loses it.
     pub fn set_disk_sync_us(&mut self, us: u64) {
         self.disk_sync_us = us;
         if us > 0 {
@@ -433,6 +455,8 @@ impl Engine {
             return;
         };
         self.nodes[i].life += 1;
+        self.nodes[i].keeping = 0;
+        self.nodes[i].disk_free_us = 0;
         self.nodes[i].stored = Some(router.into_store());
         let now = ms(self.now_us);
         for &l in &self.out[i].clone() {
@@ -649,7 +673,12 @@ impl Engine {
                             ready.push(k);
                         }
                     }
-                    event => observer.event(self, i, now, &event),
+                    event => {
+                        observer.event(self, i, now, &event);
+                        if let Event::Delivered(d) = event {
+                            self.keep(i, &d);
+                        }
+                    }
                 }
             }
             if ready.is_empty() && (handled == 0 || self.disk_sync_us == 0) {
@@ -675,7 +704,7 @@ impl Engine {
     /// and no write is out: a synced one lands `disk_sync_us` later
     /// (`Ev::Written`), another at once.
     fn start_write(&mut self, i: usize) {
-        if self.disk_sync_us == 0 {
+        if self.disk_sync_us == 0 || self.nodes[i].keeping > 0 {
             return;
         }
         let Some(router) = self.nodes[i].router.as_mut() else {
@@ -686,7 +715,7 @@ impl Engine {
         };
         if batch.needs_sync() {
             let life = self.nodes[i].life;
-            let at = self.now_us + self.disk_sync_us;
+            let at = self.disk_time(i);
             self.push(
                 at,
                 Ev::Written {
@@ -699,6 +728,39 @@ impl Engine {
             let Ok(()) = router.store_mut().write(&batch);
             router.written(Ok(()));
         }
+    }
+
+    /// When a synced write node `i` hands its disk now is done: after
+    /// what the disk already has.
+    fn disk_time(&mut self, i: usize) -> u64 {
+        let node = &mut self.nodes[i];
+        node.disk_free_us = node.disk_free_us.max(self.now_us) + self.disk_sync_us;
+        node.disk_free_us
+    }
+
+    /// With a disk, hands a unicast delivered to node `i` to it, for its
+    /// inbox (`Ev::Kept`); a broadcast is not kept (the daemon pools a
+    /// transaction, and shows no other).
+    fn keep(&mut self, i: usize, d: &Delivery) {
+        if self.disk_sync_us == 0 || d.broadcast {
+            return;
+        }
+        let receipts = self
+            .overrides
+            .get(&i)
+            .unwrap_or(&self.config)
+            .receipt_on_delivery;
+        let at = self.disk_time(i);
+        let node = &mut self.nodes[i];
+        node.keeping += 1;
+        let ev = Ev::Kept {
+            node: i,
+            life: node.life,
+            id: d.id,
+            class: d.class,
+            receipt_to: d.receipt_to().filter(|_| !receipts),
+        };
+        self.push(at, ev);
     }
 
     /// Links of node `i` that are up and idle, with no `LinkFree` pending,
@@ -905,6 +967,25 @@ impl Engine {
                     r.set_clock_us(self.now_us);
                     let Ok(()) = r.store_mut().write(&batch);
                     r.written(Ok(()));
+                }
+                self.flush(node, observer);
+            }
+            Ev::Kept {
+                node,
+                life,
+                id,
+                class,
+                receipt_to,
+            } => {
+                if self.nodes[node].life != life {
+                    return;
+                }
+                self.nodes[node].keeping -= 1;
+                if let (Some(r), Some(origin)) = (self.nodes[node].router.as_mut(), receipt_to) {
+                    r.set_clock_us(self.now_us);
+                    // A full custody store only loses the receipt, as in
+                    // the router.
+                    let _ = r.send_delivery_receipt(ms(self.now_us), class, origin, id);
                 }
                 self.flush(node, observer);
             }

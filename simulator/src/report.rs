@@ -39,6 +39,12 @@ pub struct ClassReport {
     pub latency_ms: [f64; 3],
     /// Latency histogram: (upper bound ms, count) buckets.
     pub latency_histogram_ms: Vec<(f64, u64)>,
+    /// Messages whose origin heard them delivered (the destination's
+    /// signed receipt: P0 and P1 unicasts), and how long after sending,
+    /// p50, p90, p99 in ms.
+    pub receipts: u64,
+    /// See `receipts`.
+    pub receipt_ms: [f64; 3],
     /// Stretch against the shortest-path latency: p50, p99 (a sample of up
     /// to 300 messages; Dijkstra on the simulated links).
     pub stretch: [f64; 2],
@@ -285,6 +291,22 @@ pub fn write_summary(
             c.stretch[1],
             c.transmissions_per_message,
             shortest
+        )?;
+    }
+    let receipts: Vec<String> = report
+        .classes
+        .iter()
+        .filter(|c| c.receipts > 0)
+        .map(|c| {
+            let [p50, p90, p99] = c.receipt_ms;
+            format!("{} {p50:.1} / {p90:.1} / {p99:.1}", c.class)
+        })
+        .collect();
+    if !receipts.is_empty() {
+        writeln!(
+            out,
+            "receipts, from sending to the origin hearing it delivered, p50 / p90 / p99 ms: {}",
+            receipts.join("; ")
         )?;
     }
     let waiting: Vec<String> = report

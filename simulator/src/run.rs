@@ -171,6 +171,9 @@ pub fn run(
         broadcast_hops: scenario.router.broadcast_hops,
         zone_hops: scenario.router.zone_hops,
         landmark_one_in: scenario.router.landmark_one_in,
+        // With a disk, a delivery's receipt waits for its inbox write, as
+        // in the daemon (`Engine::set_disk_sync_us`).
+        receipt_on_delivery: scenario.disk.sync_ms <= 0.0,
         ..Config::default()
     };
     let start_us = EPOCH_MS * 1_000;
@@ -818,6 +821,16 @@ pub fn run(
                 percentile(&latencies, 0.99),
             ];
             report.latency_histogram_ms = crate::report::histogram(&latencies);
+            let mut receipts: Vec<f64> = ks
+                .iter()
+                .filter_map(|k| {
+                    let at = collector.outcomes[*k].receipt_at_us?;
+                    Some(at.saturating_sub(collector.planned[*k].at_us) as f64 / 1_000.0)
+                })
+                .collect();
+            receipts.sort_by(f64::total_cmp);
+            report.receipts = receipts.len() as u64;
+            report.receipt_ms = [0.5, 0.9, 0.99].map(|p| percentile(&receipts, p));
             let hops: Vec<f64> = delivered
                 .iter()
                 .map(|k| f64::from(collector.outcomes[*k].hops))

@@ -939,13 +939,17 @@ fn line_with_disk(sync_ms: f64) -> Scenario {
 /// and bulk keeps up with its load. A delivery that waited for the
 /// destination's write (as before 2026-12-07) would add 20 ms; forwarding
 /// only after the write, 80.
+///
+/// The SOS's receipt is another matter: its sender hears "delivered" only
+/// once the destination has it on disk (as the daemon does since
+/// 2026-12-07), so a sync later than with an instant disk.
 #[test]
-fn a_slow_disk_holds_up_acknowledgements_not_an_sos() {
+fn a_slow_disk_holds_up_acknowledgements_and_receipts_not_an_sos() {
     let p0_and_p3 = |scenario: &Scenario| {
         let (report, _) = run(scenario, scenario.seed, None).unwrap();
         assert!(report.failures.is_empty(), "{:?}", report.failures);
         let class = |name: &str| report.classes.iter().find(|c| c.class == name).cloned();
-        (class("P0").unwrap().latency_ms, class("P3"))
+        (class("P0").unwrap(), class("P3"))
     };
     let idle = |mut scenario: Scenario| {
         scenario.traffic.retain(|t| t.class == "P0");
@@ -953,7 +957,28 @@ fn a_slow_disk_holds_up_acknowledgements_not_an_sos() {
     };
     let (instant, _) = p0_and_p3(&idle(line_with_disk(0.0)));
     let (slow_idle, _) = p0_and_p3(&idle(line_with_disk(20.0)));
+    for (p0, sync_ms) in [(&instant, 0.0), (&slow_idle, 20.0)] {
+        eprintln!(
+            "{sync_ms} ms syncs: P0 delivered p50 {:.2} ms, its receipt p50 / p90 / p99 {:?} ms",
+            p0.latency_ms[0], p0.receipt_ms
+        );
+        assert_eq!(
+            p0.receipts, p0.delivered,
+            "P0 receipts with {sync_ms} ms syncs"
+        );
+        // From delivery to the sender hearing of it: the destination's
+        // inbox write, then the way back.
+        let back = p0.receipt_ms[0] - p0.latency_ms[0];
+        assert!(
+            back >= sync_ms && back < sync_ms + 2.0 * p0.latency_ms[0],
+            "with {sync_ms} ms syncs, the receipt came {back:.2} ms after the delivery \
+             (P0 p50 {:.2} ms)",
+            p0.latency_ms[0]
+        );
+    }
+    let (instant, slow_idle) = (instant.latency_ms, slow_idle.latency_ms);
     let (slow_loaded, p3) = p0_and_p3(&line_with_disk(20.0));
+    let slow_loaded = slow_loaded.latency_ms;
     eprintln!(
         "P0 latency p50/p90/p99 ms: instant disk {instant:?}, 20 ms syncs {slow_idle:?}, \
          and under bulk {slow_loaded:?}"

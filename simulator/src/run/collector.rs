@@ -36,6 +36,8 @@ pub(super) struct Outcome {
     pub(super) id: Option<MessageId>,
     pub(super) refused: bool,
     pub(super) delivered_at_us: Option<u64>,
+    /// When its origin heard it delivered (the destination's receipt).
+    pub(super) receipt_at_us: Option<u64>,
     pub(super) hops: u32,
     pub(super) reached: u64,
     pub(super) opened: bool,
@@ -244,6 +246,16 @@ impl Observer for Collector {
                     }
                 } else {
                     self.outcomes[k].opened = true;
+                }
+            }
+            Event::Status {
+                id,
+                status: lifeline_routing::Status::Delivered,
+            } => {
+                if let Some(&k) = self.by_id.get(id)
+                    && self.planned[k].from == node
+                {
+                    self.outcomes[k].receipt_at_us.get_or_insert(now_us);
                 }
             }
             Event::Misbehaving { neighbour, .. } => {
