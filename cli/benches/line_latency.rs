@@ -30,7 +30,11 @@
 //! write). The daemons log two points there too (`stored`: A has the
 //! sample on disk, with the time since it handed it to its router;
 //! `delivered`: E's router delivered it), and the bench splits the ends
-//! by them, with the sample slowest at the ends.
+//! by them, with the sample slowest at the ends. From `stored` and
+//! `delivered` it also gives each sample's time from A's router to E's to
+//! the µs, and compares loaded with idle on those: with the whole-ms
+//! stamps, an idle p99 of 4 ms makes the ratio of p99s move in steps of
+//! 25%, the whole margin of the target.
 //!
 //! Two floors follow, in the same run, to tell what of the loaded figure
 //! buffers cause and what they cannot: the *link floor*, P0 with the links
@@ -259,6 +263,10 @@ struct Waits {
     /// it queued the sample for B, and E from reading it to its router
     /// delivering it.
     end_parts: Option<[u64; 3]>,
+    /// From A handing the sample to its router to E's router delivering
+    /// it, to the µs: the latency without A's sealing and E's stamping,
+    /// and without the whole ms the nodes' own stamps are rounded to.
+    through: Option<u64>,
     /// Per hop: the sending node's driver (0 at A, where the sample starts
     /// when it is queued), its writer, then below both routers.
     hops: Vec<[u64; 3]>,
@@ -308,6 +316,9 @@ fn follow(events: &[Vec<HopEvent>], ids: &[String], window: (u64, u64, u64)) -> 
             d.at_us.saturating_sub(from),
         ]
     });
+    let through = stored
+        .zip(delivered)
+        .map(|(s, d)| d.at_us.saturating_sub(s.at_us.saturating_sub(s.took_us)));
     let sum = |i: usize| hops.iter().map(|h: &[u64; 3]| h[i]).sum::<u64>();
     Some(Waits {
         drivers: sum(0),
@@ -315,6 +326,7 @@ fn follow(events: &[Vec<HopEvent>], ids: &[String], window: (u64, u64, u64)) -> 
         below: sum(2),
         ends: (window.2 * 1000).saturating_sub(sum(0) + sum(1) + sum(2)),
         end_parts,
+        through,
         hops,
     })
 }
@@ -334,8 +346,13 @@ fn spread_us(mut values: Vec<u64>) -> String {
 /// Noise, both kernels and the link's queue), each summed over the hops;
 /// and what is left of the latency measured (the two ends, to within the
 /// whole ms the latency is measured in). Returns how many samples it
-/// found in the traces.
-fn where_p0_waited(nodes: &[Daemon], phase: &str, windows: &[(u64, u64, u64)]) -> usize {
+/// found in the traces, and of those it could follow from A's router to
+/// E's, that time (µs, sorted).
+fn where_p0_waited(
+    nodes: &[Daemon],
+    phase: &str,
+    windows: &[(u64, u64, u64)],
+) -> (usize, Vec<u64>) {
     let events: Vec<Vec<HopEvent>> = nodes.iter().map(|d| hop_events(&d.log())).collect();
     let ids: Vec<String> = nodes.iter().map(|d| d.id.clone()).collect();
     let mut followed: Vec<Waits> = windows
@@ -344,7 +361,7 @@ fn where_p0_waited(nodes: &[Daemon], phase: &str, windows: &[(u64, u64, u64)]) -
         .collect();
     if followed.is_empty() {
         println!("  {phase}: no sample found in the hop traces");
-        return 0;
+        return (0, Vec::new());
     }
     let of = |f: fn(&Waits) -> u64| spread_us(followed.iter().map(f).collect());
     println!(
@@ -406,7 +423,39 @@ fn where_p0_waited(nodes: &[Daemon], phase: &str, windows: &[(u64, u64, u64)]) -
     if let Some(w) = followed.iter().max_by_key(|w| w.ends) {
         show("the slowest at the ends", w);
     }
-    followed.len()
+    let mut through: Vec<u64> = followed.iter().filter_map(|w| w.through).collect();
+    through.sort_unstable();
+    (followed.len(), through)
+}
+
+/// "p50 / p90 / p99 ms" of sorted µs values.
+fn spread_fine(sorted: &[u64]) -> String {
+    let [p50, p90, p99] = [0.5, 0.9, 0.99].map(|p| percentile(sorted, p) as f64 / 1000.0);
+    format!("{p50:.2} / {p90:.2} / {p99:.2} ms")
+}
+
+/// Compares `phase` with `idle`, the same P0 on the same links without
+/// bulk, from A's router to E's to the µs ([`Waits::through`]).
+fn compare_fine(phase: &str, idle: &[u64], other: &[u64]) {
+    if idle.is_empty() || other.is_empty() {
+        return;
+    }
+    let ratio = |p: f64| percentile(other, p) as f64 / percentile(idle, p).max(1) as f64;
+    let range = match p99_interval(other) {
+        (Some(a), Some(b)) => format!("{:.2} to {:.2} ms", a as f64 / 1e3, b as f64 / 1e3),
+        (Some(a), None) => format!("{:.2} ms to above the largest sample", a as f64 / 1e3),
+        _ => "anywhere (too few samples)".into(),
+    };
+    println!(
+        "  A's router to E's router, to the µs (hop lines; {} and {} samples): idle p50 / p90 / \
+         p99 {}, {phase} {}; {phase} / idle p50 {:.2}x, p99 {:.2}x; {phase} p99 (95%) {range}",
+        idle.len(),
+        other.len(),
+        spread_fine(idle),
+        spread_fine(other),
+        ratio(0.5),
+        ratio(0.99),
+    );
 }
 
 /// What arrived in E's inbox, as `lifeline --json inbox --watch` shows it.
@@ -1009,8 +1058,14 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         below.iter().map(|b| b.0).collect::<Vec<_>>(),
         below.iter().map(|b| b.1).collect::<Vec<_>>(),
     );
-    let traced = where_p0_waited(&nodes, "idle", &idle_windows)
-        + where_p0_waited(&nodes, "loaded", &loaded_windows);
+    let (idle_traced, idle_fine) = where_p0_waited(&nodes, "idle", &idle_windows);
+    let (loaded_traced, loaded_fine) = where_p0_waited(&nodes, "loaded", &loaded_windows);
+    compare_fine("loaded", &idle_fine, &loaded_fine);
+    let traced = idle_traced + loaded_traced;
+    assert!(
+        throughput || !(idle_fine.is_empty() || loaded_fine.is_empty()),
+        "no P0 sample followed from A's router to E's in the hop traces (stored, delivered)"
+    );
     // Under `cargo test` the daemons are this code, so their traces must
     // be there (a bench run may compare daemons built before them).
     assert!(
@@ -1065,7 +1120,7 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     let udp_wire = meter.load(&line.names);
     drop(udp);
     line.unshape().unwrap();
-    let (free_idle, _) = p0_samples(&nodes, &watch, &card, "unlimited idle", samples);
+    let (free_idle, free_windows) = p0_samples(&nodes, &watch, &card, "unlimited idle", samples);
     let bulk = Bulk::start(a, e, &card, &file, LOAD);
     std::thread::sleep(Duration::from_secs(5));
     let (host, host_windows) = p0_samples(&nodes, &watch, &card, "host floor", samples);
@@ -1082,7 +1137,9 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
         spread(&free_idle),
         spread(&host)
     );
-    where_p0_waited(&nodes, "host floor", &host_windows);
+    let (_, free_fine) = where_p0_waited(&nodes, "unlimited idle", &free_windows);
+    let (_, host_fine) = where_p0_waited(&nodes, "host floor", &host_windows);
+    compare_fine("host floor", &free_fine, &host_fine);
     assert!(
         udp_wire > wire / 2.0,
         "the link floor's load did not load the link: {:.0}% carried, {:.0}% aimed",
