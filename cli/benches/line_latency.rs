@@ -143,15 +143,17 @@ fn p99_interval(sorted: &[u64]) -> (Option<u64>, Option<u64>) {
     (lower, upper)
 }
 
-/// "4 to 9 ms" of [`p99_interval`].
-fn p99_range(sorted: &[u64]) -> String {
+/// "4 to 9 ms" of [`p99_interval`], each value shown by `ms` (whole ms,
+/// or µs as ms).
+fn p99_range(sorted: &[u64], ms: fn(u64) -> String) -> String {
     match p99_interval(sorted) {
-        (Some(a), Some(b)) => format!("{a} to {b} ms"),
+        (Some(a), Some(b)) => format!("{} to {} ms", ms(a), ms(b)),
         (Some(a), None) => format!(
-            "{a} ms to above the largest sample ({} ms)",
-            sorted.last().copied().unwrap_or(0)
+            "{} ms to above the largest sample ({} ms)",
+            ms(a),
+            ms(sorted.last().copied().unwrap_or(0))
         ),
-        (None, Some(b)) => format!("below the smallest sample to {b} ms"),
+        (None, Some(b)) => format!("below the smallest sample to {} ms", ms(b)),
         (None, None) => "anywhere (too few samples)".into(),
     }
 }
@@ -446,11 +448,7 @@ fn compare_fine(phase: &str, idle: &[u64], other: &[u64]) {
         return;
     }
     let ratio = |p: f64| percentile(other, p) as f64 / percentile(idle, p).max(1) as f64;
-    let range = match p99_interval(other) {
-        (Some(a), Some(b)) => format!("{:.2} to {:.2} ms", a as f64 / 1e3, b as f64 / 1e3),
-        (Some(a), None) => format!("{:.2} ms to above the largest sample", a as f64 / 1e3),
-        _ => "anywhere (too few samples)".into(),
-    };
+    let range = p99_range(other, |us| format!("{:.2}", us as f64 / 1e3));
     println!(
         "  A's router to E's router, to the µs (hop lines; {} and {} samples): idle p50 / p90 / \
          p99 {}, {phase} {}; {phase} / idle p50 {:.2}x, p99 {:.2}x; {phase} p99 (95%) {range}",
@@ -1069,8 +1067,8 @@ fn run(transport: &str, listen: &str, prefix: &str, samples: usize, throughput: 
     );
     println!(
         "  where the true P0 p99 lies (95%, from the samples' order): idle {}, loaded {}",
-        p99_range(&idle),
-        p99_range(&loaded)
+        p99_range(&idle, |v| v.to_string()),
+        p99_range(&loaded, |v| v.to_string())
     );
     println!(
         "  below the routers, most seen per node A..E in {} s after the loaded samples, same \
